@@ -1,0 +1,25 @@
+//! # sipline
+//!
+//! A SIP (RFC 3261) endpoint stack with a sans-IO core: this crate consumes
+//! bytes and timer ticks and emits actions; it never touches sockets,
+//! threads, clocks or global randomness. Runtime crates (`sipline-tokio`,
+//! `sipline-smol`, `sipline-blocking`) own the IO.
+//!
+//! This release contains the [`message`] layer: a zero-copy parser, typed
+//! headers, URIs, stream framing and a serializer. The transaction,
+//! transport, dialog and endpoint layers follow (see `DESIGN.md`).
+//!
+//! ## The drain rule
+//!
+//! Every stateful type of the core follows one rule: after each `handle_*`
+//! call or command, drain `poll_output()` until it returns `None`, then read
+//! `poll_timeout()`. (The message layer is stateless apart from
+//! [`message::StreamFramer`], which follows the same "call again after
+//! consuming" discipline.)
+#![forbid(unsafe_code)]
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod message;

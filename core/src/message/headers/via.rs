@@ -1,0 +1,237 @@
+//! `Via` (RFC 3261 §20.42, §18.2.1; `rport` from RFC 3581; IPv6 `received`
+//! forms from RFC 5118 §4.5).
+
+use super::super::grammar::{ascii, fail, is_wsp, sep, sws, token, PResult};
+use super::super::params::{ParamSyntax, Params};
+use super::super::uri::{host, ipv4, ipv6, port_number, Host};
+use super::{whole, HeaderValue};
+use std::fmt;
+use std::net::IpAddr;
+
+/// The branch magic cookie of RFC 3261 transactions (§8.1.1.7).
+pub const MAGIC_COOKIE: &str = "z9hG4bK";
+
+/// One Via value: `sent-protocol LWS sent-by *( SEMI via-params )`.
+///
+/// ```
+/// use sipline::message::headers::Via;
+/// use sipline::message::headers::HeaderValue;
+/// let v = Via::parse_value(b"SIP/2.0/UDP [2001:db8::9:1]:6050;received=2001:db8::9:255;branch=z9hG4bKas3;rport").unwrap();
+/// assert_eq!(v.transport(), "UDP");
+/// assert_eq!(v.port(), Some(6050));
+/// assert_eq!(v.received(), Some("2001:db8::9:255".parse().unwrap()));
+/// assert_eq!(v.rport(), Some(None));
+/// assert!(v.has_magic_cookie());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    raw: &'a str,
+    protocol: &'a str,
+    version: &'a str,
+    transport: &'a str,
+    host: Host<'a>,
+    host_raw: &'a str,
+    port: Option<u16>,
+    params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    /// The value as written.
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+    /// `protocol-name`, normally `SIP`.
+    pub fn protocol(&self) -> &'a str {
+        self.protocol
+    }
+    /// `protocol-version`, normally `2.0`.
+    pub fn version(&self) -> &'a str {
+        self.version
+    }
+    /// The transport token as written (`UDP`, `TCP`, `TLS`, `SCTP`, `WS`… or
+    /// any other token, RFC 4475 §3.1.1.10).
+    pub fn transport(&self) -> &'a str {
+        self.transport
+    }
+    /// The host of `sent-by`.
+    pub fn host(&self) -> Host<'a> {
+        self.host
+    }
+    /// The host of `sent-by` as written.
+    pub fn host_str(&self) -> &'a str {
+        self.host_raw
+    }
+    /// The port of `sent-by`, if written.
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+    /// All via-params.
+    pub fn params(&self) -> Params<'a> {
+        self.params
+    }
+    /// The `branch` parameter (§8.1.1.7).
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.value("branch")
+    }
+    /// Whether the branch starts with the RFC 3261 magic cookie (§17.2.3).
+    pub fn has_magic_cookie(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with(MAGIC_COOKIE))
+    }
+    /// The `received` parameter (§18.2.1), bracketed or not (RFC 5118 §4.5).
+    pub fn received(&self) -> Option<IpAddr> {
+        self.params.value("received").and_then(parse_received)
+    }
+    /// `rport` (RFC 3581): `None` if absent, `Some(None)` if present without
+    /// a value, `Some(Some(port))` once filled in.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        let p = self.params.get("rport")?;
+        Some(p.value().and_then(|v| v.parse().ok()))
+    }
+    /// The `maddr` parameter (§18.2.2).
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.value("maddr")
+    }
+    /// The `ttl` parameter, 0–255.
+    pub fn ttl(&self) -> Option<u8> {
+        self.params.value("ttl").and_then(|v| v.parse().ok())
+    }
+}
+
+impl fmt::Display for Via<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.raw)
+    }
+}
+
+fn parse_received(v: &str) -> Option<IpAddr> {
+    let b = v.as_bytes();
+    if let Some(inner) = b.strip_prefix(b"[").and_then(|r| r.strip_suffix(b"]")) {
+        return ipv6(inner).map(IpAddr::V6);
+    }
+    ipv4(b).map(IpAddr::V4).or_else(|| ipv6(b).map(IpAddr::V6))
+}
+
+fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
+    let (r, protocol) = token(i)?;
+    let (r, ()) = sep(b'/')(r)?;
+    let (r, version) = token(r)?;
+    let (r, ()) = sep(b'/')(r)?;
+    let (r, transport) = token(r)?;
+    // LWS is mandatory between sent-protocol and sent-by.
+    let lws = sws(r);
+    if lws.len() == r.len() || !r.first().is_some_and(|&c| is_wsp(c) || c == b'\r') {
+        return fail(r);
+    }
+    let (r, h) = host(lws)?;
+    let host_raw = ascii(&lws[..lws.len() - r.len()]).unwrap_or_default();
+    let (r, port) = match sep(b':')(r) {
+        Ok((r2, ())) => {
+            let (r2, p) = port_number(r2)?;
+            (r2, Some(p))
+        }
+        Err(_) => (r, None),
+    };
+    let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
+    // Check the parameters whose grammar §25 fixes.
+    for p in params.iter() {
+        let ok = match p.name().to_ascii_lowercase().as_str() {
+            "ttl" => p
+                .value()
+                .is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok()),
+            "maddr" => p
+                .value()
+                .is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty())),
+            "received" => p.value().is_some_and(|v| parse_received(v).is_some()),
+            "branch" => p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty()),
+            "rport" => p.value().is_none_or(|v| v.parse::<u16>().is_ok()),
+            _ => true,
+        };
+        if !ok {
+            return fail(i);
+        }
+    }
+    let Some(raw) = ascii(&i[..i.len() - rest.len()]) else {
+        return fail(i);
+    };
+    Ok((
+        rest,
+        Via {
+            raw,
+            protocol,
+            version,
+            transport,
+            host: h,
+            host_raw,
+            port,
+            params,
+        },
+    ))
+}
+
+impl<'a> HeaderValue<'a> for Via<'a> {
+    fn parse_value(value: &'a [u8]) -> Option<Self> {
+        whole(value, via)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Option<Via<'_>> {
+        Via::parse_value(s.as_bytes())
+    }
+
+    #[test]
+    fn folded_and_spaced_via_from_rfc4475_wsinv() {
+        let via = v("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!(
+            (via.protocol(), via.version(), via.transport()),
+            ("SIP", "2.0", "UDP")
+        );
+        assert_eq!(via.branch(), Some("390skdjuw"));
+        assert!(!via.has_magic_cookie());
+        let via = v("SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8")
+            .unwrap();
+        assert_eq!(via.host(), Host::Domain("spindle.example.com"));
+        assert_eq!(via.branch(), Some("z9hG4bK9ikj8"));
+    }
+
+    #[test]
+    fn sent_by_and_params() {
+        let via = v("SIP/2.0/TLS client.biloxi.example.com:5061;branch=z9hG4bKnashds7;received=192.0.2.201;ttl=16;maddr=224.2.0.1").unwrap();
+        assert_eq!(via.port(), Some(5061));
+        assert_eq!(via.received(), Some("192.0.2.201".parse().unwrap()));
+        assert_eq!(via.ttl(), Some(16));
+        assert_eq!(via.maddr(), Some("224.2.0.1"));
+        assert_eq!(via.rport(), None);
+        assert_eq!(
+            v("SIP/2.0/UDP h;rport=5066;branch=z9hG4bKx")
+                .unwrap()
+                .rport(),
+            Some(Some(5066))
+        );
+        let br =
+            v("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3").unwrap();
+        assert_eq!(br.received(), Some("2001:db8::9:255".parse().unwrap()));
+        assert_eq!(br.branch(), Some("z9hG4bKas3"));
+    }
+
+    #[test]
+    fn malformed_vias_are_rejected() {
+        for bad in [
+            "SIP/2.0/UDP 192.0.2.15;;",
+            "SIP/2.0/UDP",
+            "SIP/2.0/UDP192.0.2.1",
+            "SIP/2.0 192.0.2.1",
+            "SIP/2.0/UDP host:99999",
+            "SIP/2.0/UDP host;ttl=256",
+            "SIP/2.0/UDP host;received=example.com",
+            "SIP/2.0/UDP host;branch=",
+            "SIP/2.0/UDP host;rport=x",
+            "",
+        ] {
+            assert!(v(bad).is_none(), "{bad}");
+        }
+    }
+}

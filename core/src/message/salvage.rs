@@ -1,0 +1,193 @@
+//! Recovering what a response needs from a request that did not parse
+//! (§8.2: a malformed request still deserves its 400 when it can be routed
+//! back). Works on raw bytes, leniently, and never fails loudly.
+
+use super::grammar::{is_token, is_wsp, trim};
+use super::{HeaderName, Message, MessageWriter, StatusCode};
+
+/// The raw header values a response copies from its request (§8.2.6.2:
+/// Via, From, To, Call-ID, CSeq), found leniently in a malformed request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Salvaged<'a> {
+    /// The request's method token, if the first line looked like a request.
+    pub method: Option<&'a str>,
+    /// Every Via value line, top first.
+    pub vias: Vec<&'a [u8]>,
+    /// From.
+    pub from: Option<&'a [u8]>,
+    /// To.
+    pub to: Option<&'a [u8]>,
+    /// Call-ID.
+    pub call_id: Option<&'a [u8]>,
+    /// CSeq.
+    pub cseq: Option<&'a [u8]>,
+}
+
+impl<'a> Salvaged<'a> {
+    /// Scans `input` line by line for the fields a response needs. Lines
+    /// that do not look like `name: value` are skipped.
+    pub fn scan(input: &'a [u8]) -> Salvaged<'a> {
+        let mut s = Salvaged::default();
+        let mut lines = Lines { rest: input };
+        let Some(first) = lines.next() else { return s };
+        if !first.starts_with(b"SIP/") {
+            let m = first.iter().take_while(|&&c| is_token(c)).count();
+            s.method = std::str::from_utf8(&first[..m])
+                .ok()
+                .filter(|m| !m.is_empty());
+        }
+        for line in lines {
+            if line.is_empty() {
+                break; // end of the header section
+            }
+            let n = line.iter().take_while(|&&c| is_token(c)).count();
+            let mut k = n;
+            while k < line.len() && is_wsp(line[k]) {
+                k += 1;
+            }
+            if n == 0 || line.get(k) != Some(&b':') {
+                continue;
+            }
+            let value = trim(&line[k + 1..]);
+            match HeaderName::from_bytes(&line[..n]) {
+                HeaderName::Via => s.vias.push(value),
+                HeaderName::From => s.from = s.from.or(Some(value)),
+                HeaderName::To => s.to = s.to.or(Some(value)),
+                HeaderName::CallId => s.call_id = s.call_id.or(Some(value)),
+                HeaderName::CSeq => s.cseq = s.cseq.or(Some(value)),
+                _ => {}
+            }
+        }
+        s
+    }
+
+    /// The same fields taken from a parsed message (whose values may still
+    /// be malformed; they are copied, not interpreted).
+    pub fn from_message(m: &Message<'a>) -> Salvaged<'a> {
+        let h = m.headers();
+        let one = |k| h.first(k).map(|h| h.value());
+        Salvaged {
+            method: m.method().map(super::Method::as_str),
+            vias: h.all(HeaderName::Via).map(|h| h.value()).collect(),
+            from: one(HeaderName::From),
+            to: one(HeaderName::To),
+            call_id: one(HeaderName::CallId),
+            cseq: one(HeaderName::CSeq),
+        }
+    }
+
+    /// Whether a response can be built: the request was a request (not an
+    /// ACK, which is never answered, §17.2.1) and every copied field exists.
+    pub fn can_respond(&self) -> bool {
+        self.method.is_some_and(|m| m != "ACK")
+            && !self.vias.is_empty()
+            && self.from.is_some()
+            && self.to.is_some()
+            && self.call_id.is_some()
+            && self.cseq.is_some()
+    }
+
+    /// Writes a response copying Via, From, To, Call-ID and CSeq (§8.2.6.2),
+    /// adding `;tag=to_tag` to To if it has none. Returns `false` (and
+    /// writes nothing) if [`can_respond`](Self::can_respond) is false.
+    pub fn write_response(
+        &self,
+        buf: &mut Vec<u8>,
+        code: StatusCode,
+        reason: &str,
+        to_tag: &str,
+    ) -> bool {
+        let (true, Some(from), Some(to), Some(call_id), Some(cseq)) = (
+            self.can_respond(),
+            self.from,
+            self.to,
+            self.call_id,
+            self.cseq,
+        ) else {
+            return false;
+        };
+        let mut w = MessageWriter::response(buf, code, reason);
+        for v in &self.vias {
+            w.header_bytes("Via", v);
+        }
+        w.header_bytes("From", from);
+        let has_tag = to.windows(4).any(|x| x.eq_ignore_ascii_case(b"tag="));
+        if has_tag || code.as_u16() == 100 {
+            w.header_bytes("To", to);
+        } else {
+            let mut t = to.to_vec();
+            t.extend_from_slice(b";tag=");
+            t.extend_from_slice(to_tag.as_bytes());
+            w.header_bytes("To", &t);
+        }
+        w.header_bytes("Call-ID", call_id);
+        w.header_bytes("CSeq", cseq);
+        w.finish(b"");
+        true
+    }
+}
+
+/// Logical lines (folds joined) of a header section.
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        let mut k = 0;
+        loop {
+            match memchr::memchr(b'\n', &self.rest[k..]) {
+                None => {
+                    let line = self.rest;
+                    self.rest = &[];
+                    return Some(line.strip_suffix(b"\r").unwrap_or(line));
+                }
+                Some(n) => {
+                    let end = k + n;
+                    let line = &self.rest[..end];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    if !line.is_empty() && self.rest.get(end + 1).is_some_and(|&c| is_wsp(c)) {
+                        k = end + 1;
+                        continue;
+                    }
+                    self.rest = &self.rest[end + 1..];
+                    return Some(line);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_a_request_with_a_broken_request_line() {
+        let raw = b"INVITE <sip:user@example.com> SIP/2.0\r\nTo: sip:user@example.com\r\nFrom: sip:caller@example.net;tag=39291\r\nMax-Forwards: 23\r\nCall-ID: ltgtruri.1@192.0.2.5\r\nCSeq: 1 INVITE\r\nVia: SIP/2.0/UDP 192.0.2.5;branch=z9hG4bKkdjuw\r\nv: SIP/2.0/UDP 192.0.2.6\r\n\r\n";
+        assert!(Message::parse(raw).is_err());
+        let s = Salvaged::scan(raw);
+        assert_eq!(s.method, Some("INVITE"));
+        assert_eq!(s.vias.len(), 2);
+        let mut out = Vec::new();
+        assert!(s.write_response(&mut out, StatusCode::new(400).unwrap(), "", "srv1"));
+        let r = Message::parse(&out).unwrap();
+        assert_eq!(r.status().unwrap().as_u16(), 400);
+        assert_eq!(r.to().unwrap().unwrap().tag(), Some("srv1"));
+        assert_eq!(r.vias().count(), 2);
+        assert_eq!(r.cseq().unwrap().unwrap().seq(), 1);
+    }
+
+    #[test]
+    fn nothing_to_answer_without_the_fields() {
+        let s = Salvaged::scan(b"INVITE sip:x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\n\r\n");
+        assert!(!s.can_respond());
+        assert!(!s.write_response(&mut Vec::new(), StatusCode::new(400).unwrap(), "", "t"));
+        assert!(!Salvaged::scan(b"").can_respond());
+        assert!(!Salvaged::scan(b"SIP/2.0 200 OK\r\n").can_respond());
+    }
+}
