@@ -1,1 +1,114 @@
-fn main() {}
+//! `sipline`: the command-line face of the sipline SIP stack.
+//!
+//! ```text
+//! sipline parse [--json] FILE...
+//! ```
+//!
+//! `parse` reads each file's exact bytes as one SIP message (datagram rules
+//! of RFC 3261 §18.3), checks it the way a receiving element would (§8.2)
+//! and prints one line per file:
+//!
+//! ```text
+//! FILE<TAB>ok<TAB>request METHOD URI
+//! FILE<TAB>ok<TAB>response CODE REASON
+//! FILE<TAB>error<TAB>what went wrong
+//! ```
+//!
+//! With `--json` each file gives one JSON object (one per line) with the
+//! parsed structure. The exit status is 0 if every file parsed, 1 if any did
+//! not, 2 on a usage error.
+
+mod json;
+
+use sipline::message::validate::validate;
+use sipline::message::{Message, StartLine};
+use std::io::{self, Write};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: sipline parse [--json] FILE...";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "parse" => parse_cmd(rest),
+        Some((h, _)) if h == "-h" || h == "--help" => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn parse_cmd(args: &[String]) -> ExitCode {
+    let mut as_json = false;
+    let mut files = Vec::new();
+    for a in args {
+        match a.as_str() {
+            "--json" => as_json = true,
+            "--" => {}
+            s if s.starts_with("--") => {
+                eprintln!("unknown option {s}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+            s => files.push(s),
+        }
+    }
+    if files.is_empty() {
+        eprintln!("{USAGE}");
+        return ExitCode::from(2);
+    }
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    let mut all_ok = true;
+    for file in files {
+        let line = match std::fs::read(file) {
+            Err(e) => {
+                all_ok = false;
+                if as_json {
+                    json::error(file, &format!("cannot read: {e}"))
+                } else {
+                    format!("{file}\terror\tcannot read: {e}")
+                }
+            }
+            Ok(bytes) => {
+                let (ok, line) = describe(file, &bytes, as_json);
+                all_ok &= ok;
+                line
+            }
+        };
+        if writeln!(out, "{line}").is_err() {
+            return ExitCode::from(1);
+        }
+    }
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// One output line for one file, and whether it parsed.
+fn describe(file: &str, bytes: &[u8], as_json: bool) -> (bool, String) {
+    let msg = match Message::parse(bytes) {
+        Ok(m) => m,
+        Err(e) => {
+            let what = format!("{e} (answer {})", e.status());
+            return (false, if as_json { json::error(file, &what) } else { format!("{file}\terror\t{what}") });
+        }
+    };
+    if let Err(e) = validate(&msg) {
+        let what = if msg.is_request() { format!("{e} (answer {})", e.status()) } else { format!("{e} (discard)") };
+        return (false, if as_json { json::error(file, &what) } else { format!("{file}\terror\t{what}") });
+    }
+    if as_json {
+        return (true, json::message(file, &msg));
+    }
+    let summary = match msg.start_line() {
+        StartLine::Request(r) => format!("request {} {}", r.method, r.uri),
+        StartLine::Response(s) => format!("response {} {}", s.code, s.reason()),
+    };
+    (true, format!("{file}\tok\t{summary}"))
+}
