@@ -40,9 +40,8 @@ pub(crate) fn error(file: &str, what: &str) -> String {
 }
 
 fn params<'a>(it: impl Iterator<Item = Param<'a>>) -> String {
-    let items: Vec<String> = it
-        .map(|p| format!("{{\"name\":{},\"value\":{}}}", s(p.name()), opt(p.value().map(s))))
-        .collect();
+    let items: Vec<String> =
+        it.map(|p| format!("{{\"name\":{},\"value\":{}}}", s(p.name()), opt(p.value().map(s)))).collect();
     format!("[{}]", items.join(","))
 }
 

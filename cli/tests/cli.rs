@@ -23,7 +23,10 @@ fn one_line_per_file_and_exit_status() {
     assert_eq!(code, 1);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "samples/ok.sip\tok\tresponse 200 OK");
-    assert_eq!(lines[1], "samples/truncated.sip\terror\tbody truncated: Content-Length 10, 5 octets present (answer 400)");
+    assert_eq!(
+        lines[1],
+        "samples/truncated.sip\terror\tbody truncated: Content-Length 10, 5 octets present (answer 400)"
+    );
     assert!(lines[2].starts_with("no/such/file\terror\tcannot read:"));
 }
 
@@ -42,7 +45,10 @@ fn torture_vectors_through_the_cli() {
 fn json_output() {
     let (code, out) = sipline(&["parse", "--json", "samples/invite.sip"]);
     assert_eq!(code, 0);
-    assert!(out.starts_with("{\"file\":\"samples/invite.sip\",\"ok\":true,\"kind\":\"request\",\"method\":\"INVITE\""), "{out}");
+    assert!(
+        out.starts_with("{\"file\":\"samples/invite.sip\",\"ok\":true,\"kind\":\"request\",\"method\":\"INVITE\""),
+        "{out}"
+    );
     assert!(out.contains("\"branch\":\"z9hG4bK74bf9\""), "{out}");
     assert!(out.contains("\"parsed\":{\"seq\":1,\"method\":\"INVITE\"}"), "{out}");
     assert_eq!(out.lines().count(), 1);

@@ -17,9 +17,6 @@
 //! [`message::StreamFramer`], which follows the same "call again after
 //! consuming" discipline.)
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod message;

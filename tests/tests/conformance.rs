@@ -165,12 +165,18 @@ fn wsinv_values() {
     assert_eq!(vias[2].branch(), Some("z9hG4bK30239"));
     assert_eq!(m.headers().first(HeaderName::Subject).unwrap().value(), b"");
     assert_eq!(m.headers().get("UnknownHeaderWithUnusualValue").unwrap().value(), b";;,,;;,;");
-    assert_eq!(m.headers().get("NewFangledHeader").unwrap().value(), b"newfangled value\r\n continued newfangled value");
+    assert_eq!(
+        m.headers().get("NewFangledHeader").unwrap().value(),
+        b"newfangled value\r\n continued newfangled value"
+    );
     let c: Vec<Contact<'_>> = m.contacts().map(Result::unwrap).collect();
     assert_eq!(c.len(), 1);
     assert_eq!(c[0].q(), Some(330));
     assert_eq!(c[0].address().unwrap().params().value("newparam"), Some("newvalue"));
-    assert_eq!(m.routes().next().unwrap().unwrap().uri().as_sip().unwrap().params().value("unknownwith"), Some("value"));
+    assert_eq!(
+        m.routes().next().unwrap().unwrap().uri().as_sip().unwrap().params().value("unknownwith"),
+        Some("value")
+    );
     assert_eq!(m.body().len(), 150);
 }
 
@@ -201,7 +207,7 @@ fn escaping_vectors() {
     let contact = m.contacts().next().unwrap().unwrap();
     let uri = *contact.address().unwrap().uri().as_sip().unwrap();
     assert_eq!(&*uri.user_unescaped().unwrap(), b"caller");
-    let p: Vec<_> = uri.params().iter().map(|p| (p.unescaped().map(|v| v.into_owned()), p.name())).collect();
+    let p: Vec<_> = uri.params().iter().map(|p| (p.unescaped().map(std::borrow::Cow::into_owned), p.name())).collect();
     assert_eq!(p[1].0.as_deref(), Some(&b"value%41"[..]));
 
     let (b, _) = parse("rfc4475/escnull.dat");

@@ -51,11 +51,7 @@ impl<'b> MessageWriter<'b> {
     /// Starts a response: `SIP/2.0 SP Status-Code SP Reason-Phrase CRLF`
     /// (§7.2). An empty `reason` uses the RFC's phrase for the code.
     pub fn response(buf: &'b mut Vec<u8>, code: StatusCode, reason: &str) -> Self {
-        let reason = if reason.is_empty() {
-            code.canonical_reason()
-        } else {
-            reason
-        };
+        let reason = if reason.is_empty() { code.canonical_reason() } else { reason };
         buf.extend_from_slice(b"SIP/2.0 ");
         let _ = write!(Sink(buf), "{code} {reason}\r\n");
         MessageWriter { buf }

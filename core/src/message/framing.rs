@@ -26,11 +26,7 @@ pub struct FramingLimits {
 impl Default for FramingLimits {
     /// 64 KiB messages, 256 header lines, 8 KiB lines.
     fn default() -> Self {
-        FramingLimits {
-            max_message: 64 * 1024,
-            max_headers: 256,
-            max_line: 8 * 1024,
-        }
+        FramingLimits { max_message: 64 * 1024, max_headers: 256, max_line: 8 * 1024 }
     }
 }
 
@@ -128,10 +124,7 @@ pub struct StreamFramer {
 impl StreamFramer {
     /// A framer with the given limits.
     pub fn new(limits: FramingLimits) -> Self {
-        StreamFramer {
-            limits,
-            ..StreamFramer::default()
-        }
+        StreamFramer { limits, ..StreamFramer::default() }
     }
 
     /// The limits in force.
@@ -140,10 +133,7 @@ impl StreamFramer {
     }
 
     fn reset(&mut self) {
-        *self = StreamFramer {
-            limits: self.limits,
-            ..StreamFramer::default()
-        };
+        *self = StreamFramer { limits: self.limits, ..StreamFramer::default() };
     }
 
     /// Looks at the unconsumed octets `buf`, which start where the previous
@@ -183,9 +173,7 @@ impl StreamFramer {
                 return Err(FramingError::LineEnding);
             }
             if nl + 1 - self.line_start > self.limits.max_line {
-                return Err(FramingError::LineTooLong {
-                    limit: self.limits.max_line,
-                });
+                return Err(FramingError::LineTooLong { limit: self.limits.max_line });
             }
             let line = &buf[self.line_start..nl - 1];
             let start = self.line_start;
@@ -194,18 +182,14 @@ impl StreamFramer {
                 let header_end = nl + 1;
                 let cl = self.content_length(buf)?;
                 if header_end.saturating_add(cl) > self.limits.max_message {
-                    return Err(FramingError::MessageTooLarge {
-                        limit: self.limits.max_message,
-                    });
+                    return Err(FramingError::MessageTooLarge { limit: self.limits.max_message });
                 }
                 self.frame = Some((header_end, cl));
                 return Ok(self.complete(buf, header_end, cl));
             }
             self.lines += 1;
             if self.lines > self.limits.max_headers + 1 {
-                return Err(FramingError::TooManyHeaders {
-                    limit: self.limits.max_headers,
-                });
+                return Err(FramingError::TooManyHeaders { limit: self.limits.max_headers });
             }
             if self.lines > 1 && !is_wsp(line[0]) {
                 let name_len = line.iter().take_while(|&&c| is_token(c)).count();
@@ -219,31 +203,20 @@ impl StreamFramer {
         }
         self.scanned = buf.len();
         if buf.len() - self.line_start > self.limits.max_line {
-            return Err(FramingError::LineTooLong {
-                limit: self.limits.max_line,
-            });
+            return Err(FramingError::LineTooLong { limit: self.limits.max_line });
         }
         if buf.len() > self.limits.max_message {
-            return Err(FramingError::MessageTooLarge {
-                limit: self.limits.max_message,
-            });
+            return Err(FramingError::MessageTooLarge { limit: self.limits.max_message });
         }
         Ok(Framed::NeedMore)
     }
 
     fn content_length(&self, buf: &[u8]) -> Result<usize, FramingError> {
         let start = self.cl_line.ok_or(FramingError::MissingContentLength)?;
-        let colon = buf[start..]
-            .iter()
-            .position(|&c| c == b':')
-            .ok_or(FramingError::InvalidContentLength)?;
+        let colon = buf[start..].iter().position(|&c| c == b':').ok_or(FramingError::InvalidContentLength)?;
         let from = start + colon + 1;
-        let end = value_end(buf, from)
-            .or_else(|_| line_end(buf, from))
-            .map_err(|_| FramingError::LineEnding)?;
-        whole_u32(trim(&buf[from..end]))
-            .map(|v| v as usize)
-            .ok_or(FramingError::InvalidContentLength)
+        let end = value_end(buf, from).or_else(|_| line_end(buf, from)).map_err(|_| FramingError::LineEnding)?;
+        whole_u32(trim(&buf[from..end])).map(|v| v as usize).ok_or(FramingError::InvalidContentLength)
     }
 
     fn complete(&mut self, buf: &[u8], header_end: usize, cl: usize) -> Framed {
@@ -273,10 +246,7 @@ mod tests {
         // Two messages back to back: the first is framed, then the second.
         let two = [MSG, MSG].concat();
         assert_eq!(f.advance(&two), Ok(Framed::Message { len: MSG.len() }));
-        assert_eq!(
-            f.advance(&two[MSG.len()..]),
-            Ok(Framed::Message { len: MSG.len() })
-        );
+        assert_eq!(f.advance(&two[MSG.len()..]), Ok(Framed::Message { len: MSG.len() }));
     }
 
     #[test]
@@ -294,10 +264,7 @@ mod tests {
     #[test]
     fn content_length_rules() {
         let mut f = StreamFramer::default();
-        assert_eq!(
-            f.advance(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"),
-            Err(FramingError::MissingContentLength)
-        );
+        assert_eq!(f.advance(b"OPTIONS sip:a SIP/2.0\r\nVia: x\r\n\r\n"), Err(FramingError::MissingContentLength));
         let mut f = StreamFramer::default();
         assert_eq!(
             f.advance(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: -999\r\n\r\n"),
@@ -317,16 +284,9 @@ mod tests {
 
     #[test]
     fn limits_bite_before_the_buffer_grows() {
-        let limits = FramingLimits {
-            max_message: 100,
-            max_headers: 2,
-            max_line: 40,
-        };
+        let limits = FramingLimits { max_message: 100, max_headers: 2, max_line: 40 };
         let mut f = StreamFramer::new(limits);
-        assert_eq!(
-            f.advance(&[b'A'; 41]),
-            Err(FramingError::LineTooLong { limit: 40 })
-        );
+        assert_eq!(f.advance(&[b'A'; 41]), Err(FramingError::LineTooLong { limit: 40 }));
         let mut f = StreamFramer::new(limits);
         assert_eq!(
             f.advance(b"A sip:a SIP/2.0\r\na: 1\r\nb: 2\r\nc: 3\r\n"),
@@ -334,14 +294,8 @@ mod tests {
         );
         let mut f = StreamFramer::new(limits);
         // The declared body would overflow the limit: refused before it arrives.
-        assert_eq!(
-            f.advance(b"A sip:a SIP/2.0\r\nl: 90\r\n\r\n"),
-            Err(FramingError::MessageTooLarge { limit: 100 })
-        );
+        assert_eq!(f.advance(b"A sip:a SIP/2.0\r\nl: 90\r\n\r\n"), Err(FramingError::MessageTooLarge { limit: 100 }));
         let mut f = StreamFramer::new(limits);
-        assert_eq!(
-            f.advance(b"A sip:a SIP/2.0\nl: 0\r\n\r\n"),
-            Err(FramingError::LineEnding)
-        );
+        assert_eq!(f.advance(b"A sip:a SIP/2.0\nl: 0\r\n\r\n"), Err(FramingError::LineEnding));
     }
 }

@@ -37,39 +37,20 @@ const fn build_table() -> [u16; 256] {
     let mut t = [0u16; 256];
     let mut i = 0;
     while i < 256 {
+        #[allow(clippy::cast_possible_truncation)] // i < 256
         let c = i as u8;
         let alnum = c.is_ascii_alphanumeric();
         let mut f = 0;
         if alnum {
             f |= ALNUM | TOKEN | WORD | UNRESERVED | HOST | SCHEME;
         }
-        if matches!(
-            c,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        ) {
+        if matches!(c, b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~') {
             f |= TOKEN | WORD;
         }
-        if matches!(
-            c,
-            b'(' | b')'
-                | b'<'
-                | b'>'
-                | b':'
-                | b'\\'
-                | b'"'
-                | b'/'
-                | b'['
-                | b']'
-                | b'?'
-                | b'{'
-                | b'}'
-        ) {
+        if matches!(c, b'(' | b')' | b'<' | b'>' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'{' | b'}') {
             f |= WORD;
         }
-        if matches!(
-            c,
-            b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')'
-        ) {
+        if matches!(c, b'-' | b'_' | b'.' | b'!' | b'~' | b'*' | b'\'' | b'(' | b')') {
             f |= UNRESERVED;
         }
         if matches!(c, b'&' | b'=' | b'+' | b'$' | b',' | b';' | b'?' | b'/') {
@@ -84,10 +65,7 @@ const fn build_table() -> [u16; 256] {
         if matches!(c, b'&' | b'=' | b'+' | b'$' | b',') {
             f |= PASSWORD_EXTRA;
         }
-        if matches!(
-            c,
-            b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b','
-        ) {
+        if matches!(c, b';' | b'/' | b'?' | b':' | b'@' | b'&' | b'=' | b'+' | b'$' | b',') {
             f |= RESERVED;
         }
         if matches!(c, b'-' | b'.') {
@@ -242,13 +220,8 @@ pub(crate) fn quoted_string(i: &[u8]) -> PResult<'_, &str> {
                 _ => return fail(i),
             },
             // qdtext admits LWS; a CR must begin a fold.
-            b'\r' => {
-                if body.get(k + 1) == Some(&b'\n') && body.get(k + 2).is_some_and(|&c| is_wsp(c)) {
-                    k += 3;
-                } else {
-                    return fail(i);
-                }
-            }
+            b'\r' if body.get(k + 1) == Some(&b'\n') && body.get(k + 2).is_some_and(|&c| is_wsp(c)) => k += 3,
+            b'\r' => return fail(i),
             b'\n' => return fail(i),
             // qdtext = LWS / %x21 / %x23-5B / %x5D-7E / UTF8-NONASCII
             c if c == b' ' || c == b'\t' || c >= 0x21 => k += 1,
@@ -282,10 +255,7 @@ pub(crate) fn u32_digits(i: &[u8]) -> PResult<'_, u32> {
     let (rest, d) = take_while1(|c: u8| c.is_ascii_digit()).parse(i)?;
     let mut v: u32 = 0;
     for &c in d {
-        v = match v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u32::from(c - b'0')))
-        {
+        v = match v.checked_mul(10).and_then(|v| v.checked_add(u32::from(c - b'0'))) {
             Some(v) => v,
             None => return fail(i),
         };
@@ -296,7 +266,7 @@ pub(crate) fn u32_digits(i: &[u8]) -> PResult<'_, u32> {
 /// Parses a whole value as `1*DIGIT` into a `u32`, rejecting anything else.
 pub(crate) fn whole_u32(v: &[u8]) -> Option<u32> {
     match u32_digits(v) {
-        Ok((rest, n)) if rest.is_empty() => Some(n),
+        Ok(([], n)) => Some(n),
         _ => None,
     }
 }

@@ -170,9 +170,7 @@ impl<'a> Header<'a> {
     /// matches `Via`), others by case-insensitive comparison.
     pub fn is(&self, name: &str) -> bool {
         match HeaderName::from_bytes(name.as_bytes()) {
-            HeaderName::Other => {
-                self.kind == HeaderName::Other && self.name.eq_ignore_ascii_case(name)
-            }
+            HeaderName::Other => self.kind == HeaderName::Other && self.name.eq_ignore_ascii_case(name),
             k => self.kind == k,
         }
     }
@@ -189,19 +187,11 @@ pub struct Headers<'a> {
     spill: Vec<Header<'a>>,
 }
 
-const EMPTY: Header<'static> = Header {
-    kind: HeaderName::Other,
-    name: "",
-    value: b"",
-};
+const EMPTY: Header<'static> = Header { kind: HeaderName::Other, name: "", value: b"" };
 
 impl Default for Headers<'_> {
     fn default() -> Self {
-        Headers {
-            inline: [EMPTY; INLINE_HEADERS],
-            len: 0,
-            spill: Vec::new(),
-        }
+        Headers { inline: [EMPTY; INLINE_HEADERS], len: 0, spill: Vec::new() }
     }
 }
 
@@ -288,16 +278,10 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"V"), HeaderName::Via);
         assert_eq!(HeaderName::from_bytes(b"call-id"), HeaderName::CallId);
         assert_eq!(HeaderName::from_bytes(b"i"), HeaderName::CallId);
-        assert_eq!(
-            HeaderName::from_bytes(b"www-authenticate"),
-            HeaderName::WwwAuthenticate
-        );
+        assert_eq!(HeaderName::from_bytes(b"www-authenticate"), HeaderName::WwwAuthenticate);
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
-        assert_eq!(
-            HeaderName::from_bytes(b"a-very-long-extension-header-name"),
-            HeaderName::Other
-        );
+        assert_eq!(HeaderName::from_bytes(b"a-very-long-extension-header-name"), HeaderName::Other);
         for (c, n) in [
             ('i', HeaderName::CallId),
             ('m', HeaderName::Contact),

@@ -384,17 +384,13 @@ impl<'a> Message<'a> {
                 k += 1;
             }
             if name_len == 0 || rest.get(k) != Some(&b':') {
-                return Err(ParseError::HeaderField {
-                    offset: start + pos,
-                });
+                return Err(ParseError::HeaderField { offset: start + pos });
             }
             let value_start = pos + k + 1;
             let end = value_end(buf, value_start).map_err(|e| shift(e, start))?;
             let name_bytes = &rest[..name_len];
             let Some(name) = ascii(name_bytes) else {
-                return Err(ParseError::HeaderField {
-                    offset: start + pos,
-                });
+                return Err(ParseError::HeaderField { offset: start + pos });
             };
             let kind = HeaderName::from_bytes(name_bytes);
             let value = trim(&buf[value_start..end]);
@@ -412,10 +408,7 @@ impl<'a> Message<'a> {
             Some(cl) => {
                 let n = cl as usize;
                 if n > available {
-                    return Err(ParseError::Truncated {
-                        declared: cl,
-                        available,
-                    });
+                    return Err(ParseError::Truncated { declared: cl, available });
                 }
                 n
             }
@@ -489,12 +482,8 @@ impl<'a> Message<'a> {
 
 fn shift(e: ParseError, by: usize) -> ParseError {
     match e {
-        ParseError::LineEnding { offset } => ParseError::LineEnding {
-            offset: offset + by,
-        },
-        ParseError::HeaderField { offset } => ParseError::HeaderField {
-            offset: offset + by,
-        },
+        ParseError::LineEnding { offset } => ParseError::LineEnding { offset: offset + by },
+        ParseError::HeaderField { offset } => ParseError::HeaderField { offset: offset + by },
         e => e,
     }
 }
@@ -538,32 +527,23 @@ fn version(v: &[u8]) -> Result<(), ParseError> {
             && d + 5 < v.len()
             && v[4..4 + d].iter().all(u8::is_ascii_digit)
             && v[5 + d..].iter().all(u8::is_ascii_digit));
-    Err(if well_formed {
-        ParseError::Version
-    } else {
-        ParseError::StatusLine
-    })
+    Err(if well_formed { ParseError::Version } else { ParseError::StatusLine })
 }
 
 fn request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
     // Exactly one SP between the three elements (§7.1); none at the end.
     let mut parts = line.split(|&c| c == b' ');
-    let (Some(m), Some(u), Some(v), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ParseError::RequestLine);
     };
-    let method = ascii(m)
-        .and_then(Method::from_token)
-        .ok_or(ParseError::RequestLine)?;
+    let method = ascii(m).and_then(Method::from_token).ok_or(ParseError::RequestLine)?;
     match version(v) {
         Ok(()) => {}
         Err(ParseError::Version) => return Err(ParseError::Version),
         Err(_) => return Err(ParseError::RequestLine),
     }
-    let uri = match uri::uri(u, uri::UriContext::Whole) {
-        Ok((rest, uri)) if rest.is_empty() => uri,
-        _ => return Err(ParseError::RequestUri),
+    let Ok(([], uri)) = uri::uri(u, uri::UriContext::Whole) else {
+        return Err(ParseError::RequestUri);
     };
     Ok(RequestLine { method, uri })
 }
@@ -576,15 +556,9 @@ fn status_line(line: &[u8]) -> Result<StatusLine<'_>, ParseError> {
     let rest = &line[sp + 1..];
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
     if digits != 3 {
-        return Err(if digits == 0 {
-            ParseError::StatusLine
-        } else {
-            ParseError::StatusCode
-        });
+        return Err(if digits == 0 { ParseError::StatusLine } else { ParseError::StatusCode });
     }
-    let code = rest[..3]
-        .iter()
-        .fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
+    let code = rest[..3].iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
     let code = StatusCode::new(code).ok_or(ParseError::StatusCode)?;
     // `SP Reason-Phrase`; a missing SP and phrase is tolerated (RFC 4475 §3.1.1.13).
     let reason = match &rest[3..] {

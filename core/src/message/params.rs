@@ -5,8 +5,7 @@
 //! message with parameters costs no allocation.
 
 use super::grammar::{
-    ascii, escaped_run, fail, is_param_char, is_token, quoted_string, sep, sws, token, unescape,
-    unquote, PResult,
+    ascii, escaped_run, fail, is_param_char, is_token, quoted_string, sep, sws, token, unescape, unquote, PResult,
 };
 use std::borrow::Cow;
 use std::fmt;
@@ -30,11 +29,7 @@ pub struct Param<'a> {
 
 impl<'a> Param<'a> {
     pub(crate) fn new(name: &'a str, value: Option<&'a str>, quoted: bool) -> Self {
-        Param {
-            name,
-            value,
-            quoted,
-        }
+        Param { name, value, quoted }
     }
     /// The name as written (compare case-insensitively, §7.3.1 / §19.1.4).
     pub fn name(&self) -> &'a str {
@@ -51,13 +46,7 @@ impl<'a> Param<'a> {
     }
     /// The value with quoted-pair escapes (header params) removed.
     pub fn unquoted(&self) -> Option<Cow<'a, str>> {
-        self.value.map(|v| {
-            if self.quoted {
-                unquote(v)
-            } else {
-                Cow::Borrowed(v)
-            }
-        })
+        self.value.map(|v| if self.quoted { unquote(v) } else { Cow::Borrowed(v) })
     }
     /// The value with `%HH` escapes (URI params, §19.1.2) decoded.
     pub fn unescaped(&self) -> Option<Cow<'a, [u8]>> {
@@ -95,10 +84,7 @@ impl<'a> Params<'a> {
 
     /// Walks the parameters in order.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter {
-            rest: self.raw.as_bytes(),
-            syntax: self.syntax,
-        }
+        ParamIter { rest: self.raw.as_bytes(), syntax: self.syntax }
     }
 
     /// The first parameter named `name` (ASCII case-insensitive).
@@ -137,6 +123,14 @@ impl<'a> Params<'a> {
             Ok(raw) => Ok((&i[end..], Params { raw, syntax })),
             Err(_) => fail(i),
         }
+    }
+}
+
+impl<'a> IntoIterator for &Params<'a> {
+    type Item = Param<'a>;
+    type IntoIter = ParamIter<'a>;
+    fn into_iter(self) -> ParamIter<'a> {
+        self.iter()
     }
 }
 
@@ -185,62 +179,27 @@ fn param(i: &[u8], syntax: ParamSyntax) -> PResult<'_, Param<'_>> {
             let (rest, name) = escaped_run(is_param_char)(rest)?;
             if let Some((&b'=', vrest)) = rest.split_first() {
                 let (rest, value) = escaped_run(is_param_char)(vrest)?;
-                Ok((
-                    rest,
-                    Param {
-                        name,
-                        value: Some(value),
-                        quoted: false,
-                    },
-                ))
+                Ok((rest, Param { name, value: Some(value), quoted: false }))
             } else {
-                Ok((
-                    rest,
-                    Param {
-                        name,
-                        value: None,
-                        quoted: false,
-                    },
-                ))
+                Ok((rest, Param { name, value: None, quoted: false }))
             }
         }
         ParamSyntax::Header => {
             let (rest, ()) = sep(b';')(i)?;
             let (rest, name) = token(rest)?;
             let Ok((vrest, ())) = sep(b'=')(rest) else {
-                return Ok((
-                    rest,
-                    Param {
-                        name,
-                        value: None,
-                        quoted: false,
-                    },
-                ));
+                return Ok((rest, Param { name, value: None, quoted: false }));
             };
             if sws(vrest).first() == Some(&b'"') {
                 let (rest, v) = quoted_string(vrest)?;
-                return Ok((
-                    rest,
-                    Param {
-                        name,
-                        value: Some(v),
-                        quoted: true,
-                    },
-                ));
+                return Ok((rest, Param { name, value: Some(v), quoted: true }));
             }
             let n = vrest.iter().take_while(|&&c| is_gen_value_char(c)).count();
             if n == 0 {
                 return fail(i);
             }
             match ascii(&vrest[..n]) {
-                Some(v) => Ok((
-                    &vrest[n..],
-                    Param {
-                        name,
-                        value: Some(v),
-                        quoted: false,
-                    },
-                )),
+                Some(v) => Ok((&vrest[n..], Param { name, value: Some(v), quoted: false })),
                 None => fail(i),
             }
         }
@@ -253,8 +212,7 @@ mod tests {
 
     #[test]
     fn uri_params_are_flags_or_pairs() {
-        let (rest, p) =
-            Params::parse(b";transport=tcp;lr;maddr=%31.2?x", ParamSyntax::Uri).unwrap();
+        let (rest, p) = Params::parse(b";transport=tcp;lr;maddr=%31.2?x", ParamSyntax::Uri).unwrap();
         assert_eq!(rest, b"?x");
         assert_eq!(p.value("TRANSPORT"), Some("tcp"));
         assert!(p.contains("lr"));
@@ -265,11 +223,8 @@ mod tests {
 
     #[test]
     fn header_params_take_lws_and_quotes() {
-        let (rest, p) = Params::parse(
-            b" ;   tag    = 1918181833n ;\r\n q = 0.33;x=\"a;b\" , next",
-            ParamSyntax::Header,
-        )
-        .unwrap();
+        let (rest, p) =
+            Params::parse(b" ;   tag    = 1918181833n ;\r\n q = 0.33;x=\"a;b\" , next", ParamSyntax::Header).unwrap();
         assert_eq!(rest, b" , next");
         assert_eq!(p.value("tag"), Some("1918181833n"));
         assert_eq!(p.value("q"), Some("0.33"));

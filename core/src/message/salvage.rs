@@ -32,9 +32,7 @@ impl<'a> Salvaged<'a> {
         let Some(first) = lines.next() else { return s };
         if !first.starts_with(b"SIP/") {
             let m = first.iter().take_while(|&&c| is_token(c)).count();
-            s.method = std::str::from_utf8(&first[..m])
-                .ok()
-                .filter(|m| !m.is_empty());
+            s.method = std::str::from_utf8(&first[..m]).ok().filter(|m| !m.is_empty());
         }
         for line in lines {
             if line.is_empty() {
@@ -65,10 +63,10 @@ impl<'a> Salvaged<'a> {
     /// be malformed; they are copied, not interpreted).
     pub fn from_message(m: &Message<'a>) -> Salvaged<'a> {
         let h = m.headers();
-        let one = |k| h.first(k).map(|h| h.value());
+        let one = |k| h.first(k).map(super::Header::value);
         Salvaged {
             method: m.method().map(super::Method::as_str),
-            vias: h.all(HeaderName::Via).map(|h| h.value()).collect(),
+            vias: h.all(HeaderName::Via).map(super::Header::value).collect(),
             from: one(HeaderName::From),
             to: one(HeaderName::To),
             call_id: one(HeaderName::CallId),
@@ -90,20 +88,10 @@ impl<'a> Salvaged<'a> {
     /// Writes a response copying Via, From, To, Call-ID and CSeq (§8.2.6.2),
     /// adding `;tag=to_tag` to To if it has none. Returns `false` (and
     /// writes nothing) if [`can_respond`](Self::can_respond) is false.
-    pub fn write_response(
-        &self,
-        buf: &mut Vec<u8>,
-        code: StatusCode,
-        reason: &str,
-        to_tag: &str,
-    ) -> bool {
-        let (true, Some(from), Some(to), Some(call_id), Some(cseq)) = (
-            self.can_respond(),
-            self.from,
-            self.to,
-            self.call_id,
-            self.cseq,
-        ) else {
+    pub fn write_response(&self, buf: &mut Vec<u8>, code: StatusCode, reason: &str, to_tag: &str) -> bool {
+        let (true, Some(from), Some(to), Some(call_id), Some(cseq)) =
+            (self.can_respond(), self.from, self.to, self.call_id, self.cseq)
+        else {
             return false;
         };
         let mut w = MessageWriter::response(buf, code, reason);

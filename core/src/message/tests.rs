@@ -25,14 +25,8 @@ fn parses_the_rfc3261_invite() {
     assert_eq!(m.body(), b"v=0\n");
     assert_eq!(m.len(), INVITE.len());
     assert_eq!(m.max_forwards().unwrap(), Ok(70));
-    assert_eq!(
-        m.call_id().unwrap().unwrap().as_str(),
-        "a84b4c76e66710@pc33.atlanta.com"
-    );
-    assert_eq!(
-        m.to().unwrap().unwrap().display_name().unwrap().as_str(),
-        "Bob"
-    );
+    assert_eq!(m.call_id().unwrap().unwrap().as_str(), "a84b4c76e66710@pc33.atlanta.com");
+    assert_eq!(m.to().unwrap().unwrap().display_name().unwrap().as_str(), "Bob");
     assert!(m.content_type().unwrap().unwrap().is("application", "sdp"));
     assert_eq!(m.contacts().count(), 1);
     validate::validate(&m).unwrap();
@@ -40,42 +34,23 @@ fn parses_the_rfc3261_invite() {
 
 #[test]
 fn parses_responses() {
-    let m = Message::parse(
-        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n",
-    )
-    .unwrap();
+    let m = Message::parse(b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nContent-Length: 0\r\n\r\n")
+        .unwrap();
     assert_eq!(m.status().map(StatusCode::as_u16), Some(180));
     assert_eq!(m.status_line().unwrap().reason(), "Ringing");
     // Empty reason with and without the SP (RFC 4475 §3.1.1.13).
     assert!(Message::parse(b"SIP/2.0 100 \r\nl: 0\r\n\r\n").is_ok());
     assert!(Message::parse(b"SIP/2.0 100\r\nl: 0\r\n\r\n").is_ok());
-    assert_eq!(
-        Message::parse(b"SIP/2.0 099 Low\r\n\r\n"),
-        Err(ParseError::StatusCode)
-    );
-    assert_eq!(
-        Message::parse(b"SIP/2.0 700 High\r\n\r\n"),
-        Err(ParseError::StatusCode)
-    );
-    assert_eq!(
-        Message::parse(b"SIP/2.0 4294967301 Big\r\n\r\n"),
-        Err(ParseError::StatusCode)
-    );
-    assert_eq!(
-        Message::parse(b"SIP/2.0 OK\r\n\r\n"),
-        Err(ParseError::StatusLine)
-    );
-    assert_eq!(
-        Message::parse(b"SIP/3.0 200 OK\r\n\r\n"),
-        Err(ParseError::Version)
-    );
+    assert_eq!(Message::parse(b"SIP/2.0 099 Low\r\n\r\n"), Err(ParseError::StatusCode));
+    assert_eq!(Message::parse(b"SIP/2.0 700 High\r\n\r\n"), Err(ParseError::StatusCode));
+    assert_eq!(Message::parse(b"SIP/2.0 4294967301 Big\r\n\r\n"), Err(ParseError::StatusCode));
+    assert_eq!(Message::parse(b"SIP/2.0 OK\r\n\r\n"), Err(ParseError::StatusLine));
+    assert_eq!(Message::parse(b"SIP/3.0 200 OK\r\n\r\n"), Err(ParseError::Version));
 }
 
 #[test]
 fn request_line_is_strict() {
-    let bad = |s: &[u8], e: ParseError| {
-        assert_eq!(Message::parse(s), Err(e), "{}", String::from_utf8_lossy(s))
-    };
+    let bad = |s: &[u8], e: ParseError| assert_eq!(Message::parse(s), Err(e), "{}", String::from_utf8_lossy(s));
     bad(b"INVITE  sip:a@b SIP/2.0\r\n\r\n", ParseError::RequestLine);
     bad(b"INVITE sip:a@b SIP/2.0  \r\n\r\n", ParseError::RequestLine);
     bad(b"INVITE <sip:a@b> SIP/2.0\r\n\r\n", ParseError::RequestUri);
@@ -93,15 +68,14 @@ fn request_line_is_strict() {
 #[test]
 fn header_section_rules() {
     // Folding, spaces before the colon, compact names, empty values.
-    let m = Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject  :  hello\r\n  world \r\ns:\r\nv: SIP/2.0/UDP h\r\n\r\n").unwrap();
+    let m =
+        Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nSubject  :  hello\r\n  world \r\ns:\r\nv: SIP/2.0/UDP h\r\n\r\n")
+            .unwrap();
     let subj = m.headers().get("subject").unwrap();
     assert_eq!(subj.value(), b"hello\r\n  world");
     assert_eq!(subj.name(), "Subject");
     assert_eq!(m.headers().all(HeaderName::Subject).count(), 2);
-    assert_eq!(
-        m.headers().all(HeaderName::Subject).nth(1).unwrap().value(),
-        b""
-    );
+    assert_eq!(m.headers().all(HeaderName::Subject).nth(1).unwrap().value(), b"");
     assert_eq!(m.via().unwrap().unwrap().host_str(), "h");
     assert!(m.headers().get("v").is_some());
     // Broken lines.
@@ -109,22 +83,13 @@ fn header_section_rules() {
         Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nNoColon\r\n\r\n"),
         Err(ParseError::HeaderField { offset: 25 })
     );
-    assert_eq!(
-        Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\n: x\r\n\r\n"),
-        Err(ParseError::HeaderField { offset: 25 })
-    );
+    assert_eq!(Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\n: x\r\n\r\n"), Err(ParseError::HeaderField { offset: 25 }));
     assert_eq!(
         Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nA: x\nB: y\r\n\r\n"),
         Err(ParseError::LineEnding { offset: 29 })
     );
-    assert_eq!(
-        Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nA: x\r\n"),
-        Err(ParseError::Unterminated)
-    );
-    assert_eq!(
-        Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nA: x"),
-        Err(ParseError::Unterminated)
-    );
+    assert_eq!(Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nA: x\r\n"), Err(ParseError::Unterminated));
+    assert_eq!(Message::parse(b"OPTIONS sip:a@b SIP/2.0\r\nA: x"), Err(ParseError::Unterminated));
     assert_eq!(Message::parse(b"\r\n\r\n"), Err(ParseError::Empty));
     assert_eq!(Message::parse(b""), Err(ParseError::Empty));
 }
@@ -145,19 +110,10 @@ fn datagram_body_rules_18_3() {
     // A Content-Length beyond the datagram is an error (RFC 4475 §3.1.2.2).
     assert_eq!(
         Message::parse(&[&head[..], b"l: 9\r\n\r\nhello"].concat()),
-        Err(ParseError::Truncated {
-            declared: 9,
-            available: 5
-        })
+        Err(ParseError::Truncated { declared: 9, available: 5 })
     );
-    assert_eq!(
-        Message::parse(&[&head[..], b"l: -1\r\n\r\n"].concat()),
-        Err(ParseError::ContentLength)
-    );
-    assert_eq!(
-        Message::parse(&[&head[..], b"l: 99999999999\r\n\r\n"].concat()),
-        Err(ParseError::ContentLength)
-    );
+    assert_eq!(Message::parse(&[&head[..], b"l: -1\r\n\r\n"].concat()), Err(ParseError::ContentLength));
+    assert_eq!(Message::parse(&[&head[..], b"l: 99999999999\r\n\r\n"].concat()), Err(ParseError::ContentLength));
     assert_eq!(
         Message::parse(&[&head[..], b"l: 1\r\nl: 1\r\n\r\nx"].concat()),
         Err(ParseError::DuplicateContentLength)
@@ -190,27 +146,18 @@ fn validate_finds_missing_and_repeated_fields() {
     let twice = format!("{base}Call-ID: d\r\n\r\n");
     assert_eq!(
         validate::validate(&Message::parse(twice.as_bytes()).unwrap()),
-        Err(validate::Invalid::Header(HeaderError::Multiple(
-            HeaderName::CallId
-        )))
+        Err(validate::Invalid::Header(HeaderError::Multiple(HeaderName::CallId)))
     );
     let missing = ok.replace("Call-ID: c\r\n", "");
     assert_eq!(
         validate::validate(&Message::parse(missing.as_bytes()).unwrap()),
-        Err(validate::Invalid::Header(HeaderError::Missing(
-            HeaderName::CallId
-        )))
+        Err(validate::Invalid::Header(HeaderError::Missing(HeaderName::CallId)))
     );
     let mismatch = ok.replace("1 OPTIONS", "1 INVITE");
-    assert_eq!(
-        validate::validate(&Message::parse(mismatch.as_bytes()).unwrap()),
-        Err(validate::Invalid::CSeqMismatch)
-    );
+    assert_eq!(validate::validate(&Message::parse(mismatch.as_bytes()).unwrap()), Err(validate::Invalid::CSeqMismatch));
     let mf = ok.replace("CSeq", "Max-Forwards: 256\r\nCSeq");
     assert_eq!(
         validate::validate(&Message::parse(mf.as_bytes()).unwrap()),
-        Err(validate::Invalid::Header(HeaderError::Malformed(
-            HeaderName::MaxForwards
-        )))
+        Err(validate::Invalid::Header(HeaderError::Malformed(HeaderName::MaxForwards)))
     );
 }

@@ -6,8 +6,8 @@
 //! ([`Uri::equivalent`]).
 
 use super::grammar::{
-    ascii, escaped_run, fail, is_escape, is_header_char, is_host_char, is_password_char,
-    is_scheme_char, is_uric, is_user_char, unescape, PResult,
+    ascii, escaped_run, fail, is_escape, is_header_char, is_host_char, is_password_char, is_scheme_char, is_uric,
+    is_user_char, unescape, PResult,
 };
 use super::params::{ParamSyntax, Params};
 use std::borrow::Cow;
@@ -49,9 +49,7 @@ impl Host<'_> {
     /// §19.1.4: hosts compare case-insensitively; IP literals by address.
     pub fn equivalent(&self, other: &Host<'_>) -> bool {
         match (self, other) {
-            (Host::Domain(a), Host::Domain(b)) => a
-                .trim_end_matches('.')
-                .eq_ignore_ascii_case(b.trim_end_matches('.')),
+            (Host::Domain(a), Host::Domain(b)) => a.trim_end_matches('.').eq_ignore_ascii_case(b.trim_end_matches('.')),
             (Host::Ipv4(a), Host::Ipv4(b)) => a == b,
             (Host::Ipv6(a), Host::Ipv6(b)) => a == b,
             _ => false,
@@ -143,10 +141,7 @@ impl<'a> SipUri<'a> {
     }
     /// The `hname=hvalue` pairs of the header part, escapes kept.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        self.headers
-            .into_iter()
-            .flat_map(|h| h.split('&'))
-            .filter_map(|kv| kv.split_once('='))
+        self.headers.into_iter().flat_map(|h| h.split('&')).filter_map(|kv| kv.split_once('='))
     }
 
     /// §19.1.4 URI comparison.
@@ -176,7 +171,7 @@ impl<'a> SipUri<'a> {
             }
         }
         // Any other parameter present in both must match.
-        for a in self.params.iter() {
+        for a in self.params {
             if let Some(b) = other.params.get(a.name()) {
                 if !eq_escaped_ci(a.value(), b.value()) {
                     return false;
@@ -186,8 +181,7 @@ impl<'a> SipUri<'a> {
         // Headers: every header in either must be in both, equal.
         let covered = |x: &SipUri<'_>, y: &SipUri<'_>| {
             x.header_pairs().all(|(n, v)| {
-                y.header_pairs()
-                    .any(|(n2, v2)| eq_escaped_ci(Some(n), Some(n2)) && unescape(v) == unescape(v2))
+                y.header_pairs().any(|(n2, v2)| eq_escaped_ci(Some(n), Some(n2)) && unescape(v) == unescape(v2))
             })
         };
         covered(self, other) && covered(other, self)
@@ -261,7 +255,7 @@ impl<'a> Uri<'a> {
     /// Parses a whole string as a URI.
     pub fn parse(s: &'a str) -> Result<Uri<'a>, UriError> {
         match uri(s.as_bytes(), UriContext::Whole) {
-            Ok((rest, u)) if rest.is_empty() => Ok(u),
+            Ok(([], u)) => Ok(u),
             _ => Err(UriError),
         }
     }
@@ -300,18 +294,14 @@ impl<'a> Uri<'a> {
         match (self, other) {
             (Uri::Sip(a), Uri::Sip(b)) => a.equivalent(b),
             (Uri::Tel(a), Uri::Tel(b)) => {
-                a.number.replace(['-', '.', '(', ')'], "")
-                    == b.number.replace(['-', '.', '(', ')'], "")
-                    && a.params.iter().all(|p| {
-                        b.params
-                            .get(p.name())
-                            .is_some_and(|q| eq_escaped_ci(p.value(), q.value()))
-                    })
+                a.number.replace(['-', '.', '(', ')'], "") == b.number.replace(['-', '.', '(', ')'], "")
+                    && a.params
+                        .iter()
+                        .all(|p| b.params.get(p.name()).is_some_and(|q| eq_escaped_ci(p.value(), q.value())))
                     && a.params.iter().count() == b.params.iter().count()
             }
             (Uri::Absolute(a), Uri::Absolute(b)) => {
-                a.scheme().eq_ignore_ascii_case(b.scheme())
-                    && unescape(a.opaque()) == unescape(b.opaque())
+                a.scheme().eq_ignore_ascii_case(b.scheme()) && unescape(a.opaque()) == unescape(b.opaque())
             }
             _ => false,
         }
@@ -365,40 +355,24 @@ pub(crate) fn uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
     } else {
         // absoluteURI = scheme ":" ( hier-part / opaque-part ), all `uric`.
         let stop_semi = ctx == UriContext::BareAddrSpec;
-        let m = after
-            .iter()
-            .take_while(|&&c| is_uric(c) && !(stop_semi && (c == b';' || c == b'?')) && c != b',')
-            .count();
+        let m =
+            after.iter().take_while(|&&c| is_uric(c) && !(stop_semi && (c == b';' || c == b'?')) && c != b',').count();
         // `%` must begin a valid escape.
         let body = &after[..m];
-        if m == 0
-            || body
-                .iter()
-                .enumerate()
-                .any(|(k, &c)| c == b'%' && !is_escape(&body[k..]))
-        {
+        if m == 0 || body.iter().enumerate().any(|(k, &c)| c == b'%' && !is_escape(&body[k..])) {
             return fail(i);
         }
         let end = n + 1 + m;
-        let raw = ascii(&i[..end])
-            .map_or_else(|| fail(i), |r| Ok((&i[end..], r)))?
-            .1;
+        let raw = ascii(&i[..end]).map_or_else(|| fail(i), |r| Ok((&i[end..], r)))?.1;
         Ok((&i[end..], Uri::Absolute(AbsoluteUri { raw, scheme_len: n })))
     }
 }
 
-fn sip_uri<'a>(
-    whole: &'a [u8],
-    after: &'a [u8],
-    secure: bool,
-    ctx: UriContext,
-) -> PResult<'a, SipUri<'a>> {
+fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) -> PResult<'a, SipUri<'a>> {
     // userinfo: an '@' can only appear escaped elsewhere, so the first '@'
     // reached through userinfo characters ends it.
     let mut k = 0;
-    while k < after.len()
-        && (is_user_char(after[k]) || is_password_char(after[k]) || matches!(after[k], b':' | b'%'))
-    {
+    while k < after.len() && (is_user_char(after[k]) || is_password_char(after[k]) || matches!(after[k], b':' | b'%')) {
         k += 1;
     }
     let (mut rest, user, password) = if after.get(k) == Some(&b'@') {
@@ -452,20 +426,7 @@ fn sip_uri<'a>(
     let Some(raw) = ascii(&whole[..end]) else {
         return fail(whole);
     };
-    Ok((
-        rest,
-        SipUri {
-            raw,
-            secure,
-            user,
-            password,
-            host,
-            host_raw,
-            port,
-            params,
-            headers,
-        },
-    ))
+    Ok((rest, SipUri { raw, secure, user, password, host, host_raw, port, params, headers }))
 }
 
 /// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
@@ -538,9 +499,7 @@ fn is_hostname(h: &[u8]) -> bool {
         let ok = !label.is_empty()
             && label[0].is_ascii_alphanumeric()
             && label[label.len() - 1].is_ascii_alphanumeric()
-            && label
-                .iter()
-                .all(|&c| c.is_ascii_alphanumeric() || c == b'-');
+            && label.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-');
         if !ok {
             return false;
         }
@@ -571,11 +530,7 @@ pub(crate) fn ipv6(s: &[u8]) -> Option<Ipv6Addr> {
     // Split off a trailing IPv4 part, keeping a "::" that precedes it.
     let (hex, v4) = match s.iter().rposition(|&c| c == b':') {
         Some(p) if s[p + 1..].contains(&b'.') => {
-            let hex = if p > 0 && s[p - 1] == b':' {
-                &s[..=p]
-            } else {
-                &s[..p]
-            };
+            let hex = if p > 0 && s[p - 1] == b':' { &s[..=p] } else { &s[..p] };
             (hex, Some(ipv4(&s[p + 1..])?))
         }
         _ => (s, None),
@@ -592,9 +547,7 @@ pub(crate) fn ipv6(s: &[u8]) -> Option<Ipv6Addr> {
             if n == 8 || g.is_empty() || g.len() > 4 || !g.iter().all(u8::is_ascii_hexdigit) {
                 return None;
             }
-            out[n] = g
-                .iter()
-                .fold(0u16, |a, &c| a << 4 | u16::from(hex_digit(c)));
+            out[n] = g.iter().fold(0u16, |a, &c| a << 4 | u16::from(hex_digit(c)));
             n += 1;
         }
         Some((out, n))
@@ -644,9 +597,7 @@ fn find_double_colon(s: &[u8]) -> Option<usize> {
 fn tel_uri<'a>(whole: &'a [u8], after: &'a [u8], ctx: UriContext) -> PResult<'a, TelUri<'a>> {
     let n = after
         .iter()
-        .take_while(|&&c| {
-            c.is_ascii_hexdigit() || matches!(c, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')')
-        })
+        .take_while(|&&c| c.is_ascii_hexdigit() || matches!(c, b'*' | b'#' | b'+' | b'-' | b'.' | b'(' | b')'))
         .count();
     if n == 0 {
         return fail(whole);
@@ -665,14 +616,7 @@ fn tel_uri<'a>(whole: &'a [u8], after: &'a [u8], ctx: UriContext) -> PResult<'a,
     let Some(raw) = ascii(&whole[..end]) else {
         return fail(whole);
     };
-    Ok((
-        rest,
-        TelUri {
-            raw,
-            number,
-            params,
-        },
-    ))
+    Ok((rest, TelUri { raw, number, params }))
 }
 
 #[cfg(test)]
@@ -695,10 +639,7 @@ mod tests {
         assert_eq!(u.port(), Some(5060));
         assert_eq!(u.transport(), Some("tcp"));
         assert!(u.params().contains("lr"));
-        assert_eq!(
-            u.header_pairs().collect::<Vec<_>>(),
-            [("subject", "project%20x"), ("priority", "urgent")]
-        );
+        assert_eq!(u.header_pairs().collect::<Vec<_>>(), [("subject", "project%20x"), ("priority", "urgent")]);
     }
 
     #[test]
@@ -712,24 +653,15 @@ mod tests {
 
     #[test]
     fn hosts_ipv4_ipv6_and_names() {
-        assert_eq!(
-            sip("sip:192.0.2.1").host(),
-            Host::Ipv4(Ipv4Addr::new(192, 0, 2, 1))
-        );
+        assert_eq!(sip("sip:192.0.2.1").host(), Host::Ipv4(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(sip("sip:[2001:db8::10]:5070").port(), Some(5070));
         // RFC 5118 §4.3: the port sits inside the brackets, so it is a group.
         let amb = sip("sip:[2001:db8::10:5070]");
         assert_eq!(amb.port(), None);
         assert_eq!(amb.host(), Host::Ipv6("2001:db8::10:5070".parse().unwrap()));
         // RFC 5118 §4.10: three colons tolerated.
-        assert_eq!(
-            sip("sip:u@[2001:db8:::192.0.2.1]").host(),
-            sip("sip:u@[2001:db8::192.0.2.1]").host()
-        );
-        assert_eq!(
-            sip("sip:[::ffff:192.0.2.10]:19823").host(),
-            Host::Ipv6("::ffff:192.0.2.10".parse().unwrap())
-        );
+        assert_eq!(sip("sip:u@[2001:db8:::192.0.2.1]").host(), sip("sip:u@[2001:db8::192.0.2.1]").host());
+        assert_eq!(sip("sip:[::ffff:192.0.2.10]:19823").host(), Host::Ipv6("::ffff:192.0.2.10".parse().unwrap()));
         assert!(Uri::parse("sip:2001:db8::10").is_err(), "RFC 5118 §4.2");
         assert!(Uri::parse("sip:[2001:db8::10").is_err());
         assert!(Uri::parse("sip:host:70000").is_err());
@@ -741,27 +673,11 @@ mod tests {
 
     #[test]
     fn ipv6_grammar_edges() {
-        for ok in [
-            "::",
-            "::1",
-            "1::",
-            "1:2:3:4:5:6:7:8",
-            "1:2:3:4:5:6:1.2.3.4",
-            "::1.2.3.4",
-            "1::2:3",
-        ] {
+        for ok in ["::", "::1", "1::", "1:2:3:4:5:6:7:8", "1:2:3:4:5:6:1.2.3.4", "::1.2.3.4", "1::2:3"] {
             assert!(ipv6(ok.as_bytes()).is_some(), "{ok}");
         }
-        for bad in [
-            "",
-            ":",
-            "1:2:3:4:5:6:7",
-            "1:2:3:4:5:6:7:8:9",
-            "1::2::3",
-            "12345::",
-            "g::",
-            "1:2:3:4:5:6:7:1.2.3.4",
-        ] {
+        for bad in ["", ":", "1:2:3:4:5:6:7", "1:2:3:4:5:6:7:8:9", "1::2::3", "12345::", "g::", "1:2:3:4:5:6:7:1.2.3.4"]
+        {
             assert!(ipv6(bad.as_bytes()).is_none(), "{bad}");
         }
     }
@@ -784,18 +700,9 @@ mod tests {
     fn comparison_follows_19_1_4() {
         let eq = |a: &str, b: &str| Uri::parse(a).unwrap().equivalent(&Uri::parse(b).unwrap());
         // The RFC's own examples of equivalent URIs.
-        assert!(eq(
-            "sip:%61lice@atlanta.com;transport=TCP",
-            "sip:alice@AtLanTa.CoM;Transport=tcp"
-        ));
-        assert!(eq(
-            "sip:carol@chicago.com",
-            "sip:carol@chicago.com;newparam=5"
-        ));
-        assert!(eq(
-            "sip:carol@chicago.com;security=on",
-            "sip:carol@chicago.com;newparam=5"
-        ));
+        assert!(eq("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"));
+        assert!(eq("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"));
+        assert!(eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;newparam=5"));
         assert!(eq(
             "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
             "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"
@@ -805,28 +712,13 @@ mod tests {
             "sip:alice@atlanta.com?priority=urgent&subject=project%20x"
         ));
         // And of URIs that are not.
-        assert!(!eq(
-            "SIP:ALICE@AtLanTa.CoM;Transport=udp",
-            "sip:alice@AtLanTa.CoM;Transport=UDP"
-        ));
+        assert!(!eq("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"));
         assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"));
-        assert!(!eq(
-            "sip:bob@biloxi.com",
-            "sip:bob@biloxi.com;transport=udp"
-        ));
-        assert!(!eq(
-            "sip:bob@biloxi.com",
-            "sip:bob@biloxi.com:6000;transport=tcp"
-        ));
-        assert!(!eq(
-            "sip:carol@chicago.com",
-            "sip:carol@chicago.com?Subject=next%20meeting"
-        ));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"));
+        assert!(!eq("sip:bob@biloxi.com", "sip:bob@biloxi.com:6000;transport=tcp"));
+        assert!(!eq("sip:carol@chicago.com", "sip:carol@chicago.com?Subject=next%20meeting"));
         assert!(!eq("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"));
-        assert!(!eq(
-            "sip:carol@chicago.com;security=on",
-            "sip:carol@chicago.com;security=off"
-        ));
+        assert!(!eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"));
         assert!(!eq("sip:a@x", "sips:a@x"));
         assert!(eq("sip:[2001:db8::1]", "sip:[2001:DB8:0::1]"));
     }

@@ -9,8 +9,8 @@
 
 use super::headers::Date;
 use super::headers::{
-    Address, CSeq, CallId, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue,
-    MediaType, RetryAfter, ServerVal, SubscriptionState, Via, Warning,
+    Address, CSeq, CallId, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue, MediaType, RetryAfter,
+    ServerVal, SubscriptionState, Via, Warning,
 };
 use super::{HeaderName, Message, Method, StatusCode, Uri};
 
@@ -99,12 +99,7 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     // Every other typed header present must parse. Expires is left out on
     // purpose: §20.19 treats a malformed value as 3600.
     check::<Contact<'a>>(m, HeaderName::Contact)?;
-    for name in [
-        HeaderName::Route,
-        HeaderName::RecordRoute,
-        HeaderName::Path,
-        HeaderName::ReplyTo,
-    ] {
+    for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Path, HeaderName::ReplyTo] {
         check::<Address<'a>>(m, name)?;
     }
     check::<MediaType<'a>>(m, HeaderName::ContentType)?;
@@ -208,19 +203,15 @@ pub fn inspect_request<'a>(m: &Message<'a>, caps: &Capabilities<'_>) -> Result<(
         }
     }
     // §8.2.3 Content processing.
-    let understood = |t: &MediaType<'_>| {
-        caps.media_types
-            .iter()
-            .any(|s| s.split_once('/').is_some_and(|(a, b)| t.is(a, b)))
-    };
+    let understood =
+        |t: &MediaType<'_>| caps.media_types.iter().any(|s| s.split_once('/').is_some_and(|(a, b)| t.is(a, b)));
     if !m.body().is_empty() {
         let ok_type = match m.content_type() {
             Some(Ok(t)) => understood(&t) || t.top().eq_ignore_ascii_case("multipart"),
             _ => false,
         };
-        let ok_encoding = m
-            .values::<&str>(HeaderName::ContentEncoding)
-            .all(|e| e.is_ok_and(|e| e.eq_ignore_ascii_case("identity")));
+        let ok_encoding =
+            m.values::<&str>(HeaderName::ContentEncoding).all(|e| e.is_ok_and(|e| e.eq_ignore_ascii_case("identity")));
         if !ok_type || !ok_encoding {
             return Err(Invalid::MediaType);
         }
@@ -229,11 +220,7 @@ pub fn inspect_request<'a>(m: &Message<'a>, caps: &Capabilities<'_>) -> Result<(
     if rl.method == Method::Invite && m.headers().first(HeaderName::Accept).is_some() {
         let mut ranges = m.accept().filter_map(Result::ok).peekable();
         if ranges.peek().is_some()
-            && !ranges.any(|r| {
-                caps.media_types
-                    .iter()
-                    .any(|s| s.split_once('/').is_some_and(|(a, b)| r.admits(a, b)))
-            })
+            && !ranges.any(|r| caps.media_types.iter().any(|s| s.split_once('/').is_some_and(|(a, b)| r.admits(a, b))))
         {
             return Err(Invalid::NotAcceptable);
         }

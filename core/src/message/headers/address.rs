@@ -94,10 +94,7 @@ pub(crate) fn address(i: &[u8]) -> PResult<'_, Address<'_>> {
     let mut j = start;
     if start.first() == Some(&b'"') {
         let (r, q) = quoted_string(start)?;
-        display = Some(DisplayName {
-            raw: q,
-            quoted: true,
-        });
+        display = Some(DisplayName { raw: q, quoted: true });
         j = sws(r);
         if j.first() != Some(&b'<') {
             return fail(i);
@@ -134,16 +131,7 @@ pub(crate) fn address(i: &[u8]) -> PResult<'_, Address<'_>> {
     let Some(raw) = ascii(&start[..start.len() - rest.len()]) else {
         return fail(i);
     };
-    Ok((
-        rest,
-        Address {
-            raw,
-            display,
-            uri,
-            angle,
-            params,
-        },
-    ))
+    Ok((rest, Address { raw, display, uri, angle, params }))
 }
 
 impl<'a> HeaderValue<'a> for Address<'a> {
@@ -154,6 +142,7 @@ impl<'a> HeaderValue<'a> for Address<'a> {
 
 /// One Contact value (§20.10): `*` or an address with contact-params.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // a borrowed view: boxing would allocate per value
 pub enum Contact<'a> {
     /// `Contact: *` — remove every binding (§10.2.2).
     Wildcard,
@@ -213,16 +202,13 @@ impl<'a> HeaderValue<'a> for Contact<'a> {
         let a = Address::parse_value(value)?;
         let c = Contact::Address(a);
         // contact-params whose grammar §25 fixes.
-        if a.params
-            .get("q")
-            .is_some_and(|p| p.value().and_then(parse_q).is_none())
-        {
+        if a.params.get("q").is_some_and(|p| p.value().and_then(parse_q).is_none()) {
             return None;
         }
-        if a.params.get("expires").is_some_and(|p| {
-            p.value()
-                .is_none_or(|v| !v.bytes().all(|b| b.is_ascii_digit()) || v.is_empty())
-        }) {
+        if a.params
+            .get("expires")
+            .is_some_and(|p| p.value().is_none_or(|v| !v.bytes().all(|b| b.is_ascii_digit()) || v.is_empty()))
+        {
             return None;
         }
         Some(c)
@@ -242,20 +228,13 @@ mod tests {
         let x = a("sip:vivekg@chair-dnrc.example.com ;   tag    = 1918181833n").unwrap();
         assert!(!x.is_name_addr());
         assert_eq!(x.tag(), Some("1918181833n"));
-        let x = a(
-            "\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8",
-        )
-        .unwrap();
+        let x = a("\"J Rosenberg \\\\\\\"\"       <sip:jdrosen@example.com>\r\n  ;\r\n  tag = 98asjd8").unwrap();
         assert_eq!(x.display_name().unwrap().text(), "J Rosenberg \\\"");
         assert_eq!(x.tag(), Some("98asjd8"));
         let x = a("caller<sip:caller@example.com>;tag=323").unwrap();
         assert_eq!(x.display_name().unwrap().as_str(), "caller");
-        let x = a("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=_token~1'+`*%!-.")
-            .unwrap();
-        assert_eq!(
-            x.display_name().unwrap().as_str(),
-            "token1~` token2'+_ token3*%!.-"
-        );
+        let x = a("token1~` token2'+_ token3*%!.- <sip:mundane@example.com>;tag=_token~1'+`*%!-.").unwrap();
+        assert_eq!(x.display_name().unwrap().as_str(), "token1~` token2'+_ token3*%!.-");
         // addr-spec: parameters belong to the header (RFC 4475 §3.3.12)
         let x = a("sip:+19725552222@gw1.example.net;unknownparam").unwrap();
         assert!(x.params().contains("unknownparam"));
@@ -270,9 +249,9 @@ mod tests {
     #[test]
     fn malformed_addresses() {
         for bad in [
-            "\"Mr. J. User <sip:j.user@example.com>", // unbalanced quote
-            "\"Watson, Thomas\" < sip:t.watson@example.org >", // spaces in <>
-            "Bell, Alexander <sip:a.g.bell@bell-tel.com>", // unquoted comma
+            "\"Mr. J. User <sip:j.user@example.com>",               // unbalanced quote
+            "\"Watson, Thomas\" < sip:t.watson@example.org >",      // spaces in <>
+            "Bell, Alexander <sip:a.g.bell@bell-tel.com>",          // unquoted comma
             "sip:user@example.com?Route=%3Csip:sip.example.com%3E", // headers need <>
             "<sip:user@example.com",
             "",
@@ -283,19 +262,17 @@ mod tests {
 
     #[test]
     fn contact_params() {
-        let c = Contact::parse_value(b"<sip:a@b>;expires=60;q=0.7;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"").unwrap();
+        let c = Contact::parse_value(
+            b"<sip:a@b>;expires=60;q=0.7;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\"",
+        )
+        .unwrap();
         assert_eq!(c.expires(), Some(60));
         assert_eq!(c.q(), Some(700));
-        assert_eq!(
-            c.instance().unwrap(),
-            "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"
-        );
+        assert_eq!(c.instance().unwrap(), "<urn:uuid:00000000-0000-1000-8000-000A95A0E128>");
         assert_eq!(Contact::parse_value(b"*"), Some(Contact::Wildcard));
         assert!(Contact::parse_value(b"<sip:a@b>;q=1.5").is_none());
         assert!(Contact::parse_value(b"<sip:a@b>;expires=soon").is_none());
-        let g =
-            Contact::parse_value(b"<sip:a@b>;pub-gruu=\"sip:a@b;gr=x\";temp-gruu=\"sip:t@b;gr\"")
-                .unwrap();
+        let g = Contact::parse_value(b"<sip:a@b>;pub-gruu=\"sip:a@b;gr=x\";temp-gruu=\"sip:t@b;gr\"").unwrap();
         assert_eq!(g.pub_gruu().unwrap(), "sip:a@b;gr=x");
         assert_eq!(g.temp_gruu().unwrap(), "sip:t@b;gr");
     }

@@ -28,11 +28,7 @@ impl<'a> AuthParams<'a> {
         let mut rest = self.raw;
         let mut first = true;
         std::iter::from_fn(move || {
-            let r = if first {
-                Ok((rest, ()))
-            } else {
-                sep(b',')(rest)
-            };
+            let r = if first { Ok((rest, ())) } else { sep(b',')(rest) };
             first = false;
             let (r, ()) = r.ok()?;
             let (r, p) = auth_param(r).ok()?;
@@ -42,9 +38,7 @@ impl<'a> AuthParams<'a> {
     }
     /// The value of a parameter (name case-insensitive, §22.4), unquoted.
     pub fn get(&self, name: &str) -> Option<Cow<'a, str>> {
-        self.iter()
-            .find(|p| p.name().eq_ignore_ascii_case(name))
-            .and_then(|p| p.unquoted())
+        self.iter().find(|p| p.name().eq_ignore_ascii_case(name)).and_then(|p| p.unquoted())
     }
 }
 
@@ -77,18 +71,13 @@ fn scheme_and_params(i: &[u8]) -> PResult<'_, (&str, AuthParams<'_>, Option<&str
     let mut ok = true;
     let mut first = true;
     loop {
-        let step = if first {
-            Ok((rest, ()))
-        } else {
-            sep(b',')(rest)
-        };
+        let step = if first { Ok((rest, ())) } else { sep(b',')(rest) };
         first = false;
-        match step.and_then(|(r, ())| auth_param(r)) {
-            Ok((r, _)) => rest = r,
-            Err(_) => {
-                ok = !first && (sws(rest).is_empty());
-                break;
-            }
+        if let Ok((r, _)) = step.and_then(|(r, ())| auth_param(r)) {
+            rest = r;
+        } else {
+            ok = !first && sws(rest).is_empty();
+            break;
         }
         if sws(rest).is_empty() {
             break;
@@ -101,9 +90,7 @@ fn scheme_and_params(i: &[u8]) -> PResult<'_, (&str, AuthParams<'_>, Option<&str
     // token68 = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
     let n = after
         .iter()
-        .take_while(|c| {
-            c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
-        })
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/'))
         .count();
     let m = n + after[n..].iter().take_while(|&&c| c == b'=').count();
     if n == 0 {
@@ -179,38 +166,25 @@ macro_rules! auth_value {
             fn parse_value(value: &'a [u8]) -> Option<Self> {
                 let (scheme, params, token68) = whole(value, scheme_and_params)?;
                 let raw = std::str::from_utf8(value).ok()?;
-                Some($ty {
-                    raw,
-                    scheme,
-                    params,
-                    token68,
-                })
+                Some($ty { raw, scheme, params, token68 })
             }
         }
     };
 }
 
 auth_value!(Challenge, "A challenge from WWW-Authenticate or Proxy-Authenticate (§20.44, §20.27).\n\n```\nuse sipline::message::headers::{Challenge, HeaderValue};\nlet c = Challenge::parse_value(br#\"Digest realm=\"atlanta.com\", qop=\"auth,auth-int\", nonce=\"ea9c8e88\", stale=TRUE, algorithm=SHA-256\"#).unwrap();\nassert!(c.is_digest());\nassert_eq!(c.realm().unwrap(), \"atlanta.com\");\nassert_eq!(c.qop_options().collect::<Vec<_>>(), [\"auth\", \"auth-int\"]);\nassert!(c.stale());\n```");
-auth_value!(
-    Credentials,
-    "Credentials from Authorization or Proxy-Authorization (§20.7, §20.28)."
-);
+auth_value!(Credentials, "Credentials from Authorization or Proxy-Authorization (§20.7, §20.28).");
 
 impl<'a> Challenge<'a> {
     /// `stale=true` (case-insensitive): retry with the new nonce without
     /// asking the user again (RFC 7616 §3.3).
     pub fn stale(&self) -> bool {
-        self.param("stale")
-            .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+        self.param("stale").is_some_and(|v| v.eq_ignore_ascii_case("true"))
     }
     /// The `qop` options offered (`auth`, `auth-int`).
     pub fn qop_options(&self) -> impl Iterator<Item = String> + 'a {
         let q = self.param("qop").unwrap_or_default().into_owned();
-        q.split(',')
-            .map(|s| s.trim().to_owned())
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .into_iter()
+        q.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect::<Vec<_>>().into_iter()
     }
 }
 

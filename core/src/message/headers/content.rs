@@ -62,15 +62,7 @@ fn media_type(i: &[u8]) -> PResult<'_, MediaType<'_>> {
     let (r, sub) = token(r)?;
     let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
     let raw = std::str::from_utf8(&i[..i.len() - rest.len()]).unwrap_or_default();
-    Ok((
-        rest,
-        MediaType {
-            raw,
-            top,
-            sub,
-            params,
-        },
-    ))
+    Ok((rest, MediaType { raw, top, sub, params }))
 }
 
 impl<'a> HeaderValue<'a> for MediaType<'a> {
@@ -89,9 +81,7 @@ mod tests {
         assert!(m.is("application", "sdp"));
         let any = MediaType::parse_value(b"*/*;q=0.5").unwrap();
         assert!(any.admits("text", "plain"));
-        assert!(!MediaType::parse_value(b"text/nobodyknowsthis")
-            .unwrap()
-            .admits("application", "sdp"));
+        assert!(!MediaType::parse_value(b"text/nobodyknowsthis").unwrap().admits("application", "sdp"));
         assert!(MediaType::parse_value(b"application").is_none());
         assert!(MediaType::parse_value(b"a/b;").is_none());
     }

@@ -96,10 +96,7 @@ impl<'a> HeaderValue<'a> for SubscriptionState<'a> {
             SubState::Other(s)
         };
         for n in ["expires", "retry-after"] {
-            if params
-                .get(n)
-                .is_some_and(|p| p.value().is_none_or(|v| v.parse::<u32>().is_err()))
-            {
+            if params.get(n).is_some_and(|p| p.value().is_none_or(|v| v.parse::<u32>().is_err())) {
                 return None;
             }
         }
@@ -116,8 +113,7 @@ mod tests {
         let e = Event::parse_value(b"presence.winfo;id=42").unwrap();
         assert_eq!(e.package(), "presence.winfo");
         assert_eq!(e.id(), Some("42"));
-        let s =
-            SubscriptionState::parse_value(b"terminated;reason=timeout;retry-after=30").unwrap();
+        let s = SubscriptionState::parse_value(b"terminated;reason=timeout;retry-after=30").unwrap();
         assert_eq!(s.state(), SubState::Terminated);
         assert_eq!(s.reason(), Some("timeout"));
         assert_eq!(s.retry_after(), Some(30));

@@ -1,9 +1,7 @@
 //! Small headers: Call-ID (§20.8), CSeq (§20.16), Date (§20.17),
 //! Retry-After (§20.33), Warning (§20.43), User-Agent/Server (§20.41, §20.35).
 
-use super::super::grammar::{
-    ascii, fail, is_word, quoted_string, sep, sws, token, u32_digits, PResult,
-};
+use super::super::grammar::{ascii, fail, is_word, quoted_string, sep, sws, token, u32_digits, PResult};
 use super::super::params::{ParamSyntax, Params};
 use super::super::uri::{host, port_number};
 use super::super::Method;
@@ -82,6 +80,10 @@ impl<'a> HeaderValue<'a> for CSeq<'a> {
     }
 }
 
+const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+const MONTHS: [&[u8]; 12] =
+    [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+
 /// `Date: rfc1123-date` (§20.17) — only `GMT` is valid (RFC 4475 §3.1.2.12).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Date<'a> {
@@ -115,18 +117,11 @@ impl<'a> HeaderValue<'a> for Date<'a> {
         if b.len() != 29 || &b[3..5] != b", " || &b[25..] != b" GMT" {
             return None;
         }
-        const DAYS: [&[u8]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
-        const MONTHS: [&[u8]; 12] = [
-            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-            b"Dec",
-        ];
         if !DAYS.contains(&&b[..3]) {
             return None;
         }
         let num = |s: &[u8]| -> Option<u16> {
-            s.iter()
-                .all(u8::is_ascii_digit)
-                .then(|| s.iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0')))
+            s.iter().all(u8::is_ascii_digit).then(|| s.iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0')))
         };
         let two = |s: &[u8]| num(s).and_then(|v| u8::try_from(v).ok());
         let day = two(&b[5..7])?;
@@ -134,17 +129,15 @@ impl<'a> HeaderValue<'a> for Date<'a> {
         let year = num(&b[12..16])?;
         let (hour, minute, second) = (two(&b[17..19])?, two(&b[20..22])?, two(&b[23..25])?);
         let seps = b[7] == b' ' && b[11] == b' ' && b[16] == b' ' && b[19] == b':' && b[22] == b':';
-        (seps && (1..=31).contains(&day) && hour < 24 && minute < 60 && second <= 60).then_some(
-            Date {
-                raw,
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-            },
-        )
+        (seps && (1..=31).contains(&day) && hour < 24 && minute < 60 && second <= 60).then_some(Date {
+            raw,
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+        })
     }
 }
 
@@ -208,17 +201,10 @@ impl<'a> HeaderValue<'a> for RetryAfter<'a> {
             let (r, p) = Params::parse(r, ParamSyntax::Header)?;
             Ok((r, (s, c, p)))
         })?;
-        if params
-            .get("duration")
-            .is_some_and(|p| p.value().is_none_or(|v| v.parse::<u32>().is_err()))
-        {
+        if params.get("duration").is_some_and(|p| p.value().is_none_or(|v| v.parse::<u32>().is_err())) {
             return None;
         }
-        Some(RetryAfter {
-            seconds,
-            comment,
-            params,
-        })
+        Some(RetryAfter { seconds, comment, params })
     }
 }
 
@@ -250,26 +236,19 @@ impl<'a> HeaderValue<'a> for Warning<'a> {
         if value.len() < 4 || !value[..3].iter().all(u8::is_ascii_digit) || value[3] != b' ' {
             return None;
         }
-        let code = value[..3]
-            .iter()
-            .fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
+        let code = value[..3].iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
         let rest = &value[4..];
         let agent_len = rest.iter().position(|&c| c == b' ')?;
         let agent_b = &rest[..agent_len];
         let agent_ok = token(agent_b).is_ok_and(|(r, _)| r.is_empty())
             || host(agent_b).is_ok_and(|(r, _)| {
-                r.is_empty()
-                    || (r[0] == b':' && port_number(&r[1..]).is_ok_and(|(r, _)| r.is_empty()))
+                r.is_empty() || (r[0] == b':' && port_number(&r[1..]).is_ok_and(|(r, _)| r.is_empty()))
             });
         if !agent_ok {
             return None;
         }
         let text = whole(&rest[agent_len + 1..], quoted_string)?;
-        Some(Warning {
-            code,
-            agent: ascii(agent_b)?,
-            text,
-        })
+        Some(Warning { code, agent: ascii(agent_b)?, text })
     }
 }
 
@@ -325,10 +304,7 @@ mod tests {
     #[test]
     fn date_only_gmt() {
         let d = Date::parse_value(b"Sat, 13 Nov 2010 23:29:00 GMT").unwrap();
-        assert_eq!(
-            (d.year, d.month, d.day, d.hour, d.minute, d.second),
-            (2010, 11, 13, 23, 29, 0)
-        );
+        assert_eq!((d.year, d.month, d.day, d.hour, d.minute, d.second), (2010, 11, 13, 23, 29, 0));
         assert!(Date::parse_value(b"Fri, 01 Jan 2010 16:00:00 EST").is_none());
         assert!(Date::parse_value(b"Fri, 01 Foo 2010 16:00:00 GMT").is_none());
     }
@@ -339,8 +315,7 @@ mod tests {
         assert_eq!((r.seconds(), r.duration()), (18000, Some(3600)));
         assert_eq!(r.comment(), Some(&b"in a meeting"[..]));
         assert!(RetryAfter::parse_value(b"1000000000000000000000000000").is_none());
-        let w = Warning::parse_value(b"307 isi.edu \"Session parameter 'foo' not understood\"")
-            .unwrap();
+        let w = Warning::parse_value(b"307 isi.edu \"Session parameter 'foo' not understood\"").unwrap();
         assert_eq!((w.code(), w.agent()), (307, "isi.edu"));
         assert!(Warning::parse_value(b"1812 overture \"In Progress\"").is_none());
         assert!(ServerVal::parse_value(b"HomeServer v2 (Linux; x86) sipline/0.1").is_some());

@@ -84,9 +84,7 @@ impl<'a> ListIter<'a> {
     /// `Accept`…) has no elements.
     pub fn new(value: &'a [u8]) -> Self {
         let v = trim(value);
-        ListIter {
-            rest: if v.is_empty() { None } else { Some(v) },
-        }
+        ListIter { rest: if v.is_empty() { None } else { Some(v) } }
     }
 }
 
@@ -176,11 +174,7 @@ impl<'a> Message<'a> {
     /// The first value of header `name` as `T`; `None` if absent.
     pub fn value<T: HeaderValue<'a>>(&self, name: HeaderName) -> Option<Result<T, HeaderError>> {
         let h = self.headers().first(name)?;
-        let raw = if is_list(name) {
-            ListIter::new(h.value()).next().unwrap_or_default()
-        } else {
-            h.value()
-        };
+        let raw = if is_list(name) { ListIter::new(h.value()).next().unwrap_or_default() } else { h.value() };
         Some(T::parse_value(raw).ok_or(HeaderError::Malformed(name)))
     }
 
@@ -324,7 +318,7 @@ pub use misc::ServerVal;
 impl<'a> HeaderValue<'a> for &'a str {
     fn parse_value(value: &'a [u8]) -> Option<Self> {
         match super::grammar::token(value) {
-            Ok((rest, t)) if rest.is_empty() => Some(t),
+            Ok(([], t)) => Some(t),
             _ => None,
         }
     }
@@ -352,10 +346,7 @@ impl<'a> HeaderValue<'a> for u8 {
 }
 
 /// Parses a whole value with `f`, allowing only trailing whitespace.
-pub(crate) fn whole<'a, T>(
-    value: &'a [u8],
-    f: impl FnOnce(&'a [u8]) -> super::grammar::PResult<'a, T>,
-) -> Option<T> {
+pub(crate) fn whole<'a, T>(value: &'a [u8], f: impl FnOnce(&'a [u8]) -> super::grammar::PResult<'a, T>) -> Option<T> {
     match f(value) {
         Ok((rest, t)) if sws(rest).is_empty() => Some(t),
         _ => None,
@@ -371,9 +362,6 @@ mod tests {
         let v: Vec<_> = ListIter::new(b"\"a, b\" <sip:x,y@h>;p=1 , <sip:z>,\r\n w").collect();
         assert_eq!(v, [&b"\"a, b\" <sip:x,y@h>;p=1"[..], b"<sip:z>", b"w"]);
         assert_eq!(ListIter::new(b"  ").count(), 0);
-        assert_eq!(
-            ListIter::new(b"a,,b").collect::<Vec<_>>(),
-            [&b"a"[..], b"", b"b"]
-        );
+        assert_eq!(ListIter::new(b"a,,b").collect::<Vec<_>>(), [&b"a"[..], b"", b"b"]);
     }
 }

@@ -133,14 +133,10 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     };
     let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
     // Check the parameters whose grammar §25 fixes.
-    for p in params.iter() {
+    for p in params {
         let ok = match p.name().to_ascii_lowercase().as_str() {
-            "ttl" => p
-                .value()
-                .is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok()),
-            "maddr" => p
-                .value()
-                .is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty())),
+            "ttl" => p.value().is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok()),
+            "maddr" => p.value().is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty())),
             "received" => p.value().is_some_and(|v| parse_received(v).is_some()),
             "branch" => p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty()),
             "rport" => p.value().is_none_or(|v| v.parse::<u16>().is_ok()),
@@ -153,19 +149,7 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     let Some(raw) = ascii(&i[..i.len() - rest.len()]) else {
         return fail(i);
     };
-    Ok((
-        rest,
-        Via {
-            raw,
-            protocol,
-            version,
-            transport,
-            host: h,
-            host_raw,
-            port,
-            params,
-        },
-    ))
+    Ok((rest, Via { raw, protocol, version, transport, host: h, host_raw, port, params }))
 }
 
 impl<'a> HeaderValue<'a> for Via<'a> {
@@ -185,14 +169,10 @@ mod tests {
     #[test]
     fn folded_and_spaced_via_from_rfc4475_wsinv() {
         let via = v("SIP  /   2.0\r\n /UDP\r\n    192.0.2.2;branch=390skdjuw").unwrap();
-        assert_eq!(
-            (via.protocol(), via.version(), via.transport()),
-            ("SIP", "2.0", "UDP")
-        );
+        assert_eq!((via.protocol(), via.version(), via.transport()), ("SIP", "2.0", "UDP"));
         assert_eq!(via.branch(), Some("390skdjuw"));
         assert!(!via.has_magic_cookie());
-        let via = v("SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8")
-            .unwrap();
+        let via = v("SIP  / 2.0  / TCP     spindle.example.com   ;\r\n  branch  =   z9hG4bK9ikj8").unwrap();
         assert_eq!(via.host(), Host::Domain("spindle.example.com"));
         assert_eq!(via.branch(), Some("z9hG4bK9ikj8"));
     }
@@ -205,14 +185,8 @@ mod tests {
         assert_eq!(via.ttl(), Some(16));
         assert_eq!(via.maddr(), Some("224.2.0.1"));
         assert_eq!(via.rport(), None);
-        assert_eq!(
-            v("SIP/2.0/UDP h;rport=5066;branch=z9hG4bKx")
-                .unwrap()
-                .rport(),
-            Some(Some(5066))
-        );
-        let br =
-            v("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3").unwrap();
+        assert_eq!(v("SIP/2.0/UDP h;rport=5066;branch=z9hG4bKx").unwrap().rport(), Some(Some(5066)));
+        let br = v("SIP/2.0/UDP [2001:db8::9:1];received=[2001:db8::9:255];branch=z9hG4bKas3").unwrap();
         assert_eq!(br.received(), Some("2001:db8::9:255".parse().unwrap()));
         assert_eq!(br.branch(), Some("z9hG4bKas3"));
     }
