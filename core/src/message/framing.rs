@@ -140,6 +140,10 @@ impl StreamFramer {
     /// frame ended and extend what was passed before. After any answer but
     /// [`Framed::NeedMore`], consume `len` octets before calling again.
     pub fn advance(&mut self, buf: &[u8]) -> Result<Framed, FramingError> {
+        if buf.len() < self.scanned {
+            // The caller broke the contract (passed less than before): start over.
+            self.reset();
+        }
         if let Some((header_end, cl)) = self.frame {
             return Ok(self.complete(buf, header_end, cl));
         }

@@ -357,6 +357,50 @@ pub(crate) fn whole<'a, T>(value: &'a [u8], f: impl FnOnce(&'a [u8]) -> super::g
 mod tests {
     use super::*;
 
+    fn msg(headers: &str) -> Vec<u8> {
+        format!("OPTIONS sip:a@b SIP/2.0\r\n{headers}\r\n").into_bytes()
+    }
+
+    #[test]
+    fn token_list_headers_span_lines_and_commas() {
+        let raw = msg("Allow: INVITE, ACK,OPTIONS\r\nAllow: MESSAGE\r\nSupported:\r\nk: 100rel, timer\r\nRequire: gruu\r\nProxy-Require: sec-agree\r\nUnsupported: foo\r\n");
+        let m = Message::parse(&raw).unwrap();
+        let allow: Vec<_> = m.allow().map(Result::unwrap).collect();
+        assert_eq!(allow, [Method::Invite, Method::Ack, Method::Options, Method::Message]);
+        // An empty Supported is legal (§20.37) and contributes nothing.
+        let sup: Vec<_> = m.supported().map(Result::unwrap).collect();
+        assert_eq!(sup, ["100rel", "timer"]);
+        assert_eq!(m.require().map(Result::unwrap).collect::<Vec<_>>(), ["gruu"]);
+        assert_eq!(m.proxy_require().map(Result::unwrap).collect::<Vec<_>>(), ["sec-agree"]);
+        assert_eq!(m.unsupported().map(Result::unwrap).collect::<Vec<_>>(), ["foo"]);
+        let bad = msg("Allow: INVITE,,ACK\r\n");
+        let m = Message::parse(&bad).unwrap();
+        assert_eq!(m.allow().filter(Result::is_err).count(), 1);
+    }
+
+    #[test]
+    fn numeric_headers() {
+        let raw = msg("Max-Forwards: 0068\r\nExpires: 3600\r\nMin-Expires: 60\r\n");
+        let m = Message::parse(&raw).unwrap();
+        assert_eq!(m.max_forwards(), Some(Ok(68)));
+        assert_eq!(m.expires(), Some(Ok(3600)));
+        assert_eq!(m.min_expires(), Some(Ok(60)));
+        let raw = msg("Max-Forwards: 300\r\nExpires: 10000000000000\r\n");
+        let m = Message::parse(&raw).unwrap();
+        assert_eq!(m.max_forwards(), Some(Err(HeaderError::Malformed(HeaderName::MaxForwards))));
+        assert_eq!(m.expires(), Some(Err(HeaderError::Malformed(HeaderName::Expires))));
+        assert_eq!(m.min_expires(), None);
+    }
+
+    #[test]
+    fn single_valued_access() {
+        let raw = msg("Call-ID: a\r\ni: b\r\n");
+        let m = Message::parse(&raw).unwrap();
+        assert_eq!(m.single::<CallId<'_>>(HeaderName::CallId), Err(HeaderError::Multiple(HeaderName::CallId)));
+        assert_eq!(m.single::<CSeq<'_>>(HeaderName::CSeq), Err(HeaderError::Missing(HeaderName::CSeq)));
+        assert_eq!(m.call_id().unwrap().unwrap().as_str(), "a");
+    }
+
     #[test]
     fn list_split_respects_quotes_and_brackets() {
         let v: Vec<_> = ListIter::new(b"\"a, b\" <sip:x,y@h>;p=1 , <sip:z>,\r\n w").collect();
