@@ -174,7 +174,7 @@ macro_rules! auth_value {
 
 auth_value!(
     Challenge,
-    "A challenge from WWW-Authenticate or Proxy-Authenticate (§20.44, §20.27).\n\n```\nuse sipline::message::headers::{Challenge, HeaderValue};\n# fn main() { run(); }\n# fn run() -> Option<()> {\nlet c = Challenge::parse_value(br#\"Digest realm=\"atlanta.com\", qop=\"auth,auth-int\", nonce=\"ea9c8e88\", stale=TRUE, algorithm=SHA-256\"#)?;\nassert!(c.is_digest());\nassert_eq!(c.realm()?, \"atlanta.com\");\nassert_eq!(c.qop_options().collect::<Vec<_>>(), [\"auth\", \"auth-int\"]);\nassert!(c.stale());\n# Some(())\n# }\n```"
+    "A challenge from WWW-Authenticate or Proxy-Authenticate (§20.44, §20.27).\n\n```\nuse sipline::message::headers::{Challenge, HeaderValue};\n# fn main() { assert!(run().is_some()); }\n# fn run() -> Option<()> {\nlet c = Challenge::parse_value(br#\"Digest realm=\"atlanta.com\", qop=\"auth,auth-int\", nonce=\"ea9c8e88\", stale=TRUE, algorithm=SHA-256\"#)?;\nassert!(c.is_digest());\nassert_eq!(c.realm()?, \"atlanta.com\");\nassert_eq!(c.qop_options().collect::<Vec<_>>(), [\"auth\", \"auth-int\"]);\nassert!(c.stale());\n# Some(())\n# }\n```"
 );
 auth_value!(Credentials, "Credentials from Authorization or Proxy-Authorization (§20.7, §20.28).");
 
