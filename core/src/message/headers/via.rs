@@ -134,13 +134,19 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
     // Check the parameters whose grammar §25 fixes.
     for p in params {
-        let ok = match p.name().to_ascii_lowercase().as_str() {
-            "ttl" => p.value().is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok()),
-            "maddr" => p.value().is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty())),
-            "received" => p.value().is_some_and(|v| parse_received(v).is_some()),
-            "branch" => p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty()),
-            "rport" => p.value().is_none_or(|v| v.parse::<u16>().is_ok()),
-            _ => true,
+        let is = |n: &str| p.name().eq_ignore_ascii_case(n);
+        let ok = if is("ttl") {
+            p.value().is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok())
+        } else if is("maddr") {
+            p.value().is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty()))
+        } else if is("received") {
+            p.value().is_some_and(|v| parse_received(v).is_some())
+        } else if is("branch") {
+            p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty())
+        } else if is("rport") {
+            p.value().is_none_or(|v| v.parse::<u16>().is_ok())
+        } else {
+            true
         };
         if !ok {
             return fail(i);
