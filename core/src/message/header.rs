@@ -7,7 +7,7 @@
 use std::fmt;
 
 macro_rules! header_names {
-    ($( $(#[$doc:meta])* $variant:ident = $canon:literal / $lower:literal $(, $compact:literal)? ;)*) => {
+    ($( $(#[$doc:meta])* $variant:ident = $canon:literal $(, $compact:literal)? ;)*) => {
         /// The name of a header field, compact forms folded into their long
         /// form (§7.3.3). Names the stack does not know are [`HeaderName::Other`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,6 +17,11 @@ macro_rules! header_names {
             /// A header field the stack does not know; its name is kept in the [`Header`].
             Other,
         }
+
+        /// Every known name, in declaration order.
+        const ALL: &[HeaderName] = &[$( HeaderName::$variant, )*];
+        /// Their canonical spellings, in the same order.
+        const CANON: &[&str] = &[$( $canon, )*];
 
         impl HeaderName {
             /// The canonical spelling, e.g. `Call-ID` (empty for [`HeaderName::Other`]).
@@ -35,90 +40,128 @@ macro_rules! header_names {
                 }
             }
 
-            /// Classifies a header name, case-insensitively, compact forms included.
-            pub fn from_bytes(name: &[u8]) -> HeaderName {
-                if name.len() == 1 {
-                    let c = name[0].to_ascii_lowercase() as char;
-                    $( $( if c == $compact { return HeaderName::$variant; } )? )*
-                    return HeaderName::Other;
-                }
-                let mut buf = [0u8; 24];
-                if name.len() > buf.len() {
-                    return HeaderName::Other;
-                }
-                let lower = &mut buf[..name.len()];
-                for (d, s) in lower.iter_mut().zip(name) {
-                    *d = s.to_ascii_lowercase();
-                }
-                match &*lower {
-                    $( $lower => HeaderName::$variant, )*
-                    _ => HeaderName::Other,
-                }
+            fn from_compact(c: u8) -> HeaderName {
+                let c = c.to_ascii_lowercase() as char;
+                $( $( if c == $compact { return HeaderName::$variant; } )? )*
+                HeaderName::Other
             }
         }
     };
 }
 
+/// Size of the open-addressing table that classifies names.
+const TABLE_SIZE: usize = 512;
+
+/// A cheap hash of a name: its length and its first and last characters,
+/// case-folded.
+const fn name_hash(name: &[u8]) -> usize {
+    let len = name.len();
+    let first = (name[0] | 0x20) as usize;
+    let last = (name[len - 1] | 0x20) as usize;
+    (len * 31 + first * 7 + last * 131) % TABLE_SIZE
+}
+
+/// Known names by hash, linear probing; `0` is empty, else index + 1.
+static TABLE: [u8; TABLE_SIZE] = {
+    let mut t = [0u8; TABLE_SIZE];
+    let mut i = 0;
+    while i < CANON.len() {
+        let mut h = name_hash(CANON[i].as_bytes());
+        while t[h] != 0 {
+            h = (h + 1) % TABLE_SIZE;
+        }
+        #[allow(clippy::cast_possible_truncation)] // fewer than 255 names
+        {
+            t[h] = (i + 1) as u8;
+        }
+        i += 1;
+    }
+    t
+};
+
+impl HeaderName {
+    /// Classifies a header name, case-insensitively, compact forms included.
+    #[inline]
+    pub fn from_bytes(name: &[u8]) -> HeaderName {
+        match name.len() {
+            0 => return HeaderName::Other,
+            1 => return HeaderName::from_compact(name[0]),
+            _ => {}
+        }
+        let mut h = name_hash(name);
+        loop {
+            let e = TABLE[h] as usize;
+            if e == 0 {
+                return HeaderName::Other;
+            }
+            if CANON[e - 1].as_bytes().eq_ignore_ascii_case(name) {
+                return ALL[e - 1];
+            }
+            h = (h + 1) % TABLE_SIZE;
+        }
+    }
+}
+
 header_names! {
-    Accept = "Accept" / b"accept";
-    AcceptContact = "Accept-Contact" / b"accept-contact", 'a';
-    AcceptEncoding = "Accept-Encoding" / b"accept-encoding";
-    AcceptLanguage = "Accept-Language" / b"accept-language";
-    AlertInfo = "Alert-Info" / b"alert-info";
-    Allow = "Allow" / b"allow";
-    AllowEvents = "Allow-Events" / b"allow-events", 'u';
-    AuthenticationInfo = "Authentication-Info" / b"authentication-info";
-    Authorization = "Authorization" / b"authorization";
-    CallId = "Call-ID" / b"call-id", 'i';
-    CallInfo = "Call-Info" / b"call-info";
-    Contact = "Contact" / b"contact", 'm';
-    ContentDisposition = "Content-Disposition" / b"content-disposition";
-    ContentEncoding = "Content-Encoding" / b"content-encoding", 'e';
-    ContentLanguage = "Content-Language" / b"content-language";
-    ContentLength = "Content-Length" / b"content-length", 'l';
-    ContentType = "Content-Type" / b"content-type", 'c';
-    CSeq = "CSeq" / b"cseq";
-    Date = "Date" / b"date";
-    ErrorInfo = "Error-Info" / b"error-info";
-    Event = "Event" / b"event", 'o';
-    Expires = "Expires" / b"expires";
-    From = "From" / b"from", 'f';
-    Identity = "Identity" / b"identity", 'y';
-    IdentityInfo = "Identity-Info" / b"identity-info", 'n';
-    InReplyTo = "In-Reply-To" / b"in-reply-to";
-    MaxForwards = "Max-Forwards" / b"max-forwards";
-    MimeVersion = "MIME-Version" / b"mime-version";
-    MinExpires = "Min-Expires" / b"min-expires";
-    MinSe = "Min-SE" / b"min-se";
-    Organization = "Organization" / b"organization";
-    Path = "Path" / b"path";
-    Priority = "Priority" / b"priority";
-    ProxyAuthenticate = "Proxy-Authenticate" / b"proxy-authenticate";
-    ProxyAuthorization = "Proxy-Authorization" / b"proxy-authorization";
-    ProxyRequire = "Proxy-Require" / b"proxy-require";
-    RAck = "RAck" / b"rack";
-    RecordRoute = "Record-Route" / b"record-route";
-    ReferTo = "Refer-To" / b"refer-to", 'r';
-    ReferredBy = "Referred-By" / b"referred-by", 'b';
-    RejectContact = "Reject-Contact" / b"reject-contact", 'j';
-    ReplyTo = "Reply-To" / b"reply-to";
-    RequestDisposition = "Request-Disposition" / b"request-disposition", 'd';
-    Require = "Require" / b"require";
-    RetryAfter = "Retry-After" / b"retry-after";
-    Route = "Route" / b"route";
-    RSeq = "RSeq" / b"rseq";
-    Server = "Server" / b"server";
-    SessionExpires = "Session-Expires" / b"session-expires", 'x';
-    Subject = "Subject" / b"subject", 's';
-    SubscriptionState = "Subscription-State" / b"subscription-state";
-    Supported = "Supported" / b"supported", 'k';
-    Timestamp = "Timestamp" / b"timestamp";
-    To = "To" / b"to", 't';
-    Unsupported = "Unsupported" / b"unsupported";
-    UserAgent = "User-Agent" / b"user-agent";
-    Via = "Via" / b"via", 'v';
-    Warning = "Warning" / b"warning";
-    WwwAuthenticate = "WWW-Authenticate" / b"www-authenticate";
+    Accept = "Accept";
+    AcceptContact = "Accept-Contact", 'a';
+    AcceptEncoding = "Accept-Encoding";
+    AcceptLanguage = "Accept-Language";
+    AlertInfo = "Alert-Info";
+    Allow = "Allow";
+    AllowEvents = "Allow-Events", 'u';
+    AuthenticationInfo = "Authentication-Info";
+    Authorization = "Authorization";
+    CallId = "Call-ID", 'i';
+    CallInfo = "Call-Info";
+    Contact = "Contact", 'm';
+    ContentDisposition = "Content-Disposition";
+    ContentEncoding = "Content-Encoding", 'e';
+    ContentLanguage = "Content-Language";
+    ContentLength = "Content-Length", 'l';
+    ContentType = "Content-Type", 'c';
+    CSeq = "CSeq";
+    Date = "Date";
+    ErrorInfo = "Error-Info";
+    Event = "Event", 'o';
+    Expires = "Expires";
+    From = "From", 'f';
+    Identity = "Identity", 'y';
+    IdentityInfo = "Identity-Info", 'n';
+    InReplyTo = "In-Reply-To";
+    MaxForwards = "Max-Forwards";
+    MimeVersion = "MIME-Version";
+    MinExpires = "Min-Expires";
+    MinSe = "Min-SE";
+    Organization = "Organization";
+    Path = "Path";
+    Priority = "Priority";
+    ProxyAuthenticate = "Proxy-Authenticate";
+    ProxyAuthorization = "Proxy-Authorization";
+    ProxyRequire = "Proxy-Require";
+    RAck = "RAck";
+    RecordRoute = "Record-Route";
+    ReferTo = "Refer-To", 'r';
+    ReferredBy = "Referred-By", 'b';
+    RejectContact = "Reject-Contact", 'j';
+    ReplyTo = "Reply-To";
+    RequestDisposition = "Request-Disposition", 'd';
+    Require = "Require";
+    RetryAfter = "Retry-After";
+    Route = "Route";
+    RSeq = "RSeq";
+    Server = "Server";
+    SessionExpires = "Session-Expires", 'x';
+    Subject = "Subject", 's';
+    SubscriptionState = "Subscription-State";
+    Supported = "Supported", 'k';
+    Timestamp = "Timestamp";
+    To = "To", 't';
+    Unsupported = "Unsupported";
+    UserAgent = "User-Agent";
+    Via = "Via", 'v';
+    Warning = "Warning";
+    WwwAuthenticate = "WWW-Authenticate";
 }
 
 impl fmt::Display for HeaderName {
@@ -136,41 +179,39 @@ impl fmt::Display for HeaderName {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
     kind: HeaderName,
-    name: &'a str,
+    name: &'a [u8],
     value: &'a [u8],
 }
 
 impl fmt::Debug for Header<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.name, String::from_utf8_lossy(self.value))
+        write!(f, "{}: {}", self.name(), String::from_utf8_lossy(self.value))
     }
 }
 
 impl<'a> Header<'a> {
-    pub(crate) fn new(kind: HeaderName, name: &'a str, value: &'a [u8]) -> Self {
-        Header { kind, name, value }
-    }
     /// The classified name.
-    pub fn kind(&self) -> HeaderName {
+    pub fn kind(self) -> HeaderName {
         self.kind
     }
     /// The name exactly as written (`v`, `VIA`, `X-Custom`…).
-    pub fn name(&self) -> &'a str {
-        self.name
+    pub fn name(self) -> &'a str {
+        // The parser admits only token characters (ASCII) in names.
+        std::str::from_utf8(self.name).unwrap_or_default()
     }
     /// The value as raw bytes (may be non-UTF-8 for extension headers).
-    pub fn value(&self) -> &'a [u8] {
+    pub fn value(self) -> &'a [u8] {
         self.value
     }
     /// The value as text, if it is UTF-8.
-    pub fn value_str(&self) -> Option<&'a str> {
+    pub fn value_str(self) -> Option<&'a str> {
         std::str::from_utf8(self.value).ok()
     }
     /// Whether this field has the given name: known names by kind (so `v`
     /// matches `Via`), others by case-insensitive comparison.
-    pub fn is(&self, name: &str) -> bool {
+    pub fn is(self, name: &str) -> bool {
         match HeaderName::from_bytes(name.as_bytes()) {
-            HeaderName::Other => self.kind == HeaderName::Other && self.name.eq_ignore_ascii_case(name),
+            HeaderName::Other => self.kind == HeaderName::Other && self.name.eq_ignore_ascii_case(name.as_bytes()),
             k => self.kind == k,
         }
     }
@@ -179,20 +220,26 @@ impl<'a> Header<'a> {
 /// How many header fields a message holds without allocating.
 pub const INLINE_HEADERS: usize = 32;
 
+/// One header field as offsets into the message: 16 bytes instead of two
+/// slices, so the inline table stays small and cheap to move.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    name_start: u32,
+    value_start: u32,
+    value_len: u32,
+    name_len: u16,
+    kind: HeaderName,
+}
+
+const EMPTY: Slot = Slot { name_start: 0, value_start: 0, value_len: 0, name_len: 0, kind: HeaderName::Other };
+
 /// The header fields of a message, in order.
 #[derive(Clone)]
 pub struct Headers<'a> {
-    inline: [Header<'a>; INLINE_HEADERS],
+    buf: &'a [u8],
+    inline: [Slot; INLINE_HEADERS],
     len: usize,
-    spill: Vec<Header<'a>>,
-}
-
-const EMPTY: Header<'static> = Header { kind: HeaderName::Other, name: "", value: b"" };
-
-impl Default for Headers<'_> {
-    fn default() -> Self {
-        Headers { inline: [EMPTY; INLINE_HEADERS], len: 0, spill: Vec::new() }
-    }
+    spill: Vec<Slot>,
 }
 
 impl fmt::Debug for Headers<'_> {
@@ -209,13 +256,41 @@ impl PartialEq for Headers<'_> {
 impl Eq for Headers<'_> {}
 
 impl<'a> Headers<'a> {
-    pub(crate) fn push(&mut self, h: Header<'a>) {
+    /// An empty table over `buf`, which must be shorter than 4 GiB.
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        Headers { buf, inline: [EMPTY; INLINE_HEADERS], len: 0, spill: Vec::new() }
+    }
+
+    /// Records a field by its offsets in the buffer.
+    #[allow(clippy::cast_possible_truncation)] // offsets < buf.len() < 4 GiB, names < 64 KiB
+    pub(crate) fn push(&mut self, kind: HeaderName, name: (usize, usize), value: (usize, usize)) {
+        let slot = Slot {
+            name_start: name.0 as u32,
+            name_len: name.1 as u16,
+            value_start: value.0 as u32,
+            value_len: value.1 as u32,
+            kind,
+        };
         if self.len < INLINE_HEADERS {
-            self.inline[self.len] = h;
+            self.inline[self.len] = slot;
             self.len += 1;
         } else {
-            self.spill.push(h);
+            self.spill.push(slot);
         }
+    }
+
+    fn view(&self, s: &Slot) -> Header<'a> {
+        let name = s.name_start as usize..s.name_start as usize + s.name_len as usize;
+        let value = s.value_start as usize..s.value_start as usize + s.value_len as usize;
+        Header {
+            kind: s.kind,
+            name: self.buf.get(name).unwrap_or_default(),
+            value: self.buf.get(value).unwrap_or_default(),
+        }
+    }
+
+    fn slots(&self) -> impl DoubleEndedIterator<Item = &Slot> + Clone {
+        self.inline[..self.len].iter().chain(self.spill.iter())
     }
 
     /// The number of header fields (lines, after unfolding).
@@ -229,41 +304,34 @@ impl<'a> Headers<'a> {
     }
 
     /// The field at position `i`.
-    pub fn at(&self, i: usize) -> Option<&Header<'a>> {
-        if i < self.len {
-            Some(&self.inline[i])
-        } else {
-            self.spill.get(i - self.len)
-        }
+    pub fn at(&self, i: usize) -> Option<Header<'a>> {
+        let s = if i < self.len { self.inline.get(i) } else { self.spill.get(i - self.len) };
+        s.map(|s| self.view(s))
     }
 
     /// All fields in order.
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = &Header<'a>> + Clone {
-        self.inline[..self.len].iter().chain(self.spill.iter())
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Header<'a>> + Clone + '_ {
+        self.slots().map(|s| self.view(s))
     }
 
     /// The fields of one known kind, in order.
-    pub fn all(&self, kind: HeaderName) -> impl Iterator<Item = &Header<'a>> + Clone {
-        self.iter().filter(move |h| h.kind == kind)
+    pub fn all(&self, kind: HeaderName) -> impl Iterator<Item = Header<'a>> + Clone + '_ {
+        self.slots().filter(move |s| s.kind == kind).map(|s| self.view(s))
     }
 
     /// The first field of one known kind.
-    pub fn first(&self, kind: HeaderName) -> Option<&Header<'a>> {
-        self.iter().find(|h| h.kind == kind)
+    pub fn first(&self, kind: HeaderName) -> Option<Header<'a>> {
+        self.slots().find(|s| s.kind == kind).map(|s| self.view(s))
     }
 
     /// The first field with this name (known or extension; see [`Header::is`]).
-    pub fn get(&self, name: &str) -> Option<&Header<'a>> {
-        let kind = HeaderName::from_bytes(name.as_bytes());
-        self.iter().find(|h| match kind {
-            HeaderName::Other => h.kind == HeaderName::Other && h.name.eq_ignore_ascii_case(name),
-            k => h.kind == k,
-        })
+    pub fn get(&self, name: &str) -> Option<Header<'a>> {
+        self.iter().find(|h| h.is(name))
     }
 
     /// How many fields of one kind there are.
     pub fn count(&self, kind: HeaderName) -> usize {
-        self.all(kind).count()
+        self.slots().filter(|s| s.kind == kind).count()
     }
 }
 
@@ -307,11 +375,28 @@ mod tests {
     }
 
     #[test]
-    fn table_spills_past_inline_capacity() {
-        let mut h = Headers::default();
-        for _ in 0..INLINE_HEADERS + 3 {
-            h.push(Header::new(HeaderName::Via, "Via", b"x"));
+    fn every_known_name_classifies_in_any_case() {
+        for (canon, &kind) in CANON.iter().zip(ALL) {
+            assert_eq!(HeaderName::from_bytes(canon.as_bytes()), kind);
+            assert_eq!(HeaderName::from_bytes(canon.to_ascii_lowercase().as_bytes()), kind);
+            assert_eq!(HeaderName::from_bytes(canon.to_ascii_uppercase().as_bytes()), kind);
+            assert_eq!(kind.as_str(), *canon);
+            // A near miss is an extension header.
+            let mut near = canon.as_bytes().to_vec();
+            near.push(b'x');
+            assert_eq!(HeaderName::from_bytes(&near), HeaderName::Other);
         }
+    }
+
+    #[test]
+    fn table_spills_past_inline_capacity() {
+        let buf = b"Via: x";
+        let mut h = Headers::new(buf);
+        for _ in 0..INLINE_HEADERS + 3 {
+            h.push(HeaderName::Via, (0, 3), (5, 1));
+        }
+        assert_eq!(h.at(INLINE_HEADERS + 1).unwrap().value(), b"x");
+        assert_eq!(h.at(INLINE_HEADERS + 3), None);
         assert_eq!(h.len(), INLINE_HEADERS + 3);
         assert_eq!(h.count(HeaderName::Via), INLINE_HEADERS + 3);
     }

@@ -47,7 +47,7 @@ pub use params::{Param, ParamIter, Params};
 pub use salvage::Salvaged;
 pub use uri::{AbsoluteUri, Host, SipUri, TelUri, Uri, UriError};
 
-use grammar::{ascii, is_token, is_wsp, trim};
+use grammar::{ascii, is_token, is_wsp, sws, trim};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -306,6 +306,9 @@ pub enum ParseError {
         /// Offset of the stray octet.
         offset: usize,
     },
+    /// The input is 4 GiB or larger.
+    #[error("message too large")]
+    TooLarge,
     /// Content-Length is not `1*DIGIT` within 32 bits.
     #[error("malformed Content-Length")]
     ContentLength,
@@ -351,6 +354,9 @@ impl<'a> Message<'a> {
     /// ignored (§18.3: datagram rules; [`Message::len`] says where the
     /// message ended). A Content-Length larger than the body is an error.
     pub fn parse(input: &'a [u8]) -> Result<Message<'a>, ParseError> {
+        if u32::try_from(input.len()).is_err() {
+            return Err(ParseError::TooLarge);
+        }
         let mut start = 0;
         while input[start..].starts_with(b"\r\n") {
             start += 2;
@@ -359,19 +365,22 @@ impl<'a> Message<'a> {
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        let line_end = line_end(buf, 0)?;
+        // One vectorized scan over every CR and LF, shared by all lines.
+        let mut ends = LineEnds { buf, it: memchr::memchr2_iter(b'\r', b'\n', buf) };
+        let line_end = ends.next_crlf()?;
         let first = &buf[..line_end];
         let start_line = if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"SIP/") {
             StartLine::Response(status_line(first)?)
         } else {
             StartLine::Request(request_line(first)?)
         };
-        let mut headers = Headers::default();
+        let mut headers = Headers::new(input);
         let mut content_length = None;
         let mut pos = line_end + 2;
         loop {
             let rest = &buf[pos..];
             if rest.starts_with(b"\r\n") {
+                ends.next_crlf()?;
                 pos += 2;
                 break;
             }
@@ -386,21 +395,22 @@ impl<'a> Message<'a> {
             if name_len == 0 || rest.get(k) != Some(&b':') {
                 return Err(ParseError::HeaderField { offset: start + pos });
             }
-            let value_start = pos + k + 1;
-            let end = value_end(buf, value_start).map_err(|e| shift(e, start))?;
-            let name_bytes = &rest[..name_len];
-            let Some(name) = ascii(name_bytes) else {
-                return Err(ParseError::HeaderField { offset: start + pos });
-            };
-            let kind = HeaderName::from_bytes(name_bytes);
-            let value = trim(&buf[value_start..end]);
+            // §7.3.1: a line starting with SP or HTAB continues the value.
+            let mut end = ends.next_crlf().map_err(|e| shift(e, start))?;
+            while buf.get(end + 2).is_some_and(|&c| is_wsp(c)) {
+                end = ends.next_crlf().map_err(|e| shift(e, start))?;
+            }
+            let kind = HeaderName::from_bytes(&rest[..name_len]);
+            let raw = &buf[pos + k + 1..end];
+            let value = trim(raw);
+            let value_start = end - raw.len() + (raw.len() - sws(raw).len());
             if kind == HeaderName::ContentLength {
                 if content_length.is_some() {
                     return Err(ParseError::DuplicateContentLength);
                 }
                 content_length = Some(grammar::whole_u32(value).ok_or(ParseError::ContentLength)?);
             }
-            headers.push(Header::new(kind, name, value));
+            headers.push(kind, (start + pos, name_len), (start + value_start, value.len()));
             pos = end + 2;
         }
         let available = buf.len() - pos;
@@ -485,6 +495,28 @@ fn shift(e: ParseError, by: usize) -> ParseError {
         ParseError::LineEnding { offset } => ParseError::LineEnding { offset: offset + by },
         ParseError::HeaderField { offset } => ParseError::HeaderField { offset: offset + by },
         e => e,
+    }
+}
+
+/// Walks the CR and LF octets of a message in order, insisting on CRLF pairs.
+struct LineEnds<'b> {
+    buf: &'b [u8],
+    it: memchr::Memchr2<'b>,
+}
+
+impl LineEnds<'_> {
+    /// Offset of the next CRLF; a bare CR or LF is an error.
+    #[inline]
+    fn next_crlf(&mut self) -> Result<usize, ParseError> {
+        let at = self.it.next().ok_or(ParseError::Unterminated)?;
+        match (self.buf[at], self.buf.get(at + 1)) {
+            (b'\r', Some(b'\n')) => {
+                self.it.next(); // the LF just checked
+                Ok(at)
+            }
+            (b'\r', None) => Err(ParseError::Unterminated),
+            _ => Err(ParseError::LineEnding { offset: at }),
+        }
     }
 }
 
