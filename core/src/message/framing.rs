@@ -197,7 +197,7 @@ impl StreamFramer {
             }
             if self.lines > 1 && !is_wsp(line[0]) {
                 let name_len = line.iter().take_while(|&&c| is_token(c)).count();
-                if HeaderName::from_bytes(&line[..name_len]) == HeaderName::ContentLength {
+                if HeaderName::from_token(&line[..name_len]) == HeaderName::ContentLength {
                     if self.cl_line.is_some() {
                         return Err(FramingError::DuplicateContentLength);
                     }

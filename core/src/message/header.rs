@@ -61,6 +61,58 @@ const fn name_hash(name: &[u8]) -> usize {
     (len * 31 + first * 7 + last * 131) % TABLE_SIZE
 }
 
+/// Longest known name (`Authentication-Info` and friends).
+const MAX_NAME: usize = 24;
+
+/// The known names in lower case, padded, for folded comparison.
+static LOWER: [[u8; MAX_NAME]; CANON.len()] = {
+    let mut t = [[0u8; MAX_NAME]; CANON.len()];
+    let mut i = 0;
+    while i < CANON.len() {
+        let b = CANON[i].as_bytes();
+        let mut k = 0;
+        while k < b.len() {
+            t[i][k] = b[k].to_ascii_lowercase();
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// Whether `name` equals the lower-case `lower` (same length, at least 2),
+/// ignoring ASCII case. Valid for token characters: OR-ing 0x20 folds
+/// letters and leaves every other token character unchanged except `_`,
+/// which no known name contains. Compares with a few overlapping word
+/// loads instead of a byte loop.
+#[inline]
+fn eq_folded(name: &[u8], lower: &[u8]) -> bool {
+    #[inline]
+    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+        s.get(at..).and_then(<[u8]>::first_chunk::<N>).copied().unwrap_or([0xff; N])
+    }
+    let n = name.len();
+    if n >= 8 {
+        let fold = |w: [u8; 8]| u64::from_le_bytes(w) | 0x2020_2020_2020_2020;
+        let mut i = 0;
+        while i + 8 < n {
+            if fold(word(name, i)) != u64::from_le_bytes(word(lower, i)) {
+                return false;
+            }
+            i += 8;
+        }
+        fold(word(name, n - 8)) == u64::from_le_bytes(word(lower, n - 8))
+    } else if n >= 4 {
+        let fold = |w: [u8; 4]| u32::from_le_bytes(w) | 0x2020_2020;
+        fold(word(name, 0)) == u32::from_le_bytes(word(lower, 0))
+            && fold(word(name, n - 4)) == u32::from_le_bytes(word(lower, n - 4))
+    } else {
+        let fold = |w: [u8; 2]| u16::from_le_bytes(w) | 0x2020;
+        fold(word(name, 0)) == u16::from_le_bytes(word(lower, 0))
+            && fold(word(name, n - 2)) == u16::from_le_bytes(word(lower, n - 2))
+    }
+}
+
 /// Known names by hash, linear probing; `0` is empty, else index + 1.
 static TABLE: [u8; TABLE_SIZE] = {
     let mut t = [0u8; TABLE_SIZE];
@@ -81,11 +133,22 @@ static TABLE: [u8; TABLE_SIZE] = {
 
 impl HeaderName {
     /// Classifies a header name, case-insensitively, compact forms included.
-    #[inline]
+    /// Anything that is not a token is [`HeaderName::Other`].
     pub fn from_bytes(name: &[u8]) -> HeaderName {
+        if name.iter().all(|&c| super::grammar::is_token(c)) {
+            HeaderName::from_token(name)
+        } else {
+            HeaderName::Other
+        }
+    }
+
+    /// [`HeaderName::from_bytes`] for a name already known to be a token.
+    #[inline]
+    pub(crate) fn from_token(name: &[u8]) -> HeaderName {
         match name.len() {
             0 => return HeaderName::Other,
             1 => return HeaderName::from_compact(name[0]),
+            n if n > MAX_NAME => return HeaderName::Other,
             _ => {}
         }
         let mut h = name_hash(name);
@@ -94,7 +157,8 @@ impl HeaderName {
             if e == 0 {
                 return HeaderName::Other;
             }
-            if CANON[e - 1].as_bytes().eq_ignore_ascii_case(name) {
+            let len = CANON[e - 1].len();
+            if len == name.len() && eq_folded(name, &LOWER[e - 1][..len]) {
                 return ALL[e - 1];
             }
             h = (h + 1) % TABLE_SIZE;
@@ -350,6 +414,10 @@ mod tests {
         assert_eq!(HeaderName::from_bytes(b"C%6Fntact"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"q"), HeaderName::Other);
         assert_eq!(HeaderName::from_bytes(b"a-very-long-extension-header-name"), HeaderName::Other);
+        // Not tokens: never a known name (a CR would fold onto '-').
+        assert_eq!(HeaderName::from_bytes(b"Call\rID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b"Call_ID"), HeaderName::Other);
+        assert_eq!(HeaderName::from_bytes(b""), HeaderName::Other);
         for (c, n) in [
             ('i', HeaderName::CallId),
             ('m', HeaderName::Contact),

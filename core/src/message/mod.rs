@@ -365,8 +365,7 @@ impl<'a> Message<'a> {
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        // One vectorized scan over every CR and LF, shared by all lines.
-        let mut ends = LineEnds { buf, it: memchr::memchr2_iter(b'\r', b'\n', buf) };
+        let mut ends = LineEnds { buf, pos: 0 };
         let line_end = ends.next_crlf()?;
         let first = &buf[..line_end];
         let start_line = if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"SIP/") {
@@ -400,7 +399,7 @@ impl<'a> Message<'a> {
             while buf.get(end + 2).is_some_and(|&c| is_wsp(c)) {
                 end = ends.next_crlf().map_err(|e| shift(e, start))?;
             }
-            let kind = HeaderName::from_bytes(&rest[..name_len]);
+            let kind = HeaderName::from_token(&rest[..name_len]);
             let raw = &buf[pos + k + 1..end];
             let value = trim(raw);
             let value_start = end - raw.len() + (raw.len() - sws(raw).len());
@@ -498,20 +497,45 @@ fn shift(e: ParseError, by: usize) -> ParseError {
     }
 }
 
-/// Walks the CR and LF octets of a message in order, insisting on CRLF pairs.
+/// Offset of the first CR or LF at or after `from`.
+///
+/// Lines are short, so instead of a vector search per line this looks at
+/// eight octets at a time for any octet below 0x0E (SWAR: the lowest flagged
+/// byte is always a real one), then checks which it was; TAB and other
+/// control octets inside a value just resume the scan.
+#[inline]
+fn find_line_end(buf: &[u8], mut from: usize) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = buf.get(from..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*chunk);
+        let mut hits = w.wrapping_sub(ONES * 0x0e) & !w & HIGH;
+        while hits != 0 {
+            let at = from + (hits.trailing_zeros() / 8) as usize;
+            if matches!(buf[at], b'\r' | b'\n') {
+                return Some(at);
+            }
+            hits &= hits - 1;
+        }
+        from += 8;
+    }
+    buf.get(from..)?.iter().position(|&c| c == b'\r' || c == b'\n').map(|k| from + k)
+}
+
+/// Walks the lines of a message in order, insisting on CRLF pairs.
 struct LineEnds<'b> {
     buf: &'b [u8],
-    it: memchr::Memchr2<'b>,
+    pos: usize,
 }
 
 impl LineEnds<'_> {
     /// Offset of the next CRLF; a bare CR or LF is an error.
     #[inline]
     fn next_crlf(&mut self) -> Result<usize, ParseError> {
-        let at = self.it.next().ok_or(ParseError::Unterminated)?;
+        let at = find_line_end(self.buf, self.pos).ok_or(ParseError::Unterminated)?;
         match (self.buf[at], self.buf.get(at + 1)) {
             (b'\r', Some(b'\n')) => {
-                self.it.next(); // the LF just checked
+                self.pos = at + 2;
                 Ok(at)
             }
             (b'\r', None) => Err(ParseError::Unterminated),

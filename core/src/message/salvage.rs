@@ -47,7 +47,7 @@ impl<'a> Salvaged<'a> {
                 continue;
             }
             let value = trim(&line[k + 1..]);
-            match HeaderName::from_bytes(&line[..n]) {
+            match HeaderName::from_token(&line[..n]) {
                 HeaderName::Via => s.vias.push(value),
                 HeaderName::From => s.from = s.from.or(Some(value)),
                 HeaderName::To => s.to = s.to.or(Some(value)),

@@ -369,6 +369,8 @@ pub(crate) fn uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
 }
 
 fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) -> PResult<'a, SipUri<'a>> {
+    // Offsets into `whole`; one UTF-8 conversion at the end serves every part.
+    let base = whole.len() - after.len();
     // userinfo: an '@' can only appear escaped elsewhere, so the first '@'
     // reached through userinfo characters ends it.
     let mut k = 0;
@@ -377,32 +379,28 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
     }
     let (mut rest, user, password) = if after.get(k) == Some(&b'@') {
         let info = &after[..k];
-        let (u, p) = match info.iter().position(|&c| c == b':') {
-            Some(c) => (&info[..c], Some(&info[c + 1..])),
-            None => (info, None),
-        };
-        let (ur, user) = escaped_run(is_user_char)(u)?;
-        if !ur.is_empty() {
+        let colon = info.iter().position(|&c| c == b':');
+        let user_len = colon.unwrap_or(k);
+        if escaped_len(is_user_char, &info[..user_len]) != Some(user_len) {
             return fail(whole);
         }
-        let password = match p {
+        let password = match colon {
             None => None,
-            Some([]) => Some(""),
-            Some(p) => {
-                let (pr, pw) = escaped_run(is_password_char)(p)?;
-                if !pr.is_empty() {
+            Some(c) => {
+                let p = &info[c + 1..];
+                if !p.is_empty() && escaped_len(is_password_char, p) != Some(p.len()) {
                     return fail(whole);
                 }
-                Some(pw)
+                Some(base + c + 1..base + k)
             }
         };
-        (&after[k + 1..], Some(user), password)
+        (&after[k + 1..], Some(base..base + user_len), password)
     } else {
         (after, None, None)
     };
-    let host_start = rest;
-    let (r, host) = host(rest)?;
-    let host_raw = ascii(&host_start[..host_start.len() - r.len()]).unwrap_or_default();
+    let host_start = whole.len() - rest.len();
+    let (r, host) = host_kind(rest)?;
+    let host_end = whole.len() - r.len();
     rest = r;
     let mut port = None;
     if let Some((&b':', r)) = rest.split_first() {
@@ -413,9 +411,11 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
     let mut params = Params::empty(ParamSyntax::Uri);
     let mut headers = None;
     if ctx == UriContext::Whole {
-        let (r, p) = Params::parse(rest, ParamSyntax::Uri)?;
-        params = p;
-        rest = r;
+        if rest.first() == Some(&b';') {
+            let (r, p) = Params::parse(rest, ParamSyntax::Uri)?;
+            params = p;
+            rest = r;
+        }
         if let Some((&b'?', r)) = rest.split_first() {
             let (r, h) = uri_headers(r)?;
             headers = Some(h);
@@ -426,7 +426,33 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
     let Some(raw) = ascii(&whole[..end]) else {
         return fail(whole);
     };
-    Ok((rest, SipUri { raw, secure, user, password, host, host_raw, port, params, headers }))
+    let part = |r: std::ops::Range<usize>| raw.get(r).unwrap_or_default();
+    let host_raw = part(host_start..host_end);
+    let host = match host {
+        HostKind::Domain => Host::Domain(host_raw),
+        HostKind::Ipv4(a) => Host::Ipv4(a),
+        HostKind::Ipv6(a) => Host::Ipv6(a),
+    };
+    Ok((
+        rest,
+        SipUri { raw, secure, user: user.map(part), password: password.map(part), host, host_raw, port, params, headers },
+    ))
+}
+
+/// Length of the run of characters accepted by `ok` or `%HH` escapes at
+/// the start of `i` (`None` if empty).
+fn escaped_len(ok: fn(u8) -> bool, i: &[u8]) -> Option<usize> {
+    let mut k = 0;
+    while k < i.len() {
+        if ok(i[k]) {
+            k += 1;
+        } else if super::grammar::is_escape(&i[k..]) {
+            k += 3;
+        } else {
+            break;
+        }
+    }
+    (k > 0).then_some(k)
 }
 
 /// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
@@ -465,27 +491,49 @@ pub(crate) fn port_number(i: &[u8]) -> PResult<'_, u16> {
 
 /// `host = hostname / IPv4address / IPv6reference` (§25).
 pub(crate) fn host(i: &[u8]) -> PResult<'_, Host<'_>> {
+    let (rest, kind) = host_kind(i)?;
+    Ok((
+        rest,
+        match kind {
+            HostKind::Domain => match ascii(&i[..i.len() - rest.len()]) {
+                Some(d) => Host::Domain(d),
+                None => return fail(i),
+            },
+            HostKind::Ipv4(a) => Host::Ipv4(a),
+            HostKind::Ipv6(a) => Host::Ipv6(a),
+        },
+    ))
+}
+
+/// What [`host_kind`] found; a domain is the consumed octets.
+enum HostKind {
+    Domain,
+    Ipv4(Ipv4Addr),
+    Ipv6(Ipv6Addr),
+}
+
+fn host_kind(i: &[u8]) -> PResult<'_, HostKind> {
     if i.first() == Some(&b'[') {
         let Some(close) = i.iter().position(|&c| c == b']') else {
             return fail(i);
         };
         return match ipv6(&i[1..close]) {
-            Some(a) => Ok((&i[close + 1..], Host::Ipv6(a))),
+            Some(a) => Ok((&i[close + 1..], HostKind::Ipv6(a))),
             None => fail(i),
         };
     }
     let n = i.iter().take_while(|&&c| is_host_char(c)).count();
     let h = &i[..n];
-    if let Some(a) = ipv4(h) {
-        return Ok((&i[n..], Host::Ipv4(a)));
+    // A hostname's last label starts with a letter, an IPv4 address's with a digit.
+    if h.first().is_some_and(u8::is_ascii_digit) {
+        if let Some(a) = ipv4(h) {
+            return Ok((&i[n..], HostKind::Ipv4(a)));
+        }
     }
     if !is_hostname(h) {
         return fail(i);
     }
-    match ascii(h) {
-        Some(d) => Ok((&i[n..], Host::Domain(d))),
-        None => fail(i),
-    }
+    Ok((&i[n..], HostKind::Domain))
 }
 
 /// `hostname = *( domainlabel "." ) toplabel [ "." ]` (§25).
