@@ -154,7 +154,12 @@ pub(crate) fn sws(mut i: &[u8]) -> &[u8] {
 
 /// Trims whitespace and folds from both ends of a header value.
 pub(crate) fn trim(v: &[u8]) -> &[u8] {
-    let v = sws(v);
+    trim_end(sws(v))
+}
+
+/// Trims whitespace and folds from the end of a header value.
+#[inline]
+pub(crate) fn trim_end(v: &[u8]) -> &[u8] {
     let mut end = v.len();
     while end > 0 && matches!(v[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
         end -= 1;

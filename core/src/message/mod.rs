@@ -47,7 +47,7 @@ pub use params::{Param, ParamIter, Params};
 pub use salvage::Salvaged;
 pub use uri::{AbsoluteUri, Host, SipUri, TelUri, Uri, UriError};
 
-use grammar::{ascii, is_token, is_wsp, sws, trim};
+use grammar::{ascii, is_token, is_wsp, sws, trim_end};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -365,8 +365,7 @@ impl<'a> Message<'a> {
         if buf.is_empty() {
             return Err(ParseError::Empty);
         }
-        let mut ends = LineEnds { buf, pos: 0 };
-        let line_end = ends.next_crlf()?;
+        let line_end = crlf_from(buf, 0)?;
         let first = &buf[..line_end];
         let start_line = if first.len() >= 4 && first[..4].eq_ignore_ascii_case(b"SIP/") {
             StartLine::Response(status_line(first)?)
@@ -378,15 +377,19 @@ impl<'a> Message<'a> {
         let mut pos = line_end + 2;
         loop {
             let rest = &buf[pos..];
-            if rest.starts_with(b"\r\n") {
-                ends.next_crlf()?;
-                pos += 2;
-                break;
+            match rest {
+                [b'\r', b'\n', ..] => {
+                    pos += 2;
+                    break;
+                }
+                [] | [b'\r'] => return Err(ParseError::Unterminated),
+                _ => {}
             }
-            if rest.is_empty() || rest == b"\r" {
-                return Err(ParseError::Unterminated);
+            // field-name HCOLON (§7.3.1): HCOLON = *( SP / HTAB ) ":" SWS
+            let mut name_len = 0;
+            while name_len < rest.len() && is_token(rest[name_len]) {
+                name_len += 1;
             }
-            let name_len = rest.iter().take_while(|&&c| is_token(c)).count();
             let mut k = name_len;
             while k < rest.len() && is_wsp(rest[k]) {
                 k += 1;
@@ -394,15 +397,24 @@ impl<'a> Message<'a> {
             if name_len == 0 || rest.get(k) != Some(&b':') {
                 return Err(ParseError::HeaderField { offset: start + pos });
             }
+            let mut vs = pos + k + 1;
+            while buf.get(vs).is_some_and(|&c| is_wsp(c)) {
+                vs += 1;
+            }
             // §7.3.1: a line starting with SP or HTAB continues the value.
-            let mut end = ends.next_crlf().map_err(|e| shift(e, start))?;
+            let mut end = crlf_from(buf, vs).map_err(|e| shift(e, start))?;
             while buf.get(end + 2).is_some_and(|&c| is_wsp(c)) {
-                end = ends.next_crlf().map_err(|e| shift(e, start))?;
+                end = crlf_from(buf, end + 3).map_err(|e| shift(e, start))?;
             }
             let kind = HeaderName::from_token(&rest[..name_len]);
-            let raw = &buf[pos + k + 1..end];
-            let value = trim(raw);
-            let value_start = end - raw.len() + (raw.len() - sws(raw).len());
+            // The value may begin on a continuation line: trim folds too.
+            let raw = &buf[vs..end];
+            let (value, value_start) = if raw.first() == Some(&b'\r') {
+                let v = sws(raw);
+                (trim_end(v), end - v.len())
+            } else {
+                (trim_end(raw), vs)
+            };
             if kind == HeaderName::ContentLength {
                 if content_length.is_some() {
                     return Err(ParseError::DuplicateContentLength);
@@ -500,15 +512,15 @@ fn shift(e: ParseError, by: usize) -> ParseError {
 /// Offset of the first CR or LF at or after `from`.
 ///
 /// Lines are short, so instead of a vector search per line this looks at
-/// eight octets at a time for any octet below 0x0E (SWAR: the lowest flagged
-/// byte is always a real one), then checks which it was; TAB and other
-/// control octets inside a value just resume the scan.
+/// sixteen octets at a time for any octet below 0x0E (SWAR: the lowest
+/// flagged byte is always a real one), then checks which it was; TAB and
+/// other control octets inside a value just resume the scan.
 #[inline]
 fn find_line_end(buf: &[u8], mut from: usize) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = buf.get(from..).and_then(<[u8]>::first_chunk::<8>) {
-        let w = u64::from_le_bytes(*chunk);
+    const ONES: u128 = u128::from_le_bytes([1; 16]);
+    const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
+    while let Some(chunk) = buf.get(from..).and_then(<[u8]>::first_chunk::<16>) {
+        let w = u128::from_le_bytes(*chunk);
         let mut hits = w.wrapping_sub(ONES * 0x0e) & !w & HIGH;
         while hits != 0 {
             let at = from + (hits.trailing_zeros() / 8) as usize;
@@ -517,30 +529,20 @@ fn find_line_end(buf: &[u8], mut from: usize) -> Option<usize> {
             }
             hits &= hits - 1;
         }
-        from += 8;
+        from += 16;
     }
     buf.get(from..)?.iter().position(|&c| c == b'\r' || c == b'\n').map(|k| from + k)
 }
 
-/// Walks the lines of a message in order, insisting on CRLF pairs.
-struct LineEnds<'b> {
-    buf: &'b [u8],
-    pos: usize,
-}
-
-impl LineEnds<'_> {
-    /// Offset of the next CRLF; a bare CR or LF is an error.
-    #[inline]
-    fn next_crlf(&mut self) -> Result<usize, ParseError> {
-        let at = find_line_end(self.buf, self.pos).ok_or(ParseError::Unterminated)?;
-        match (self.buf[at], self.buf.get(at + 1)) {
-            (b'\r', Some(b'\n')) => {
-                self.pos = at + 2;
-                Ok(at)
-            }
-            (b'\r', None) => Err(ParseError::Unterminated),
-            _ => Err(ParseError::LineEnding { offset: at }),
-        }
+/// Offset of the CRLF that ends the line containing `from`; a bare CR or
+/// LF is an error.
+#[inline]
+fn crlf_from(buf: &[u8], from: usize) -> Result<usize, ParseError> {
+    let at = find_line_end(buf, from).ok_or(ParseError::Unterminated)?;
+    match (buf[at], buf.get(at + 1)) {
+        (b'\r', Some(b'\n')) => Ok(at),
+        (b'\r', None) => Err(ParseError::Unterminated),
+        _ => Err(ParseError::LineEnding { offset: at }),
     }
 }
 

@@ -560,15 +560,25 @@ fn is_hostname(h: &[u8]) -> bool {
 /// each part at most 255.
 pub(crate) fn ipv4(h: &[u8]) -> Option<Ipv4Addr> {
     let mut out = [0u8; 4];
-    let mut parts = h.split(|&c| c == b'.');
-    for o in &mut out {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.iter().all(u8::is_ascii_digit) {
-            return None;
+    let (mut part, mut value, mut digits) = (0usize, 0u16, 0u8);
+    for &c in h {
+        match c {
+            b'0'..=b'9' if digits < 3 => {
+                value = value * 10 + u16::from(c - b'0');
+                digits += 1;
+            }
+            b'.' if digits > 0 && part < 3 => {
+                out[part] = u8::try_from(value).ok()?;
+                (part, value, digits) = (part + 1, 0, 0);
+            }
+            _ => return None,
         }
-        *o = u8::try_from(p.iter().fold(0u32, |a, &c| a * 10 + u32::from(c - b'0'))).ok()?;
     }
-    parts.next().is_none().then(|| Ipv4Addr::from(out))
+    if part != 3 || digits == 0 {
+        return None;
+    }
+    out[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(out))
 }
 
 /// `IPv6address = hexpart [ ":" IPv4address ]` (§25). Follows RFC 3261's ABNF,
