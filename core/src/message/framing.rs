@@ -163,8 +163,13 @@ impl StreamFramer {
                         }
                         return Ok(Framed::Pong { len: 2 });
                     }
-                    self.after_crlf = second;
-                    return Ok(Framed::NeedMore); // "\r\n\r" — wait for the LF
+                    if buf.len() == 3 {
+                        self.after_crlf = second;
+                        return Ok(Framed::NeedMore); // "\r\n\r" — wait for the next octet
+                    }
+                    // "\r\n\rX": a pong; the stray CR fails as a line ending next.
+                    self.after_crlf = false;
+                    return Ok(Framed::Pong { len: 2 });
                 }
                 [b'\r'] | [] => return Ok(Framed::NeedMore),
                 _ => self.after_crlf = false,
@@ -263,6 +268,24 @@ mod tests {
         let mut f = StreamFramer::default();
         assert_eq!(f.advance(b"\r\n"), Ok(Framed::Pong { len: 2 }));
         assert_eq!(f.advance(b"\r\n"), Ok(Framed::Ping { len: 2 }));
+    }
+
+    #[test]
+    fn a_stray_cr_after_a_crlf_cannot_stall_the_framer() {
+        // Found by reading the fuzz target: "\r\n\rX…" used to wait forever.
+        let limits = FramingLimits { max_message: 1024, max_headers: 16, max_line: 128 };
+        let mut f = StreamFramer::new(limits);
+        let mut buf = b"\r\n\rX".to_vec();
+        buf.extend(std::iter::repeat_n(b'A', 100_000));
+        assert_eq!(f.advance(&buf), Ok(Framed::Pong { len: 2 }));
+        // The stray CR starts a line that can never be valid: the limit ends it.
+        assert_eq!(f.advance(&buf[2..]), Err(FramingError::LineTooLong { limit: 128 }));
+        let mut f = StreamFramer::new(limits);
+        assert_eq!(f.advance(b"\r\n\rX\r\n"), Ok(Framed::Pong { len: 2 }));
+        assert_eq!(f.advance(b"\rX\r\n"), Err(FramingError::LineEnding));
+        let mut f = StreamFramer::new(limits);
+        assert_eq!(f.advance(b"\r\n\r"), Ok(Framed::NeedMore));
+        assert_eq!(f.advance(b"\r\n\r\n"), Ok(Framed::Ping { len: 4 }));
     }
 
     #[test]

@@ -386,7 +386,7 @@ impl<'a> Message<'a> {
                 _ => {}
             }
             // field-name HCOLON (§7.3.1): HCOLON = *( SP / HTAB ) ":" SWS
-            let mut name_len = 0;
+            let mut name_len = name_run(rest);
             while name_len < rest.len() && is_token(rest[name_len]) {
                 name_len += 1;
             }
@@ -534,6 +534,31 @@ fn find_line_end(buf: &[u8], mut from: usize) -> Option<usize> {
     buf.get(from..)?.iter().position(|&c| c == b'\r' || c == b'\n').map(|k| from + k)
 }
 
+/// How many leading octets of `s` are letters or `-`, counted eight at a
+/// time (SWAR); the caller finishes the token byte by byte. Most header
+/// names are made of nothing else.
+#[inline]
+fn name_run(s: &[u8]) -> usize {
+    const L: u64 = 0x0101_0101_0101_0101;
+    const H: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    while let Some(chunk) = s.get(n..).and_then(<[u8]>::first_chunk::<8>) {
+        let w = u64::from_le_bytes(*chunk);
+        let x = w | (L * 0x20);
+        // Per byte, with the high bit clear: x >= 'a', x > 'z', w == '-'.
+        let ge_a = (x & !H).wrapping_add(L * (0x80 - 0x61));
+        let gt_z = (x & !H).wrapping_add(L * (0x80 - 0x7b));
+        let d = w ^ (L * 0x2d);
+        let dash = !(((d & !H).wrapping_add(!H)) | d | !H);
+        let ok = ((ge_a & !gt_z) | dash) & !w & H;
+        if ok != H {
+            return n + ((!ok & H).trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n
+}
+
 /// Offset of the CRLF that ends the line containing `from`; a bare CR or
 /// LF is an error.
 #[inline]
@@ -629,3 +654,51 @@ fn status_line(line: &[u8]) -> Result<StatusLine<'_>, ParseError> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod swar_tests {
+    use super::*;
+
+    #[test]
+    fn name_run_counts_letters_and_dashes() {
+        for s in [
+            &b"Via: x"[..],
+            b"Content-Length: 0",
+            b"Max-Forwards:",
+            b"X_Y",
+            b"abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ:",
+        ] {
+            let want = s.iter().take_while(|c| c.is_ascii_alphabetic() || **c == b'-').count();
+            let got = name_run(s);
+            // Exact while whole words remain; the caller finishes the tail.
+            assert!(got == want || (got < want && s.len() - got < 8), "{}: {got}", String::from_utf8_lossy(s));
+        }
+        // Every single octet in every position of a word.
+        for c in 0..=255u8 {
+            for at in 0..8 {
+                let mut w = *b"abcdefgh:";
+                w[at] = c;
+                let want = w.iter().take_while(|c| c.is_ascii_alphabetic() || **c == b'-').count();
+                assert_eq!(name_run(&w), want, "octet {c:#x} at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn line_end_finds_cr_and_lf_past_other_controls() {
+        for len in 0..40 {
+            for ctl in [b'\t', 0u8, 0x0b, 0x0c] {
+                let mut v = vec![b'a'; len];
+                if len > 3 {
+                    v[len / 2] = ctl;
+                }
+                v.extend_from_slice(b"\r\nrest");
+                assert_eq!(find_line_end(&v, 0), Some(len));
+                v[len] = b'\n';
+                assert_eq!(find_line_end(&v, 0), Some(len));
+            }
+        }
+        assert_eq!(find_line_end(b"no end here", 0), None);
+        assert_eq!(find_line_end(b"ab\r", 5), None);
+    }
+}

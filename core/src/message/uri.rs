@@ -158,24 +158,17 @@ impl<'a> SipUri<'a> {
         if !self.host.equivalent(&other.host) || self.port != other.port {
             return false;
         }
-        // user, ttl, method, maddr and transport must match if either has them.
+        // user, ttl, method, maddr and transport must match if either has
+        // them; any other parameter must match if both have it. A name given
+        // twice is compared occurrence by occurrence.
         for name in ["user", "ttl", "method", "maddr", "transport"] {
-            match (self.params.get(name), other.params.get(name)) {
-                (None, None) => {}
-                (Some(a), Some(b)) => {
-                    if !eq_escaped_ci(a.value(), b.value()) {
-                        return false;
-                    }
-                }
-                _ => return false,
+            if !same_values(self.params, other.params, name) {
+                return false;
             }
         }
-        // Any other parameter present in both must match.
         for a in self.params {
-            if let Some(b) = other.params.get(a.name()) {
-                if !eq_escaped_ci(a.value(), b.value()) {
-                    return false;
-                }
+            if other.params.contains(a.name()) && !same_values(self.params, other.params, a.name()) {
+                return false;
             }
         }
         // Headers: every header in either must be in both, equal.
@@ -185,6 +178,20 @@ impl<'a> SipUri<'a> {
             })
         };
         covered(self, other) && covered(other, self)
+    }
+}
+
+/// Whether both lists give parameter `name` the same values, in order
+/// (case-insensitive, after `%HH` decoding, §19.1.4).
+fn same_values(a: Params<'_>, b: Params<'_>, name: &str) -> bool {
+    let mut x = a.into_iter().filter(|p| p.name().eq_ignore_ascii_case(name));
+    let mut y = b.into_iter().filter(|p| p.name().eq_ignore_ascii_case(name));
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) if eq_escaped_ci(p.value(), q.value()) => {}
+            _ => return false,
+        }
     }
 }
 
@@ -295,10 +302,8 @@ impl<'a> Uri<'a> {
             (Uri::Sip(a), Uri::Sip(b)) => a.equivalent(b),
             (Uri::Tel(a), Uri::Tel(b)) => {
                 a.number.replace(['-', '.', '(', ')'], "") == b.number.replace(['-', '.', '(', ')'], "")
-                    && a.params
-                        .iter()
-                        .all(|p| b.params.get(p.name()).is_some_and(|q| eq_escaped_ci(p.value(), q.value())))
                     && a.params.iter().count() == b.params.iter().count()
+                    && a.params.iter().all(|p| same_values(a.params, b.params, p.name()))
             }
             (Uri::Absolute(a), Uri::Absolute(b)) => {
                 a.scheme().eq_ignore_ascii_case(b.scheme()) && unescape(a.opaque()) == unescape(b.opaque())
@@ -435,7 +440,17 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
     };
     Ok((
         rest,
-        SipUri { raw, secure, user: user.map(part), password: password.map(part), host, host_raw, port, params, headers },
+        SipUri {
+            raw,
+            secure,
+            user: user.map(part),
+            password: password.map(part),
+            host,
+            host_raw,
+            port,
+            params,
+            headers,
+        },
     ))
 }
 
@@ -779,5 +794,12 @@ mod tests {
         assert!(!eq("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"));
         assert!(!eq("sip:a@x", "sips:a@x"));
         assert!(eq("sip:[2001:db8::1]", "sip:[2001:DB8:0::1]"));
+        // Repeated parameters (found by fuzzing): reflexive, compared in order.
+        for u in ["sip:h;x=1;x=2", "sip:h;x;x=1", "sip:h;x=1;X=2", "sip:h;maddr=a;maddr=b", "tel:1;a=1;a=2"] {
+            assert!(eq(u, u), "{u}");
+        }
+        assert!(!eq("sip:h;x=1;x=2", "sip:h;x=2;x=1"));
+        assert!(!eq("sip:h;maddr=a;maddr=b", "sip:h;maddr=a"));
+        assert!(!eq("tel:1;a=1;a=2", "tel:1;a=1;b=2"));
     }
 }
