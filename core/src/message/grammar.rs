@@ -117,6 +117,12 @@ pub(crate) fn is_param_char(c: u8) -> bool {
 pub(crate) fn is_header_char(c: u8) -> bool {
     has(c, UNRESERVED | HNV_UNRESERVED)
 }
+/// A character that may appear in the userinfo of a SIP URI before the
+/// `@`: user and password characters, `:` and the `%` of escapes.
+#[inline]
+pub(crate) fn is_userinfo_char(c: u8) -> bool {
+    has(c, UNRESERVED | USER_UNRESERVED | PASSWORD_EXTRA) || c == b':' || c == b'%'
+}
 /// A character of a domain name or dotted IPv4 address.
 #[inline]
 pub(crate) fn is_host_char(c: u8) -> bool {

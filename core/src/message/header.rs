@@ -64,52 +64,82 @@ const fn name_hash(name: &[u8]) -> usize {
 /// Longest known name (`Authentication-Info` and friends).
 const MAX_NAME: usize = 24;
 
-/// The known names in lower case, padded, for folded comparison.
-static LOWER: [[u8; MAX_NAME]; CANON.len()] = {
-    let mut t = [[0u8; MAX_NAME]; CANON.len()];
+/// A known name as the words a folded comparison needs: the first and last
+/// 8 octets (4 below 8 octets, 2 below 4) and octets 8..16 of long names,
+/// all in lower case. Overlapping loads cover every length exactly.
+#[derive(Clone, Copy)]
+struct Folded {
+    len: usize,
+    first: u64,
+    last: u64,
+    mid: u64,
+}
+
+/// Little-endian word of `n` lower-cased octets of `b` from `at`.
+const fn lower_word(b: &[u8], at: usize, n: usize) -> u64 {
+    let mut w = 0u64;
+    let mut k = n;
+    while k > 0 {
+        k -= 1;
+        w = w << 8 | b[at + k].to_ascii_lowercase() as u64;
+    }
+    w
+}
+
+/// The width of the words compared for a name of `len` octets.
+const fn word_width(len: usize) -> usize {
+    if len >= 8 {
+        8
+    } else if len >= 4 {
+        4
+    } else {
+        2
+    }
+}
+
+static FOLDED: [Folded; CANON.len()] = {
+    let mut t = [Folded { len: 0, first: 0, last: 0, mid: 0 }; CANON.len()];
     let mut i = 0;
     while i < CANON.len() {
         let b = CANON[i].as_bytes();
-        let mut k = 0;
-        while k < b.len() {
-            t[i][k] = b[k].to_ascii_lowercase();
-            k += 1;
-        }
+        let n = word_width(b.len());
+        t[i] = Folded {
+            len: b.len(),
+            first: lower_word(b, 0, n),
+            last: lower_word(b, b.len() - n, n),
+            mid: if b.len() > 16 { lower_word(b, 8, 8) } else { 0 },
+        };
         i += 1;
     }
     t
 };
 
-/// Whether `name` equals the lower-case `lower` (same length, at least 2),
-/// ignoring ASCII case. Valid for token characters: OR-ing 0x20 folds
-/// letters and leaves every other token character unchanged except `_`,
-/// which no known name contains. Compares with a few overlapping word
-/// loads instead of a byte loop.
+/// Whether `name` (a token of at least 2 octets) equals the known name `k`,
+/// ignoring ASCII case. OR-ing 0x20 folds letters and leaves every other
+/// token character unchanged except `_`, which no known name contains.
 #[inline]
-fn eq_folded(name: &[u8], lower: &[u8]) -> bool {
-    #[inline]
-    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
-        s.get(at..).and_then(<[u8]>::first_chunk::<N>).copied().unwrap_or([0xff; N])
+fn eq_folded(name: &[u8], k: &Folded) -> bool {
+    const F: u64 = 0x2020_2020_2020_2020;
+    if name.len() != k.len {
+        return false;
     }
-    let n = name.len();
-    if n >= 8 {
-        let fold = |w: [u8; 8]| u64::from_le_bytes(w) | 0x2020_2020_2020_2020;
-        let mut i = 0;
-        while i + 8 < n {
-            if fold(word(name, i)) != u64::from_le_bytes(word(lower, i)) {
-                return false;
-            }
-            i += 8;
-        }
-        fold(word(name, n - 8)) == u64::from_le_bytes(word(lower, n - 8))
-    } else if n >= 4 {
-        let fold = |w: [u8; 4]| u32::from_le_bytes(w) | 0x2020_2020;
-        fold(word(name, 0)) == u32::from_le_bytes(word(lower, 0))
-            && fold(word(name, n - 4)) == u32::from_le_bytes(word(lower, n - 4))
+    if k.len >= 8 {
+        let (Some(a), Some(b)) = (name.first_chunk::<8>(), name.last_chunk::<8>()) else {
+            return false;
+        };
+        let mid = || name.get(8..).and_then(<[u8]>::first_chunk::<8>).map_or(0, |m| u64::from_le_bytes(*m) | F);
+        u64::from_le_bytes(*a) | F == k.first && u64::from_le_bytes(*b) | F == k.last && (k.len <= 16 || mid() == k.mid)
+    } else if k.len >= 4 {
+        let (Some(a), Some(b)) = (name.first_chunk::<4>(), name.last_chunk::<4>()) else {
+            return false;
+        };
+        u64::from(u32::from_le_bytes(*a) | 0x2020_2020) == k.first
+            && u64::from(u32::from_le_bytes(*b) | 0x2020_2020) == k.last
     } else {
-        let fold = |w: [u8; 2]| u16::from_le_bytes(w) | 0x2020;
-        fold(word(name, 0)) == u16::from_le_bytes(word(lower, 0))
-            && fold(word(name, n - 2)) == u16::from_le_bytes(word(lower, n - 2))
+        let (Some(a), Some(b)) = (name.first_chunk::<2>(), name.last_chunk::<2>()) else {
+            return false;
+        };
+        u64::from(u16::from_le_bytes(*a) | 0x2020) == k.first && u64::from(u16::from_le_bytes(*b) | 0x2020) == k.last
     }
 }
 
@@ -157,8 +187,7 @@ impl HeaderName {
             if e == 0 {
                 return HeaderName::Other;
             }
-            let len = CANON[e - 1].len();
-            if len == name.len() && eq_folded(name, &LOWER[e - 1][..len]) {
+            if eq_folded(name, &FOLDED[e - 1]) {
                 return ALL[e - 1];
             }
             h = (h + 1) % TABLE_SIZE;

@@ -7,7 +7,7 @@
 
 use super::grammar::{
     ascii, escaped_run, fail, is_escape, is_header_char, is_host_char, is_password_char, is_scheme_char, is_uric,
-    is_user_char, unescape, PResult,
+    is_user_char, is_userinfo_char, unescape, PResult,
 };
 use super::params::{ParamSyntax, Params};
 use std::borrow::Cow;
@@ -379,7 +379,7 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
     // userinfo: an '@' can only appear escaped elsewhere, so the first '@'
     // reached through userinfo characters ends it.
     let mut k = 0;
-    while k < after.len() && (is_user_char(after[k]) || is_password_char(after[k]) || matches!(after[k], b':' | b'%')) {
+    while k < after.len() && is_userinfo_char(after[k]) {
         k += 1;
     }
     let (mut rest, user, password) = if after.get(k) == Some(&b'@') {
