@@ -515,7 +515,7 @@ fn shift(e: ParseError, by: usize) -> ParseError {
 /// sixteen octets at a time for any octet below 0x0E (SWAR: the lowest
 /// flagged byte is always a real one), then checks which it was; TAB and
 /// other control octets inside a value just resume the scan.
-#[inline(always)]
+#[inline]
 fn find_line_end(buf: &[u8], mut from: usize) -> Option<usize> {
     const ONES: u128 = u128::from_le_bytes([1; 16]);
     const HIGH: u128 = u128::from_le_bytes([0x80; 16]);
@@ -561,7 +561,7 @@ fn name_run(s: &[u8]) -> usize {
 
 /// Offset of the CRLF that ends the line containing `from`; a bare CR or
 /// LF is an error.
-#[inline(always)]
+#[inline]
 fn crlf_from(buf: &[u8], from: usize) -> Result<usize, ParseError> {
     let at = find_line_end(buf, from).ok_or(ParseError::Unterminated)?;
     match (buf[at], buf.get(at + 1)) {
