@@ -111,7 +111,12 @@ pub(crate) fn message(file: &str, m: &Message<'_>) -> String {
     let mut out = format!("{{\"file\":{},\"ok\":true,", s(file));
     match m.start_line() {
         StartLine::Request(r) => {
-            let _ = write!(out, "\"kind\":\"request\",\"method\":{},\"uri\":{},", s(r.method.as_str()), uri(&r.uri));
+            let _ = write!(
+                out,
+                "\"kind\":\"request\",\"method\":{},\"uri\":{},",
+                s(r.method.as_str()),
+                r.parse_uri().map_or_else(|_| s(r.uri), |u| uri(&u))
+            );
         }
         StartLine::Response(st) => {
             let _ = write!(out, "\"kind\":\"response\",\"status\":{},\"reason\":{},", st.code, b(st.reason));

@@ -203,8 +203,8 @@ fuzz_target!(|data: &[u8]| {
             black_box((h.kind(), h.name(), h.value(), h.value_str()));
         }
         black_box((m.method(), m.status(), m.content_length()));
-        if let Some(u) = m.request_uri() {
-            walk_uri(u);
+        if let Some(Ok(u)) = m.request_uri() {
+            walk_uri(&u);
         }
         if let Some(s) = m.status_line() {
             black_box(s.reason());

@@ -200,7 +200,7 @@ fn intmeth_values() {
 fn escaping_vectors() {
     let (b, _) = parse("rfc4475/esc01.dat");
     let m = Message::parse(&b).unwrap();
-    let ruri = m.request_uri().unwrap().as_sip().unwrap().user_unescaped().unwrap().into_owned();
+    let ruri = m.request_uri().unwrap().unwrap().as_sip().unwrap().user_unescaped().unwrap().into_owned();
     assert_eq!(ruri, b"sips:user@example.com");
     let to = m.to().unwrap().unwrap();
     assert_eq!(&*to.uri().as_sip().unwrap().user_unescaped().unwrap(), b"user");
@@ -232,7 +232,7 @@ fn escaping_vectors() {
 
     let (b, _) = parse("rfc4475/semiuri.dat");
     let m = Message::parse(&b).unwrap();
-    let u = *m.request_uri().unwrap().as_sip().unwrap();
+    let u = *m.request_uri().unwrap().unwrap().as_sip().unwrap();
     assert_eq!(&*u.user_unescaped().unwrap(), b"user;par=u@example.net");
     assert_eq!(u.host(), Host::Domain("example.com"));
 }
@@ -308,7 +308,7 @@ fn rfc5118_values() {
     let host = |f: &str| {
         let b = read(&format!("rfc5118/wire/{f}"));
         let m = Message::parse(&b).unwrap();
-        let u = *m.request_uri().unwrap().as_sip().unwrap();
+        let u = *m.request_uri().unwrap().unwrap().as_sip().unwrap();
         (u.host().to_string(), u.port())
     };
     let v6 = |s: &str| Host::Ipv6(s.parse().unwrap()).to_string();
@@ -326,7 +326,7 @@ fn rfc5118_values() {
     let three = Message::parse(&b).unwrap();
     let b2 = read("rfc5118/wire/ipv6-correct-abnf-2-colons.sip");
     let two = Message::parse(&b2).unwrap();
-    assert!(three.request_uri().unwrap().equivalent(two.request_uri().unwrap()));
+    assert!(three.request_uri().unwrap().unwrap().equivalent(&two.request_uri().unwrap().unwrap()));
     let b = read("rfc5118/wire/mult-ip-in-header.sip");
     let m = Message::parse(&b).unwrap();
     let hosts: Vec<String> = m.vias().map(|v| v.unwrap().host().to_string()).collect();

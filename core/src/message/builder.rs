@@ -2,7 +2,7 @@
 //! straight into one buffer, Content-Length computed from the body.
 
 use super::HeaderName;
-use super::{Message, Method, StartLine, StatusCode, Uri};
+use super::{Message, Method, StartLine, StatusCode};
 use std::fmt::{self, Write as _};
 
 /// Writes one message into a caller-owned buffer.
@@ -11,7 +11,7 @@ use std::fmt::{self, Write as _};
 /// use sipline::message::{Message, MessageWriter, Method, StatusCode, Uri};
 /// let mut buf = Vec::new();
 /// let uri = Uri::parse("sip:bob@example.com").unwrap();
-/// MessageWriter::request(&mut buf, Method::Message, &uri)
+/// MessageWriter::request(&mut buf, Method::Message, uri.as_str())
 ///     .header("Via", "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1")
 ///     .header("Max-Forwards", 70)
 ///     .header("From", "<sip:alice@example.com>;tag=1")
@@ -40,10 +40,10 @@ impl fmt::Write for Sink<'_> {
 
 impl<'b> MessageWriter<'b> {
     /// Starts a request: `Method SP Request-URI SP SIP/2.0 CRLF` (§7.1).
-    pub fn request(buf: &'b mut Vec<u8>, method: Method<'_>, uri: &Uri<'_>) -> Self {
+    pub fn request(buf: &'b mut Vec<u8>, method: Method<'_>, uri: &str) -> Self {
         buf.extend_from_slice(method.as_str().as_bytes());
         buf.push(b' ');
-        buf.extend_from_slice(uri.as_str().as_bytes());
+        buf.extend_from_slice(uri.as_bytes());
         buf.extend_from_slice(b" SIP/2.0\r\n");
         MessageWriter { buf }
     }
@@ -91,7 +91,7 @@ impl Message<'_> {
     /// the body, and the body.
     pub fn write_to(&self, buf: &mut Vec<u8>) {
         let mut w = match self.start_line() {
-            StartLine::Request(r) => MessageWriter::request(buf, r.method, &r.uri),
+            StartLine::Request(r) => MessageWriter::request(buf, r.method, r.uri),
             StartLine::Response(s) => {
                 buf.extend_from_slice(b"SIP/2.0 ");
                 let _ = write!(Sink(buf), "{} ", s.code);

@@ -139,6 +139,13 @@ pub(crate) fn is_uric(c: u8) -> bool {
     has(c, RESERVED | UNRESERVED) || c == b'%'
 }
 
+/// A character that may appear in a Request-URI of any scheme: `uric`
+/// (reserved / unreserved / `%`) plus the brackets of IPv6 references.
+#[inline]
+pub(crate) fn is_uri_char(c: u8) -> bool {
+    is_uric(c) || c == b'[' || c == b']'
+}
+
 /// `WSP`: SP or HTAB.
 #[inline]
 pub(crate) fn is_wsp(c: u8) -> bool {

@@ -240,8 +240,18 @@ impl fmt::Display for StatusCode {
 pub struct RequestLine<'a> {
     /// The method.
     pub method: Method<'a>,
-    /// The Request-URI.
-    pub uri: Uri<'a>,
+    /// The Request-URI as written. [`Message::parse`] checks only that it
+    /// is a scheme followed by URI characters; like header values it is
+    /// parsed on demand ([`RequestLine::parse_uri`]) and fully checked by
+    /// [`validate`](validate::validate).
+    pub uri: &'a str,
+}
+
+impl<'a> RequestLine<'a> {
+    /// The Request-URI, parsed (§19.1, §25).
+    pub fn parse_uri(&self) -> Result<Uri<'a>, UriError> {
+        Uri::parse(self.uri)
+    }
 }
 
 /// `SIP-Version SP Status-Code SP Reason-Phrase` (§7.2).
@@ -470,9 +480,9 @@ impl<'a> Message<'a> {
     pub fn method(&self) -> Option<&Method<'a>> {
         self.request_line().map(|r| &r.method)
     }
-    /// The Request-URI of a request.
-    pub fn request_uri(&self) -> Option<&Uri<'a>> {
-        self.request_line().map(|r| &r.uri)
+    /// The Request-URI of a request, parsed on demand like a header value.
+    pub fn request_uri(&self) -> Option<Result<Uri<'a>, UriError>> {
+        self.request_line().map(RequestLine::parse_uri)
     }
     /// The status code of a response.
     pub fn status(&self) -> Option<StatusCode> {
@@ -625,9 +635,14 @@ fn request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
         Err(ParseError::Version) => return Err(ParseError::Version),
         Err(_) => return Err(ParseError::RequestLine),
     }
-    let Ok(([], uri)) = uri::uri(u, uri::UriContext::Whole) else {
-        return Err(ParseError::RequestUri);
-    };
+    // `scheme ":" 1*URI-character` — enough to frame and route a 400; the
+    // full grammar is checked lazily (RFC 4475 §3.1.2.7: no '<', no LWS).
+    let scheme = u.iter().take_while(|&&c| grammar::is_scheme_char(c)).count();
+    let well_formed = u.first().is_some_and(u8::is_ascii_alphabetic)
+        && u.get(scheme) == Some(&b':')
+        && u.len() > scheme + 1
+        && u.iter().all(|&c| grammar::is_uri_char(c));
+    let uri = ascii(u).filter(|_| well_formed).ok_or(ParseError::RequestUri)?;
     Ok(RequestLine { method, uri })
 }
 

@@ -20,7 +20,7 @@ fn parses_the_rfc3261_invite() {
     let m = Message::parse(INVITE).unwrap();
     assert!(m.is_request());
     assert_eq!(m.method(), Some(&Method::Invite));
-    assert_eq!(m.request_uri().unwrap().as_str(), "sip:bob@biloxi.com");
+    assert_eq!(m.request_uri().unwrap().unwrap().as_str(), "sip:bob@biloxi.com");
     assert_eq!(m.headers().len(), 9);
     assert_eq!(m.body(), b"v=0\n");
     assert_eq!(m.len(), INVITE.len());
@@ -54,6 +54,12 @@ fn request_line_is_strict() {
     bad(b"INVITE  sip:a@b SIP/2.0\r\n\r\n", ParseError::RequestLine);
     bad(b"INVITE sip:a@b SIP/2.0  \r\n\r\n", ParseError::RequestLine);
     bad(b"INVITE <sip:a@b> SIP/2.0\r\n\r\n", ParseError::RequestUri);
+    bad(b"INVITE sip: SIP/2.0\r\n\r\n", ParseError::RequestUri);
+    bad(b"INVITE nocolon SIP/2.0\r\n\r\n", ParseError::RequestUri);
+    bad(b"INVITE sip:a\"b SIP/2.0\r\n\r\n", ParseError::RequestUri);
+    // Well-formed characters, malformed URI: found by validate (RFC 5118 §4.2).
+    let m = Message::parse(b"REGISTER sip:2001:db8::10 SIP/2.0\r\n\r\n").unwrap();
+    assert!(m.request_uri().unwrap().is_err());
     bad(b"INVITE sip:a@b SIP/7.0\r\n\r\n", ParseError::Version);
     bad(b"INVITE sip:a@b HTTP/1.1\r\n\r\n", ParseError::RequestLine);
     bad(b"INV(TE sip:a@b SIP/2.0\r\n\r\n", ParseError::RequestLine);

@@ -24,6 +24,9 @@ pub enum Invalid<'a> {
     /// CSeq names another method than the request line (400, §8.1.1.5).
     #[error("CSeq method does not match the request method")]
     CSeqMismatch,
+    /// The Request-URI does not follow the URI grammar (400, §25).
+    #[error("malformed Request-URI")]
+    RequestUri,
     /// The Request-URI carries headers (400, §19.1.1 table 1).
     #[error("Request-URI must not carry headers")]
     RequestUriHeaders,
@@ -90,7 +93,8 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
         if cseq.method() != rl.method {
             return Err(Invalid::CSeqMismatch);
         }
-        if let Uri::Sip(u) = &rl.uri {
+        let uri = rl.parse_uri().map_err(|_| Invalid::RequestUri)?;
+        if let Uri::Sip(u) = &uri {
             if u.headers().is_some() {
                 return Err(Invalid::RequestUriHeaders);
             }
@@ -181,7 +185,8 @@ pub fn inspect_request<'a>(m: &Message<'a>, caps: &Capabilities<'_>) -> Result<(
         return Err(Invalid::Method(rl.method));
     }
     // §8.2.2.1 To and Request-URI.
-    let scheme = rl.uri.scheme();
+    let uri = rl.parse_uri().map_err(|_| Invalid::RequestUri)?;
+    let scheme = uri.scheme();
     if !caps.schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(Invalid::Scheme(scheme));
     }
