@@ -324,7 +324,9 @@ struct Slot {
     kind: HeaderName,
 }
 
-const EMPTY: Slot = Slot { name_start: 0, value_start: 0, value_len: 0, name_len: 0, kind: HeaderName::Other };
+/// An unused slot: all zero bits (so filling the table is a plain memset);
+/// slots past `len` are never read.
+const EMPTY: Slot = Slot { name_start: 0, value_start: 0, value_len: 0, name_len: 0, kind: HeaderName::Accept };
 
 /// The header fields of a message, in order.
 #[derive(Clone)]

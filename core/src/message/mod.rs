@@ -112,6 +112,21 @@ impl<'a> Method<'a> {
         })
     }
 
+    /// [`Method::from_token`] on raw bytes: the standard methods are
+    /// matched without a UTF-8 conversion.
+    pub fn from_bytes(b: &'a [u8]) -> Option<Method<'a>> {
+        Some(match b {
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"BYE" => Method::Bye,
+            b"CANCEL" => Method::Cancel,
+            b"REGISTER" => Method::Register,
+            b"OPTIONS" => Method::Options,
+            b"MESSAGE" => Method::Message,
+            _ => return ascii(b).and_then(Method::from_token),
+        })
+    }
+
     /// The method as it goes on the wire.
     pub fn as_str(&self) -> &'a str {
         match self {
@@ -611,7 +626,7 @@ fn value_end(buf: &[u8], mut from: usize) -> Result<usize, ParseError> {
 
 /// `SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT` (§25), case-insensitive.
 fn version(v: &[u8]) -> Result<(), ParseError> {
-    if v.eq_ignore_ascii_case(b"SIP/2.0") {
+    if v == b"SIP/2.0" || v.eq_ignore_ascii_case(b"SIP/2.0") {
         return Ok(());
     }
     let well_formed = v.len() > 4
@@ -629,7 +644,7 @@ fn request_line(line: &[u8]) -> Result<RequestLine<'_>, ParseError> {
     let (Some(m), Some(u), Some(v), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err(ParseError::RequestLine);
     };
-    let method = ascii(m).and_then(Method::from_token).ok_or(ParseError::RequestLine)?;
+    let method = Method::from_bytes(m).ok_or(ParseError::RequestLine)?;
     match version(v) {
         Ok(()) => {}
         Err(ParseError::Version) => return Err(ParseError::Version),
