@@ -5,9 +5,10 @@
 //! [`Message::parse`] reads one message the way `httparse` reads HTTP: it
 //! finds the start line, every header field and the body, borrowing all of
 //! it from the input, and allocates nothing for messages of up to
-//! [`INLINE_HEADERS`] header fields. Typed views of header values are parsed
-//! on demand ([`Message::via`], [`Message::typed`]…), and [`validate`] checks
-//! a whole message the way §8.2 and §16.3 ask a receiver to.
+//! [`INLINE_HEADERS`] header fields. Typed views of header values and the
+//! Request-URI are parsed on demand ([`Message::via`], [`Message::value`],
+//! [`Message::request_uri`]…), and [`validate`] checks a whole message the
+//! way §8.2 and §16.3 ask a receiver to.
 //!
 //! ```
 //! use sipline::message::{Message, Method};
