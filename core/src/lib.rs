@@ -5,9 +5,10 @@
 //! threads, clocks or global randomness. Runtime crates (`sipline-tokio`,
 //! `sipline-smol`, `sipline-blocking`) own the IO.
 //!
-//! This release contains the [`message`] layer: a zero-copy parser, typed
-//! headers, URIs, stream framing and a serializer. The transaction,
-//! transport, dialog and endpoint layers follow (see `DESIGN.md`).
+//! Built so far: the [`message`] layer (a zero-copy parser, typed headers,
+//! URIs, stream framing and a serializer) and the [`transaction`] layer
+//! (RFC 3261 §17 with RFC 6026). The transport, dialog and endpoint layers
+//! follow (see `DESIGN.md`).
 //!
 //! ## The drain rule
 //!
@@ -20,3 +21,5 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod message;
+pub mod rng;
+pub mod transaction;
