@@ -1,7 +1,11 @@
 //! `sipline-tests`: shared helpers for the project's integration tests.
 //!
 //! The conformance corpus (RFC 4475, RFC 5118) lives in `tests/corpus/`;
-//! the simulation harness joins with the transaction layer.
+//! [`sim`] is the deterministic network simulation and [`tu`] holds small
+//! transaction users that drive the transaction layer through it.
+
+pub mod sim;
+pub mod tu;
 
 use std::path::PathBuf;
 

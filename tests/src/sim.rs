@@ -1,0 +1,242 @@
+//! A deterministic network simulation for sans-IO cores.
+//!
+//! Nodes exchange datagrams over a virtual network whose links add
+//! latency, jitter, loss, duplication and (through jitter) reordering, all
+//! drawn from one seeded generator. Time is virtual: the simulation jumps
+//! straight to the next delivery or the earliest `poll_timeout()`, so hours
+//! of protocol time run in milliseconds, and the same seed replays the
+//! same run exactly.
+
+use sipline::rng::Rng;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+/// A node's address in the simulation.
+pub type NodeId = usize;
+
+/// What the simulation needs of a sans-IO core.
+pub trait Node {
+    /// A datagram from `from` arrived at `now`.
+    fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]);
+    /// Time passed; fire what is due.
+    fn handle_timeout(&mut self, now: Instant);
+    /// When `handle_timeout` is next needed.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// The next datagram to send, with its destination.
+    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)>;
+    /// Lines for the trace: events this node saw since the last call.
+    fn drain_events(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// How a link treats datagrams.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkConfig {
+    /// Base one-way delay.
+    pub latency: Duration,
+    /// Extra delay drawn uniformly from `0..=jitter` (reorders datagrams).
+    pub jitter: Duration,
+    /// Probability a datagram is lost.
+    pub loss: f64,
+    /// Probability a datagram is delivered twice.
+    pub duplicate: f64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig { latency: Duration::from_millis(20), jitter: Duration::ZERO, loss: 0.0, duplicate: 0.0 }
+    }
+}
+
+impl LinkConfig {
+    /// The harsh link of issue 3: 30 % loss, 10 % duplication, jitter that
+    /// reorders.
+    pub fn lossy() -> Self {
+        LinkConfig {
+            latency: Duration::from_millis(30),
+            jitter: Duration::from_millis(120),
+            loss: 0.30,
+            duplicate: 0.10,
+        }
+    }
+}
+
+/// The simulation: nodes, links, datagrams in flight, a virtual clock and
+/// a trace of everything that happened.
+pub struct Sim<N> {
+    /// The nodes, by id.
+    pub nodes: Vec<N>,
+    link: LinkConfig,
+    rng: Rng,
+    now: Instant,
+    origin: Instant,
+    /// (delivery time, sequence) -> (from, to, bytes)
+    in_flight: BTreeMap<(Instant, u64), (NodeId, NodeId, Vec<u8>)>,
+    seq: u64,
+    trace: String,
+    /// Datagrams sent and delivered, for statistics.
+    pub sent: u64,
+    /// Datagrams delivered.
+    pub delivered: u64,
+}
+
+impl<N: Node> Sim<N> {
+    /// A simulation of `nodes` over identical links, starting at `origin`.
+    pub fn new(nodes: Vec<N>, link: LinkConfig, seed: u64, origin: Instant) -> Self {
+        Sim {
+            nodes,
+            link,
+            rng: Rng::new(seed ^ 0x005e_ed0f_5111),
+            now: origin,
+            origin,
+            in_flight: BTreeMap::new(),
+            seq: 0,
+            trace: String::new(),
+            sent: 0,
+            delivered: 0,
+        }
+    }
+
+    /// The virtual time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Virtual time elapsed since the start.
+    pub fn elapsed(&self) -> Duration {
+        self.now - self.origin
+    }
+
+    /// The trace so far: every datagram sent (with its fate) and every
+    /// node event, stamped with virtual time.
+    pub fn trace(&self) -> &str {
+        &self.trace
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        // 53 random bits to a float in [0, 1).
+        #[allow(clippy::cast_precision_loss)]
+        let x = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        x < p
+    }
+
+    fn delay(&mut self) -> Duration {
+        let j = u64::try_from(self.link.jitter.as_micros()).unwrap_or(u64::MAX);
+        let extra = if j == 0 { 0 } else { self.rng.next_u64() % (j + 1) };
+        self.link.latency + Duration::from_micros(extra)
+    }
+
+    /// Collects every node's outputs and puts them on the wire.
+    pub fn flush(&mut self) {
+        for from in 0..self.nodes.len() {
+            while let Some((to, bytes)) = self.nodes[from].poll_transmit() {
+                self.sent += 1;
+                let lost = self.chance(self.link.loss);
+                let copies = if lost {
+                    0
+                } else if self.chance(self.link.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                let first = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
+                let _ = writeln!(
+                    self.trace,
+                    "{:>10.3} {from}->{to} {} [{}] {}",
+                    (self.now - self.origin).as_secs_f64(),
+                    if lost {
+                        "lost"
+                    } else if copies == 2 {
+                        "dup "
+                    } else {
+                        "sent"
+                    },
+                    bytes.len(),
+                    String::from_utf8_lossy(first)
+                );
+                for _ in 0..copies {
+                    let at = self.now + self.delay();
+                    self.seq += 1;
+                    self.in_flight.insert((at, self.seq), (from, to, bytes.clone()));
+                }
+            }
+            for e in self.nodes[from].drain_events() {
+                let _ = writeln!(self.trace, "{:>10.3} {from} {e}", (self.now - self.origin).as_secs_f64());
+            }
+        }
+    }
+
+    /// The next moment something happens: a delivery or a node timer.
+    pub fn next_event(&self) -> Option<Instant> {
+        let delivery = self.in_flight.keys().next().map(|&(at, _)| at);
+        let timer = self.nodes.iter().filter_map(Node::poll_timeout).min();
+        match (delivery, timer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Advances to the next event and processes everything due then.
+    /// Returns `false` when nothing is left to happen.
+    pub fn step(&mut self) -> bool {
+        self.flush();
+        let Some(at) = self.next_event() else { return false };
+        // Time never goes backwards.
+        self.now = self.now.max(at);
+        while let Some((&(t, seq), _)) = self.in_flight.iter().next() {
+            if t > self.now {
+                break;
+            }
+            if let Some((from, to, bytes)) = self.in_flight.remove(&(t, seq)) {
+                self.delivered += 1;
+                self.nodes[to].handle_datagram(self.now, from, &bytes);
+            }
+        }
+        for n in &mut self.nodes {
+            if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                n.handle_timeout(self.now);
+                // A stuck deadline would make every runtime spin.
+                assert!(
+                    n.poll_timeout().is_none_or(|t| t > self.now),
+                    "poll_timeout not past now after handle_timeout"
+                );
+            }
+        }
+        self.flush();
+        true
+    }
+
+    /// Runs until nothing is left or `limit` of virtual time has passed,
+    /// with at most `max_steps` steps (a bound against livelock).
+    pub fn run(&mut self, limit: Duration, max_steps: usize) {
+        for _ in 0..max_steps {
+            if self.elapsed() > limit || !self.step() {
+                return;
+            }
+        }
+        panic!("simulation did not settle within {max_steps} steps");
+    }
+}
+
+/// The seeds to run: `SIPLINE_SEED=n` runs one, `SIPLINE_SEEDS=n` runs
+/// `0..n`, else `0..default`.
+pub fn seeds(default: u64) -> Vec<u64> {
+    if let Some(s) = std::env::var("SIPLINE_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![s];
+    }
+    let n = std::env::var("SIPLINE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    (0..n).collect()
+}
+
+/// Runs `f` for every seed; a failure names the seed that reproduces it.
+pub fn for_each_seed(default: u64, mut f: impl FnMut(u64)) {
+    for seed in seeds(default) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
+        if let Err(e) = r {
+            eprintln!("failed with seed {seed}: reproduce with SIPLINE_SEED={seed}");
+            std::panic::resume_unwind(e);
+        }
+    }
+}
