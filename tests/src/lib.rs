@@ -4,6 +4,7 @@
 //! [`sim`] is the deterministic network simulation and [`tu`] holds small
 //! transaction users that drive the transaction layer through it.
 
+pub mod pair;
 pub mod sim;
 pub mod tu;
 

@@ -4,9 +4,7 @@
 //! A [`Params`] is a validated, borrowed slice; it is walked lazily, so a
 //! message with parameters costs no allocation.
 
-use super::grammar::{
-    ascii, escaped_run, fail, is_param_char, is_token, quoted_string, sep, sws, token, unescape, unquote, PResult,
-};
+use super::grammar::{fail, is_param_char, is_token, quoted_string, sep, unescape, unquote, PResult};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -84,7 +82,7 @@ impl<'a> Params<'a> {
 
     /// Walks the parameters in order.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter { rest: self.raw.as_bytes(), syntax: self.syntax }
+        ParamIter { raw: self.raw, pos: 0, syntax: self.syntax }
     }
 
     /// The first parameter named `name` (ASCII case-insensitive).
@@ -104,17 +102,9 @@ impl<'a> Params<'a> {
 
     /// Parses `*( SEMI param )`, returning the validated list and the rest.
     pub(crate) fn parse(i: &'a [u8], syntax: ParamSyntax) -> PResult<'a, Params<'a>> {
-        let mut rest = i;
         let mut end = 0;
-        loop {
-            match param(rest, syntax) {
-                Ok((r, _)) => {
-                    rest = r;
-                    end = i.len() - r.len();
-                }
-                Err(nom::Err::Error(_)) => break,
-                Err(e) => return Err(e),
-            }
+        while let Some(span) = param(&i[end..], syntax) {
+            end += span.len;
         }
         let raw = &i[..end];
         // The grammar below admits only ASCII names; values may be UTF-8
@@ -145,20 +135,20 @@ impl<'a> IntoIterator for Params<'a> {
 /// Iterator over [`Params`].
 #[derive(Debug, Clone)]
 pub struct ParamIter<'a> {
-    rest: &'a [u8],
+    raw: &'a str,
+    pos: usize,
     syntax: ParamSyntax,
 }
 
 impl<'a> Iterator for ParamIter<'a> {
     type Item = Param<'a>;
     fn next(&mut self) -> Option<Param<'a>> {
-        match param(self.rest, self.syntax) {
-            Ok((rest, p)) => {
-                self.rest = rest;
-                Some(p)
-            }
-            Err(_) => None,
-        }
+        let rest = self.raw.get(self.pos..)?;
+        let span = param(rest.as_bytes(), self.syntax)?;
+        let part = |(a, b): (usize, usize)| rest.get(a..b);
+        let p = Param { name: part(span.name)?, value: span.value.and_then(part), quoted: span.quoted };
+        self.pos += span.len;
+        Some(p)
     }
 }
 
@@ -169,39 +159,77 @@ fn is_gen_value_char(c: u8) -> bool {
     is_token(c) || matches!(c, b':' | b'[' | b']')
 }
 
-/// One `SEMI name [EQUAL value]`.
-fn param(i: &[u8], syntax: ParamSyntax) -> PResult<'_, Param<'_>> {
+/// Where one parameter lies, as offsets into the input of [`param`].
+struct Span {
+    /// Octets consumed, leading separator and LWS included.
+    len: usize,
+    name: (usize, usize),
+    value: Option<(usize, usize)>,
+    quoted: bool,
+}
+
+/// Octets at the start of `i` accepted by `ok` or as `%HH` escapes.
+fn escaped_len(ok: fn(u8) -> bool, i: &[u8]) -> usize {
+    let mut k = 0;
+    while k < i.len() {
+        if ok(i[k]) {
+            k += 1;
+        } else if super::grammar::is_escape(&i[k..]) {
+            k += 3;
+        } else {
+            break;
+        }
+    }
+    k
+}
+
+/// One `SEMI name [EQUAL value]`, located without building strings: the
+/// caller slices the one `&str` it already has, so iterating parameters
+/// costs no UTF-8 checks.
+fn param(i: &[u8], syntax: ParamSyntax) -> Option<Span> {
+    let at = |rest: &[u8]| i.len() - rest.len();
     match syntax {
         ParamSyntax::Uri => {
-            let Some((&b';', rest)) = i.split_first() else {
-                return fail(i);
-            };
-            let (rest, name) = escaped_run(is_param_char)(rest)?;
+            let (&b';', rest) = i.split_first()? else { return None };
+            let n = escaped_len(is_param_char, rest);
+            if n == 0 {
+                return None;
+            }
+            let name = (1, 1 + n);
+            let rest = &rest[n..];
             if let Some((&b'=', vrest)) = rest.split_first() {
-                let (rest, value) = escaped_run(is_param_char)(vrest)?;
-                Ok((rest, Param { name, value: Some(value), quoted: false }))
+                let v = escaped_len(is_param_char, vrest);
+                if v == 0 {
+                    return None;
+                }
+                let start = at(vrest);
+                Some(Span { len: start + v, name, value: Some((start, start + v)), quoted: false })
             } else {
-                Ok((rest, Param { name, value: None, quoted: false }))
+                Some(Span { len: name.1, name, value: None, quoted: false })
             }
         }
         ParamSyntax::Header => {
-            let (rest, ()) = sep(b';')(i)?;
-            let (rest, name) = token(rest)?;
-            let Ok((vrest, ())) = sep(b'=')(rest) else {
-                return Ok((rest, Param { name, value: None, quoted: false }));
-            };
-            if sws(vrest).first() == Some(&b'"') {
-                let (rest, v) = quoted_string(vrest)?;
-                return Ok((rest, Param { name, value: Some(v), quoted: true }));
-            }
-            let n = vrest.iter().take_while(|&&c| is_gen_value_char(c)).count();
+            let (rest, ()) = sep(b';')(i).ok()?;
+            let n = rest.iter().take_while(|&&c| is_token(c)).count();
             if n == 0 {
-                return fail(i);
+                return None;
             }
-            match ascii(&vrest[..n]) {
-                Some(v) => Ok((&vrest[n..], Param { name, value: Some(v), quoted: false })),
-                None => fail(i),
+            let name = (at(rest), at(rest) + n);
+            let rest = &rest[n..];
+            let Ok((vrest, ())) = sep(b'=')(rest) else {
+                return Some(Span { len: name.1, name, value: None, quoted: false });
+            };
+            if vrest.first() == Some(&b'"') {
+                let (after, inner) = quoted_string(vrest).ok()?;
+                let start = at(vrest) + 1;
+                return Some(Span { len: at(after), name, value: Some((start, start + inner.len())), quoted: true });
             }
+            let v = vrest.iter().take_while(|&&c| is_gen_value_char(c)).count();
+            if v == 0 {
+                return None;
+            }
+            let start = at(vrest);
+            Some(Span { len: start + v, name, value: Some((start, start + v)), quoted: false })
         }
     }
 }
