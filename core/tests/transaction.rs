@@ -393,3 +393,73 @@ fn branches_are_unique_and_seeded() {
     let unique: std::collections::BTreeSet<_> = x.iter().collect();
     assert_eq!(unique.len(), 100);
 }
+
+#[test]
+fn invite_server_accepted_absorbs_retransmitted_invites() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    let inv = request("INVITE", "z9hG4bKa1", "");
+    l.handle_message(t0, &inv, 4, false);
+    let server = match l.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("{other:?}"),
+    };
+    l.respond(t0 + MS(10), server, response(200, "INVITE", "z9hG4bKa1")).unwrap();
+    assert_eq!(drain(&mut l), ["tx SIP/2.0 200 Whatever"]);
+    // RFC 6026 §8.5: the retransmitted INVITE is absorbed; the TU retransmits the 2xx.
+    l.handle_message(t0 + MS(500), &inv, 4, false);
+    assert!(drain(&mut l).is_empty());
+    assert_eq!(l.server_state(server), Some(ServerState::Accepted));
+    // A non-2xx is no longer allowed.
+    let late = response(486, "INVITE", "z9hG4bKa1");
+    assert_eq!(l.respond(t0 + MS(600), server, late.clone()), Err(RespondError::WrongState(late)));
+}
+
+#[test]
+fn reliable_invite_server_has_no_g_and_zero_i() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    l.handle_message(t0, &request("INVITE", "z9hG4bKrel", ""), 4, true);
+    let server = match l.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("{other:?}"),
+    };
+    l.respond(t0 + MS(10), server, response(500, "INVITE", "z9hG4bKrel")).unwrap();
+    drain(&mut l);
+    // Only H (64·T1) is armed: no retransmission timer G on a reliable transport.
+    assert_eq!(l.poll_timeout(), Some(t0 + MS(32_010)));
+    l.handle_message(t0 + MS(20), &request("ACK", "z9hG4bKrel", ";tag=tt1"), 4, true);
+    // I = 0: Confirmed ends at once.
+    assert_eq!(drain(&mut l), ["terminated"]);
+    assert!(l.is_empty());
+}
+
+#[test]
+fn reliable_invite_client_ends_at_once_after_a_non_2xx() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    l.send_request(t0, request("INVITE", "z9hG4bKrc", ""), 9, true).unwrap();
+    drain(&mut l);
+    l.handle_message(t0 + MS(5), &response(404, "INVITE", "z9hG4bKrc"), 9, true);
+    // ACK, the response to the TU, and D = 0 ends it.
+    assert_eq!(drain(&mut l), ["tx ACK sip:bob@example.com SIP/2.0", "response SIP/2.0 404 Whatever", "terminated"]);
+    assert!(l.is_empty());
+}
+
+#[test]
+fn server_transport_error_ends_the_transaction() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    l.handle_message(t0, &request("INVITE", "z9hG4bKte", ""), 4, false);
+    let server = match l.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("{other:?}"),
+    };
+    l.transport_error(t0 + MS(1), TxId::Server(server));
+    assert_eq!(drain(&mut l), ["transport error", "terminated"]);
+    assert!(l.is_empty());
+    // The layer never goes back in time, and malformed input is dropped quietly.
+    l.handle_message(t0 + MS(2), b"garbage", 4, false);
+    l.handle_message(t0 + MS(2), b"OPTIONS sip:a SIP/2.0\r\n\r\n", 4, false);
+    assert!(drain(&mut l).is_empty());
+}
