@@ -244,15 +244,15 @@ impl<T> Slab<T> {
 
 struct ClientEntry<P> {
     tx: ClientTransaction,
-    key: ClientKey,
+    key: String,
     peer: P,
     deadline: Option<Instant>,
 }
 
 struct ServerEntry<P> {
     tx: ServerTransaction,
-    key: ServerKey,
-    merge: Option<MergeKey>,
+    key: String,
+    merge: Option<String>,
     request: Arc<[u8]>,
     peer: P,
     deadline: Option<Instant>,
@@ -264,9 +264,11 @@ pub struct TransactionLayer<P> {
     rng: Rng,
     clients: Slab<ClientEntry<P>>,
     servers: Slab<ServerEntry<P>>,
-    client_keys: BTreeMap<ClientKey, ClientId>,
-    server_keys: BTreeMap<ServerKey, ServerId>,
-    merge_keys: BTreeMap<MergeKey, ServerId>,
+    client_keys: BTreeMap<String, ClientId>,
+    server_keys: BTreeMap<String, ServerId>,
+    merge_keys: BTreeMap<String, ServerId>,
+    /// Reused for building lookup keys without allocating.
+    scratch: String,
     timers: BTreeSet<(Instant, TxId)>,
     outputs: VecDeque<Output<P>>,
     effects: Vec<Effect>,
@@ -287,6 +289,7 @@ impl<P: Clone> TransactionLayer<P> {
             timers: BTreeSet::new(),
             outputs: VecDeque::new(),
             effects: Vec::new(),
+            scratch: String::new(),
             last_now: None,
         }
     }
@@ -350,7 +353,7 @@ impl<P: Clone> TransactionLayer<P> {
                     _ => ClientKind::NonInvite,
                 };
                 match ClientKey::of(&m) {
-                    Some(k) => (k, kind),
+                    Some(k) => (k.into_string(), kind),
                     None => return Err(SendError::NoKey(request)),
                 }
             }
@@ -417,7 +420,11 @@ impl<P: Clone> TransactionLayer<P> {
         let Ok(m) = Message::parse(bytes) else { return };
         let mut effects = std::mem::take(&mut self.effects);
         if let Some(code) = m.status() {
-            let id = ClientKey::of(&m).and_then(|k| self.client_keys.get(&k).copied());
+            let id = if ClientKey::write(&m, &mut self.scratch) {
+                self.client_keys.get(self.scratch.as_str()).copied()
+            } else {
+                None
+            };
             let shared: Arc<[u8]> = Arc::from(bytes);
             match id.and_then(|id| self.clients.get_mut(id.index, id.generation).map(|e| (id, e))) {
                 Some((id, entry)) => {
@@ -434,12 +441,12 @@ impl<P: Clone> TransactionLayer<P> {
                 None => self.outputs.push_back(Output::Event(Event::StrayResponse { response: shared })),
             }
         } else {
-            let Some(key) = ServerKey::of(&m) else {
+            if !ServerKey::write(&m, &mut self.scratch) {
                 self.effects = effects;
                 return;
-            };
+            }
             let is_ack = m.method() == Some(&Method::Ack);
-            let found = self.server_keys.get(&key).copied();
+            let found = self.server_keys.get(self.scratch.as_str()).copied();
             match found.and_then(|id| self.servers.get_mut(id.index, id.generation).map(|e| (id, e))) {
                 Some((id, entry)) => {
                     if entry.tx.on_request(now, is_ack, &mut effects) == Absorbed::AckForTu {
@@ -453,7 +460,8 @@ impl<P: Clone> TransactionLayer<P> {
                 None => {
                     let kind =
                         if m.method() == Some(&Method::Invite) { ServerKind::Invite } else { ServerKind::NonInvite };
-                    let merge = MergeKey::of(&m);
+                    let key = self.scratch.clone();
+                    let merge = MergeKey::of(&m).map(MergeKey::into_string);
                     let merged = merge.as_ref().is_some_and(|k| self.merge_keys.contains_key(k));
                     let request: Arc<[u8]> = Arc::from(bytes);
                     let tx = ServerTransaction::start(now, kind, reliable, self.config);
