@@ -92,6 +92,11 @@ impl<'a> Iterator for ListIter<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
         let v = self.rest?;
+        // Most values are a single element with nothing to skip over.
+        if memchr::memchr3(b',', b'"', b'<', v).is_none() {
+            self.rest = None;
+            return Some(trim(v));
+        }
         let mut k = 0;
         let mut angle = false;
         while k < v.len() {

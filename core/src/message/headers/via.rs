@@ -33,6 +33,7 @@ pub struct Via<'a> {
     host_raw: &'a str,
     port: Option<u16>,
     params: Params<'a>,
+    branch: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
@@ -71,7 +72,7 @@ impl<'a> Via<'a> {
     }
     /// The `branch` parameter (§8.1.1.7).
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.value("branch")
+        self.branch
     }
     /// Whether the branch starts with the RFC 3261 magic cookie (§17.2.3).
     pub fn has_magic_cookie(&self) -> bool {
@@ -132,7 +133,9 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
         Err(_) => (r, None),
     };
     let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
-    // Check the parameters whose grammar §25 fixes.
+    // Check the parameters whose grammar §25 fixes (and keep the branch,
+    // which every transaction lookup asks for).
+    let mut branch = None;
     for p in params {
         let is = |n: &str| p.name().eq_ignore_ascii_case(n);
         let ok = if is("ttl") {
@@ -142,6 +145,9 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
         } else if is("received") {
             p.value().is_some_and(|v| parse_received(v).is_some())
         } else if is("branch") {
+            if branch.is_none() {
+                branch = p.value();
+            }
             p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty())
         } else if is("rport") {
             p.value().is_none_or(|v| v.parse::<u16>().is_ok())
@@ -155,7 +161,7 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     let Some(raw) = ascii(&i[..i.len() - rest.len()]) else {
         return fail(i);
     };
-    Ok((rest, Via { raw, protocol, version, transport, host: h, host_raw, port, params }))
+    Ok((rest, Via { raw, protocol, version, transport, host: h, host_raw, port, params, branch }))
 }
 
 impl<'a> HeaderValue<'a> for Via<'a> {
