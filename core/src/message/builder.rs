@@ -53,7 +53,10 @@ impl<'b> MessageWriter<'b> {
     pub fn response(buf: &'b mut Vec<u8>, code: StatusCode, reason: &str) -> Self {
         let reason = if reason.is_empty() { code.canonical_reason() } else { reason };
         buf.extend_from_slice(b"SIP/2.0 ");
-        let _ = write!(Sink(buf), "{code} {reason}\r\n");
+        push_decimal(buf, u32::from(code.as_u16()));
+        buf.push(b' ');
+        buf.extend_from_slice(reason.as_bytes());
+        buf.extend_from_slice(b"\r\n");
         MessageWriter { buf }
     }
 
@@ -78,11 +81,41 @@ impl<'b> MessageWriter<'b> {
         self
     }
 
+    /// Appends a header whose value is the concatenation of `parts`
+    /// (e.g. a copied To value plus `;tag=…`), without an intermediate copy.
+    pub fn header_parts(&mut self, name: &str, parts: &[&[u8]]) -> &mut Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.buf.extend_from_slice(b"\r\n");
+        self
+    }
+
     /// Writes `Content-Length`, the empty line and the body.
     pub fn finish(&mut self, body: &[u8]) {
-        let _ = write!(Sink(self.buf), "Content-Length: {}\r\n\r\n", body.len());
+        self.buf.extend_from_slice(b"Content-Length: ");
+        push_decimal(self.buf, u32::try_from(body.len()).unwrap_or(u32::MAX));
+        self.buf.extend_from_slice(b"\r\n\r\n");
         self.buf.extend_from_slice(body);
     }
+}
+
+/// Appends `n` in decimal without going through `fmt`.
+fn push_decimal(buf: &mut Vec<u8>, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        // `n % 10` is below 10.
+        digits[i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[i..]);
 }
 
 impl Message<'_> {
@@ -94,7 +127,8 @@ impl Message<'_> {
             StartLine::Request(r) => MessageWriter::request(buf, r.method, r.uri),
             StartLine::Response(s) => {
                 buf.extend_from_slice(b"SIP/2.0 ");
-                let _ = write!(Sink(buf), "{} ", s.code);
+                push_decimal(buf, u32::from(s.code.as_u16()));
+                buf.push(b' ');
                 buf.extend_from_slice(s.reason);
                 buf.extend_from_slice(b"\r\n");
                 MessageWriter { buf }

@@ -94,19 +94,22 @@ impl<'a> Salvaged<'a> {
         else {
             return false;
         };
+        let vias: usize = self.vias.iter().map(|v| v.len() + 7).sum();
+        buf.reserve(vias + from.len() + to.len() + call_id.len() + cseq.len() + to_tag.len() + 128);
         let mut w = MessageWriter::response(buf, code, reason);
         for v in &self.vias {
             w.header_bytes("Via", v);
         }
         w.header_bytes("From", from);
-        let has_tag = to.windows(4).any(|x| x.eq_ignore_ascii_case(b"tag="));
+        // A To that parses tells exactly; a broken one is searched for "tag=".
+        let has_tag = match <super::headers::Address<'_> as super::headers::HeaderValue<'_>>::parse_value(to) {
+            Some(a) => a.tag().is_some(),
+            None => to.windows(4).any(|x| x.eq_ignore_ascii_case(b"tag=")),
+        };
         if has_tag || code.as_u16() == 100 {
             w.header_bytes("To", to);
         } else {
-            let mut t = to.to_vec();
-            t.extend_from_slice(b";tag=");
-            t.extend_from_slice(to_tag.as_bytes());
-            w.header_bytes("To", &t);
+            w.header_parts("To", &[to, b";tag=", to_tag.as_bytes()]);
         }
         w.header_bytes("Call-ID", call_id);
         w.header_bytes("CSeq", cseq);
