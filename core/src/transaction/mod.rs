@@ -190,6 +190,17 @@ pub enum RespondError {
     WrongState(Vec<u8>),
 }
 
+/// The status code of `SIP/2.0 NNN …`, 100–699.
+fn status_code(response: &[u8]) -> Option<u16> {
+    let rest = response.strip_prefix(b"SIP/2.0 ")?;
+    let d = rest.get(..3)?;
+    if !d.iter().all(u8::is_ascii_digit) || !matches!(rest.get(3), Some(b' ' | b'\r')) {
+        return None;
+    }
+    let code = d.iter().fold(0u16, |a, &c| a * 10 + u16::from(c - b'0'));
+    crate::message::StatusCode::new(code).map(crate::message::StatusCode::as_u16)
+}
+
 struct Slot<T> {
     generation: u32,
     value: Option<T>,
@@ -374,9 +385,9 @@ impl<P: Clone> TransactionLayer<P> {
     /// Sends a response through a server transaction (§17.2).
     pub fn respond(&mut self, now: Instant, server: ServerId, response: Vec<u8>) -> Result<(), RespondError> {
         let now = self.clamp(now);
-        let code = match Message::parse(&response).ok().and_then(|m| m.status()) {
-            Some(c) => c.as_u16(),
-            None => return Err(RespondError::Malformed(response)),
+        // The TU wrote the response: its status line is all the layer reads.
+        let Some(code) = status_code(&response) else {
+            return Err(RespondError::Malformed(response));
         };
         let Some(entry) = self.servers.get_mut(server.index, server.generation) else {
             return Err(RespondError::UnknownTransaction(response));
