@@ -195,6 +195,22 @@ pub(crate) fn ascii(i: &[u8]) -> Option<&str> {
     std::str::from_utf8(i).ok()
 }
 
+/// `part`, a sub-slice of `base.as_bytes()`, as a `&str` of `base`: the
+/// UTF-8 check was done once on `base`, so this only checks char
+/// boundaries. `None` if `part` does not lie within `base`.
+#[inline]
+pub(crate) fn sub<'a>(base: &'a str, part: &[u8]) -> Option<&'a str> {
+    // Address arithmetic on the two slices; no pointer is dereferenced.
+    let off = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
+    base.get(off..off.checked_add(part.len())?)
+}
+
+/// `token` (§25.1) as bytes.
+#[inline]
+pub(crate) fn token_bytes(i: &[u8]) -> PResult<'_, &[u8]> {
+    take_while1(is_token).parse(i)
+}
+
 /// `token` (§25.1) as `&str`.
 pub(crate) fn token(i: &[u8]) -> PResult<'_, &str> {
     let (rest, t) = take_while1(is_token).parse(i)?;
@@ -391,6 +407,16 @@ mod tests {
         // A raw NUL may only appear escaped (RFC 4475 §3.1.1.2).
         assert!(quoted_string(b"\"\\\0\"").is_ok());
         assert!(quoted_string(b"\"\0\"").is_err());
+    }
+
+    #[test]
+    fn sub_slices_a_str_by_address() {
+        let base = "abc;déf";
+        let b = base.as_bytes();
+        assert_eq!(sub(base, &b[4..]), Some("déf"));
+        assert_eq!(sub(base, &b[..3]), Some("abc"));
+        assert_eq!(sub(base, &b[5..6]), None, "not on a char boundary");
+        assert_eq!(sub(base, b"elsewhere"), None);
     }
 
     #[test]

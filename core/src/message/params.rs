@@ -70,6 +70,19 @@ impl<'a> Params<'a> {
         Params { raw: "", syntax }
     }
 
+    /// [`Params::parse`] for input that lies within `base`, an already
+    /// checked `&str`: no second UTF-8 check.
+    pub(crate) fn parse_within(base: &'a str, i: &'a [u8], syntax: ParamSyntax) -> PResult<'a, Params<'a>> {
+        let mut end = 0;
+        while let Some(span) = param(&i[end..], syntax) {
+            end += span.len;
+        }
+        match super::grammar::sub(base, &i[..end]) {
+            Some(raw) => Ok((&i[end..], Params { raw, syntax })),
+            None => fail(i),
+        }
+    }
+
     /// The list as written, including the leading `;` (empty if none).
     pub fn as_str(&self) -> &'a str {
         self.raw

@@ -521,13 +521,16 @@ pub(crate) fn host(i: &[u8]) -> PResult<'_, Host<'_>> {
 }
 
 /// What [`host_kind`] found; a domain is the consumed octets.
-enum HostKind {
+pub(crate) enum HostKind {
+    /// A domain name: the consumed octets.
     Domain,
+    /// A dotted IPv4 address.
     Ipv4(Ipv4Addr),
+    /// A bracketed IPv6 reference.
     Ipv6(Ipv6Addr),
 }
 
-fn host_kind(i: &[u8]) -> PResult<'_, HostKind> {
+pub(crate) fn host_kind(i: &[u8]) -> PResult<'_, HostKind> {
     if i.first() == Some(&b'[') {
         let Some(close) = i.iter().position(|&c| c == b']') else {
             return fail(i);

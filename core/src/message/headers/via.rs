@@ -1,9 +1,9 @@
 //! `Via` (RFC 3261 §20.42, §18.2.1; `rport` from RFC 3581; IPv6 `received`
 //! forms from RFC 5118 §4.5).
 
-use super::super::grammar::{ascii, fail, is_wsp, sep, sws, token, PResult};
+use super::super::grammar::{fail, is_wsp, sep, sub, sws, token_bytes, PResult};
 use super::super::params::{ParamSyntax, Params};
-use super::super::uri::{host, ipv4, ipv6, port_number, Host};
+use super::super::uri::{host, host_kind, ipv4, ipv6, port_number, Host, HostKind};
 use super::{whole, HeaderValue};
 use std::fmt;
 use std::net::IpAddr;
@@ -112,19 +112,28 @@ fn parse_received(v: &str) -> Option<IpAddr> {
     ipv4(b).map(IpAddr::V4).or_else(|| ipv6(b).map(IpAddr::V6))
 }
 
-fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
-    let (r, protocol) = token(i)?;
+/// Parses a Via value lying within `base` (already checked UTF-8), so
+/// every part is a slice of `base` rather than a new UTF-8 check.
+fn via<'a>(base: &'a str, i: &'a [u8]) -> PResult<'a, Via<'a>> {
+    let text = |part: &[u8]| sub(base, part).map_or_else(|| fail(i).map(|(_, ())| ""), Ok);
+    let (r, protocol) = token_bytes(i)?;
     let (r, ()) = sep(b'/')(r)?;
-    let (r, version) = token(r)?;
+    let (r, version) = token_bytes(r)?;
     let (r, ()) = sep(b'/')(r)?;
-    let (r, transport) = token(r)?;
+    let (r, transport) = token_bytes(r)?;
+    let (protocol, version, transport) = (text(protocol)?, text(version)?, text(transport)?);
     // LWS is mandatory between sent-protocol and sent-by.
     let lws = sws(r);
     if lws.len() == r.len() || !r.first().is_some_and(|&c| is_wsp(c) || c == b'\r') {
         return fail(r);
     }
-    let (r, h) = host(lws)?;
-    let host_raw = ascii(&lws[..lws.len() - r.len()]).unwrap_or_default();
+    let (r, kind) = host_kind(lws)?;
+    let host_raw = text(&lws[..lws.len() - r.len()])?;
+    let h = match kind {
+        HostKind::Domain => Host::Domain(host_raw),
+        HostKind::Ipv4(a) => Host::Ipv4(a),
+        HostKind::Ipv6(a) => Host::Ipv6(a),
+    };
     let (r, port) = match sep(b':')(r) {
         Ok((r2, ())) => {
             let (r2, p) = port_number(r2)?;
@@ -132,7 +141,7 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
         }
         Err(_) => (r, None),
     };
-    let (rest, params) = Params::parse(r, ParamSyntax::Header)?;
+    let (rest, params) = Params::parse_within(base, r, ParamSyntax::Header)?;
     // Check the parameters whose grammar §25 fixes (and keep the branch,
     // which every transaction lookup asks for).
     let mut branch = None;
@@ -158,15 +167,14 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
             return fail(i);
         }
     }
-    let Some(raw) = ascii(&i[..i.len() - rest.len()]) else {
-        return fail(i);
-    };
+    let raw = text(&i[..i.len() - rest.len()])?;
     Ok((rest, Via { raw, protocol, version, transport, host: h, host_raw, port, params, branch }))
 }
 
 impl<'a> HeaderValue<'a> for Via<'a> {
     fn parse_value(value: &'a [u8]) -> Option<Self> {
-        whole(value, via)
+        let base = std::str::from_utf8(value).ok()?;
+        whole(value, |i| via(base, i))
     }
 }
 
