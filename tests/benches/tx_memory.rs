@@ -2,7 +2,9 @@
 //! transactions kept alive (unreliable transport, so each sits in
 //! Completed until its timer), bytes counted by a counting allocator.
 //!
-//! Run: `cargo bench -p sipline-tests --bench tx_memory`.
+//! Run: `cargo bench -p sipline-tests --bench tx_memory`. For instruction
+//! counts under callgrind, run the built binary as `tx_memory reliable N`:
+//! it then only performs N reliable exchanges.
 
 use sipline_tests::pair::Pair;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -15,6 +17,16 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 fn main() {
     const N: usize = 10_000;
     let t0 = Instant::now();
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, mode, n, ..] = args.as_slice() {
+        if mode == "reliable" {
+            let n: usize = n.parse().expect("reliable N");
+            let mut pair = Pair::default();
+            let ok = (0..n).filter(|_| pair.exchange(t0, true)).count();
+            println!("{ok} reliable exchanges");
+            return;
+        }
+    }
     let mut pair = Pair::default();
     // Warm up so table growth is not charged to the measurement.
     for _ in 0..100 {

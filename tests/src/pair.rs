@@ -2,7 +2,7 @@
 //! a client sends MESSAGE, a server answers 200, parse and serialize
 //! included on both sides.
 
-use sipline::message::{Message, Salvaged, StatusCode};
+use sipline::message::{Message, MessageWriter, Method, Salvaged, StatusCode};
 use sipline::transaction::{Event, Output, TimerConfig, TransactionLayer};
 use std::time::Instant;
 
@@ -29,18 +29,29 @@ impl Default for Pair {
 }
 
 impl Pair {
-    /// A MESSAGE request with a fresh branch.
+    /// A MESSAGE request with a fresh branch, written with the library's
+    /// serializer (as a TU would).
     pub fn request(&mut self) -> Vec<u8> {
+        use std::fmt::Write as _;
         self.seq += 1;
         let branch = self.client.new_branch();
-        format!(
-            "MESSAGE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1:5060;branch={branch}\r\n\
-             Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a73kszlfl\r\nTo: <sip:bob@example.com>\r\n\
-             Call-ID: bench-{s}@192.0.2.1\r\nCSeq: {s} MESSAGE\r\nContent-Type: text/plain\r\n\
-             Content-Length: 5\r\n\r\nhello",
-            s = self.seq
-        )
-        .into_bytes()
+        let mut via = String::with_capacity(64);
+        let _ = write!(via, "SIP/2.0/TCP 192.0.2.1:5060;branch={branch}");
+        let mut call_id = String::with_capacity(32);
+        let _ = write!(call_id, "bench-{}@192.0.2.1", self.seq);
+        let mut cseq = String::with_capacity(24);
+        let _ = write!(cseq, "{} MESSAGE", self.seq);
+        let mut buf = Vec::with_capacity(400);
+        MessageWriter::request(&mut buf, Method::Message, "sip:bob@192.0.2.2")
+            .header_bytes("Via", via.as_bytes())
+            .header_bytes("Max-Forwards", b"70")
+            .header_bytes("From", b"<sip:alice@example.com>;tag=a73kszlfl")
+            .header_bytes("To", b"<sip:bob@example.com>")
+            .header_bytes("Call-ID", call_id.as_bytes())
+            .header_bytes("CSeq", cseq.as_bytes())
+            .header_bytes("Content-Type", b"text/plain")
+            .finish(b"hello");
+        buf
     }
 
     /// One whole transaction on each side: request out, request in,

@@ -3,7 +3,7 @@
 //! including the RFC 2543 fallback for branches without the magic cookie.
 
 use crate::message::headers::MAGIC_COOKIE;
-use crate::message::{Message, Method};
+use crate::message::{HeaderName, Message, Method};
 
 /// §17.1.3: a response matches the client transaction whose request had
 /// the same top Via branch and the same CSeq method. Kept as one string
@@ -108,21 +108,63 @@ impl ServerKey {
 
 /// §8.2.2.2: requests are merged (arrived twice by different paths) when
 /// they have no To tag and share From tag, Call-ID and CSeq but not the
-/// transaction.
+/// transaction. The key uses the whole From value, which no proxy changes,
+/// so no header needs a full parse on this per-request path.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MergeKey(String);
 
 impl MergeKey {
     /// The key of a request without a To tag (others cannot be merged).
     pub fn of(m: &Message<'_>) -> Option<MergeKey> {
-        if m.to()?.ok()?.tag().is_some() {
+        let h = m.headers();
+        let to = h.first(HeaderName::To)?.value();
+        if has_tag(to) {
             return None;
         }
-        let cseq = m.cseq()?.ok()?;
-        Some(MergeKey(format!("{}\n{}\n{}\n{}", m.from()?.ok()?.tag()?, m.call_id()?.ok()?, cseq.seq(), cseq.method())))
+        let from = h.first(HeaderName::From)?.value();
+        let call_id = h.first(HeaderName::CallId)?.value();
+        let cseq = h.first(HeaderName::CSeq)?.value();
+        let mut s = String::with_capacity(from.len() + call_id.len() + cseq.len() + 2);
+        for (i, part) in [from, call_id, cseq].into_iter().enumerate() {
+            if i > 0 {
+                s.push('\n');
+            }
+            s.push_str(std::str::from_utf8(part).ok()?);
+        }
+        Some(MergeKey(s))
     }
 
     pub(crate) fn into_string(self) -> String {
         self.0
+    }
+}
+
+/// Whether a From/To value carries a `tag` header parameter: the
+/// parameters follow the last `>` of a name-addr, or the first `;` of an
+/// addr-spec (§20.10).
+fn has_tag(v: &[u8]) -> bool {
+    let params = match memchr::memrchr(b'>', v) {
+        Some(p) => &v[p + 1..],
+        None => v,
+    };
+    params.split(|&c| c == b';').skip(1).any(|p| {
+        let name = p.split(|&c| c == b'=').next().unwrap_or_default();
+        crate::message::grammar::trim(name).eq_ignore_ascii_case(b"tag")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_tag;
+
+    #[test]
+    fn tag_detection_on_raw_values() {
+        assert!(has_tag(b"<sip:b@x>;tag=1"));
+        assert!(has_tag(b"Bob <sip:b@x> ; TAG = 1"));
+        assert!(has_tag(b"sip:b@x;tag=1"));
+        assert!(!has_tag(b"<sip:b@x;tag=1>"), "a URI parameter is not the header's tag");
+        assert!(!has_tag(b"\"a>b\" <sip:b@x>"));
+        assert!(!has_tag(b"sip:b@x"));
+        assert!(!has_tag(b"<sip:b@x>;tagx=1"));
     }
 }
