@@ -463,3 +463,26 @@ fn server_transport_error_ends_the_transaction() {
     l.handle_message(t0 + MS(2), b"OPTIONS sip:a SIP/2.0\r\n\r\n", 4, false);
     assert!(drain(&mut l).is_empty());
 }
+
+#[test]
+fn respond_refuses_what_is_not_a_response_and_gives_it_back() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    l.handle_message(t0, &request("OPTIONS", "z9hG4bKbad", ""), 4, false);
+    let server = match l.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("{other:?}"),
+    };
+    for bad in [
+        &b"OPTIONS sip:x SIP/2.0\r\n\r\n"[..],
+        b"SIP/2.0 99 Low\r\n\r\n",
+        b"SIP/2.0 700 High\r\n\r\n",
+        b"",
+        b"SIP/2.0 2000 X\r\n",
+    ] {
+        assert_eq!(l.respond(t0, server, bad.to_vec()), Err(RespondError::Malformed(bad.to_vec())));
+    }
+    assert_eq!(l.server_state(server), Some(ServerState::Trying));
+    l.respond(t0, server, response(200, "OPTIONS", "z9hG4bKbad")).unwrap();
+    assert_eq!(drain(&mut l), ["tx SIP/2.0 200 Whatever"]);
+}
