@@ -486,3 +486,48 @@ fn respond_refuses_what_is_not_a_response_and_gives_it_back() {
     l.respond(t0, server, response(200, "OPTIONS", "z9hG4bKbad")).unwrap();
     assert_eq!(drain(&mut l), ["tx SIP/2.0 200 Whatever"]);
 }
+
+#[test]
+fn remaining_transitions_of_figures_5_to_8() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+
+    // Figure 7: Completed resends the final response on a retransmitted
+    // INVITE; Confirmed absorbs retransmitted ACKs.
+    let inv = request("INVITE", "z9hG4bKf7", "");
+    l.handle_message(t0, &inv, 4, false);
+    let server = match l.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("{other:?}"),
+    };
+    l.respond(t0 + MS(1), server, response(480, "INVITE", "z9hG4bKf7")).unwrap();
+    assert_eq!(drain(&mut l), ["tx SIP/2.0 480 Whatever"]);
+    l.handle_message(t0 + MS(100), &inv, 4, false);
+    assert_eq!(drain(&mut l), ["tx SIP/2.0 480 Whatever"]);
+    let ack = request("ACK", "z9hG4bKf7", ";tag=tt1");
+    l.handle_message(t0 + MS(200), &ack, 4, false);
+    l.handle_message(t0 + MS(300), &ack, 4, false);
+    assert!(drain(&mut l).is_empty());
+    assert_eq!(l.server_state(server), Some(ServerState::Confirmed));
+
+    // Figure 5 (RFC 6026): Proceeding -> Accepted on a 2xx.
+    let client = l.send_request(t0 + MS(400), request("INVITE", "z9hG4bKf5", ""), 9, false).unwrap();
+    drain(&mut l);
+    l.handle_message(t0 + MS(450), &response(183, "INVITE", "z9hG4bKf5"), 9, false);
+    l.handle_message(t0 + MS(500), &response(200, "INVITE", "z9hG4bKf5"), 9, false);
+    assert_eq!(drain(&mut l), ["response SIP/2.0 183 Whatever", "response SIP/2.0 200 Whatever"]);
+    assert_eq!(l.client_state(client), Some(ClientState::Accepted));
+
+    // Figure 6: timer F also ends a transaction in Proceeding.
+    let t1 = t0 + MS(100_000);
+    l.handle_timeout(t1);
+    assert_eq!(drain(&mut l), ["terminated", "terminated"], "I and M ran out meanwhile");
+    let client = l.send_request(t1, request("OPTIONS", "z9hG4bKf6", ""), 9, false).unwrap();
+    drain(&mut l);
+    l.handle_message(t1 + MS(10), &response(100, "OPTIONS", "z9hG4bKf6"), 9, false);
+    drain(&mut l);
+    assert_eq!(l.client_state(client), Some(ClientState::Proceeding));
+    let log = run(&mut l, t1, Duration::from_secs(40));
+    assert!(log.iter().any(|(t, o)| o == "timeout" && *t == MS(32_000)));
+    assert_eq!(l.client_state(client), None);
+}
