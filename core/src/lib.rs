@@ -2,8 +2,8 @@
 //!
 //! A SIP (RFC 3261) endpoint stack with a sans-IO core: this crate consumes
 //! bytes and timer ticks and emits actions; it never touches sockets,
-//! threads, clocks or global randomness. Runtime crates (`sipline-tokio`,
-//! `sipline-smol`, `sipline-blocking`) own the IO.
+//! threads, clocks or global randomness. The runtime crates (one per
+//! async runtime, one for blocking threads) own the IO.
 //!
 //! Built so far: the [`message`] layer (a zero-copy parser, typed headers,
 //! URIs, stream framing and a serializer) and the [`transaction`] layer

@@ -311,19 +311,26 @@ pub(crate) fn is_escape(i: &[u8]) -> bool {
     matches!(i, [b'%', a, b, ..] if a.is_ascii_hexdigit() && b.is_ascii_hexdigit())
 }
 
+/// How many octets at the start of `i` are accepted by `ok` or form `%HH`
+/// escapes.
+pub(crate) fn escaped_len(ok: fn(u8) -> bool, i: &[u8]) -> usize {
+    let mut k = 0;
+    while k < i.len() {
+        if ok(i[k]) {
+            k += 1;
+        } else if is_escape(&i[k..]) {
+            k += 3;
+        } else {
+            break;
+        }
+    }
+    k
+}
+
 /// Consumes characters accepted by `ok` or `%HH` escapes (at least one).
 pub(crate) fn escaped_run(ok: fn(u8) -> bool) -> impl Fn(&[u8]) -> PResult<'_, &str> {
     move |i: &[u8]| {
-        let mut k = 0;
-        while k < i.len() {
-            if ok(i[k]) {
-                k += 1;
-            } else if is_escape(&i[k..]) {
-                k += 3;
-            } else {
-                break;
-            }
-        }
+        let k = escaped_len(ok, i);
         if k == 0 {
             return fail(i);
         }

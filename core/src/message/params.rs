@@ -4,7 +4,7 @@
 //! A [`Params`] is a validated, borrowed slice; it is walked lazily, so a
 //! message with parameters costs no allocation.
 
-use super::grammar::{fail, is_param_char, is_token, quoted_string, sep, unescape, unquote, PResult};
+use super::grammar::{escaped_len, fail, is_param_char, is_token, quoted_string, sep, unescape, unquote, PResult};
 use std::borrow::Cow;
 use std::fmt;
 
@@ -179,21 +179,6 @@ struct Span {
     name: (usize, usize),
     value: Option<(usize, usize)>,
     quoted: bool,
-}
-
-/// Octets at the start of `i` accepted by `ok` or as `%HH` escapes.
-fn escaped_len(ok: fn(u8) -> bool, i: &[u8]) -> usize {
-    let mut k = 0;
-    while k < i.len() {
-        if ok(i[k]) {
-            k += 1;
-        } else if super::grammar::is_escape(&i[k..]) {
-            k += 3;
-        } else {
-            break;
-        }
-    }
-    k
 }
 
 /// One `SEMI name [EQUAL value]`, located without building strings: the

@@ -386,14 +386,14 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
         let info = &after[..k];
         let colon = info.iter().position(|&c| c == b':');
         let user_len = colon.unwrap_or(k);
-        if escaped_len(is_user_char, &info[..user_len]) != Some(user_len) {
+        if super::grammar::escaped_len(is_user_char, &info[..user_len]) != user_len || user_len == 0 {
             return fail(whole);
         }
         let password = match colon {
             None => None,
             Some(c) => {
                 let p = &info[c + 1..];
-                if !p.is_empty() && escaped_len(is_password_char, p) != Some(p.len()) {
+                if !p.is_empty() && super::grammar::escaped_len(is_password_char, p) != p.len() {
                     return fail(whole);
                 }
                 Some(base + c + 1..base + k)
@@ -452,22 +452,6 @@ fn sip_uri<'a>(whole: &'a [u8], after: &'a [u8], secure: bool, ctx: UriContext) 
             headers,
         },
     ))
-}
-
-/// Length of the run of characters accepted by `ok` or `%HH` escapes at
-/// the start of `i` (`None` if empty).
-fn escaped_len(ok: fn(u8) -> bool, i: &[u8]) -> Option<usize> {
-    let mut k = 0;
-    while k < i.len() {
-        if ok(i[k]) {
-            k += 1;
-        } else if super::grammar::is_escape(&i[k..]) {
-            k += 3;
-        } else {
-            break;
-        }
-    }
-    (k > 0).then_some(k)
 }
 
 /// `headers = "?" header *( "&" header )`, `header = hname "=" hvalue`.
