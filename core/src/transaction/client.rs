@@ -5,7 +5,7 @@
 //! A machine owns its request bytes and timers and nothing else; it is
 //! driven with `now` and reports what must happen through [`Effect`]s.
 
-use super::timer::{Timer, TimerConfig};
+use super::timer::{Armed, Timer, TimerConfig};
 use super::Effect;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ pub struct ClientTransaction {
     /// Current retransmission interval of timer A or E.
     interval: Duration,
     /// Armed timers and when they fire.
-    armed: Vec<(Timer, Instant)>,
+    armed: Armed,
 }
 
 impl ClientTransaction {
@@ -74,7 +74,7 @@ impl ClientTransaction {
             request,
             ack: None,
             interval: config.t1,
-            armed: Vec::with_capacity(2),
+            armed: Armed::default(),
         };
         out.push(Effect::Transmit(tx.request.clone()));
         tx.arm(now, retransmit);
@@ -96,22 +96,15 @@ impl ClientTransaction {
     }
     /// The earliest armed timer, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.armed.iter().map(|&(_, at)| at).min()
+        self.armed.deadline()
     }
 
     fn arm(&mut self, now: Instant, timer: Timer) {
-        self.disarm(timer);
-        let Some(d) = self.config.initial(timer, self.reliable) else { return };
-        self.armed.push((timer, now + d));
-    }
-
-    fn arm_after(&mut self, now: Instant, timer: Timer, d: Duration) {
-        self.disarm(timer);
-        self.armed.push((timer, now + d));
+        self.armed.arm(now, timer, &self.config, self.reliable);
     }
 
     fn disarm(&mut self, timer: Timer) {
-        self.armed.retain(|&(t, _)| t != timer);
+        self.armed.disarm(timer);
     }
 
     fn terminate(&mut self, out: &mut Vec<Effect>) {
@@ -201,8 +194,7 @@ impl ClientTransaction {
 
     /// Fires every timer due at `now` (calling early is harmless).
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        while let Some(i) = self.armed.iter().position(|&(_, at)| at <= now) {
-            let (timer, at) = self.armed.swap_remove(i);
+        while let Some((timer, at)) = self.armed.pop_due(now) {
             self.fire(at, timer, out);
             if self.state == ClientState::Terminated {
                 return;
@@ -218,7 +210,7 @@ impl ClientTransaction {
             (Timer::A, ClientState::Calling) => {
                 out.push(Effect::Transmit(self.request.clone()));
                 self.interval *= 2;
-                self.arm_after(at, Timer::A, self.interval);
+                self.armed.arm_after(at, Timer::A, self.interval);
             }
             // §17.1.2.2: retransmit; E doubles up to T2 in Trying and is T2
             // in Proceeding.
@@ -229,7 +221,7 @@ impl ClientTransaction {
                 } else {
                     self.config.t2
                 };
-                self.arm_after(at, Timer::E, self.interval);
+                self.armed.arm_after(at, Timer::E, self.interval);
             }
             (Timer::B, ClientState::Calling) | (Timer::F, ClientState::Trying | ClientState::Proceeding) => {
                 out.push(Effect::Timeout);

@@ -2,7 +2,7 @@
 //! amended by RFC 6026 (the Accepted state and timer L) and the non-INVITE
 //! machine of figure 8.
 
-use super::timer::{Timer, TimerConfig};
+use super::timer::{Armed, Timer, TimerConfig};
 use super::Effect;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +45,7 @@ pub struct ServerTransaction {
     last: Option<Arc<[u8]>>,
     /// Current interval of timer G.
     interval: Duration,
-    armed: Vec<(Timer, Instant)>,
+    armed: Armed,
 }
 
 /// What the transaction did with a request that matched it.
@@ -73,7 +73,7 @@ impl ServerTransaction {
             config,
             last: None,
             interval: config.t1,
-            armed: Vec::with_capacity(2),
+            armed: Armed::default(),
         };
         if kind == ServerKind::Invite {
             tx.arm(now, Timer::Trying);
@@ -91,7 +91,7 @@ impl ServerTransaction {
     }
     /// The earliest armed timer, if any.
     pub fn deadline(&self) -> Option<Instant> {
-        self.armed.iter().map(|&(_, at)| at).min()
+        self.armed.deadline()
     }
     /// Whether the TU may still send a response through this transaction.
     pub fn accepts_response(&self, code: u16) -> bool {
@@ -104,14 +104,11 @@ impl ServerTransaction {
     }
 
     fn arm(&mut self, now: Instant, timer: Timer) {
-        self.disarm(timer);
-        if let Some(d) = self.config.initial(timer, self.reliable) {
-            self.armed.push((timer, now + d));
-        }
+        self.armed.arm(now, timer, &self.config, self.reliable);
     }
 
     fn disarm(&mut self, timer: Timer) {
-        self.armed.retain(|&(t, _)| t != timer);
+        self.armed.disarm(timer);
     }
 
     fn terminate(&mut self, out: &mut Vec<Effect>) {
@@ -199,8 +196,7 @@ impl ServerTransaction {
 
     /// Fires every timer due at `now` (calling early is harmless).
     pub fn on_timeout(&mut self, now: Instant, out: &mut Vec<Effect>) {
-        while let Some(i) = self.armed.iter().position(|&(_, at)| at <= now) {
-            let (timer, at) = self.armed.swap_remove(i);
+        while let Some((timer, at)) = self.armed.pop_due(now) {
             self.fire(at, timer, out);
             if self.state == ServerState::Terminated {
                 return;
@@ -220,8 +216,7 @@ impl ServerTransaction {
                     out.push(Effect::Transmit(r.clone()));
                 }
                 self.interval = (self.interval * 2).min(self.config.t2);
-                self.disarm(Timer::G);
-                self.armed.push((Timer::G, at + self.interval));
+                self.armed.arm_after(at, Timer::G, self.interval);
             }
             // §17.2.1: no ACK came.
             (Timer::H, ServerState::Completed) => {

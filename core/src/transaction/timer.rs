@@ -1,6 +1,6 @@
 //! Transaction timers (RFC 3261 §17, table 4 of Appendix A; RFC 6026 §8.4).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The base timer values every other timer derives from (RFC 3261 §17.1.1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +83,49 @@ impl TimerConfig {
             Timer::J => Some(zero_if_reliable(self.transaction_timeout())),
             Timer::Trying => Some(self.trying),
         }
+    }
+}
+
+/// The timers one transaction has armed, each with the instant it fires.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Armed(Vec<(Timer, Instant)>);
+
+impl Armed {
+    /// Arms `timer` with its first value on this transport (none for a
+    /// retransmission timer on a reliable one), replacing an earlier arming.
+    pub(crate) fn arm(&mut self, now: Instant, timer: Timer, config: &TimerConfig, reliable: bool) {
+        self.disarm(timer);
+        if let Some(d) = config.initial(timer, reliable) {
+            self.0.push((timer, now + d));
+        }
+    }
+
+    /// Arms `timer` to fire `after` past `at`.
+    pub(crate) fn arm_after(&mut self, at: Instant, timer: Timer, after: Duration) {
+        self.disarm(timer);
+        self.0.push((timer, at + after));
+    }
+
+    /// Stops `timer`.
+    pub(crate) fn disarm(&mut self, timer: Timer) {
+        self.0.retain(|&(t, _)| t != timer);
+    }
+
+    /// Stops every timer.
+    pub(crate) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The earliest instant a timer fires.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.0.iter().map(|&(_, at)| at).min()
+    }
+
+    /// Removes and returns a timer due at `now`, with the instant it was
+    /// due (so retransmission schedules hold even when woken late).
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Timer, Instant)> {
+        let i = self.0.iter().position(|&(_, at)| at <= now)?;
+        Some(self.0.swap_remove(i))
     }
 }
 
