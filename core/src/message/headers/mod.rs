@@ -17,7 +17,7 @@ pub use address::{Address, Contact, DisplayName};
 pub use auth::{AuthParams, Challenge, Credentials};
 pub use content::MediaType;
 pub use event::{Event, SubState, SubscriptionState};
-pub use misc::{CSeq, CallId, Date, RetryAfter, Warning};
+pub use misc::{CSeq, CallId, Date, RetryAfter, ServerVal, Warning};
 pub use via::{Via, MAGIC_COOKIE};
 
 use super::grammar::{quoted_string, sws, trim};
@@ -315,8 +315,6 @@ impl<'a> Message<'a> {
         self.value(HeaderName::Server)
     }
 }
-
-pub use misc::ServerVal;
 
 /// An option tag or other bare token (`Supported`, `Require`,
 /// `Content-Encoding`…).
