@@ -23,3 +23,4 @@
 pub mod message;
 pub mod rng;
 pub mod transaction;
+pub mod transport;

@@ -200,9 +200,16 @@ pub(crate) fn ascii(i: &[u8]) -> Option<&str> {
 /// boundaries. `None` if `part` does not lie within `base`.
 #[inline]
 pub(crate) fn sub<'a>(base: &'a str, part: &[u8]) -> Option<&'a str> {
-    // Address arithmetic on the two slices; no pointer is dereferenced.
-    let off = (part.as_ptr() as usize).checked_sub(base.as_ptr() as usize)?;
-    base.get(off..off.checked_add(part.len())?)
+    let off = offset_of(base.as_bytes(), part)?;
+    base.get(off..off + part.len())
+}
+
+/// Where `part`, a sub-slice of `whole`, starts in it; `None` if it does
+/// not lie within `whole`. Address arithmetic only: nothing is dereferenced.
+#[inline]
+pub(crate) fn offset_of(whole: &[u8], part: &[u8]) -> Option<usize> {
+    let off = (part.as_ptr() as usize).checked_sub(whole.as_ptr() as usize)?;
+    (off.checked_add(part.len())? <= whole.len()).then_some(off)
 }
 
 /// `token` (§25.1) as bytes.
