@@ -22,5 +22,6 @@
 
 pub mod message;
 pub mod rng;
+mod slab;
 pub mod transaction;
 pub mod transport;
