@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use sipline::transaction::{
-    ClientState, Event, Output, RespondError, SendError, ServerState, TimerConfig, TransactionLayer, TxId,
+    ClientState, Event, Output, RespondError, SendError, ServerId, ServerState, TimerConfig, TransactionLayer, TxId,
 };
 use std::time::{Duration, Instant};
 
@@ -61,6 +61,14 @@ fn drain(layer: &mut TransactionLayer<u8>) -> Vec<String> {
         });
     }
     v
+}
+
+/// The server transaction the next output announces.
+fn next_request(layer: &mut TransactionLayer<u8>) -> ServerId {
+    match layer.poll_output() {
+        Some(Output::Event(Event::Request { server, .. })) => server,
+        other => panic!("expected a new request, got {other:?}"),
+    }
 }
 
 /// Runs the clock from timer to timer until nothing is armed or `until`,
@@ -237,10 +245,7 @@ fn invite_server_trying_retransmissions_g_h_and_ack() {
     let t0 = t0 + MS(60_000);
     let inv = request("INVITE", "z9hG4bKs2", "");
     l.handle_message(t0, &inv, 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(10), server, response(603, "INVITE", "z9hG4bKs2")).unwrap();
     drain(&mut l);
     l.handle_message(t0 + MS(20), &request("ACK", "z9hG4bKs2", ";tag=tt1"), 4, false);
@@ -257,10 +262,7 @@ fn invite_server_2xx_acks_go_to_the_tu() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     l.handle_message(t0, &request("INVITE", "z9hG4bKs3", ""), 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(50), server, response(180, "INVITE", "z9hG4bKs3")).unwrap();
     assert_eq!(drain(&mut l), ["tx SIP/2.0 180 Whatever"]);
     l.respond(t0 + MS(60), server, response(200, "INVITE", "z9hG4bKs3")).unwrap();
@@ -289,10 +291,7 @@ fn non_invite_server_states_and_timer_j() {
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     let req = request("MESSAGE", "z9hG4bKn1", "");
     l.handle_message(t0, &req, 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     assert_eq!(l.server_state(server), Some(ServerState::Trying));
     assert_eq!(l.poll_timeout(), None, "no 100 Trying timer for non-INVITE");
     // A retransmission in Trying is absorbed silently.
@@ -312,10 +311,7 @@ fn non_invite_server_states_and_timer_j() {
     assert_eq!(drain(&mut l), ["terminated"]);
     // Reliable: J = 0.
     l.handle_message(t0 + MS(40_000), &request("MESSAGE", "z9hG4bKn2", ""), 4, true);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(40_001), server, response(200, "MESSAGE", "z9hG4bKn2")).unwrap();
     assert_eq!(drain(&mut l), ["tx SIP/2.0 200 Whatever", "terminated"]);
     assert!(l.is_empty());
@@ -400,10 +396,7 @@ fn invite_server_accepted_absorbs_retransmitted_invites() {
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     let inv = request("INVITE", "z9hG4bKa1", "");
     l.handle_message(t0, &inv, 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(10), server, response(200, "INVITE", "z9hG4bKa1")).unwrap();
     assert_eq!(drain(&mut l), ["tx SIP/2.0 200 Whatever"]);
     // RFC 6026 §8.5: the retransmitted INVITE is absorbed; the TU retransmits the 2xx.
@@ -420,10 +413,7 @@ fn reliable_invite_server_has_no_g_and_zero_i() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     l.handle_message(t0, &request("INVITE", "z9hG4bKrel", ""), 4, true);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(10), server, response(500, "INVITE", "z9hG4bKrel")).unwrap();
     drain(&mut l);
     // Only H (64·T1) is armed: no retransmission timer G on a reliable transport.
@@ -451,10 +441,7 @@ fn server_transport_error_ends_the_transaction() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     l.handle_message(t0, &request("INVITE", "z9hG4bKte", ""), 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.transport_error(t0 + MS(1), TxId::Server(server));
     assert_eq!(drain(&mut l), ["transport error", "terminated"]);
     assert!(l.is_empty());
@@ -469,10 +456,7 @@ fn respond_refuses_what_is_not_a_response_and_gives_it_back() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);
     l.handle_message(t0, &request("OPTIONS", "z9hG4bKbad", ""), 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     for bad in [
         &b"OPTIONS sip:x SIP/2.0\r\n\r\n"[..],
         b"SIP/2.0 99 Low\r\n\r\n",
@@ -496,10 +480,7 @@ fn remaining_transitions_of_figures_5_to_8() {
     // INVITE; Confirmed absorbs retransmitted ACKs.
     let inv = request("INVITE", "z9hG4bKf7", "");
     l.handle_message(t0, &inv, 4, false);
-    let server = match l.poll_output() {
-        Some(Output::Event(Event::Request { server, .. })) => server,
-        other => panic!("{other:?}"),
-    };
+    let server = next_request(&mut l);
     l.respond(t0 + MS(1), server, response(480, "INVITE", "z9hG4bKf7")).unwrap();
     assert_eq!(drain(&mut l), ["tx SIP/2.0 480 Whatever"]);
     l.handle_message(t0 + MS(100), &inv, 4, false);
