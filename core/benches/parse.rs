@@ -96,5 +96,40 @@ fn parse_typed(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parse, parse_validate, parse_typed);
+/// Framing a message from a stream (one read holding it whole, and the
+/// same bytes arriving in 100-octet reads) and then parsing it, against
+/// parsing it from one datagram.
+fn framing(c: &mut Criterion) {
+    use sipline::message::{Framed, StreamFramer};
+    let mut g = c.benchmark_group("framing");
+    let (name, input) = SIP[0];
+    g.throughput(bytes(input));
+    g.bench_function(BenchmarkId::new("datagram_parse", name), |b| {
+        b.iter(|| black_box(Message::parse(black_box(input)).is_ok()));
+    });
+    g.bench_function(BenchmarkId::new("stream_one_read", name), |b| {
+        let mut framer = StreamFramer::default();
+        b.iter(|| match framer.advance(black_box(input)) {
+            Ok(Framed::Message { len }) => black_box(Message::parse(&input[..len]).is_ok()),
+            other => panic!("{other:?}"),
+        });
+    });
+    g.bench_function(BenchmarkId::new("stream_100_octet_reads", name), |b| {
+        let mut framer = StreamFramer::default();
+        b.iter(|| {
+            let mut end = 0;
+            loop {
+                end = (end + 100).min(input.len());
+                match framer.advance(black_box(&input[..end])) {
+                    Ok(Framed::NeedMore) => {}
+                    Ok(Framed::Message { len }) => break black_box(Message::parse(&input[..len]).is_ok()),
+                    other => panic!("{other:?}"),
+                }
+            }
+        });
+    });
+    g.finish();
+}
+
+criterion_group!(benches, parse, parse_validate, parse_typed, framing);
 criterion_main!(benches);
