@@ -175,12 +175,20 @@ impl StreamFramer {
                 _ => self.after_crlf = false,
             }
         }
-        while let Some(n) = memchr::memchr(b'\n', &buf[self.scanned..]) {
-            let nl = self.scanned + n;
-            self.scanned = nl + 1;
-            if nl == 0 || buf[nl - 1] != b'\r' || buf[self.line_start..nl - 1].contains(&b'\r') {
-                return Err(FramingError::LineEnding);
+        // One pass finds line ends and stray CR or LF octets alike.
+        while let Some(n) = memchr::memchr2(b'\r', b'\n', &buf[self.scanned..]) {
+            let cr = self.scanned + n;
+            match (buf[cr], buf.get(cr + 1)) {
+                (b'\r', Some(b'\n')) => {}
+                (b'\r', None) => {
+                    // The LF may be in the next read: look at this CR again then.
+                    self.scanned = cr;
+                    break;
+                }
+                _ => return Err(FramingError::LineEnding),
             }
+            let nl = cr + 1;
+            self.scanned = nl + 1;
             if nl + 1 - self.line_start > self.limits.max_line {
                 return Err(FramingError::LineTooLong { limit: self.limits.max_line });
             }
@@ -210,7 +218,9 @@ impl StreamFramer {
                 }
             }
         }
-        self.scanned = buf.len();
+        if self.scanned < buf.len() && buf[self.scanned] != b'\r' {
+            self.scanned = buf.len();
+        }
         if buf.len() - self.line_start > self.limits.max_line {
             return Err(FramingError::LineTooLong { limit: self.limits.max_line });
         }
@@ -259,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn a_cr_at_the_end_of_a_read_waits_for_its_lf() {
+        let mut f = StreamFramer::default();
+        let msg = b"OPTIONS sip:a SIP/2.0\r\nl: 0\r\n\r\n";
+        for cut in 1..msg.len() {
+            let mut f2 = StreamFramer::default();
+            assert_eq!(f2.advance(&msg[..cut]), Ok(Framed::NeedMore), "cut at {cut}");
+            assert_eq!(f2.advance(msg), Ok(Framed::Message { len: msg.len() }), "cut at {cut}");
+        }
+        assert_eq!(f.advance(b"OPTIONS sip:a SIP/2.0\rX"), Err(FramingError::LineEnding));
+    }
+
+    #[test]
     fn keepalives() {
         let mut f = StreamFramer::default();
         assert_eq!(f.advance(b"\r\n\r\n"), Ok(Framed::Ping { len: 4 }));
@@ -278,8 +300,8 @@ mod tests {
         let mut buf = b"\r\n\rX".to_vec();
         buf.extend(std::iter::repeat_n(b'A', 100_000));
         assert_eq!(f.advance(&buf), Ok(Framed::Pong { len: 2 }));
-        // The stray CR starts a line that can never be valid: the limit ends it.
-        assert_eq!(f.advance(&buf[2..]), Err(FramingError::LineTooLong { limit: 128 }));
+        // The stray CR is seen at once.
+        assert_eq!(f.advance(&buf[2..]), Err(FramingError::LineEnding));
         let mut f = StreamFramer::new(limits);
         assert_eq!(f.advance(b"\r\n\rX\r\n"), Ok(Framed::Pong { len: 2 }));
         assert_eq!(f.advance(b"\rX\r\n"), Err(FramingError::LineEnding));
