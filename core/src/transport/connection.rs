@@ -1,17 +1,26 @@
-//! Stream connections (TCP now, TLS next): a table keyed by transport and
-//! remote address, framing of what arrives (§18.3), CRLF keep-alives
-//! (RFC 5626 §3.5.1) and the lifetime rules of DESIGN.md — an ad hoc
-//! outbound connection closes about a minute after its last use, a pinned
-//! one stays while its session lives, and any connection idle past the
-//! idle limit closes. A sender that starts a message and does not finish
-//! it in time is cut off.
+//! Stream connections (TCP and TLS): a table keyed by transport and
+//! remote address, TLS sessions (§26.2, see [`super::tls`]), framing of
+//! what arrives (§18.3), CRLF keep-alives (RFC 5626 §3.5.1) and the
+//! lifetime rules of DESIGN.md — an ad hoc outbound connection closes about
+//! a minute after its last use, a pinned one stays while its session lives,
+//! and any connection idle past the idle limit closes. A sender that starts
+//! a message and does not finish it in time is cut off.
+//!
+//! Memory per connection is bounded whatever the runtime hands in: bytes
+//! are taken [`INTAKE_CHUNK`] at a time and framed before more are taken,
+//! so a peer that floods a header is cut off at the framing limit plus one
+//! chunk.
 
+use super::tls::{TlsConfig, TlsConfigError, TlsContext, TlsFailure, TlsSession};
 use super::Transport;
 use crate::message::{Framed, FramingError, FramingLimits, StreamFramer};
 use crate::slab::Slab;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+/// Most octets taken from one `received` call before framing them.
+pub const INTAKE_CHUNK: usize = 16 * 1024;
 
 /// Limits and lifetimes of stream connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +59,7 @@ pub struct ConnId {
 }
 
 /// Why a connection was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CloseReason {
     /// Unused for longer than the linger time or the idle limit.
@@ -65,6 +74,8 @@ pub enum CloseReason {
     Closed,
     /// Asked to by the layer above.
     Requested,
+    /// TLS failed (handshake, certificate, or a fatal alert).
+    Tls(TlsFailure),
 }
 
 /// What the runtime must do, or what arrived.
@@ -104,6 +115,11 @@ pub enum StreamOutput {
         /// The message.
         bytes: Vec<u8>,
     },
+    /// A TLS handshake completed: the connection now carries messages.
+    Secured {
+        /// The connection.
+        conn: ConnId,
+    },
     /// A connection ended (after any `Close` the layer asked for).
     Closed {
         /// The connection.
@@ -129,7 +145,10 @@ struct Conn {
     transport: Transport,
     remote: SocketAddr,
     outbound: bool,
+    /// Messages may be written (TCP connected, or TLS handshake done).
     open: bool,
+    server_name: Option<String>,
+    tls: Option<Box<TlsSession>>,
     queued: Vec<Vec<u8>>,
     pins: u32,
     last_used: Instant,
@@ -148,6 +167,9 @@ pub struct Connections {
     by_peer: BTreeMap<(Transport, SocketAddr), ConnId>,
     timers: BTreeSet<(Instant, ConnId)>,
     out: VecDeque<StreamOutput>,
+    tls: Option<TlsContext>,
+    /// Scratch for plaintext out of TLS.
+    plain: Vec<u8>,
 }
 
 impl Connections {
@@ -159,6 +181,34 @@ impl Connections {
             by_peer: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
+            tls: TlsContext::new(&TlsConfig::default()).ok(),
+            plain: Vec::new(),
+        }
+    }
+
+    /// Sets the TLS certificates, keys and trusted roots.
+    pub fn set_tls(&mut self, config: &TlsConfig) -> Result<(), TlsConfigError> {
+        let mut context = TlsContext::new(config)?;
+        if let Some(old) = &self.tls {
+            if let Some((at, unix)) = old.anchor() {
+                context.set_wall_clock(at, unix);
+            }
+        }
+        self.tls = Some(context);
+        Ok(())
+    }
+
+    /// Tells the core the wall-clock time (since the Unix epoch) at `now`;
+    /// TLS certificates are checked against it, advanced by later `now`s.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
+        if let Some(tls) = &mut self.tls {
+            tls.set_wall_clock(now, unix);
+        }
+    }
+
+    fn tick(&self, now: Instant) {
+        if let Some(tls) = &self.tls {
+            tls.tick(now);
         }
     }
 
@@ -177,12 +227,15 @@ impl Connections {
         self.by_peer.get(&(transport, remote)).copied()
     }
 
-    fn insert(&mut self, now: Instant, transport: Transport, remote: SocketAddr, outbound: bool, open: bool) -> ConnId {
+    fn insert(&mut self, now: Instant, transport: Transport, remote: SocketAddr, outbound: bool) -> ConnId {
         let conn = Conn {
             transport,
             remote,
             outbound,
-            open,
+            // Inbound TCP carries messages at once; TLS after its handshake.
+            open: !outbound && transport == Transport::Tcp,
+            server_name: None,
+            tls: None,
             queued: Vec::new(),
             pins: 0,
             last_used: now,
@@ -218,7 +271,10 @@ impl Connections {
             if self.conns.len >= self.config.max_connections {
                 return Err(ConnectError::TooMany(bytes));
             }
-            let id = self.insert(now, transport, remote, true, false);
+            let id = self.insert(now, transport, remote, true);
+            if let Some(c) = self.conns.get_mut(id.index, id.generation) {
+                c.server_name = server_name.map(str::to_owned);
+            }
             self.out.push_back(StreamOutput::Open {
                 conn: id,
                 transport,
@@ -229,14 +285,27 @@ impl Connections {
         };
         if let Some(c) = self.conns.get_mut(id.index, id.generation) {
             c.last_used = now;
-            if c.open {
-                self.out.push_back(StreamOutput::Write { conn: id, bytes });
-            } else {
-                c.queued.push(bytes);
-            }
         }
+        self.write(id, bytes);
         self.reschedule(id);
         Ok(id)
+    }
+
+    /// Writes a message, or queues it until the connection carries messages.
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
+        if !c.open {
+            c.queued.push(bytes);
+            return;
+        }
+        match &mut c.tls {
+            Some(tls) => {
+                let mut wire = Vec::with_capacity(bytes.len() + 64);
+                tls.send(&bytes, &mut wire);
+                self.out.push_back(StreamOutput::Write { conn, bytes: wire });
+            }
+            None => self.out.push_back(StreamOutput::Write { conn, bytes }),
+        }
     }
 
     /// Writes on a given connection (a response going back the way its
@@ -244,35 +313,82 @@ impl Connections {
     pub fn send_on(&mut self, now: Instant, conn: ConnId, bytes: Vec<u8>) -> bool {
         let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return false };
         c.last_used = now;
-        if c.open {
-            self.out.push_back(StreamOutput::Write { conn, bytes });
-        } else {
-            c.queued.push(bytes);
-        }
+        self.write(conn, bytes);
         self.reschedule(conn);
         true
     }
 
-    /// The runtime accepted an inbound connection. Over the limit it is
-    /// closed at once (and `None` returned).
+    /// The runtime accepted an inbound connection. Over the limit, or TLS
+    /// with no local certificate, it is closed at once (and `None`
+    /// returned; the `Closed` output says why).
     pub fn accepted(&mut self, now: Instant, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
-        let id = self.insert(now, transport, remote, false, true);
+        if !transport.is_reliable() {
+            return None;
+        }
+        self.tick(now);
+        let id = self.insert(now, transport, remote, false);
         if self.conns.len > self.config.max_connections {
             self.close(id, CloseReason::Requested);
             return None;
         }
+        if transport == Transport::Tls {
+            let session = match &self.tls {
+                Some(tls) => tls.server(),
+                None => Err(TlsFailure::NoLocalCertificate),
+            };
+            match session {
+                Ok(s) => {
+                    if let Some(c) = self.conns.get_mut(id.index, id.generation) {
+                        c.tls = Some(Box::new(s));
+                    }
+                }
+                Err(e) => {
+                    self.close(id, CloseReason::Tls(e));
+                    return None;
+                }
+            }
+        }
         Some(id)
     }
 
-    /// The runtime connected an outbound connection: queued writes go out.
+    /// The runtime connected an outbound connection: queued writes go out
+    /// (over TLS, the handshake starts and they wait for it).
     pub fn opened(&mut self, now: Instant, conn: ConnId) {
+        self.tick(now);
         let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
-        c.open = true;
         c.last_used = now;
-        for bytes in std::mem::take(&mut c.queued) {
-            self.out.push_back(StreamOutput::Write { conn, bytes });
+        if c.transport == Transport::Tls {
+            let name = c.server_name.clone().unwrap_or_else(|| c.remote.ip().to_string());
+            let session = match &self.tls {
+                Some(tls) => tls.client(&name),
+                None => Err(TlsFailure::Handshake("TLS is not configured".into())),
+            };
+            match session {
+                Ok(mut s) => {
+                    let mut wire = Vec::new();
+                    s.flush(&mut wire);
+                    c.tls = Some(Box::new(s));
+                    if !wire.is_empty() {
+                        self.out.push_back(StreamOutput::Write { conn, bytes: wire });
+                    }
+                }
+                Err(e) => {
+                    self.close(conn, CloseReason::Tls(e));
+                    return;
+                }
+            }
+        } else {
+            c.open = true;
+            self.flush_queued(conn);
         }
         self.reschedule(conn);
+    }
+
+    fn flush_queued(&mut self, conn: ConnId) {
+        let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
+        for bytes in std::mem::take(&mut c.queued) {
+            self.write(conn, bytes);
+        }
     }
 
     /// The runtime could not connect.
@@ -310,19 +426,65 @@ impl Connections {
         self.reschedule(conn);
     }
 
-    /// Bytes arrived on a connection: framed into messages (§18.3), CRLF
-    /// pings answered (RFC 5626 §3.5.1). A framing error closes it.
+    /// Bytes arrived on a connection: decrypted when it is TLS, framed
+    /// into messages (§18.3), CRLF pings answered (RFC 5626 §3.5.1). A
+    /// framing error or a TLS failure closes it; peer's close_notify too.
     pub fn received(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
-        let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
-        c.last_used = now;
+        self.tick(now);
+        for chunk in bytes.chunks(INTAKE_CHUNK) {
+            let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
+            c.last_used = now;
+            let plain = if let Some(tls) = &mut c.tls {
+                let mut wire = Vec::new();
+                let mut plain = std::mem::take(&mut self.plain);
+                plain.clear();
+                let was_open = c.open;
+                let result = tls.receive(chunk, &mut plain, &mut wire);
+                if !wire.is_empty() {
+                    self.out.push_back(StreamOutput::Write { conn, bytes: wire });
+                }
+                if let Some(failure) = result.failure {
+                    self.plain = plain;
+                    self.close_now(conn, CloseReason::Tls(failure));
+                    return;
+                }
+                if result.established && !was_open {
+                    c.open = true;
+                    self.out.push_back(StreamOutput::Secured { conn });
+                    self.flush_queued(conn);
+                }
+                if !self.frame(now, conn, &plain) {
+                    self.plain = plain;
+                    return;
+                }
+                self.plain = plain;
+                if result.closed {
+                    self.close(conn, CloseReason::Closed);
+                    return;
+                }
+                continue;
+            } else {
+                chunk
+            };
+            if !self.frame(now, conn, plain) {
+                return;
+            }
+        }
+        self.reschedule(conn);
+    }
+
+    /// Frames plaintext that arrived; `false` if the connection closed.
+    fn frame(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) -> bool {
+        let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return false };
         c.buf.extend_from_slice(bytes);
         let mut error = None;
+        let mut pings = 0;
         loop {
             match c.framer.advance(&c.buf) {
                 Ok(Framed::NeedMore) => break,
                 Ok(Framed::Ping { len }) => {
                     c.buf.drain(..len);
-                    self.out.push_back(StreamOutput::Write { conn, bytes: b"\r\n".to_vec() });
+                    pings += 1;
                 }
                 Ok(Framed::Pong { len }) => {
                     c.buf.drain(..len);
@@ -343,11 +505,15 @@ impl Connections {
             }
         }
         c.partial_since = if c.buf.is_empty() { None } else { c.partial_since.or(Some(now)) };
+        for _ in 0..pings {
+            self.write(conn, b"\r\n".to_vec());
+        }
         if let Some(e) = error {
             self.close(conn, CloseReason::Framing(e));
-            return;
+            return false;
         }
         self.reschedule(conn);
+        true
     }
 
     /// Closes a connection on the layer's behalf.
@@ -355,7 +521,21 @@ impl Connections {
         self.close(conn, CloseReason::Requested);
     }
 
+    /// Closes gracefully: over TLS, close_notify goes out first.
     fn close(&mut self, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
+        if let Some(tls) = &mut c.tls {
+            let mut wire = Vec::new();
+            tls.close(&mut wire);
+            if !wire.is_empty() {
+                self.out.push_back(StreamOutput::Write { conn, bytes: wire });
+            }
+        }
+        self.close_now(conn, reason);
+    }
+
+    /// Closes with no more TLS records (after a fatal alert went out).
+    fn close_now(&mut self, conn: ConnId, reason: CloseReason) {
         if self.conns.get_mut(conn.index, conn.generation).is_some() {
             self.out.push_back(StreamOutput::Close { conn });
             self.forget(conn, reason);

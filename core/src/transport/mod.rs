@@ -13,8 +13,10 @@ mod connection;
 mod inbound;
 mod received;
 mod target;
+mod tls;
 
-pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput};
+pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput, INTAKE_CHUNK};
 pub use inbound::{inbound, Inbound};
 pub use received::stamp_received;
 pub use target::{response_target, target_for, transport_for_size, Target, TargetError, Transport};
+pub use tls::{TlsConfig, TlsConfigError, TlsFailure};
