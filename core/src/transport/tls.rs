@@ -76,6 +76,7 @@ impl TlsConfig {
     }
 
     /// Our certificate chain (DER, leaf first) and key (PKCS#8 DER).
+    #[must_use]
     pub fn with_identity_der(mut self, chain: Vec<Vec<u8>>, pkcs8_key: Vec<u8>) -> Self {
         self.chain = chain.into_iter().map(CertificateDer::from).collect();
         self.key = Some(Arc::new(PrivateKeyDer::Pkcs8(pkcs8_key.into())));
@@ -89,6 +90,7 @@ impl TlsConfig {
     }
 
     /// Adds a trusted root in DER.
+    #[must_use]
     pub fn with_root_der(mut self, root: Vec<u8>) -> Self {
         self.roots.push(CertificateDer::from(root));
         self
@@ -96,6 +98,7 @@ impl TlsConfig {
 
     /// Mutual TLS: as a server, accept only clients with a trusted
     /// certificate.
+    #[must_use]
     pub fn requiring_client_certificates(mut self) -> Self {
         self.require_client_cert = true;
         self
