@@ -1,22 +1,29 @@
 //! The transport layer (RFC 3261 §18), sans-IO: UDP, TCP and TLS.
 //!
-//! Built so far: choosing where a request goes ([`target_for`], RFC 3263
-//! without DNS; [`transport_for_size`], §18.1.1) and where a response goes
-//! ([`response_target`], §18.2.2), and stamping received requests with
-//! `received`/`rport` ([`stamp_received`], §18.2.1, RFC 3581), sorting what
-//! arrives ([`inbound`]: §18.1.2 sent-by check, keep-alives), and the
-//! stream [`Connections`] table (framing, keep-alives, linger, pinning, idle
-//! and slow-sender limits). The datagram path, the layer that ties these to
-//! the transaction layer, name resolution and TLS follow.
+//! [`TransportLayer`] is the whole layer as one object: datagrams in and
+//! out, stream [`Connections`] (framing, keep-alives, linger, pinning, idle
+//! and slow-sender limits) with TLS sessions from rustls, name resolution
+//! as an output ([`Output::Resolve`], RFC 3263 §4), and the checks on what
+//! arrives ([`inbound`]: §18.1.2 sent-by, §18.2.1 `received`/`rport`
+//! stamping, 400 for unparseable requests). The pieces are public too:
+//! choosing where a request goes ([`target_for`], [`transport_for_size`]
+//! for §18.1.1) and where a response goes ([`response_target`],
+//! [`Peer::reply_to`], §18.2.2).
 
 mod connection;
 mod inbound;
+mod layer;
 mod received;
+mod resolve;
 mod target;
 mod tls;
 
 pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput, INTAKE_CHUNK};
 pub use inbound::{inbound, Inbound};
+pub use layer::{
+    Output, Peer, Source, TransportConfig, TransportError, TransportEvent, TransportLayer, TransportStats,
+};
 pub use received::stamp_received;
+pub use resolve::{Answer, Lookup, QueryId, ResolveError, SrvRecord};
 pub use target::{response_target, target_for, transport_for_size, Target, TargetError, Transport};
 pub use tls::{TlsConfig, TlsConfigError, TlsFailure};

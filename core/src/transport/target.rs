@@ -62,6 +62,9 @@ pub struct Target {
     pub ip: Option<IpAddr>,
     /// The port.
     pub port: u16,
+    /// RFC 3263 §4.2: the host is a name and no port was given, so SRV
+    /// records are looked up first (`port` is then the fallback default).
+    pub srv: bool,
 }
 
 impl Target {
@@ -110,7 +113,8 @@ fn target_for_sip(sip: &SipUri<'_>, default: Transport) -> Result<Target, Target
             h => (h.ip().map(|a| a.to_string()).unwrap_or_default(), h.ip()),
         },
     };
-    Ok(Target { transport, host, ip, port: sip.port().unwrap_or(transport.default_port()) })
+    let srv = ip.is_none() && sip.port().is_none();
+    Ok(Target { transport, host, ip, port: sip.port().unwrap_or(transport.default_port()), srv })
 }
 
 /// §18.1.1: a request within 200 bytes of the path MTU (1500, so over
@@ -136,7 +140,8 @@ pub fn response_target(via: &Via<'_>) -> Option<Target> {
     let default_port = via.port().unwrap_or(transport.default_port());
     if let Some(maddr) = via.maddr() {
         let ip = maddr.trim_matches(['[', ']']).parse().ok();
-        return Some(Target { transport, host: maddr.trim_matches(['[', ']']).to_owned(), ip, port: default_port });
+        let host = maddr.trim_matches(['[', ']']).to_owned();
+        return Some(Target { transport, host, ip, port: default_port, srv: false });
     }
     let port = match via.rport() {
         Some(Some(p)) => p,
@@ -149,7 +154,7 @@ pub fn response_target(via: &Via<'_>) -> Option<Target> {
             h => (h.ip().map(|a| a.to_string()).unwrap_or_default(), h.ip()),
         },
     };
-    Some(Target { transport, host, ip, port })
+    Some(Target { transport, host, ip, port, srv: false })
 }
 
 #[cfg(test)]

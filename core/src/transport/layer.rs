@@ -1,0 +1,505 @@
+//! The transport layer as one sans-IO object (RFC 3261 §18): datagrams,
+//! stream connections with TLS, name resolution as an output (RFC 3263
+//! §4), and the §18.1.2/§18.2.1 checks on everything that arrives.
+
+use super::connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput};
+use super::resolve::{Answer, Lookup, QueryId, ResolveError, Resolver};
+use super::target::{response_target, Target, Transport};
+use super::tls::{TlsConfig, TlsConfigError};
+use super::{inbound, Inbound};
+use crate::message::headers::{HeaderValue, ListIter, Via};
+use crate::message::{HeaderName, Message, ParseError, Salvaged, StatusCode};
+use crate::rng::Rng;
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How the transport layer is set up.
+#[derive(Debug, Clone, Default)]
+pub struct TransportConfig {
+    /// Stream connection limits and lifetimes.
+    pub connections: ConnectionConfig,
+    /// TLS certificates, keys and trusted roots.
+    pub tls: TlsConfig,
+    /// Host names that mean this endpoint in a response's top Via sent-by
+    /// (§18.1.2), besides the listening addresses.
+    pub local_names: Vec<String>,
+}
+
+/// Where a message goes: a transport and an address, and for streams the
+/// connection to use while it is open.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Peer {
+    /// The transport.
+    pub transport: Transport,
+    /// The remote address.
+    pub remote: SocketAddr,
+    /// For UDP, the local address to send from (the one a request came
+    /// in on, so the reply leaves from it); `None`: any of the family.
+    pub local: Option<SocketAddr>,
+    /// For streams, the connection to use while it is open (§18.2.2); when
+    /// it has closed, a connection to `remote` is used or opened.
+    pub conn: Option<ConnId>,
+    /// For TLS, the name the server's certificate must carry (RFC 5922:
+    /// the host part of the URI, not an SRV target); the IP otherwise.
+    pub server_name: Option<Arc<str>>,
+}
+
+impl Peer {
+    /// A peer at `remote` over `transport`.
+    pub fn new(transport: Transport, remote: SocketAddr) -> Peer {
+        Peer { transport, remote, local: None, conn: None, server_name: None }
+    }
+
+    /// Whether the transport is reliable.
+    pub fn is_reliable(&self) -> bool {
+        self.transport.is_reliable()
+    }
+
+    /// §18.2.2: where the response to a request from `source` goes. Over a
+    /// stream, back on the connection it came on while that is open, else
+    /// to the `received` address and the sent-by (or `rport`) port; over
+    /// UDP, to `received` and the `rport` or sent-by port, from the local
+    /// address the request arrived at.
+    pub fn reply_to(source: &Source, request: &[u8]) -> Peer {
+        let target = top_via_target(request);
+        // Over a stream this is where a new connection goes if the one the
+        // request came on has closed: the sent-by port is where the peer
+        // listens (with rport, its connection's own port).
+        let remote = target.as_ref().and_then(Target::socket_addr).unwrap_or(source.remote);
+        let server_name = match &target {
+            Some(t) if t.ip.is_none() => Some(Arc::from(t.host.as_str())),
+            _ => None,
+        };
+        Peer { transport: source.transport, remote, local: source.local, conn: source.conn, server_name }
+    }
+}
+
+fn top_via_target(request: &[u8]) -> Option<Target> {
+    let m = Message::parse(request).ok()?;
+    let header = m.headers().first(HeaderName::Via)?;
+    let element = ListIter::new(header.value()).next()?;
+    response_target(&Via::parse_value(element)?)
+}
+
+/// Where a message came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Source {
+    /// The transport it came over.
+    pub transport: Transport,
+    /// The local address it arrived at (datagrams; `None` on streams).
+    pub local: Option<SocketAddr>,
+    /// The sender's address.
+    pub remote: SocketAddr,
+    /// The stream connection it came on.
+    pub conn: Option<ConnId>,
+}
+
+/// What the transport layer reports upwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TransportEvent {
+    /// A request arrived, its top Via stamped with `received`/`rport`
+    /// (§18.2.1, RFC 3581).
+    Request {
+        /// Where from.
+        source: Source,
+        /// The request.
+        bytes: Vec<u8>,
+    },
+    /// A response whose top Via sent-by is ours arrived (§18.1.2).
+    Response {
+        /// Where from.
+        source: Source,
+        /// The response.
+        bytes: Vec<u8>,
+    },
+    /// A name was resolved (RFC 3263 §4): peers in the order to try them.
+    Resolved {
+        /// The query [`TransportLayer::resolve`] returned.
+        query: QueryId,
+        /// The peers, or why there are none.
+        result: Result<Vec<Peer>, ResolveError>,
+    },
+    /// A TLS handshake completed.
+    Secured {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// A stream connection ended; the next send to its peer opens a new
+    /// one. Messages queued on a connection that failed are lost with it.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// What the runtime must do, or an event for the layer above.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send a datagram.
+    Datagram {
+        /// The local address to send from; `None`: any.
+        local: Option<SocketAddr>,
+        /// Where to.
+        remote: SocketAddr,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// Open a stream connection and report back with
+    /// [`TransportLayer::handle_connected`] or
+    /// [`TransportLayer::handle_connect_failed`].
+    Open {
+        /// The handle to report with.
+        conn: ConnId,
+        /// TCP or TLS (the runtime connects TCP; TLS runs in the core).
+        transport: Transport,
+        /// Where to.
+        remote: SocketAddr,
+        /// The TLS server name.
+        server_name: Option<String>,
+    },
+    /// Write bytes (ciphertext for TLS) on a connection.
+    Write {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Close a connection (no report back is needed).
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Look a name up; answer with [`TransportLayer::handle_resolved`].
+    Resolve {
+        /// The query to answer.
+        query: QueryId,
+        /// The name.
+        name: String,
+        /// Which records.
+        lookup: Lookup,
+    },
+    /// For the layer above.
+    Event(TransportEvent),
+}
+
+/// Why a send was refused; the bytes come back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The connection limit is reached.
+    #[error("too many connections")]
+    TooManyConnections(Arc<[u8]>),
+}
+
+/// Counters of what was dropped on the way in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Messages that could not be parsed.
+    pub malformed: u64,
+    /// Of those, requests answered with 400.
+    pub answered_400: u64,
+    /// Responses whose top Via was not ours (§18.1.2).
+    pub foreign_responses: u64,
+}
+
+/// The transport layer: datagrams, streams, TLS and name resolution,
+/// sans-IO.
+///
+/// Inputs are the `handle_*` methods; after each, drain
+/// [`poll_output`](Self::poll_output) until `None`, then read
+/// [`poll_timeout`](Self::poll_timeout).
+///
+/// ```
+/// use sipline::transport::{Output, Peer, Transport, TransportEvent, TransportLayer};
+/// use std::time::Instant;
+///
+/// # fn demo(now: Instant) {
+/// let mut layer = TransportLayer::new(Default::default(), 7).unwrap();
+/// let local = "127.0.0.1:5060".parse().unwrap();
+/// layer.add_listener(Transport::Udp, local);
+/// let peer = Peer::new(Transport::Tcp, "127.0.0.1:5070".parse().unwrap());
+/// let conn = layer.send(now, &peer, b"OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n...".as_slice().into()).unwrap();
+/// // No connection yet: the runtime is asked to open one.
+/// assert!(matches!(layer.poll_output(), Some(Output::Open { .. })));
+/// layer.handle_connected(now, conn.unwrap());
+/// assert!(matches!(layer.poll_output(), Some(Output::Write { .. })));
+/// # }
+/// ```
+pub struct TransportLayer {
+    conns: Connections,
+    resolver: Resolver,
+    listeners: Vec<(Transport, SocketAddr)>,
+    local_names: Vec<String>,
+    out: VecDeque<Output>,
+    rng: Rng,
+    stats: TransportStats,
+    last_now: Option<Instant>,
+}
+
+impl TransportLayer {
+    /// A transport layer; `seed` drives its randomness (SRV weights, tags
+    /// on 400 responses).
+    pub fn new(config: TransportConfig, seed: u64) -> Result<TransportLayer, TlsConfigError> {
+        let mut conns = Connections::new(config.connections);
+        conns.set_tls(&config.tls)?;
+        Ok(TransportLayer {
+            conns,
+            resolver: Resolver::default(),
+            listeners: Vec::new(),
+            local_names: config.local_names,
+            out: VecDeque::new(),
+            rng: Rng::new(seed),
+            stats: TransportStats::default(),
+            last_now: None,
+        })
+    }
+
+    /// Time never goes backwards: an earlier `now` is taken as the last.
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = match self.last_now {
+            Some(last) if now < last => {
+                debug_assert!(false, "time went backwards");
+                last
+            }
+            _ => now,
+        };
+        self.last_now = Some(now);
+        now
+    }
+
+    /// Tells the core the wall-clock time (since the Unix epoch) at `now`,
+    /// once at start: TLS certificates are checked against it.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
+        let now = self.clamp(now);
+        self.conns.set_wall_clock(now, unix);
+    }
+
+    /// Records an address the runtime listens on (after binding: with
+    /// port 0, the port the OS chose). Datagrams leave from a UDP listener
+    /// of the right family; sent-by checks accept these addresses.
+    pub fn add_listener(&mut self, transport: Transport, local: SocketAddr) {
+        if !self.listeners.contains(&(transport, local)) {
+            self.listeners.push((transport, local));
+        }
+    }
+
+    /// The addresses listened on.
+    pub fn listeners(&self) -> &[(Transport, SocketAddr)] {
+        &self.listeners
+    }
+
+    /// What was dropped on the way in.
+    pub fn stats(&self) -> TransportStats {
+        self.stats
+    }
+
+    /// The stream connections (for inspection).
+    pub fn connections(&self) -> &Connections {
+        &self.conns
+    }
+
+    /// Keeps a connection open while a session uses it.
+    pub fn pin(&mut self, conn: ConnId) {
+        self.conns.pin(conn);
+    }
+
+    /// Releases a pin; the ad hoc linger time runs again.
+    pub fn unpin(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.conns.unpin(now, conn);
+    }
+
+    /// Sets one connection's idle limit.
+    pub fn set_idle_limit(&mut self, conn: ConnId, limit: Duration) {
+        self.conns.set_idle_limit(conn, limit);
+    }
+
+    /// Closes a connection.
+    pub fn close(&mut self, conn: ConnId) {
+        self.conns.close_conn(conn);
+    }
+
+    /// Starts resolving `target` (RFC 3263 §4): an IP literal resolves at
+    /// once; a name with no port asks for SRV records first (§4.2), then
+    /// the targets' addresses; a name with a port asks for A/AAAA. The
+    /// answer arrives as [`TransportEvent::Resolved`].
+    pub fn resolve(&mut self, target: &Target) -> QueryId {
+        let (query, outputs) = self.resolver.start(target);
+        for o in outputs {
+            self.out.push_back(o);
+        }
+        query
+    }
+
+    /// An answer to an [`Output::Resolve`].
+    pub fn handle_resolved(&mut self, now: Instant, query: QueryId, answer: Answer) {
+        self.clamp(now);
+        for o in self.resolver.answer(query, answer, &mut self.rng) {
+            self.out.push_back(o);
+        }
+    }
+
+    /// Sends a message to `peer`. Over UDP it leaves at once; over a stream
+    /// it goes on `peer.conn` while that is open, else on the connection
+    /// to the peer's address, opened if there is none (queued until the
+    /// runtime reports it open and, for TLS, the handshake is done).
+    /// Returns the connection used, for streams.
+    pub fn send(&mut self, now: Instant, peer: &Peer, bytes: Arc<[u8]>) -> Result<Option<ConnId>, TransportError> {
+        let now = self.clamp(now);
+        if !peer.transport.is_reliable() {
+            let local = peer.local.or_else(|| self.udp_local(peer.remote.ip()));
+            self.out.push_back(Output::Datagram { local, remote: peer.remote, bytes });
+            return Ok(None);
+        }
+        if let Some(conn) = peer.conn {
+            if self.conns.send_on(now, conn, bytes.to_vec()) {
+                return Ok(Some(conn));
+            }
+        }
+        let name = peer.server_name.as_deref();
+        match self.conns.send(now, peer.transport, peer.remote, name, bytes.to_vec()) {
+            Ok(conn) => Ok(Some(conn)),
+            Err(ConnectError::TooMany(_) | ConnectError::NotStream(_)) => {
+                Err(TransportError::TooManyConnections(bytes))
+            }
+        }
+    }
+
+    fn udp_local(&self, remote: IpAddr) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(t, a)| *t == Transport::Udp && a.is_ipv4() == remote.is_ipv4()).map(|&(_, a)| a)
+    }
+
+    /// A datagram arrived at `local` from `remote`.
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        self.clamp(now);
+        let source = Source { transport: Transport::Udp, local: Some(local), remote, conn: None };
+        self.arrived(source, bytes);
+    }
+
+    /// The runtime accepted a connection on a TCP or TLS listener. Returns
+    /// its handle, or `None` when it must be refused (the connection limit,
+    /// or TLS with no certificate: a [`TransportEvent::Closed`] says why).
+    pub fn handle_accepted(&mut self, now: Instant, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
+        let now = self.clamp(now);
+        self.conns.accepted(now, transport, remote)
+    }
+
+    /// An [`Output::Open`] connected.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.conns.opened(now, conn);
+    }
+
+    /// An [`Output::Open`] failed.
+    pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.conns.failed(now, conn);
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_stream_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let now = self.clamp(now);
+        self.conns.received(now, conn, bytes);
+    }
+
+    /// The peer closed a connection (or reading it failed).
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.conns.closed(now, conn);
+    }
+
+    /// Time passed: closes idle and slow connections. Idempotent.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        self.conns.handle_timeout(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conns.poll_timeout()
+    }
+
+    /// The next output; drain until `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return Some(o);
+            }
+            match self.conns.poll_output()? {
+                StreamOutput::Open { conn, transport, remote, server_name } => {
+                    return Some(Output::Open { conn, transport, remote, server_name })
+                }
+                StreamOutput::Write { conn, bytes } => return Some(Output::Write { conn, bytes }),
+                StreamOutput::Close { conn } => return Some(Output::Close { conn }),
+                StreamOutput::Secured { conn } => return Some(Output::Event(TransportEvent::Secured { conn })),
+                StreamOutput::Closed { conn, reason } => {
+                    return Some(Output::Event(TransportEvent::Closed { conn, reason }))
+                }
+                StreamOutput::Message { conn, transport, remote, bytes } => {
+                    let source = Source { transport, local: None, remote, conn: Some(conn) };
+                    self.arrived(source, &bytes);
+                }
+            }
+        }
+    }
+
+    /// §18.1.2 / §18.2.1 on one arrived message.
+    fn arrived(&mut self, source: Source, bytes: &[u8]) {
+        let verdict = inbound(bytes, source.remote, |host, port| self.is_ours(host, port));
+        match verdict {
+            Inbound::Request(bytes) => self.out.push_back(Output::Event(TransportEvent::Request { source, bytes })),
+            Inbound::Response(bytes) => self.out.push_back(Output::Event(TransportEvent::Response { source, bytes })),
+            Inbound::ForeignResponse => self.stats.foreign_responses += 1,
+            Inbound::KeepAlive => {}
+            Inbound::Malformed(e) => self.malformed(source, bytes, e),
+        }
+    }
+
+    /// §8.2 / RFC 3261 §16.3: an unparseable request that still shows
+    /// Via, From, To, Call-ID and CSeq gets a 400; anything else is
+    /// dropped. Either way it is counted.
+    fn malformed(&mut self, source: Source, bytes: &[u8], error: ParseError) {
+        self.stats.malformed += 1;
+        let salvaged = Salvaged::scan(bytes);
+        if salvaged.method.is_none() || salvaged.method == Some("ACK") {
+            return;
+        }
+        let mut response = Vec::with_capacity(512);
+        let tag = self.rng.hex(8);
+        let Some(code) = StatusCode::new(400) else { return };
+        if !salvaged.write_response(&mut response, code, &bad_request_reason(error), &tag) {
+            return;
+        }
+        self.stats.answered_400 += 1;
+        let peer = Peer::reply_to(&source, &response);
+        if let Some(now) = self.last_now {
+            let _ = self.send(now, &peer, response.into());
+        }
+    }
+
+    /// §18.1.2: whether a Via sent-by is one this endpoint writes: a name
+    /// from the config, or an address it listens on (an unspecified
+    /// listening address matches any address of its family), with the
+    /// port of one of its listeners. With nothing configured, any.
+    fn is_ours(&self, host: &str, port: Option<u16>) -> bool {
+        if self.listeners.is_empty() && self.local_names.is_empty() {
+            return true;
+        }
+        let port_ok = |p: u16| self.listeners.is_empty() || self.listeners.iter().any(|(_, a)| a.port() == p);
+        let named = self.local_names.iter().any(|n| n.eq_ignore_ascii_case(host));
+        let ip: Option<IpAddr> = host.trim_start_matches('[').trim_end_matches(']').parse().ok();
+        let listened = ip.is_some_and(|ip| {
+            self.listeners.iter().any(|(_, a)| a.ip() == ip || (a.ip().is_unspecified() && a.is_ipv4() == ip.is_ipv4()))
+        });
+        (named || listened) && (port.map_or_else(|| port_ok(5060) || port_ok(5061), port_ok))
+    }
+}
+
+fn bad_request_reason(e: ParseError) -> String {
+    format!("Bad Request ({e})")
+}
