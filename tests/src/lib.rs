@@ -1,11 +1,16 @@
 //! `sipline-tests`: shared helpers for the project's integration tests.
 //!
 //! The conformance corpus (RFC 4475, RFC 5118) lives in `tests/corpus/`;
-//! [`sim`] is the deterministic network simulation and [`tu`] holds small
-//! transaction users that drive the transaction layer through it.
+//! [`sim`] is the deterministic datagram simulation and [`tu`] holds small
+//! transaction users that drive the transaction layer through it; [`net`]
+//! simulates whole transport layers (datagrams, TCP, TLS) and [`stack`]
+//! runs those transaction users over it; [`certs`] makes test PKI.
 
+pub mod certs;
+pub mod net;
 pub mod pair;
 pub mod sim;
+pub mod stack;
 pub mod tu;
 
 use std::path::PathBuf;

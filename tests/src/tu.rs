@@ -6,6 +6,7 @@
 use crate::sim::{Node, NodeId};
 use sipline::message::{Message, Salvaged, StatusCode};
 use sipline::transaction::{ClientId, Event, Output, ServerId, TimerConfig, TransactionLayer};
+use sipline::transport::Transport;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -39,11 +40,13 @@ pub fn expected_code(method: &str, seq: u32) -> u16 {
     }
 }
 
-/// The client side.
-pub struct Uac {
+/// The client side, generic over how peers are named (a simulation node
+/// id, or a transport-layer [`sipline::transport::Peer`]).
+pub struct Uac<P = NodeId> {
     /// The transaction layer under test.
-    pub layer: TransactionLayer<NodeId>,
-    peer: NodeId,
+    pub layer: TransactionLayer<P>,
+    peer: P,
+    transport: Transport,
     plans: VecDeque<Plan>,
     /// Started transactions: id -> (plan, start time).
     pub started: BTreeMap<ClientId, (Plan, Instant)>,
@@ -57,12 +60,21 @@ pub struct Uac {
     pub acks: u32,
 }
 
-impl Uac {
-    /// A UAC that will run `plans` (sorted by time) against `peer`.
+impl Uac<NodeId> {
+    /// A UAC that will run `plans` (sorted by time) against `peer` over UDP.
     pub fn new(seed: u64, peer: NodeId, plans: Vec<Plan>) -> Self {
+        Uac::over(seed, peer, Transport::Udp, plans)
+    }
+}
+
+impl<P: Clone> Uac<P> {
+    /// A UAC that will run `plans` (sorted by time) against `peer` over
+    /// `transport` (written in its Via; reliable ones get no retransmits).
+    pub fn over(seed: u64, peer: P, transport: Transport, plans: Vec<Plan>) -> Self {
         Uac {
             layer: TransactionLayer::new(TimerConfig::default(), seed),
             peer,
+            transport,
             plans: plans.into(),
             started: BTreeMap::new(),
             outcomes: BTreeMap::new(),
@@ -83,13 +95,15 @@ impl Uac {
             let Some(plan) = self.plans.pop_front() else { break };
             let branch = self.layer.new_branch();
             let req = format!(
-                "{m} sip:uas@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+                "{m} sip:uas@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/{t} 192.0.2.1:5060;branch={branch}\r\n\
                  Max-Forwards: 70\r\nFrom: <sip:uac@192.0.2.1>;tag=u{s}\r\nTo: <sip:uas@192.0.2.2>\r\n\
                  Call-ID: call-{s}\r\nCSeq: {s} {m}\r\nContent-Length: 0\r\n\r\n",
                 m = plan.method,
-                s = plan.seq
+                s = plan.seq,
+                t = self.transport.as_str()
             );
-            match self.layer.send_request(now, req.into_bytes(), self.peer, false) {
+            let reliable = self.transport.is_reliable();
+            match self.layer.send_request(now, req.into_bytes(), self.peer.clone(), reliable) {
                 Ok(id) => {
                     self.started.insert(id, (plan, now));
                 }
@@ -111,12 +125,13 @@ impl Uac {
         };
         let branch = self.layer.new_branch();
         let ack = format!(
-            "ACK sip:uas@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\nMax-Forwards: 70\r\n\
+            "ACK sip:uas@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/{t} 192.0.2.1:5060;branch={branch}\r\nMax-Forwards: 70\r\n\
              From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
             String::from_utf8_lossy(from.value()),
             String::from_utf8_lossy(to.value()),
             call_id,
-            cseq.seq()
+            cseq.seq(),
+            t = self.transport.as_str()
         );
         self.acks += 1;
         self.direct.push_back(ack.into_bytes());
@@ -128,26 +143,52 @@ fn status_and_method(bytes: &[u8]) -> Option<(u16, String)> {
     Some((m.status()?.as_u16(), m.cseq()?.ok()?.method().as_str().to_owned()))
 }
 
-impl Node for Uac {
+impl Node for Uac<NodeId> {
     fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        self.now = Some(now);
-        self.layer.handle_message(now, bytes, from, false);
+        self.on_message(now, bytes, from);
     }
     fn handle_timeout(&mut self, now: Instant) {
+        self.on_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout()
+    }
+    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.next_transmit()
+    }
+    fn drain_events(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl<P: Clone> Uac<P> {
+    /// A message from `from` arrived.
+    pub fn on_message(&mut self, now: Instant, bytes: &[u8], from: P) {
+        self.now = Some(now);
+        self.layer.handle_message(now, bytes, from, self.transport.is_reliable());
+    }
+    /// Time passed: start due plans, fire due timers.
+    pub fn on_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         self.start_due(now);
         self.layer.handle_timeout(now);
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    /// The next plan or timer.
+    pub fn next_timeout(&self) -> Option<Instant> {
         let plan = self.plans.front().map(|p| p.at);
         match (plan, self.layer.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
-    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+    /// Events noted since the last call.
+    pub fn take_events(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.events)
+    }
+    /// The next message to send, and where.
+    pub fn next_transmit(&mut self) -> Option<(P, Vec<u8>)> {
         if let Some(ack) = self.direct.pop_front() {
-            return Some((self.peer, ack));
+            return Some((self.peer.clone(), ack));
         }
         loop {
             match self.layer.poll_output()? {
@@ -184,27 +225,24 @@ impl Node for Uac {
             }
         }
     }
-    fn drain_events(&mut self) -> Vec<String> {
-        std::mem::take(&mut self.events)
-    }
 }
 
-impl Uac {
+impl<P> Uac<P> {
     /// The time of the step being processed (outcomes are stamped with it).
     fn layer_now(&self) -> Instant {
         self.now.unwrap_or_else(|| panic!("an outcome before any input"))
     }
 }
 
-/// The server side.
-pub struct Uas {
+/// The server side (generic over peer names, like [`Uac`]).
+pub struct Uas<P = NodeId> {
     /// The transaction layer under test.
-    pub layer: TransactionLayer<NodeId>,
+    pub layer: TransactionLayer<P>,
     /// 2xx being retransmitted until ACKed: Call-ID -> state.
     pub pending_2xx: BTreeMap<String, Retransmit>,
     events: Vec<String>,
     now: Option<Instant>,
-    queued: VecDeque<(NodeId, Vec<u8>)>,
+    queued: VecDeque<(P, Vec<u8>)>,
     /// Requests answered.
     pub answered: u32,
 }
@@ -218,7 +256,7 @@ pub struct Retransmit {
     give_up: Instant,
 }
 
-impl Uas {
+impl<P: Clone> Uas<P> {
     /// A UAS.
     pub fn new(seed: u64) -> Self {
         Uas {
@@ -254,13 +292,33 @@ impl Uas {
     }
 }
 
-impl Node for Uas {
+impl Node for Uas<NodeId> {
     fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
-        self.now = Some(now);
-        self.layer.handle_message(now, bytes, from, false);
-        self.pump(now);
+        self.on_message(now, bytes, from, false);
     }
     fn handle_timeout(&mut self, now: Instant) {
+        self.on_timeout(now);
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_timeout()
+    }
+    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.next_transmit()
+    }
+    fn drain_events(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl<P: Clone> Uas<P> {
+    /// A request (or ACK) from `from` arrived.
+    pub fn on_message(&mut self, now: Instant, bytes: &[u8], from: P, reliable: bool) {
+        self.now = Some(now);
+        self.layer.handle_message(now, bytes, from, reliable);
+        self.pump(now);
+    }
+    /// Time passed.
+    pub fn on_timeout(&mut self, now: Instant) {
         self.now = Some(now);
         self.layer.handle_timeout(now);
         let t2 = TimerConfig::default().t2;
@@ -282,25 +340,26 @@ impl Node for Uas {
         }
         self.pump(now);
     }
-    fn poll_timeout(&self) -> Option<Instant> {
+    /// The next timer.
+    pub fn next_timeout(&self) -> Option<Instant> {
         let r = self.pending_2xx.values().map(|r| r.next.min(r.give_up)).min();
         match (r, self.layer.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
-    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+    /// The next message to send, and where.
+    pub fn next_transmit(&mut self) -> Option<(P, Vec<u8>)> {
         if let Some(now) = self.now {
             self.pump(now);
         }
         self.queued.pop_front()
     }
-    fn drain_events(&mut self) -> Vec<String> {
+    /// Events noted since the last call.
+    pub fn take_events(&mut self) -> Vec<String> {
         std::mem::take(&mut self.events)
     }
-}
 
-impl Uas {
     /// Handles the layer's events right away (answers are immediate), and
     /// keeps transmissions queued for `poll_transmit`.
     fn pump(&mut self, now: Instant) {

@@ -1,0 +1,86 @@
+//! Test PKI made on the spot with `rcgen` (Ed25519 keys: fixed-size
+//! signatures keep TLS record sizes, and so simulated timings, stable).
+
+use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ED25519};
+use sipline::transport::TlsConfig;
+
+/// The Unix time the simulations give the core as "now" (2026-11-21).
+pub const SIM_UNIX_TIME: u64 = 1_795_219_200;
+
+/// A certificate authority.
+pub struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    /// Its certificate, PEM.
+    pub pem: String,
+    /// Its certificate, DER.
+    pub der: Vec<u8>,
+}
+
+/// A leaf certificate and its key.
+pub struct Leaf {
+    /// Certificate chain (leaf, then the CA), PEM.
+    pub chain_pem: String,
+    /// The private key, PKCS#8 PEM.
+    pub key_pem: String,
+    /// Certificate chain, DER.
+    pub chain_der: Vec<Vec<u8>>,
+    /// The private key, PKCS#8 DER.
+    pub key_der: Vec<u8>,
+}
+
+fn key() -> KeyPair {
+    KeyPair::generate_for(&PKCS_ED25519).expect("Ed25519 key generation")
+}
+
+impl Ca {
+    /// A new root CA called `name`.
+    pub fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2040, 1, 1);
+        let key = key();
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca { pem: cert.pem(), der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+    }
+
+    /// A leaf for `names` valid in the years `from..until` (Jan 1st).
+    pub fn issue_valid(&self, names: &[&str], from: i32, until: i32) -> Leaf {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(names).expect("leaf params");
+        params.not_before = date_time_ymd(from, 1, 1);
+        params.not_after = date_time_ymd(until, 1, 1);
+        let key = key();
+        let cert = params.signed_by(&key, &self.issuer).expect("leaf signed");
+        Leaf {
+            chain_pem: format!("{}{}", cert.pem(), self.pem),
+            key_pem: key.serialize_pem(),
+            chain_der: vec![cert.der().to_vec(), self.der.clone()],
+            key_der: key.serialize_der(),
+        }
+    }
+
+    /// A leaf for `names`, valid 2020–2040.
+    pub fn issue(&self, names: &[&str]) -> Leaf {
+        self.issue_valid(names, 2020, 2040)
+    }
+}
+
+impl Leaf {
+    /// A TLS config presenting this leaf (read from PEM, as a runtime
+    /// would from files) and trusting `roots`.
+    pub fn tls(&self, roots: &[&Ca]) -> TlsConfig {
+        let mut config =
+            TlsConfig::default().with_identity_pem(self.chain_pem.as_bytes(), self.key_pem.as_bytes()).expect("PEM");
+        for ca in roots {
+            config = config.with_roots_pem(ca.pem.as_bytes()).expect("CA PEM");
+        }
+        config
+    }
+}
+
+/// A TLS config with no certificate of its own, trusting `roots`.
+pub fn trusting(roots: &[&Ca]) -> TlsConfig {
+    roots.iter().fold(TlsConfig::default(), |c, ca| c.with_root_der(ca.der.clone()))
+}
