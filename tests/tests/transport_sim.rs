@@ -202,6 +202,19 @@ fn tls_handshake_then_messages_in_any_segmentation() {
     }
 }
 
+#[test]
+fn tls_writes_larger_than_the_rustls_send_buffer_arrive_whole() {
+    let ca = Ca::new("sim CA");
+    let server = ca.issue(&["bob.example.com"]);
+    let mut net = pair(tls_config(trusting(&[&ca])), tls_config(server.tls(&[])), Segments::Random(5000), 10);
+    // Three 40 KB messages in one 120 KB write (rustls buffers 64 KiB).
+    let sent: Vec<Vec<u8>> = (5000..5003).map(|n| message(n + 700, Transport::Tls)).collect();
+    assert!(sent.iter().all(|m| m.len() > 40_000));
+    send(&mut net, Transport::Tls, sent.concat());
+    net.run_for(Duration::from_secs(5), 1_000_000);
+    assert_requests(&net, &sent);
+}
+
 /// The server's view and the client's view of one mutual-TLS attempt.
 fn mutual(client: TlsConfig, server: TlsConfig) -> (Net<Recorder>, Vec<CloseReason>, Vec<CloseReason>) {
     let mut net = pair(tls_config(client), tls_config(server.requiring_client_certificates()), Segments::Whole, 7);

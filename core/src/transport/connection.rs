@@ -476,6 +476,14 @@ impl Connections {
     /// Frames plaintext that arrived; `false` if the connection closed.
     fn frame(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) -> bool {
         let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return false };
+        // Grow by doubling, but never past what the limits can need (the
+        // largest message plus one chunk): a flood stops at the limit.
+        let needed = c.buf.len() + bytes.len();
+        if needed > c.buf.capacity() {
+            let cap = self.config.framing.max_message + INTAKE_CHUNK;
+            let want = needed.max((c.buf.capacity() * 2).min(cap));
+            c.buf.reserve_exact(want - c.buf.len());
+        }
         c.buf.extend_from_slice(bytes);
         let mut error = None;
         let mut pings = 0;

@@ -329,9 +329,20 @@ impl TlsSession {
     }
 
     /// Encrypts `plain` for the wire.
-    pub(crate) fn send(&mut self, plain: &[u8], wire: &mut Vec<u8>) {
-        // rustls buffers without limit by default; the writer cannot fail.
-        let _ = self.conn.writer().write_all(plain);
+    pub(crate) fn send(&mut self, mut plain: &[u8], wire: &mut Vec<u8>) {
+        // rustls takes as much as its send buffer allows (64 KiB by
+        // default); encrypt that out to `wire` and go on.
+        while !plain.is_empty() {
+            match self.conn.writer().write(plain) {
+                Ok(n) if n > 0 => plain = &plain[n..],
+                _ => {
+                    if !self.conn.wants_write() {
+                        break;
+                    }
+                }
+            }
+            self.flush(wire);
+        }
         self.flush(wire);
     }
 
