@@ -6,9 +6,10 @@
 //! async runtime, one for blocking threads) own the IO.
 //!
 //! Built so far: the [`message`] layer (a zero-copy parser, typed headers,
-//! URIs, stream framing and a serializer) and the [`transaction`] layer
-//! (RFC 3261 §17 with RFC 6026). The transport, dialog and endpoint layers
-//! follow (see `DESIGN.md`).
+//! URIs, stream framing and a serializer), the [`transaction`] layer
+//! (RFC 3261 §17 with RFC 6026) and the [`transport`] layer (RFC 3261 §18:
+//! UDP, TCP and TLS with rustls, a connection table, RFC 3263 resolution
+//! as outputs). The dialog and endpoint layers follow (see `DESIGN.md`).
 //!
 //! ## The drain rule
 //!

@@ -7,9 +7,7 @@
 //! Run: `cargo bench -p sipline-tests --bench tls`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use sipline::transport::{
-    ConnId, Output, Peer, TlsConfig, Transport, TransportConfig, TransportEvent, TransportLayer,
-};
+use sipline::transport::{ConnId, Output, Peer, TlsConfig, Transport, TransportConfig, TransportEvent, TransportLayer};
 use sipline_tests::certs::{trusting, Ca, SIM_UNIX_TIME};
 use std::hint::black_box;
 use std::sync::Arc;

@@ -186,6 +186,59 @@ fn a_dropped_connection_is_reported_and_the_next_send_reconnects() {
 }
 
 #[test]
+fn responses_go_back_on_the_connection_or_to_the_sent_by_port_18_2_2() {
+    let mut net = pair(TransportConfig::default(), TransportConfig::default(), Segments::Whole, 11);
+    net.listen(0, Transport::Tcp, 5060);
+    let ok = |n: u32| {
+        let m = String::from_utf8(message(n, Transport::Tcp)).unwrap();
+        let via = m.lines().find(|l| l.starts_with("Via:")).unwrap().to_owned();
+        format!(
+            "SIP/2.0 200 OK\r\n{via}\r\nFrom: <sip:alice@192.0.2.1>;tag=a{n}\r\nTo: <sip:bob@192.0.2.2>;tag=b\r\n\
+             Call-ID: m{n}\r\nCSeq: {n} MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    };
+    let respond = |net: &mut Net<Recorder>, index: usize, response: Vec<u8>| {
+        let (source, request) = net.hosts[1]
+            .app
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                TransportEvent::Request { source, bytes } => Some((*source, bytes.clone())),
+                _ => None,
+            })
+            .nth(index)
+            .unwrap();
+        let peer = Peer::reply_to(&source, &request);
+        net.with(1, |now, h| h.layer.send(now, &peer, response.into()).unwrap());
+        net.run_for(net.elapsed() + Duration::from_secs(1), 10_000);
+    };
+    send(&mut net, Transport::Tcp, message(1, Transport::Tcp));
+    net.run_for(Duration::from_secs(1), 10_000);
+    // While the request's connection is open, the response takes it.
+    respond(&mut net, 0, ok(1));
+    assert_eq!(net.trace().matches(" open TCP ").count(), 1);
+    // The connection drops before the next answer: a new connection goes
+    // to the sent-by address (192.0.2.1:5060, where host 0 listens).
+    send(&mut net, Transport::Tcp, message(2, Transport::Tcp));
+    net.run_for(net.elapsed() + Duration::from_secs(1), 10_000);
+    let conn = net.hosts[0].layer.connections().find(Transport::Tcp, net.addr(1, 5060)).unwrap();
+    net.sever(0, conn);
+    respond(&mut net, 1, ok(2));
+    assert!(net.trace().contains(" 1 open TCP 192.0.2.2:40000->192.0.2.1:5060 "), "{}", net.trace());
+    let responses: Vec<_> = net.hosts[0]
+        .app
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            TransportEvent::Response { source, .. } => Some(source.conn.is_some()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(responses, [true, true]);
+}
+
+#[test]
 fn tls_handshake_then_messages_in_any_segmentation() {
     let ca = Ca::new("sim CA");
     let server = ca.issue(&["bob.example.com"]);

@@ -272,6 +272,7 @@ impl Connections {
                 return Err(ConnectError::TooMany(bytes));
             }
             let id = self.insert(now, transport, remote, true);
+            tracing::debug!(conn = id.index, transport = transport.as_str(), %remote, "opening connection");
             if let Some(c) = self.conns.get_mut(id.index, id.generation) {
                 c.server_name = server_name.map(str::to_owned);
             }
@@ -552,6 +553,7 @@ impl Connections {
 
     fn forget(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.remove(conn.index, conn.generation) else { return };
+        tracing::debug!(conn = conn.index, transport = c.transport.as_str(), remote = %c.remote, ?reason, "connection closed");
         if self.by_peer.get(&(c.transport, c.remote)) == Some(&conn) {
             self.by_peer.remove(&(c.transport, c.remote));
         }

@@ -454,7 +454,10 @@ impl TransportLayer {
         match verdict {
             Inbound::Request(bytes) => self.out.push_back(Output::Event(TransportEvent::Request { source, bytes })),
             Inbound::Response(bytes) => self.out.push_back(Output::Event(TransportEvent::Response { source, bytes })),
-            Inbound::ForeignResponse => self.stats.foreign_responses += 1,
+            Inbound::ForeignResponse => {
+                tracing::debug!(remote = %source.remote, "§18.1.2: response with a foreign top Via dropped");
+                self.stats.foreign_responses += 1;
+            }
             Inbound::KeepAlive => {}
             Inbound::Malformed(e) => self.malformed(source, bytes, e),
         }
@@ -464,6 +467,7 @@ impl TransportLayer {
     /// Via, From, To, Call-ID and CSeq gets a 400; anything else is
     /// dropped. Either way it is counted.
     fn malformed(&mut self, source: Source, bytes: &[u8], error: ParseError) {
+        tracing::debug!(remote = %source.remote, transport = source.transport.as_str(), %error, "unparseable message");
         self.stats.malformed += 1;
         let salvaged = Salvaged::scan(bytes);
         if salvaged.method.is_none() || salvaged.method == Some("ACK") {
