@@ -239,6 +239,40 @@ fn responses_go_back_on_the_connection_or_to_the_sent_by_port_18_2_2() {
 }
 
 #[test]
+fn large_requests_go_over_tcp_unless_the_uri_says_udp_18_1_1() {
+    use sipline::message::Uri;
+    use sipline::transport::{target_for, transport_for_size};
+    for (uri, expected) in [("sip:bob@192.0.2.2", Transport::Tcp), ("sip:bob@192.0.2.2;transport=udp", Transport::Udp)]
+    {
+        let parsed = Uri::parse(uri).unwrap();
+        let target = target_for(&parsed, Transport::Udp).unwrap();
+        let forced = parsed.as_sip().unwrap().transport().is_some();
+        // A 2 000-octet request: over the 1 300 that §18.1.1 allows on UDP.
+        let big = message(260, Transport::Udp);
+        assert!(big.len() > 1300);
+        let transport = transport_for_size(&target, forced, big.len());
+        assert_eq!(transport, expected, "{uri}");
+        // The Via names the transport the request really takes.
+        let request =
+            String::from_utf8(big).unwrap().replace("SIP/2.0/UDP", &format!("SIP/2.0/{}", transport.as_str()));
+        let mut net = pair(TransportConfig::default(), TransportConfig::default(), Segments::Random(1000), 12);
+        let peer = Peer::new(transport, target.socket_addr().unwrap());
+        net.with(0, |now, h| h.layer.send(now, &peer, request.clone().into_bytes().into()).unwrap());
+        net.run_for(Duration::from_secs(1), 10_000);
+        let got: Vec<_> = net.hosts[1]
+            .app
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                TransportEvent::Request { source, bytes } => Some((source.transport, bytes.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, [(expected, request.len())], "{uri}");
+    }
+}
+
+#[test]
 fn tls_handshake_then_messages_in_any_segmentation() {
     let ca = Ca::new("sim CA");
     let server = ca.issue(&["bob.example.com"]);
@@ -423,4 +457,32 @@ fn transactions_over_tls_replay_on_plaintext_and_events() {
         assert_eq!(outcomes, again_outcomes);
         assert!(events(&trace).iter().filter(|l| l.contains("response from")).count() >= 20);
     });
+}
+
+#[test]
+fn names_are_resolved_by_the_runtime_rfc_3263() {
+    use sipline::message::Uri;
+    use sipline::transport::{target_for, Answer, Lookup, Output};
+    let now = origin();
+    let mut layer = layer(TransportConfig::default(), 1, now);
+    let target = target_for(&Uri::parse("sips:bob@example.com").unwrap(), Transport::Udp).unwrap();
+    let job = layer.resolve(&target);
+    let Some(Output::Resolve { query, name, lookup: Lookup::Srv }) = layer.poll_output() else {
+        panic!("no SRV query")
+    };
+    assert_eq!(name, "_sips._tcp.example.com");
+    layer.handle_resolved(now, query, Answer::NotFound);
+    let Some(Output::Resolve { query, name, lookup: Lookup::Ip }) = layer.poll_output() else { panic!("no A query") };
+    assert_eq!(name, "example.com");
+    layer.handle_resolved(now, query, Answer::Ips(vec!["192.0.2.5".parse().unwrap(), "2001:db8::5".parse().unwrap()]));
+    match layer.poll_output() {
+        Some(Output::Event(TransportEvent::Resolved { query, result: Ok(peers) })) => {
+            assert_eq!(query, job);
+            let got: Vec<_> = peers.iter().map(|p| (p.transport, p.remote.to_string())).collect();
+            assert_eq!(got, [(Transport::Tls, "192.0.2.5:5061".into()), (Transport::Tls, "[2001:db8::5]:5061".into())]);
+            assert!(peers.iter().all(|p| p.server_name.as_deref() == Some("example.com")));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(layer.poll_output(), None);
 }
