@@ -525,6 +525,14 @@ impl Connections {
         true
     }
 
+    /// Closes every connection (shutdown).
+    pub fn close_all(&mut self) {
+        let ids: Vec<ConnId> = self.by_peer.values().copied().collect();
+        for id in ids {
+            self.close(id, CloseReason::Requested);
+        }
+    }
+
     /// Closes a connection on the layer's behalf.
     pub fn close_conn(&mut self, conn: ConnId) {
         self.close(conn, CloseReason::Requested);

@@ -324,6 +324,11 @@ impl TransportLayer {
         self.conns.close_conn(conn);
     }
 
+    /// Closes every connection (on shutdown).
+    pub fn close_all(&mut self) {
+        self.conns.close_all();
+    }
+
     /// Starts resolving `target` (RFC 3263 §4): an IP literal resolves at
     /// once; a name with no port asks for SRV records first (§4.2), then
     /// the targets' addresses; a name with a port asks for A/AAAA. The

@@ -1,0 +1,785 @@
+//! The endpoint: what an application embeds. It owns a transaction layer
+//! and a transport layer, builds requests (RFC 3261 §8.1.1), follows each
+//! one from name resolution to its final response, and hands incoming
+//! requests to the application to answer (§8.2.6).
+//!
+//! Sans-IO like the layers under it: feed it the runtime's inputs (the
+//! `handle_*` methods), give it commands ([`Endpoint::send_request`],
+//! [`Endpoint::respond`]), then drain [`Endpoint::poll_output`] until
+//! `None` and sleep until [`Endpoint::poll_timeout`].
+//!
+//! ```
+//! use sipline::endpoint::{Endpoint, EndpointConfig, Output, Request};
+//! use std::time::Instant;
+//!
+//! # fn demo(now: Instant) {
+//! let mut ep = Endpoint::new(EndpointConfig::new("sip:alice@192.0.2.1")).unwrap();
+//! let id = ep.send_request(now, Request::message("sip:bob@192.0.2.2", "text/plain", b"hi".to_vec())).unwrap();
+//! // The target is an address: the MESSAGE leaves at once over UDP.
+//! assert!(matches!(ep.poll_output(), Some(Output::Datagram { .. })));
+//! # let _ = id;
+//! # }
+//! ```
+
+use crate::message::{Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
+use crate::rng::Rng;
+use crate::transaction::{self, ClientId, ServerId, TimerConfig, TransactionLayer, TxId};
+use crate::transport::{
+    self, target_for, transport_for_size, CloseReason, ConnId, Peer, QueryId, ResolveError, Source, TargetError,
+    TlsConfigError, TlsFailure, Transport, TransportConfig, TransportEvent, TransportLayer,
+};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How an endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// The endpoint's address of record (`From` of its requests).
+    pub aor: String,
+    /// Display name for `From`.
+    pub display_name: Option<String>,
+    /// User-Agent / Server header value.
+    pub user_agent: Option<String>,
+    /// Transport when a URI names none (`sips:` is always TLS).
+    pub default_transport: Transport,
+    /// Transport layer settings (connections, TLS).
+    pub transport: TransportConfig,
+    /// T1, T2, T4.
+    pub timers: TimerConfig,
+    /// Seed for tags, branches and Call-IDs.
+    pub seed: u64,
+}
+
+impl EndpointConfig {
+    /// Defaults for the address of record `aor`: UDP, default timers.
+    pub fn new(aor: &str) -> EndpointConfig {
+        EndpointConfig {
+            aor: aor.to_owned(),
+            display_name: None,
+            user_agent: Some(concat!("sipline/", env!("CARGO_PKG_VERSION")).to_owned()),
+            default_transport: Transport::Udp,
+            transport: TransportConfig::default(),
+            timers: TimerConfig::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// Why an endpoint cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The address of record is not a SIP or SIPS URI.
+    #[error("the address of record is not a SIP URI")]
+    Aor,
+    /// The TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
+}
+
+/// A request the application sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method (not ACK or CANCEL, which belong to sessions).
+    pub method: Method<'static>,
+    /// The Request-URI, also the `To` URI.
+    pub uri: String,
+    /// Extra header lines (name, value), written as given.
+    pub headers: Vec<(String, String)>,
+    /// Content-Type, when there is a body.
+    pub content_type: Option<String>,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// A page-mode MESSAGE (RFC 3428) to `uri`.
+    pub fn message(uri: &str, content_type: &str, body: Vec<u8>) -> Request {
+        Request {
+            method: Method::Message,
+            uri: uri.to_owned(),
+            headers: Vec::new(),
+            content_type: Some(content_type.to_owned()),
+            body,
+        }
+    }
+
+    /// Any method to `uri`, with no body.
+    pub fn new(method: Method<'static>, uri: &str) -> Request {
+        Request { method, uri: uri.to_owned(), headers: Vec::new(), content_type: None, body: Vec::new() }
+    }
+}
+
+/// A request handle, returned at once; its outcome comes as an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+/// An incoming request to answer with [`Endpoint::respond`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IncomingId(ServerId);
+
+/// A response, owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// The status code.
+    pub code: u16,
+    /// The reason phrase.
+    pub reason: String,
+    /// The whole response.
+    pub bytes: Arc<[u8]>,
+}
+
+impl Response {
+    fn from_bytes(bytes: &Arc<[u8]>) -> Option<Response> {
+        let m = Message::parse(bytes).ok()?;
+        let line = m.status_line()?;
+        let (code, reason) = (line.code.as_u16(), line.reason().into_owned());
+        Some(Response { code, reason, bytes: bytes.clone() })
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No final response in time (timer B or F, 64·T1).
+    #[error("request timed out")]
+    Timeout,
+    /// A final response of 300 or above.
+    #[error("{} {}", .0.code, .0.reason)]
+    Failure(Response),
+    /// The connection could not be made or broke before the answer.
+    #[error("connection failed: {0:?}")]
+    ConnectionFailed(CloseReason),
+    /// TLS failed.
+    #[error(transparent)]
+    Tls(TlsFailure),
+    /// The target's name did not resolve.
+    #[error(transparent)]
+    Resolve(ResolveError),
+    /// The endpoint shut down first.
+    #[error("the endpoint shut down")]
+    ShutDown,
+}
+
+/// Why a command was refused at once.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The Request-URI does not parse.
+    #[error("invalid Request-URI")]
+    InvalidUri,
+    /// The URI cannot be a target.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// ACK and CANCEL are not sent this way.
+    #[error("{0} is not sent on its own")]
+    Method(String),
+    /// The endpoint is shutting down.
+    #[error("the endpoint is shutting down")]
+    ShuttingDown,
+}
+
+/// Why [`Endpoint::respond`] refused; the transaction layer's reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RespondError {
+    /// The incoming request is unknown or already answered finally.
+    #[error("no such incoming request")]
+    Unknown,
+    /// The status code is out of range.
+    #[error("invalid status code")]
+    Status,
+}
+
+/// What the endpoint reports to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A provisional (1xx) response to a request.
+    Provisional {
+        /// The request.
+        request: RequestId,
+        /// The response.
+        response: Response,
+    },
+    /// A request ended: a 2xx, or why not.
+    Outcome {
+        /// The request.
+        request: RequestId,
+        /// The 2xx, or the failure.
+        result: Result<Response, RequestError>,
+    },
+    /// A request arrived; answer it with [`Endpoint::respond`].
+    Incoming {
+        /// The handle to answer with.
+        incoming: IncomingId,
+        /// Its method.
+        method: String,
+        /// Where it came from.
+        source: Source,
+        /// The request.
+        request: Arc<[u8]>,
+    },
+    /// Shutdown finished: nothing is left running.
+    ShutDown,
+}
+
+/// What the runtime must do, or an event for the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Output {
+    /// Send a datagram.
+    Datagram {
+        /// Local address to send from; `None`: any.
+        local: Option<SocketAddr>,
+        /// Where to.
+        remote: SocketAddr,
+        /// The bytes.
+        bytes: Arc<[u8]>,
+    },
+    /// Open a stream connection; report with `handle_connected` or
+    /// `handle_connect_failed`.
+    Open {
+        /// The handle.
+        conn: ConnId,
+        /// TCP or TLS (the runtime connects TCP either way).
+        transport: Transport,
+        /// Where to.
+        remote: SocketAddr,
+    },
+    /// Write on a connection.
+    Write {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// Close a connection.
+    Close {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// Resolve a name; answer with `handle_resolved`.
+    Resolve {
+        /// The query.
+        query: QueryId,
+        /// The name.
+        name: String,
+        /// Which records.
+        lookup: transport::Lookup,
+    },
+    /// For the application.
+    Event(Event),
+}
+
+enum Stage {
+    Resolving(QueryId),
+    Sent(ClientId),
+}
+
+struct Pending {
+    request: Request,
+    target_forced: bool,
+    stage: Stage,
+    /// Where the request went (streams: failures of that connection end it).
+    peer: Option<(Transport, SocketAddr)>,
+    /// A transport failure seen for this request's connection.
+    failure: Option<RequestError>,
+}
+
+/// A SIP endpoint, sans-IO.
+pub struct Endpoint {
+    config: EndpointConfig,
+    transactions: TransactionLayer<Peer>,
+    transport: TransportLayer,
+    rng: Rng,
+    next_id: u64,
+    pending: BTreeMap<RequestId, Pending>,
+    by_client: BTreeMap<ClientId, RequestId>,
+    by_query: BTreeMap<QueryId, RequestId>,
+    /// Stream connections and the (transport, address) they lead to.
+    conn_peer: BTreeMap<ConnId, (Transport, SocketAddr)>,
+    incoming: BTreeMap<ServerId, Arc<[u8]>>,
+    /// The source of the request being handed to the transaction layer.
+    arriving: Option<Source>,
+    out: VecDeque<Output>,
+    shutting_down: bool,
+    shut_down: bool,
+    buf: Vec<u8>,
+    last_now: Option<Instant>,
+}
+
+impl Endpoint {
+    /// An endpoint with `config`.
+    pub fn new(config: EndpointConfig) -> Result<Endpoint, ConfigError> {
+        match Uri::parse(&config.aor) {
+            Ok(u) if u.as_sip().is_some() => {}
+            _ => return Err(ConfigError::Aor),
+        }
+        let transport = TransportLayer::new(config.transport.clone(), config.seed ^ 0x7a)?;
+        Ok(Endpoint {
+            transactions: TransactionLayer::new(config.timers, config.seed),
+            transport,
+            rng: Rng::new(config.seed ^ 0xe9d),
+            next_id: 0,
+            pending: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            by_query: BTreeMap::new(),
+            conn_peer: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            arriving: None,
+            out: VecDeque::new(),
+            shutting_down: false,
+            shut_down: false,
+            buf: Vec::new(),
+            last_now: None,
+            config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// The transport layer (listeners, connections, statistics).
+    pub fn transport(&self) -> &TransportLayer {
+        &self.transport
+    }
+
+    /// Requests still waiting for their outcome.
+    pub fn outstanding(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn clamp(&mut self, now: Instant) -> Instant {
+        let now = self.last_now.map_or(now, |l| l.max(now));
+        self.last_now = Some(now);
+        now
+    }
+
+    /// Records an address the runtime listens on (the OS's choice for
+    /// port 0). Requests name it in their Via.
+    pub fn add_listener(&mut self, transport: Transport, local: SocketAddr) {
+        self.transport.add_listener(transport, local);
+    }
+
+    /// Tells the core the wall-clock time, for TLS certificate checks.
+    pub fn set_wall_clock(&mut self, now: Instant, unix: Duration) {
+        let now = self.clamp(now);
+        self.transport.set_wall_clock(now, unix);
+    }
+
+    /// Sends `request`; the outcome arrives as [`Event::Outcome`].
+    pub fn send_request(&mut self, now: Instant, request: Request) -> Result<RequestId, SendError> {
+        let now = self.clamp(now);
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        if matches!(request.method, Method::Ack | Method::Cancel) {
+            return Err(SendError::Method(request.method.as_str().to_owned()));
+        }
+        let uri = Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
+        let target = target_for(&uri, self.config.default_transport)?;
+        let target_forced = uri.as_sip().is_some_and(|s| s.transport().is_some());
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        let query = self.transport.resolve(&target);
+        self.by_query.insert(query, id);
+        self.pending
+            .insert(id, Pending { request, target_forced, stage: Stage::Resolving(query), peer: None, failure: None });
+        self.pump(now);
+        Ok(id)
+    }
+
+    /// Answers an incoming request with `code` (a final code ends it).
+    pub fn respond(&mut self, now: Instant, incoming: IncomingId, code: u16, reason: &str) -> Result<(), RespondError> {
+        let now = self.clamp(now);
+        let status = StatusCode::new(code).ok_or(RespondError::Status)?;
+        let request = self.incoming.get(&incoming.0).ok_or(RespondError::Unknown)?.clone();
+        let Ok(m) = Message::parse(&request) else { return Err(RespondError::Unknown) };
+        let mut response = Vec::with_capacity(request.len() + 64);
+        let tag = self.rng.hex(8);
+        if !Salvaged::from_message(&m).write_response(&mut response, status, reason, &tag) {
+            return Err(RespondError::Unknown);
+        }
+        self.transactions.respond(now, incoming.0, response).map_err(|_| RespondError::Unknown)?;
+        if code >= 200 {
+            self.incoming.remove(&incoming.0);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Stops taking requests; outstanding ones fail with
+    /// [`RequestError::ShutDown`], open connections close, and
+    /// [`Event::ShutDown`] follows.
+    pub fn shutdown(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        self.shutting_down = true;
+        let ids: Vec<RequestId> = self.pending.keys().copied().collect();
+        for id in ids {
+            self.finish(id, Err(RequestError::ShutDown));
+        }
+        for (server, request) in std::mem::take(&mut self.incoming) {
+            // Unanswered requests get a 503 (§21.5.4) so the peer stops waiting.
+            if let Ok(m) = Message::parse(&request) {
+                let mut response = Vec::new();
+                if let Some(code) = StatusCode::new(503) {
+                    let tag = self.rng.hex(8);
+                    if Salvaged::from_message(&m).write_response(&mut response, code, "Service Unavailable", &tag) {
+                        let _ = self.transactions.respond(now, server, response);
+                    }
+                }
+            }
+        }
+        self.pump(now);
+        self.transport.close_all();
+        self.pump(now);
+        if !self.shut_down {
+            self.shut_down = true;
+            self.out.push_back(Output::Event(Event::ShutDown));
+        }
+    }
+
+    /// A datagram arrived.
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
+        let now = self.clamp(now);
+        self.transport.handle_datagram(now, local, remote, bytes);
+        self.pump(now);
+    }
+
+    /// The runtime accepted a TCP or TLS connection; `None`: close it.
+    pub fn handle_accepted(&mut self, now: Instant, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
+        let now = self.clamp(now);
+        let conn = self.transport.handle_accepted(now, transport, remote);
+        self.pump(now);
+        conn
+    }
+
+    /// An [`Output::Open`] connected.
+    pub fn handle_connected(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.transport.handle_connected(now, conn);
+        self.pump(now);
+    }
+
+    /// An [`Output::Open`] failed.
+    pub fn handle_connect_failed(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.transport.handle_connect_failed(now, conn);
+        self.pump(now);
+    }
+
+    /// Bytes arrived on a connection.
+    pub fn handle_stream_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
+        let now = self.clamp(now);
+        self.transport.handle_stream_data(now, conn, bytes);
+        self.pump(now);
+    }
+
+    /// A connection closed.
+    pub fn handle_closed(&mut self, now: Instant, conn: ConnId) {
+        let now = self.clamp(now);
+        self.transport.handle_closed(now, conn);
+        self.pump(now);
+    }
+
+    /// An answer to an [`Output::Resolve`].
+    pub fn handle_resolved(&mut self, now: Instant, query: QueryId, answer: transport::Answer) {
+        let now = self.clamp(now);
+        self.transport.handle_resolved(now, query, answer);
+        self.pump(now);
+    }
+
+    /// Time passed. Idempotent; early calls do nothing.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        self.transactions.handle_timeout(now);
+        self.transport.handle_timeout(now);
+        self.pump(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next needed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.transactions.poll_timeout(), self.transport.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The next output; drain until `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Moves everything between the layers until both are quiet.
+    fn pump(&mut self, now: Instant) {
+        loop {
+            let mut moved = false;
+            while let Some(o) = self.transactions.poll_output() {
+                moved = true;
+                self.on_transactions(now, o);
+            }
+            while let Some(o) = self.transport.poll_output() {
+                moved = true;
+                self.on_transport(now, o);
+            }
+            if !moved {
+                return;
+            }
+        }
+    }
+
+    fn on_transactions(&mut self, now: Instant, o: transaction::Output<Peer>) {
+        match o {
+            transaction::Output::Transmit { peer, bytes } => match self.transport.send(now, &peer, bytes) {
+                Ok(Some(conn)) => {
+                    self.conn_peer.insert(conn, (peer.transport, peer.remote));
+                }
+                Ok(None) => {}
+                Err(_) => self.connection_failed(now, (peer.transport, peer.remote), CloseReason::Requested),
+            },
+            transaction::Output::Event(e) => self.transaction_event(now, e),
+        }
+    }
+
+    /// Drains the transaction layer right away (so an incoming request is
+    /// paired with the source it came from).
+    fn drain_transactions(&mut self, now: Instant) {
+        while let Some(o) = self.transactions.poll_output() {
+            self.on_transactions(now, o);
+        }
+    }
+
+    fn on_transport(&mut self, now: Instant, o: transport::Output) {
+        use transport::Output as T;
+        match o {
+            T::Datagram { local, remote, bytes } => self.out.push_back(Output::Datagram { local, remote, bytes }),
+            T::Open { conn, transport, remote, .. } => self.out.push_back(Output::Open { conn, transport, remote }),
+            T::Write { conn, bytes } => self.out.push_back(Output::Write { conn, bytes }),
+            T::Close { conn } => self.out.push_back(Output::Close { conn }),
+            T::Resolve { query, name, lookup } => self.out.push_back(Output::Resolve { query, name, lookup }),
+            T::Event(TransportEvent::Request { source, bytes }) => {
+                let peer = Peer::reply_to(&source, &bytes);
+                self.arriving = Some(source);
+                self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
+                self.drain_transactions(now);
+                self.arriving = None;
+            }
+            T::Event(TransportEvent::Response { source, bytes }) => {
+                let mut peer = Peer::new(source.transport, source.remote);
+                peer.conn = source.conn;
+                self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
+            }
+            T::Event(TransportEvent::Resolved { query, result }) => {
+                let Some(id) = self.by_query.remove(&query) else { return };
+                match result {
+                    Ok(peers) => {
+                        if let Some(peer) = peers.into_iter().next() {
+                            self.dispatch(now, id, peer);
+                        } else {
+                            self.finish(id, Err(RequestError::Resolve(ResolveError::NotFound(String::new()))));
+                        }
+                    }
+                    Err(e) => self.finish(id, Err(RequestError::Resolve(e))),
+                }
+            }
+            T::Event(TransportEvent::Closed { conn, reason }) => {
+                if let Some(key) = self.conn_peer.remove(&conn) {
+                    self.connection_failed(now, key, reason);
+                }
+            }
+            T::Event(_) => {}
+        }
+    }
+
+    /// A stream connection ended: requests sent over it and not yet
+    /// answered fail (§17.1.4) with the reason.
+    fn connection_failed(&mut self, now: Instant, key: (Transport, SocketAddr), reason: CloseReason) {
+        if !key.0.is_reliable() {
+            return;
+        }
+        let failure = match reason {
+            CloseReason::Tls(t) => RequestError::Tls(t),
+            r => RequestError::ConnectionFailed(r),
+        };
+        let hit: Vec<(RequestId, ClientId)> = self
+            .pending
+            .iter()
+            .filter_map(|(id, p)| match p.stage {
+                Stage::Sent(client) if p.peer == Some(key) => Some((*id, client)),
+                _ => None,
+            })
+            .collect();
+        for (id, client) in hit {
+            if let Some(p) = self.pending.get_mut(&id) {
+                p.failure = Some(failure.clone());
+            }
+            self.transactions.transport_error(now, TxId::Client(client));
+        }
+    }
+
+    /// Builds the request for `peer` (§8.1.1) and starts its client
+    /// transaction.
+    fn dispatch(&mut self, now: Instant, id: RequestId, mut peer: Peer) {
+        let Some(p) = self.pending.get(&id) else { return };
+        // §18.1.1: a large request leaves UDP for TCP unless the URI
+        // insists on UDP. The Via says which.
+        let estimate =
+            p.request.body.len() + 400 + p.request.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
+        if peer.transport == Transport::Udp && estimate > 1300 && !p.target_forced {
+            let target = transport::Target {
+                transport: Transport::Udp,
+                host: peer.remote.ip().to_string(),
+                ip: Some(peer.remote.ip()),
+                port: peer.remote.port(),
+                srv: false,
+            };
+            peer.transport = transport_for_size(&target, false, estimate);
+        }
+        let branch = self.transactions.new_branch();
+        let bytes = self.build(id, &peer, &branch);
+        let reliable = peer.transport.is_reliable();
+        let key = (peer.transport, peer.remote);
+        match self.transactions.send_request(now, bytes, peer, reliable) {
+            Ok(client) => {
+                self.by_client.insert(client, id);
+                if let Some(p) = self.pending.get_mut(&id) {
+                    p.stage = Stage::Sent(client);
+                    p.peer = Some(key);
+                }
+            }
+            Err(_) => self.finish(id, Err(RequestError::ConnectionFailed(CloseReason::Requested))),
+        }
+    }
+
+    /// The sent-by for a Via over `transport`: a listening address of that
+    /// transport, else any listening address, else a placeholder (the
+    /// answer comes back on the connection, or to `received`/`rport`).
+    fn sent_by(&self, transport: Transport) -> String {
+        let listeners = self.transport.listeners();
+        let pick = listeners.iter().find(|(t, _)| *t == transport).or_else(|| listeners.first());
+        match pick {
+            Some((_, a)) if !a.ip().is_unspecified() => a.to_string(),
+            Some((_, a)) => format!("sipline.invalid:{}", a.port()),
+            None => "sipline.invalid".to_owned(),
+        }
+    }
+
+    fn build(&mut self, id: RequestId, peer: &Peer, branch: &str) -> Vec<u8> {
+        let sent_by = self.sent_by(peer.transport);
+        let tag = self.rng.hex(10);
+        let call_id = self.rng.hex(20);
+        let Some(p) = self.pending.get(&id) else { return Vec::new() };
+        let r = &p.request;
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let mut w = MessageWriter::request(&mut buf, r.method, &r.uri);
+        let via = format!("SIP/2.0/{} {sent_by};branch={branch};rport", peer.transport.as_str());
+        w.header("Via", &via);
+        w.header("Max-Forwards", "70");
+        let from = match &self.config.display_name {
+            Some(d) => format!("\"{d}\" <{}>;tag={tag}", self.config.aor),
+            None => format!("<{}>;tag={tag}", self.config.aor),
+        };
+        w.header("From", &from);
+        w.header("To", format!("<{}>", r.uri));
+        w.header("Call-ID", &call_id);
+        w.header("CSeq", format!("1 {}", r.method.as_str()));
+        if let Some(ua) = &self.config.user_agent {
+            w.header("User-Agent", ua);
+        }
+        for (name, value) in &r.headers {
+            w.header(name, value);
+        }
+        if let Some(ct) = &r.content_type {
+            w.header("Content-Type", ct);
+        }
+        w.finish(&r.body);
+        let bytes = buf.clone();
+        self.buf = buf;
+        bytes
+    }
+
+    /// Ends a request with its outcome.
+    fn finish(&mut self, id: RequestId, result: Result<Response, RequestError>) {
+        let Some(p) = self.pending.remove(&id) else { return };
+        match p.stage {
+            Stage::Resolving(q) => {
+                self.by_query.remove(&q);
+            }
+            Stage::Sent(client) => {
+                self.by_client.remove(&client);
+            }
+        }
+        self.out.push_back(Output::Event(Event::Outcome { request: id, result }));
+    }
+
+    fn transaction_event(&mut self, now: Instant, e: transaction::Event) {
+        use transaction::Event as E;
+        match e {
+            E::Response { client, response } => {
+                let Some(&id) = self.by_client.get(&client) else { return };
+                let Some(response) = Response::from_bytes(&response) else { return };
+                if response.code < 200 {
+                    self.out.push_back(Output::Event(Event::Provisional { request: id, response }));
+                } else if response.code < 300 {
+                    self.finish(id, Ok(response));
+                } else {
+                    self.finish(id, Err(RequestError::Failure(response)));
+                }
+            }
+            E::Timeout { tx: TxId::Client(client) } => {
+                if let Some(&id) = self.by_client.get(&client) {
+                    self.finish(id, Err(RequestError::Timeout));
+                }
+            }
+            E::TransportError { tx: TxId::Client(client) } => {
+                if let Some(&id) = self.by_client.get(&client) {
+                    let failure = self
+                        .pending
+                        .get_mut(&id)
+                        .and_then(|p| p.failure.take())
+                        .unwrap_or(RequestError::ConnectionFailed(CloseReason::Closed));
+                    self.finish(id, Err(failure));
+                }
+            }
+            E::Request { server, request, merged } => {
+                if self.shutting_down || merged {
+                    // §8.2.2.2: a merged request gets 482; while shutting
+                    // down, 503.
+                    let (code, reason) = if merged { (482, "Loop Detected") } else { (503, "Service Unavailable") };
+                    if let (Ok(m), Some(status)) = (Message::parse(&request), StatusCode::new(code)) {
+                        let mut response = Vec::new();
+                        let tag = self.rng.hex(8);
+                        if Salvaged::from_message(&m).write_response(&mut response, status, reason, &tag) {
+                            let _ = self.transactions.respond(now, server, response);
+                        }
+                    }
+                    return;
+                }
+                let method = Message::parse(&request).ok().and_then(|m| m.method().map(|x| x.as_str().to_owned()));
+                let Some(method) = method else { return };
+                let Some(source) = self.arriving else { return };
+                self.incoming.insert(server, request.clone());
+                self.out.push_back(Output::Event(Event::Incoming {
+                    incoming: IncomingId(server),
+                    method,
+                    source,
+                    request,
+                }));
+            }
+            E::Terminated { tx: TxId::Server(server) } => {
+                self.incoming.remove(&server);
+            }
+            E::Terminated { tx: TxId::Client(client) } => {
+                self.by_client.remove(&client);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Two `Endpoint`s wired together in memory (instant delivery, virtual
+//! time): MESSAGE over UDP and TCP answered, an unanswered request timing
+//! out at 64·T1, a connection to a dead port failing with a typed error,
+//! and shutdown failing what is outstanding.
+
+use sipline::endpoint::{Endpoint, EndpointConfig, Event, Output, Request, RequestError};
+use sipline::transport::{CloseReason, ConnId, Transport};
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Wire {
+    eps: Vec<Endpoint>,
+    listen: Vec<Vec<(Transport, SocketAddr)>>,
+    /// Status code each endpoint answers incoming requests with (`None`:
+    /// never answers).
+    answer: Vec<Option<u16>>,
+    events: Vec<Vec<(Instant, Event)>>,
+    pairs: BTreeMap<(usize, ConnId), (usize, ConnId)>,
+    now: Instant,
+}
+
+enum Todo {
+    Datagram(SocketAddr, SocketAddr, Vec<u8>),
+    Open(usize, ConnId, Transport, SocketAddr),
+    Write(usize, ConnId, Vec<u8>),
+    Close(usize, ConnId),
+}
+
+impl Wire {
+    fn new(n: usize, transport: Transport) -> Wire {
+        let now = Instant::now();
+        let mut eps = Vec::new();
+        let mut listen = Vec::new();
+        for i in 0..n {
+            let mut c = EndpointConfig::new(&format!("sip:user{i}@192.0.2.{}", i + 1));
+            c.seed = u64::try_from(i).unwrap() + 1;
+            let mut ep = Endpoint::new(c).unwrap();
+            let addr: SocketAddr = format!("192.0.2.{}:5060", i + 1).parse().unwrap();
+            ep.add_listener(transport, addr);
+            eps.push(ep);
+            listen.push(vec![(transport, addr)]);
+        }
+        Wire { eps, listen, answer: vec![Some(200); n], events: vec![Vec::new(); n], pairs: BTreeMap::new(), now }
+    }
+
+    fn owner(&self, transport: Transport, addr: SocketAddr) -> Option<usize> {
+        self.listen.iter().position(|l| l.contains(&(transport, addr)))
+    }
+
+    /// Delivers everything until all endpoints are quiet.
+    fn settle(&mut self) {
+        for _ in 0..10_000 {
+            let mut todo = VecDeque::new();
+            for i in 0..self.eps.len() {
+                while let Some(o) = self.eps[i].poll_output() {
+                    match o {
+                        Output::Datagram { local, remote, bytes } => {
+                            let from = local.unwrap_or(self.listen[i][0].1);
+                            todo.push_back(Todo::Datagram(from, remote, bytes.to_vec()));
+                        }
+                        Output::Open { conn, transport, remote } => {
+                            todo.push_back(Todo::Open(i, conn, transport, remote))
+                        }
+                        Output::Write { conn, bytes } => todo.push_back(Todo::Write(i, conn, bytes)),
+                        Output::Close { conn } => todo.push_back(Todo::Close(i, conn)),
+                        Output::Event(Event::Incoming { incoming, .. }) => {
+                            if let Some(code) = self.answer[i] {
+                                self.eps[i].respond(self.now, incoming, code, "").unwrap();
+                            }
+                        }
+                        Output::Event(e) => self.events[i].push((self.now, e)),
+                        _ => {}
+                    }
+                }
+            }
+            if todo.is_empty() {
+                return;
+            }
+            let now = self.now;
+            for t in todo {
+                match t {
+                    Todo::Datagram(from, to, bytes) => {
+                        if let Some(j) = self.owner(Transport::Udp, to) {
+                            self.eps[j].handle_datagram(now, to, from, &bytes);
+                        }
+                    }
+                    Todo::Open(i, conn, transport, remote) => match self.owner(transport, remote) {
+                        Some(j) => {
+                            let from = SocketAddr::new(self.listen[i][0].1.ip(), 40000);
+                            if let Some(c) = self.eps[j].handle_accepted(now, transport, from) {
+                                self.pairs.insert((i, conn), (j, c));
+                                self.pairs.insert((j, c), (i, conn));
+                            }
+                            self.eps[i].handle_connected(now, conn);
+                        }
+                        None => self.eps[i].handle_connect_failed(now, conn),
+                    },
+                    Todo::Write(i, conn, bytes) => {
+                        if let Some(&(j, c)) = self.pairs.get(&(i, conn)) {
+                            self.eps[j].handle_stream_data(now, c, &bytes);
+                        }
+                    }
+                    Todo::Close(i, conn) => {
+                        if let Some((j, c)) = self.pairs.remove(&(i, conn)) {
+                            self.pairs.remove(&(j, c));
+                            self.eps[j].handle_closed(now, c);
+                        }
+                    }
+                }
+            }
+        }
+        panic!("never settled");
+    }
+
+    /// Runs timers until `until` after the start.
+    fn run_until(&mut self, until: Instant) {
+        self.settle();
+        for _ in 0..10_000 {
+            let next = self.eps.iter().filter_map(Endpoint::poll_timeout).min();
+            match next {
+                Some(t) if t <= until => {
+                    self.now = self.now.max(t);
+                    for ep in &mut self.eps {
+                        ep.handle_timeout(self.now);
+                        assert!(ep.poll_timeout().is_none_or(|d| d > self.now), "stuck deadline");
+                    }
+                    self.settle();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    fn outcomes(&self, i: usize) -> Vec<(Instant, Result<u16, RequestError>)> {
+        self.events[i]
+            .iter()
+            .filter_map(|(t, e)| match e {
+                Event::Outcome { result, .. } => Some((*t, result.clone().map(|r| r.code))),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn message_over_udp_and_tcp_is_answered() {
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let mut w = Wire::new(2, transport);
+        let uri = format!("sip:user1@192.0.2.2;transport={}", transport.as_str().to_lowercase());
+        let t0 = w.now;
+        w.eps[0].send_request(t0, Request::message(&uri, "text/plain", b"hello".to_vec())).unwrap();
+        w.settle();
+        assert_eq!(w.outcomes(0), [(t0, Ok(200))], "{transport:?}");
+        assert_eq!(w.eps[0].outstanding(), 0);
+    }
+}
+
+#[test]
+fn an_unanswered_request_times_out_at_64_t1() {
+    let mut w = Wire::new(2, Transport::Udp);
+    w.answer[1] = None;
+    let t0 = w.now;
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", b"?".to_vec())).unwrap();
+    w.run_until(t0 + Duration::from_secs(60));
+    assert_eq!(w.outcomes(0), [(t0 + Duration::from_secs(32), Err(RequestError::Timeout))]);
+}
+
+#[test]
+fn a_dead_port_fails_with_a_typed_connection_error() {
+    let mut w = Wire::new(1, Transport::Tcp);
+    let t0 = w.now;
+    w.eps[0]
+        .send_request(t0, Request::message("sip:nobody@192.0.2.9;transport=tcp", "text/plain", b"x".to_vec()))
+        .unwrap();
+    w.settle();
+    assert_eq!(w.outcomes(0), [(t0, Err(RequestError::ConnectionFailed(CloseReason::ConnectFailed)))]);
+}
+
+#[test]
+fn shutdown_fails_what_is_outstanding_and_closes_connections() {
+    let mut w = Wire::new(2, Transport::Tcp);
+    w.answer[1] = None;
+    let t0 = w.now;
+    for _ in 0..3 {
+        w.eps[0]
+            .send_request(t0, Request::message("sip:user1@192.0.2.2;transport=tcp", "text/plain", b"x".to_vec()))
+            .unwrap();
+    }
+    w.settle();
+    assert_eq!(w.eps[0].outstanding(), 3);
+    w.eps[0].shutdown(t0);
+    w.settle();
+    assert_eq!(w.outcomes(0).len(), 3);
+    assert!(w.outcomes(0).iter().all(|(_, r)| *r == Err(RequestError::ShutDown)));
+    assert!(matches!(w.events[0].last(), Some((_, Event::ShutDown))));
+    assert!(w.eps[0].transport().connections().is_empty());
+    assert!(w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", Vec::new())).is_err());
+}
