@@ -60,7 +60,7 @@ impl Wire {
                             todo.push_back(Todo::Datagram(from, remote, bytes.to_vec()));
                         }
                         Output::Open { conn, transport, remote } => {
-                            todo.push_back(Todo::Open(i, conn, transport, remote))
+                            todo.push_back(Todo::Open(i, conn, transport, remote));
                         }
                         Output::Write { conn, bytes } => todo.push_back(Todo::Write(i, conn, bytes)),
                         Output::Close { conn } => todo.push_back(Todo::Close(i, conn)),
