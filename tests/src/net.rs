@@ -11,7 +11,7 @@
 //! core's TLS randomness comes from the system), which is why traces mark
 //! TLS segments without their bytes.
 
-use crate::sim::LinkConfig;
+use crate::sim::{chance, LinkConfig};
 use sipline::rng::Rng;
 use sipline::transport::{ConnId, Output, Transport, TransportEvent, TransportLayer};
 use std::collections::BTreeMap;
@@ -231,15 +231,11 @@ impl<A: App> Net<A> {
     }
 
     fn delay(&mut self) -> Duration {
-        let j = u64::try_from(self.link.jitter.as_micros()).unwrap_or(u64::MAX);
-        let extra = if j == 0 { 0 } else { self.rng.next_u64() % (j + 1) };
-        self.link.latency + Duration::from_micros(extra)
+        self.link.delay(&mut self.rng)
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        #[allow(clippy::cast_precision_loss)]
-        let x = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        x < p
+        chance(&mut self.rng, p)
     }
 
     /// An in-order delivery time for the direction `(host, conn)`.

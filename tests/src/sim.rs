@@ -50,7 +50,21 @@ impl Default for LinkConfig {
     }
 }
 
+/// `true` with probability `p` (53 random bits to a float in [0, 1)).
+pub fn chance(rng: &mut Rng, p: f64) -> bool {
+    #[allow(clippy::cast_precision_loss)]
+    let x = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    x < p
+}
+
 impl LinkConfig {
+    /// One delivery delay: the latency plus a uniform draw of jitter.
+    pub fn delay(&self, rng: &mut Rng) -> Duration {
+        let j = u64::try_from(self.jitter.as_micros()).unwrap_or(u64::MAX);
+        let extra = if j == 0 { 0 } else { rng.next_u64() % (j + 1) };
+        self.latency + Duration::from_micros(extra)
+    }
+
     /// The harsh link of issue 3: 30 % loss, 10 % duplication, jitter that
     /// reorders.
     pub fn lossy() -> Self {
@@ -116,16 +130,11 @@ impl<N: Node> Sim<N> {
     }
 
     fn chance(&mut self, p: f64) -> bool {
-        // 53 random bits to a float in [0, 1).
-        #[allow(clippy::cast_precision_loss)]
-        let x = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-        x < p
+        chance(&mut self.rng, p)
     }
 
     fn delay(&mut self) -> Duration {
-        let j = u64::try_from(self.link.jitter.as_micros()).unwrap_or(u64::MAX);
-        let extra = if j == 0 { 0 } else { self.rng.next_u64() % (j + 1) };
-        self.link.latency + Duration::from_micros(extra)
+        self.link.delay(&mut self.rng)
     }
 
     /// Collects every node's outputs and puts them on the wire.

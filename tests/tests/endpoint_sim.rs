@@ -44,6 +44,13 @@ impl Wire {
         Wire { eps, listen, answer: vec![Some(200); n], events: vec![Vec::new(); n], pairs: BTreeMap::new(), now }
     }
 
+    /// Endpoint `i` also listens over `transport` on its address.
+    fn also_listen(&mut self, i: usize, transport: Transport) {
+        let addr = self.listen[i][0].1;
+        self.eps[i].add_listener(transport, addr);
+        self.listen[i].push((transport, addr));
+    }
+
     fn owner(&self, transport: Transport, addr: SocketAddr) -> Option<usize> {
         self.listen.iter().position(|l| l.contains(&(transport, addr)))
     }
@@ -59,18 +66,19 @@ impl Wire {
                             let from = local.unwrap_or(self.listen[i][0].1);
                             todo.push_back(Todo::Datagram(from, remote, bytes.to_vec()));
                         }
-                        Output::Open { conn, transport, remote } => {
+                        Output::Open { conn, transport, remote, .. } => {
                             todo.push_back(Todo::Open(i, conn, transport, remote));
                         }
                         Output::Write { conn, bytes } => todo.push_back(Todo::Write(i, conn, bytes)),
                         Output::Close { conn } => todo.push_back(Todo::Close(i, conn)),
-                        Output::Event(Event::Incoming { incoming, .. }) => {
-                            if let Some(code) = self.answer[i] {
-                                self.eps[i].respond(self.now, incoming, code, "").unwrap();
+                        Output::Event(e @ Event::Incoming { .. }) => {
+                            if let (Event::Incoming { incoming, .. }, Some(code)) = (&e, self.answer[i]) {
+                                self.eps[i].respond(self.now, *incoming, code, "").unwrap();
                             }
+                            self.events[i].push((self.now, e));
                         }
                         Output::Event(e) => self.events[i].push((self.now, e)),
-                        _ => {}
+                        Output::Resolve { .. } => {}
                     }
                 }
             }
@@ -196,4 +204,45 @@ fn shutdown_fails_what_is_outstanding_and_closes_connections() {
     assert!(matches!(w.events[0].last(), Some((_, Event::ShutDown))));
     assert!(w.eps[0].transport().connections().is_empty());
     assert!(w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", Vec::new())).is_err());
+}
+
+#[test]
+fn a_large_request_leaves_udp_for_tcp_18_1_1() {
+    let mut w = Wire::new(2, Transport::Udp);
+    w.also_listen(0, Transport::Tcp);
+    w.also_listen(1, Transport::Tcp);
+    let t0 = w.now;
+    let big = vec![b'x'; 2000];
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", big.clone())).unwrap();
+    // With `transport=udp` the URI forbids the switch.
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2;transport=udp", "text/plain", big)).unwrap();
+    let mut sent = Vec::new();
+    while let Some(o) = w.eps[0].poll_output() {
+        match o {
+            Output::Open { transport, .. } => sent.push(format!("open {transport:?}")),
+            Output::Datagram { bytes, .. } => {
+                let via = String::from_utf8_lossy(&bytes).lines().nth(1).unwrap_or_default().to_owned();
+                sent.push(format!("datagram {}", &via[..16]));
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(sent, ["open Tcp", "datagram Via: SIP/2.0/UDP"]);
+    // Over TCP it is delivered (its Via saying TCP) and answered.
+    let mut w = Wire::new(2, Transport::Udp);
+    w.also_listen(0, Transport::Tcp);
+    w.also_listen(1, Transport::Tcp);
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", vec![b'y'; 2000])).unwrap();
+    w.settle();
+    assert_eq!(w.outcomes(0).into_iter().map(|(_, r)| r).collect::<Vec<_>>(), [Ok(200)]);
+    let arrived: Vec<_> = w.events[1]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Incoming { source, request, .. } => {
+                Some((source.transport, String::from_utf8_lossy(request).contains("Via: SIP/2.0/TCP ")))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(arrived, [(Transport::Tcp, true)]);
 }

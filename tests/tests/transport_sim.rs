@@ -250,7 +250,7 @@ fn large_requests_go_over_tcp_unless_the_uri_says_udp_18_1_1() {
         // A 2 000-octet request: over the 1 300 that §18.1.1 allows on UDP.
         let big = message(260, Transport::Udp);
         assert!(big.len() > 1300);
-        let transport = transport_for_size(&target, forced, big.len());
+        let transport = transport_for_size(target.transport, forced, big.len());
         assert_eq!(transport, expected, "{uri}");
         // The Via names the transport the request really takes.
         let request =

@@ -156,6 +156,9 @@ pub enum RequestError {
     /// TLS failed.
     #[error(transparent)]
     Tls(TlsFailure),
+    /// The connection limit was reached; no connection could be opened.
+    #[error("too many connections")]
+    TooManyConnections,
     /// The target's name did not resolve.
     #[error(transparent)]
     Resolve(ResolveError),
@@ -227,52 +230,24 @@ pub enum Event {
     ShutDown,
 }
 
-/// What the runtime must do, or an event for the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Output {
-    /// Send a datagram.
-    Datagram {
-        /// Local address to send from; `None`: any.
-        local: Option<SocketAddr>,
-        /// Where to.
-        remote: SocketAddr,
-        /// The bytes.
-        bytes: Arc<[u8]>,
-    },
-    /// Open a stream connection; report with `handle_connected` or
-    /// `handle_connect_failed`.
-    Open {
-        /// The handle.
-        conn: ConnId,
-        /// TCP or TLS (the runtime connects TCP either way).
-        transport: Transport,
-        /// Where to.
-        remote: SocketAddr,
-    },
-    /// Write on a connection.
-    Write {
-        /// The connection.
-        conn: ConnId,
-        /// The bytes.
-        bytes: Vec<u8>,
-    },
-    /// Close a connection.
-    Close {
-        /// The connection.
-        conn: ConnId,
-    },
-    /// Resolve a name; answer with `handle_resolved`.
-    Resolve {
-        /// The query.
-        query: QueryId,
-        /// The name.
-        name: String,
-        /// Which records.
-        lookup: transport::Lookup,
-    },
-    /// For the application.
-    Event(Event),
+/// What the runtime must do (the transport layer's actions), or an event
+/// for the application.
+pub type Output = transport::Output<Event>;
+
+const LOOP_DETECTED: StatusCode = match StatusCode::new(482) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+const UNAVAILABLE: StatusCode = match StatusCode::new(503) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+
+/// The identifiers a new request gets (§8.1.1.3, §8.1.1.4, §8.1.1.7).
+struct Ids {
+    branch: String,
+    tag: String,
+    call_id: String,
 }
 
 enum Stage {
@@ -308,7 +283,6 @@ pub struct Endpoint {
     out: VecDeque<Output>,
     shutting_down: bool,
     shut_down: bool,
-    buf: Vec<u8>,
     last_now: Option<Instant>,
 }
 
@@ -334,7 +308,6 @@ impl Endpoint {
             out: VecDeque::new(),
             shutting_down: false,
             shut_down: false,
-            buf: Vec::new(),
             last_now: None,
             config,
         })
@@ -400,18 +373,25 @@ impl Endpoint {
         let now = self.clamp(now);
         let status = StatusCode::new(code).ok_or(RespondError::Status)?;
         let request = self.incoming.get(&incoming.0).ok_or(RespondError::Unknown)?.clone();
-        let Ok(m) = Message::parse(&request) else { return Err(RespondError::Unknown) };
-        let mut response = Vec::with_capacity(request.len() + 64);
-        let tag = self.rng.hex(8);
-        if !Salvaged::from_message(&m).write_response(&mut response, status, reason, &tag) {
+        if !self.answer(now, incoming.0, &request, status, reason) {
             return Err(RespondError::Unknown);
         }
-        self.transactions.respond(now, incoming.0, response).map_err(|_| RespondError::Unknown)?;
         if code >= 200 {
             self.incoming.remove(&incoming.0);
         }
         self.pump(now);
         Ok(())
+    }
+
+    /// Answers `request` (§8.2.6: Via, From, To with a tag, Call-ID and
+    /// CSeq copied); `false` if it cannot be answered or the transaction
+    /// does not take the response.
+    fn answer(&mut self, now: Instant, server: ServerId, request: &[u8], code: StatusCode, reason: &str) -> bool {
+        let Ok(m) = Message::parse(request) else { return false };
+        let mut response = Vec::with_capacity(request.len() + 64);
+        let tag = self.rng.hex(8);
+        Salvaged::from_message(&m).write_response(&mut response, code, reason, &tag)
+            && self.transactions.respond(now, server, response).is_ok()
     }
 
     /// Stops taking requests; outstanding ones fail with
@@ -426,15 +406,7 @@ impl Endpoint {
         }
         for (server, request) in std::mem::take(&mut self.incoming) {
             // Unanswered requests get a 503 (§21.5.4) so the peer stops waiting.
-            if let Ok(m) = Message::parse(&request) {
-                let mut response = Vec::new();
-                if let Some(code) = StatusCode::new(503) {
-                    let tag = self.rng.hex(8);
-                    if Salvaged::from_message(&m).write_response(&mut response, code, "Service Unavailable", &tag) {
-                        let _ = self.transactions.respond(now, server, response);
-                    }
-                }
-            }
+            self.answer(now, server, &request, UNAVAILABLE, "Service Unavailable");
         }
         self.pump(now);
         self.transport.close_all();
@@ -541,7 +513,7 @@ impl Endpoint {
                     self.conn_peer.insert(conn, (peer.transport, peer.remote));
                 }
                 Ok(None) => {}
-                Err(_) => self.connection_failed(now, (peer.transport, peer.remote), CloseReason::Requested),
+                Err(_) => self.connection_failed(now, (peer.transport, peer.remote), &RequestError::TooManyConnections),
             },
             transaction::Output::Event(e) => self.transaction_event(now, e),
         }
@@ -556,26 +528,24 @@ impl Endpoint {
     }
 
     fn on_transport(&mut self, now: Instant, o: transport::Output) {
-        use transport::Output as T;
-        match o {
-            T::Datagram { local, remote, bytes } => self.out.push_back(Output::Datagram { local, remote, bytes }),
-            T::Open { conn, transport, remote, .. } => self.out.push_back(Output::Open { conn, transport, remote }),
-            T::Write { conn, bytes } => self.out.push_back(Output::Write { conn, bytes }),
-            T::Close { conn } => self.out.push_back(Output::Close { conn }),
-            T::Resolve { query, name, lookup } => self.out.push_back(Output::Resolve { query, name, lookup }),
-            T::Event(TransportEvent::Request { source, bytes }) => {
+        let event = match o.into_action() {
+            Ok(action) => return self.out.push_back(action),
+            Err(event) => event,
+        };
+        match event {
+            TransportEvent::Request { source, bytes } => {
                 let peer = Peer::reply_to(&source, &bytes);
                 self.arriving = Some(source);
                 self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
                 self.drain_transactions(now);
                 self.arriving = None;
             }
-            T::Event(TransportEvent::Response { source, bytes }) => {
+            TransportEvent::Response { source, bytes } => {
                 let mut peer = Peer::new(source.transport, source.remote);
                 peer.conn = source.conn;
                 self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
             }
-            T::Event(TransportEvent::Resolved { query, result }) => {
+            TransportEvent::Resolved { query, result } => {
                 let Some(id) = self.by_query.remove(&query) else { return };
                 match result {
                     Ok(peers) => {
@@ -588,25 +558,25 @@ impl Endpoint {
                     Err(e) => self.finish(id, Err(RequestError::Resolve(e))),
                 }
             }
-            T::Event(TransportEvent::Closed { conn, reason }) => {
+            TransportEvent::Closed { conn, reason } => {
                 if let Some(key) = self.conn_peer.remove(&conn) {
-                    self.connection_failed(now, key, reason);
+                    let failure = match reason {
+                        CloseReason::Tls(t) => RequestError::Tls(t),
+                        r => RequestError::ConnectionFailed(r),
+                    };
+                    self.connection_failed(now, key, &failure);
                 }
             }
-            T::Event(_) => {}
+            _ => {}
         }
     }
 
-    /// A stream connection ended: requests sent over it and not yet
-    /// answered fail (§17.1.4) with the reason.
-    fn connection_failed(&mut self, now: Instant, key: (Transport, SocketAddr), reason: CloseReason) {
+    /// A stream connection ended or could not be opened: requests sent to
+    /// its peer and not yet answered fail (§17.1.4) with `failure`.
+    fn connection_failed(&mut self, now: Instant, key: (Transport, SocketAddr), failure: &RequestError) {
         if !key.0.is_reliable() {
             return;
         }
-        let failure = match reason {
-            CloseReason::Tls(t) => RequestError::Tls(t),
-            r => RequestError::ConnectionFailed(r),
-        };
         let hit: Vec<(RequestId, ClientId)> = self
             .pending
             .iter()
@@ -626,23 +596,16 @@ impl Endpoint {
     /// Builds the request for `peer` (§8.1.1) and starts its client
     /// transaction.
     fn dispatch(&mut self, now: Instant, id: RequestId, mut peer: Peer) {
-        let Some(p) = self.pending.get(&id) else { return };
-        // §18.1.1: a large request leaves UDP for TCP unless the URI
-        // insists on UDP. The Via says which.
-        let estimate =
-            p.request.body.len() + 400 + p.request.headers.iter().map(|(n, v)| n.len() + v.len() + 4).sum::<usize>();
-        if peer.transport == Transport::Udp && estimate > 1300 && !p.target_forced {
-            let target = transport::Target {
-                transport: Transport::Udp,
-                host: peer.remote.ip().to_string(),
-                ip: Some(peer.remote.ip()),
-                port: peer.remote.port(),
-                srv: false,
-            };
-            peer.transport = transport_for_size(&target, false, estimate);
+        let Some(forced) = self.pending.get(&id).map(|p| p.target_forced) else { return };
+        let ids = Ids { branch: self.transactions.new_branch(), tag: self.rng.hex(10), call_id: self.rng.hex(20) };
+        let mut bytes = self.build(id, &peer, &ids);
+        // §18.1.1: a request over 1300 octets leaves UDP for TCP unless the
+        // URI insists on UDP; rebuilt so that the Via says TCP.
+        let transport = transport_for_size(peer.transport, forced, bytes.len());
+        if transport != peer.transport {
+            peer.transport = transport;
+            bytes = self.build(id, &peer, &ids);
         }
-        let branch = self.transactions.new_branch();
-        let bytes = self.build(id, &peer, &branch);
         let reliable = peer.transport.is_reliable();
         let key = (peer.transport, peer.remote);
         match self.transactions.send_request(now, bytes, peer, reliable) {
@@ -653,7 +616,9 @@ impl Endpoint {
                     p.peer = Some(key);
                 }
             }
-            Err(_) => self.finish(id, Err(RequestError::ConnectionFailed(CloseReason::Requested))),
+            // The layer refuses only requests it cannot key, and `build`
+            // always writes a branch and a CSeq.
+            Err(e) => debug_assert!(false, "built request refused: {e}"),
         }
     }
 
@@ -670,14 +635,12 @@ impl Endpoint {
         }
     }
 
-    fn build(&mut self, id: RequestId, peer: &Peer, branch: &str) -> Vec<u8> {
+    fn build(&self, id: RequestId, peer: &Peer, ids: &Ids) -> Vec<u8> {
+        let Ids { branch, tag, call_id } = ids;
         let sent_by = self.sent_by(peer.transport);
-        let tag = self.rng.hex(10);
-        let call_id = self.rng.hex(20);
         let Some(p) = self.pending.get(&id) else { return Vec::new() };
         let r = &p.request;
-        let mut buf = std::mem::take(&mut self.buf);
-        buf.clear();
+        let mut buf = Vec::with_capacity(r.body.len() + 512);
         let mut w = MessageWriter::request(&mut buf, r.method, &r.uri);
         let via = format!("SIP/2.0/{} {sent_by};branch={branch};rport", peer.transport.as_str());
         w.header("Via", &via);
@@ -688,7 +651,7 @@ impl Endpoint {
         };
         w.header("From", &from);
         w.header("To", format!("<{}>", r.uri));
-        w.header("Call-ID", &call_id);
+        w.header("Call-ID", call_id);
         w.header("CSeq", format!("1 {}", r.method.as_str()));
         if let Some(ua) = &self.config.user_agent {
             w.header("User-Agent", ua);
@@ -700,9 +663,7 @@ impl Endpoint {
             w.header("Content-Type", ct);
         }
         w.finish(&r.body);
-        let bytes = buf.clone();
-        self.buf = buf;
-        bytes
+        buf
     }
 
     /// Ends a request with its outcome.
@@ -752,14 +713,9 @@ impl Endpoint {
                 if self.shutting_down || merged {
                     // §8.2.2.2: a merged request gets 482; while shutting
                     // down, 503.
-                    let (code, reason) = if merged { (482, "Loop Detected") } else { (503, "Service Unavailable") };
-                    if let (Ok(m), Some(status)) = (Message::parse(&request), StatusCode::new(code)) {
-                        let mut response = Vec::new();
-                        let tag = self.rng.hex(8);
-                        if Salvaged::from_message(&m).write_response(&mut response, status, reason, &tag) {
-                            let _ = self.transactions.respond(now, server, response);
-                        }
-                    }
+                    let (code, reason) =
+                        if merged { (LOOP_DETECTED, "Loop Detected") } else { (UNAVAILABLE, "Service Unavailable") };
+                    self.answer(now, server, &request, code, reason);
                     return;
                 }
                 let method = Message::parse(&request).ok().and_then(|m| m.method().map(|x| x.as_str().to_owned()));

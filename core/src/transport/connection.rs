@@ -168,7 +168,7 @@ pub struct Connections {
     timers: BTreeSet<(Instant, ConnId)>,
     out: VecDeque<StreamOutput>,
     tls: Option<TlsContext>,
-    /// Scratch for plaintext out of TLS.
+    /// Plaintext out of TLS, reused from read to read.
     plain: Vec<u8>,
 }
 
@@ -181,12 +181,14 @@ impl Connections {
             by_peer: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
-            tls: TlsContext::new(&TlsConfig::default()).ok(),
+            tls: None,
             plain: Vec::new(),
         }
     }
 
-    /// Sets the TLS certificates, keys and trusted roots.
+    /// Sets the TLS certificates, keys and trusted roots (until then a TLS
+    /// connection fails: accepted ones with `NoLocalCertificate`, outbound
+    /// ones with a handshake failure).
     pub fn set_tls(&mut self, config: &TlsConfig) -> Result<(), TlsConfigError> {
         let mut context = TlsContext::new(config)?;
         if let Some(old) = &self.tls {
@@ -435,43 +437,52 @@ impl Connections {
         for chunk in bytes.chunks(INTAKE_CHUNK) {
             let Some(c) = self.conns.get_mut(conn.index, conn.generation) else { return };
             c.last_used = now;
-            let plain = if let Some(tls) = &mut c.tls {
-                let mut wire = Vec::new();
-                let mut plain = std::mem::take(&mut self.plain);
-                plain.clear();
-                let was_open = c.open;
-                let result = tls.receive(chunk, &mut plain, &mut wire);
-                if !wire.is_empty() {
-                    self.out.push_back(StreamOutput::Write { conn, bytes: wire });
-                }
-                if let Some(failure) = result.failure {
-                    self.plain = plain;
-                    self.close_now(conn, CloseReason::Tls(failure));
-                    return;
-                }
-                if result.established && !was_open {
-                    c.open = true;
-                    self.out.push_back(StreamOutput::Secured { conn });
-                    self.flush_queued(conn);
-                }
-                if !self.frame(now, conn, &plain) {
-                    self.plain = plain;
-                    return;
-                }
-                self.plain = plain;
-                if result.closed {
-                    self.close(conn, CloseReason::Closed);
+            if c.tls.is_none() {
+                if !self.frame(now, conn, chunk) {
                     return;
                 }
                 continue;
-            } else {
-                chunk
-            };
-            if !self.frame(now, conn, plain) {
+            }
+            // One plaintext buffer serves every read (no allocation per read).
+            let mut plain = std::mem::take(&mut self.plain);
+            plain.clear();
+            let decrypted = self.decrypt(conn, chunk, &mut plain);
+            let framed = decrypted.is_some() && self.frame(now, conn, &plain);
+            self.plain = plain;
+            if !framed {
+                return;
+            }
+            if decrypted == Some(true) {
+                self.close(conn, CloseReason::Closed);
                 return;
             }
         }
         self.reschedule(conn);
+    }
+
+    /// Runs ciphertext through the connection's TLS session: handshake
+    /// records go out, a completed handshake releases queued messages, a
+    /// failure closes the connection (after its alert). Plaintext goes to
+    /// `plain`. Returns whether the peer sent close_notify (the caller closes
+    /// the connection once that plaintext is framed), or `None` if it closed.
+    fn decrypt(&mut self, conn: ConnId, cipher: &[u8], plain: &mut Vec<u8>) -> Option<bool> {
+        let c = self.conns.get_mut(conn.index, conn.generation)?;
+        let tls = c.tls.as_mut()?;
+        let mut wire = Vec::new();
+        let result = tls.receive(cipher, plain, &mut wire);
+        if !wire.is_empty() {
+            self.out.push_back(StreamOutput::Write { conn, bytes: wire });
+        }
+        if let Some(failure) = result.failure {
+            self.close_now(conn, CloseReason::Tls(failure));
+            return None;
+        }
+        if result.established && !c.open {
+            c.open = true;
+            self.out.push_back(StreamOutput::Secured { conn });
+            self.flush_queued(conn);
+        }
+        Some(result.closed)
     }
 
     /// Frames plaintext that arrived; `false` if the connection closed.

@@ -137,9 +137,11 @@ pub enum TransportEvent {
     },
 }
 
-/// What the runtime must do, or an event for the layer above.
+/// What the runtime must do, or an event for the layer above. The
+/// endpoint emits the same actions with its own events
+/// ([`crate::endpoint::Output`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
+pub enum Output<E = TransportEvent> {
     /// Send a datagram.
     Datagram {
         /// The local address to send from; `None`: any.
@@ -184,7 +186,23 @@ pub enum Output {
         lookup: Lookup,
     },
     /// For the layer above.
-    Event(TransportEvent),
+    Event(E),
+}
+
+impl<E> Output<E> {
+    /// The action (retyped for another kind of event), or the event.
+    pub fn into_action<F>(self) -> Result<Output<F>, E> {
+        Ok(match self {
+            Output::Datagram { local, remote, bytes } => Output::Datagram { local, remote, bytes },
+            Output::Open { conn, transport, remote, server_name } => {
+                Output::Open { conn, transport, remote, server_name }
+            }
+            Output::Write { conn, bytes } => Output::Write { conn, bytes },
+            Output::Close { conn } => Output::Close { conn },
+            Output::Resolve { query, name, lookup } => Output::Resolve { query, name, lookup },
+            Output::Event(e) => return Err(e),
+        })
+    }
 }
 
 /// Why a send was refused; the bytes come back.

@@ -121,11 +121,11 @@ fn target_for_sip(sip: &SipUri<'_>, default: Transport) -> Result<Target, Target
 /// 1300 bytes) must not go over UDP when a congestion-controlled transport
 /// can be used; it goes over TCP instead unless the target forbids that
 /// (an explicit `transport=udp`). Returns the transport to use.
-pub fn transport_for_size(target: &Target, uri_forces_transport: bool, len: usize) -> Transport {
-    if target.transport == Transport::Udp && len > 1300 && !uri_forces_transport {
+pub fn transport_for_size(transport: Transport, uri_forces_transport: bool, len: usize) -> Transport {
+    if transport == Transport::Udp && len > 1300 && !uri_forces_transport {
         Transport::Tcp
     } else {
-        target.transport
+        transport
     }
 }
 
@@ -189,9 +189,13 @@ mod tests {
     #[test]
     fn large_requests_leave_udp_18_1_1() {
         let target = t("sip:bob@192.0.2.4", Transport::Udp).unwrap();
-        assert_eq!(transport_for_size(&target, false, 1300), Transport::Udp);
-        assert_eq!(transport_for_size(&target, false, 1301), Transport::Tcp);
-        assert_eq!(transport_for_size(&target, true, 5000), Transport::Udp, "transport=udp forbids the switch");
+        assert_eq!(transport_for_size(target.transport, false, 1300), Transport::Udp);
+        assert_eq!(transport_for_size(target.transport, false, 1301), Transport::Tcp);
+        assert_eq!(
+            transport_for_size(target.transport, true, 5000),
+            Transport::Udp,
+            "transport=udp forbids the switch"
+        );
     }
 
     #[test]

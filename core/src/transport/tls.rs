@@ -10,7 +10,6 @@
 //! simulated TLS run repeats its plaintext and events but not its
 //! ciphertext.
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
@@ -192,15 +191,8 @@ impl TlsContext {
         let builder = ClientConfig::builder_with_details(provider.clone(), clock.clone())
             .with_safe_default_protocol_versions()
             .map_err(rejected)?;
-        let builder = if config.roots.is_empty() {
-            // Nothing is trusted: every server certificate is refused.
-            builder.with_root_certificates(RootCertStore::empty())
-        } else {
-            let verifier = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
-                .build()
-                .map_err(|e| TlsConfigError::Rejected(e.to_string()))?;
-            builder.with_webpki_verifier(verifier)
-        };
+        // No roots: nothing is trusted, every server certificate is refused.
+        let builder = builder.with_root_certificates(roots.clone());
         let client = match &config.key {
             Some(key) if !config.chain.is_empty() => {
                 builder.with_client_auth_cert(config.chain.clone(), key.clone_key()).map_err(rejected)?
