@@ -486,3 +486,18 @@ fn names_are_resolved_by_the_runtime_rfc_3263() {
     }
     assert_eq!(layer.poll_output(), None);
 }
+
+#[test]
+fn tls_close_notify_closes_the_other_end_too() {
+    let ca = Ca::new("sim CA");
+    let server = ca.issue(&["bob.example.com"]);
+    let mut net = pair(tls_config(trusting(&[&ca])), tls_config(server.tls(&[])), Segments::Whole, 13);
+    send(&mut net, Transport::Tls, message(1, Transport::Tls));
+    // Past the sender's linger (60 s): it closes with close_notify first.
+    net.run_for(Duration::from_secs(90), 100_000);
+    assert_eq!(net.hosts[0].app.closes().into_iter().map(|c| c.1).collect::<Vec<_>>(), [CloseReason::Idle]);
+    // The receiver read close_notify and closed its end itself (its own
+    // Close, not just the FIN), reporting a peer close.
+    assert!(net.trace().contains(" 1 close"), "{}", net.trace());
+    assert_eq!(net.hosts[1].app.closes().into_iter().map(|c| c.1).collect::<Vec<_>>(), [CloseReason::Closed]);
+}
