@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+#[cfg(feature = "driver")]
+pub mod driver;
 pub mod endpoint;
 pub mod message;
 pub mod rng;

@@ -1,7 +1,454 @@
-//! `sipline-blocking`: drives the sans-IO [`sipline`] core on blocking `std::net` threads.
+//! `sipline-blocking`: drives the sans-IO [`sipline`] core on plain threads
+//! and `std::net`, for programs without an async runtime.
 //!
-//! Not built yet: the runtime lands with the transport layer (see the project's
-//! issues). Until then this crate only re-exports the core so the workspace
-//! layout matches `DESIGN.md`.
+//! One driver thread runs the core; each UDP socket and listener has a
+//! reader thread, each stream connection a reader and a writer thread, and
+//! connects and name lookups run on short-lived threads. Everything else
+//! (the command channel, request completion, the dispatch of the core's
+//! outputs) is [`sipline::driver`], shared with `sipline-tokio` and
+//! `sipline-smol`.
+//!
+//! ```no_run
+//! use sipline::endpoint::{EndpointConfig, Request};
+//! use sipline::transport::Transport;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EndpointConfig::new("sip:alice@127.0.0.1")
+//!     .listen(Transport::Udp, "127.0.0.1:0".parse()?);
+//! let (endpoint, _events) = sipline_blocking::bind(config)?;
+//! let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec()))?;
+//! println!("{} {}", ok.code, ok.reason);
+//! endpoint.shutdown();
+//! # Ok(()) }
+//! ```
+//!
+//! Every blocking call is bounded: [`Endpoint::send`] by the request's own
+//! timers (64·T1 at most) or its connection's failure, [`Endpoint::shutdown`]
+//! by [`driver::SHUTDOWN_GRACE`], and [`Events::recv_timeout`] by its argument.
 
 pub use sipline;
+pub use sipline::driver::{BindError, Error};
+pub use std::sync::mpsc::RecvTimeoutError;
+
+use sipline::driver::{self, answer_from, pick_socket, Driver, Handle, Input, Inputs, Io};
+use sipline::endpoint::{EndpointConfig, Event, IncomingId, Request, RespondError, Response};
+use sipline::transport::{ConnId, QueryId, Transport};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Binds an endpoint: listens where `config.listen` says (plus an
+/// ephemeral UDP socket when it names none), starts the driver thread and
+/// returns the endpoint and its events.
+pub fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
+    let mut driver = Driver::new(config)?;
+    let mut io = ThreadIo::new(driver.inputs());
+    for (transport, addr) in driver.listeners() {
+        match io.listen(transport, addr) {
+            Ok(bound) => driver.add_listener(transport, bound),
+            Err(source) => {
+                io.shutdown();
+                return Err(BindError::Listen { transport, addr, source });
+            }
+        }
+    }
+    let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (handle, events) = driver.start(Instant::now(), unix);
+    thread::Builder::new().name("sipline-driver".into()).spawn(move || run(driver, io)).map_err(|source| {
+        BindError::Listen { transport: Transport::Udp, addr: SocketAddr::from(([0; 4], 0)), source }
+    })?;
+    Ok((Endpoint { handle }, Events(events)))
+}
+
+/// A running endpoint (cheap to clone; every clone drives the same one).
+/// When the last clone is dropped the endpoint shuts down.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    handle: Handle,
+}
+
+impl Endpoint {
+    /// Sends `request` and waits for its 2xx, or for why there is none.
+    pub fn send(&self, request: Request) -> Result<Response, Error> {
+        block_on(self.handle.send(request))
+    }
+
+    /// Answers an incoming request ([`Event::Incoming`]) with `code`.
+    pub fn respond(&self, incoming: IncomingId, code: u16, reason: &str) -> Result<(), RespondError> {
+        block_on(self.handle.respond(incoming, code, reason))
+    }
+
+    /// Shuts down (see [`Handle::shutdown`]) and waits until every thread
+    /// that holds a socket has ended.
+    pub fn shutdown(&self) {
+        block_on(self.handle.shutdown());
+    }
+
+    /// The addresses the endpoint listens on, per transport.
+    pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
+        self.handle.local_addrs()
+    }
+
+    /// The first address the endpoint listens on over `transport`.
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.handle.local_addr(transport)
+    }
+}
+
+/// The endpoint's events, by blocking receive or iteration; the iterator
+/// ends after [`Event::ShutDown`].
+#[derive(Debug)]
+pub struct Events(driver::Events);
+
+impl Events {
+    /// Waits for the next event; `None` once the endpoint has shut down.
+    pub fn recv(&mut self) -> Option<Event> {
+        block_on(self.0.next())
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Event, RecvTimeoutError> {
+        match block_on_until(self.0.next(), Instant::now() + timeout) {
+            Some(Some(event)) => Ok(event),
+            Some(None) => Err(RecvTimeoutError::Disconnected),
+            None => Err(RecvTimeoutError::Timeout),
+        }
+    }
+}
+
+impl Iterator for Events {
+    type Item = Event;
+    fn next(&mut self) -> Option<Event> {
+        self.recv()
+    }
+}
+
+/// Wakes a parked thread.
+struct Unpark(Thread);
+
+impl Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+fn this_thread_waker() -> Waker {
+    Waker::from(Arc::new(Unpark(thread::current())))
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let waker = this_thread_waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+fn block_on_until<F: Future>(future: F, deadline: Instant) -> Option<F::Output> {
+    let mut future = pin!(future);
+    let waker = this_thread_waker();
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = future.as_mut().poll(&mut cx) {
+            return Some(v);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        thread::park_timeout(deadline - now);
+    }
+}
+
+/// The driver thread: takes each command and input as it comes, runs the
+/// core's timer when due (with the time it woke at), parks in between.
+fn run(mut driver: Driver<TcpStream>, mut io: ThreadIo) {
+    let waker = this_thread_waker();
+    let mut cx = Context::from_waker(&waker);
+    while !driver.is_finished() {
+        let now = Instant::now();
+        let deadline = driver.poll_timeout();
+        if deadline.is_some_and(|d| d <= now) {
+            driver.handle_timeout(now, &mut io);
+            continue;
+        }
+        match driver.poll_message(&mut cx) {
+            Poll::Ready(message) => driver.handle(Instant::now(), message, &mut io),
+            Poll::Pending => match deadline {
+                Some(d) => thread::park_timeout(d - now),
+                None => thread::park(),
+            },
+        }
+    }
+    io.shutdown();
+    driver.finish();
+}
+
+/// One stream connection's threads, and a clone of the socket to stop
+/// them with.
+struct Stream {
+    socket: TcpStream,
+    threads: [JoinHandle<()>; 2],
+}
+
+impl Stream {
+    fn is_finished(&self) -> bool {
+        self.threads.iter().all(JoinHandle::is_finished)
+    }
+
+    fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+enum Conn {
+    Connecting,
+    Open { queue: mpsc::Sender<Vec<u8>>, stream: Stream },
+}
+
+/// The threads-and-`std::net` half of the driver.
+struct ThreadIo {
+    inputs: Inputs<TcpStream>,
+    stop: Arc<AtomicBool>,
+    udp_addrs: Vec<SocketAddr>,
+    udp: Vec<Arc<UdpSocket>>,
+    tcp_addrs: Vec<SocketAddr>,
+    /// UDP and listener threads.
+    threads: Vec<JoinHandle<()>>,
+    conns: BTreeMap<ConnId, Conn>,
+    /// Closed connections whose writer may still be flushing.
+    closing: Vec<Stream>,
+}
+
+/// How long a UDP reader waits before it looks at the stop flag again
+/// (shutdown also wakes it with a datagram).
+const UDP_POLL: Duration = Duration::from_secs(1);
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<JoinHandle<()>> {
+    thread::Builder::new().name(name.to_owned()).spawn(f)
+}
+
+/// Where to reach our own socket bound at `addr` (loopback for a wildcard).
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(a) if a.ip().is_unspecified() => SocketAddr::from(([127, 0, 0, 1], a.port())),
+        SocketAddr::V6(a) if a.ip().is_unspecified() => SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, a.port())),
+        a => a,
+    }
+}
+
+impl ThreadIo {
+    fn new(inputs: Inputs<TcpStream>) -> ThreadIo {
+        ThreadIo {
+            inputs,
+            stop: Arc::new(AtomicBool::new(false)),
+            udp_addrs: Vec::new(),
+            udp: Vec::new(),
+            tcp_addrs: Vec::new(),
+            threads: Vec::new(),
+            conns: BTreeMap::new(),
+            closing: Vec::new(),
+        }
+    }
+
+    fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let mut inputs = self.inputs.clone();
+        let stop = self.stop.clone();
+        if transport == Transport::Udp {
+            let socket = Arc::new(UdpSocket::bind(addr)?);
+            socket.set_read_timeout(Some(UDP_POLL))?;
+            let local = socket.local_addr()?;
+            let reader = socket.clone();
+            self.threads.push(spawn("sipline-udp", move || {
+                let mut buf = vec![0u8; 65_535];
+                while !stop.load(Ordering::Acquire) {
+                    match reader.recv_from(&mut buf) {
+                        Ok((n, remote)) if !stop.load(Ordering::Acquire) => {
+                            let bytes = buf[..n].to_vec();
+                            if !block_on(inputs.send(Input::Datagram { local, remote, bytes })) {
+                                return;
+                            }
+                        }
+                        // Timeouts, ICMP errors: look at the flag again.
+                        _ => {}
+                    }
+                }
+            })?);
+            self.udp_addrs.push(local);
+            self.udp.push(socket);
+            return Ok(local);
+        }
+        let listener = TcpListener::bind(addr)?;
+        let local = listener.local_addr()?;
+        self.threads.push(spawn("sipline-accept", move || {
+            for accepted in listener.incoming() {
+                if stop.load(Ordering::Acquire) {
+                    return;
+                }
+                match accepted.and_then(|s| s.peer_addr().map(|remote| (s, remote))) {
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        if !block_on(inputs.send(Input::Accepted { transport, remote, stream })) {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, don't spin.
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        })?);
+        self.tcp_addrs.push(local);
+        Ok(local)
+    }
+
+    fn reap(&mut self) {
+        let (done, open): (Vec<Stream>, Vec<Stream>) = self.closing.drain(..).partition(Stream::is_finished);
+        self.closing = open;
+        done.into_iter().for_each(Stream::join);
+    }
+
+    /// Stops every thread that holds a socket and waits for them.
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        // Wake the blocked readers: a datagram to each UDP socket, a
+        // connection to each listener.
+        for (socket, addr) in self.udp.iter().zip(&self.udp_addrs) {
+            let _ = socket.send_to(&[], reachable(*addr));
+        }
+        for addr in &self.tcp_addrs {
+            let _ = TcpStream::connect_timeout(&reachable(*addr), Duration::from_secs(1));
+        }
+        for conn in std::mem::take(&mut self.conns).into_keys() {
+            self.close(conn);
+        }
+        let deadline = Instant::now() + driver::SHUTDOWN_GRACE;
+        while !self.closing.iter().all(Stream::is_finished) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        for s in std::mem::take(&mut self.closing) {
+            let _ = s.socket.shutdown(Shutdown::Both);
+            s.join();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        self.udp.clear();
+    }
+}
+
+impl Io for ThreadIo {
+    type Stream = TcpStream;
+
+    fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
+        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
+            tracing::warn!(%remote, "no UDP socket of this address family");
+            return;
+        };
+        if let Err(e) = self.udp[i].send_to(bytes, remote) {
+            tracing::debug!(%remote, error = %e, "UDP send failed");
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
+        self.reap();
+        let mut inputs = self.inputs.clone();
+        // Not joined: it ends within the connect timeout, and its report
+        // is ignored once the core has given the connection up.
+        let started = spawn("sipline-connect", move || {
+            let input = match TcpStream::connect_timeout(&remote, driver::CONNECT_TIMEOUT) {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    Input::Connected { conn, stream }
+                }
+                Err(_) => Input::ConnectFailed { conn },
+            };
+            block_on(inputs.send(input));
+        });
+        if started.is_ok() {
+            self.conns.insert(conn, Conn::Connecting);
+        } else {
+            self.inputs.clone().try_send(Input::ConnectFailed { conn });
+        }
+    }
+
+    fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
+        let (Ok(mut reader), Ok(mut writer)) = (stream.try_clone(), stream.try_clone()) else {
+            self.inputs.clone().try_send(Input::Closed { conn });
+            return;
+        };
+        let (queue, queued) = mpsc::channel::<Vec<u8>>();
+        let mut inputs = self.inputs.clone();
+        let read = spawn("sipline-read", move || {
+            let mut buf = vec![0u8; driver::READ_CHUNK];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if !block_on(inputs.send(Input::StreamData { conn, bytes: buf[..n].to_vec() })) {
+                            return;
+                        }
+                    }
+                }
+            }
+            block_on(inputs.send(Input::Closed { conn }));
+        });
+        let write = spawn("sipline-write", move || {
+            for bytes in queued {
+                if writer.write_all(&bytes).is_err() {
+                    return;
+                }
+            }
+            let _ = writer.shutdown(Shutdown::Write);
+        });
+        if let (Ok(r), Ok(w)) = (read, write) {
+            self.conns.insert(conn, Conn::Open { queue, stream: Stream { socket: stream, threads: [r, w] } });
+        } else {
+            let _ = stream.shutdown(Shutdown::Both);
+            self.inputs.clone().try_send(Input::Closed { conn });
+        }
+    }
+
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if let Some(Conn::Open { queue, .. }) = self.conns.get(&conn) {
+            let _ = queue.send(bytes);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(Conn::Open { queue, stream }) = self.conns.remove(&conn) {
+            // The writer flushes what is queued, then closes its side; the
+            // reader stops now.
+            drop(queue);
+            let _ = stream.socket.shutdown(Shutdown::Read);
+            self.closing.push(stream);
+        }
+    }
+
+    fn resolve(&mut self, query: QueryId, name: String) {
+        let mut inputs = self.inputs.clone();
+        let started = spawn("sipline-resolve", move || {
+            let answer = answer_from((name.as_str(), 0).to_socket_addrs());
+            block_on(inputs.send(Input::Resolved { query, answer }));
+        });
+        if let Err(e) = started {
+            let answer = sipline::transport::Answer::Failed(e.to_string());
+            self.inputs.clone().try_send(Input::Resolved { query, answer });
+        }
+    }
+}

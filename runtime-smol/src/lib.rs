@@ -1,7 +1,267 @@
-//! `sipline-smol`: drives the sans-IO [`sipline`] core on smol.
+//! `sipline-smol`: drives the sans-IO [`sipline`] core on smol (the
+//! successor of the discontinued async-std).
 //!
-//! Not built yet: the runtime lands with the transport layer (see the project's
-//! issues). Until then this crate only re-exports the core so the workspace
-//! layout matches `DESIGN.md`.
+//! The runtime owns the sockets, the timer and one driver task on smol's
+//! global executor; everything else (the command channel, request futures,
+//! the dispatch of the core's outputs) is [`sipline::driver`], shared with
+//! `sipline-tokio` and `sipline-blocking`.
+//!
+//! ```no_run
+//! use sipline::endpoint::{EndpointConfig, Request};
+//! use sipline::transport::Transport;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! smol::block_on(async {
+//!     let config = EndpointConfig::new("sip:alice@127.0.0.1")
+//!         .listen(Transport::Udp, "127.0.0.1:0".parse()?);
+//!     let (endpoint, _events) = sipline_smol::bind(config).await?;
+//!     let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
+//!     println!("{} {}", ok.code, ok.reason);
+//!     endpoint.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
+//! ```
 
 pub use sipline;
+pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
+
+use sipline::driver::{self, answer_from, pick_socket, AsyncIo, Driver, Input, Inputs, Io, UnboundedSender};
+use sipline::endpoint::EndpointConfig;
+use sipline::transport::{ConnId, QueryId, Transport};
+use smol::{Async, Task, Timer};
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Binds an endpoint: listens where `config.listen` says (plus an
+/// ephemeral UDP socket when it names none), starts its driver task and
+/// returns the handle and the event stream. The bound addresses (the OS's
+/// choice for port 0) are in [`Endpoint::local_addrs`].
+// Async like `sipline_tokio::bind`, so the three runtimes share one API.
+#[allow(clippy::unused_async)]
+pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
+    let mut driver = Driver::new(config)?;
+    let mut io = SmolIo::new(driver.inputs());
+    for (transport, addr) in driver.listeners() {
+        let bound = io.listen(transport, addr).map_err(|source| BindError::Listen { transport, addr, source })?;
+        driver.add_listener(transport, bound);
+    }
+    let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (endpoint, events) = driver.start(Instant::now(), unix);
+    smol::spawn(driver.run(io)).detach();
+    Ok((endpoint, events))
+}
+
+enum Conn {
+    Connecting(Task<()>),
+    Open { queue: UnboundedSender<Vec<u8>>, reader: Task<()> },
+}
+
+/// The smol half of the driver: sockets and tasks (a dropped task is
+/// cancelled).
+struct SmolIo {
+    inputs: Inputs<Async<TcpStream>>,
+    udp_addrs: Vec<SocketAddr>,
+    udp: Vec<Arc<Async<UdpSocket>>>,
+    /// Listeners, UDP readers, lookups.
+    tasks: Vec<Task<()>>,
+    /// Stream writers (given time to flush at shutdown).
+    writers: Vec<Task<()>>,
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl SmolIo {
+    fn new(inputs: Inputs<Async<TcpStream>>) -> SmolIo {
+        SmolIo {
+            inputs,
+            udp_addrs: Vec::new(),
+            udp: Vec::new(),
+            tasks: Vec::new(),
+            writers: Vec::new(),
+            conns: BTreeMap::new(),
+        }
+    }
+
+    fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let mut inputs = self.inputs.clone();
+        if transport == Transport::Udp {
+            let socket = Arc::new(Async::<UdpSocket>::bind(addr)?);
+            let local = socket.get_ref().local_addr()?;
+            self.udp_addrs.push(local);
+            self.udp.push(socket.clone());
+            self.tasks.push(smol::spawn(async move {
+                let mut buf = vec![0u8; 65_535];
+                loop {
+                    match socket.recv_from(&mut buf).await {
+                        Ok((n, remote)) => {
+                            let bytes = buf[..n].to_vec();
+                            if !inputs.send(Input::Datagram { local, remote, bytes }).await {
+                                return;
+                            }
+                        }
+                        // ICMP errors surface on some systems; they end nothing.
+                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
+                    }
+                }
+            }));
+            return Ok(local);
+        }
+        let listener = Async::<TcpListener>::bind(addr)?;
+        let local = listener.get_ref().local_addr()?;
+        self.tasks.push(smol::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, remote)) => {
+                        let _ = stream.get_ref().set_nodelay(true);
+                        if !inputs.send(Input::Accepted { transport, remote, stream }).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, don't spin.
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        Timer::after(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        }));
+        Ok(local)
+    }
+
+    fn reap(&mut self) {
+        self.tasks.retain(|t| !t.is_finished());
+        self.writers.retain(|t| !t.is_finished());
+    }
+}
+
+impl Io for SmolIo {
+    type Stream = Async<TcpStream>;
+
+    fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
+        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
+            tracing::warn!(%remote, "no UDP socket of this address family");
+            return;
+        };
+        // The socket is non-blocking: a full send buffer drops the
+        // datagram, as the network could.
+        if let Err(e) = self.udp[i].get_ref().send_to(bytes, remote) {
+            tracing::debug!(%remote, error = %e, "UDP send failed");
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
+        self.reap();
+        let mut inputs = self.inputs.clone();
+        let task = smol::spawn(async move {
+            let connect = async { Async::<TcpStream>::connect(remote).await.ok() };
+            let give_up = async {
+                Timer::after(driver::CONNECT_TIMEOUT).await;
+                None
+            };
+            let input = match smol::future::or(connect, give_up).await {
+                Some(stream) => {
+                    let _ = stream.get_ref().set_nodelay(true);
+                    Input::Connected { conn, stream }
+                }
+                None => Input::ConnectFailed { conn },
+            };
+            inputs.send(input).await;
+        });
+        self.conns.insert(conn, Conn::Connecting(task));
+    }
+
+    fn adopt(&mut self, conn: ConnId, stream: Async<TcpStream>) {
+        self.reap();
+        let stream = Shared(Arc::new(stream));
+        let (queue, queued) = driver::write_queue();
+        self.writers.push(smol::spawn(driver::write_stream(Shared(stream.0.clone()), queued)));
+        let reader = smol::spawn(driver::read_stream(conn, stream, self.inputs.clone()));
+        self.conns.insert(conn, Conn::Open { queue, reader });
+    }
+
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if let Some(Conn::Open { queue, .. }) = self.conns.get(&conn) {
+            let _ = queue.unbounded_send(bytes);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        // Dropping a task cancels it; dropping the queue lets the writer
+        // flush, then close.
+        self.conns.remove(&conn);
+    }
+
+    fn resolve(&mut self, query: QueryId, name: String) {
+        let mut inputs = self.inputs.clone();
+        self.tasks.push(smol::spawn(async move {
+            let answer = answer_from(smol::net::resolve((name.as_str(), 0)).await.map(Vec::into_iter));
+            inputs.send(Input::Resolved { query, answer }).await;
+        }));
+    }
+}
+
+impl AsyncIo for SmolIo {
+    type Sleep = Timer;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Timer {
+        Timer::at(deadline)
+    }
+
+    async fn shutdown(&mut self) {
+        let mut tasks: Vec<Task<()>> = std::mem::take(&mut self.tasks);
+        for conn in std::mem::take(&mut self.conns).into_values() {
+            match conn {
+                Conn::Connecting(task) | Conn::Open { reader: task, .. } => tasks.push(task),
+            }
+        }
+        for task in tasks {
+            task.cancel().await;
+        }
+        self.udp.clear();
+        let mut writers = std::mem::take(&mut self.writers);
+        let flushed = async {
+            for w in &mut writers {
+                w.await;
+            }
+        };
+        let grace = async {
+            Timer::after(driver::SHUTDOWN_GRACE).await;
+        };
+        smol::future::or(flushed, grace).await;
+        for w in writers {
+            w.cancel().await;
+        }
+    }
+}
+
+/// One stream shared by its reader and writer tasks (smol's `&Async`
+/// reads and writes).
+struct Shared(Arc<Async<TcpStream>>);
+
+impl futures_io::AsyncRead for Shared {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_read(cx, buf)
+    }
+}
+
+impl futures_io::AsyncWrite for Shared {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut &*self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut &*self.0).poll_close(cx)
+    }
+}

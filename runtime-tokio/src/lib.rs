@@ -1,7 +1,247 @@
 //! `sipline-tokio`: drives the sans-IO [`sipline`] core on tokio.
 //!
-//! Not built yet: the runtime lands with the transport layer (see the project's
-//! issues). Until then this crate only re-exports the core so the workspace
-//! layout matches `DESIGN.md`.
+//! The runtime owns the sockets, the timer and one driver task; everything
+//! else (the command channel, request futures, the dispatch of the core's
+//! outputs) is [`sipline::driver`], shared with `sipline-smol` and
+//! `sipline-blocking`.
+//!
+//! ```no_run
+//! use sipline::endpoint::{EndpointConfig, Request};
+//! use sipline::transport::Transport;
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = EndpointConfig::new("sip:alice@127.0.0.1")
+//!     .listen(Transport::Udp, "127.0.0.1:0".parse()?);
+//! let (endpoint, _events) = sipline_tokio::bind(config).await?;
+//! println!("listening on {:?}", endpoint.local_addrs());
+//! let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
+//! println!("{} {}", ok.code, ok.reason);
+//! endpoint.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Call [`bind`] inside a tokio runtime (it spawns the driver task there).
 
 pub use sipline;
+pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
+
+use sipline::driver::{self, answer_from, pick_socket, AsyncIo, Driver, Input, Inputs, Io, UnboundedSender};
+use sipline::endpoint::EndpointConfig;
+use sipline::transport::{ConnId, QueryId, Transport};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::task::{AbortHandle, JoinSet};
+
+/// Binds an endpoint: listens where `config.listen` says (plus an
+/// ephemeral UDP socket when it names none), starts its driver task and
+/// returns the handle and the event stream. The bound addresses (the OS's
+/// choice for port 0) are in [`Endpoint::local_addrs`].
+pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
+    let mut driver = Driver::new(config)?;
+    let mut io = TokioIo::new(driver.inputs());
+    for (transport, addr) in driver.listeners() {
+        let bound = io.listen(transport, addr).await.map_err(|source| BindError::Listen { transport, addr, source })?;
+        driver.add_listener(transport, bound);
+    }
+    let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let (endpoint, events) = driver.start(Instant::now(), unix);
+    tokio::spawn(driver.run(io));
+    Ok((endpoint, events))
+}
+
+enum Conn {
+    Connecting(AbortHandle),
+    Open { queue: UnboundedSender<Vec<u8>>, reader: AbortHandle },
+}
+
+/// The tokio half of the driver: sockets and tasks.
+struct TokioIo {
+    inputs: Inputs<TcpStream>,
+    udp_addrs: Vec<SocketAddr>,
+    udp: Vec<Arc<UdpSocket>>,
+    /// Listeners, UDP readers, connects, lookups, stream readers.
+    tasks: JoinSet<()>,
+    /// Stream writers (given time to flush at shutdown).
+    writers: JoinSet<()>,
+    conns: BTreeMap<ConnId, Conn>,
+}
+
+impl TokioIo {
+    fn new(inputs: Inputs<TcpStream>) -> TokioIo {
+        TokioIo {
+            inputs,
+            udp_addrs: Vec::new(),
+            udp: Vec::new(),
+            tasks: JoinSet::new(),
+            writers: JoinSet::new(),
+            conns: BTreeMap::new(),
+        }
+    }
+
+    async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        let mut inputs = self.inputs.clone();
+        if transport == Transport::Udp {
+            let socket = Arc::new(UdpSocket::bind(addr).await?);
+            let local = socket.local_addr()?;
+            self.udp_addrs.push(local);
+            self.udp.push(socket.clone());
+            self.tasks.spawn(async move {
+                let mut buf = vec![0u8; 65_535];
+                loop {
+                    match socket.recv_from(&mut buf).await {
+                        Ok((n, remote)) => {
+                            let bytes = buf[..n].to_vec();
+                            if !inputs.send(Input::Datagram { local, remote, bytes }).await {
+                                return;
+                            }
+                        }
+                        // ICMP errors surface on some systems; they end nothing.
+                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
+                    }
+                }
+            });
+            return Ok(local);
+        }
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.tasks.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, remote)) => {
+                        let _ = stream.set_nodelay(true);
+                        if !inputs.send(Input::Accepted { transport, remote, stream }).await {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, don't spin.
+                        tracing::warn!(%local, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Ok(local)
+    }
+
+    fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+        while self.writers.try_join_next().is_some() {}
+    }
+}
+
+impl Io for TokioIo {
+    type Stream = TcpStream;
+
+    fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
+        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
+            tracing::warn!(%remote, "no UDP socket of this address family");
+            return;
+        };
+        // A full send buffer drops the datagram, as the network could.
+        if let Err(e) = self.udp[i].try_send_to(bytes, remote) {
+            tracing::debug!(%remote, error = %e, "UDP send failed");
+        }
+    }
+
+    fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
+        self.reap();
+        let mut inputs = self.inputs.clone();
+        let task = self.tasks.spawn(async move {
+            let input = match tokio::time::timeout(driver::CONNECT_TIMEOUT, TcpStream::connect(remote)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    Input::Connected { conn, stream }
+                }
+                _ => Input::ConnectFailed { conn },
+            };
+            inputs.send(input).await;
+        });
+        self.conns.insert(conn, Conn::Connecting(task));
+    }
+
+    fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
+        self.reap();
+        let (read, write) = stream.into_split();
+        let (queue, queued) = driver::write_queue();
+        self.writers.spawn(driver::write_stream(Compat(write), queued));
+        let reader = self.tasks.spawn(driver::read_stream(conn, Compat(read), self.inputs.clone()));
+        self.conns.insert(conn, Conn::Open { queue, reader });
+    }
+
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>) {
+        if let Some(Conn::Open { queue, .. }) = self.conns.get(&conn) {
+            let _ = queue.unbounded_send(bytes);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        match self.conns.remove(&conn) {
+            Some(Conn::Connecting(task)) => task.abort(),
+            // Dropping the queue lets the writer flush, then close.
+            Some(Conn::Open { reader, .. }) => reader.abort(),
+            None => {}
+        }
+    }
+
+    fn resolve(&mut self, query: QueryId, name: String) {
+        let mut inputs = self.inputs.clone();
+        self.tasks.spawn(async move {
+            let answer = answer_from(tokio::net::lookup_host((name.as_str(), 0)).await);
+            inputs.send(Input::Resolved { query, answer }).await;
+        });
+    }
+}
+
+impl AsyncIo for TokioIo {
+    type Sleep = tokio::time::Sleep;
+
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
+        tokio::time::sleep_until(deadline.into())
+    }
+
+    async fn shutdown(&mut self) {
+        self.tasks.shutdown().await;
+        self.conns.clear();
+        self.udp.clear();
+        let flushed = async { while self.writers.join_next().await.is_some() {} };
+        if tokio::time::timeout(driver::SHUTDOWN_GRACE, flushed).await.is_err() {
+            tracing::debug!("stream writes unfinished at shutdown dropped");
+        }
+        self.writers.shutdown().await;
+    }
+}
+
+/// tokio's IO traits seen as `futures-io`'s, for the shared stream pumps.
+struct Compat<T>(T);
+
+impl<T: tokio::io::AsyncRead + Unpin> futures_io::AsyncRead for Compat<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<usize>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        ready!(Pin::new(&mut self.0).poll_read(cx, &mut buf))?;
+        Poll::Ready(Ok(buf.filled().len()))
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> futures_io::AsyncWrite for Compat<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}

@@ -9,6 +9,7 @@
 pub mod certs;
 pub mod net;
 pub mod pair;
+pub mod runtimes;
 pub mod sim;
 pub mod stack;
 pub mod tu;

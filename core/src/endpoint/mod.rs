@@ -50,6 +50,10 @@ pub struct EndpointConfig {
     pub timers: TimerConfig,
     /// Seed for tags, branches and Call-IDs.
     pub seed: u64,
+    /// Where a runtime listens: (transport, address) pairs; port 0 lets the
+    /// OS choose. The core binds nothing: a runtime binds these and reports
+    /// each bound address with [`Endpoint::add_listener`].
+    pub listen: Vec<(Transport, SocketAddr)>,
 }
 
 impl EndpointConfig {
@@ -63,7 +67,15 @@ impl EndpointConfig {
             transport: TransportConfig::default(),
             timers: TimerConfig::default(),
             seed: 0,
+            listen: Vec::new(),
         }
+    }
+
+    /// Adds an address to listen on over `transport` (port 0: the OS picks).
+    #[must_use]
+    pub fn listen(mut self, transport: Transport, addr: SocketAddr) -> EndpointConfig {
+        self.listen.push((transport, addr));
+        self
     }
 }
 
@@ -243,6 +255,12 @@ const UNAVAILABLE: StatusCode = match StatusCode::new(503) {
     None => unreachable!(),
 };
 
+/// The Via sent-by host when no listening address names us (a wildcard
+/// listener, or none): RFC 6761's reserved `.invalid`, so nothing resolves
+/// it; answers come back by `received`/`rport` (RFC 3581) or on the
+/// connection.
+const PLACEHOLDER_HOST: &str = "sipline.invalid";
+
 /// The identifiers a new request gets (§8.1.1.3, §8.1.1.4, §8.1.1.7).
 struct Ids {
     branch: String,
@@ -293,7 +311,11 @@ impl Endpoint {
             Ok(u) if u.as_sip().is_some() => {}
             _ => return Err(ConfigError::Aor),
         }
-        let transport = TransportLayer::new(config.transport.clone(), config.seed ^ 0x7a)?;
+        let mut transport_config = config.transport.clone();
+        // The placeholder sent-by of requests from wildcard or no listeners
+        // is ours when the answer carries it back (§18.1.2).
+        transport_config.local_names.push(PLACEHOLDER_HOST.to_owned());
+        let transport = TransportLayer::new(transport_config, config.seed ^ 0x7a)?;
         Ok(Endpoint {
             transactions: TransactionLayer::new(config.timers, config.seed),
             transport,
@@ -630,8 +652,8 @@ impl Endpoint {
         let pick = listeners.iter().find(|(t, _)| *t == transport).or_else(|| listeners.first());
         match pick {
             Some((_, a)) if !a.ip().is_unspecified() => a.to_string(),
-            Some((_, a)) => format!("sipline.invalid:{}", a.port()),
-            None => "sipline.invalid".to_owned(),
+            Some((_, a)) => format!("{PLACEHOLDER_HOST}:{}", a.port()),
+            None => PLACEHOLDER_HOST.to_owned(),
         }
     }
 

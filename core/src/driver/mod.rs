@@ -1,0 +1,701 @@
+//! What the three runtime crates share, written once on `futures`
+//! (feature `driver`; DESIGN.md, "Runtimes").
+//!
+//! A runtime owns sockets, timers and its event loop. Everything else that
+//! would be the same in all three lives here:
+//!
+//! - the **command channel** from the application's [`Handle`] to the
+//!   [`Driver`], and the futures that complete when the core reports a
+//!   request's outcome ([`Handle::send`]);
+//! - the **event stream** ([`Events`]) the application reads;
+//! - the **dispatch** of the core's outputs onto a runtime's [`Io`]
+//!   (datagram, connect, write, close, resolve) and of the runtime's
+//!   [`Input`]s into the core, with the bookkeeping of connections still
+//!   being opened;
+//! - the async **run loop** ([`Driver::run`]) for runtimes with futures
+//!   (tokio, smol): wait for an input, a command or the core's deadline,
+//!   pass the time it woke at, drain every output;
+//! - the **stream pumps** ([`read_stream`], [`write_stream`]) over
+//!   `futures-io`, and small policies (which UDP socket sends a datagram,
+//!   how a system lookup becomes an [`Answer`]);
+//! - **TLS files**: PEM certificates and keys, the system's roots
+//!   ([`files`]).
+//!
+//! It owns no sockets, threads or clocks: the runtime hands the time in
+//! (through [`AsyncIo::now`] or the `now` arguments).
+//!
+//! A runtime's bind function, in outline:
+//!
+//! ```ignore
+//! let mut driver = Driver::new(config)?;
+//! for (transport, addr) in driver.listeners() {
+//!     let bound = my_io.listen(transport, addr, driver.inputs())?;
+//!     driver.add_listener(transport, bound);
+//! }
+//! let (handle, events) = driver.start(now, unix_time);
+//! spawn(driver.run(my_io));
+//! ```
+
+pub mod files;
+
+use crate::endpoint::{
+    ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError, RequestId, RespondError,
+    Response, SendError,
+};
+use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport};
+use futures_channel::{mpsc, oneshot};
+use futures_core::Stream;
+use futures_io::{AsyncRead, AsyncWrite};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// How long a runtime waits for an outbound TCP connection before it
+/// reports the attempt failed: 64·T1 with the default T1, the time a
+/// request over it would wait for its answer anyway (§17.1.1.2).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// How many bytes a runtime reads from a stream at once: what the core
+/// takes in one piece ([`crate::transport::INTAKE_CHUNK`]).
+pub const READ_CHUNK: usize = crate::transport::INTAKE_CHUNK;
+
+/// How long shutdown waits for queued stream writes (the last responses,
+/// TLS close_notify) to reach the peer before it drops them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// How many runtime inputs may wait for the driver; a full queue makes the
+/// runtime's readers wait (and the kernel's buffers take the pressure).
+const INPUT_QUEUE: usize = 1024;
+
+/// What a runtime's IO tasks report to the driver. `S` is the runtime's
+/// stream type (a TCP connection).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Input<S> {
+    /// A datagram arrived on the UDP socket bound at `local`.
+    Datagram {
+        /// The socket's bound address.
+        local: SocketAddr,
+        /// The sender.
+        remote: SocketAddr,
+        /// The datagram.
+        bytes: Vec<u8>,
+    },
+    /// A listener accepted a connection.
+    Accepted {
+        /// TCP or TLS (the listener's transport).
+        transport: Transport,
+        /// The peer.
+        remote: SocketAddr,
+        /// The connection.
+        stream: S,
+    },
+    /// An [`Io::connect`] succeeded.
+    Connected {
+        /// The connection's handle.
+        conn: ConnId,
+        /// The connection.
+        stream: S,
+    },
+    /// An [`Io::connect`] failed or timed out.
+    ConnectFailed {
+        /// The connection's handle.
+        conn: ConnId,
+    },
+    /// Bytes arrived on a connection.
+    StreamData {
+        /// The connection.
+        conn: ConnId,
+        /// The bytes.
+        bytes: Vec<u8>,
+    },
+    /// A connection reached its end or failed.
+    Closed {
+        /// The connection.
+        conn: ConnId,
+    },
+    /// An [`Io::resolve`] finished.
+    Resolved {
+        /// The query.
+        query: QueryId,
+        /// What the lookup found.
+        answer: Answer,
+    },
+}
+
+/// The sending side of the driver's input queue; each IO task keeps a clone.
+#[derive(Debug)]
+pub struct Inputs<S>(mpsc::Sender<Input<S>>);
+
+impl<S> Clone for Inputs<S> {
+    fn clone(&self) -> Self {
+        Inputs(self.0.clone())
+    }
+}
+
+impl<S> Inputs<S> {
+    /// Queues `input`, waiting while the queue is full; `false` once the
+    /// driver has stopped (the task should end).
+    pub async fn send(&mut self, input: Input<S>) -> bool {
+        if poll_fn(|cx| self.0.poll_ready(cx)).await.is_err() {
+            return false;
+        }
+        self.0.start_send(input).is_ok()
+    }
+
+    /// Queues `input` without waiting, for a report made on the driver's
+    /// own thread (where waiting for room would wait forever). Every clone
+    /// has room for one input of its own, so call this on a fresh clone.
+    pub fn try_send(&mut self, input: Input<S>) -> bool {
+        self.0.try_send(input).is_ok()
+    }
+}
+
+/// The IO a runtime performs for the driver. Every method returns at once;
+/// what takes time (connecting, resolving) runs in the runtime's own task
+/// or thread and reports back through [`Inputs`].
+pub trait Io {
+    /// The runtime's TCP stream type.
+    type Stream;
+
+    /// Sends a datagram from the UDP socket [`pick_socket`] chooses.
+    fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]);
+    /// Starts connecting to `remote` (within [`CONNECT_TIMEOUT`]); reports
+    /// [`Input::Connected`] or [`Input::ConnectFailed`].
+    fn connect(&mut self, conn: ConnId, remote: SocketAddr);
+    /// Starts reading and writing a connected or accepted stream; reports
+    /// [`Input::StreamData`] and, at its end, [`Input::Closed`].
+    fn adopt(&mut self, conn: ConnId, stream: Self::Stream);
+    /// Queues bytes for a connection (in order, after what is queued).
+    fn write(&mut self, conn: ConnId, bytes: Vec<u8>);
+    /// Closes a connection (or abandons connecting it) after queued writes;
+    /// no report follows.
+    fn close(&mut self, conn: ConnId);
+    /// Looks up the A and AAAA records of `name` (see [`answer_from`]);
+    /// reports [`Input::Resolved`].
+    fn resolve(&mut self, query: QueryId, name: String);
+}
+
+/// What [`Driver::run`] needs besides [`Io`]: the clock, a timer and a
+/// graceful end.
+pub trait AsyncIo: Io {
+    /// A timer future (its output is ignored).
+    type Sleep: Future;
+    /// The monotonic time now.
+    fn now(&self) -> Instant;
+    /// A future that completes at `deadline`.
+    fn sleep_until(&self, deadline: Instant) -> Self::Sleep;
+    /// Stops listeners and readers, waits up to [`SHUTDOWN_GRACE`] for
+    /// queued writes, and ends every task the runtime started.
+    fn shutdown(&mut self) -> impl Future<Output = ()>;
+}
+
+/// Why a request sent through a runtime did not end in a 2xx.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The endpoint refused to send it (bad URI, shutting down…).
+    #[error(transparent)]
+    Refused(#[from] SendError),
+    /// It was sent and failed (timeout, failure response, connection…).
+    #[error(transparent)]
+    Failed(#[from] RequestError),
+}
+
+/// Why a runtime could not bind an endpoint.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listening address could not be bound.
+    #[error("cannot listen on {} {addr}: {source}", .transport.as_str())]
+    Listen {
+        /// The transport.
+        transport: Transport,
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+}
+
+enum Command {
+    Send { request: Box<Request>, reply: oneshot::Sender<Result<Response, Error>> },
+    Respond { incoming: IncomingId, code: u16, reason: String, reply: oneshot::Sender<Result<(), RespondError>> },
+    Shutdown { done: oneshot::Sender<()> },
+}
+
+/// What woke the driver: an application command or a runtime input.
+pub struct Message<S>(Woken<S>);
+
+enum Woken<S> {
+    Command(Command),
+    /// Every [`Handle`] is gone: nobody can use the endpoint any more.
+    Abandoned,
+    Input(Input<S>),
+}
+
+/// The application's side: a cheap, cloneable handle to a running endpoint.
+/// The runtime crates export it as their `Endpoint`.
+///
+/// ```ignore
+/// let (endpoint, mut events) = sipline_tokio::bind(config).await?;
+/// let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
+/// endpoint.shutdown().await;
+/// ```
+#[derive(Clone, Debug)]
+pub struct Handle {
+    commands: mpsc::UnboundedSender<Command>,
+    local: Arc<[(Transport, SocketAddr)]>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Send { .. } => "Send",
+            Command::Respond { .. } => "Respond",
+            Command::Shutdown { .. } => "Shutdown",
+        })
+    }
+}
+
+impl Handle {
+    /// Sends `request`; resolves to the 2xx, or to why there is none.
+    /// Dropping the future does not cancel the request.
+    pub fn send(&self, request: Request) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.unbounded_send(Command::Send { request: Box::new(request), reply }).is_ok();
+        async move {
+            if !queued {
+                return Err(Error::Refused(SendError::ShuttingDown));
+            }
+            answer.await.unwrap_or(Err(Error::Refused(SendError::ShuttingDown)))
+        }
+    }
+
+    /// Answers an incoming request ([`Event::Incoming`]) with `code`.
+    pub fn respond(
+        &self,
+        incoming: IncomingId,
+        code: u16,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), RespondError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Respond { incoming, code, reason: reason.to_owned(), reply };
+        let queued = self.commands.unbounded_send(command).is_ok();
+        async move {
+            if !queued {
+                return Err(RespondError::Unknown);
+            }
+            answer.await.unwrap_or(Err(RespondError::Unknown))
+        }
+    }
+
+    /// Shuts the endpoint down: outstanding requests fail with
+    /// [`RequestError::ShutDown`], unanswered incoming requests get 503,
+    /// connections and listeners close. Resolves when every task the
+    /// runtime started has ended (at once if that already happened).
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done, finished) = oneshot::channel();
+        let queued = self.commands.unbounded_send(Command::Shutdown { done }).is_ok();
+        async move {
+            if queued {
+                // A dropped sender means the driver ended: also done.
+                let _ = finished.await;
+            }
+        }
+    }
+
+    /// The addresses the endpoint listens on (ports chosen by the OS
+    /// filled in), per transport.
+    pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
+        &self.local
+    }
+
+    /// The first address the endpoint listens on over `transport`.
+    pub fn local_addr(&self, transport: Transport) -> Option<SocketAddr> {
+        self.local.iter().find(|(t, _)| *t == transport).map(|(_, a)| *a)
+    }
+}
+
+/// The application's events (everything but request outcomes, which
+/// complete [`Handle::send`]'s futures). Ends after [`Event::ShutDown`].
+#[derive(Debug)]
+pub struct Events(mpsc::UnboundedReceiver<Event>);
+
+impl Events {
+    /// The next event; `None` once the endpoint has shut down.
+    pub async fn next(&mut self) -> Option<Event> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Polls for the next event.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl Stream for Events {
+    type Item = Event;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+/// The endpoint core with its command channel and input queue, driven by a
+/// runtime: [`handle`](Self::handle) each [`Message`] and
+/// [`handle_timeout`](Self::handle_timeout) at [`poll_timeout`](Self::poll_timeout),
+/// until [`is_finished`](Self::is_finished); async runtimes just call
+/// [`run`](Self::run).
+pub struct Driver<S> {
+    endpoint: Endpoint,
+    commands: mpsc::UnboundedReceiver<Command>,
+    commands_tx: Option<mpsc::UnboundedSender<Command>>,
+    handles_alive: bool,
+    inputs: mpsc::Receiver<Input<S>>,
+    inputs_tx: Inputs<S>,
+    events: mpsc::UnboundedSender<Event>,
+    events_rx: Option<mpsc::UnboundedReceiver<Event>>,
+    listening: Vec<(Transport, SocketAddr)>,
+    /// Requests whose futures wait for their outcome.
+    waiting: BTreeMap<RequestId, oneshot::Sender<Result<Response, Error>>>,
+    /// Connections the runtime is still opening.
+    connecting: BTreeSet<ConnId>,
+    /// Shutdown callers waiting for the end.
+    closing: Vec<oneshot::Sender<()>>,
+    finished: bool,
+}
+
+impl<S> Driver<S> {
+    /// A driver for an endpoint configured by `config`.
+    pub fn new(config: EndpointConfig) -> Result<Driver<S>, ConfigError> {
+        let endpoint = Endpoint::new(config)?;
+        let (commands_tx, commands) = mpsc::unbounded();
+        let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);
+        let (events, events_rx) = mpsc::unbounded();
+        Ok(Driver {
+            endpoint,
+            commands,
+            commands_tx: Some(commands_tx),
+            handles_alive: true,
+            inputs,
+            inputs_tx: Inputs(inputs_tx),
+            events,
+            events_rx: Some(events_rx),
+            listening: Vec::new(),
+            waiting: BTreeMap::new(),
+            connecting: BTreeSet::new(),
+            closing: Vec::new(),
+            finished: false,
+        })
+    }
+
+    /// The addresses to bind: the configured ones, plus an ephemeral UDP
+    /// socket (`0.0.0.0:0`) when none is configured, so that requests over
+    /// UDP have a socket to leave from and a port for their answers.
+    pub fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
+        let mut all = self.endpoint.config().listen.clone();
+        if !all.iter().any(|(t, _)| *t == Transport::Udp) {
+            all.push((Transport::Udp, SocketAddr::from(([0, 0, 0, 0], 0))));
+        }
+        all
+    }
+
+    /// A sender for the runtime's IO tasks.
+    pub fn inputs(&self) -> Inputs<S> {
+        self.inputs_tx.clone()
+    }
+
+    /// The runtime bound `local` (the OS's choice for port 0).
+    pub fn add_listener(&mut self, transport: Transport, local: SocketAddr) {
+        self.endpoint.add_listener(transport, local);
+        self.listening.push((transport, local));
+    }
+
+    /// The core (for statistics and tests).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// Ready to run: tells the core the wall-clock time (`unix`, for TLS
+    /// certificate validity) and returns the application's handle and
+    /// event stream. A second call returns a handle and an empty stream.
+    pub fn start(&mut self, now: Instant, unix: Duration) -> (Handle, Events) {
+        self.endpoint.set_wall_clock(now, unix);
+        let commands = self.commands_tx.take().unwrap_or_else(|| mpsc::unbounded().0);
+        let events = self.events_rx.take().unwrap_or_else(|| mpsc::unbounded().1);
+        (Handle { commands, local: self.listening.clone().into() }, Events(events))
+    }
+
+    /// Polls for the next command or input (commands first, so a flood of
+    /// datagrams cannot starve the application).
+    pub fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Message<S>> {
+        if self.handles_alive {
+            match Pin::new(&mut self.commands).poll_next(cx) {
+                Poll::Ready(Some(c)) => return Poll::Ready(Message(Woken::Command(c))),
+                Poll::Ready(None) => {
+                    self.handles_alive = false;
+                    return Poll::Ready(Message(Woken::Abandoned));
+                }
+                Poll::Pending => {}
+            }
+        }
+        // The driver holds a sender itself, so this queue never ends.
+        match Pin::new(&mut self.inputs).poll_next(cx) {
+            Poll::Ready(Some(i)) => Poll::Ready(Message(Woken::Input(i))),
+            _ => Poll::Pending,
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.endpoint.poll_timeout()
+    }
+
+    /// Whether the endpoint has shut down; the runtime then ends its tasks
+    /// and calls [`finish`](Self::finish).
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// Feeds one command or input into the core, then performs every output.
+    pub fn handle<I: Io<Stream = S>>(&mut self, now: Instant, message: Message<S>, io: &mut I) {
+        match message.0 {
+            Woken::Command(c) => self.command(now, c),
+            // Nobody holds the endpoint any more: shut it down.
+            Woken::Abandoned => self.endpoint.shutdown(now),
+            Woken::Input(i) => self.input(now, i, io),
+        }
+        self.drain(now, io);
+    }
+
+    /// Time passed (`now` is when the runtime woke, not the deadline).
+    pub fn handle_timeout<I: Io<Stream = S>>(&mut self, now: Instant, io: &mut I) {
+        self.endpoint.handle_timeout(now);
+        self.drain(now, io);
+    }
+
+    /// The runtime has ended its tasks: wakes the shutdown callers.
+    pub fn finish(&mut self) {
+        for done in self.closing.drain(..) {
+            let _ = done.send(());
+        }
+    }
+
+    /// The whole loop for a futures runtime: waits for a command, an input
+    /// or the core's deadline, feeds it in with the time it woke at, and
+    /// drains every output; after shutdown, ends the runtime's tasks.
+    pub async fn run<I: AsyncIo<Stream = S>>(mut self, mut io: I) {
+        while !self.finished {
+            let deadline = self.endpoint.poll_timeout();
+            // Due timers first, so that a stream of inputs cannot starve them.
+            let now = io.now();
+            if deadline.is_some_and(|d| d <= now) {
+                self.handle_timeout(now, &mut io);
+                continue;
+            }
+            let mut sleep = pin!(deadline.map(|d| io.sleep_until(d)));
+            let woken = poll_fn(|cx| {
+                if let Poll::Ready(m) = self.poll_message(cx) {
+                    return Poll::Ready(Some(m));
+                }
+                match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
+                    Some(Poll::Ready(_)) => Poll::Ready(None),
+                    _ => Poll::Pending,
+                }
+            })
+            .await;
+            let now = io.now();
+            match woken {
+                Some(m) => self.handle(now, m, &mut io),
+                None => self.handle_timeout(now, &mut io),
+            }
+        }
+        io.shutdown().await;
+        self.finish();
+    }
+
+    fn command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Send { request, reply } => match self.endpoint.send_request(now, *request) {
+                Ok(id) => {
+                    self.waiting.insert(id, reply);
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(Error::Refused(e)));
+                }
+            },
+            Command::Respond { incoming, code, reason, reply } => {
+                let _ = reply.send(self.endpoint.respond(now, incoming, code, &reason));
+            }
+            Command::Shutdown { done } => {
+                self.closing.push(done);
+                self.endpoint.shutdown(now);
+            }
+        }
+    }
+
+    fn input<I: Io<Stream = S>>(&mut self, now: Instant, input: Input<S>, io: &mut I) {
+        match input {
+            Input::Datagram { local, remote, bytes } => self.endpoint.handle_datagram(now, local, remote, &bytes),
+            Input::Accepted { transport, remote, stream } => {
+                // `None`: over the connection limit; dropping the stream closes it.
+                if let Some(conn) = self.endpoint.handle_accepted(now, transport, remote) {
+                    io.adopt(conn, stream);
+                }
+            }
+            Input::Connected { conn, stream } => {
+                // A connection the core closed meanwhile is dropped unused.
+                if self.connecting.remove(&conn) {
+                    io.adopt(conn, stream);
+                    self.endpoint.handle_connected(now, conn);
+                }
+            }
+            Input::ConnectFailed { conn } => {
+                if self.connecting.remove(&conn) {
+                    self.endpoint.handle_connect_failed(now, conn);
+                }
+            }
+            Input::StreamData { conn, bytes } => self.endpoint.handle_stream_data(now, conn, &bytes),
+            Input::Closed { conn } => self.endpoint.handle_closed(now, conn),
+            Input::Resolved { query, answer } => self.endpoint.handle_resolved(now, query, answer),
+        }
+    }
+
+    /// Performs every output of the core (the drain rule).
+    fn drain<I: Io<Stream = S>>(&mut self, now: Instant, io: &mut I) {
+        while let Some(output) = self.endpoint.poll_output() {
+            match output {
+                Output::Datagram { local, remote, bytes } => io.send_datagram(local, remote, &bytes),
+                Output::Open { conn, remote, .. } => {
+                    // TLS runs in the core: the runtime only connects TCP.
+                    self.connecting.insert(conn);
+                    io.connect(conn, remote);
+                }
+                Output::Write { conn, bytes } => io.write(conn, bytes),
+                Output::Close { conn } => {
+                    self.connecting.remove(&conn);
+                    io.close(conn);
+                }
+                Output::Resolve { query, name, lookup } => match lookup {
+                    Lookup::Ip => io.resolve(query, name),
+                    // The runtimes look names up through the system
+                    // resolver, which has no SRV; RFC 3263 §4.2 then
+                    // goes on with A/AAAA records.
+                    Lookup::Srv => self.endpoint.handle_resolved(now, query, Answer::NotFound),
+                },
+                Output::Event(e) => self.deliver(e),
+            }
+        }
+    }
+
+    fn deliver(&mut self, event: Event) {
+        match event {
+            Event::Outcome { request, result } => {
+                if let Some(reply) = self.waiting.remove(&request) {
+                    let _ = reply.send(result.map_err(Error::Failed));
+                }
+            }
+            // Requests are followed through their futures; provisional
+            // answers to them carry nothing an application acts on.
+            Event::Provisional { request, response } => {
+                tracing::debug!(?request, code = response.code, "provisional response");
+            }
+            other => {
+                if matches!(other, Event::ShutDown) {
+                    self.finished = true;
+                }
+                let _ = self.events.unbounded_send(other);
+            }
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for Driver<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driver")
+            .field("listening", &self.listening)
+            .field("waiting", &self.waiting.len())
+            .field("connecting", &self.connecting)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which of the runtime's UDP sockets (by bound address) sends a datagram:
+/// the one bound at `local` if named, else the first of `remote`'s family.
+pub fn pick_socket(bound: &[SocketAddr], local: Option<SocketAddr>, remote: SocketAddr) -> Option<usize> {
+    if let Some(i) = local.and_then(|l| bound.iter().position(|b| *b == l)) {
+        return Some(i);
+    }
+    bound.iter().position(|b| b.is_ipv4() == remote.is_ipv4())
+}
+
+/// The answer to an A/AAAA lookup from what the system resolver returned
+/// (`getaddrinfo` does not tell "no such name" from other failures).
+pub fn answer_from(result: std::io::Result<impl Iterator<Item = SocketAddr>>) -> Answer {
+    match result {
+        Ok(addrs) => {
+            let mut ips: Vec<_> = Vec::new();
+            for a in addrs {
+                if !ips.contains(&a.ip()) {
+                    ips.push(a.ip());
+                }
+            }
+            if ips.is_empty() {
+                Answer::NotFound
+            } else {
+                Answer::Ips(ips)
+            }
+        }
+        Err(e) => Answer::Failed(e.to_string()),
+    }
+}
+
+/// Reads `stream` into the driver until it ends, [`READ_CHUNK`] at a time;
+/// reports [`Input::Closed`] at the end (or when reading fails).
+pub async fn read_stream<S, R: AsyncRead + Unpin>(conn: ConnId, mut stream: R, mut inputs: Inputs<S>) {
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match poll_fn(|cx| Pin::new(&mut stream).poll_read(cx, &mut buf)).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !inputs.send(Input::StreamData { conn, bytes: buf[..n].to_vec() }).await {
+                    return;
+                }
+            }
+        }
+    }
+    inputs.send(Input::Closed { conn }).await;
+}
+
+/// Writes what is queued for a connection, in order, until the queue's
+/// sender is dropped; then closes the stream's write side. Stops at the
+/// first write error (the reader reports the end).
+pub async fn write_stream<W: AsyncWrite + Unpin>(mut stream: W, mut queue: mpsc::UnboundedReceiver<Vec<u8>>) {
+    while let Some(bytes) = poll_fn(|cx| Pin::new(&mut queue).poll_next(cx)).await {
+        let mut at = 0;
+        while at < bytes.len() {
+            match poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &bytes[at..])).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => at += n,
+            }
+        }
+    }
+    let _ = poll_fn(|cx| Pin::new(&mut stream).poll_close(cx)).await;
+}
+
+/// A write queue for one connection: the runtime keeps the sender (see
+/// [`Io::write`]) and runs [`write_stream`] on the receiver.
+pub fn write_queue() -> (mpsc::UnboundedSender<Vec<u8>>, mpsc::UnboundedReceiver<Vec<u8>>) {
+    mpsc::unbounded()
+}
+
+/// Re-exported for the runtimes' write queues.
+pub use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};

@@ -1,0 +1,242 @@
+//! The three runtimes behind one synchronous test facade, so that the
+//! loopback conformance suite (`tests/tests/loopback.rs`) is written once
+//! and run against each. The facade only adapts calling conventions
+//! (`block_on` for the async ones); every scenario goes through the
+//! runtime's own public API.
+
+use sipline::driver::{BindError, Error};
+use sipline::endpoint::{EndpointConfig, Event, IncomingId, Request, RespondError, Response};
+use sipline::transport::Transport;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// One runtime, driven synchronously.
+pub trait Runtime: Send + Sync + 'static {
+    /// For messages.
+    const NAME: &'static str;
+    /// The runtime's endpoint handle.
+    type Endpoint: Clone + Send + 'static;
+    /// The runtime's event stream.
+    type Events: Send + 'static;
+
+    /// A runtime instance (tokio: its own multi-threaded runtime).
+    fn new() -> Self
+    where
+        Self: Sized;
+    /// `bind`.
+    fn bind(&self, config: EndpointConfig) -> Result<(Self::Endpoint, Self::Events), BindError>;
+    /// Sends every request at once (all in flight together) and waits for
+    /// all outcomes, in order.
+    fn send_all(&self, endpoint: &Self::Endpoint, requests: Vec<Request>) -> Vec<Result<Response, Error>>;
+    /// `respond`.
+    fn respond(&self, endpoint: &Self::Endpoint, incoming: IncomingId, code: u16) -> Result<(), RespondError>;
+    /// `shutdown`, waiting for its end.
+    fn shutdown(&self, endpoint: &Self::Endpoint);
+    /// The next event within `timeout`; `None` on timeout or at the end.
+    fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event>;
+    /// The bound address for `transport`.
+    fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr>;
+    /// Tasks still alive in the runtime, where the runtime can tell.
+    fn tasks_alive(&self) -> Option<usize> {
+        None
+    }
+
+    /// Sends one request and waits for its outcome.
+    fn send(&self, endpoint: &Self::Endpoint, request: Request) -> Result<Response, Error> {
+        let mut all = self.send_all(endpoint, vec![request]);
+        all.pop().expect("one outcome per request")
+    }
+}
+
+/// `sipline-tokio` on a runtime of its own (two workers).
+pub struct Tokio(tokio::runtime::Runtime);
+
+impl Runtime for Tokio {
+    const NAME: &'static str = "tokio";
+    type Endpoint = sipline_tokio::Endpoint;
+    type Events = sipline_tokio::Events;
+
+    fn new() -> Tokio {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+        Tokio(rt.expect("tokio runtime"))
+    }
+    fn bind(&self, config: EndpointConfig) -> Result<(Self::Endpoint, Self::Events), BindError> {
+        self.0.block_on(sipline_tokio::bind(config))
+    }
+    fn send_all(&self, endpoint: &Self::Endpoint, requests: Vec<Request>) -> Vec<Result<Response, Error>> {
+        // `send` queues the request at once; awaiting in turn keeps all in flight.
+        let pending: Vec<_> = requests.into_iter().map(|r| endpoint.send(r)).collect();
+        self.0.block_on(async {
+            let mut out = Vec::new();
+            for p in pending {
+                out.push(p.await);
+            }
+            out
+        })
+    }
+    fn respond(&self, endpoint: &Self::Endpoint, incoming: IncomingId, code: u16) -> Result<(), RespondError> {
+        self.0.block_on(endpoint.respond(incoming, code, "OK"))
+    }
+    fn shutdown(&self, endpoint: &Self::Endpoint) {
+        self.0.block_on(endpoint.shutdown());
+    }
+    fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
+        self.0.block_on(async { tokio::time::timeout(timeout, events.next()).await.ok().flatten() })
+    }
+    fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
+        endpoint.local_addr(transport)
+    }
+    fn tasks_alive(&self) -> Option<usize> {
+        Some(self.0.metrics().num_alive_tasks())
+    }
+}
+
+/// `sipline-smol` on smol's global executor.
+pub struct Smol;
+
+impl Runtime for Smol {
+    const NAME: &'static str = "smol";
+    type Endpoint = sipline_smol::Endpoint;
+    type Events = sipline_smol::Events;
+
+    fn new() -> Smol {
+        Smol
+    }
+    fn bind(&self, config: EndpointConfig) -> Result<(Self::Endpoint, Self::Events), BindError> {
+        smol::block_on(sipline_smol::bind(config))
+    }
+    fn send_all(&self, endpoint: &Self::Endpoint, requests: Vec<Request>) -> Vec<Result<Response, Error>> {
+        let pending: Vec<_> = requests.into_iter().map(|r| endpoint.send(r)).collect();
+        smol::block_on(async {
+            let mut out = Vec::new();
+            for p in pending {
+                out.push(p.await);
+            }
+            out
+        })
+    }
+    fn respond(&self, endpoint: &Self::Endpoint, incoming: IncomingId, code: u16) -> Result<(), RespondError> {
+        smol::block_on(endpoint.respond(incoming, code, "OK"))
+    }
+    fn shutdown(&self, endpoint: &Self::Endpoint) {
+        smol::block_on(endpoint.shutdown());
+    }
+    fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
+        smol::block_on(smol::future::or(events.next(), async {
+            smol::Timer::after(timeout).await;
+            None
+        }))
+    }
+    fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
+        endpoint.local_addr(transport)
+    }
+}
+
+/// `sipline-blocking`.
+pub struct Blocking;
+
+impl Runtime for Blocking {
+    const NAME: &'static str = "blocking";
+    type Endpoint = sipline_blocking::Endpoint;
+    type Events = sipline_blocking::Events;
+
+    fn new() -> Blocking {
+        Blocking
+    }
+    fn bind(&self, config: EndpointConfig) -> Result<(Self::Endpoint, Self::Events), BindError> {
+        sipline_blocking::bind(config)
+    }
+    fn send_all(&self, endpoint: &Self::Endpoint, requests: Vec<Request>) -> Vec<Result<Response, Error>> {
+        // Blocking calls: one thread per request keeps them all in flight.
+        std::thread::scope(|s| {
+            let threads: Vec<_> = requests.into_iter().map(|r| s.spawn(move || endpoint.send(r))).collect();
+            threads.into_iter().map(|t| t.join().expect("sender thread")).collect()
+        })
+    }
+    fn respond(&self, endpoint: &Self::Endpoint, incoming: IncomingId, code: u16) -> Result<(), RespondError> {
+        endpoint.respond(incoming, code, "OK")
+    }
+    fn shutdown(&self, endpoint: &Self::Endpoint) {
+        endpoint.shutdown();
+    }
+    fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
+        events.recv_timeout(timeout).ok()
+    }
+    fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
+        endpoint.local_addr(transport)
+    }
+}
+
+/// A request an [`Answerer`] saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// The method.
+    pub method: String,
+    /// The whole request.
+    pub request: Arc<[u8]>,
+}
+
+/// A thread that reads an endpoint's events and answers each incoming
+/// request with a fixed code (or not at all), recording what it saw.
+pub struct Answerer {
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: Option<JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Answerer {
+    /// Starts answering `code` (`None`: never answer) on `endpoint`.
+    pub fn start<R: Runtime>(
+        rt: &Arc<R>,
+        endpoint: &R::Endpoint,
+        mut events: R::Events,
+        code: Option<u16>,
+    ) -> Answerer {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (rt, endpoint, log, halt) = (rt.clone(), endpoint.clone(), seen.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            // Bounded: the caller stops it, or the endpoint shuts down.
+            while !halt.load(Ordering::Acquire) {
+                match rt.next_event(&mut events, Duration::from_millis(50)) {
+                    Some(Event::Incoming { incoming, method, request, .. }) => {
+                        log.lock().expect("log").push(Seen { method, request });
+                        if let Some(code) = code {
+                            rt.respond(&endpoint, incoming, code).expect("respond");
+                        }
+                    }
+                    Some(Event::ShutDown) => return,
+                    _ => {}
+                }
+            }
+        });
+        Answerer { seen, thread: Some(thread), stop }
+    }
+
+    /// What it has seen so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().expect("log").clone()
+    }
+
+    /// Stops and returns what it saw.
+    pub fn stop(mut self) -> Vec<Seen> {
+        self.halt();
+        self.seen()
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("answerer thread");
+        }
+    }
+}
+
+impl Drop for Answerer {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}

@@ -1,0 +1,532 @@
+//! The loopback conformance suite: one set of scenarios, written once as
+//! generic functions, run over real sockets on 127.0.0.1 / ::1 against each
+//! runtime (`sipline-tokio`, `sipline-smol`, `sipline-blocking`; see the
+//! `suite!` invocation at the bottom), plus a mixed test where the three
+//! talk to one another.
+//!
+//! Timers use a short T1 (20 ms), so the non-INVITE timeout (Timer F,
+//! 64·T1, RFC 3261 §17.1.2.2) comes after 1.28 s.
+
+use sipline::driver::Error;
+use sipline::endpoint::{EndpointConfig, Event, Request, RequestError};
+use sipline::transport::{CloseReason, TlsConfig, Transport};
+use sipline_tests::certs::Ca;
+use sipline_tests::runtimes::{Answerer, Blocking, Runtime, Smol, Tokio};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const T1: Duration = Duration::from_millis(20);
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+fn config(aor: &str) -> EndpointConfig {
+    let mut c = EndpointConfig::new(aor);
+    c.timers.t1 = T1;
+    c
+}
+
+fn any(ip: IpAddr) -> SocketAddr {
+    SocketAddr::new(ip, 0)
+}
+
+fn uri(transport: Transport, at: SocketAddr) -> String {
+    format!("sip:bob@{at};transport={}", transport.as_str().to_ascii_lowercase())
+}
+
+fn message(text: &str) -> Request {
+    Request::message("sip:placeholder@127.0.0.1", "text/plain", text.as_bytes().to_vec())
+}
+
+fn message_to(transport: Transport, at: SocketAddr, text: &str) -> Request {
+    let mut r = message(text);
+    r.uri = uri(transport, at);
+    r
+}
+
+/// A scratch directory for PEM files, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Scratch {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sipline-loopback-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    fn write(&self, name: &str, contents: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents).expect("write PEM");
+        path
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Server and client TLS configs, loaded from PEM files as an application
+/// would: the server's certificate names 127.0.0.1 and ::1.
+fn tls_files() -> (TlsConfig, TlsConfig) {
+    let ca = Ca::new("sipline loopback CA");
+    let leaf = ca.issue(&["127.0.0.1", "::1"]);
+    let dir = Scratch::new();
+    let (chain, key, root) =
+        (dir.write("chain.pem", &leaf.chain_pem), dir.write("key.pem", &leaf.key_pem), dir.write("ca.pem", &ca.pem));
+    let server = TlsConfig::default().with_identity_pem_files(&chain, &key).expect("server PEM files");
+    let client = TlsConfig::default().with_roots_pem_file(&root).expect("CA PEM file");
+    (server, client)
+}
+
+/// A server endpoint on `ip` over `transport` that answers every request
+/// with `code` (or never), and a client endpoint able to reach it.
+struct Pair<R: Runtime> {
+    rt: Arc<R>,
+    server: R::Endpoint,
+    answerer: Option<Answerer>,
+    client: R::Endpoint,
+    /// Kept so the client's events are not dropped unread mid-test.
+    _client_events: R::Events,
+    at: SocketAddr,
+}
+
+impl<R: Runtime> Pair<R> {
+    fn new(transport: Transport, ip: IpAddr, code: Option<u16>) -> Pair<R> {
+        let rt = Arc::new(R::new());
+        let mut server_config = config("sip:bob@127.0.0.1").listen(transport, any(ip));
+        let mut client_config = config("sip:alice@127.0.0.1");
+        if ip.is_ipv6() {
+            // UDP requests need a socket of the target's family.
+            client_config = client_config.listen(Transport::Udp, any(ip));
+        }
+        if transport == Transport::Tls {
+            let (server, client) = tls_files();
+            server_config.transport.tls = server;
+            client_config.transport.tls = client;
+        }
+        let (server, events) = rt.bind(server_config).expect("bind server");
+        let at = R::local_addr(&server, transport).expect("server address");
+        assert_eq!(at.ip(), ip);
+        assert_ne!(at.port(), 0, "{}: port 0 must be reported as the OS's choice", R::NAME);
+        let answerer = Some(Answerer::start(&rt, &server, events, code));
+        let (client, client_events) = rt.bind(client_config).expect("bind client");
+        Pair { rt, server, answerer, client, _client_events: client_events, at }
+    }
+
+    fn finish(mut self) -> Vec<sipline_tests::runtimes::Seen> {
+        self.rt.shutdown(&self.client);
+        self.rt.shutdown(&self.server);
+        self.answerer.take().map(Answerer::stop).unwrap_or_default()
+    }
+}
+
+/// MESSAGE over `transport`: answered 200, carried whole, Via naming the
+/// transport.
+fn message_over<R: Runtime>(transport: Transport, ip: IpAddr) {
+    let pair = Pair::<R>::new(transport, ip, Some(200));
+    let text = format!("hello over {} from {}", transport.as_str(), R::NAME);
+    let ok = pair.rt.send(&pair.client, message_to(transport, pair.at, &text)).expect("MESSAGE answered");
+    assert_eq!((ok.code, ok.reason.as_str()), (200, "OK"));
+    let seen = pair.finish();
+    assert_eq!(seen.len(), 1, "{}: exactly one request arrives", R::NAME);
+    assert_eq!(seen[0].method, "MESSAGE");
+    let request = String::from_utf8_lossy(&seen[0].request);
+    assert!(request.contains(&format!("Via: SIP/2.0/{} ", transport.as_str())), "{request}");
+    assert!(request.contains("Content-Type: text/plain\r\n"), "{request}");
+    assert!(request.ends_with(&format!("\r\n\r\n{text}")), "{request}");
+}
+
+/// A port where nothing listens: the connection is refused and the request
+/// fails with that reason (§18.4), not with a timeout.
+fn dead_port<R: Runtime>(transport: Transport) {
+    let rt = R::new();
+    let port = TcpListener::bind(any(V4)).and_then(|l| l.local_addr()).expect("probe port").port();
+    let (client, _events) = rt.bind(config("sip:alice@127.0.0.1")).expect("bind");
+    let started = Instant::now();
+    let outcome = rt.send(&client, message_to(transport, SocketAddr::new(V4, port), "anyone?"));
+    assert_eq!(outcome, Err(Error::Failed(RequestError::ConnectionFailed(CloseReason::ConnectFailed))));
+    assert!(started.elapsed() < 64 * T1, "{}: a refused connection must not wait for Timer F", R::NAME);
+    rt.shutdown(&client);
+}
+
+/// A silent UDP peer: counts what arrives, answers nothing.
+struct SilentUdp {
+    at: SocketAddr,
+    count: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SilentUdp {
+    fn new() -> SilentUdp {
+        let socket = UdpSocket::bind(any(V4)).expect("silent UDP");
+        socket.set_read_timeout(Some(Duration::from_millis(20))).expect("timeout");
+        let at = socket.local_addr().expect("address");
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, s) = (count.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65_535];
+            while !s.load(Ordering::Acquire) {
+                if socket.recv_from(&mut buf).is_ok() {
+                    c.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        });
+        SilentUdp { at, count, thread, stop }
+    }
+
+    fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Release);
+        self.thread.join().expect("silent UDP thread");
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// A silent TCP peer: accepts one connection and reads it to its end.
+/// `stop` returns how many bytes arrived and whether the client closed.
+struct SilentTcp {
+    at: SocketAddr,
+    received: Arc<AtomicUsize>,
+    thread: std::thread::JoinHandle<bool>,
+}
+
+impl SilentTcp {
+    fn new() -> SilentTcp {
+        let listener = TcpListener::bind(any(V4)).expect("silent TCP");
+        let at = listener.local_addr().expect("address");
+        let received = Arc::new(AtomicUsize::new(0));
+        let r = received.clone();
+        let thread = std::thread::spawn(move || {
+            listener.set_nonblocking(true).expect("nonblocking");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return false,
+                }
+            };
+            stream.set_nonblocking(false).expect("blocking");
+            stream.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => return true,
+                    Ok(n) => {
+                        r.fetch_add(n, Ordering::AcqRel);
+                    }
+                    Err(_) => return false,
+                }
+            }
+        });
+        SilentTcp { at, received, thread }
+    }
+
+    fn stop(self) -> (usize, bool) {
+        let closed = self.thread.join().expect("silent TCP thread");
+        (self.received.load(Ordering::Acquire), closed)
+    }
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A peer that never answers: the request times out at 64·T1 (Timer F),
+/// retransmitted over UDP (Timer E) and not over TCP.
+fn timeout_at_timer_f<R: Runtime>(transport: Transport) {
+    let rt = R::new();
+    let (client, _events) = rt.bind(config("sip:alice@127.0.0.1")).expect("bind");
+    let started = Instant::now();
+    if transport == Transport::Udp {
+        let silent = SilentUdp::new();
+        let outcome = rt.send(&client, message_to(transport, silent.at, "hello?"));
+        let elapsed = started.elapsed();
+        rt.shutdown(&client);
+        let copies = silent.stop();
+        assert_eq!(outcome, Err(Error::Failed(RequestError::Timeout)));
+        assert!(elapsed >= 64 * T1, "{}: timed out after {elapsed:?}, before 64·T1", R::NAME);
+        // Timer E: at 0, T1, 3·T1, 7·T1… (T2 = 4 s is never reached):
+        // 7 copies by 64·T1, give or take the last one.
+        assert!((5..=8).contains(&copies), "{}: {copies} copies of the request", R::NAME);
+    } else {
+        let silent = SilentTcp::new();
+        let at = silent.at;
+        let outcome = rt.send(&client, message_to(transport, at, "hello?"));
+        let elapsed = started.elapsed();
+        rt.shutdown(&client);
+        let (bytes, closed) = silent.stop();
+        assert_eq!(outcome, Err(Error::Failed(RequestError::Timeout)));
+        assert!(elapsed >= 64 * T1, "{}: timed out after {elapsed:?}, before 64·T1", R::NAME);
+        let one = message_to(transport, at, "hello?").body.len();
+        assert!(bytes > one && bytes < 2000, "{}: one request, not retransmitted ({bytes} bytes)", R::NAME);
+        assert!(closed, "{}: shutdown closes the connection", R::NAME);
+    }
+    assert!(started.elapsed() < 64 * T1 + Duration::from_secs(5));
+}
+
+/// Many requests in flight at once, all answered, none lost or mixed up.
+fn many_in_flight<R: Runtime>(transport: Transport) {
+    const N: usize = 100;
+    let pair = Pair::<R>::new(transport, V4, Some(200));
+    let requests = (0..N).map(|i| message_to(transport, pair.at, &format!("message {i}"))).collect();
+    let outcomes = pair.rt.send_all(&pair.client, requests);
+    assert!(outcomes.iter().all(|o| o.as_ref().is_ok_and(|r| r.code == 200)), "{}: {outcomes:?}", R::NAME);
+    let seen = pair.finish();
+    let mut bodies: Vec<String> = seen
+        .iter()
+        .map(|s| {
+            let text = String::from_utf8_lossy(&s.request).into_owned();
+            text.rsplit("\r\n\r\n").next().unwrap_or_default().to_owned()
+        })
+        .collect();
+    bodies.sort();
+    bodies.dedup();
+    assert_eq!(bodies.len(), N, "{}: each request arrives once", R::NAME);
+}
+
+/// Shutdown with requests outstanding: each fails with `ShutDown`, the
+/// connection closes, the event stream ends, the listening port is free
+/// again and (where the runtime can tell) no task is left.
+fn shutdown_with_outstanding<R: Runtime>(transport: Transport) {
+    const N: usize = 5;
+    let rt = Arc::new(R::new());
+    let listen = any(V4);
+    let (client, mut events) = rt.bind(config("sip:alice@127.0.0.1").listen(transport, listen)).expect("bind");
+    let bound = R::local_addr(&client, transport).expect("bound");
+    let (silent_udp, silent_tcp) = match transport {
+        Transport::Udp => (Some(SilentUdp::new()), None),
+        _ => (None, Some(SilentTcp::new())),
+    };
+    let at = silent_udp.as_ref().map_or_else(|| silent_tcp.as_ref().map(|s| s.at), |s| Some(s.at));
+    let at = at.expect("silent peer");
+    let sender = {
+        let (rt, client) = (rt.clone(), client.clone());
+        std::thread::spawn(move || {
+            let requests = (0..N).map(|i| message_to(transport, at, &format!("pending {i}"))).collect();
+            rt.send_all(&client, requests)
+        })
+    };
+    // Wait until all are on the wire, then shut down.
+    match (&silent_udp, &silent_tcp) {
+        (Some(s), _) => wait_for("the requests", || s.count.load(Ordering::Acquire) >= N),
+        (_, Some(s)) => wait_for("the requests", || s.received.load(Ordering::Acquire) > N * 300),
+        _ => unreachable!(),
+    }
+    rt.shutdown(&client);
+    let outcomes = sender.join().expect("sender");
+    assert_eq!(outcomes, vec![Err(Error::Failed(RequestError::ShutDown)); N], "{}", R::NAME);
+    assert_eq!(rt.next_event(&mut events, Duration::from_secs(5)), Some(Event::ShutDown));
+    assert_eq!(rt.next_event(&mut events, Duration::from_secs(5)), None, "{}: events end", R::NAME);
+    // Sends after shutdown are refused at once.
+    let late = rt.send(&client, message_to(transport, at, "late"));
+    assert_eq!(late, Err(Error::Refused(sipline::endpoint::SendError::ShuttingDown)));
+    if let Some(s) = silent_udp {
+        s.stop();
+        UdpSocket::bind(bound).expect("the UDP port is free after shutdown");
+    }
+    if let Some(s) = silent_tcp {
+        let (_, closed) = s.stop();
+        assert!(closed, "{}: the connection is closed", R::NAME);
+        TcpListener::bind(bound).expect("the TCP port is free after shutdown");
+    }
+    // The driver task itself returns just after it signals the end.
+    if rt.tasks_alive().is_some() {
+        wait_for("the runtime's tasks to end", || rt.tasks_alive() == Some(0));
+    }
+}
+
+/// An incoming request the application never answered gets 503 when the
+/// endpoint shuts down (RFC 3261 §21.5.4), so its sender stops waiting.
+fn unanswered_get_503_at_shutdown<R: Runtime>(transport: Transport) {
+    let pair = Pair::<R>::new(transport, V4, None);
+    let sender = {
+        let (rt, client, at) = (pair.rt.clone(), pair.client.clone(), pair.at);
+        std::thread::spawn(move || rt.send(&client, message_to(transport, at, "anyone home?")))
+    };
+    let answerer = pair.answerer.as_ref().expect("answerer");
+    wait_for("the request to arrive", || !answerer.seen().is_empty());
+    pair.rt.shutdown(&pair.server);
+    match sender.join().expect("sender") {
+        Err(Error::Failed(RequestError::Failure(r))) => assert_eq!(r.code, 503, "{}", R::NAME),
+        other => panic!("{}: expected a 503, got {other:?}", R::NAME),
+    }
+    pair.finish();
+}
+
+/// A server on wildcard addresses (`0.0.0.0`) reports its ports and is
+/// reachable over loopback, over UDP and TCP.
+fn wildcard_listeners<R: Runtime>() {
+    let rt = Arc::new(R::new());
+    let wildcard = any(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    let server_config = config("sip:bob@127.0.0.1").listen(Transport::Udp, wildcard).listen(Transport::Tcp, wildcard);
+    let (server, events) = rt.bind(server_config).expect("bind");
+    let answerer = Answerer::start(&rt, &server, events, Some(200));
+    let (client, _events) = rt.bind(config("sip:alice@127.0.0.1")).expect("bind client");
+    for transport in [Transport::Udp, Transport::Tcp] {
+        let bound = R::local_addr(&server, transport).expect("bound");
+        assert!(bound.ip().is_unspecified() && bound.port() != 0, "{bound}");
+        let ok = rt.send(&client, message_to(transport, SocketAddr::new(V4, bound.port()), "wild"));
+        assert_eq!(ok.map(|r| r.code), Ok(200), "{} over {transport:?}", R::NAME);
+    }
+    rt.shutdown(&client);
+    rt.shutdown(&server);
+    assert_eq!(answerer.stop().len(), 2);
+}
+
+/// A host name in the Request-URI is resolved by the runtime (A/AAAA
+/// through the system resolver): `localhost`, with the server listening
+/// on the same port on 127.0.0.1 and ::1 so that either answer works.
+/// (No other name: tests never query DNS for outside names; resolution
+/// failures are covered in simulation.)
+fn resolves_host_names<R: Runtime>() {
+    let rt = Arc::new(R::new());
+    let port = TcpListener::bind(any(V4)).and_then(|l| l.local_addr()).expect("probe").port();
+    let server_config = config("sip:bob@127.0.0.1")
+        .listen(Transport::Tcp, SocketAddr::new(V4, port))
+        .listen(Transport::Tcp, SocketAddr::new(V6, port));
+    let (server, events) = rt.bind(server_config).expect("bind");
+    let answerer = Answerer::start(&rt, &server, events, Some(200));
+    let (client, _events) = rt.bind(config("sip:alice@127.0.0.1")).expect("bind client");
+    let mut request = message("by name");
+    request.uri = format!("sip:bob@localhost:{port};transport=tcp");
+    assert_eq!(rt.send(&client, request).map(|r| r.code), Ok(200), "{}", R::NAME);
+    rt.shutdown(&client);
+    rt.shutdown(&server);
+    assert_eq!(answerer.stop().len(), 1);
+}
+
+macro_rules! suite {
+    ($($name:ident => $rt:ty),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn message_over_udp() {
+                message_over::<$rt>(Transport::Udp, V4);
+            }
+            #[test]
+            fn message_over_tcp() {
+                message_over::<$rt>(Transport::Tcp, V4);
+            }
+            #[test]
+            fn message_over_tls() {
+                message_over::<$rt>(Transport::Tls, V4);
+            }
+            #[test]
+            fn message_over_udp_ipv6() {
+                message_over::<$rt>(Transport::Udp, V6);
+            }
+            #[test]
+            fn message_over_tcp_ipv6() {
+                message_over::<$rt>(Transport::Tcp, V6);
+            }
+            #[test]
+            fn message_over_tls_ipv6() {
+                message_over::<$rt>(Transport::Tls, V6);
+            }
+            #[test]
+            fn dead_tcp_port_is_a_connection_failure() {
+                dead_port::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn dead_tls_port_is_a_connection_failure() {
+                dead_port::<$rt>(Transport::Tls);
+            }
+            #[test]
+            fn silent_udp_peer_times_out_at_timer_f() {
+                timeout_at_timer_f::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn silent_tcp_peer_times_out_at_timer_f() {
+                timeout_at_timer_f::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn many_in_flight_over_udp() {
+                many_in_flight::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn many_in_flight_over_tcp() {
+                many_in_flight::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn many_in_flight_over_tls() {
+                many_in_flight::<$rt>(Transport::Tls);
+            }
+            #[test]
+            fn shutdown_with_outstanding_udp() {
+                shutdown_with_outstanding::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn shutdown_with_outstanding_tcp() {
+                shutdown_with_outstanding::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn unanswered_requests_get_503_at_shutdown() {
+                unanswered_get_503_at_shutdown::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn wildcard_listeners_report_their_ports() {
+                wildcard_listeners::<$rt>();
+            }
+            #[test]
+            fn host_names_are_resolved() {
+                resolves_host_names::<$rt>();
+            }
+        }
+    )*};
+}
+
+suite!(tokio => Tokio, smol => Smol, blocking => Blocking);
+
+/// A tokio endpoint talks to a smol endpoint, which talks to a blocking
+/// endpoint, which talks back to the tokio one.
+#[test]
+fn tokio_smol_and_blocking_talk_to_each_other() {
+    fn up<R: Runtime>() -> (Arc<R>, R::Endpoint, Answerer) {
+        let rt = Arc::new(R::new());
+        let aor = format!("sip:{}@127.0.0.1", R::NAME);
+        let config = config(&aor).listen(Transport::Udp, any(V4)).listen(Transport::Tcp, any(V4));
+        let (endpoint, events) = rt.bind(config).expect("bind");
+        let answerer = Answerer::start(&rt, &endpoint, events, Some(200));
+        (rt, endpoint, answerer)
+    }
+    let (tokio_rt, tokio_ep, tokio_answers) = up::<Tokio>();
+    let (smol_rt, smol_ep, smol_answers) = up::<Smol>();
+    let (blocking_rt, blocking_ep, blocking_answers) = up::<Blocking>();
+    let to =
+        |addr: Option<SocketAddr>, transport: Transport, text: &str| message_to(transport, addr.expect("bound"), text);
+    let hops = [
+        tokio_rt.send(&tokio_ep, to(Smol::local_addr(&smol_ep, Transport::Udp), Transport::Udp, "tokio to smol")),
+        smol_rt
+            .send(&smol_ep, to(Blocking::local_addr(&blocking_ep, Transport::Tcp), Transport::Tcp, "smol to blocking")),
+        blocking_rt
+            .send(&blocking_ep, to(Tokio::local_addr(&tokio_ep, Transport::Udp), Transport::Udp, "blocking to tokio")),
+    ];
+    for hop in &hops {
+        assert_eq!(hop.as_ref().map(|r| r.code), Ok(200), "{hops:?}");
+    }
+    tokio_rt.shutdown(&tokio_ep);
+    smol_rt.shutdown(&smol_ep);
+    blocking_rt.shutdown(&blocking_ep);
+    let body = |seen: Vec<sipline_tests::runtimes::Seen>| -> Vec<String> {
+        seen.iter()
+            .map(|s| String::from_utf8_lossy(&s.request).rsplit("\r\n\r\n").next().unwrap_or("").to_owned())
+            .collect()
+    };
+    assert_eq!(body(smol_answers.stop()), ["tokio to smol"]);
+    assert_eq!(body(blocking_answers.stop()), ["smol to blocking"]);
+    assert_eq!(body(tokio_answers.stop()), ["blocking to tokio"]);
+}
