@@ -408,6 +408,24 @@ fn resolves_host_names<R: Runtime>() {
     assert_eq!(answerer.stop().len(), 1);
 }
 
+/// Dropping every handle shuts the endpoint down: the event stream ends,
+/// the ports are released and (where the runtime can tell) no task is left.
+fn dropping_the_endpoint_shuts_it_down<R: Runtime>() {
+    let rt = R::new();
+    let config = config("sip:alice@127.0.0.1").listen(Transport::Udp, any(V4)).listen(Transport::Tcp, any(V4));
+    let (endpoint, mut events) = rt.bind(config).expect("bind");
+    let udp = R::local_addr(&endpoint, Transport::Udp).expect("UDP");
+    let tcp = R::local_addr(&endpoint, Transport::Tcp).expect("TCP");
+    assert!(TcpListener::bind(tcp).is_err(), "{}: the listener is bound", R::NAME);
+    drop(endpoint);
+    assert_eq!(rt.next_event(&mut events, Duration::from_secs(5)), Some(Event::ShutDown), "{}", R::NAME);
+    assert_eq!(rt.next_event(&mut events, Duration::from_secs(5)), None);
+    wait_for("the ports to be released", || UdpSocket::bind(udp).is_ok() && TcpListener::bind(tcp).is_ok());
+    if rt.tasks_alive().is_some() {
+        wait_for("the runtime's tasks to end", || rt.tasks_alive() == Some(0));
+    }
+}
+
 macro_rules! suite {
     ($($name:ident => $rt:ty),* $(,)?) => {$(
         mod $name {
@@ -476,6 +494,10 @@ macro_rules! suite {
             #[test]
             fn unanswered_requests_get_503_at_shutdown() {
                 unanswered_get_503_at_shutdown::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn dropping_the_endpoint_shuts_it_down() {
+                super::dropping_the_endpoint_shuts_it_down::<$rt>();
             }
             #[test]
             fn wildcard_listeners_report_their_ports() {

@@ -26,7 +26,7 @@
 //!
 //! A runtime's bind function, in outline:
 //!
-//! ```ignore
+//! ```text
 //! let mut driver = Driver::new(config)?;
 //! for (transport, addr) in driver.listeners() {
 //!     let bound = my_io.listen(transport, addr, driver.inputs())?;
@@ -244,7 +244,7 @@ enum Woken<S> {
 /// The application's side: a cheap, cloneable handle to a running endpoint.
 /// The runtime crates export it as their `Endpoint`.
 ///
-/// ```ignore
+/// ```text
 /// let (endpoint, mut events) = sipline_tokio::bind(config).await?;
 /// let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
 /// endpoint.shutdown().await;
@@ -699,3 +699,6 @@ pub fn write_queue() -> (mpsc::UnboundedSender<Vec<u8>>, mpsc::UnboundedReceiver
 
 /// Re-exported for the runtimes' write queues.
 pub use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
+
+#[cfg(test)]
+mod tests;
