@@ -30,7 +30,7 @@ pub use sipline;
 pub use sipline::driver::{BindError, Error};
 pub use std::sync::mpsc::RecvTimeoutError;
 
-use sipline::driver::{self, answer_from, pick_socket, Driver, Handle, Input, Inputs, Io};
+use sipline::driver::{self, answer_from, Driver, Handle, Input, Inputs, Io, UdpSockets};
 use sipline::endpoint::{EndpointConfig, Event, IncomingId, Request, RespondError, Response};
 use sipline::transport::{ConnId, QueryId, Transport};
 use std::collections::BTreeMap;
@@ -223,8 +223,7 @@ enum Conn {
 struct ThreadIo {
     inputs: Inputs<TcpStream>,
     stop: Arc<AtomicBool>,
-    udp_addrs: Vec<SocketAddr>,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: UdpSockets<Arc<UdpSocket>>,
     tcp_addrs: Vec<SocketAddr>,
     /// UDP and listener threads.
     threads: Vec<JoinHandle<()>>,
@@ -255,8 +254,7 @@ impl ThreadIo {
         ThreadIo {
             inputs,
             stop: Arc::new(AtomicBool::new(false)),
-            udp_addrs: Vec::new(),
-            udp: Vec::new(),
+            udp: UdpSockets::default(),
             tcp_addrs: Vec::new(),
             threads: Vec::new(),
             conns: BTreeMap::new(),
@@ -287,8 +285,7 @@ impl ThreadIo {
                     }
                 }
             })?);
-            self.udp_addrs.push(local);
-            self.udp.push(socket);
+            self.udp.push(local, socket);
             return Ok(local);
         }
         let listener = TcpListener::bind(addr)?;
@@ -328,8 +325,8 @@ impl ThreadIo {
         self.stop.store(true, Ordering::Release);
         // Wake the blocked readers: a datagram to each UDP socket, a
         // connection to each listener.
-        for (socket, addr) in self.udp.iter().zip(&self.udp_addrs) {
-            let _ = socket.send_to(&[], reachable(*addr));
+        for (addr, socket) in self.udp.iter() {
+            let _ = socket.send_to(&[], reachable(addr));
         }
         for addr in &self.tcp_addrs {
             let _ = TcpStream::connect_timeout(&reachable(*addr), Duration::from_secs(1));
@@ -356,13 +353,7 @@ impl Io for ThreadIo {
     type Stream = TcpStream;
 
     fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
-        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
-            tracing::warn!(%remote, "no UDP socket of this address family");
-            return;
-        };
-        if let Err(e) = self.udp[i].send_to(bytes, remote) {
-            tracing::debug!(%remote, error = %e, "UDP send failed");
-        }
+        self.udp.send(local, remote, bytes, |socket, bytes, remote| socket.send_to(bytes, remote));
     }
 
     fn connect(&mut self, conn: ConnId, remote: SocketAddr) {

@@ -26,7 +26,9 @@
 pub use sipline;
 pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
 
-use sipline::driver::{self, answer_from, pick_socket, AsyncIo, Driver, Input, Inputs, Io, UnboundedSender};
+use sipline::driver::{
+    self, answer_from, AsyncIo, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets, UnboundedSender,
+};
 use sipline::endpoint::EndpointConfig;
 use sipline::transport::{ConnId, QueryId, Transport};
 use smol::{Async, Task, Timer};
@@ -34,8 +36,8 @@ use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::task::{ready, Context, Poll};
+use std::time::{Instant, SystemTime};
 
 /// Binds an endpoint: listens where `config.listen` says (plus an
 /// ephemeral UDP socket when it names none), starts its driver task and
@@ -65,8 +67,7 @@ enum Conn {
 /// cancelled).
 struct SmolIo {
     inputs: Inputs<Async<TcpStream>>,
-    udp_addrs: Vec<SocketAddr>,
-    udp: Vec<Arc<Async<UdpSocket>>>,
+    udp: UdpSockets<Arc<Async<UdpSocket>>>,
     /// Listeners, UDP readers, lookups.
     tasks: Vec<Task<()>>,
     /// Stream writers (given time to flush at shutdown).
@@ -76,59 +77,22 @@ struct SmolIo {
 
 impl SmolIo {
     fn new(inputs: Inputs<Async<TcpStream>>) -> SmolIo {
-        SmolIo {
-            inputs,
-            udp_addrs: Vec::new(),
-            udp: Vec::new(),
-            tasks: Vec::new(),
-            writers: Vec::new(),
-            conns: BTreeMap::new(),
-        }
+        SmolIo { inputs, udp: UdpSockets::default(), tasks: Vec::new(), writers: Vec::new(), conns: BTreeMap::new() }
     }
 
     fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let mut inputs = self.inputs.clone();
+        let inputs = self.inputs.clone();
         if transport == Transport::Udp {
             let socket = Arc::new(Async::<UdpSocket>::bind(addr)?);
             let local = socket.get_ref().local_addr()?;
-            self.udp_addrs.push(local);
-            self.udp.push(socket.clone());
-            self.tasks.push(smol::spawn(async move {
-                let mut buf = vec![0u8; 65_535];
-                loop {
-                    match socket.recv_from(&mut buf).await {
-                        Ok((n, remote)) => {
-                            let bytes = buf[..n].to_vec();
-                            if !inputs.send(Input::Datagram { local, remote, bytes }).await {
-                                return;
-                            }
-                        }
-                        // ICMP errors surface on some systems; they end nothing.
-                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
-                    }
-                }
-            }));
+            self.udp.push(local, socket.clone());
+            self.tasks.push(smol::spawn(driver::read_datagrams(local, Udp(socket), inputs)));
             return Ok(local);
         }
         let listener = Async::<TcpListener>::bind(addr)?;
         let local = listener.get_ref().local_addr()?;
-        self.tasks.push(smol::spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, remote)) => {
-                        let _ = stream.get_ref().set_nodelay(true);
-                        if !inputs.send(Input::Accepted { transport, remote, stream }).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        // Out of descriptors and the like: wait, don't spin.
-                        tracing::warn!(%local, error = %e, "accept failed");
-                        Timer::after(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        }));
+        let pause = |d| Timer::after(d);
+        self.tasks.push(smol::spawn(driver::accept_streams(transport, local, Tcp(listener), inputs, pause)));
         Ok(local)
     }
 
@@ -142,15 +106,8 @@ impl Io for SmolIo {
     type Stream = Async<TcpStream>;
 
     fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
-        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
-            tracing::warn!(%remote, "no UDP socket of this address family");
-            return;
-        };
-        // The socket is non-blocking: a full send buffer drops the
-        // datagram, as the network could.
-        if let Err(e) = self.udp[i].get_ref().send_to(bytes, remote) {
-            tracing::debug!(%remote, error = %e, "UDP send failed");
-        }
+        // The socket is non-blocking: a full buffer fails the send at once.
+        self.udp.send(local, remote, bytes, |socket, bytes, remote| socket.get_ref().send_to(bytes, remote));
     }
 
     fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
@@ -239,6 +196,47 @@ impl AsyncIo for SmolIo {
         for w in writers {
             w.cancel().await;
         }
+    }
+}
+
+/// Retries a non-blocking call until it stops saying "would block",
+/// waiting with `ready` in between.
+fn poll_nonblocking<T>(
+    cx: &mut Context<'_>,
+    mut call: impl FnMut() -> std::io::Result<T>,
+    mut ready: impl FnMut(&mut Context<'_>) -> Poll<std::io::Result<()>>,
+) -> Poll<std::io::Result<T>> {
+    loop {
+        match call() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => match ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            },
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+/// A UDP socket for the shared datagram reader.
+struct Udp(Arc<Async<UdpSocket>>);
+
+impl DatagramSocket for Udp {
+    fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>> {
+        poll_nonblocking(cx, || self.0.get_ref().recv_from(buf), |cx| self.0.poll_readable(cx))
+    }
+}
+
+/// A TCP listener for the shared accept loop.
+struct Tcp(Async<TcpListener>);
+
+impl StreamListener for Tcp {
+    type Stream = Async<TcpStream>;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<(Async<TcpStream>, SocketAddr)>> {
+        let (stream, remote) =
+            ready!(poll_nonblocking(cx, || self.0.get_ref().accept(), |cx| self.0.poll_readable(cx)))?;
+        let _ = stream.set_nodelay(true);
+        Poll::Ready(Ok((Async::new(stream)?, remote)))
     }
 }
 

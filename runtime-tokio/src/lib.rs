@@ -25,7 +25,9 @@
 pub use sipline;
 pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
 
-use sipline::driver::{self, answer_from, pick_socket, AsyncIo, Driver, Input, Inputs, Io, UnboundedSender};
+use sipline::driver::{
+    self, answer_from, AsyncIo, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets, UnboundedSender,
+};
 use sipline::endpoint::EndpointConfig;
 use sipline::transport::{ConnId, QueryId, Transport};
 use std::collections::BTreeMap;
@@ -33,7 +35,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::{AbortHandle, JoinSet};
 
@@ -62,8 +64,7 @@ enum Conn {
 /// The tokio half of the driver: sockets and tasks.
 struct TokioIo {
     inputs: Inputs<TcpStream>,
-    udp_addrs: Vec<SocketAddr>,
-    udp: Vec<Arc<UdpSocket>>,
+    udp: UdpSockets<Arc<UdpSocket>>,
     /// Listeners, UDP readers, connects, lookups, stream readers.
     tasks: JoinSet<()>,
     /// Stream writers (given time to flush at shutdown).
@@ -75,8 +76,7 @@ impl TokioIo {
     fn new(inputs: Inputs<TcpStream>) -> TokioIo {
         TokioIo {
             inputs,
-            udp_addrs: Vec::new(),
-            udp: Vec::new(),
+            udp: UdpSockets::default(),
             tasks: JoinSet::new(),
             writers: JoinSet::new(),
             conns: BTreeMap::new(),
@@ -84,48 +84,17 @@ impl TokioIo {
     }
 
     async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        let mut inputs = self.inputs.clone();
+        let inputs = self.inputs.clone();
         if transport == Transport::Udp {
             let socket = Arc::new(UdpSocket::bind(addr).await?);
             let local = socket.local_addr()?;
-            self.udp_addrs.push(local);
-            self.udp.push(socket.clone());
-            self.tasks.spawn(async move {
-                let mut buf = vec![0u8; 65_535];
-                loop {
-                    match socket.recv_from(&mut buf).await {
-                        Ok((n, remote)) => {
-                            let bytes = buf[..n].to_vec();
-                            if !inputs.send(Input::Datagram { local, remote, bytes }).await {
-                                return;
-                            }
-                        }
-                        // ICMP errors surface on some systems; they end nothing.
-                        Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
-                    }
-                }
-            });
+            self.udp.push(local, socket.clone());
+            self.tasks.spawn(driver::read_datagrams(local, Udp(socket), inputs));
             return Ok(local);
         }
         let listener = TcpListener::bind(addr).await?;
         let local = listener.local_addr()?;
-        self.tasks.spawn(async move {
-            loop {
-                match listener.accept().await {
-                    Ok((stream, remote)) => {
-                        let _ = stream.set_nodelay(true);
-                        if !inputs.send(Input::Accepted { transport, remote, stream }).await {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        // Out of descriptors and the like: wait, don't spin.
-                        tracing::warn!(%local, error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                }
-            }
-        });
+        self.tasks.spawn(driver::accept_streams(transport, local, Tcp(listener), inputs, tokio::time::sleep));
         Ok(local)
     }
 
@@ -139,14 +108,7 @@ impl Io for TokioIo {
     type Stream = TcpStream;
 
     fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
-        let Some(i) = pick_socket(&self.udp_addrs, local, remote) else {
-            tracing::warn!(%remote, "no UDP socket of this address family");
-            return;
-        };
-        // A full send buffer drops the datagram, as the network could.
-        if let Err(e) = self.udp[i].try_send_to(bytes, remote) {
-            tracing::debug!(%remote, error = %e, "UDP send failed");
-        }
+        self.udp.send(local, remote, bytes, |socket, bytes, remote| socket.try_send_to(bytes, remote));
     }
 
     fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
@@ -218,6 +180,29 @@ impl AsyncIo for TokioIo {
             tracing::debug!("stream writes unfinished at shutdown dropped");
         }
         self.writers.shutdown().await;
+    }
+}
+
+/// A UDP socket for the shared datagram reader.
+struct Udp(Arc<UdpSocket>);
+
+impl DatagramSocket for Udp {
+    fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>> {
+        let mut buf = tokio::io::ReadBuf::new(buf);
+        let remote = ready!(self.0.poll_recv_from(cx, &mut buf))?;
+        Poll::Ready(Ok((buf.filled().len(), remote)))
+    }
+}
+
+/// A TCP listener for the shared accept loop.
+struct Tcp(TcpListener);
+
+impl StreamListener for Tcp {
+    type Stream = TcpStream;
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<(TcpStream, SocketAddr)>> {
+        let (stream, remote) = ready!(self.0.poll_accept(cx))?;
+        let _ = stream.set_nodelay(true);
+        Poll::Ready(Ok((stream, remote)))
     }
 }
 

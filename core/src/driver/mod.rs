@@ -15,9 +15,10 @@
 //! - the async **run loop** ([`Driver::run`]) for runtimes with futures
 //!   (tokio, smol): wait for an input, a command or the core's deadline,
 //!   pass the time it woke at, drain every output;
-//! - the **stream pumps** ([`read_stream`], [`write_stream`]) over
-//!   `futures-io`, and small policies (which UDP socket sends a datagram,
-//!   how a system lookup becomes an [`Answer`]);
+//! - the **socket loops** of the async runtimes ([`read_datagrams`],
+//!   [`accept_streams`], and [`read_stream`] / [`write_stream`] over
+//!   `futures-io`), and small policies ([`UdpSockets`]: which socket sends
+//!   a datagram; [`answer_from`]: how a system lookup becomes an [`Answer`]);
 //! - **TLS files**: PEM certificates and keys, the system's roots
 //!   ([`files`]).
 //!
@@ -162,7 +163,7 @@ pub trait Io {
     /// The runtime's TCP stream type.
     type Stream;
 
-    /// Sends a datagram from the UDP socket [`pick_socket`] chooses.
+    /// Sends a datagram from the UDP socket [`UdpSockets::send`] chooses.
     fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]);
     /// Starts connecting to `remote` (within [`CONNECT_TIMEOUT`]); reports
     /// [`Input::Connected`] or [`Input::ConnectFailed`].
@@ -628,13 +629,115 @@ impl<S> std::fmt::Debug for Driver<S> {
     }
 }
 
-/// Which of the runtime's UDP sockets (by bound address) sends a datagram:
-/// the one bound at `local` if named, else the first of `remote`'s family.
-pub fn pick_socket(bound: &[SocketAddr], local: Option<SocketAddr>, remote: SocketAddr) -> Option<usize> {
-    if let Some(i) = local.and_then(|l| bound.iter().position(|b| *b == l)) {
-        return Some(i);
+/// A runtime's UDP sockets by bound address, and which one sends a
+/// datagram: the one bound at `local` if named, else the first of the
+/// remote's family.
+#[derive(Debug)]
+pub struct UdpSockets<T> {
+    bound: Vec<SocketAddr>,
+    sockets: Vec<T>,
+}
+
+impl<T> Default for UdpSockets<T> {
+    fn default() -> Self {
+        UdpSockets { bound: Vec::new(), sockets: Vec::new() }
     }
-    bound.iter().position(|b| b.is_ipv4() == remote.is_ipv4())
+}
+
+impl<T> UdpSockets<T> {
+    /// Adds a socket bound at `local`.
+    pub fn push(&mut self, local: SocketAddr, socket: T) {
+        self.bound.push(local);
+        self.sockets.push(socket);
+    }
+
+    /// The sockets with their bound addresses.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &T)> {
+        self.bound.iter().copied().zip(&self.sockets)
+    }
+
+    /// Drops every socket.
+    pub fn clear(&mut self) {
+        self.bound.clear();
+        self.sockets.clear();
+    }
+
+    /// Sends `bytes` to `remote` with `send` on the chosen socket. A failed
+    /// send (a full buffer, say) loses the datagram as the network could;
+    /// retransmission covers it (§17.1.2.2).
+    pub fn send(
+        &self,
+        local: Option<SocketAddr>,
+        remote: SocketAddr,
+        bytes: &[u8],
+        send: impl FnOnce(&T, &[u8], SocketAddr) -> std::io::Result<usize>,
+    ) {
+        let named = local.and_then(|l| self.bound.iter().position(|b| *b == l));
+        let Some(i) = named.or_else(|| self.bound.iter().position(|b| b.is_ipv4() == remote.is_ipv4())) else {
+            tracing::warn!(%remote, "no UDP socket of this address family");
+            return;
+        };
+        if let Err(e) = send(&self.sockets[i], bytes, remote) {
+            tracing::debug!(%remote, error = %e, "UDP send failed");
+        }
+    }
+}
+
+/// A UDP socket as [`read_datagrams`] reads it.
+pub trait DatagramSocket {
+    /// Receives one datagram into `buf`.
+    fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>>;
+}
+
+/// Reads datagrams from the socket bound at `local` into the driver until
+/// it stops. A receive error ends nothing (ICMP errors surface as such on
+/// some systems).
+pub async fn read_datagrams<S, U: DatagramSocket>(local: SocketAddr, socket: U, mut inputs: Inputs<S>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        match poll_fn(|cx| socket.poll_recv_from(cx, &mut buf)).await {
+            Ok((n, remote)) => {
+                if !inputs.send(Input::Datagram { local, remote, bytes: buf[..n].to_vec() }).await {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
+        }
+    }
+}
+
+/// A TCP listener as [`accept_streams`] accepts from it.
+pub trait StreamListener {
+    /// The accepted stream type.
+    type Stream;
+    /// Accepts one connection (with Nagle off: SIP messages are small and
+    /// latency matters).
+    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<std::io::Result<(Self::Stream, SocketAddr)>>;
+}
+
+/// Hands every connection `listener` accepts to the driver as `transport`
+/// (TCP or TLS) until the driver stops. When accepting fails (out of
+/// descriptors, say) it waits with `pause` rather than spin.
+pub async fn accept_streams<L: StreamListener, P: Future>(
+    transport: Transport,
+    local: SocketAddr,
+    listener: L,
+    mut inputs: Inputs<L::Stream>,
+    pause: impl Fn(Duration) -> P,
+) {
+    loop {
+        match poll_fn(|cx| listener.poll_accept(cx)).await {
+            Ok((stream, remote)) => {
+                if !inputs.send(Input::Accepted { transport, remote, stream }).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%local, error = %e, "accept failed");
+                pause(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }
 
 /// The answer to an A/AAAA lookup from what the system resolver returned
