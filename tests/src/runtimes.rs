@@ -180,7 +180,8 @@ pub struct Seen {
 }
 
 /// A thread that reads an endpoint's events and answers each incoming
-/// request with a fixed code (or not at all), recording what it saw.
+/// request with a fixed code (or not at all), recording what it saw,
+/// including the MESSAGE requests the endpoint answered itself.
 pub struct Answerer {
     seen: Arc<Mutex<Vec<Seen>>>,
     thread: Option<JoinHandle<()>>,
@@ -207,6 +208,10 @@ impl Answerer {
                         if let Some(code) = code {
                             rt.respond(&endpoint, incoming, code).expect("respond");
                         }
+                    }
+                    // MESSAGE the endpoint answered itself (RFC 3428).
+                    Some(Event::Message { request, .. }) => {
+                        log.lock().expect("log").push(Seen { method: "MESSAGE".to_owned(), request });
                     }
                     Some(Event::ShutDown) => return,
                     _ => {}

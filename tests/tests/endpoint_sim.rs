@@ -4,6 +4,7 @@
 //! and shutdown failing what is outstanding.
 
 use sipline::endpoint::{Endpoint, EndpointConfig, Event, Output, Request, RequestError};
+use sipline::message::Method;
 use sipline::transport::{CloseReason, ConnId, Transport};
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -29,12 +30,18 @@ enum Todo {
 
 impl Wire {
     fn new(n: usize, transport: Transport) -> Wire {
+        // The application answers MESSAGE itself here (by `answer`).
+        Wire::new_with(n, transport, |_, c| c.handle_methods = vec![Method::Message])
+    }
+
+    fn new_with(n: usize, transport: Transport, setup: impl Fn(usize, &mut EndpointConfig)) -> Wire {
         let now = Instant::now();
         let mut eps = Vec::new();
         let mut listen = Vec::new();
         for i in 0..n {
             let mut c = EndpointConfig::new(&format!("sip:user{i}@192.0.2.{}", i + 1));
             c.seed = u64::try_from(i).unwrap() + 1;
+            setup(i, &mut c);
             let mut ep = Endpoint::new(c).unwrap();
             let addr: SocketAddr = format!("192.0.2.{}:5060", i + 1).parse().unwrap();
             ep.add_listener(transport, addr);
@@ -166,12 +173,30 @@ fn message_over_udp_and_tcp_is_answered() {
 
 #[test]
 fn an_unanswered_request_times_out_at_64_t1() {
+    // Nobody at 192.0.2.9: the datagrams vanish.
+    let mut w = Wire::new(2, Transport::Udp);
+    let t0 = w.now;
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.9", "text/plain", b"?".to_vec())).unwrap();
+    w.run_until(t0 + Duration::from_secs(60));
+    assert_eq!(w.outcomes(0), [(t0 + Duration::from_secs(32), Err(RequestError::Timeout))]);
+}
+
+#[test]
+fn a_request_the_application_lets_lie_gets_408_after_answer_within() {
     let mut w = Wire::new(2, Transport::Udp);
     w.answer[1] = None;
     let t0 = w.now;
     w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", b"?".to_vec())).unwrap();
     w.run_until(t0 + Duration::from_secs(60));
-    assert_eq!(w.outcomes(0), [(t0 + Duration::from_secs(32), Err(RequestError::Timeout))]);
+    let codes: Vec<(Instant, Option<u16>)> = w.events[0]
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Outcome { result: Err(RequestError::Failure(r)), .. } => Some((*t, Some(r.code))),
+            Event::Outcome { .. } => Some((*t, None)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [(t0 + Duration::from_secs(16), Some(408))]);
 }
 
 #[test]
@@ -245,4 +270,99 @@ fn a_large_request_leaves_udp_for_tcp_18_1_1() {
         })
         .collect();
     assert_eq!(arrived, [(Transport::Tcp, true)]);
+}
+
+fn response_of(w: &Wire, i: usize) -> Vec<String> {
+    w.events[i]
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Outcome { result: Ok(r), .. } => Some(String::from_utf8_lossy(&r.bytes).into_owned()),
+            Event::Outcome { result: Err(RequestError::Failure(r)), .. } => {
+                Some(String::from_utf8_lossy(&r.bytes).into_owned())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn throttling_holds_requests_beyond_the_limit_and_starts_them_in_order() {
+    // 25 requests to nowhere: 20 go at once and time out at 32 s; the other
+    // 5 start then, in the order they were sent, and time out at 64 s.
+    let mut w = Wire::new_with(1, Transport::Udp, |_, _| {});
+    let t0 = w.now;
+    let ids: Vec<_> = (0..25)
+        .map(|i| {
+            let body = format!("{i}").into_bytes();
+            w.eps[0].send_request(t0, Request::message("sip:x@192.0.2.9", "text/plain", body)).unwrap()
+        })
+        .collect();
+    w.run_until(t0 + Duration::from_secs(100));
+    let ended: BTreeMap<_, _> = w.events[0]
+        .iter()
+        .filter_map(|(t, e)| match e {
+            Event::Outcome { request, .. } => Some((*request, *t - t0)),
+            _ => None,
+        })
+        .collect();
+    for (n, id) in ids.iter().enumerate() {
+        let expected = Duration::from_secs(if n < 20 { 32 } else { 64 });
+        assert_eq!(ended[id], expected, "request {n}");
+    }
+    // Without a limit, all 25 go at once.
+    let mut w = Wire::new_with(1, Transport::Udp, |_, c| c.max_outstanding = None);
+    let t0 = w.now;
+    for _ in 0..25 {
+        w.eps[0].send_request(t0, Request::message("sip:x@192.0.2.9", "text/plain", b"x".to_vec())).unwrap();
+    }
+    w.run_until(t0 + Duration::from_secs(100));
+    assert!(w.outcomes(0).iter().all(|(t, r)| *t == t0 + Duration::from_secs(32) && r.is_err()));
+}
+
+#[test]
+fn message_both_ways_is_answered_by_the_endpoint_and_reported() {
+    let mut w = Wire::new_with(2, Transport::Udp, |_, _| {});
+    let t0 = w.now;
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "text/plain", b"ping".to_vec())).unwrap();
+    w.eps[1].send_request(t0, Request::message("sip:user0@192.0.2.1", "text/plain", b"pong".to_vec())).unwrap();
+    w.settle();
+    for (i, body) in [(0, b"pong"), (1, b"ping")] {
+        assert_eq!(w.outcomes(i), [(t0, Ok(200))]);
+        let got: Vec<_> = w.events[i]
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Message { from, content_type, body, .. } => {
+                    Some((from.clone(), content_type.clone(), body.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        let sender = format!("sip:user{}@192.0.2.{}", 1 - i, 2 - i);
+        assert_eq!(got, [(sender, Some("text/plain".to_owned()), body.to_vec())]);
+    }
+}
+
+#[test]
+fn options_and_unsupported_requests_are_answered_per_8_2() {
+    let mut w = Wire::new_with(2, Transport::Udp, |_, _| {});
+    let t0 = w.now;
+    w.eps[0].send_request(t0, Request::new(Method::Options, "sip:user1@192.0.2.2")).unwrap();
+    w.eps[0].send_request(t0, Request::new(Method::Subscribe, "sip:user1@192.0.2.2")).unwrap();
+    let mut required = Request::message("sip:user1@192.0.2.2", "text/plain", b"x".to_vec());
+    required.headers.push(("Require".to_owned(), "100rel".to_owned()));
+    w.eps[0].send_request(t0, required).unwrap();
+    w.eps[0].send_request(t0, Request::message("sip:user1@192.0.2.2", "image/gif", b"GIF89a".to_vec())).unwrap();
+    w.settle();
+    let responses = response_of(&w, 0);
+    assert_eq!(responses.len(), 4);
+    let find = |code: &str| responses.iter().find(|r| r.starts_with(&format!("SIP/2.0 {code} "))).unwrap().clone();
+    let ok = find("200");
+    assert!(ok.contains("\r\nAllow: OPTIONS, MESSAGE\r\n"), "{ok}");
+    assert!(ok.contains("\r\nAccept: text/plain, application/sdp, message/cpim\r\n"), "{ok}");
+    assert!(ok.contains("\r\nSupported: gruu\r\n"), "{ok}");
+    assert!(find("405").contains("\r\nAllow: OPTIONS, MESSAGE\r\n"));
+    assert!(find("420").contains("\r\nUnsupported: 100rel\r\n"));
+    assert!(find("415").contains("\r\nAccept: text/plain, application/sdp, message/cpim\r\n"));
+    // Nothing reached the application.
+    assert!(!w.events[1].iter().any(|(_, e)| matches!(e, Event::Incoming { .. } | Event::Message { .. })));
 }

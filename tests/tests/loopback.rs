@@ -9,6 +9,7 @@
 
 use sipline::driver::Error;
 use sipline::endpoint::{EndpointConfig, Event, Request, RequestError};
+use sipline::message::Method;
 use sipline::transport::{CloseReason, TlsConfig, Transport};
 use sipline_tests::certs::Ca;
 use sipline_tests::runtimes::{Answerer, Blocking, Runtime, Smol, Tokio};
@@ -85,8 +86,9 @@ fn tls_files() -> (TlsConfig, TlsConfig) {
     (server, client)
 }
 
-/// A server endpoint on `ip` over `transport` that answers every request
-/// with `code` (or never), and a client endpoint able to reach it.
+/// A server endpoint on `ip` over `transport` (answering MESSAGE 200 on
+/// its own, or with `code: None` taking MESSAGE itself and never
+/// answering), and a client endpoint able to reach it.
 struct Pair<R: Runtime> {
     rt: Arc<R>,
     server: R::Endpoint,
@@ -101,6 +103,10 @@ impl<R: Runtime> Pair<R> {
     fn new(transport: Transport, ip: IpAddr, code: Option<u16>) -> Pair<R> {
         let rt = Arc::new(R::new());
         let mut server_config = config("sip:bob@127.0.0.1").listen(transport, any(ip));
+        if code.is_none() {
+            // The application takes MESSAGE itself (and never answers).
+            server_config.handle_methods = vec![Method::Message];
+        }
         let mut client_config = config("sip:alice@127.0.0.1");
         if ip.is_ipv6() {
             // UDP requests need a socket of the target's family.

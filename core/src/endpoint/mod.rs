@@ -21,6 +21,8 @@
 //! # }
 //! ```
 
+mod uas;
+
 use crate::message::{Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
 use crate::rng::Rng;
 use crate::transaction::{self, ClientId, ServerId, TimerConfig, TransactionLayer, TxId};
@@ -28,10 +30,11 @@ use crate::transport::{
     self, target_for, transport_for_size, CloseReason, ConnId, Peer, QueryId, ResolveError, Source, TargetError,
     TlsConfigError, TlsFailure, Transport, TransportConfig, TransportEvent, TransportLayer,
 };
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use uas::{Abilities, Verdict};
 
 /// How an endpoint is set up.
 #[derive(Debug, Clone)]
@@ -54,6 +57,22 @@ pub struct EndpointConfig {
     /// OS choose. The core binds nothing: a runtime binds these and reports
     /// each bound address with [`Endpoint::add_listener`].
     pub listen: Vec<(Transport, SocketAddr)>,
+    /// Methods the application answers itself: they arrive as
+    /// [`Event::Incoming`]. Others are answered by the endpoint (RFC 3261
+    /// §8.2): OPTIONS with what it supports, MESSAGE with 200 and an
+    /// [`Event::Message`], anything else with 405 and Allow.
+    pub handle_methods: Vec<Method<'static>>,
+    /// Body types the endpoint takes (`type/subtype`, §8.2.3; others: 415).
+    pub accept: Vec<String>,
+    /// Option tags it supports (Supported, and Require checks §8.2.2.3).
+    pub extensions: Vec<String>,
+    /// How long the application has to answer an [`Event::Incoming`]
+    /// before the endpoint answers 408 for it (default 16 s: half of
+    /// Timer F, so the sender still hears it).
+    pub answer_within: Duration,
+    /// At most this many requests outstanding at once; later ones wait
+    /// their turn in order. `None`: no limit (servers). Default 20.
+    pub max_outstanding: Option<usize>,
 }
 
 impl EndpointConfig {
@@ -68,6 +87,11 @@ impl EndpointConfig {
             timers: TimerConfig::default(),
             seed: 0,
             listen: Vec::new(),
+            handle_methods: Vec::new(),
+            accept: vec!["text/plain".to_owned(), "application/sdp".to_owned(), "message/cpim".to_owned()],
+            extensions: vec!["gruu".to_owned()],
+            answer_within: Duration::from_secs(16),
+            max_outstanding: Some(20),
         }
     }
 
@@ -238,6 +262,19 @@ pub enum Event {
         /// The request.
         request: Arc<[u8]>,
     },
+    /// A page-mode MESSAGE arrived (RFC 3428) and was answered 200.
+    Message {
+        /// The sender (From URI).
+        from: String,
+        /// The Content-Type, if any.
+        content_type: Option<String>,
+        /// The body.
+        body: Vec<u8>,
+        /// Where it came from.
+        source: Source,
+        /// The whole request.
+        request: Arc<[u8]>,
+    },
     /// Shutdown finished: nothing is left running.
     ShutDown,
 }
@@ -269,12 +306,16 @@ struct Ids {
 }
 
 enum Stage {
+    /// Waiting for a turn under [`EndpointConfig::max_outstanding`].
+    Queued,
     Resolving(QueryId),
     Sent(ClientId),
 }
 
 struct Pending {
     request: Request,
+    /// Where it goes (RFC 3263 target of the Request-URI).
+    target: transport::Target,
     target_forced: bool,
     stage: Stage,
     /// Where the request went (streams: failures of that connection end it).
@@ -295,7 +336,11 @@ pub struct Endpoint {
     by_query: BTreeMap<QueryId, RequestId>,
     /// Stream connections and the (transport, address) they lead to.
     conn_peer: BTreeMap<ConnId, (Transport, SocketAddr)>,
-    incoming: BTreeMap<ServerId, Arc<[u8]>>,
+    incoming: BTreeMap<ServerId, (Arc<[u8]>, Instant)>,
+    /// When the application's time to answer each incoming request ends.
+    answer_deadlines: BTreeSet<(Instant, ServerId)>,
+    /// Requests waiting for a turn, oldest first.
+    queued: VecDeque<RequestId>,
     /// The source of the request being handed to the transaction layer.
     arriving: Option<Source>,
     out: VecDeque<Output>,
@@ -326,6 +371,8 @@ impl Endpoint {
             by_query: BTreeMap::new(),
             conn_peer: BTreeMap::new(),
             incoming: BTreeMap::new(),
+            answer_deadlines: BTreeSet::new(),
+            queued: VecDeque::new(),
             arriving: None,
             out: VecDeque::new(),
             shutting_down: false,
@@ -382,24 +429,41 @@ impl Endpoint {
         let target_forced = uri.as_sip().is_some_and(|s| s.transport().is_some());
         self.next_id += 1;
         let id = RequestId(self.next_id);
-        let query = self.transport.resolve(&target);
-        self.by_query.insert(query, id);
         self.pending
-            .insert(id, Pending { request, target_forced, stage: Stage::Resolving(query), peer: None, failure: None });
+            .insert(id, Pending { request, target, target_forced, stage: Stage::Queued, peer: None, failure: None });
+        self.queued.push_back(id);
+        self.start_queued();
         self.pump(now);
         Ok(id)
+    }
+
+    /// Requests under way (resolving or sent).
+    fn active(&self) -> usize {
+        self.pending.len() - self.queued.len()
+    }
+
+    /// Starts queued requests while the throttle allows, oldest first.
+    fn start_queued(&mut self) {
+        while self.config.max_outstanding.is_none_or(|max| self.active() < max) {
+            let Some(id) = self.queued.pop_front() else { return };
+            let Some(p) = self.pending.get_mut(&id) else { continue };
+            let query = self.transport.resolve(&p.target);
+            p.stage = Stage::Resolving(query);
+            self.by_query.insert(query, id);
+        }
     }
 
     /// Answers an incoming request with `code` (a final code ends it).
     pub fn respond(&mut self, now: Instant, incoming: IncomingId, code: u16, reason: &str) -> Result<(), RespondError> {
         let now = self.clamp(now);
         let status = StatusCode::new(code).ok_or(RespondError::Status)?;
-        let request = self.incoming.get(&incoming.0).ok_or(RespondError::Unknown)?.clone();
+        let (request, deadline) = self.incoming.get(&incoming.0).ok_or(RespondError::Unknown)?.clone();
         if !self.answer(now, incoming.0, &request, status, reason) {
             return Err(RespondError::Unknown);
         }
         if code >= 200 {
             self.incoming.remove(&incoming.0);
+            self.answer_deadlines.remove(&(deadline, incoming.0));
         }
         self.pump(now);
         Ok(())
@@ -409,10 +473,28 @@ impl Endpoint {
     /// CSeq copied); `false` if it cannot be answered or the transaction
     /// does not take the response.
     fn answer(&mut self, now: Instant, server: ServerId, request: &[u8], code: StatusCode, reason: &str) -> bool {
+        self.answer_with(now, server, request, code, reason, &[])
+    }
+
+    /// [`answer`](Self::answer) with extra header fields.
+    fn answer_with(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        request: &[u8],
+        code: StatusCode,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> bool {
         let Ok(m) = Message::parse(request) else { return false };
         let mut response = Vec::with_capacity(request.len() + 64);
         let tag = self.rng.hex(8);
-        Salvaged::from_message(&m).write_response(&mut response, code, reason, &tag)
+        let mut extra: Vec<(&str, &str)> = headers.to_vec();
+        let server_header = self.config.user_agent.clone();
+        if let Some(ua) = server_header.as_deref() {
+            extra.push(("Server", ua));
+        }
+        Salvaged::from_message(&m).write_response_with(&mut response, code, reason, &tag, &extra)
             && self.transactions.respond(now, server, response).is_ok()
     }
 
@@ -426,7 +508,8 @@ impl Endpoint {
         for id in ids {
             self.finish(id, Err(RequestError::ShutDown));
         }
-        for (server, request) in std::mem::take(&mut self.incoming) {
+        self.answer_deadlines.clear();
+        for (server, (request, _)) in std::mem::take(&mut self.incoming) {
             // Unanswered requests get a 503 (§21.5.4) so the peer stops waiting.
             self.answer(now, server, &request, UNAVAILABLE, "Service Unavailable");
         }
@@ -494,15 +577,25 @@ impl Endpoint {
         let now = self.clamp(now);
         self.transactions.handle_timeout(now);
         self.transport.handle_timeout(now);
+        // Incoming requests the application let lie get 408 (§21.4.9).
+        while let Some(&(deadline, server)) = self.answer_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.answer_deadlines.pop_first();
+            if let Some((request, _)) = self.incoming.remove(&server) {
+                self.answer(now, server, &request, uas::status(408), "Request Timeout");
+            }
+        }
         self.pump(now);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.transactions.poll_timeout(), self.transport.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.transactions.poll_timeout(), self.transport.poll_timeout(), self.answer_deadlines.first().map(|d| d.0)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next output; drain until `None`.
@@ -692,6 +785,7 @@ impl Endpoint {
     fn finish(&mut self, id: RequestId, result: Result<Response, RequestError>) {
         let Some(p) = self.pending.remove(&id) else { return };
         match p.stage {
+            Stage::Queued => self.queued.retain(|q| *q != id),
             Stage::Resolving(q) => {
                 self.by_query.remove(&q);
             }
@@ -700,6 +794,9 @@ impl Endpoint {
             }
         }
         self.out.push_back(Output::Event(Event::Outcome { request: id, result }));
+        if !self.shutting_down {
+            self.start_queued();
+        }
     }
 
     fn transaction_event(&mut self, now: Instant, e: transaction::Event) {
@@ -740,19 +837,47 @@ impl Endpoint {
                     self.answer(now, server, &request, code, reason);
                     return;
                 }
-                let method = Message::parse(&request).ok().and_then(|m| m.method().map(|x| x.as_str().to_owned()));
-                let Some(method) = method else { return };
                 let Some(source) = self.arriving else { return };
-                self.incoming.insert(server, request.clone());
-                self.out.push_back(Output::Event(Event::Incoming {
-                    incoming: IncomingId(server),
-                    method,
-                    source,
-                    request,
-                }));
+                let Ok(m) = Message::parse(&request) else { return };
+                let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
+                let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
+                let abilities =
+                    Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
+                match abilities.judge(&m) {
+                    Verdict::Absorb => {}
+                    Verdict::Reply { code, reason, headers } => {
+                        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                        self.answer_with(now, server, &request, uas::status(code), &reason, &headers);
+                    }
+                    Verdict::Message => {
+                        let event = Event::Message {
+                            from: m.from().and_then(Result::ok).map(|a| a.uri().to_string()).unwrap_or_default(),
+                            content_type: m.content_type().and_then(Result::ok).map(|t| t.to_string()),
+                            body: m.body().to_vec(),
+                            source,
+                            request: request.clone(),
+                        };
+                        self.answer(now, server, &request, uas::status(200), "OK");
+                        self.out.push_back(Output::Event(event));
+                    }
+                    Verdict::Deliver => {
+                        let method = m.method().map(|x| x.as_str().to_owned()).unwrap_or_default();
+                        let deadline = now + self.config.answer_within;
+                        self.incoming.insert(server, (request.clone(), deadline));
+                        self.answer_deadlines.insert((deadline, server));
+                        self.out.push_back(Output::Event(Event::Incoming {
+                            incoming: IncomingId(server),
+                            method,
+                            source,
+                            request,
+                        }));
+                    }
+                }
             }
             E::Terminated { tx: TxId::Server(server) } => {
-                self.incoming.remove(&server);
+                if let Some((_, deadline)) = self.incoming.remove(&server) {
+                    self.answer_deadlines.remove(&(deadline, server));
+                }
             }
             E::Terminated { tx: TxId::Client(client) } => {
                 self.by_client.remove(&client);

@@ -89,6 +89,20 @@ impl<'a> Salvaged<'a> {
     /// adding `;tag=to_tag` to To if it has none. Returns `false` (and
     /// writes nothing) if [`can_respond`](Self::can_respond) is false.
     pub fn write_response(&self, buf: &mut Vec<u8>, code: StatusCode, reason: &str, to_tag: &str) -> bool {
+        self.write_response_with(buf, code, reason, to_tag, &[])
+    }
+
+    /// [`write_response`](Self::write_response) with `extra` header fields
+    /// (name, value) after the copied ones (Allow for a 405, Unsupported
+    /// for a 420, Accept for a 415…).
+    pub fn write_response_with(
+        &self,
+        buf: &mut Vec<u8>,
+        code: StatusCode,
+        reason: &str,
+        to_tag: &str,
+        extra: &[(&str, &str)],
+    ) -> bool {
         let (true, Some(from), Some(to), Some(call_id), Some(cseq)) =
             (self.can_respond(), self.from, self.to, self.call_id, self.cseq)
         else {
@@ -113,6 +127,9 @@ impl<'a> Salvaged<'a> {
         }
         w.header_bytes("Call-ID", call_id);
         w.header_bytes("CSeq", cseq);
+        for (name, value) in extra {
+            w.header(name, value);
+        }
         w.finish(b"");
         true
     }
