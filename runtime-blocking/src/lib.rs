@@ -176,6 +176,7 @@ fn block_on_until<F: Future>(future: F, deadline: Instant) -> Option<F::Output> 
 fn run(mut driver: Driver<TcpStream>, mut io: ThreadIo) {
     let waker = this_thread_waker();
     let mut cx = Context::from_waker(&waker);
+    driver.prime(Instant::now(), &mut io);
     while !driver.is_finished() {
         let now = Instant::now();
         let deadline = driver.poll_timeout();

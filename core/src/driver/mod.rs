@@ -429,6 +429,9 @@ impl<S> Driver<S> {
     /// event stream. A second call returns a handle and an empty stream.
     pub fn start(&mut self, now: Instant, unix: Duration) -> (Handle, Events) {
         self.endpoint.set_wall_clock(now, unix);
+        // A registered endpoint sends its first REGISTER now; its outputs
+        // wait in the core for the run loop's first drain.
+        self.endpoint.start(now);
         let commands = self.commands_tx.take().unwrap_or_else(|| mpsc::unbounded().0);
         let events = self.events_rx.take().unwrap_or_else(|| mpsc::unbounded().1);
         (Handle { commands, local: self.listening.clone().into() }, Events(events))
@@ -476,6 +479,12 @@ impl<S> Driver<S> {
         self.drain(now, io);
     }
 
+    /// Performs what the core asked for before the loop began (a
+    /// registered endpoint's first REGISTER); call once, first.
+    pub fn prime<I: Io<Stream = S>>(&mut self, now: Instant, io: &mut I) {
+        self.drain(now, io);
+    }
+
     /// Time passed (`now` is when the runtime woke, not the deadline).
     pub fn handle_timeout<I: Io<Stream = S>>(&mut self, now: Instant, io: &mut I) {
         self.endpoint.handle_timeout(now);
@@ -493,6 +502,7 @@ impl<S> Driver<S> {
     /// or the core's deadline, feeds it in with the time it woke at, and
     /// drains every output; after shutdown, ends the runtime's tasks.
     pub async fn run<I: AsyncIo<Stream = S>>(mut self, mut io: I) {
+        self.prime(io.now(), &mut io);
         while !self.finished {
             let deadline = self.endpoint.poll_timeout();
             // Due timers first, so that a stream of inputs cannot starve them.

@@ -21,7 +21,11 @@
 //! # }
 //! ```
 
+mod registration;
 mod uas;
+
+use registration::Registration;
+pub use registration::{RegistrationConfig, RegistrationState};
 
 use crate::message::{Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
 use crate::rng::Rng;
@@ -72,7 +76,19 @@ pub struct EndpointConfig {
     pub answer_within: Duration,
     /// At most this many requests outstanding at once; later ones wait
     /// their turn in order. `None`: no limit (servers). Default 20.
+    /// REGISTER requests of the endpoint's own registration never wait.
     pub max_outstanding: Option<usize>,
+    /// The endpoint id, unique within the address of record (several
+    /// endpoints may share one AOR): sent as the Contact's `+sip.instance`
+    /// (RFC 5626 §4.1). A UUID is used as `<urn:uuid:…>`; anything else as
+    /// given inside `<…>`.
+    pub instance: Option<String>,
+    /// Register with a registrar; then every request goes through it.
+    pub registration: Option<RegistrationConfig>,
+    /// Send every request through this proxy (a URI) with a pre-loaded
+    /// `Route: <…;lr>` (RFC 3261 §8.1.2). With a registration and no
+    /// proxy, the registrar plays this part.
+    pub outbound_proxy: Option<String>,
 }
 
 impl EndpointConfig {
@@ -92,6 +108,9 @@ impl EndpointConfig {
             extensions: vec!["gruu".to_owned()],
             answer_within: Duration::from_secs(16),
             max_outstanding: Some(20),
+            instance: None,
+            registration: None,
+            outbound_proxy: None,
         }
     }
 
@@ -275,8 +294,29 @@ pub enum Event {
         /// The whole request.
         request: Arc<[u8]>,
     },
+    /// The endpoint's state changed.
+    State(EndpointState),
+    /// The registration's state changed.
+    Registration(RegistrationState),
     /// Shutdown finished: nothing is left running.
     ShutDown,
+}
+
+/// An endpoint's life: `Idle` until started, `Establishing` while its first
+/// registration is under way (peer-to-peer endpoints go straight on),
+/// `Established`, `Draining` while shutdown unregisters, `Terminated`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointState {
+    /// Created, not started.
+    Idle,
+    /// Registering for the first time.
+    Establishing,
+    /// Ready.
+    Established,
+    /// Shutting down (unregistering first).
+    Draining,
+    /// Shut down.
+    Terminated,
 }
 
 /// What the runtime must do (the transport layer's actions), or an event
@@ -298,11 +338,22 @@ const UNAVAILABLE: StatusCode = match StatusCode::new(503) {
 /// connection.
 const PLACEHOLDER_HOST: &str = "sipline.invalid";
 
-/// The identifiers a new request gets (§8.1.1.3, §8.1.1.4, §8.1.1.7).
-struct Ids {
-    branch: String,
-    tag: String,
-    call_id: String,
+/// `uri` as a loose-routing Route value (RFC 3261 §16.12.1.1, §8.1.2).
+fn loose_route(uri: &str) -> String {
+    if uri.to_ascii_lowercase().contains(";lr") {
+        format!("<{uri}>")
+    } else {
+        format!("<{uri};lr>")
+    }
+}
+
+/// Who is waiting for a request's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// The application ([`Event::Outcome`]).
+    App,
+    /// The endpoint's registration (`true`: an unregister).
+    Register { unregister: bool },
 }
 
 enum Stage {
@@ -314,7 +365,18 @@ enum Stage {
 
 struct Pending {
     request: Request,
-    /// Where it goes (RFC 3263 target of the Request-URI).
+    origin: Origin,
+    /// Call-ID and From tag, fixed for every attempt (§8.1.1.3, §8.1.1.4;
+    /// §22.2: a retry with credentials keeps them).
+    call_id: String,
+    tag: String,
+    /// CSeq of the next attempt (§8.1.1.5; +1 per retry).
+    cseq: u32,
+    /// The To URI, when not the Request-URI (REGISTER: the AOR).
+    to: Option<String>,
+    /// A pre-loaded Route (outbound proxy, §8.1.2).
+    route: Option<String>,
+    /// Where it goes (RFC 3263 target of the next hop).
     target: transport::Target,
     target_forced: bool,
     stage: Stage,
@@ -341,6 +403,8 @@ pub struct Endpoint {
     answer_deadlines: BTreeSet<(Instant, ServerId)>,
     /// Requests waiting for a turn, oldest first.
     queued: VecDeque<RequestId>,
+    state: EndpointState,
+    registration: Option<Registration>,
     /// The source of the request being handed to the transaction layer.
     arriving: Option<Source>,
     out: VecDeque<Output>,
@@ -373,6 +437,8 @@ impl Endpoint {
             incoming: BTreeMap::new(),
             answer_deadlines: BTreeSet::new(),
             queued: VecDeque::new(),
+            state: EndpointState::Idle,
+            registration: config.registration.clone().map(|c| Registration::new(c, &mut Rng::new(config.seed ^ 0x2e6))),
             arriving: None,
             out: VecDeque::new(),
             shutting_down: false,
@@ -424,17 +490,307 @@ impl Endpoint {
         if matches!(request.method, Method::Ack | Method::Cancel) {
             return Err(SendError::Method(request.method.as_str().to_owned()));
         }
-        let uri = Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
-        let target = target_for(&uri, self.config.default_transport)?;
-        let target_forced = uri.as_sip().is_some_and(|s| s.transport().is_some());
-        self.next_id += 1;
-        let id = RequestId(self.next_id);
-        self.pending
-            .insert(id, Pending { request, target, target_forced, stage: Stage::Queued, peer: None, failure: None });
+        Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
+        // §8.1.2: through the outbound proxy (or the registrar) when there
+        // is one, with a pre-loaded loose Route to it.
+        let (hop, route) = match self.next_hop() {
+            Some(proxy) => (proxy.clone(), Some(loose_route(&proxy))),
+            None => (request.uri.clone(), None),
+        };
+        let (call_id, tag) = (self.rng.hex(20), self.rng.hex(10));
+        let id = self.enqueue(&hop, request, Origin::App, (call_id, tag, 1), None, route)?;
         self.queued.push_back(id);
         self.start_queued();
         self.pump(now);
         Ok(id)
+    }
+
+    /// The proxy every request goes through, if any.
+    fn next_hop(&self) -> Option<String> {
+        self.config.outbound_proxy.clone().or_else(|| self.config.registration.as_ref().map(|r| r.registrar.clone()))
+    }
+
+    /// Records a request bound for `hop` (resolved per RFC 3263).
+    fn enqueue(
+        &mut self,
+        hop: &str,
+        request: Request,
+        origin: Origin,
+        (call_id, tag, cseq): (String, String, u32),
+        to: Option<String>,
+        route: Option<String>,
+    ) -> Result<RequestId, SendError> {
+        let uri = Uri::parse(hop).map_err(|_| SendError::InvalidUri)?;
+        let target = target_for(&uri, self.config.default_transport)?;
+        let target_forced = uri.as_sip().is_some_and(|s| s.transport().is_some());
+        self.next_id += 1;
+        let id = RequestId(self.next_id);
+        let pending = Pending {
+            request,
+            origin,
+            call_id,
+            tag,
+            cseq,
+            to,
+            route,
+            target,
+            target_forced,
+            stage: Stage::Queued,
+            peer: None,
+            failure: None,
+        };
+        self.pending.insert(id, pending);
+        Ok(id)
+    }
+
+    /// Starts a request at once, whatever the throttle says.
+    fn start_now(&mut self, id: RequestId) {
+        let Some(p) = self.pending.get_mut(&id) else { return };
+        let query = self.transport.resolve(&p.target);
+        p.stage = Stage::Resolving(query);
+        self.by_query.insert(query, id);
+    }
+
+    /// The endpoint's state.
+    pub fn state(&self) -> EndpointState {
+        self.state
+    }
+
+    /// The registration's state (`None` for a peer-to-peer endpoint).
+    pub fn registration(&self) -> Option<&RegistrationState> {
+        self.registration.as_ref().map(|r| &r.state)
+    }
+
+    fn set_state(&mut self, state: EndpointState) {
+        if self.state != state {
+            self.state = state;
+            self.out.push_back(Output::Event(Event::State(state)));
+        }
+    }
+
+    fn set_registration(&mut self, state: RegistrationState) {
+        let Some(reg) = self.registration.as_mut() else { return };
+        if reg.state != state {
+            reg.state = state.clone();
+            self.out.push_back(Output::Event(Event::Registration(state)));
+        }
+    }
+
+    /// Starts the endpoint: a registered endpoint sends its first REGISTER
+    /// (state `Establishing` until the registrar accepts it); a
+    /// peer-to-peer endpoint is `Established` at once. Requests may be sent
+    /// before, too. Does nothing once started.
+    pub fn start(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if self.state != EndpointState::Idle {
+            return;
+        }
+        if self.registration.is_some() {
+            self.set_state(EndpointState::Establishing);
+            self.register(false);
+        } else {
+            self.set_state(EndpointState::Established);
+        }
+        self.pump(now);
+    }
+
+    /// Removes the registration (REGISTER with `Expires: 0`, §10.2.2); the
+    /// endpoint stays up and can [`reregister`](Self::reregister).
+    pub fn unregister(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if self.registration.as_ref().is_some_and(|r| !matches!(r.state, RegistrationState::Unregistered)) {
+            self.register(true);
+            self.pump(now);
+        }
+    }
+
+    /// Registers again after [`unregister`](Self::unregister) (or at once
+    /// after a failure, not waiting for the retry).
+    pub fn reregister(&mut self, now: Instant) {
+        let now = self.clamp(now);
+        if self.registration.is_some() && !self.shutting_down {
+            self.register(false);
+            self.pump(now);
+        }
+    }
+
+    /// Sends a REGISTER (§10.2) for the binding, or to remove it.
+    fn register(&mut self, unregister: bool) {
+        let contact = self.contact_uri();
+        let instance = self.instance();
+        let aor = self.config.aor.clone();
+        let Some(reg) = self.registration.as_mut() else { return };
+        // One REGISTER at a time (§10.2: they must not overlap); the one
+        // under way is given up.
+        let previous = reg.request.take();
+        reg.refresh_at = None;
+        reg.cseq += 1;
+        let expires = if unregister { 0 } else { reg.expires };
+        reg.contact.clone_from(&contact);
+        let value = match &instance {
+            Some(i) => format!("<{contact}>;+sip.instance=\"{i}\""),
+            None => format!("<{contact}>"),
+        };
+        let request = Request {
+            method: Method::Register,
+            uri: reg.config.registrar.clone(),
+            headers: vec![
+                ("Contact".to_owned(), value),
+                ("Expires".to_owned(), expires.to_string()),
+                ("Supported".to_owned(), "gruu".to_owned()),
+            ],
+            content_type: None,
+            body: Vec::new(),
+        };
+        let ids = (reg.call_id.clone(), reg.tag.clone(), reg.cseq);
+        let registrar = reg.config.registrar.clone();
+        if let Some(old) = previous {
+            self.abandon(old);
+        }
+        let Ok(id) = self.enqueue(&registrar, request, Origin::Register { unregister }, ids, Some(aor), None) else {
+            // A registrar URI that is not a target: nothing will fix it.
+            let error = RequestError::Resolve(ResolveError::NotFound(registrar));
+            self.set_registration(RegistrationState::Failed { error, retry_in: Duration::MAX });
+            return;
+        };
+        let refreshing = matches!(self.registration(), Some(RegistrationState::Registered { .. }));
+        if let Some(reg) = self.registration.as_mut() {
+            reg.request = Some(id);
+        }
+        // A refresh keeps the state Registered: nothing to report.
+        if unregister {
+            self.set_registration(RegistrationState::Unregistering);
+        } else if !refreshing {
+            self.set_registration(RegistrationState::Registering);
+        }
+        self.start_now(id);
+    }
+
+    /// Forgets a request without reporting it.
+    fn abandon(&mut self, id: RequestId) {
+        let Some(p) = self.pending.remove(&id) else { return };
+        match p.stage {
+            Stage::Queued => self.queued.retain(|q| *q != id),
+            Stage::Resolving(q) => {
+                self.by_query.remove(&q);
+            }
+            Stage::Sent(client) => {
+                self.by_client.remove(&client);
+            }
+        }
+    }
+
+    /// The `+sip.instance` value (RFC 5626 §4.1), `<urn:uuid:…>` for a UUID.
+    fn instance(&self) -> Option<String> {
+        let id = self.config.instance.as_deref()?;
+        let uuid = id.len() == 36 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
+        Some(if uuid { format!("<urn:uuid:{id}>") } else { format!("<{id}>") })
+    }
+
+    /// Our Contact URI (§10.2.1): the user of the AOR at the address the
+    /// registrar saw us at (RFC 3581) once known, else a listening address.
+    fn contact_uri(&self) -> String {
+        let user = Uri::parse(&self.config.aor)
+            .ok()
+            .and_then(|u| u.as_sip().and_then(|s| s.user().map(str::to_owned)))
+            .unwrap_or_default();
+        let transport = self
+            .registration
+            .as_ref()
+            .and_then(|r| {
+                Uri::parse(&r.config.registrar).ok().and_then(|u| target_for(&u, self.config.default_transport).ok())
+            })
+            .map_or(self.config.default_transport, |t| t.transport);
+        let at = match self.registration.as_ref().and_then(|r| r.public) {
+            Some(a) => a.to_string(),
+            None => self.sent_by(transport),
+        };
+        let user = if user.is_empty() { String::new() } else { format!("{user}@") };
+        match transport {
+            Transport::Udp => format!("sip:{user}{at}"),
+            t => format!("sip:{user}{at};transport={}", t.as_str().to_ascii_lowercase()),
+        }
+    }
+
+    /// A REGISTER ended (§10.2.4).
+    fn registered(&mut self, now: Instant, unregister: bool, result: Result<Response, RequestError>) {
+        let instance = self.instance();
+        let Some(reg) = self.registration.as_mut() else { return };
+        reg.request = None;
+        if unregister {
+            if let Some(conn) = reg.conn.take() {
+                self.transport.unpin(now, conn);
+            }
+            self.set_registration(RegistrationState::Unregistered);
+            if self.state == EndpointState::Draining {
+                self.complete_shutdown(now);
+            }
+            return;
+        }
+        match result {
+            Ok(response) => {
+                let Ok(m) = Message::parse(&response.bytes) else { return };
+                let g = registration::granted(&m, instance.as_deref(), &reg.contact, reg.expires);
+                reg.failures = 0;
+                // RFC 3581: registered from behind a NAT, our Contact says
+                // the wrong address: register the one the registrar saw.
+                let seen = registration::public_address(&m);
+                let moved = seen.is_some() && seen != reg.public;
+                if moved {
+                    reg.public = seen;
+                }
+                reg.refresh_at = Some(if moved { now } else { now + registration::refresh_after(g.expires) });
+                let reliable = reg.peer.is_some_and(|(t, _)| t.is_reliable());
+                reg.keepalive_at = reg.config.keepalive.filter(|_| reliable).map(|k| now + k);
+                let state = RegistrationState::Registered {
+                    expires: g.expires,
+                    contact: reg.contact.clone(),
+                    pub_gruu: g.pub_gruu,
+                    temp_gruu: g.temp_gruu,
+                };
+                self.set_registration(state);
+                if self.state == EndpointState::Establishing {
+                    self.set_state(EndpointState::Established);
+                }
+            }
+            // §10.2.8: 423 Interval Too Brief: again with Min-Expires.
+            Err(RequestError::Failure(r)) if r.code == 423 => {
+                let min = Message::parse(&r.bytes).ok().and_then(|m| m.min_expires().and_then(Result::ok));
+                match min {
+                    Some(min) if min > reg.expires => {
+                        reg.expires = min;
+                        self.register(false);
+                    }
+                    _ => self.registration_failed(now, RequestError::Failure(r)),
+                }
+            }
+            Err(e) => self.registration_failed(now, e),
+        }
+    }
+
+    /// Sends a CRLF CRLF keep-alive on the registrar's connection when due
+    /// (RFC 5626 §3.5.1) and schedules the next.
+    fn keepalive(&mut self, now: Instant) {
+        let Some(reg) = self.registration.as_mut() else { return };
+        let (Some(at), Some(conn), Some((transport, remote))) = (reg.keepalive_at, reg.conn, reg.peer) else {
+            reg.keepalive_at = None;
+            return;
+        };
+        if at > now {
+            return;
+        }
+        reg.keepalive_at = reg.config.keepalive.map(|k| now + k);
+        let mut peer = Peer::new(transport, remote);
+        peer.conn = Some(conn);
+        let _ = self.transport.send(now, &peer, Arc::from(&b"\r\n\r\n"[..]));
+    }
+
+    fn registration_failed(&mut self, now: Instant, error: RequestError) {
+        let Some(reg) = self.registration.as_mut() else { return };
+        reg.failures += 1;
+        let retry_in = registration::retry_after(&reg.config, reg.failures);
+        reg.refresh_at = Some(now + retry_in);
+        self.set_registration(RegistrationState::Failed { error, retry_in });
     }
 
     /// Requests under way (resolving or sent).
@@ -501,21 +857,48 @@ impl Endpoint {
     /// Stops taking requests; outstanding ones fail with
     /// [`RequestError::ShutDown`], open connections close, and
     /// [`Event::ShutDown`] follows.
+    ///
+    /// A registered endpoint unregisters first (state `Draining`): the
+    /// rest follows the registrar's answer (or its Timer F).
     pub fn shutdown(&mut self, now: Instant) {
         let now = self.clamp(now);
+        if self.shutting_down {
+            return;
+        }
         self.shutting_down = true;
-        let ids: Vec<RequestId> = self.pending.keys().copied().collect();
-        for id in ids {
-            self.finish(id, Err(RequestError::ShutDown));
+        let apps: Vec<RequestId> =
+            self.pending.iter().filter(|(_, p)| p.origin == Origin::App).map(|(id, _)| *id).collect();
+        for id in apps {
+            self.finish(now, id, Err(RequestError::ShutDown));
         }
         self.answer_deadlines.clear();
         for (server, (request, _)) in std::mem::take(&mut self.incoming) {
             // Unanswered requests get a 503 (§21.5.4) so the peer stops waiting.
             self.answer(now, server, &request, UNAVAILABLE, "Service Unavailable");
         }
+        let bound = self.registration.as_ref().is_some_and(|r| {
+            matches!(r.state, RegistrationState::Registered { .. } | RegistrationState::Registering)
+                || r.request.is_some()
+        });
+        if bound {
+            self.set_state(EndpointState::Draining);
+            self.register(true);
+            self.pump(now);
+        } else {
+            self.complete_shutdown(now);
+        }
+    }
+
+    /// The last of shutdown: what is left fails, connections close.
+    fn complete_shutdown(&mut self, now: Instant) {
+        let left: Vec<RequestId> = self.pending.keys().copied().collect();
+        for id in left {
+            self.abandon(id);
+        }
         self.pump(now);
         self.transport.close_all();
         self.pump(now);
+        self.set_state(EndpointState::Terminated);
         if !self.shut_down {
             self.shut_down = true;
             self.out.push_back(Output::Event(Event::ShutDown));
@@ -577,6 +960,12 @@ impl Endpoint {
         let now = self.clamp(now);
         self.transactions.handle_timeout(now);
         self.transport.handle_timeout(now);
+        self.keepalive(now);
+        // Registration refresh or retry (§10.2.4).
+        let due = self.registration.as_ref().is_some_and(|r| r.refresh_at.is_some_and(|t| t <= now));
+        if due && !self.shutting_down {
+            self.register(false);
+        }
         // Incoming requests the application let lie get 408 (§21.4.9).
         while let Some(&(deadline, server)) = self.answer_deadlines.first() {
             if deadline > now {
@@ -592,10 +981,17 @@ impl Endpoint {
 
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.transactions.poll_timeout(), self.transport.poll_timeout(), self.answer_deadlines.first().map(|d| d.0)]
-            .into_iter()
-            .flatten()
-            .min()
+        let refresh = self.registration.as_ref().and_then(|r| r.refresh_at);
+        [
+            self.transactions.poll_timeout(),
+            self.transport.poll_timeout(),
+            self.answer_deadlines.first().map(|d| d.0),
+            refresh.filter(|_| !self.shutting_down),
+            self.registration.as_ref().and_then(|r| r.keepalive_at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// The next output; drain until `None`.
@@ -625,7 +1021,18 @@ impl Endpoint {
         match o {
             transaction::Output::Transmit { peer, bytes } => match self.transport.send(now, &peer, bytes) {
                 Ok(Some(conn)) => {
-                    self.conn_peer.insert(conn, (peer.transport, peer.remote));
+                    let key = (peer.transport, peer.remote);
+                    self.conn_peer.insert(conn, key);
+                    // One cached connection to the server, kept while
+                    // registered (DESIGN.md: registered endpoint).
+                    if let Some(reg) = self.registration.as_mut() {
+                        if reg.peer == Some(key) && reg.conn != Some(conn) && !self.shutting_down {
+                            if let Some(old) = reg.conn.replace(conn) {
+                                self.transport.unpin(now, old);
+                            }
+                            self.transport.pin(conn);
+                        }
+                    }
                 }
                 Ok(None) => {}
                 Err(_) => self.connection_failed(now, (peer.transport, peer.remote), &RequestError::TooManyConnections),
@@ -667,13 +1074,23 @@ impl Endpoint {
                         if let Some(peer) = peers.into_iter().next() {
                             self.dispatch(now, id, peer);
                         } else {
-                            self.finish(id, Err(RequestError::Resolve(ResolveError::NotFound(String::new()))));
+                            self.finish(now, id, Err(RequestError::Resolve(ResolveError::NotFound(String::new()))));
                         }
                     }
-                    Err(e) => self.finish(id, Err(RequestError::Resolve(e))),
+                    Err(e) => self.finish(now, id, Err(RequestError::Resolve(e))),
                 }
             }
             TransportEvent::Closed { conn, reason } => {
+                // The registrar's connection dropped: register again, which
+                // opens a new one (RFC 5626 §4.4.1 in spirit).
+                if let Some(reg) = self.registration.as_mut() {
+                    if reg.conn == Some(conn) {
+                        reg.conn = None;
+                        if matches!(reg.state, RegistrationState::Registered { .. }) && !self.shutting_down {
+                            reg.refresh_at = Some(now);
+                        }
+                    }
+                }
                 if let Some(key) = self.conn_peer.remove(&conn) {
                     let failure = match reason {
                         CloseReason::Tls(t) => RequestError::Tls(t),
@@ -712,14 +1129,14 @@ impl Endpoint {
     /// transaction.
     fn dispatch(&mut self, now: Instant, id: RequestId, mut peer: Peer) {
         let Some(forced) = self.pending.get(&id).map(|p| p.target_forced) else { return };
-        let ids = Ids { branch: self.transactions.new_branch(), tag: self.rng.hex(10), call_id: self.rng.hex(20) };
-        let mut bytes = self.build(id, &peer, &ids);
+        let branch = self.transactions.new_branch();
+        let mut bytes = self.build(id, &peer, &branch);
         // §18.1.1: a request over 1300 octets leaves UDP for TCP unless the
         // URI insists on UDP; rebuilt so that the Via says TCP.
         let transport = transport_for_size(peer.transport, forced, bytes.len());
         if transport != peer.transport {
             peer.transport = transport;
-            bytes = self.build(id, &peer, &ids);
+            bytes = self.build(id, &peer, &branch);
         }
         let reliable = peer.transport.is_reliable();
         let key = (peer.transport, peer.remote);
@@ -729,6 +1146,9 @@ impl Endpoint {
                 if let Some(p) = self.pending.get_mut(&id) {
                     p.stage = Stage::Sent(client);
                     p.peer = Some(key);
+                    if let (Origin::Register { .. }, Some(reg)) = (p.origin, self.registration.as_mut()) {
+                        reg.peer = Some(key);
+                    }
                 }
             }
             // The layer refuses only requests it cannot key, and `build`
@@ -750,10 +1170,10 @@ impl Endpoint {
         }
     }
 
-    fn build(&self, id: RequestId, peer: &Peer, ids: &Ids) -> Vec<u8> {
-        let Ids { branch, tag, call_id } = ids;
+    fn build(&self, id: RequestId, peer: &Peer, branch: &str) -> Vec<u8> {
         let sent_by = self.sent_by(peer.transport);
         let Some(p) = self.pending.get(&id) else { return Vec::new() };
+        let (tag, call_id) = (&p.tag, &p.call_id);
         let r = &p.request;
         let mut buf = Vec::with_capacity(r.body.len() + 512);
         let mut w = MessageWriter::request(&mut buf, r.method, &r.uri);
@@ -765,9 +1185,12 @@ impl Endpoint {
             None => format!("<{}>;tag={tag}", self.config.aor),
         };
         w.header("From", &from);
-        w.header("To", format!("<{}>", r.uri));
+        w.header("To", format!("<{}>", p.to.as_deref().unwrap_or(&r.uri)));
         w.header("Call-ID", call_id);
-        w.header("CSeq", format!("1 {}", r.method.as_str()));
+        w.header("CSeq", format!("{} {}", p.cseq, r.method.as_str()));
+        if let Some(route) = &p.route {
+            w.header("Route", route);
+        }
         if let Some(ua) = &self.config.user_agent {
             w.header("User-Agent", ua);
         }
@@ -782,7 +1205,7 @@ impl Endpoint {
     }
 
     /// Ends a request with its outcome.
-    fn finish(&mut self, id: RequestId, result: Result<Response, RequestError>) {
+    fn finish(&mut self, now: Instant, id: RequestId, result: Result<Response, RequestError>) {
         let Some(p) = self.pending.remove(&id) else { return };
         match p.stage {
             Stage::Queued => self.queued.retain(|q| *q != id),
@@ -793,7 +1216,15 @@ impl Endpoint {
                 self.by_client.remove(&client);
             }
         }
-        self.out.push_back(Output::Event(Event::Outcome { request: id, result }));
+        match p.origin {
+            Origin::App => self.out.push_back(Output::Event(Event::Outcome { request: id, result })),
+            Origin::Register { unregister } => {
+                // Only the REGISTER the registration waits for counts.
+                if self.registration.as_ref().is_some_and(|r| r.request == Some(id)) {
+                    self.registered(now, unregister, result);
+                }
+            }
+        }
         if !self.shutting_down {
             self.start_queued();
         }
@@ -808,14 +1239,14 @@ impl Endpoint {
                 if response.code < 200 {
                     self.out.push_back(Output::Event(Event::Provisional { request: id, response }));
                 } else if response.code < 300 {
-                    self.finish(id, Ok(response));
+                    self.finish(now, id, Ok(response));
                 } else {
-                    self.finish(id, Err(RequestError::Failure(response)));
+                    self.finish(now, id, Err(RequestError::Failure(response)));
                 }
             }
             E::Timeout { tx: TxId::Client(client) } => {
                 if let Some(&id) = self.by_client.get(&client) {
-                    self.finish(id, Err(RequestError::Timeout));
+                    self.finish(now, id, Err(RequestError::Timeout));
                 }
             }
             E::TransportError { tx: TxId::Client(client) } => {
@@ -825,7 +1256,7 @@ impl Endpoint {
                         .get_mut(&id)
                         .and_then(|p| p.failure.take())
                         .unwrap_or(RequestError::ConnectionFailed(CloseReason::Closed));
-                    self.finish(id, Err(failure));
+                    self.finish(now, id, Err(failure));
                 }
             }
             E::Request { server, request, merged } => {
