@@ -156,7 +156,15 @@ fn a_connection_closed_while_connecting_is_not_adopted() {
     driver.handle(now, m, &mut io);
     assert!(log.borrow().adopted.is_empty());
     assert!(log.borrow().writes.is_empty());
-    assert_eq!(poll(&mut Box::pin(events.next())), Poll::Ready(Some(Event::ShutDown)));
+    let mut seen = Vec::new();
+    while let Poll::Ready(Some(e)) = poll(&mut Box::pin(events.next())) {
+        seen.push(e);
+        if seen.last() == Some(&Event::ShutDown) {
+            break;
+        }
+    }
+    use crate::endpoint::EndpointState::{Established, Terminated};
+    assert_eq!(seen, [Event::State(Established), Event::State(Terminated), Event::ShutDown]);
     assert!(poll(&mut done).is_pending(), "shutdown resolves only once the runtime's tasks ended");
     driver.finish();
     assert_eq!(poll(&mut done), Poll::Ready(()));
