@@ -7,9 +7,11 @@
 //!
 //! Built so far: the [`message`] layer (a zero-copy parser, typed headers,
 //! URIs, stream framing and a serializer), the [`transaction`] layer
-//! (RFC 3261 §17 with RFC 6026) and the [`transport`] layer (RFC 3261 §18:
+//! (RFC 3261 §17 with RFC 6026), the [`transport`] layer (RFC 3261 §18:
 //! UDP, TCP and TLS with rustls, a connection table, RFC 3263 resolution
-//! as outputs). The dialog and endpoint layers follow (see `DESIGN.md`).
+//! as outputs) and [`auth`] (Digest authentication, RFC 3261 §22 with
+//! RFC 7616 and RFC 8760, both sides). The dialog and endpoint layers
+//! follow (see `DESIGN.md`).
 //!
 //! ## The drain rule
 //!
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod auth;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod endpoint;
