@@ -7,6 +7,8 @@
 //! through the registrar with a pre-loaded Route, and shutdown that
 //! unregisters first.
 
+use sipline::auth::{Algorithm, DigestChallenge, DigestCredentials, Secret};
+use sipline::endpoint::RequestError;
 use sipline::endpoint::{
     Endpoint, EndpointConfig, EndpointState, Event, Output, RegistrationConfig, RegistrationState, Request,
 };
@@ -30,10 +32,17 @@ struct Rules {
     silent: bool,
     /// Stamp this as `received`/`rport` in the Via (a NAT in between).
     nat: Option<SocketAddr>,
+    /// Challenge every request (401 for REGISTER, 407 for others) in this
+    /// realm with this algorithm, for alice's password `secret`.
+    digest: Option<(&'static str, Algorithm)>,
+    /// Call every nonce stale after its first use.
+    one_shot_nonces: bool,
 }
 
 struct Harness {
     ua: Endpoint,
+    /// Nonces issued, and whether each is used up.
+    nonces: Vec<(String, bool)>,
     now: Instant,
     rules: Rules,
     /// Requests the registrar got (text), with when.
@@ -53,9 +62,19 @@ impl Harness {
         config.registration = Some(reg);
         config.instance = Some(INSTANCE.to_owned());
         config.seed = 7;
+        config.credentials = vec![DigestCredentials::new("alice", "secret")];
         let mut ua = Endpoint::new(config).unwrap();
         ua.add_listener(transport, UA.parse().unwrap());
-        Harness { ua, now: Instant::now(), rules, seen: Vec::new(), events: Vec::new(), conn: None, keepalives: 0 }
+        Harness {
+            ua,
+            now: Instant::now(),
+            rules,
+            seen: Vec::new(),
+            events: Vec::new(),
+            conn: None,
+            keepalives: 0,
+            nonces: Vec::new(),
+        }
     }
 
     fn answer(&mut self, request: &str) -> Option<String> {
@@ -88,6 +107,16 @@ impl Harness {
             header("Call-ID"),
             header("CSeq")
         );
+        if let Some(challenge) = self.check_credentials(&m, &method) {
+            let (code, reason, name) = if method == "REGISTER" {
+                (401, "Unauthorized", "WWW-Authenticate")
+            } else {
+                (407, "Proxy Authentication Required", "Proxy-Authenticate")
+            };
+            return Some(format!(
+                "SIP/2.0 {code} {reason}\r\n{common}{name}: {challenge}\r\nContent-Length: 0\r\n\r\n"
+            ));
+        }
         if method != "REGISTER" {
             return Some(format!("SIP/2.0 200 OK\r\n{common}Content-Length: 0\r\n\r\n"));
         }
@@ -107,6 +136,29 @@ impl Harness {
         let contact =
             if granted == 0 { String::new() } else { format!("Contact: {contact};expires={granted}{gruus}\r\n") };
         Some(format!("SIP/2.0 200 OK\r\n{common}{contact}Content-Length: 0\r\n\r\n"))
+    }
+
+    /// `None` if the request carries a right answer to a live nonce, else
+    /// the challenge to send.
+    fn check_credentials(&mut self, m: &Message<'_>, method: &str) -> Option<String> {
+        let (realm, algorithm) = self.rules.digest?;
+        let answer = m.authorization().chain(m.proxy_authorization()).find_map(Result::ok);
+        let mut stale = false;
+        if let Some(c) = answer {
+            let nonce = c.nonce().unwrap_or_default().into_owned();
+            if let Some(i) = self.nonces.iter().position(|(n, _)| *n == nonce) {
+                let check = DigestChallenge::new(realm, &nonce, algorithm).unwrap();
+                let right = check.verify(&c, method, Secret::Password("secret")).is_ok();
+                if right && !self.nonces[i].1 {
+                    self.nonces[i].1 = self.rules.one_shot_nonces;
+                    return None;
+                }
+                stale = right;
+            }
+        }
+        let nonce = format!("nonce{}", self.nonces.len());
+        self.nonces.push((nonce.clone(), false));
+        Some(DigestChallenge::new(realm, &nonce, algorithm).unwrap().with_stale(stale).header_value())
     }
 
     /// Runs until quiet, then on through timers up to `until`.
@@ -182,7 +234,86 @@ fn line<'a>(request: &'a str, name: &str) -> &'a str {
 }
 
 fn rules() -> Rules {
-    Rules { max_expires: 3600, min_expires: None, silent: false, nat: None }
+    Rules { max_expires: 3600, min_expires: None, silent: false, nat: None, digest: None, one_shot_nonces: false }
+}
+
+#[test]
+fn digest_challenges_are_answered_for_register_and_other_requests() {
+    for algorithm in [Algorithm::Md5, Algorithm::Sha256] {
+        let digest = Some(("example.com", algorithm));
+        let mut h = Harness::new(Transport::Udp, Rules { digest, max_expires: 600, ..rules() }, 3600);
+        let t0 = h.now;
+        h.ua.start(t0);
+        h.run_until(t0 + Duration::from_secs(1));
+        assert!(matches!(h.ua.registration(), Some(RegistrationState::Registered { .. })), "{algorithm:?}");
+        h.ua.send_request(h.now, Request::message("sip:bob@example.com", "text/plain", b"hi".to_vec())).unwrap();
+        h.run_until(t0 + Duration::from_secs(700));
+        let seen: Vec<(String, &str, bool)> = h
+            .seen
+            .iter()
+            .map(|(_, r)| {
+                let m = Message::parse(r.as_bytes()).unwrap();
+                let creds = m.authorization().next().is_some() || m.proxy_authorization().next().is_some();
+                (m.method().unwrap().as_str().to_owned(), line(r, "CSeq"), creds)
+            })
+            .collect();
+        let expect: Vec<(String, &str, bool)> = [
+            ("REGISTER", "1 REGISTER", false),
+            ("REGISTER", "2 REGISTER", true),
+            ("MESSAGE", "1 MESSAGE", false),
+            ("MESSAGE", "2 MESSAGE", true),
+            // The refresh at 540 s is challenged again (a fresh REGISTER).
+            ("REGISTER", "3 REGISTER", false),
+            ("REGISTER", "4 REGISTER", true),
+        ]
+        .into_iter()
+        .map(|(a, b, c)| (a.to_owned(), b, c))
+        .collect();
+        assert_eq!(seen, expect, "{algorithm:?}");
+        let outcome = h.events.iter().find_map(|(_, e)| match e {
+            Event::Outcome { result, .. } => Some(result.as_ref().map(|r| r.code).map_err(Clone::clone)),
+            _ => None,
+        });
+        assert_eq!(outcome, Some(Ok(200)));
+        // The same Call-ID across the challenge and the answer (§22.2).
+        let register_ids: Vec<&str> =
+            h.seen.iter().filter(|(_, r)| r.starts_with("REGISTER")).map(|(_, r)| line(r, "Call-ID")).collect();
+        assert!(register_ids.iter().all(|c| *c == register_ids[0]));
+    }
+}
+
+#[test]
+fn a_stale_nonce_is_answered_again_and_a_wrong_password_fails() {
+    let digest = Some(("example.com", Algorithm::Md5));
+    let mut h = Harness::new(Transport::Udp, Rules { digest, one_shot_nonces: true, ..rules() }, 3600);
+    let t0 = h.now;
+    h.ua.start(t0);
+    h.run_until(t0 + Duration::from_secs(1));
+    // MESSAGE: 407, answered; a second MESSAGE reuses nothing and is
+    // challenged again; both succeed.
+    for _ in 0..2 {
+        h.ua.send_request(h.now, Request::message("sip:bob@example.com", "text/plain", b"x".to_vec())).unwrap();
+    }
+    h.run_until(t0 + Duration::from_secs(2));
+    let ok = h.events.iter().filter(|(_, e)| matches!(e, Event::Outcome { result: Ok(_), .. })).count();
+    assert_eq!(ok, 2);
+
+    // Wrong password: one answer, then the failure is reported.
+    let mut h = Harness::new(Transport::Udp, Rules { digest, ..rules() }, 3600);
+    h.rules.digest = Some(("example.com", Algorithm::Sha256));
+    let mut config = EndpointConfig::new("sip:alice@example.com");
+    config.registration = Some(RegistrationConfig::new(&format!("sip:{REGISTRAR}")));
+    config.credentials = vec![DigestCredentials::new("alice", "wrong")];
+    h.ua = Endpoint::new(config).unwrap();
+    h.ua.add_listener(Transport::Udp, UA.parse().unwrap());
+    let t0 = h.now;
+    h.ua.start(t0);
+    h.run_until(t0 + Duration::from_secs(1));
+    assert_eq!(h.registers().len(), 2, "one answer to the challenge, no loop");
+    match h.ua.registration() {
+        Some(RegistrationState::Failed { error: RequestError::Failure(r), .. }) => assert_eq!(r.code, 401),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! the run loop sleeps from deadline to later deadline (never spins).
 
 use super::*;
-use crate::endpoint::RequestError;
+use crate::endpoint::{EndpointState, RequestError};
 use crate::transport::CloseReason;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -163,8 +163,10 @@ fn a_connection_closed_while_connecting_is_not_adopted() {
             break;
         }
     }
-    use crate::endpoint::EndpointState::{Established, Terminated};
-    assert_eq!(seen, [Event::State(Established), Event::State(Terminated), Event::ShutDown]);
+    assert_eq!(
+        seen,
+        [Event::State(EndpointState::Established), Event::State(EndpointState::Terminated), Event::ShutDown]
+    );
     assert!(poll(&mut done).is_pending(), "shutdown resolves only once the runtime's tasks ended");
     driver.finish();
     assert_eq!(poll(&mut done), Poll::Ready(()));

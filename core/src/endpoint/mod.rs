@@ -27,7 +27,8 @@ mod uas;
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 
-use crate::message::{Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
+use crate::auth::{DigestClient, DigestCredentials};
+use crate::message::{HeaderName, Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
 use crate::rng::Rng;
 use crate::transaction::{self, ClientId, ServerId, TimerConfig, TransactionLayer, TxId};
 use crate::transport::{
@@ -85,6 +86,9 @@ pub struct EndpointConfig {
     pub instance: Option<String>,
     /// Register with a registrar; then every request goes through it.
     pub registration: Option<RegistrationConfig>,
+    /// Credentials answering digest challenges (401/407, RFC 3261 §22.2)
+    /// on any request: one per realm, or one for any realm.
+    pub credentials: Vec<DigestCredentials>,
     /// Send every request through this proxy (a URI) with a pre-loaded
     /// `Route: <…;lr>` (RFC 3261 §8.1.2). With a registration and no
     /// proxy, the registrar plays this part.
@@ -109,6 +113,7 @@ impl EndpointConfig {
             answer_within: Duration::from_secs(16),
             max_outstanding: Some(20),
             instance: None,
+            credentials: Vec::new(),
             registration: None,
             outbound_proxy: None,
         }
@@ -347,6 +352,14 @@ fn loose_route(uri: &str) -> String {
     }
 }
 
+/// A Contact header value with the instance id (RFC 5626 §4.1).
+fn contact_value(contact: &str, instance: Option<&str>) -> String {
+    match instance {
+        Some(i) => format!("<{contact}>;+sip.instance=\"{i}\""),
+        None => format!("<{contact}>"),
+    }
+}
+
 /// Who is waiting for a request's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
@@ -378,6 +391,10 @@ struct Pending {
     route: Option<String>,
     /// Where it goes (RFC 3263 target of the next hop).
     target: transport::Target,
+    /// Where the last attempt went (a retry with credentials goes there too).
+    last_peer: Option<Peer>,
+    /// Attempts answered with credentials so far.
+    auth_rounds: u8,
     target_forced: bool,
     stage: Stage,
     /// Where the request went (streams: failures of that connection end it).
@@ -405,6 +422,8 @@ pub struct Endpoint {
     queued: VecDeque<RequestId>,
     state: EndpointState,
     registration: Option<Registration>,
+    /// One digest client per configured credential.
+    digest: Vec<DigestClient>,
     /// The source of the request being handed to the transaction layer.
     arriving: Option<Source>,
     out: VecDeque<Output>,
@@ -438,6 +457,7 @@ impl Endpoint {
             answer_deadlines: BTreeSet::new(),
             queued: VecDeque::new(),
             state: EndpointState::Idle,
+            digest: config.credentials.iter().cloned().map(DigestClient::new).collect(),
             registration: config.registration.clone().map(|c| Registration::new(c, &mut Rng::new(config.seed ^ 0x2e6))),
             arriving: None,
             out: VecDeque::new(),
@@ -534,6 +554,8 @@ impl Endpoint {
             to,
             route,
             target,
+            last_peer: None,
+            auth_rounds: 0,
             target_forced,
             stage: Stage::Queued,
             peer: None,
@@ -627,10 +649,7 @@ impl Endpoint {
         reg.cseq += 1;
         let expires = if unregister { 0 } else { reg.expires };
         reg.contact.clone_from(&contact);
-        let value = match &instance {
-            Some(i) => format!("<{contact}>;+sip.instance=\"{i}\""),
-            None => format!("<{contact}>"),
-        };
+        let value = contact_value(&contact, instance.as_deref());
         let request = Request {
             method: Method::Register,
             uri: reg.config.registrar.clone(),
@@ -766,6 +785,67 @@ impl Endpoint {
             }
             Err(e) => self.registration_failed(now, e),
         }
+    }
+
+    /// §22.2: answers a 401/407 with credentials and sends the request
+    /// again (same Call-ID and tag, CSeq + 1, to the same place). A second
+    /// challenge fails the request unless it says the nonce was only stale.
+    fn authenticate(&mut self, now: Instant, id: RequestId, response: &Response) -> bool {
+        let Ok(m) = Message::parse(&response.bytes) else { return false };
+        let Some(p) = self.pending.get(&id) else { return false };
+        let stale = m.www_authenticate().chain(m.proxy_authenticate()).filter_map(Result::ok).any(|c| c.stale());
+        if p.auth_rounds >= 3 || (p.auth_rounds >= 1 && !stale) {
+            return false;
+        }
+        let (method, uri) = (p.request.method.as_str().to_owned(), p.request.uri.clone());
+        let mut answers: Vec<(HeaderName, String)> = Vec::new();
+        for client in &mut self.digest {
+            if let Ok(headers) = client.authorize_response(&m, &method, &uri, &mut self.rng) {
+                answers.extend(headers);
+            }
+        }
+        if answers.is_empty() {
+            return false;
+        }
+        // A REGISTER learns our address from the challenge already.
+        let register = matches!(p.origin, Origin::Register { unregister: false });
+        if register {
+            if let (Some(reg), Some(seen)) = (self.registration.as_mut(), registration::public_address(&m)) {
+                reg.public = Some(seen);
+            }
+        }
+        let contact = register.then(|| (self.contact_uri(), self.instance()));
+        let Some(p) = self.pending.get_mut(&id) else { return false };
+        let Some(peer) = p.last_peer.clone() else { return false };
+        p.auth_rounds += 1;
+        p.cseq += 1;
+        p.request.headers.retain(|(n, _)| {
+            !n.eq_ignore_ascii_case("Authorization") && !n.eq_ignore_ascii_case("Proxy-Authorization")
+        });
+        for (name, value) in answers {
+            p.request.headers.push((name.as_str().to_owned(), value));
+        }
+        // §10.2.4: the registration's CSeq keeps rising past this retry.
+        let (cseq, is_register) = (p.cseq, matches!(p.origin, Origin::Register { .. }));
+        if let (true, Some(reg)) = (is_register, self.registration.as_mut()) {
+            reg.cseq = reg.cseq.max(cseq);
+        }
+        let Some(p) = self.pending.get_mut(&id) else { return false };
+        if let Some((contact, instance)) = contact {
+            for (n, v) in &mut p.request.headers {
+                if n == "Contact" {
+                    *v = contact_value(&contact, instance.as_deref());
+                }
+            }
+            if let Some(reg) = self.registration.as_mut() {
+                reg.contact = contact;
+            }
+        }
+        if let Stage::Sent(client) = p.stage {
+            self.by_client.remove(&client);
+        }
+        self.dispatch(now, id, peer);
+        true
     }
 
     /// Sends a CRLF CRLF keep-alive on the registrar's connection when due
@@ -1140,6 +1220,9 @@ impl Endpoint {
         }
         let reliable = peer.transport.is_reliable();
         let key = (peer.transport, peer.remote);
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.last_peer = Some(peer.clone());
+        }
         match self.transactions.send_request(now, bytes, peer, reliable) {
             Ok(client) => {
                 self.by_client.insert(client, id);
@@ -1238,6 +1321,8 @@ impl Endpoint {
                 let Some(response) = Response::from_bytes(&response) else { return };
                 if response.code < 200 {
                     self.out.push_back(Output::Event(Event::Provisional { request: id, response }));
+                } else if matches!(response.code, 401 | 407) && self.authenticate(now, id, &response) {
+                    // Sent again with credentials.
                 } else if response.code < 300 {
                     self.finish(now, id, Ok(response));
                 } else {
