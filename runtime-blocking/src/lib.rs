@@ -91,6 +91,16 @@ impl Endpoint {
         block_on(self.handle.shutdown());
     }
 
+    /// Removes the registration (see [`Handle::unregister`]).
+    pub fn unregister(&self) {
+        self.handle.unregister();
+    }
+
+    /// Registers again (see [`Handle::reregister`]).
+    pub fn reregister(&self) {
+        self.handle.reregister();
+    }
+
     /// The addresses the endpoint listens on, per transport.
     pub fn local_addrs(&self) -> &[(Transport, SocketAddr)] {
         self.handle.local_addrs()

@@ -230,6 +230,8 @@ enum Command {
     Send { request: Box<Request>, reply: oneshot::Sender<Result<Response, Error>> },
     Respond { incoming: IncomingId, code: u16, reason: String, reply: oneshot::Sender<Result<(), RespondError>> },
     Shutdown { done: oneshot::Sender<()> },
+    Unregister,
+    Reregister,
 }
 
 /// What woke the driver: an application command or a runtime input.
@@ -262,6 +264,8 @@ impl std::fmt::Debug for Command {
             Command::Send { .. } => "Send",
             Command::Respond { .. } => "Respond",
             Command::Shutdown { .. } => "Shutdown",
+            Command::Unregister => "Unregister",
+            Command::Reregister => "Reregister",
         })
     }
 }
@@ -311,6 +315,18 @@ impl Handle {
                 let _ = finished.await;
             }
         }
+    }
+
+    /// Removes the registration (REGISTER with `Expires: 0`); the outcome
+    /// arrives as [`Event::Registration`].
+    pub fn unregister(&self) {
+        let _ = self.commands.unbounded_send(Command::Unregister);
+    }
+
+    /// Registers again (after [`unregister`](Self::unregister), or at once
+    /// after a failure).
+    pub fn reregister(&self) {
+        let _ = self.commands.unbounded_send(Command::Reregister);
     }
 
     /// The addresses the endpoint listens on (ports chosen by the OS
@@ -549,6 +565,8 @@ impl<S> Driver<S> {
                 self.closing.push(done);
                 self.endpoint.shutdown(now);
             }
+            Command::Unregister => self.endpoint.unregister(now),
+            Command::Reregister => self.endpoint.reregister(now),
         }
     }
 

@@ -353,10 +353,11 @@ fn loose_route(uri: &str) -> String {
 }
 
 /// A Contact header value with the instance id (RFC 5626 §4.1).
-fn contact_value(contact: &str, instance: Option<&str>) -> String {
+fn contact_value(display: Option<&str>, contact: &str, instance: Option<&str>) -> String {
+    let name = display.map(|d| format!("\"{d}\" ")).unwrap_or_default();
     match instance {
-        Some(i) => format!("<{contact}>;+sip.instance=\"{i}\""),
-        None => format!("<{contact}>"),
+        Some(i) => format!("{name}<{contact}>;+sip.instance=\"{i}\""),
+        None => format!("{name}<{contact}>"),
     }
 }
 
@@ -640,6 +641,7 @@ impl Endpoint {
     fn register(&mut self, unregister: bool) {
         let contact = self.contact_uri();
         let instance = self.instance();
+        let display = self.config.display_name.clone();
         let aor = self.config.aor.clone();
         let Some(reg) = self.registration.as_mut() else { return };
         // One REGISTER at a time (§10.2: they must not overlap); the one
@@ -649,7 +651,7 @@ impl Endpoint {
         reg.cseq += 1;
         let expires = if unregister { 0 } else { reg.expires };
         reg.contact.clone_from(&contact);
-        let value = contact_value(&contact, instance.as_deref());
+        let value = contact_value(display.as_deref(), &contact, instance.as_deref());
         let request = Request {
             method: Method::Register,
             uri: reg.config.registrar.clone(),
@@ -830,11 +832,12 @@ impl Endpoint {
         if let (true, Some(reg)) = (is_register, self.registration.as_mut()) {
             reg.cseq = reg.cseq.max(cseq);
         }
+        let display = self.config.display_name.clone();
         let Some(p) = self.pending.get_mut(&id) else { return false };
         if let Some((contact, instance)) = contact {
             for (n, v) in &mut p.request.headers {
                 if n == "Contact" {
-                    *v = contact_value(&contact, instance.as_deref());
+                    *v = contact_value(display.as_deref(), &contact, instance.as_deref());
                 }
             }
             if let Some(reg) = self.registration.as_mut() {
