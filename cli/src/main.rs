@@ -2,7 +2,18 @@
 //!
 //! ```text
 //! sipline parse [--json] FILE...
+//! sipline listen [--bind ADDR] [--transport udp|tcp|tls] [-v]
+//! sipline register URI --registrar URI [--user U --password P] [--expires N] [...]
+//! sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [...]
 //! ```
+//!
+//! `listen` is a peer-to-peer endpoint that prints the MESSAGE requests it
+//! gets (answered 200) and other requests it is handed; `register` registers
+//! (digest authentication, refresh), prints state changes and behaves like
+//! `listen`, and unregisters on Ctrl-C or SIGTERM; `message` sends one
+//! MESSAGE (registering first with `--registrar`), prints the final
+//! response and exits 0 on a 2xx. Each prints the addresses it bound; `-v`
+//! prints every SIP message sent and received.
 //!
 //! `parse` reads each file's exact bytes as one SIP message (datagram rules
 //! of RFC 3261 §18.3), checks it the way a receiving element would (§8.2)
@@ -19,6 +30,8 @@
 //! not, 2 on a usage error.
 
 mod json;
+mod net;
+mod wire_log;
 
 use sipline::message::validate::validate;
 use sipline::message::{Message, StartLine};
@@ -31,8 +44,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "parse" => parse_cmd(rest),
+        Some((cmd, rest)) if ["listen", "register", "message"].contains(&cmd.as_str()) => net::run(cmd, rest),
         Some((h, _)) if h == "-h" || h == "--help" => {
-            println!("{USAGE}");
+            println!("{USAGE}\n{}", net::USAGE);
             ExitCode::SUCCESS
         }
         _ => {

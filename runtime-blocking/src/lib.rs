@@ -48,7 +48,10 @@ use std::time::{Duration, Instant, SystemTime};
 /// ephemeral UDP socket when it names none), starts the driver thread and
 /// returns the endpoint and its events.
 pub fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
-    let mut driver = Driver::new(config)?;
+    // Fresh randomness for the identifiers (std's hasher keys come from
+    // the operating system).
+    let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
+    let mut driver = Driver::new(config, entropy)?;
     let mut io = ThreadIo::new(driver.inputs());
     for (transport, addr) in driver.listeners() {
         match io.listen(transport, addr) {

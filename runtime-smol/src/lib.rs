@@ -46,7 +46,10 @@ use std::time::{Instant, SystemTime};
 // Async like `sipline_tokio::bind`, so the three runtimes share one API.
 #[allow(clippy::unused_async)]
 pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
-    let mut driver = Driver::new(config)?;
+    // Fresh randomness for the identifiers (std's hasher keys come from
+    // the operating system).
+    let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
+    let mut driver = Driver::new(config, entropy)?;
     let mut io = SmolIo::new(driver.inputs());
     for (transport, addr) in driver.listeners() {
         let bound = io.listen(transport, addr).map_err(|source| BindError::Listen { transport, addr, source })?;

@@ -33,7 +33,7 @@ use sipline::transport::{ConnId, QueryId, Transport};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+
 use std::task::{ready, Context, Poll};
 use std::time::{Instant, SystemTime};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -44,7 +44,10 @@ use tokio::task::{AbortHandle, JoinSet};
 /// returns the handle and the event stream. The bound addresses (the OS's
 /// choice for port 0) are in [`Endpoint::local_addrs`].
 pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
-    let mut driver = Driver::new(config)?;
+    // Fresh randomness for the identifiers (std's hasher keys come from
+    // the operating system).
+    let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
+    let mut driver = Driver::new(config, entropy)?;
     let mut io = TokioIo::new(driver.inputs());
     for (transport, addr) in driver.listeners() {
         let bound = io.listen(transport, addr).await.map_err(|source| BindError::Listen { transport, addr, source })?;
@@ -64,7 +67,7 @@ enum Conn {
 /// The tokio half of the driver: sockets and tasks.
 struct TokioIo {
     inputs: Inputs<TcpStream>,
-    udp: UdpSockets<Arc<UdpSocket>>,
+    udp: UdpSockets<std::net::UdpSocket>,
     /// Listeners, UDP readers, connects, lookups, stream readers.
     tasks: JoinSet<()>,
     /// Stream writers (given time to flush at shutdown).
@@ -86,10 +89,14 @@ impl TokioIo {
     async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let socket = Arc::new(UdpSocket::bind(addr).await?);
+            let socket = std::net::UdpSocket::bind(addr)?;
+            socket.set_nonblocking(true)?;
             let local = socket.local_addr()?;
-            self.udp.push(local, socket.clone());
-            self.tasks.spawn(driver::read_datagrams(local, Udp(socket), inputs));
+            // Sends go straight to the kernel through a clone: tokio's
+            // `try_send_to` says "would block" until the reactor has seen
+            // the socket writable, which would drop the first datagram.
+            self.udp.push(local, socket.try_clone()?);
+            self.tasks.spawn(driver::read_datagrams(local, Udp(UdpSocket::from_std(socket)?), inputs));
             return Ok(local);
         }
         let listener = TcpListener::bind(addr).await?;
@@ -108,7 +115,7 @@ impl Io for TokioIo {
     type Stream = TcpStream;
 
     fn send_datagram(&mut self, local: Option<SocketAddr>, remote: SocketAddr, bytes: &[u8]) {
-        self.udp.send(local, remote, bytes, |socket, bytes, remote| socket.try_send_to(bytes, remote));
+        self.udp.send(local, remote, bytes, std::net::UdpSocket::send_to);
     }
 
     fn connect(&mut self, conn: ConnId, remote: SocketAddr) {
@@ -184,7 +191,7 @@ impl AsyncIo for TokioIo {
 }
 
 /// A UDP socket for the shared datagram reader.
-struct Udp(Arc<UdpSocket>);
+struct Udp(UdpSocket);
 
 impl DatagramSocket for Udp {
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>> {

@@ -200,9 +200,11 @@ impl Answerer {
         let stop = Arc::new(AtomicBool::new(false));
         let (rt, endpoint, log, halt) = (rt.clone(), endpoint.clone(), seen.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
-            // Bounded: the caller stops it, or the endpoint shuts down.
-            while !halt.load(Ordering::Acquire) {
+            // Bounded: the endpoint shuts down, or the caller stops it and
+            // nothing more comes (events already queued are still taken).
+            loop {
                 match rt.next_event(&mut events, Duration::from_millis(50)) {
+                    None if halt.load(Ordering::Acquire) => return,
                     Some(Event::Incoming { incoming, method, request, .. }) => {
                         log.lock().expect("log").push(Seen { method, request });
                         if let Some(code) = code {

@@ -445,6 +445,31 @@ fn dropping_the_endpoint_shuts_it_down<R: Runtime>() {
     }
 }
 
+/// The first datagram an endpoint sends is not lost: with T1 at ten
+/// minutes nothing is retransmitted, so the answer must come to the first
+/// copy (a runtime that drops sends on a fresh socket fails here).
+fn first_datagram_arrives<R: Runtime>() {
+    let rt = Arc::new(R::new());
+    let (server, events) = rt.bind(config("sip:bob@127.0.0.1").listen(Transport::Udp, any(V4))).expect("bind");
+    let at = R::local_addr(&server, Transport::Udp).expect("bound");
+    let answerer = Answerer::start(&rt, &server, events, Some(200));
+    let mut slow = config("sip:alice@127.0.0.1");
+    slow.timers.t1 = Duration::from_secs(600);
+    let (client, _events) = rt.bind(slow).expect("bind client");
+    let (done, outcome) = std::sync::mpsc::channel();
+    {
+        let (rt, client) = (rt.clone(), client.clone());
+        std::thread::spawn(move || {
+            let _ = done.send(rt.send(&client, message_to(Transport::Udp, at, "first")));
+        });
+    }
+    let outcome = outcome.recv_timeout(Duration::from_secs(20)).expect("answered without a retransmission");
+    assert_eq!(outcome.map(|r| r.code), Ok(200), "{}", R::NAME);
+    rt.shutdown(&client);
+    rt.shutdown(&server);
+    assert_eq!(answerer.stop().len(), 1);
+}
+
 macro_rules! suite {
     ($($name:ident => $rt:ty),* $(,)?) => {$(
         mod $name {
@@ -517,6 +542,10 @@ macro_rules! suite {
             #[test]
             fn dropping_the_endpoint_shuts_it_down() {
                 super::dropping_the_endpoint_shuts_it_down::<$rt>();
+            }
+            #[test]
+            fn the_first_datagram_is_not_lost() {
+                first_datagram_arrives::<$rt>();
             }
             #[test]
             fn wildcard_listeners_report_their_ports() {

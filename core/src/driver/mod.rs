@@ -28,7 +28,7 @@
 //! A runtime's bind function, in outline:
 //!
 //! ```text
-//! let mut driver = Driver::new(config)?;
+//! let mut driver = Driver::new(config, entropy)?;
 //! for (transport, addr) in driver.listeners() {
 //!     let bound = my_io.listen(transport, addr, driver.inputs())?;
 //!     driver.add_listener(transport, bound);
@@ -390,8 +390,13 @@ pub struct Driver<S> {
 }
 
 impl<S> Driver<S> {
-    /// A driver for an endpoint configured by `config`.
-    pub fn new(config: EndpointConfig) -> Result<Driver<S>, ConfigError> {
+    /// A driver for an endpoint configured by `config`. `entropy` is fresh
+    /// randomness from the runtime, the seed when `config.seed` is 0 (the
+    /// driver draws none itself: see the sans-IO contract).
+    pub fn new(mut config: EndpointConfig, entropy: u64) -> Result<Driver<S>, ConfigError> {
+        if config.seed == 0 {
+            config.seed = entropy;
+        }
         let endpoint = Endpoint::new(config)?;
         let (commands_tx, commands) = mpsc::unbounded();
         let (inputs_tx, inputs) = mpsc::channel(INPUT_QUEUE);

@@ -108,7 +108,7 @@ fn config() -> EndpointConfig {
 fn srv_is_answered_inside_and_the_outcome_completes_the_future() {
     let now = epoch();
     let (mut io, log) = fake(now);
-    let mut driver = Driver::new(config()).unwrap();
+    let mut driver = Driver::new(config(), 1).unwrap();
     let (handle, _events) = driver.start(now, Duration::from_secs(1_795_219_200));
     let mut outcome =
         Box::pin(handle.send(Request::message("sip:bob@example.com;transport=tcp", "text/plain", b"hi".to_vec())));
@@ -137,7 +137,7 @@ fn srv_is_answered_inside_and_the_outcome_completes_the_future() {
 fn a_connection_closed_while_connecting_is_not_adopted() {
     let now = epoch();
     let (mut io, log) = fake(now);
-    let mut driver = Driver::new(config()).unwrap();
+    let mut driver = Driver::new(config(), 1).unwrap();
     let (handle, mut events) = driver.start(now, Duration::ZERO);
     let mut outcome =
         Box::pin(handle.send(Request::message("sip:bob@192.0.2.20:5060;transport=tcp", "text/plain", b"x".to_vec())));
@@ -176,7 +176,7 @@ fn a_connection_closed_while_connecting_is_not_adopted() {
 fn the_run_loop_sleeps_from_deadline_to_later_deadline() {
     let start = epoch();
     let (io, log) = fake(start);
-    let mut driver: Driver<&'static str> = Driver::new(config()).unwrap();
+    let mut driver: Driver<&'static str> = Driver::new(config(), 1).unwrap();
     let (handle, _events) = driver.start(start, Duration::ZERO);
     let mut outcome = Box::pin(handle.send(Request::message("sip:bob@192.0.2.20:5060", "text/plain", b"x".to_vec())));
     let mut run = Box::pin(driver.run(io));

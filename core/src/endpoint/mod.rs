@@ -56,7 +56,10 @@ pub struct EndpointConfig {
     pub transport: TransportConfig,
     /// T1, T2, T4.
     pub timers: TimerConfig,
-    /// Seed for tags, branches and Call-IDs.
+    /// Seed for tags, branches, Call-IDs and cnonces. The runtimes replace
+    /// 0 (the default) with a seed from the operating system, so that
+    /// two processes never draw the same identifiers; a simulation keeps
+    /// its own.
     pub seed: u64,
     /// Where a runtime listens: (transport, address) pairs; port 0 lets the
     /// OS choose. The core binds nothing: a runtime binds these and reports

@@ -374,6 +374,8 @@ impl TransportLayer {
     /// Returns the connection used, for streams.
     pub fn send(&mut self, now: Instant, peer: &Peer, bytes: Arc<[u8]>) -> Result<Option<ConnId>, TransportError> {
         let now = self.clamp(now);
+        tracing::trace!(target: "sipline::wire", transport = peer.transport.as_str(), remote = %peer.remote,
+            "sent\n{}", String::from_utf8_lossy(&bytes));
         if !peer.transport.is_reliable() {
             let local = peer.local.or_else(|| self.udp_local(peer.remote.ip()));
             self.out.push_back(Output::Datagram { local, remote: peer.remote, bytes });
@@ -473,6 +475,10 @@ impl TransportLayer {
 
     /// §18.1.2 / §18.2.1 on one arrived message.
     fn arrived(&mut self, source: Source, bytes: &[u8]) {
+        // Whole messages only at TRACE (DESIGN.md, "Logs"), under their own
+        // target so a tool can show the traffic alone.
+        tracing::trace!(target: "sipline::wire", transport = source.transport.as_str(), remote = %source.remote,
+            "received\n{}", String::from_utf8_lossy(bytes));
         let verdict = inbound(bytes, source.remote, |host, port| self.is_ours(host, port));
         match verdict {
             Inbound::Request(bytes) => self.out.push_back(Output::Event(TransportEvent::Request { source, bytes })),

@@ -1,0 +1,64 @@
+//! `-v`: prints the SIP messages the core traces under the
+//! `sipline::wire` target (every message sent and received, in plaintext),
+//! to standard error. A minimal `tracing` subscriber, nothing else.
+
+use std::fmt::Write as _;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Metadata, Subscriber};
+
+struct WireLog;
+
+/// Collects an event's fields: the message last, the rest as `name=value`.
+#[derive(Default)]
+struct Fields {
+    head: String,
+    message: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.head, "{}={value:?} ", field.name());
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            let _ = write!(self.head, "{}={value} ", field.name());
+        }
+    }
+}
+
+impl Subscriber for WireLog {
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.target() == "sipline::wire"
+    }
+
+    fn new_span(&self, _span: &Attributes<'_>) -> Id {
+        Id::from_u64(1)
+    }
+
+    fn record(&self, _span: &Id, _values: &Record<'_>) {}
+
+    fn record_follows_from(&self, _span: &Id, _follows: &Id) {}
+
+    fn event(&self, event: &Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        eprintln!("--- {}\n{}", fields.head.trim_end(), fields.message.trim_end());
+    }
+
+    fn enter(&self, _span: &Id) {}
+
+    fn exit(&self, _span: &Id) {}
+}
+
+/// Installs the printer for the whole process.
+pub(crate) fn install() {
+    let _ = tracing::subscriber::set_global_default(WireLog);
+}
