@@ -80,7 +80,8 @@ pub fn interop_dir() -> PathBuf {
 
 /// `scripts/install-interop-deps`, which installs Kamailio and SIPp.
 pub fn install_script() -> PathBuf {
-    manifest_dir().join("..").join("scripts").join("install-interop-deps")
+    let dir = manifest_dir();
+    dir.parent().unwrap_or(&dir).join("scripts").join("install-interop-deps")
 }
 
 // ---------------------------------------------------------------------------
@@ -768,9 +769,11 @@ impl Kamailio {
     }
 
     /// Stops it and waits for it: SIGTERM to the main Kamailio process,
-    /// which stops its children in order (signalling them all at once can
-    /// leave its TCP process hanging), then SIGKILL to whatever of its
-    /// process group is left after 5 s. Dropping does the same.
+    /// which stops its children in order (signalling them all at once
+    /// leaves its TCP process hanging more often; the config's
+    /// `exit_timeout` has the main process kill a hung child after 1 s),
+    /// then SIGKILL to whatever of its process group is left after 5 s.
+    /// Dropping does the same.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else { return };
         let group = Pid::from_child(&child);
@@ -876,7 +879,8 @@ impl Sipp {
     }
 
     /// SIPp's own address (`-i`, `-p`): where a UAS listens, or a fixed
-    /// source port (and Contact) for a UAC.
+    /// source port (and Contact) for a UAC. Without it: 127.0.0.1 (::1
+    /// towards an IPv6 remote) and a free port.
     #[must_use]
     pub fn local(mut self, addr: SocketAddr) -> Sipp {
         self.local_ip = Some(addr.ip());
@@ -943,10 +947,11 @@ impl Sipp {
             .arg(domain)
     }
 
-    /// For `message_uac.xml`: a MESSAGE from `from` (with its credentials,
-    /// for a proxy's challenge) to `to_user` in `domain`.
+    /// For `message_uac.xml` and `invite_uac.xml`: a request from `from`
+    /// (with its credentials, for a proxy's challenge) to `to_user` in
+    /// `domain`.
     #[must_use]
-    pub fn message_from(self, from: User, to_user: &str, domain: &str) -> Sipp {
+    pub fn from_to(self, from: User, to_user: &str, domain: &str) -> Sipp {
         self.service(to_user).auth(from.name, from.password).key("from", from.name).key("domain", domain)
     }
 
@@ -987,10 +992,10 @@ impl Sipp {
         for a in ["-i", &ip, "-mi", &ip, "-ci", "127.0.0.1"] {
             args.push(a.into());
         }
-        if let Some(port) = self.local_port {
-            args.push("-p".into());
-            args.push(port.to_string().into());
-        }
+        // Without -p SIPp tries 5060 first: a port of its own instead.
+        let port = self.local_port.unwrap_or_else(|| free_port(&[self.local_ip()]));
+        args.push("-p".into());
+        args.push(port.to_string().into());
         args.push("-t".into());
         args.push(
             match self.transport {

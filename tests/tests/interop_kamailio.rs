@@ -16,7 +16,7 @@ use sipline::message::Method;
 use sipline::transport::{TlsConfig, Transport};
 use sipline_tests::kamailio::{
     free_port, status_code, udp_exchange, DigestAlgorithm, Kamailio, KamailioOptions, KamailioTls, Sipp, SippOutput,
-    DOMAIN, LOOPBACK_V4, LOOPBACK_V6,
+    DOMAIN, LOOPBACK_V4, LOOPBACK_V6, USERS,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -72,10 +72,7 @@ fn sipp_message_uac_to_sipp_uas() {
     let uas_addr = SocketAddr::new(LOOPBACK_V4, free_port(&[LOOPBACK_V4]));
     let uas = Sipp::scenario("message_uas.xml").local(uas_addr).time_limit(Duration::from_secs(15)).spawn();
     assert!(uas.wait_listening(Duration::from_secs(10)), "SIPp UAS not up:\n{}", uas.wait());
-    let uac = Sipp::scenario("message_uac.xml")
-        .remote(uas_addr)
-        .message_from(sipline_tests::kamailio::USERS[2], "alice", DOMAIN)
-        .run();
+    let uac = Sipp::scenario("message_uac.xml").remote(uas_addr).from_to(USERS[2], "alice", DOMAIN).run();
     let uas = uas.wait();
     assert_ok("MESSAGE (UAC)", &uac, None);
     assert_ok("MESSAGE (UAS)", &uas, None);
@@ -101,7 +98,7 @@ fn kamailio_routes_message_to_registered_sipp() {
     assert!(uas.wait_listening(Duration::from_secs(10)), "SIPp UAS not up:\n{}", uas.wait());
     let uac = Sipp::scenario("message_uac.xml")
         .remote(kamailio.udp_addr())
-        .message_from(kamailio.user("carol"), "alice", DOMAIN)
+        .from_to(kamailio.user("carol"), "alice", DOMAIN)
         .run();
     let uas = uas.wait();
     assert_ok("MESSAGE via Kamailio (UAC)", &uac, Some(&kamailio));
@@ -115,13 +112,66 @@ fn kamailio_routes_message_to_registered_sipp() {
     assert!(uas.messages.contains("Hello from SIPp"), "body not carried:\n{uas}");
 }
 
+/// (c) The INVITE scenarios against each other: INVITE, 180, 200, ACK,
+/// BYE, 200.
+#[test]
+fn sipp_invite_uac_to_sipp_uas() {
+    let uas_addr = SocketAddr::new(LOOPBACK_V4, free_port(&[LOOPBACK_V4]));
+    let uas = Sipp::scenario("invite_uas.xml").local(uas_addr).time_limit(Duration::from_secs(15)).spawn();
+    assert!(uas.wait_listening(Duration::from_secs(10)), "SIPp UAS not up:\n{}", uas.wait());
+    let uac = Sipp::scenario("invite_uac.xml").remote(uas_addr).from_to(USERS[2], "alice", DOMAIN).run();
+    let uas = uas.wait();
+    assert_ok("call (UAC)", &uac, None);
+    assert_ok("call (UAS)", &uas, None);
+}
+
+/// (d) A call through Kamailio: carol (407, then credentials) calls the
+/// registered alice; the 200 carries Kamailio's Record-Route, and the ACK
+/// and BYE are loose-routed through it.
+#[test]
+fn kamailio_routes_a_call_to_registered_sipp() {
+    let kamailio = Kamailio::start(&KamailioOptions::default());
+    let uas_addr = SocketAddr::new(LOOPBACK_V4, free_port(&[LOOPBACK_V4]));
+    let reg = Sipp::scenario("register_auth.xml")
+        .remote(kamailio.udp_addr())
+        .local(uas_addr)
+        .register_as(kamailio.user("alice"), DOMAIN)
+        .run();
+    assert_ok("REGISTER", &reg, Some(&kamailio));
+
+    let uas = Sipp::scenario("invite_uas.xml").local(uas_addr).time_limit(Duration::from_secs(15)).spawn();
+    assert!(uas.wait_listening(Duration::from_secs(10)), "SIPp UAS not up:\n{}", uas.wait());
+    let uac = Sipp::scenario("invite_uac.xml")
+        .remote(kamailio.udp_addr())
+        .from_to(kamailio.user("carol"), "alice", DOMAIN)
+        .run();
+    let uas = uas.wait();
+    assert_ok("call via Kamailio (UAC)", &uac, Some(&kamailio));
+    assert_ok("call via Kamailio (UAS)", &uas, Some(&kamailio));
+    assert!(uac.messages.contains("SIP/2.0 407"), "no proxy challenge:\n{uac}");
+    let record_route = format!("Record-Route: <sip:{};lr", kamailio.udp_addr());
+    assert!(uac.messages.contains(&record_route), "no Record-Route in the 200:\n{uac}");
+    let routed = format!("Route: <sip:{};lr", kamailio.udp_addr());
+    assert!(uac.messages.contains(&routed), "ACK and BYE not sent along the route set:\n{uac}");
+    // alice got the ACK and the BYE from Kamailio.
+    let via = format!("Via: SIP/2.0/UDP {};branch=", kamailio.udp_addr());
+    for method in ["ACK", "BYE"] {
+        let got = uas
+            .messages
+            .split("message received")
+            .find(|m| m.contains(&format!("\n{method} sip:")))
+            .unwrap_or_else(|| panic!("alice got no {method}:\n{uas}"));
+        assert!(got.contains(&via), "{method} not relayed by Kamailio:\n{got}");
+    }
+}
+
 /// 404 for a user Kamailio does not know, 480 for one with no binding.
 #[test]
 fn kamailio_answers_404_unknown_and_480_unregistered() {
     let kamailio = Kamailio::start(&KamailioOptions::default());
     let carol = kamailio.user("carol");
     for (to, code) in [("dave", "404"), ("bob", "480")] {
-        let out = Sipp::scenario("message_uac.xml").remote(kamailio.udp_addr()).message_from(carol, to, DOMAIN).run();
+        let out = Sipp::scenario("message_uac.xml").remote(kamailio.udp_addr()).from_to(carol, to, DOMAIN).run();
         assert!(!out.success(), "MESSAGE to {to} succeeded:\n{out}");
         assert!(out.messages.contains(&format!("SIP/2.0 {code} ")), "MESSAGE to {to}: no {code}:\n{out}");
     }
