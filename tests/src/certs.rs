@@ -1,7 +1,10 @@
 //! Test PKI made on the spot with `rcgen` (Ed25519 keys: fixed-size
 //! signatures keep TLS record sizes, and so simulated timings, stable).
 
-use rcgen::{date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ED25519};
+use rcgen::{
+    date_time_ymd, BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256,
+    PKCS_ED25519,
+};
 use sipline::transport::TlsConfig;
 
 /// The Unix time the simulations give the core as "now" (2026-11-21).
@@ -47,12 +50,23 @@ impl Ca {
 
     /// A leaf for `names` valid in the years `from..until` (Jan 1st).
     pub fn issue_valid(&self, names: &[&str], from: i32, until: i32) -> Leaf {
+        self.issue_key(names, from, until, &key())
+    }
+
+    /// A leaf for `names`, valid 2020–2040, with an ECDSA P-256 key, for
+    /// peers built on OpenSSL (Kamailio): OpenSSL 3.0 does not read the
+    /// PKCS#8 v2 form `ring` writes Ed25519 keys in.
+    pub fn issue_ecdsa(&self, names: &[&str]) -> Leaf {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
+        self.issue_key(names, 2020, 2040, &key)
+    }
+
+    fn issue_key(&self, names: &[&str], from: i32, until: i32, key: &KeyPair) -> Leaf {
         let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
         params.not_before = date_time_ymd(from, 1, 1);
         params.not_after = date_time_ymd(until, 1, 1);
-        let key = key();
-        let cert = params.signed_by(&key, &self.issuer).expect("leaf signed");
+        let cert = params.signed_by(key, &self.issuer).expect("leaf signed");
         Leaf {
             chain_pem: format!("{}{}", cert.pem(), self.pem),
             key_pem: key.serialize_pem(),

@@ -4,9 +4,11 @@
 //! [`sim`] is the deterministic datagram simulation and [`tu`] holds small
 //! transaction users that drive the transaction layer through it; [`net`]
 //! simulates whole transport layers (datagrams, TCP, TLS) and [`stack`]
-//! runs those transaction users over it; [`certs`] makes test PKI.
+//! runs those transaction users over it; [`certs`] makes test PKI;
+//! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests.
 
 pub mod certs;
+pub mod kamailio;
 pub mod net;
 pub mod pair;
 pub mod runtimes;
