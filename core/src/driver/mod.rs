@@ -835,6 +835,3 @@ pub fn write_queue() -> (mpsc::UnboundedSender<Vec<u8>>, mpsc::UnboundedReceiver
 
 /// Re-exported for the runtimes' write queues.
 pub use futures_channel::mpsc::{UnboundedReceiver, UnboundedSender};
-
-#[cfg(test)]
-mod tests;

@@ -690,9 +690,9 @@ impl Endpoint {
         self.start_now(id);
     }
 
-    /// Forgets a request without reporting it.
-    fn abandon(&mut self, id: RequestId) {
-        let Some(p) = self.pending.remove(&id) else { return };
+    /// Forgets a request without reporting it; returns what it was.
+    fn abandon(&mut self, id: RequestId) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
         match p.stage {
             Stage::Queued => self.queued.retain(|q| *q != id),
             Stage::Resolving(q) => {
@@ -702,6 +702,7 @@ impl Endpoint {
                 self.by_client.remove(&client);
             }
         }
+        Some(p)
     }
 
     /// The `+sip.instance` value (RFC 5626 §4.1), `<urn:uuid:…>` for a UUID.
@@ -1295,16 +1296,7 @@ impl Endpoint {
 
     /// Ends a request with its outcome.
     fn finish(&mut self, now: Instant, id: RequestId, result: Result<Response, RequestError>) {
-        let Some(p) = self.pending.remove(&id) else { return };
-        match p.stage {
-            Stage::Queued => self.queued.retain(|q| *q != id),
-            Stage::Resolving(q) => {
-                self.by_query.remove(&q);
-            }
-            Stage::Sent(client) => {
-                self.by_client.remove(&client);
-            }
-        }
+        let Some(p) = self.abandon(id) else { return };
         match p.origin {
             Origin::App => self.out.push_back(Output::Event(Event::Outcome { request: id, result })),
             Origin::Register { unregister } => {

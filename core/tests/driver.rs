@@ -2,12 +2,22 @@
 //! the runtime, what the application's futures and events see, and that
 //! the run loop sleeps from deadline to later deadline (never spins).
 
-use super::*;
-use crate::endpoint::{EndpointState, RequestError};
-use crate::transport::CloseReason;
+#![cfg(feature = "driver")]
+// Each test takes one arbitrary origin from the clock; after that, time only
+// moves when a test says so.
+#![allow(clippy::disallowed_methods)]
+
+use sipline::driver::{AsyncIo, Driver, Error, Input, Io, Message};
+use sipline::endpoint::{EndpointConfig, EndpointState, Event, Request, RequestError};
+use sipline::transport::{Answer, CloseReason, ConnId, QueryId};
 use std::cell::{Cell, RefCell};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Waker;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 #[derive(Default)]
 struct Log {
@@ -95,7 +105,6 @@ fn next<S>(driver: &mut Driver<S>) -> Message<S> {
 }
 
 /// Some instant to start from; only differences matter to the core.
-#[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
     Instant::now()
 }
