@@ -24,6 +24,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
+pub mod dialog;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod endpoint;
