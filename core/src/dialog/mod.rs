@@ -168,7 +168,7 @@ impl Dialog {
         let remote_target = contact_target(response).ok_or(DialogError::NoContact)?;
         let mut route_set = record_route(response);
         route_set.reverse();
-        let code = response.status().map_or(0, |s| s.as_u16());
+        let code = response.status().map_or(0, crate::message::StatusCode::as_u16);
         let uri = request.request_line().map(|r| r.uri).unwrap_or_default();
         Ok(Dialog {
             id: DialogId {

@@ -22,10 +22,12 @@
 //! ```
 
 mod registration;
+mod session;
 mod uas;
 
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
+pub use session::{Body, SessionEnd, SessionError, SessionEvent, SessionId};
 
 use crate::auth::{DigestClient, DigestCredentials};
 use crate::message::{HeaderName, Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
@@ -169,6 +171,13 @@ impl Request {
         }
     }
 
+    /// An INVITE to `uri` with an offer (see [`Endpoint::invite`]; an
+    /// empty body makes a late offer).
+    pub fn invite(uri: &str, content_type: &str, body: Vec<u8>) -> Request {
+        let content_type = (!body.is_empty()).then(|| content_type.to_owned());
+        Request { method: Method::Invite, uri: uri.to_owned(), headers: Vec::new(), content_type, body }
+    }
+
     /// Any method to `uri`, with no body.
     pub fn new(method: Method<'static>, uri: &str) -> Request {
         Request { method, uri: uri.to_owned(), headers: Vec::new(), content_type: None, body: Vec::new() }
@@ -288,6 +297,8 @@ pub enum Event {
         source: Source,
         /// The request.
         request: Arc<[u8]>,
+        /// The session whose dialog it came in, if any.
+        session: Option<SessionId>,
     },
     /// A page-mode MESSAGE arrived (RFC 3428) and was answered 200.
     Message {
@@ -301,6 +312,31 @@ pub enum Event {
         source: Source,
         /// The whole request.
         request: Arc<[u8]>,
+        /// The session whose dialog it came in, if any.
+        session: Option<SessionId>,
+    },
+    /// A new INVITE: answer with [`Endpoint::ring`], [`Endpoint::accept`]
+    /// or [`Endpoint::reject`].
+    IncomingSession {
+        /// The session's handle.
+        session: SessionId,
+        /// The caller (From URI).
+        from: String,
+        /// Who is called (To URI).
+        to: String,
+        /// The offer, if any.
+        body: Option<Body>,
+        /// Where it came from.
+        source: Source,
+        /// The INVITE.
+        request: Arc<[u8]>,
+    },
+    /// Something happened in a session.
+    Session {
+        /// The session.
+        session: SessionId,
+        /// What.
+        event: SessionEvent,
     },
     /// The endpoint's state changed.
     State(EndpointState),
@@ -371,6 +407,16 @@ enum Origin {
     App,
     /// The endpoint's registration (`true`: an unregister).
     Register { unregister: bool },
+    /// A session's INVITE.
+    Invite,
+    /// A session's re-INVITE.
+    Reinvite,
+    /// A session's BYE.
+    Bye,
+    /// The ACK of a 2xx (no transaction, §17.1.1.3).
+    Ack,
+    /// A request of a dialog no session keeps (ending another fork).
+    Detached,
 }
 
 enum Stage {
@@ -391,8 +437,16 @@ struct Pending {
     cseq: u32,
     /// The To URI, when not the Request-URI (REGISTER: the AOR).
     to: Option<String>,
-    /// A pre-loaded Route (outbound proxy, §8.1.2).
-    route: Option<String>,
+    /// Route values: a pre-loaded one (outbound proxy, §8.1.2) or a
+    /// dialog's route set (§12.2.1.1).
+    routes: Vec<String>,
+    /// Inside a dialog: its From and To values (with tags), §12.2.1.1.
+    dialog_head: Option<(String, String)>,
+    /// Write a Contact for the transport the request leaves on (INVITE,
+    /// §8.1.1.8).
+    contact: bool,
+    /// The session the request belongs to, if any.
+    session: Option<SessionId>,
     /// Where it goes (RFC 3263 target of the next hop).
     target: transport::Target,
     /// Where the last attempt went (a retry with credentials goes there too).
@@ -430,6 +484,9 @@ pub struct Endpoint {
     digest: Vec<DigestClient>,
     /// The source of the request being handed to the transaction layer.
     arriving: Option<Source>,
+    /// The source of the response being handed to the transaction layer.
+    responding: Option<Source>,
+    sessions: session::Sessions,
     out: VecDeque<Output>,
     shutting_down: bool,
     shut_down: bool,
@@ -464,6 +521,8 @@ impl Endpoint {
             digest: config.credentials.iter().cloned().map(DigestClient::new).collect(),
             registration: config.registration.clone().map(|c| Registration::new(c, &mut Rng::new(config.seed ^ 0x2e6))),
             arriving: None,
+            responding: None,
+            sessions: session::Sessions::default(),
             out: VecDeque::new(),
             shutting_down: false,
             shut_down: false,
@@ -517,16 +576,26 @@ impl Endpoint {
         Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
         // §8.1.2: through the outbound proxy (or the registrar) when there
         // is one, with a pre-loaded loose Route to it.
-        let (hop, route) = match self.next_hop() {
-            Some(proxy) => (proxy.clone(), Some(loose_route(&proxy))),
-            None => (request.uri.clone(), None),
-        };
+        if request.method == Method::Invite {
+            return Err(SendError::Method("INVITE (use Endpoint::invite)".to_owned()));
+        }
+        let (hop, routes) = self.first_hop(&request.uri);
         let (call_id, tag) = (self.rng.hex(20), self.rng.hex(10));
-        let id = self.enqueue(&hop, request, Origin::App, (call_id, tag, 1), None, route)?;
+        let id = self.enqueue(&hop, request, Origin::App, (call_id, tag, 1), None, routes)?;
         self.queued.push_back(id);
         self.start_queued();
         self.pump(now);
         Ok(id)
+    }
+
+    /// Where a request outside a dialog to `uri` goes first, and its
+    /// pre-loaded Route (§8.1.2): the outbound proxy (or the registrar)
+    /// when there is one, else `uri` itself.
+    fn first_hop(&self, uri: &str) -> (String, Vec<String>) {
+        match self.next_hop() {
+            Some(proxy) => (proxy.clone(), vec![loose_route(&proxy)]),
+            None => (uri.to_owned(), Vec::new()),
+        }
     }
 
     /// The proxy every request goes through, if any.
@@ -542,7 +611,7 @@ impl Endpoint {
         origin: Origin,
         (call_id, tag, cseq): (String, String, u32),
         to: Option<String>,
-        route: Option<String>,
+        routes: Vec<String>,
     ) -> Result<RequestId, SendError> {
         let uri = Uri::parse(hop).map_err(|_| SendError::InvalidUri)?;
         let target = target_for(&uri, self.config.default_transport)?;
@@ -556,7 +625,10 @@ impl Endpoint {
             tag,
             cseq,
             to,
-            route,
+            routes,
+            dialog_head: None,
+            contact: false,
+            session: None,
             target,
             last_peer: None,
             auth_rounds: 0,
@@ -671,7 +743,8 @@ impl Endpoint {
         if let Some(old) = previous {
             self.abandon(old);
         }
-        let Ok(id) = self.enqueue(&registrar, request, Origin::Register { unregister }, ids, Some(aor), None) else {
+        let Ok(id) = self.enqueue(&registrar, request, Origin::Register { unregister }, ids, Some(aor), Vec::new())
+        else {
             // A registrar URI that is not a target: nothing will fix it.
             let error = RequestError::Resolve(ResolveError::NotFound(registrar));
             self.set_registration(RegistrationState::Failed { error, retry_in: Duration::MAX });
@@ -919,6 +992,13 @@ impl Endpoint {
         self.answer_with(now, server, request, code, reason, &[])
     }
 
+    /// The Allow value: what the endpoint takes (§20.5).
+    fn allow_value(&self) -> String {
+        let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
+        let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
+        Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions }.allow()
+    }
+
     /// [`answer`](Self::answer) with extra header fields.
     fn answer_with(
         &mut self,
@@ -953,6 +1033,7 @@ impl Endpoint {
             return;
         }
         self.shutting_down = true;
+        self.shutdown_sessions(now);
         let apps: Vec<RequestId> =
             self.pending.iter().filter(|(_, p)| p.origin == Origin::App).map(|(id, _)| *id).collect();
         for id in apps {
@@ -1048,6 +1129,7 @@ impl Endpoint {
         self.transactions.handle_timeout(now);
         self.transport.handle_timeout(now);
         self.keepalive(now);
+        self.session_timeouts(now);
         // Registration refresh or retry (§10.2.4).
         let due = self.registration.as_ref().is_some_and(|r| r.refresh_at.is_some_and(|t| t <= now));
         if due && !self.shutting_down {
@@ -1073,6 +1155,7 @@ impl Endpoint {
             self.transactions.poll_timeout(),
             self.transport.poll_timeout(),
             self.answer_deadlines.first().map(|d| d.0),
+            self.sessions.poll_timeout(),
             refresh.filter(|_| !self.shutting_down),
             self.registration.as_ref().and_then(|r| r.keepalive_at),
         ]
@@ -1152,7 +1235,10 @@ impl Endpoint {
             TransportEvent::Response { source, bytes } => {
                 let mut peer = Peer::new(source.transport, source.remote);
                 peer.conn = source.conn;
+                self.responding = Some(source);
                 self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
+                self.drain_transactions(now);
+                self.responding = None;
             }
             TransportEvent::Resolved { query, result } => {
                 let Some(id) = self.by_query.remove(&query) else { return };
@@ -1227,8 +1313,22 @@ impl Endpoint {
         }
         let reliable = peer.transport.is_reliable();
         let key = (peer.transport, peer.remote);
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.last_peer = Some(peer.clone());
+        let Some(p) = self.pending.get_mut(&id) else { return };
+        p.last_peer = Some(peer.clone());
+        match (p.origin, p.session) {
+            (Origin::Ack, session) => {
+                // §17.1.1.3: the ACK of a 2xx has no transaction.
+                let cseq = p.cseq;
+                self.abandon(id);
+                if let Some(s) = session {
+                    self.ack_dispatched(now, s, cseq, bytes, peer);
+                } else {
+                    let _ = self.transport.send(now, &peer, Arc::from(bytes));
+                }
+                return;
+            }
+            (Origin::Invite, Some(s)) => self.session_sent(s, &bytes, &peer),
+            _ => {}
         }
         match self.transactions.send_request(now, bytes, peer, reliable) {
             Ok(client) => {
@@ -1270,16 +1370,23 @@ impl Endpoint {
         let via = format!("SIP/2.0/{} {sent_by};branch={branch};rport", peer.transport.as_str());
         w.header("Via", &via);
         w.header("Max-Forwards", "70");
-        let from = match &self.config.display_name {
-            Some(d) => format!("\"{d}\" <{}>;tag={tag}", self.config.aor),
-            None => format!("<{}>;tag={tag}", self.config.aor),
-        };
-        w.header("From", &from);
-        w.header("To", format!("<{}>", p.to.as_deref().unwrap_or(&r.uri)));
+        if let Some((from, to)) = &p.dialog_head {
+            w.header("From", from);
+            w.header("To", to);
+        } else {
+            match &self.config.display_name {
+                Some(d) => w.header("From", format_args!("\"{d}\" <{}>;tag={tag}", self.config.aor)),
+                None => w.header("From", format_args!("<{}>;tag={tag}", self.config.aor)),
+            };
+            w.header("To", format_args!("<{}>", p.to.as_deref().unwrap_or(&r.uri)));
+        }
         w.header("Call-ID", call_id);
-        w.header("CSeq", format!("{} {}", p.cseq, r.method.as_str()));
-        if let Some(route) = &p.route {
+        w.header("CSeq", format_args!("{} {}", p.cseq, r.method.as_str()));
+        for route in &p.routes {
             w.header("Route", route);
+        }
+        if p.contact {
+            w.header("Contact", format_args!("<{}>", self.contact_for(peer.transport)));
         }
         if let Some(ua) = &self.config.user_agent {
             w.header("User-Agent", ua);
@@ -1296,10 +1403,22 @@ impl Endpoint {
 
     /// Ends a request with its outcome.
     fn finish(&mut self, now: Instant, id: RequestId, result: Result<Response, RequestError>) {
+        let client = match self.pending.get(&id).map(|p| &p.stage) {
+            Some(Stage::Sent(c)) => Some(*c),
+            _ => None,
+        };
         let Some(p) = self.abandon(id) else { return };
-        match p.origin {
-            Origin::App => self.out.push_back(Output::Event(Event::Outcome { request: id, result })),
-            Origin::Register { unregister } => {
+        match (p.origin, p.session) {
+            (Origin::App, session) => {
+                if let Some(s) = session {
+                    self.in_session_outcome(now, s, &result);
+                }
+                self.out.push_back(Output::Event(Event::Outcome { request: id, result }));
+            }
+            (Origin::Invite | Origin::Reinvite, Some(s)) => self.invite_finished(now, s, p, client, result),
+            (Origin::Bye, Some(s)) => self.bye_finished(now, s),
+            (Origin::Invite | Origin::Reinvite | Origin::Bye | Origin::Ack | Origin::Detached, _) => {}
+            (Origin::Register { unregister }, _) => {
                 // Only the REGISTER the registration waits for counts.
                 if self.registration.as_ref().is_some_and(|r| r.request == Some(id)) {
                     self.registered(now, unregister, result);
@@ -1315,10 +1434,26 @@ impl Endpoint {
         use transaction::Event as E;
         match e {
             E::Response { client, response } => {
-                let Some(&id) = self.by_client.get(&client) else { return };
+                let Some(&id) = self.by_client.get(&client) else {
+                    // A 2xx copy (or another fork's) for an answered INVITE.
+                    if let Some(&s) = self.sessions.invite_clients.get(&client) {
+                        self.session_2xx_again(now, s, &response);
+                    }
+                    return;
+                };
                 let Some(response) = Response::from_bytes(&response) else { return };
+                let (origin, session) = self.pending.get(&id).map_or((Origin::Detached, None), |p| (p.origin, p.session));
                 if response.code < 200 {
-                    self.out.push_back(Output::Event(Event::Provisional { request: id, response }));
+                    match (origin, session) {
+                        (Origin::Invite, Some(s)) => {
+                            let conn = self.responding.and_then(|src| src.conn);
+                            self.session_progress(now, s, response, conn);
+                        }
+                        (Origin::App, _) => {
+                            self.out.push_back(Output::Event(Event::Provisional { request: id, response }));
+                        }
+                        _ => {}
+                    }
                 } else if matches!(response.code, 401 | 407) && self.authenticate(now, id, &response) {
                     // Sent again with credentials.
                 } else if response.code < 300 {
@@ -1359,6 +1494,7 @@ impl Endpoint {
                     Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
                 match abilities.judge(&m) {
                     Verdict::Absorb => {}
+                    Verdict::Session => self.session_request(now, server, &request, &m, source),
                     Verdict::Reply { code, reason, headers } => {
                         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
                         self.answer_with(now, server, &request, uas::status(code), &reason, &headers);
@@ -1370,6 +1506,7 @@ impl Endpoint {
                             body: m.body().to_vec(),
                             source,
                             request: request.clone(),
+                            session: None,
                         };
                         self.answer(now, server, &request, uas::status(200), "OK");
                         self.out.push_back(Output::Event(event));
@@ -1384,6 +1521,7 @@ impl Endpoint {
                             method,
                             source,
                             request,
+                            session: None,
                         }));
                     }
                 }
@@ -1395,7 +1533,10 @@ impl Endpoint {
             }
             E::Terminated { tx: TxId::Client(client) } => {
                 self.by_client.remove(&client);
+                self.sessions.invite_clients.remove(&client);
             }
+            E::Ack { request } => self.ack_arrived(now, &request),
+            E::StrayResponse { response } => self.stray_response(now, &response),
             _ => {}
         }
     }

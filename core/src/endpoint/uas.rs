@@ -27,15 +27,19 @@ pub(super) enum Verdict {
     Message,
     /// Hand it to the application.
     Deliver,
+    /// Sessions take it: INVITE, CANCEL, BYE, or any request with a To
+    /// tag (inside a dialog, §12.2.2).
+    Session,
     /// Nothing to answer (an ACK: §17.1.1.3, never answered).
     Absorb,
 }
 
 impl Abilities<'_> {
-    /// Methods the endpoint takes: OPTIONS and MESSAGE always, plus those
-    /// the application handles.
+    /// Methods the endpoint takes: sessions (INVITE, ACK, BYE, CANCEL),
+    /// OPTIONS and MESSAGE always, plus those the application handles.
     pub(super) fn methods(&self) -> Vec<Method<'static>> {
-        let mut all = vec![Method::Options, Method::Message];
+        let mut all =
+            vec![Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message];
         for m in self.handled {
             if !all.contains(m) {
                 all.push(*m);
@@ -70,11 +74,11 @@ impl Abilities<'_> {
         if let Err(why) = inspect_request(m, &caps) {
             return self.refusal(&why);
         }
-        // §12.2.2: a request with a To tag belongs to a dialog; with no
-        // dialog to match it (this endpoint keeps none yet), 481.
+        // §12.2.2: a request with a To tag belongs to a dialog: the
+        // sessions find it (or answer 481).
         let in_dialog = m.to().and_then(Result::ok).is_some_and(|to| to.tag().is_some());
-        if in_dialog && !self.handled.contains(&method) {
-            return reply(481, "Call/Transaction Does Not Exist", Vec::new());
+        if in_dialog || matches!(method, Method::Invite | Method::Cancel | Method::Bye) {
+            return Verdict::Session;
         }
         if self.handled.contains(&method) {
             return Verdict::Deliver;
@@ -168,14 +172,29 @@ mod tests {
 
     #[test]
     fn unknown_and_unhandled_methods_get_405_with_allow() {
-        for method in ["INVITE", "SUBSCRIBE", "FOOBAR"] {
+        for method in ["INFO", "SUBSCRIBE", "FOOBAR"] {
             let v = judge(&UA, &request(method, "", ""));
             assert_eq!(code(&v), 405, "{method}");
-            assert_eq!(header(&v, "Allow"), Some("OPTIONS, MESSAGE"));
+            assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"));
         }
         let info = Abilities { handled: &[Method::Info], ..UA };
         assert_eq!(judge(&info, &request("INFO", "", "")), Verdict::Deliver);
-        assert_eq!(header(&judge(&info, &request("BYE", "", "")), "Allow"), Some("OPTIONS, MESSAGE, INFO"));
+        assert_eq!(
+            header(&judge(&info, &request("PUBLISH", "", "")), "Allow"),
+            Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO")
+        );
+    }
+
+    #[test]
+    fn sessions_take_invite_cancel_bye_and_in_dialog_requests() {
+        for method in ["INVITE", "CANCEL", "BYE"] {
+            assert_eq!(judge(&UA, &request(method, "", "")), Verdict::Session, "{method}");
+        }
+        // In a dialog (a To tag): the sessions answer, 481 when none matches.
+        assert_eq!(judge(&UA, &request("MESSAGE", "To: <sip:b@192.0.2.2>;tag=77\r\n", "")), Verdict::Session);
+        // The §8.2 checks come first.
+        let v = judge(&UA, &request("INVITE", "Require: 100rel\r\n", ""));
+        assert_eq!((code(&v), header(&v, "Unsupported")), (420, Some("100rel")));
     }
 
     #[test]
@@ -197,9 +216,7 @@ mod tests {
     }
 
     #[test]
-    fn in_dialog_requests_without_a_dialog_get_481_and_acks_nothing() {
-        let v = judge(&UA, &request("MESSAGE", "To: <sip:b@192.0.2.2>;tag=77\r\n", ""));
-        assert_eq!(code(&v), 481);
+    fn acks_are_never_answered() {
         assert_eq!(judge(&UA, &request("ACK", "", "")), Verdict::Absorb);
     }
 }

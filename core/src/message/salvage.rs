@@ -103,6 +103,20 @@ impl<'a> Salvaged<'a> {
         to_tag: &str,
         extra: &[(&str, &str)],
     ) -> bool {
+        self.write_response_body(buf, code, reason, to_tag, extra, b"")
+    }
+
+    /// [`write_response_with`](Self::write_response_with) with a body
+    /// (its Content-Type goes in `extra`).
+    pub fn write_response_body(
+        &self,
+        buf: &mut Vec<u8>,
+        code: StatusCode,
+        reason: &str,
+        to_tag: &str,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) -> bool {
         let (true, Some(from), Some(to), Some(call_id), Some(cseq)) =
             (self.can_respond(), self.from, self.to, self.call_id, self.cseq)
         else {
@@ -130,7 +144,7 @@ impl<'a> Salvaged<'a> {
         for (name, value) in extra {
             w.header(name, value);
         }
-        w.finish(b"");
+        w.finish(body);
         true
     }
 }

@@ -1,0 +1,1388 @@
+//! Signaling sessions: INVITE dialogs in both directions (RFC 3261
+//! §12–§15). Bodies (SDP) are opaque: the application gives offers and
+//! answers, the endpoint carries them.
+//!
+//! Outgoing ([`Endpoint::invite`]): provisional responses arrive as
+//! [`SessionEvent::Progress`]; a 2xx confirms the dialog and the endpoint
+//! sends the ACK itself (§13.2.2.4) — or, for a late offer (an INVITE with
+//! no body answered by a 2xx with one), waits for
+//! [`Endpoint::acknowledge`] to carry the answer; later 2xx copies get the
+//! same ACK again; a 2xx from another fork is ACKed and ended with BYE.
+//! [`Endpoint::hangup`] before the answer sends CANCEL (§9.1, only after a
+//! provisional response) and after it BYE (§15.1.1).
+//!
+//! Incoming ([`Event::IncomingSession`]): [`Endpoint::ring`],
+//! [`Endpoint::accept`] or [`Endpoint::reject`]. An accepted session's 2xx
+//! is retransmitted until the ACK comes (§13.3.1.4); with none in 64·T1
+//! the session ends with a BYE ([`SessionEnd::NoAck`]). A CANCEL ends a
+//! session not yet answered: 200 to the CANCEL, 487 to the INVITE (§9.2).
+//! An incoming session the application leaves untouched for
+//! [`EndpointConfig::answer_within`](super::EndpointConfig::answer_within)
+//! gets 480; once it rang, it waits for the caller.
+//!
+//! In the session: BYE either way; re-INVITE either way
+//! ([`Endpoint::reinvite`], [`SessionEvent::Reoffer`]) with 491 on glare
+//! and the §14.1 random back-off; any other request inside the dialog
+//! ([`Endpoint::send_in_session`], answered ones arrive as
+//! [`Event::Incoming`] or [`Event::Message`] with their session); 481 for
+//! requests that match no dialog, 500 for a CSeq lower than the last
+//! (§12.2.2); route sets from Record-Route (§12.1). A session over TCP or
+//! TLS pins its connection while it lives.
+
+use super::{
+    loose_route, uas, Endpoint, Event, IncomingId, Origin, Output, Pending, Request, RequestError, RequestId,
+    Response, SendError,
+};
+use crate::dialog::{Dialog, DialogError, DialogState};
+use crate::message::headers::ListIter;
+use crate::message::{HeaderName, Message, MessageWriter, Method, Salvaged, StatusCode};
+use crate::transaction::{ClientId, ServerId};
+use crate::transport::{ConnId, Peer, Source, Transport};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A session handle, returned at once; what happens to the session comes
+/// as [`Event::Session`] events carrying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub(super) u64);
+
+/// A message body with its type (an SDP offer or answer, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Body {
+    /// The Content-Type (`application/sdp`).
+    pub content_type: String,
+    /// The bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Body {
+    /// A body of type `content_type`.
+    pub fn new(content_type: &str, bytes: impl Into<Vec<u8>>) -> Body {
+        Body { content_type: content_type.to_owned(), bytes: bytes.into() }
+    }
+
+    /// An `application/sdp` body.
+    pub fn sdp(bytes: impl Into<Vec<u8>>) -> Body {
+        Body::new("application/sdp", bytes)
+    }
+
+    /// The body of `m`, if it has one.
+    pub(super) fn of(m: &Message<'_>) -> Option<Body> {
+        if m.body().is_empty() {
+            return None;
+        }
+        let content_type = m.content_type().and_then(Result::ok).map(|t| t.as_str().to_owned());
+        Some(Body { content_type: content_type.unwrap_or_default(), bytes: m.body().to_vec() })
+    }
+}
+
+/// What happened in a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEvent {
+    /// Outgoing: a provisional response (100, 180, 183…; a body is in
+    /// `response.bytes`).
+    Progress(Response),
+    /// Outgoing: a 2xx answered the INVITE; the ACK is sent (or waits for
+    /// [`Endpoint::acknowledge`] when the offer is late).
+    Answered(Response),
+    /// Incoming: the caller's ACK for our 2xx arrived (with the answer to a
+    /// late offer, if any). Also after an accepted re-INVITE.
+    Confirmed {
+        /// The ACK's body.
+        body: Option<Body>,
+    },
+    /// The peer sent a re-INVITE: answer it with [`Endpoint::accept`] or
+    /// [`Endpoint::reject`] on this session.
+    Reoffer {
+        /// The offer, if any.
+        body: Option<Body>,
+        /// The whole request.
+        request: Arc<[u8]>,
+    },
+    /// Our re-INVITE ended: its 2xx (ACK sent), or why not. The session
+    /// goes on unless [`SessionEvent::Ended`] follows.
+    Updated(Result<Response, RequestError>),
+    /// The session is over; its handle is no longer valid.
+    Ended(SessionEnd),
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionEnd {
+    /// We hung up (BYE, or CANCEL before the answer).
+    HungUp,
+    /// The peer sent BYE.
+    PeerHungUp,
+    /// Incoming: the caller cancelled before we answered. Outgoing: our
+    /// CANCEL took effect (487).
+    Cancelled,
+    /// Incoming: we rejected it.
+    Rejected,
+    /// Outgoing: the INVITE failed (a 3xx–6xx, timeout, connection or TLS
+    /// failure); or a request in the dialog got 481 or 408 (§12.2.1.2).
+    Failed(RequestError),
+    /// Incoming: no ACK came for our 2xx within 64·T1; BYE sent
+    /// (§13.3.1.4).
+    NoAck,
+    /// Incoming: the application neither rang nor answered in time; 480
+    /// sent.
+    Unanswered,
+    /// The endpoint shut down.
+    ShutDown,
+}
+
+/// Why a session command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No such session (it ended, or never was).
+    #[error("no such session")]
+    Unknown,
+    /// The session is not in a state for this (e.g. ringing an outgoing
+    /// session, a re-INVITE while another is under way).
+    #[error("the session cannot do this now")]
+    State,
+    /// The status code does not fit the command.
+    #[error("invalid status code for this command")]
+    Status,
+    /// The request could not be sent.
+    #[error(transparent)]
+    Send(#[from] SendError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Uac,
+    Uas,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Outgoing: INVITE sent, no final response yet.
+    Calling,
+    /// Incoming: not answered finally yet.
+    Offered,
+    /// Incoming: 2xx sent, waiting for the ACK.
+    Accepted,
+    /// Both: the dialog is confirmed.
+    Confirmed,
+    /// We sent BYE.
+    Ending,
+}
+
+/// Session timers, each at most once per session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Timer {
+    /// §13.3.1.4: the 2xx again.
+    Retransmit,
+    /// §13.3.1.4: no ACK in 64·T1.
+    NoAck,
+    /// The application did not react to an incoming session (or re-INVITE).
+    Unanswered,
+    /// §9.1: no final response 64·T1 after our CANCEL.
+    CancelGiveUp,
+    /// §14.1: try the re-INVITE again after a 491.
+    Glare,
+    /// Late offer: the application did not give the ACK's body in time.
+    AckWait,
+}
+
+/// The offer of our re-INVITE (none: the peer makes one in its 2xx).
+struct OurOffer(Option<Body>);
+
+/// A 2xx we retransmit until its ACK (§13.3.1.4).
+struct Unacked {
+    bytes: Arc<[u8]>,
+    peer: Peer,
+    cseq: u32,
+    interval: Duration,
+}
+
+/// An incoming INVITE (initial or re-INVITE) not yet answered finally.
+struct Offer {
+    server: ServerId,
+    request: Arc<[u8]>,
+    peer: Peer,
+}
+
+/// One session.
+pub(super) struct Session {
+    role: Role,
+    phase: Phase,
+    dialog: Option<Dialog>,
+    call_id: String,
+    local_tag: String,
+    /// Our INVITE (initial or re-INVITE) under way.
+    invite: Option<RequestId>,
+    /// The last INVITE we sent and where (CANCEL copies it, §9.1).
+    sent: Option<(Arc<[u8]>, Peer)>,
+    /// A provisional response arrived for our INVITE (CANCEL may go).
+    provisional: bool,
+    /// We want the INVITE cancelled; `true` once the CANCEL is sent.
+    cancel: Option<bool>,
+    /// The INVITE had no body (a 2xx with one carries a late offer).
+    late_offer: bool,
+    /// Authorization values of our last INVITE (§13.2.2.4: the ACK carries
+    /// the same credentials).
+    credentials: Vec<(String, String)>,
+    /// The last ACK we sent (CSeq, bytes, where): sent again for each copy
+    /// of its 2xx.
+    ack: Option<(u32, Arc<[u8]>, Peer)>,
+    /// A 2xx waiting for [`Endpoint::acknowledge`] (CSeq).
+    ack_wait: Option<u32>,
+    /// Incoming INVITE (or re-INVITE) to answer.
+    offer: Option<Offer>,
+    /// Our 2xx waiting for its ACK.
+    unacked: Option<Unacked>,
+    /// BYE as soon as the ACK comes (§15: not before).
+    bye_after_ack: bool,
+    /// Our re-INVITE's offer, kept to try again after a 491.
+    glare_body: Option<OurOffer>,
+    /// The top Via branch of the incoming INVITE (CANCEL matching, §9.2).
+    branch: Option<String>,
+    /// The stream connection pinned for the session.
+    conn: Option<ConnId>,
+    timers: BTreeMap<Timer, Instant>,
+}
+
+impl Session {
+    fn new(role: Role, phase: Phase, call_id: String, local_tag: String) -> Session {
+        Session {
+            role,
+            phase,
+            dialog: None,
+            call_id,
+            local_tag,
+            invite: None,
+            sent: None,
+            provisional: false,
+            cancel: None,
+            late_offer: false,
+            credentials: Vec::new(),
+            ack: None,
+            ack_wait: None,
+            offer: None,
+            unacked: None,
+            bye_after_ack: false,
+            glare_body: None,
+            branch: None,
+            conn: None,
+            timers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Every session of an endpoint, and the indexes to find them.
+#[derive(Default)]
+pub(super) struct Sessions {
+    next: u64,
+    all: BTreeMap<SessionId, Session>,
+    /// (Call-ID, our tag) → session.
+    by_dialog: BTreeMap<(String, String), SessionId>,
+    /// (Call-ID, INVITE branch) → incoming session (CANCEL, §9.2).
+    by_branch: BTreeMap<(String, String), SessionId>,
+    /// INVITE client transactions that got a 2xx, kept until they end so
+    /// that later 2xx copies and forks are ACKed (RFC 6026 §7.2).
+    pub(super) invite_clients: BTreeMap<ClientId, SessionId>,
+    /// Deadlines: (when, session, which).
+    timers: std::collections::BTreeSet<(Instant, SessionId, Timer)>,
+}
+
+impl Sessions {
+    /// Live sessions.
+    pub(super) fn len(&self) -> usize {
+        self.all.len()
+    }
+
+    /// The next deadline.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    fn set_timer(&mut self, s: SessionId, timer: Timer, at: Instant) {
+        if let Some(session) = self.all.get_mut(&s) {
+            if let Some(old) = session.timers.insert(timer, at) {
+                self.timers.remove(&(old, s, timer));
+            }
+            self.timers.insert((at, s, timer));
+        }
+    }
+
+    fn clear_timer(&mut self, s: SessionId, timer: Timer) {
+        if let Some(old) = self.all.get_mut(&s).and_then(|x| x.timers.remove(&timer)) {
+            self.timers.remove(&(old, s, timer));
+        }
+    }
+
+    /// The session a request with this Call-ID and our tag belongs to.
+    fn find(&self, call_id: &str, local_tag: &str) -> Option<SessionId> {
+        self.by_dialog.get(&(call_id.to_owned(), local_tag.to_owned())).copied()
+    }
+
+    /// Which sessions are alive (for shutdown).
+    fn ids(&self) -> Vec<SessionId> {
+        self.all.keys().copied().collect()
+    }
+}
+
+/// The status code `code` (a constant known to be valid).
+fn status(code: u16) -> StatusCode {
+    uas::status(code)
+}
+
+/// §9.1: a CANCEL for `invite`: its Request-URI, Call-ID, From, To, CSeq
+/// number and Route, and a single Via equal to its top Via.
+fn cancel_for(invite: &Message<'_>) -> Option<Vec<u8>> {
+    let rl = invite.request_line()?;
+    let h = invite.headers();
+    let top_via = ListIter::new(h.first(HeaderName::Via)?.value()).next()?;
+    let seq = invite.cseq()?.ok()?.seq();
+    let mut buf = Vec::with_capacity(invite.len().min(1024));
+    let mut w = MessageWriter::request(&mut buf, Method::Cancel, rl.uri);
+    w.header_bytes("Via", top_via);
+    w.header("Max-Forwards", 70);
+    w.header_bytes("From", h.first(HeaderName::From)?.value());
+    w.header_bytes("To", h.first(HeaderName::To)?.value());
+    w.header_bytes("Call-ID", h.first(HeaderName::CallId)?.value());
+    w.header("CSeq", format_args!("{seq} CANCEL"));
+    for route in h.all(HeaderName::Route) {
+        w.header_bytes("Route", route.value());
+    }
+    w.finish(b"");
+    Some(buf)
+}
+
+/// The top Via branch of `m`.
+fn branch_of(m: &Message<'_>) -> Option<String> {
+    m.via().and_then(Result::ok).and_then(|v| v.branch().map(str::to_owned))
+}
+
+/// §14.1: how long to wait before trying a re-INVITE again after a 491:
+/// 2.1–4 s for the owner of the Call-ID (who sent the first INVITE),
+/// 0–2 s for the other side, in units of 10 ms.
+fn glare_backoff(owner: bool, draw: u64) -> Duration {
+    let tens = draw % 200;
+    Duration::from_millis(if owner { 2100 + (tens * 19 / 20) * 10 } else { tens * 10 })
+}
+
+impl Endpoint {
+    /// Starts a session: sends an INVITE to `request.uri` with
+    /// `request.body` as the offer (or none: a late offer). Returns the
+    /// session's handle at once; [`Event::Session`] events follow.
+    ///
+    /// ```
+    /// use sipline::endpoint::{Endpoint, EndpointConfig, Request};
+    /// use std::time::Instant;
+    ///
+    /// let mut ep = Endpoint::new(EndpointConfig::new("sip:alice@example.com")).unwrap();
+    /// let now = Instant::now();
+    /// ep.start(now);
+    /// let offer = b"v=0\r\n".to_vec();
+    /// let call = ep.invite(now, Request::invite("sip:bob@192.0.2.7", "application/sdp", offer)).unwrap();
+    /// // The runtime now drains ep.poll_output(): a name to resolve, then the INVITE.
+    /// # let _ = call;
+    /// ```
+    pub fn invite(&mut self, now: Instant, request: Request) -> Result<SessionId, SendError> {
+        let now = self.clamp(now);
+        if self.shutting_down {
+            return Err(SendError::ShuttingDown);
+        }
+        crate::message::Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
+        let mut request = request;
+        request.method = Method::Invite;
+        let (hop, routes) = self.first_hop(&request.uri);
+        let (call_id, tag) = (self.rng.hex(20), self.rng.hex(10));
+        let late_offer = request.body.is_empty();
+        let ids = (call_id.clone(), tag.clone(), 1);
+        let id = self.enqueue(&hop, request, Origin::Invite, ids, None, routes)?;
+        let s = self.new_session(Role::Uac, Phase::Calling, call_id, tag);
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.contact = true;
+            p.session = Some(s);
+        }
+        if let Some(session) = self.sessions.all.get_mut(&s) {
+            session.invite = Some(id);
+            session.late_offer = late_offer;
+        }
+        self.queued.push_back(id);
+        self.start_queued();
+        self.pump(now);
+        Ok(s)
+    }
+
+    /// Live sessions (ringing, answered or established).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn new_session(&mut self, role: Role, phase: Phase, call_id: String, tag: String) -> SessionId {
+        self.sessions.next += 1;
+        let s = SessionId(self.sessions.next);
+        self.sessions.by_dialog.insert((call_id.clone(), tag.clone()), s);
+        self.sessions.all.insert(s, Session::new(role, phase, call_id, tag));
+        s
+    }
+
+    fn emit(&mut self, session: SessionId, event: SessionEvent) {
+        self.out.push_back(Output::Event(Event::Session { session, event }));
+    }
+
+    /// Ends `s`: forgets it and its indexes, releases its connection, and
+    /// reports `why`.
+    fn end_session(&mut self, now: Instant, s: SessionId, why: SessionEnd) {
+        let Some(session) = self.sessions.all.remove(&s) else { return };
+        self.sessions.by_dialog.remove(&(session.call_id.clone(), session.local_tag.clone()));
+        if let Some(b) = session.branch {
+            self.sessions.by_branch.remove(&(session.call_id.clone(), b));
+        }
+        for (timer, at) in session.timers {
+            self.sessions.timers.remove(&(at, s, timer));
+        }
+        if let Some(conn) = session.conn {
+            self.transport.unpin(now, conn);
+        }
+        // Our requests of the session still under way end quietly (their
+        // transactions finish on their own).
+        let own: Vec<RequestId> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.session == Some(s) && p.origin != Origin::App)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in own {
+            self.abandon(id);
+        }
+        self.emit(s, SessionEvent::Ended(why));
+    }
+
+    /// Pins `conn` for `s` (once).
+    fn pin_for(&mut self, now: Instant, s: SessionId, conn: Option<ConnId>) {
+        let Some(conn) = conn else { return };
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        if session.conn == Some(conn) {
+            return;
+        }
+        let old = session.conn.replace(conn);
+        self.transport.pin(conn);
+        if let Some(old) = old {
+            self.transport.unpin(now, old);
+        }
+    }
+
+    /// Our Contact for a session over `transport` (§8.1.1.8, §12.1.1): the
+    /// registered Contact when registered, else the user of the AOR at a
+    /// listening address.
+    pub(super) fn contact_for(&self, transport: Transport) -> String {
+        if let Some(super::RegistrationState::Registered { contact, .. }) = self.registration() {
+            return contact.clone();
+        }
+        let user = crate::message::Uri::parse(&self.config.aor)
+            .ok()
+            .and_then(|u| u.as_sip().and_then(|s| s.user().map(str::to_owned)))
+            .map(|u| format!("{u}@"))
+            .unwrap_or_default();
+        let at = self.sent_by(transport);
+        match transport {
+            Transport::Udp => format!("sip:{user}{at}"),
+            t => format!("sip:{user}{at};transport={}", t.as_str().to_ascii_lowercase()),
+        }
+    }
+
+    // ----- outgoing -----
+
+    /// The INVITE of `s` was sent as `bytes` to `peer` (kept for CANCEL).
+    pub(super) fn session_sent(&mut self, s: SessionId, bytes: &[u8], peer: &Peer) {
+        if let Some(session) = self.sessions.all.get_mut(&s) {
+            session.sent = Some((Arc::from(bytes), peer.clone()));
+        }
+    }
+
+    /// A provisional response to the INVITE of `s` (§13.2.2.1).
+    pub(super) fn session_progress(&mut self, now: Instant, s: SessionId, response: Response, conn: Option<ConnId>) {
+        self.pin_for(now, s, conn);
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        session.provisional = true;
+        // §12.1.2: a 1xx with a To tag (and a Contact) makes an early dialog.
+        if session.dialog.is_none() && response.code > 100 {
+            if let (Some((sent, _)), Ok(m)) = (&session.sent, Message::parse(&response.bytes)) {
+                if let Ok(request) = Message::parse(sent) {
+                    session.dialog = Dialog::from_uac(&request, &m).ok();
+                }
+            }
+        }
+        let cancel_now = session.cancel == Some(false);
+        self.emit(s, SessionEvent::Progress(response));
+        if cancel_now {
+            self.send_cancel(now, s);
+        }
+    }
+
+    /// §9.1: sends the CANCEL of the INVITE of `s`.
+    fn send_cancel(&mut self, now: Instant, s: SessionId) {
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        let Some((sent, peer)) = session.sent.clone() else { return };
+        session.cancel = Some(true);
+        let Some(cancel) = Message::parse(&sent).ok().and_then(|m| cancel_for(&m)) else { return };
+        let reliable = peer.transport.is_reliable();
+        let _ = self.transactions.send_request(now, cancel, peer, reliable);
+        let give_up = now + self.config.timers.t1 * 64;
+        self.sessions.set_timer(s, Timer::CancelGiveUp, give_up);
+    }
+
+    /// The INVITE (or re-INVITE) `p` of `s`, sent last through `client`,
+    /// ended with `result`.
+    pub(super) fn invite_finished(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        p: Pending,
+        client: Option<ClientId>,
+        result: Result<Response, RequestError>,
+    ) {
+        let reinvite = p.origin == Origin::Reinvite;
+        let cseq = p.cseq;
+        let credentials = p
+            .request
+            .headers
+            .into_iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization") || n.eq_ignore_ascii_case("Proxy-Authorization"))
+            .collect();
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        session.invite = None;
+        session.credentials = credentials;
+        match result {
+            Ok(response) => {
+                if let Some(c) = client {
+                    self.sessions.invite_clients.insert(c, s);
+                }
+                self.invite_accepted(now, s, reinvite, cseq, response);
+            }
+            Err(e) if reinvite => {
+                // §14.1: glare: try again after a random back-off.
+                if matches!(&e, RequestError::Failure(r) if r.code == 491) {
+                    let owner = session.role == Role::Uac;
+                    let wait = glare_backoff(owner, self.rng.next_u64());
+                    self.sessions.set_timer(s, Timer::Glare, now + wait);
+                    return;
+                }
+                session.glare_body = None;
+                let lost = matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408))
+                    || e == RequestError::Timeout;
+                self.emit(s, SessionEvent::Updated(Err(e.clone())));
+                if lost {
+                    // §12.2.1.2: the dialog is gone.
+                    self.end_session(now, s, SessionEnd::Failed(e));
+                }
+            }
+            Err(e) => {
+                let cancelled = session.cancel.is_some()
+                    && matches!(&e, RequestError::Failure(r) if r.code == 487)
+                    || (session.cancel == Some(false) && e == RequestError::Timeout);
+                let why = if cancelled { SessionEnd::Cancelled } else { SessionEnd::Failed(e) };
+                self.end_session(now, s, why);
+            }
+        }
+    }
+
+    /// A 2xx to our INVITE or re-INVITE: the dialog is confirmed (or its
+    /// target refreshed) and the ACK goes (§13.2.2.4).
+    fn invite_accepted(&mut self, now: Instant, s: SessionId, reinvite: bool, cseq: u32, response: Response) {
+        let Ok(m) = Message::parse(&response.bytes) else { return };
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        if reinvite {
+            session.glare_body = None;
+            if let Some(d) = session.dialog.as_mut() {
+                d.refresh_target(&m);
+            }
+            self.send_ack(now, s, cseq, None);
+            self.emit(s, SessionEvent::Updated(Ok(response)));
+            return;
+        }
+        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+        let same = session.dialog.as_ref().is_some_and(|d| Some(&d.id().remote_tag) == tag.as_ref());
+        if same {
+            if let Some(d) = session.dialog.as_mut() {
+                d.confirm_with(&m);
+            }
+        } else {
+            let request = session.sent.as_ref().and_then(|(b, _)| Message::parse(b).ok());
+            match request.map(|r| Dialog::from_uac(&r, &m)) {
+                Some(Ok(d)) => session.dialog = Some(d),
+                // A 2xx that cannot form a dialog: nothing to ACK it with.
+                _ => return self.end_session(now, s, SessionEnd::Failed(RequestError::Failure(response))),
+            }
+        }
+        session.phase = Phase::Confirmed;
+        self.sessions.clear_timer(s, Timer::CancelGiveUp);
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        let cancelled = session.cancel.is_some();
+        let wait = session.late_offer && !m.body().is_empty() && !cancelled;
+        self.emit(s, SessionEvent::Answered(response));
+        if wait {
+            if let Some(session) = self.sessions.all.get_mut(&s) {
+                session.ack_wait = Some(cseq);
+            }
+            let at = now + self.config.answer_within;
+            self.sessions.set_timer(s, Timer::AckWait, at);
+            return;
+        }
+        self.send_ack(now, s, cseq, None);
+        if cancelled {
+            // §9.1: the 2xx won the race with our CANCEL: end it with BYE.
+            self.send_bye(now, s);
+        }
+    }
+
+    /// Sends the ACK for the 2xx to our INVITE with CSeq `cseq`.
+    fn send_ack(&mut self, now: Instant, s: SessionId, cseq: u32, body: Option<Body>) {
+        let Some(session) = self.sessions.all.get(&s) else { return };
+        let Some(dialog) = session.dialog.as_ref() else { return };
+        let head = dialog.head(cseq);
+        let mut request = Request::new(Method::Ack, &head.uri);
+        request.headers.clone_from(&session.credentials);
+        if let Some(b) = body {
+            request.content_type = Some(b.content_type);
+            request.body = b.bytes;
+        }
+        self.send_in_dialog(now, s, request, head, Origin::Ack);
+    }
+
+    /// Sends `request` inside the dialog of `s` with `head`.
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        request: Request,
+        head: crate::dialog::RequestHead,
+        origin: Origin,
+    ) -> Option<RequestId> {
+        // §8.1.2 / DESIGN.md: with no route set, a registered endpoint or
+        // one with an outbound proxy still goes through it.
+        let (hop, routes) = if head.routes.is_empty() {
+            match self.next_hop() {
+                Some(proxy) => (proxy.clone(), vec![loose_route(&proxy)]),
+                None => (head.uri.clone(), Vec::new()),
+            }
+        } else {
+            (head.next_hop(), head.routes.clone())
+        };
+        let contact = matches!(request.method, Method::Invite);
+        let ids = (head.call_id.clone(), String::new(), head.cseq);
+        let id = self.enqueue(&hop, request, origin, ids, None, routes).ok()?;
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.dialog_head = Some((head.from, head.to));
+            p.contact = contact;
+            p.session = Some(s);
+        }
+        // In-dialog requests of the stack (ACK, BYE, re-INVITE) are never
+        // throttled: the dialog depends on them.
+        if origin == Origin::App {
+            self.queued.push_back(id);
+            self.start_queued();
+        } else {
+            self.start_now(id);
+        }
+        self.pump(now);
+        Some(id)
+    }
+
+    /// An ACK request was built for `s`: sent straight to the transport
+    /// (the ACK of a 2xx has no transaction, §17.1.1.3) and kept for 2xx
+    /// copies.
+    pub(super) fn ack_dispatched(&mut self, now: Instant, s: SessionId, cseq: u32, bytes: Vec<u8>, peer: Peer) {
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        let _ = self.transport.send(now, &peer, bytes.clone());
+        if let Some(session) = self.sessions.all.get_mut(&s) {
+            session.ack = Some((cseq, bytes, peer));
+        }
+    }
+
+    /// A 2xx for an INVITE client transaction that already had its 2xx
+    /// (a copy, or another fork's), or one that came after the
+    /// transaction ended.
+    pub(super) fn session_2xx_again(&mut self, now: Instant, s: SessionId, bytes: &Arc<[u8]>) {
+        let Ok(m) = Message::parse(bytes) else { return };
+        if m.status().is_none_or(|c| !(200..300).contains(&c.as_u16())) {
+            return;
+        }
+        let Some(session) = self.sessions.all.get(&s) else { return };
+        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag());
+        let cseq = m.cseq().and_then(Result::ok).map(|c| c.seq());
+        let ours = session.dialog.as_ref().is_some_and(|d| Some(d.id().remote_tag.as_str()) == tag);
+        if ours {
+            // §13.2.2.4: each copy of the 2xx gets the ACK again.
+            if let Some((ack_seq, ack, peer)) = &session.ack {
+                if Some(*ack_seq) == cseq {
+                    let (ack, peer) = (ack.clone(), peer.clone());
+                    let _ = self.transport.send(now, &peer, ack);
+                }
+            }
+            return;
+        }
+        // §13.2.2.4: a 2xx from another fork: ACK it, then BYE it.
+        let Some(request) = session.sent.as_ref().and_then(|(b, _)| Message::parse(b).ok()) else { return };
+        let Ok(mut fork) = Dialog::from_uac(&request, &m) else { return };
+        let credentials = session.credentials.clone();
+        let seq = cseq.unwrap_or(1);
+        let mut ack = Request::new(Method::Ack, "");
+        ack.headers = credentials;
+        let head = fork.head(seq);
+        ack.uri.clone_from(&head.uri);
+        self.send_detached(now, ack, head);
+        let head = fork.next_request();
+        let bye = Request::new(Method::Bye, &head.uri);
+        self.send_detached(now, bye, head);
+    }
+
+    /// A request in a dialog no session keeps (a fork we end).
+    fn send_detached(&mut self, now: Instant, request: Request, head: crate::dialog::RequestHead) {
+        let (hop, routes) = if head.routes.is_empty() {
+            self.first_hop(&head.uri)
+        } else {
+            (head.next_hop(), head.routes.clone())
+        };
+        let ids = (head.call_id.clone(), String::new(), head.cseq);
+        let Ok(id) = self.enqueue(&hop, request, Origin::Detached, ids, None, routes) else { return };
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.dialog_head = Some((head.from, head.to));
+        }
+        self.start_now(id);
+        self.pump(now);
+    }
+
+    /// A response that matched no transaction: a 2xx copy for one of our
+    /// sessions after its INVITE transaction ended.
+    pub(super) fn stray_response(&mut self, now: Instant, bytes: &Arc<[u8]>) {
+        let Ok(m) = Message::parse(bytes) else { return };
+        let invite = m.cseq().and_then(Result::ok).is_some_and(|c| c.method() == Method::Invite);
+        if !invite {
+            return;
+        }
+        let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned());
+        let tag = m.from().and_then(Result::ok).and_then(|f| f.tag().map(str::to_owned));
+        if let (Some(call_id), Some(tag)) = (call_id, tag) {
+            if let Some(s) = self.sessions.find(&call_id, &tag) {
+                self.session_2xx_again(now, s, bytes);
+            }
+        }
+    }
+
+    /// Sends BYE on `s` (§15.1.1); the session ends when it is answered.
+    fn send_bye(&mut self, now: Instant, s: SessionId) {
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        let Some(dialog) = session.dialog.as_mut() else { return };
+        session.phase = Phase::Ending;
+        let head = dialog.next_request();
+        let request = Request::new(Method::Bye, &head.uri);
+        if self.send_in_dialog(now, s, request, head, Origin::Bye).is_none() {
+            self.end_session(now, s, SessionEnd::HungUp);
+        }
+    }
+
+    /// Our BYE on `s` was answered (or failed): the session is over either
+    /// way (§15.1.1).
+    pub(super) fn bye_finished(&mut self, now: Instant, s: SessionId) {
+        self.end_session(now, s, SessionEnd::HungUp);
+    }
+
+    /// A request of the application inside `s` got `result`: a 481 or 408
+    /// ends the dialog (§12.2.1.2).
+    pub(super) fn in_session_outcome(&mut self, now: Instant, s: SessionId, result: &Result<Response, RequestError>) {
+        let lost = match result {
+            Err(RequestError::Failure(r)) => matches!(r.code, 481 | 408),
+            Err(RequestError::Timeout) => true,
+            _ => false,
+        };
+        if lost {
+            if let Err(e) = result {
+                self.end_session(now, s, SessionEnd::Failed(e.clone()));
+            }
+        }
+    }
+
+    // ----- commands -----
+
+    /// Ends a session: CANCEL before the answer (sent as soon as a
+    /// provisional response allows, §9.1), BYE after it; an incoming
+    /// session not answered yet is declined (603).
+    pub fn hangup(&mut self, now: Instant, session: SessionId) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        let s = session;
+        let (role, phase, provisional) = {
+            let x = self.sessions.all.get_mut(&s).ok_or(SessionError::Unknown)?;
+            (x.role, x.phase, x.provisional)
+        };
+        match (role, phase) {
+            (_, Phase::Ending) => return Err(SessionError::State),
+            (Role::Uac, Phase::Calling) => {
+                if let Some(x) = self.sessions.all.get_mut(&s) {
+                    if x.cancel.is_some() {
+                        return Err(SessionError::State);
+                    }
+                    x.cancel = Some(false);
+                }
+                if provisional {
+                    self.send_cancel(now, s);
+                }
+            }
+            (Role::Uas, Phase::Offered) => {
+                self.answer_offer(now, s, 603, "Decline", &[], None);
+                self.end_session(now, s, SessionEnd::HungUp);
+            }
+            (Role::Uas, Phase::Accepted) => {
+                // §15: no BYE before the ACK (or its timeout).
+                if let Some(x) = self.sessions.all.get_mut(&s) {
+                    x.bye_after_ack = true;
+                }
+            }
+            _ => self.send_bye(now, s),
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Sends a provisional response (101–199, with a body for early media)
+    /// to an incoming session; the answer may then take as long as the
+    /// caller waits.
+    pub fn ring(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        code: u16,
+        body: Option<&Body>,
+    ) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        if !(101..200).contains(&code) {
+            return Err(SessionError::Status);
+        }
+        let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
+        if x.phase != Phase::Offered {
+            return Err(SessionError::State);
+        }
+        self.sessions.clear_timer(session, Timer::Unanswered);
+        let reason = status(code).canonical_reason();
+        self.respond_offer(now, session, code, reason, &[], body);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Accepts an incoming session (200 with the answer, or with the offer
+    /// when the INVITE had none), or the peer's re-INVITE.
+    pub fn accept(&mut self, now: Instant, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
+        if x.offer.is_none() {
+            return Err(SessionError::State);
+        }
+        self.sessions.clear_timer(session, Timer::Unanswered);
+        let Some(bytes) = self.respond_offer(now, session, 200, "OK", &[], body) else {
+            return Err(SessionError::State);
+        };
+        let Some(x) = self.sessions.all.get_mut(&session) else { return Ok(()) };
+        let Some(offer) = x.offer.take() else { return Ok(()) };
+        let cseq = Message::parse(&offer.request).ok().and_then(|m| m.cseq().and_then(Result::ok)).map(|c| c.seq());
+        if x.phase == Phase::Offered {
+            x.phase = Phase::Accepted;
+        }
+        if let Some(d) = x.dialog.as_mut() {
+            d.confirm();
+        }
+        let t1 = self.config.timers.t1;
+        let reliable = offer.peer.transport.is_reliable();
+        x.unacked =
+            Some(Unacked { bytes: Arc::from(bytes), peer: offer.peer, cseq: cseq.unwrap_or(0), interval: t1 });
+        // §13.3.1.4: over UDP the 2xx goes again at T1, 2·T1… up to T2;
+        // a stream carries it reliably. Either way the ACK is awaited 64·T1.
+        if !reliable {
+            self.sessions.set_timer(session, Timer::Retransmit, now + t1);
+        }
+        self.sessions.set_timer(session, Timer::NoAck, now + t1 * 64);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Rejects an incoming session or the peer's re-INVITE with a final
+    /// `code` of 300–699 and extra header fields (Retry-After, …). A
+    /// rejected session ends ([`SessionEnd::Rejected`]); a rejected
+    /// re-INVITE leaves the session as it was (§14.2).
+    pub fn reject(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        if !(300..700).contains(&code) {
+            return Err(SessionError::Status);
+        }
+        let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
+        if x.offer.is_none() {
+            return Err(SessionError::State);
+        }
+        let initial = x.phase == Phase::Offered;
+        self.answer_offer(now, session, code, reason, headers, None);
+        if initial {
+            self.end_session(now, session, SessionEnd::Rejected);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Sends a re-INVITE on an established session with a new offer
+    /// (§14.1); [`SessionEvent::Updated`] follows. After a 491 (glare) it
+    /// is tried again after the §14.1 back-off.
+    pub fn reinvite(&mut self, now: Instant, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
+        // §14.1: not while another INVITE transaction is under way either way.
+        if x.phase != Phase::Confirmed || x.invite.is_some() || x.offer.is_some() || x.glare_body.is_some() {
+            return Err(SessionError::State);
+        }
+        self.start_reinvite(now, session, body);
+        self.pump(now);
+        Ok(())
+    }
+
+    fn start_reinvite(&mut self, now: Instant, s: SessionId, body: Option<Body>) {
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        let Some(dialog) = x.dialog.as_mut() else { return };
+        let head = dialog.next_request();
+        x.glare_body = Some(OurOffer(body.clone()));
+        let mut request = Request::new(Method::Invite, &head.uri);
+        if let Some(b) = body {
+            request.content_type = Some(b.content_type);
+            request.body = b.bytes;
+        }
+        let id = self.send_in_dialog(now, s, request, head, Origin::Reinvite);
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.invite = id;
+        }
+    }
+
+    /// Gives the body of the ACK for a late offer (the answer to the
+    /// offer in the 2xx) and sends the ACK.
+    pub fn acknowledge(&mut self, now: Instant, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
+        let Some(cseq) = x.ack_wait.take() else { return Err(SessionError::State) };
+        self.sessions.clear_timer(session, Timer::AckWait);
+        self.send_ack(now, session, cseq, body);
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Sends a request inside the session's dialog (INFO, MESSAGE,
+    /// UPDATE…); its outcome comes as [`Event::Outcome`]. A 481 or 408
+    /// answer also ends the session (§12.2.1.2).
+    pub fn send_in_session(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        request: Request,
+    ) -> Result<RequestId, SessionError> {
+        let now = self.clamp(now);
+        if matches!(request.method, Method::Invite | Method::Ack | Method::Cancel | Method::Bye) {
+            return Err(SessionError::Send(SendError::Method(request.method.as_str().to_owned())));
+        }
+        let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
+        let Some(dialog) = x.dialog.as_mut() else { return Err(SessionError::State) };
+        let head = dialog.next_request();
+        let mut request = request;
+        request.uri.clone_from(&head.uri);
+        self.send_in_dialog(now, session, request, head, Origin::App).ok_or(SessionError::State)
+    }
+
+    // ----- incoming -----
+
+    /// Answers the INVITE (or re-INVITE) `s` waits to answer with a final
+    /// non-2xx `code`.
+    fn answer_offer(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Body>,
+    ) {
+        self.respond_offer(now, s, code, reason, headers, body);
+        self.sessions.clear_timer(s, Timer::Unanswered);
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.offer = None;
+        }
+    }
+
+    /// Writes and sends a response to the offer `s` waits to answer:
+    /// our tag, Contact and the request's Record-Route for 101–299
+    /// (§12.1.1), `headers`, and `body`. Returns the bytes sent.
+    fn respond_offer(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Body>,
+    ) -> Option<Vec<u8>> {
+        let x = self.sessions.all.get(&s)?;
+        let offer = x.offer.as_ref()?;
+        let (server, request, transport) = (offer.server, offer.request.clone(), offer.peer.transport);
+        let tag = x.local_tag.clone();
+        let m = Message::parse(&request).ok()?;
+        let dialog_forming = (101..300).contains(&code);
+        let contact = dialog_forming.then(|| format!("<{}>", self.contact_for(transport)));
+        let mut extra: Vec<(&str, &str)> = Vec::new();
+        let record_routes: Vec<&str> = if dialog_forming {
+            m.headers().all(HeaderName::RecordRoute).filter_map(crate::message::Header::value_str).collect()
+        } else {
+            Vec::new()
+        };
+        for rr in &record_routes {
+            extra.push(("Record-Route", rr));
+        }
+        if let Some(c) = &contact {
+            extra.push(("Contact", c));
+        }
+        let allow = (200..300).contains(&code).then(|| self.allow_value());
+        if let Some(a) = &allow {
+            extra.push(("Allow", a));
+        }
+        extra.extend_from_slice(headers);
+        if let Some(b) = body {
+            extra.push(("Content-Type", &b.content_type));
+        }
+        if let Some(ua) = self.config.user_agent.as_deref() {
+            extra.push(("Server", ua));
+        }
+        let mut bytes = Vec::with_capacity(request.len() + body.map_or(0, |b| b.bytes.len()) + 128);
+        let empty: &[u8] = &[];
+        let ok = Salvaged::from_message(&m).write_response_body(
+            &mut bytes,
+            status(code),
+            reason,
+            &tag,
+            &extra,
+            body.map_or(empty, |b| &b.bytes),
+        );
+        if !ok {
+            return None;
+        }
+        self.transactions.respond(now, server, bytes.clone()).ok()?;
+        Some(bytes)
+    }
+
+    /// A request the transaction layer handed up that belongs to sessions
+    /// (INVITE, CANCEL, or any request with a To tag). Always answered.
+    pub(super) fn session_request(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) {
+        let method = m.method().copied();
+        let to_tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+        match (method, to_tag) {
+            (Some(Method::Cancel), _) => self.cancel_arrived(now, server, bytes, m),
+            (Some(Method::Invite), None) => self.invite_arrived(now, server, bytes, m, source),
+            (_, Some(tag)) => self.in_dialog_request(now, server, bytes, m, source, &tag),
+            (_, None) => {
+                self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+            }
+        }
+    }
+
+    /// A new INVITE: a new incoming session.
+    fn invite_arrived(&mut self, now: Instant, server: ServerId, bytes: &Arc<[u8]>, m: &Message<'_>, source: Source) {
+        let tag = self.rng.hex(10);
+        let dialog = match Dialog::from_uas(m, &tag) {
+            Ok(d) => d,
+            Err(DialogError::NoContact) => {
+                self.answer(now, server, bytes, status(400), "Missing Contact");
+                return;
+            }
+            Err(_) => {
+                self.answer(now, server, bytes, status(400), "Bad Request");
+                return;
+            }
+        };
+        let call_id = dialog.id().call_id.clone();
+        let s = self.new_session(Role::Uas, Phase::Offered, call_id.clone(), tag);
+        let branch = branch_of(m);
+        if let Some(b) = &branch {
+            self.sessions.by_branch.insert((call_id, b.clone()), s);
+        }
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.dialog = Some(dialog);
+            x.branch = branch;
+            x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to(&source, bytes) });
+        }
+        self.pin_for(now, s, source.conn);
+        self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
+        let name = |a: Option<Result<crate::message::headers::Address<'_>, _>>| {
+            a.and_then(Result::ok).map(|a| a.uri().as_str().to_owned()).unwrap_or_default()
+        };
+        self.out.push_back(Output::Event(Event::IncomingSession {
+            session: s,
+            from: name(m.from()),
+            to: name(m.to()),
+            body: Body::of(m),
+            source,
+            request: bytes.clone(),
+        }));
+    }
+
+    /// §9.2: a CANCEL ends the matching INVITE not yet answered (487) and
+    /// is answered 200; with no match, 481.
+    fn cancel_arrived(&mut self, now: Instant, server: ServerId, bytes: &Arc<[u8]>, m: &Message<'_>) {
+        let key = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned()).zip(branch_of(m));
+        let Some(s) = key.and_then(|k| self.sessions.by_branch.get(&k).copied()) else {
+            self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+            return;
+        };
+        self.answer(now, server, bytes, status(200), "OK");
+        if self.sessions.all.get(&s).is_some_and(|x| x.phase == Phase::Offered) {
+            self.answer_offer(now, s, 487, "Request Terminated", &[], None);
+            self.end_session(now, s, SessionEnd::Cancelled);
+        }
+    }
+
+    /// A request with a To tag: it must match a dialog (§12.2.2).
+    fn in_dialog_request(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+        tag: &str,
+    ) {
+        let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned()).unwrap_or_default();
+        let found = self.sessions.find(&call_id, tag).filter(|s| {
+            self.sessions.all.get(s).and_then(|x| x.dialog.as_ref()).is_some_and(|d| d.matches_request(m))
+        });
+        let Some(s) = found else {
+            self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+            return;
+        };
+        let seq = m.cseq().and_then(Result::ok).map_or(0, |c| c.seq());
+        let method = m.method().copied();
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        let Some(dialog) = x.dialog.as_mut() else { return };
+        // §12.2.2: lower CSeq than the last: 500.
+        if dialog.check_remote_seq(seq).is_err() {
+            self.answer(now, server, bytes, status(500), "CSeq Out of Order");
+            return;
+        }
+        match method {
+            Some(Method::Bye) => {
+                self.answer(now, server, bytes, status(200), "OK");
+                if self.sessions.all.get(&s).is_some_and(|x| x.phase == Phase::Offered) {
+                    // §15.1.2: BYE on an early dialog: the INVITE gets 487.
+                    self.answer_offer(now, s, 487, "Request Terminated", &[], None);
+                }
+                self.end_session(now, s, SessionEnd::PeerHungUp);
+            }
+            Some(Method::Invite) => self.reinvite_arrived(now, s, server, bytes, m, source),
+            _ => self.deliver_in_session(now, s, server, bytes, m, source),
+        }
+    }
+
+    /// §14.2: a re-INVITE from the peer.
+    fn reinvite_arrived(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) {
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        if x.invite.is_some() || x.glare_body.is_some() && x.timers.contains_key(&Timer::Glare) {
+            // §14.2: ours is under way: glare.
+            self.answer(now, server, bytes, status(491), "Request Pending");
+            return;
+        }
+        if x.offer.is_some() || x.unacked.is_some() || x.phase != Phase::Confirmed {
+            // §14.2: one of theirs is still unanswered (or unacknowledged).
+            let wait = format!("{}", 1 + self.rng.next_u64() % 10);
+            self.answer_with(now, server, bytes, status(500), "Server Internal Error", &[("Retry-After", &wait)]);
+            return;
+        }
+        if let Some(d) = x.dialog.as_mut() {
+            d.refresh_target(m);
+        }
+        x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to(&source, bytes) });
+        self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
+        self.emit(s, SessionEvent::Reoffer { body: Body::of(m), request: bytes.clone() });
+    }
+
+    /// Any other request in a dialog: MESSAGE answered 200 and reported
+    /// (unless the application handles MESSAGE), the rest handed to the
+    /// application as [`Event::Incoming`].
+    fn deliver_in_session(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) {
+        let method = m.method().copied();
+        if method == Some(Method::Message) && !self.config.handle_methods.contains(&Method::Message) {
+            self.answer(now, server, bytes, status(200), "OK");
+            self.out.push_back(Output::Event(Event::Message {
+                from: m.from().and_then(Result::ok).map(|a| a.uri().to_string()).unwrap_or_default(),
+                content_type: m.content_type().and_then(Result::ok).map(|t| t.to_string()),
+                body: m.body().to_vec(),
+                source,
+                request: bytes.clone(),
+                session: Some(s),
+            }));
+            return;
+        }
+        let deadline = now + self.config.answer_within;
+        self.incoming.insert(server, (bytes.clone(), deadline));
+        self.answer_deadlines.insert((deadline, server));
+        self.out.push_back(Output::Event(Event::Incoming {
+            incoming: IncomingId(server),
+            method: method.map(|x| x.as_str().to_owned()).unwrap_or_default(),
+            source,
+            request: bytes.clone(),
+            session: Some(s),
+        }));
+    }
+
+    /// An ACK the transaction layer passed up: for a 2xx we sent.
+    pub(super) fn ack_arrived(&mut self, now: Instant, bytes: &Arc<[u8]>) {
+        let Ok(m) = Message::parse(bytes) else { return };
+        let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned());
+        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+        let (Some(call_id), Some(tag)) = (call_id, tag) else { return };
+        let Some(s) = self.sessions.find(&call_id, &tag) else { return };
+        let seq = m.cseq().and_then(Result::ok).map(|c| c.seq());
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        if x.unacked.as_ref().map(|u| u.cseq) != seq {
+            return; // a copy, or an ACK for something else
+        }
+        x.unacked = None;
+        if x.phase == Phase::Accepted {
+            x.phase = Phase::Confirmed;
+        }
+        let bye = std::mem::take(&mut x.bye_after_ack);
+        self.sessions.clear_timer(s, Timer::Retransmit);
+        self.sessions.clear_timer(s, Timer::NoAck);
+        self.emit(s, SessionEvent::Confirmed { body: Body::of(&m) });
+        if bye {
+            self.send_bye(now, s);
+        }
+    }
+
+    // ----- time and shutdown -----
+
+    /// Fires the session timers due at `now`.
+    pub(super) fn session_timeouts(&mut self, now: Instant) {
+        while let Some(&(at, s, timer)) = self.sessions.timers.first() {
+            if at > now {
+                break;
+            }
+            self.sessions.timers.pop_first();
+            if let Some(x) = self.sessions.all.get_mut(&s) {
+                x.timers.remove(&timer);
+            }
+            self.session_timer(now, s, timer);
+        }
+    }
+
+    fn session_timer(&mut self, now: Instant, s: SessionId, timer: Timer) {
+        let t2 = self.config.timers.t2;
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        match timer {
+            Timer::Retransmit => {
+                let Some(u) = x.unacked.as_mut() else { return };
+                u.interval = (u.interval * 2).min(t2);
+                let (bytes, peer, next) = (u.bytes.clone(), u.peer.clone(), now + u.interval);
+                let _ = self.transport.send(now, &peer, bytes);
+                self.sessions.set_timer(s, Timer::Retransmit, next);
+            }
+            Timer::NoAck => {
+                if x.unacked.take().is_none() {
+                    return;
+                }
+                let head = x.dialog.as_mut().map(Dialog::next_request);
+                self.sessions.clear_timer(s, Timer::Retransmit);
+                // §13.3.1.4: confirmed but useless: BYE, and it is over.
+                if let Some(head) = head {
+                    self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
+                }
+                self.end_session(now, s, SessionEnd::NoAck);
+            }
+            Timer::Unanswered => {
+                let initial = x.phase == Phase::Offered;
+                if initial {
+                    self.answer_offer(now, s, 480, "Temporarily Unavailable", &[], None);
+                    self.end_session(now, s, SessionEnd::Unanswered);
+                } else {
+                    // A re-INVITE left unanswered: the endpoint's rule for
+                    // every request (§21.4.9).
+                    self.answer_offer(now, s, 408, "Request Timeout", &[], None);
+                }
+            }
+            Timer::CancelGiveUp => {
+                // §9.1: no final response 64·T1 after the CANCEL.
+                if let Some(id) = x.invite.take() {
+                    self.abandon(id);
+                }
+                self.end_session(now, s, SessionEnd::Cancelled);
+            }
+            Timer::Glare => {
+                if let Some(OurOffer(body)) = x.glare_body.take() {
+                    self.start_reinvite(now, s, body);
+                }
+            }
+            Timer::AckWait => {
+                if let Some(cseq) = x.ack_wait.take() {
+                    self.send_ack(now, s, cseq, None);
+                }
+            }
+        }
+    }
+
+    /// Shutdown: every session ends ([`SessionEnd::ShutDown`]) with the
+    /// message its state calls for — BYE, CANCEL, or 503 to an INVITE not
+    /// answered.
+    pub(super) fn shutdown_sessions(&mut self, now: Instant) {
+        for s in self.sessions.ids() {
+            let Some(x) = self.sessions.all.get(&s) else { continue };
+            match (x.role, x.phase) {
+                (Role::Uac, Phase::Calling) if x.provisional && x.cancel != Some(true) => self.send_cancel(now, s),
+                (_, Phase::Offered) => self.answer_offer(now, s, 503, "Service Unavailable", &[], None),
+                (_, Phase::Accepted | Phase::Confirmed) => {
+                    if let Some(head) = self.sessions.all.get_mut(&s).and_then(|x| x.dialog.as_mut()).map(Dialog::next_request)
+                    {
+                        self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
+                    }
+                }
+                _ => {}
+            }
+            if let Some(x) = self.sessions.all.get_mut(&s) {
+                x.invite = None;
+            }
+            self.end_session(now, s, SessionEnd::ShutDown);
+        }
+    }
+
+    /// Dialog state of a session (for tests and the application).
+    pub fn session_confirmed(&self, session: SessionId) -> Option<bool> {
+        let x = self.sessions.all.get(&session)?;
+        Some(x.dialog.as_ref().is_some_and(|d| d.state() == DialogState::Confirmed))
+    }
+}
