@@ -37,11 +37,7 @@ Record-Route: <sip:p1.example.com;lr>\r\n",
     assert!(d.is_secure());
     assert_eq!(
         d.id(),
-        &DialogId {
-            call_id: "a84b4c76e66710".into(),
-            local_tag: "1928301774".into(),
-            remote_tag: "a6c85cf".into()
-        }
+        &DialogId { call_id: "a84b4c76e66710".into(), local_tag: "1928301774".into(), remote_tag: "a6c85cf".into() }
     );
     // Route set: Record-Route reversed.
     assert_eq!(d.route_set(), ["<sip:p1.example.com;lr>", "<sip:p2.example.com;lr>"]);

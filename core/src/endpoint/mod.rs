@@ -1315,8 +1315,8 @@ impl Endpoint {
         let key = (peer.transport, peer.remote);
         let Some(p) = self.pending.get_mut(&id) else { return };
         p.last_peer = Some(peer.clone());
-        match (p.origin, p.session) {
-            (Origin::Ack, session) => {
+        match (p.request.method, p.origin, p.session) {
+            (Method::Ack, _, session) => {
                 // §17.1.1.3: the ACK of a 2xx has no transaction.
                 let cseq = p.cseq;
                 self.abandon(id);
@@ -1327,7 +1327,7 @@ impl Endpoint {
                 }
                 return;
             }
-            (Origin::Invite, Some(s)) => self.session_sent(s, &bytes, &peer),
+            (_, Origin::Invite, Some(s)) => self.session_sent(s, &bytes, &peer),
             _ => {}
         }
         match self.transactions.send_request(now, bytes, peer, reliable) {
@@ -1442,7 +1442,8 @@ impl Endpoint {
                     return;
                 };
                 let Some(response) = Response::from_bytes(&response) else { return };
-                let (origin, session) = self.pending.get(&id).map_or((Origin::Detached, None), |p| (p.origin, p.session));
+                let (origin, session) =
+                    self.pending.get(&id).map_or((Origin::Detached, None), |p| (p.origin, p.session));
                 if response.code < 200 {
                     match (origin, session) {
                         (Origin::Invite, Some(s)) => {

@@ -30,8 +30,8 @@
 //! TLS pins its connection while it lives.
 
 use super::{
-    loose_route, uas, Endpoint, Event, IncomingId, Origin, Output, Pending, Request, RequestError, RequestId,
-    Response, SendError,
+    loose_route, uas, Endpoint, Event, IncomingId, Origin, Output, Pending, Request, RequestError, RequestId, Response,
+    SendError,
 };
 use crate::dialog::{Dialog, DialogError, DialogState};
 use crate::message::headers::ListIter;
@@ -569,8 +569,8 @@ impl Endpoint {
                     return;
                 }
                 session.glare_body = None;
-                let lost = matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408))
-                    || e == RequestError::Timeout;
+                let lost =
+                    matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
                 self.emit(s, SessionEvent::Updated(Err(e.clone())));
                 if lost {
                     // §12.2.1.2: the dialog is gone.
@@ -578,8 +578,7 @@ impl Endpoint {
                 }
             }
             Err(e) => {
-                let cancelled = session.cancel.is_some()
-                    && matches!(&e, RequestError::Failure(r) if r.code == 487)
+                let cancelled = session.cancel.is_some() && matches!(&e, RequestError::Failure(r) if r.code == 487)
                     || (session.cancel == Some(false) && e == RequestError::Timeout);
                 let why = if cancelled { SessionEnd::Cancelled } else { SessionEnd::Failed(e) };
                 self.end_session(now, s, why);
@@ -739,11 +738,8 @@ impl Endpoint {
 
     /// A request in a dialog no session keeps (a fork we end).
     fn send_detached(&mut self, now: Instant, request: Request, head: crate::dialog::RequestHead) {
-        let (hop, routes) = if head.routes.is_empty() {
-            self.first_hop(&head.uri)
-        } else {
-            (head.next_hop(), head.routes.clone())
-        };
+        let (hop, routes) =
+            if head.routes.is_empty() { self.first_hop(&head.uri) } else { (head.next_hop(), head.routes.clone()) };
         let ids = (head.call_id.clone(), String::new(), head.cseq);
         let Ok(id) = self.enqueue(&hop, request, Origin::Detached, ids, None, routes) else { return };
         if let Some(p) = self.pending.get_mut(&id) {
@@ -892,8 +888,7 @@ impl Endpoint {
         }
         let t1 = self.config.timers.t1;
         let reliable = offer.peer.transport.is_reliable();
-        x.unacked =
-            Some(Unacked { bytes: Arc::from(bytes), peer: offer.peer, cseq: cseq.unwrap_or(0), interval: t1 });
+        x.unacked = Some(Unacked { bytes: Arc::from(bytes), peer: offer.peer, cseq: cseq.unwrap_or(0), interval: t1 });
         // §13.3.1.4: over UDP the 2xx goes again at T1, 2·T1… up to T2;
         // a stream carries it reliably. Either way the ACK is awaited 64·T1.
         if !reliable {
@@ -1164,9 +1159,10 @@ impl Endpoint {
         tag: &str,
     ) {
         let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned()).unwrap_or_default();
-        let found = self.sessions.find(&call_id, tag).filter(|s| {
-            self.sessions.all.get(s).and_then(|x| x.dialog.as_ref()).is_some_and(|d| d.matches_request(m))
-        });
+        let found = self
+            .sessions
+            .find(&call_id, tag)
+            .filter(|s| self.sessions.all.get(s).and_then(|x| x.dialog.as_ref()).is_some_and(|d| d.matches_request(m)));
         let Some(s) = found else {
             self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
             return;
@@ -1205,8 +1201,9 @@ impl Endpoint {
         source: Source,
     ) {
         let Some(x) = self.sessions.all.get_mut(&s) else { return };
-        if x.invite.is_some() || x.glare_body.is_some() && x.timers.contains_key(&Timer::Glare) {
-            // §14.2: ours is under way: glare.
+        if x.invite.is_some() {
+            // §14.2: ours is under way: glare. (While ours waits out its
+            // §14.1 back-off, theirs goes ahead.)
             self.answer(now, server, bytes, status(491), "Request Pending");
             return;
         }
@@ -1366,7 +1363,8 @@ impl Endpoint {
                 (Role::Uac, Phase::Calling) if x.provisional && x.cancel != Some(true) => self.send_cancel(now, s),
                 (_, Phase::Offered) => self.answer_offer(now, s, 503, "Service Unavailable", &[], None),
                 (_, Phase::Accepted | Phase::Confirmed) => {
-                    if let Some(head) = self.sessions.all.get_mut(&s).and_then(|x| x.dialog.as_mut()).map(Dialog::next_request)
+                    if let Some(head) =
+                        self.sessions.all.get_mut(&s).and_then(|x| x.dialog.as_mut()).map(Dialog::next_request)
                     {
                         self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
                     }

@@ -38,8 +38,7 @@ impl Abilities<'_> {
     /// Methods the endpoint takes: sessions (INVITE, ACK, BYE, CANCEL),
     /// OPTIONS and MESSAGE always, plus those the application handles.
     pub(super) fn methods(&self) -> Vec<Method<'static>> {
-        let mut all =
-            vec![Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message];
+        let mut all = vec![Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message];
         for m in self.handled {
             if !all.contains(m) {
                 all.push(*m);
@@ -165,7 +164,7 @@ mod tests {
         assert_eq!(judge(&UA, &request("MESSAGE", "Content-Type: text/plain\r\n", "hi")), Verdict::Message);
         let v = judge(&UA, &request("OPTIONS", "", ""));
         assert_eq!(code(&v), 200);
-        assert_eq!(header(&v, "Allow"), Some("OPTIONS, MESSAGE"));
+        assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"));
         assert_eq!(header(&v, "Accept"), Some("text/plain"));
         assert_eq!(header(&v, "Supported"), Some("gruu"));
     }

@@ -1,0 +1,641 @@
+//! INVITE sessions between endpoints in the simulated network (virtual
+//! time, seeded loss, duplication and reordering): answered calls with the
+//! ACK and BYE on the wire, 2xx retransmission until the ACK (§13.3.1.4),
+//! CANCEL before the answer and racing it (§9), rejection, re-INVITE both
+//! ways and glare (§14), requests inside the dialog, 481/500 (§12.2.2),
+//! forked 2xx (§13.2.2.4), digest on INVITE, and sessions freed at the end.
+
+use sipline::auth::{Algorithm, DigestChallenge, DigestCredentials, Secret};
+use sipline::endpoint::{
+    Body, Endpoint, EndpointConfig, Event, Output, Request, RequestError, SessionEnd, SessionEvent, SessionId,
+};
+use sipline::message::Message;
+use sipline::transport::Transport;
+use sipline_tests::sim::{for_each_seed, LinkConfig, Node, NodeId, Sim};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+/// What the application behind an endpoint does with an event.
+type Policy = Box<dyn FnMut(&mut Endpoint, Instant, &Event)>;
+
+/// One endpoint as a simulation node at 192.0.2.(id+1):5060.
+struct Ua {
+    ep: Endpoint,
+    now: Instant,
+    events: Vec<(Instant, Event)>,
+    policy: Policy,
+    out: VecDeque<(NodeId, Vec<u8>)>,
+    /// Every message sent, in order (text), for assertions on the wire.
+    wire: Vec<String>,
+    /// Outgoing messages whose first line starts with this are dropped
+    /// (this many times).
+    drop: Option<(&'static str, usize)>,
+}
+
+fn addr(id: NodeId) -> SocketAddr {
+    format!("192.0.2.{}:5060", id + 1).parse().unwrap()
+}
+
+fn node_of(a: SocketAddr) -> Option<NodeId> {
+    match a.ip() {
+        std::net::IpAddr::V4(v4) => Some(usize::from(v4.octets()[3]) - 1),
+        std::net::IpAddr::V6(_) => None,
+    }
+}
+
+fn uri(id: NodeId, user: &str) -> String {
+    format!("sip:{user}@{}", addr(id))
+}
+
+impl Ua {
+    fn new(id: NodeId, user: &str, now: Instant, setup: impl FnOnce(&mut EndpointConfig), policy: Policy) -> Ua {
+        let mut c = EndpointConfig::new(&uri(id, user));
+        c.seed = 7 + id as u64;
+        setup(&mut c);
+        let mut ep = Endpoint::new(c).unwrap();
+        ep.add_listener(Transport::Udp, addr(id));
+        ep.start(now);
+        Ua { ep, now, events: Vec::new(), policy, out: VecDeque::new(), wire: Vec::new(), drop: None }
+    }
+
+    fn pump(&mut self) {
+        loop {
+            let mut events = Vec::new();
+            while let Some(o) = self.ep.poll_output() {
+                match o {
+                    Output::Datagram { remote, bytes, .. } => {
+                        let text = String::from_utf8_lossy(&bytes).into_owned();
+                        if let Some((prefix, n)) = &mut self.drop {
+                            if *n > 0 && text.starts_with(*prefix) {
+                                *n -= 1;
+                                self.wire.push(format!("(dropped) {text}"));
+                                continue;
+                            }
+                        }
+                        self.wire.push(text);
+                        if let Some(to) = node_of(remote) {
+                            self.out.push_back((to, bytes.to_vec()));
+                        }
+                    }
+                    Output::Event(e) => events.push(e),
+                    _ => {}
+                }
+            }
+            if events.is_empty() {
+                return;
+            }
+            for e in events {
+                (self.policy)(&mut self.ep, self.now, &e);
+                self.events.push((self.now, e));
+            }
+        }
+    }
+
+    fn sent(&self, prefix: &str) -> Vec<&String> {
+        self.wire.iter().filter(|m| m.starts_with(prefix)).collect()
+    }
+
+    fn session_events(&self) -> Vec<SessionEvent> {
+        self.events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Session { event, .. } => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ended(&self) -> Option<SessionEnd> {
+        self.session_events().into_iter().find_map(|e| match e {
+            SessionEvent::Ended(why) => Some(why),
+            _ => None,
+        })
+    }
+}
+
+impl Node for Ua {
+    fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
+        self.now = now;
+        let local = self.ep.transport().listeners()[0].1;
+        self.ep.handle_datagram(now, local, addr(from), bytes);
+        self.pump();
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
+        self.ep.handle_timeout(now);
+        self.pump();
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.ep.poll_timeout()
+    }
+    fn poll_transmit(&mut self) -> Option<(NodeId, Vec<u8>)> {
+        self.pump();
+        self.out.pop_front()
+    }
+    fn drain_events(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+const OFFER: &[u8] = b"v=0\r\no=alice 1 1 IN IP4 192.0.2.1\r\n";
+const ANSWER: &[u8] = b"v=0\r\no=bob 2 2 IN IP4 192.0.2.2\r\n";
+
+/// Bob's application: ring, then answer with `ANSWER`.
+fn answering() -> Policy {
+    Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.ring(now, *session, 180, None).unwrap();
+            ep.accept(now, *session, Some(&Body::sdp(ANSWER))).unwrap();
+        }
+    })
+}
+
+/// Does nothing.
+fn idle() -> Policy {
+    Box::new(|_, _, _| {})
+}
+
+fn sim(alice: Policy, bob: Policy, link: LinkConfig, seed: u64) -> Sim<Ua> {
+    let t0 = Instant::now();
+    let a = Ua::new(0, "alice", t0, |_| {}, alice);
+    let b = Ua::new(1, "bob", t0, |_| {}, bob);
+    Sim::new(vec![a, b], link, seed, t0)
+}
+
+fn invite(s: &mut Sim<Ua>) -> SessionId {
+    let now = s.now();
+    let call = s.nodes[0].ep.invite(now, Request::invite(&uri(1, "bob"), "application/sdp", OFFER.to_vec()));
+    s.nodes[0].pump();
+    call.unwrap()
+}
+
+/// Runs the simulation `secs` of virtual time further.
+fn go(s: &mut Sim<Ua>, secs: u64) {
+    let until = s.elapsed() + Duration::from_secs(secs);
+    s.run(until, 1_000_000);
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
+}
+
+fn cseq(msg: &str) -> u32 {
+    header(msg, "CSeq").and_then(|c| c.split(' ').next()).unwrap().parse().unwrap()
+}
+
+#[test]
+fn answered_call_acked_and_hung_up_on_a_lossy_network() {
+    for_each_seed(20, |seed| {
+        let mut s = sim(idle(), answering(), LinkConfig::lossy(), seed);
+        let call = invite(&mut s);
+        go(&mut s, 40);
+        let alice = &s.nodes[0];
+        let answered = alice.session_events().into_iter().find_map(|e| match e {
+            SessionEvent::Answered(r) => Some(r),
+            _ => None,
+        });
+        let Some(answered) = answered else {
+            // 30 % loss can defeat a whole INVITE transaction (Timer B).
+            assert!(matches!(alice.ended(), Some(SessionEnd::Failed(RequestError::Timeout))), "{}", s.trace());
+            return;
+        };
+        assert_eq!(answered.code, 200);
+        assert!(Message::parse(&answered.bytes).unwrap().body() == ANSWER);
+        assert_eq!(alice.ep.session_confirmed(call), Some(true));
+        // §13.2.2.4: the ACK reuses the INVITE's CSeq number, with a new branch.
+        let invite = alice.sent("INVITE ")[0].clone();
+        let ack = alice.sent("ACK ")[0].clone();
+        assert_eq!(cseq(&ack), cseq(&invite));
+        assert!(header(&invite, "Contact").is_some_and(|c| c.contains("192.0.2.1:5060")), "{invite}");
+        assert_ne!(header(&ack, "Via"), header(&invite, "Via"));
+        assert!(ack.starts_with("ACK sip:bob@192.0.2.2:5060 "), "Request-URI = remote target: {ack}");
+        // Bob saw the ACK (Confirmed), unless every copy of it was lost
+        // and the session ended NoAck.
+        let bob = &s.nodes[1];
+        let confirmed = bob.session_events().iter().any(|e| matches!(e, SessionEvent::Confirmed { .. }));
+        if !confirmed {
+            assert_eq!(bob.ended(), Some(SessionEnd::NoAck), "{}", s.trace());
+            return;
+        }
+        let now = s.now();
+        s.nodes[0].ep.hangup(now, call).unwrap();
+        go(&mut s, 200);
+        let (alice, bob) = (&s.nodes[0], &s.nodes[1]);
+        let bye = alice.sent("BYE ")[0].clone();
+        assert_eq!(cseq(&bye), cseq(&invite) + 1, "§12.2.1.1");
+        assert_eq!(alice.ended(), Some(SessionEnd::HungUp));
+        // A BYE lost 11 times ends Alice's side alone (Timer F); Bob's
+        // stays (his application would time it out).
+        if bob.ended().is_some() {
+            assert_eq!(bob.ended(), Some(SessionEnd::PeerHungUp));
+            assert_eq!(bob.ep.session_count(), 0);
+        }
+        assert_eq!(alice.ep.session_count(), 0);
+    });
+}
+
+#[test]
+fn lost_acks_get_the_2xx_again_at_t1_doubling_to_t2_then_bye() {
+    let mut s = sim(idle(), answering(), LinkConfig::default(), 1);
+    s.nodes[0].drop = Some(("ACK ", usize::MAX));
+    invite(&mut s);
+    go(&mut s, 60);
+    let bob = &s.nodes[1];
+    let oks: Vec<_> = bob.wire.iter().filter(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE")).collect();
+    // 200 at 0, then T1·(1, 2, 4, 8, 8, …) until 64·T1 = 32 s: 0.5, 1.5,
+    // 3.5, 7.5, 11.5, 15.5, 19.5, 23.5, 27.5, 31.5 → 11 copies in all.
+    assert_eq!(oks.len(), 11, "{}", s.trace());
+    assert_eq!(bob.ended(), Some(SessionEnd::NoAck));
+    assert_eq!(bob.sent("BYE ").len(), 1, "§13.3.1.4: BYE after 64·T1");
+    // Alice answered every copy with an ACK (all dropped here) and then
+    // the BYE with 200.
+    assert_eq!(s.nodes[0].wire.iter().filter(|m| m.starts_with("(dropped) ACK")).count(), 11);
+    assert_eq!(s.nodes[0].ended(), Some(SessionEnd::PeerHungUp));
+    assert_eq!(bob.ep.session_count(), 0);
+}
+
+#[test]
+fn retransmission_stops_once_the_ack_arrives() {
+    let mut s = sim(idle(), answering(), LinkConfig::default(), 1);
+    s.nodes[0].drop = Some(("ACK ", 2));
+    invite(&mut s);
+    go(&mut s, 60);
+    let bob = &s.nodes[1];
+    let oks = bob.wire.iter().filter(|m| m.starts_with("SIP/2.0 200") && m.contains("INVITE")).count();
+    assert_eq!(oks, 3, "the first two ACKs lost, the third stops it:\n{}", s.trace());
+    assert!(bob.session_events().iter().any(|e| matches!(e, SessionEvent::Confirmed { .. })));
+    assert_eq!(bob.ended(), None);
+}
+
+#[test]
+fn cancel_waits_for_a_provisional_and_ends_both_sides() {
+    // Bob rings and never answers; Alice hangs up at once, before any
+    // provisional: §9.1 holds the CANCEL until the 100/180.
+    let ringing: Policy = Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.ring(now, *session, 180, None).unwrap();
+        }
+    });
+    let mut s = sim(idle(), ringing, LinkConfig::default(), 1);
+    let call = invite(&mut s);
+    let now = s.now();
+    s.nodes[0].ep.hangup(now, call).unwrap();
+    s.nodes[0].pump();
+    assert!(s.nodes[0].sent("CANCEL ").is_empty(), "no CANCEL before a provisional");
+    go(&mut s, 40);
+    let (alice, bob) = (&s.nodes[0], &s.nodes[1]);
+    let cancel = alice.sent("CANCEL ")[0].clone();
+    let invite = alice.sent("INVITE ")[0].clone();
+    assert_eq!(header(&cancel, "Via"), header(&invite, "Via"), "§9.1: the INVITE's top Via");
+    assert_eq!(cseq(&cancel), cseq(&invite));
+    assert!(bob.wire.iter().any(|m| m.starts_with("SIP/2.0 487")), "§9.2: 487 to the INVITE");
+    assert!(bob.wire.iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains(" CANCEL\r\n")));
+    assert_eq!(alice.ended(), Some(SessionEnd::Cancelled));
+    assert_eq!(bob.ended(), Some(SessionEnd::Cancelled));
+    assert_eq!((alice.ep.session_count(), bob.ep.session_count()), (0, 0));
+}
+
+#[test]
+fn a_200_racing_the_cancel_is_acked_then_byed() {
+    // Bob answers 1 s after ringing; Alice cancels when the 180 arrives,
+    // on a link slow enough that the CANCEL and the 200 cross.
+    let slow_answer: Policy = Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.ring(now, *session, 180, None).unwrap();
+            ep.accept(now, *session, Some(&Body::sdp(ANSWER))).unwrap();
+        }
+    });
+    let cancel_on_ring: Policy = Box::new(|ep, now, e| {
+        if let Event::Session { session, event: SessionEvent::Progress(r) } = e {
+            if r.code == 180 {
+                ep.hangup(now, *session).unwrap();
+            }
+        }
+    });
+    let link = LinkConfig { latency: Duration::from_millis(300), ..LinkConfig::default() };
+    let mut s = sim(cancel_on_ring, slow_answer, link, 1);
+    invite(&mut s);
+    go(&mut s, 60);
+    let (alice, bob) = (&s.nodes[0], &s.nodes[1]);
+    let cancels = alice.sent("CANCEL ");
+    assert!(!cancels.is_empty() && cancels.iter().all(|c| *c == cancels[0]), "one CANCEL (and its copies)");
+    assert!(alice.session_events().iter().any(|e| matches!(e, SessionEvent::Answered(_))));
+    // The 2xx is ACKed (each copy of it with the same ACK)…
+    let acks = alice.sent("ACK ");
+    assert!(!acks.is_empty() && acks.iter().all(|a| *a == acks[0]));
+    // …and ended with BYE (one request, perhaps retransmitted).
+    let byes = alice.sent("BYE ");
+    assert!(!byes.is_empty() && byes.iter().all(|b| *b == byes[0]));
+    assert_eq!(alice.ended(), Some(SessionEnd::HungUp));
+    assert_eq!(bob.ended(), Some(SessionEnd::PeerHungUp));
+}
+
+#[test]
+fn rejection_carries_its_headers_and_ends_the_session() {
+    let busy: Policy = Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.reject(now, *session, 486, "Busy Here", &[("Retry-After", "30")]).unwrap();
+        }
+    });
+    let mut s = sim(idle(), busy, LinkConfig::default(), 1);
+    invite(&mut s);
+    go(&mut s, 60);
+    let (alice, bob) = (&s.nodes[0], &s.nodes[1]);
+    match alice.ended() {
+        Some(SessionEnd::Failed(RequestError::Failure(r))) => {
+            assert_eq!(r.code, 486);
+            let text = String::from_utf8_lossy(&r.bytes).into_owned();
+            assert_eq!(header(&text, "Retry-After"), Some("30"));
+        }
+        other => panic!("{other:?}"),
+    }
+    // §17.1.1.3: the transaction ACKs a failure; the session sends none.
+    assert_eq!(alice.sent("ACK ").len(), 1);
+    assert_eq!(bob.ended(), Some(SessionEnd::Rejected));
+    assert_eq!(bob.ep.session_count(), 0);
+}
+
+#[test]
+fn an_untouched_incoming_session_gets_480() {
+    let mut s = sim(idle(), idle(), LinkConfig::default(), 1);
+    invite(&mut s);
+    go(&mut s, 60);
+    assert!(s.nodes[1].wire.iter().any(|m| m.starts_with("SIP/2.0 480")));
+    assert_eq!(s.nodes[1].ended(), Some(SessionEnd::Unanswered));
+    assert!(matches!(s.nodes[0].ended(), Some(SessionEnd::Failed(RequestError::Failure(r))) if r.code == 480));
+}
+
+/// Both sides establish a call; returns the two session handles.
+fn established(link: LinkConfig, alice: Policy, bob: Policy) -> (Sim<Ua>, SessionId, SessionId) {
+    let mut s = sim(alice, bob, link, 3);
+    let a = invite(&mut s);
+    go(&mut s, 5);
+    let b = s.nodes[1]
+        .events
+        .iter()
+        .find_map(|(_, e)| match e {
+            Event::IncomingSession { session, .. } => Some(*session),
+            _ => None,
+        })
+        .unwrap();
+    assert!(s.nodes[1].session_events().iter().any(|e| matches!(e, SessionEvent::Confirmed { .. })));
+    (s, a, b)
+}
+
+/// Accepts incoming sessions and re-INVITEs.
+fn accepting_all() -> Policy {
+    Box::new(|ep, now, e| match e {
+        Event::IncomingSession { session, .. } => ep.accept(now, *session, Some(&Body::sdp(ANSWER))).unwrap(),
+        Event::Session { session, event: SessionEvent::Reoffer { .. } } => {
+            ep.accept(now, *session, Some(&Body::sdp(ANSWER))).unwrap();
+        }
+        _ => {}
+    })
+}
+
+#[test]
+fn reinvite_both_ways_refreshes_the_target() {
+    let (mut s, a, b) = established(LinkConfig::default(), accepting_all(), accepting_all());
+    let now = s.now();
+    s.nodes[0].ep.reinvite(now, a, Some(Body::sdp(&b"v=0 new"[..]))).unwrap();
+    s.nodes[0].pump();
+    go(&mut s, 10);
+    assert!(s.nodes[1]
+        .session_events()
+        .iter()
+        .any(|e| matches!(e, SessionEvent::Reoffer { body: Some(b), .. } if b.bytes == b"v=0 new")));
+    assert!(s.nodes[0].session_events().iter().any(|e| matches!(e, SessionEvent::Updated(Ok(r)) if r.code == 200)));
+    let reinvites = s.nodes[0].sent("INVITE ");
+    assert_eq!(reinvites.len(), 2);
+    assert!(header(reinvites[1], "To").unwrap().contains("tag="), "in the dialog");
+    assert_eq!(cseq(reinvites[1]), cseq(reinvites[0]) + 1);
+    // And from Bob's side: his first request in the dialog takes CSeq 1.
+    let now = s.now();
+    s.nodes[1].ep.reinvite(now, b, None).unwrap();
+    s.nodes[1].pump();
+    go(&mut s, 20);
+    let bobs = s.nodes[1].sent("INVITE ");
+    assert_eq!(bobs.len(), 1);
+    assert!(bobs[0].starts_with("INVITE sip:alice@192.0.2.1:5060 "));
+    assert!(s.nodes[1].session_events().iter().any(|e| matches!(e, SessionEvent::Updated(Ok(_)))));
+    assert_eq!(s.nodes[0].ended(), None);
+}
+
+#[test]
+fn glare_gets_491_and_both_retry_after_the_back_off() {
+    let (mut s, a, b) = established(LinkConfig::default(), accepting_all(), accepting_all());
+    let now = s.now();
+    s.nodes[0].ep.reinvite(now, a, Some(Body::sdp(&b"alice"[..]))).unwrap();
+    s.nodes[1].ep.reinvite(now, b, Some(Body::sdp(&b"bob"[..]))).unwrap();
+    go(&mut s, 30);
+    for n in &s.nodes {
+        assert!(n.wire.iter().any(|m| m.starts_with("SIP/2.0 491")), "§14.2: 491 on glare");
+        assert!(
+            n.session_events().iter().any(|e| matches!(e, SessionEvent::Updated(Ok(_)))),
+            "retried after the back-off: {}",
+            s.trace()
+        );
+    }
+    // §14.1: Alice owns the Call-ID (2.1–4 s), Bob not (0–2 s): Bob's retry
+    // goes first.
+    let retry = |n: &Ua| n.sent("INVITE ").len();
+    assert_eq!((retry(&s.nodes[0]), retry(&s.nodes[1])), (3, 2));
+}
+
+#[test]
+fn requests_inside_the_dialog_carry_the_session() {
+    let (mut s, a, b) = established(
+        LinkConfig::default(),
+        accepting_all(),
+        Box::new(|ep, now, e| match e {
+            Event::IncomingSession { session, .. } => ep.accept(now, *session, None).unwrap(),
+            Event::Incoming { incoming, .. } => ep.respond(now, *incoming, 200, "OK").unwrap(),
+            _ => {}
+        }),
+    );
+    let now = s.now();
+    s.nodes[0].ep.send_in_session(now, a, Request::message("", "text/plain", b"in dialog".to_vec())).unwrap();
+    s.nodes[0].pump();
+    go(&mut s, 10);
+    let got = s.nodes[1].events.iter().find_map(|(_, e)| match e {
+        Event::Message { session, body, .. } => Some((*session, body.clone())),
+        _ => None,
+    });
+    assert_eq!(got, Some((Some(b), b"in dialog".to_vec())));
+    let msg = s.nodes[0].sent("MESSAGE ")[0].clone();
+    assert!(header(&msg, "To").unwrap().contains("tag="), "{msg}");
+    assert!(s.nodes[0].events.iter().any(|(_, e)| matches!(e, Event::Outcome { result: Ok(r), .. } if r.code == 200)));
+}
+
+/// One endpoint fed raw datagrams from 192.0.2.9.
+struct Raw {
+    ep: Endpoint,
+    now: Instant,
+    sent: Vec<String>,
+    events: Vec<Event>,
+}
+
+const FAR: &str = "192.0.2.9:5060";
+
+impl Raw {
+    fn new(setup: impl FnOnce(&mut EndpointConfig)) -> Raw {
+        let now = Instant::now();
+        let mut c = EndpointConfig::new(&uri(1, "bob"));
+        c.seed = 5;
+        setup(&mut c);
+        let mut ep = Endpoint::new(c).unwrap();
+        ep.add_listener(Transport::Udp, addr(1));
+        ep.start(now);
+        let mut r = Raw { ep, now, sent: Vec::new(), events: Vec::new() };
+        r.drain();
+        r
+    }
+
+    fn drain(&mut self) {
+        while let Some(o) = self.ep.poll_output() {
+            match o {
+                Output::Datagram { bytes, .. } => self.sent.push(String::from_utf8_lossy(&bytes).into_owned()),
+                Output::Event(e) => self.events.push(e),
+                _ => {}
+            }
+        }
+    }
+
+    fn feed(&mut self, text: &str) -> Vec<String> {
+        let before = self.sent.len();
+        self.ep.handle_datagram(self.now, addr(1), FAR.parse().unwrap(), text.as_bytes());
+        self.drain();
+        self.sent[before..].to_vec()
+    }
+}
+
+fn raw_request(method: &str, to_tag: &str, seq: u32, branch: &str) -> String {
+    let to_tag = if to_tag.is_empty() { String::new() } else { format!(";tag={to_tag}") };
+    format!(
+        "{method} sip:bob@192.0.2.2:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {FAR};branch=z9hG4bK{branch}\r\n\
+Max-Forwards: 70\r\nFrom: <sip:carol@192.0.2.9>;tag=c1\r\nTo: <sip:bob@192.0.2.2>{to_tag}\r\n\
+Call-ID: raw-call\r\nCSeq: {seq} {method}\r\nContact: <sip:carol@{FAR}>\r\n\
+Record-Route: <sip:p1.example.com;lr>\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn unknown_dialogs_get_481_and_old_cseqs_500() {
+    let mut r = Raw::new(|_| {});
+    let out = r.feed(&raw_request("BYE", "nope", 2, "b1"));
+    assert!(out[0].starts_with("SIP/2.0 481"), "{out:?}");
+    let out = r.feed(&raw_request("CANCEL", "", 1, "nothing"));
+    assert!(out[0].starts_with("SIP/2.0 481"), "§9.2: {out:?}");
+    // An INVITE; accept it and take our tag from the 200.
+    r.feed(&raw_request("INVITE", "", 10, "i1"));
+    let s = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingSession { session, .. } => Some(*session),
+            _ => None,
+        })
+        .unwrap();
+    r.ep.accept(r.now, s, None).unwrap();
+    r.drain();
+    let ok = r.sent.iter().find(|m| m.starts_with("SIP/2.0 200")).unwrap().clone();
+    // §12.1.1: Record-Route copied, Contact added.
+    assert_eq!(header(&ok, "Record-Route"), Some("<sip:p1.example.com;lr>"));
+    assert_eq!(header(&ok, "Contact"), Some("<sip:bob@192.0.2.2:5060>"));
+    let tag = header(&ok, "To").unwrap().split("tag=").nth(1).unwrap().to_owned();
+    r.feed(&raw_request("ACK", &tag, 10, "a1"));
+    // §12.2.2: CSeq 9 after 10 → 500; a request in the dialog with a wrong
+    // From tag → 481.
+    let out = r.feed(&raw_request("MESSAGE", &tag, 9, "x1"));
+    assert!(out[0].starts_with("SIP/2.0 500"), "{out:?}");
+    let wrong = raw_request("BYE", &tag, 12, "x2").replace("tag=c1", "tag=zz");
+    assert!(r.feed(&wrong)[0].starts_with("SIP/2.0 481"));
+    let out = r.feed(&raw_request("BYE", &tag, 11, "x3"));
+    assert!(out[0].starts_with("SIP/2.0 200"));
+    assert_eq!(r.ep.session_count(), 0);
+}
+
+fn raw_response(invite: &str, code: u16, to_tag: &str, extra: &str) -> String {
+    let pick = |name: &str| header(invite, name).unwrap().to_owned();
+    format!(
+        "SIP/2.0 {code} X\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag={to_tag}\r\nCall-ID: {}\r\nCSeq: {}\r\n\
+{extra}Content-Length: 0\r\n\r\n",
+        pick("Via"),
+        pick("From"),
+        pick("To"),
+        pick("Call-ID"),
+        pick("CSeq")
+    )
+}
+
+#[test]
+fn a_second_forks_2xx_is_acked_and_byed() {
+    let mut r = Raw::new(|_| {});
+    let s =
+        r.ep.invite(r.now, Request::invite(&format!("sip:carol@{FAR}"), "application/sdp", OFFER.to_vec())).unwrap();
+    r.drain();
+    let invite = r.sent.iter().find(|m| m.starts_with("INVITE")).unwrap().clone();
+    r.feed(&raw_response(&invite, 200, "fork1", &format!("Contact: <sip:carol@{FAR}>\r\n")));
+    r.feed(&raw_response(&invite, 200, "fork2", "Contact: <sip:carol2@192.0.2.9:5062>\r\n"));
+    let acks: Vec<_> = r.sent.iter().filter(|m| m.starts_with("ACK")).collect();
+    assert_eq!(acks.len(), 2, "{:?}", r.sent);
+    assert!(header(acks[1], "To").unwrap().ends_with("tag=fork2"));
+    let byes: Vec<_> = r.sent.iter().filter(|m| m.starts_with("BYE")).collect();
+    assert_eq!(byes.len(), 1);
+    assert!(byes[0].starts_with("BYE sip:carol2@192.0.2.9:5062 "), "{}", byes[0]);
+    // The first fork's session goes on; a copy of its 2xx gets the same ACK.
+    assert_eq!(r.ep.session_confirmed(s), Some(true));
+    r.feed(&raw_response(&invite, 200, "fork1", &format!("Contact: <sip:carol@{FAR}>\r\n")));
+    let acks: Vec<_> = r.sent.iter().filter(|m| m.starts_with("ACK")).cloned().collect();
+    assert_eq!(acks.len(), 3);
+    assert_eq!(acks[2], acks[0], "§13.2.2.4: the same ACK again");
+}
+
+#[test]
+fn invite_challenged_with_407_keeps_its_dialog_identifiers() {
+    let mut r = Raw::new(|c| c.credentials = vec![DigestCredentials::new("bob", "secret")]);
+    r.ep.invite(r.now, Request::invite(&format!("sip:carol@{FAR}"), "application/sdp", OFFER.to_vec())).unwrap();
+    r.drain();
+    let first = r.sent.iter().find(|m| m.starts_with("INVITE")).unwrap().clone();
+    let challenge = DigestChallenge::new("example.com", "n0nce", Algorithm::Md5).unwrap();
+    let extra = format!("Proxy-Authenticate: {}\r\n", challenge.header_value());
+    r.feed(&raw_response(&first, 407, "p", &extra));
+    let invites: Vec<_> = r.sent.iter().filter(|m| m.starts_with("INVITE")).cloned().collect();
+    assert_eq!(invites.len(), 2);
+    let again = &invites[1];
+    assert_eq!(header(again, "Call-ID"), header(&first, "Call-ID"));
+    assert_eq!(header(again, "From"), header(&first, "From"), "same From tag (§22.2)");
+    assert_eq!(cseq(again), cseq(&first) + 1);
+    let creds = header(again, "Proxy-Authorization").unwrap();
+    let parsed = Message::parse(again.as_bytes()).unwrap();
+    let c = parsed.proxy_authorization().next().unwrap().unwrap();
+    assert!(challenge.verify(&c, "INVITE", Secret::Password("secret")).is_ok(), "{creds}");
+    r.feed(&raw_response(again, 200, "t", &format!("Contact: <sip:carol@{FAR}>\r\n")));
+    let ack = r.sent.iter().find(|m| m.starts_with("ACK") && m.contains("tag=t")).unwrap();
+    assert_eq!(cseq(ack), cseq(again));
+    assert_eq!(header(ack, "Proxy-Authorization"), Some(creds), "§13.2.2.4: same credentials");
+}
+
+#[test]
+fn many_calls_leave_nothing_behind() {
+    let mut s = sim(idle(), answering(), LinkConfig::default(), 9);
+    for _ in 0..200 {
+        let call = invite(&mut s);
+        go(&mut s, 2);
+        let now = s.now();
+        s.nodes[0].ep.hangup(now, call).unwrap();
+        s.nodes[0].pump();
+        go(&mut s, 4);
+    }
+    // Let every transaction and timer run out.
+    go(&mut s, 1000);
+    for n in &s.nodes {
+        assert_eq!(n.ep.session_count(), 0);
+        assert_eq!(n.ep.outstanding(), 0);
+        assert_eq!(n.ep.poll_timeout(), None, "nothing left to time");
+    }
+    let ended =
+        s.nodes[1].session_events().iter().filter(|e| matches!(e, SessionEvent::Ended(SessionEnd::PeerHungUp))).count();
+    assert_eq!(ended, 200);
+}
