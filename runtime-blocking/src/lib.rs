@@ -22,8 +22,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Every blocking call is bounded: [`Endpoint::send`] by the request's own
-//! timers (64·T1 at most) or its connection's failure, [`Endpoint::shutdown`]
+//! Every blocking call is bounded: [`Endpoint::send`] and
+//! [`Endpoint::send_in_session`] by the request's own timers (64·T1 at
+//! most) or its connection's failure, the session commands
+//! ([`Endpoint::invite`], [`Endpoint::accept`]…) by one turn of the
+//! driver (they return before the peer answers), [`Endpoint::shutdown`]
 //! by [`driver::SHUTDOWN_GRACE`], and [`Events::recv_timeout`] by its argument.
 
 pub use sipline;
@@ -31,7 +34,9 @@ pub use sipline::driver::{BindError, Error};
 pub use std::sync::mpsc::RecvTimeoutError;
 
 use sipline::driver::{self, answer_from, Driver, Handle, Input, Inputs, Io, UdpSockets};
-use sipline::endpoint::{EndpointConfig, Event, IncomingId, Request, RespondError, Response};
+use sipline::endpoint::{
+    Body, EndpointConfig, Event, IncomingId, Request, RespondError, Response, SendError, SessionError, SessionId,
+};
 use sipline::transport::{ConnId, QueryId, Transport};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -86,6 +91,79 @@ impl Endpoint {
     /// Answers an incoming request ([`Event::Incoming`]) with `code`.
     pub fn respond(&self, incoming: IncomingId, code: u16, reason: &str) -> Result<(), RespondError> {
         block_on(self.handle.respond(incoming, code, reason))
+    }
+
+    /// Starts a session (see [`Handle::invite`]): sends the INVITE and
+    /// returns its handle at once; the answer comes as
+    /// [`Event::Session`] events.
+    ///
+    /// ```no_run
+    /// # use sipline::endpoint::{EndpointConfig, Event, Request, SessionEvent};
+    /// # fn demo(endpoint: sipline_blocking::Endpoint, mut events: sipline_blocking::Events) -> Result<(), Box<dyn std::error::Error>> {
+    /// let offer = b"v=0\r\n".to_vec();
+    /// let call = endpoint.invite(Request::invite("sip:bob@127.0.0.1:5060", "application/sdp", offer))?;
+    /// for event in events.by_ref() {
+    ///     match event {
+    ///         Event::Session { session, event: SessionEvent::Answered(ok) } if session == call => {
+    ///             println!("{} {}", ok.code, ok.reason);
+    ///             endpoint.hangup(call)?;
+    ///         }
+    ///         Event::Session { session, event: SessionEvent::Ended(why) } if session == call => {
+    ///             println!("ended: {why:?}");
+    ///             break;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn invite(&self, request: Request) -> Result<SessionId, SendError> {
+        block_on(self.handle.invite(request))
+    }
+
+    /// Sends a provisional response to an incoming session (see
+    /// [`Handle::ring`]).
+    pub fn ring(&self, session: SessionId, code: u16, body: Option<&Body>) -> Result<(), SessionError> {
+        block_on(self.handle.ring(session, code, body))
+    }
+
+    /// Accepts an incoming session or re-INVITE with 200 (see
+    /// [`Handle::accept`]).
+    pub fn accept(&self, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        block_on(self.handle.accept(session, body))
+    }
+
+    /// Rejects an incoming session or re-INVITE (see [`Handle::reject`]).
+    pub fn reject(
+        &self,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), SessionError> {
+        block_on(self.handle.reject(session, code, reason, headers))
+    }
+
+    /// Ends a session: CANCEL, BYE or 603 (see [`Handle::hangup`]).
+    pub fn hangup(&self, session: SessionId) -> Result<(), SessionError> {
+        block_on(self.handle.hangup(session))
+    }
+
+    /// Sends a re-INVITE with a new offer (see [`Handle::reinvite`]).
+    pub fn reinvite(&self, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
+        block_on(self.handle.reinvite(session, body))
+    }
+
+    /// Sends the ACK for a late offer with the answer (see
+    /// [`Handle::acknowledge`]).
+    pub fn acknowledge(&self, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
+        block_on(self.handle.acknowledge(session, body))
+    }
+
+    /// Sends a request inside a session's dialog and waits for its 2xx or
+    /// why there is none (see [`Handle::send_in_session`]).
+    pub fn send_in_session(&self, session: SessionId, request: Request) -> Result<Response, Error> {
+        block_on(self.handle.send_in_session(session, request))
     }
 
     /// Shuts down (see [`Handle::shutdown`]) and waits until every thread

@@ -40,8 +40,8 @@
 pub mod files;
 
 use crate::endpoint::{
-    ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError, RequestId, RespondError,
-    Response, SendError,
+    Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError, RequestId,
+    RespondError, Response, SendError, SessionError, SessionId,
 };
 use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport};
 use futures_channel::{mpsc, oneshot};
@@ -205,6 +205,19 @@ pub enum Error {
     /// It was sent and failed (timeout, failure response, connection…).
     #[error(transparent)]
     Failed(#[from] RequestError),
+    /// The session refused it ([`Handle::send_in_session`]: no such
+    /// session, or no dialog yet).
+    #[error(transparent)]
+    Session(SessionError),
+}
+
+impl From<SessionError> for Error {
+    fn from(e: SessionError) -> Error {
+        match e {
+            SessionError::Send(e) => Error::Refused(e),
+            other => Error::Session(other),
+        }
+    }
 }
 
 /// Why a runtime could not bind an endpoint.
@@ -232,6 +245,19 @@ enum Command {
     Shutdown { done: oneshot::Sender<()> },
     Unregister,
     Reregister,
+    Invite { request: Box<Request>, reply: oneshot::Sender<Result<SessionId, SendError>> },
+    Session { session: SessionId, action: SessionAction, reply: oneshot::Sender<Result<(), SessionError>> },
+    SendInSession { session: SessionId, request: Box<Request>, reply: oneshot::Sender<Result<Response, Error>> },
+}
+
+/// A session command's arguments, owned to cross the channel.
+enum SessionAction {
+    Ring { code: u16, body: Option<Body> },
+    Accept { body: Option<Body> },
+    Reject { code: u16, reason: String, headers: Vec<(String, String)> },
+    Hangup,
+    Reinvite { body: Option<Body> },
+    Acknowledge { body: Option<Body> },
 }
 
 /// What woke the driver: an application command or a runtime input.
@@ -266,6 +292,16 @@ impl std::fmt::Debug for Command {
             Command::Shutdown { .. } => "Shutdown",
             Command::Unregister => "Unregister",
             Command::Reregister => "Reregister",
+            Command::Invite { .. } => "Invite",
+            Command::Session { action, .. } => match action {
+                SessionAction::Ring { .. } => "Ring",
+                SessionAction::Accept { .. } => "Accept",
+                SessionAction::Reject { .. } => "Reject",
+                SessionAction::Hangup => "Hangup",
+                SessionAction::Reinvite { .. } => "Reinvite",
+                SessionAction::Acknowledge { .. } => "Acknowledge",
+            },
+            Command::SendInSession { .. } => "SendInSession",
         })
     }
 }
@@ -327,6 +363,143 @@ impl Handle {
     /// after a failure).
     pub fn reregister(&self) {
         let _ = self.commands.unbounded_send(Command::Reregister);
+    }
+
+    /// Starts a session: sends the INVITE `request` (see
+    /// [`Request::invite`]; an empty body makes a late offer) and resolves
+    /// to the session's handle at once, before any answer. What happens
+    /// next comes through [`Events`] as [`Event::Session`] events:
+    /// [`SessionEvent::Progress`](crate::endpoint::SessionEvent::Progress),
+    /// [`Answered`](crate::endpoint::SessionEvent::Answered) (the ACK is
+    /// sent) or [`Ended`](crate::endpoint::SessionEvent::Ended).
+    ///
+    /// ```text
+    /// let call = endpoint.invite(Request::invite("sip:bob@127.0.0.1:5060", "application/sdp", offer)).await?;
+    /// while let Some(event) = events.next().await {
+    ///     if let Event::Session { session, event: SessionEvent::Answered(ok) } = event {
+    ///         println!("{} {}", ok.code, ok.reason);
+    ///         endpoint.hangup(session).await?;
+    ///     }
+    /// }
+    /// ```
+    pub fn invite(&self, request: Request) -> impl Future<Output = Result<SessionId, SendError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.unbounded_send(Command::Invite { request: Box::new(request), reply }).is_ok();
+        async move {
+            if !queued {
+                return Err(SendError::ShuttingDown);
+            }
+            answer.await.unwrap_or(Err(SendError::ShuttingDown))
+        }
+    }
+
+    fn session_command(
+        &self,
+        session: SessionId,
+        action: SessionAction,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.commands.unbounded_send(Command::Session { session, action, reply }).is_ok();
+        async move {
+            // A stopped driver has ended every session.
+            if !queued {
+                return Err(SessionError::Unknown);
+            }
+            answer.await.unwrap_or(Err(SessionError::Unknown))
+        }
+    }
+
+    /// Sends a provisional response (101–199, a body for early media) to
+    /// an incoming session ([`Event::IncomingSession`]); see
+    /// [`Endpoint::ring`].
+    pub fn ring(
+        &self,
+        session: SessionId,
+        code: u16,
+        body: Option<&Body>,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.session_command(session, SessionAction::Ring { code, body: body.cloned() })
+    }
+
+    /// Accepts an incoming session or the peer's re-INVITE with 200 and
+    /// `body` (the answer, or the offer when the INVITE had none); the
+    /// caller's ACK arrives as
+    /// [`SessionEvent::Confirmed`](crate::endpoint::SessionEvent::Confirmed).
+    /// See [`Endpoint::accept`].
+    ///
+    /// ```text
+    /// if let Some(Event::IncomingSession { session, .. }) = events.next().await {
+    ///     endpoint.accept(session, Some(&Body::sdp(answer))).await?;
+    /// }
+    /// ```
+    pub fn accept(
+        &self,
+        session: SessionId,
+        body: Option<&Body>,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.session_command(session, SessionAction::Accept { body: body.cloned() })
+    }
+
+    /// Rejects an incoming session or the peer's re-INVITE with a final
+    /// `code` of 300–699 and extra header fields; see [`Endpoint::reject`].
+    pub fn reject(
+        &self,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        let headers = headers.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+        self.session_command(session, SessionAction::Reject { code, reason: reason.to_owned(), headers })
+    }
+
+    /// Ends a session: CANCEL before the answer, BYE after it, 603 to an
+    /// incoming one not answered yet; see [`Endpoint::hangup`]. The end
+    /// comes as [`SessionEvent::Ended`](crate::endpoint::SessionEvent::Ended).
+    pub fn hangup(&self, session: SessionId) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.session_command(session, SessionAction::Hangup)
+    }
+
+    /// Sends a re-INVITE with a new offer on an established session; its
+    /// end comes as
+    /// [`SessionEvent::Updated`](crate::endpoint::SessionEvent::Updated).
+    /// See [`Endpoint::reinvite`].
+    pub fn reinvite(
+        &self,
+        session: SessionId,
+        body: Option<Body>,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.session_command(session, SessionAction::Reinvite { body })
+    }
+
+    /// Sends the ACK for a late offer with the answer in `body`; see
+    /// [`Endpoint::acknowledge`].
+    pub fn acknowledge(
+        &self,
+        session: SessionId,
+        body: Option<Body>,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.session_command(session, SessionAction::Acknowledge { body })
+    }
+
+    /// Sends a request inside a session's dialog (INFO, MESSAGE, UPDATE…;
+    /// not INVITE, ACK, CANCEL or BYE); resolves like [`send`](Self::send)
+    /// to its 2xx or why there is none ([`Error::Session`] when the session
+    /// refused it). See [`Endpoint::send_in_session`].
+    pub fn send_in_session(
+        &self,
+        session: SessionId,
+        request: Request,
+    ) -> impl Future<Output = Result<Response, Error>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::SendInSession { session, request: Box::new(request), reply };
+        let queued = self.commands.unbounded_send(command).is_ok();
+        async move {
+            if !queued {
+                return Err(Error::Refused(SendError::ShuttingDown));
+            }
+            answer.await.unwrap_or(Err(Error::Refused(SendError::ShuttingDown)))
+        }
     }
 
     /// The addresses the endpoint listens on (ports chosen by the OS
@@ -572,6 +745,37 @@ impl<S> Driver<S> {
             }
             Command::Unregister => self.endpoint.unregister(now),
             Command::Reregister => self.endpoint.reregister(now),
+            Command::Invite { request, reply } => {
+                let _ = reply.send(self.endpoint.invite(now, *request));
+            }
+            Command::Session { session, action, reply } => {
+                let _ = reply.send(self.session_command(now, session, action));
+            }
+            Command::SendInSession { session, request, reply } => {
+                match self.endpoint.send_in_session(now, session, *request) {
+                    Ok(id) => {
+                        self.waiting.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(Error::from(e)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn session_command(&mut self, now: Instant, s: SessionId, action: SessionAction) -> Result<(), SessionError> {
+        let ep = &mut self.endpoint;
+        match action {
+            SessionAction::Ring { code, body } => ep.ring(now, s, code, body.as_ref()),
+            SessionAction::Accept { body } => ep.accept(now, s, body.as_ref()),
+            SessionAction::Reject { code, reason, headers } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                ep.reject(now, s, code, &reason, &headers)
+            }
+            SessionAction::Hangup => ep.hangup(now, s),
+            SessionAction::Reinvite { body } => ep.reinvite(now, s, body),
+            SessionAction::Acknowledge { body } => ep.acknowledge(now, s, body),
         }
     }
 
