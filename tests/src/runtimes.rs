@@ -2,10 +2,13 @@
 //! loopback conformance suite (`tests/tests/loopback.rs`) is written once
 //! and run against each. The facade only adapts calling conventions
 //! (`block_on` for the async ones); every scenario goes through the
-//! runtime's own public API.
+//! runtime's own public API, sessions included (`invite`, `ring`,
+//! `accept`, `reject`, `hangup`, `send_in_session`).
 
 use sipline::driver::{BindError, Error};
-use sipline::endpoint::{EndpointConfig, Event, IncomingId, Request, RespondError, Response};
+use sipline::endpoint::{
+    Body, EndpointConfig, Event, IncomingId, Request, RespondError, Response, SendError, SessionError, SessionId,
+};
 use sipline::transport::Transport;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +42,29 @@ pub trait Runtime: Send + Sync + 'static {
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event>;
     /// The bound address for `transport`.
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr>;
+    /// `invite`.
+    fn invite(&self, endpoint: &Self::Endpoint, request: Request) -> Result<SessionId, SendError>;
+    /// `ring`.
+    fn ring(&self, endpoint: &Self::Endpoint, session: SessionId, code: u16) -> Result<(), SessionError>;
+    /// `accept`.
+    fn accept(&self, endpoint: &Self::Endpoint, session: SessionId, body: Option<&Body>) -> Result<(), SessionError>;
+    /// `reject` (no extra header fields).
+    fn reject(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SessionError>;
+    /// `hangup`.
+    fn hangup(&self, endpoint: &Self::Endpoint, session: SessionId) -> Result<(), SessionError>;
+    /// `send_in_session`, waiting for the outcome.
+    fn send_in_session(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        request: Request,
+    ) -> Result<Response, Error>;
     /// Tasks still alive in the runtime, where the runtime can tell.
     fn tasks_alive(&self) -> Option<usize> {
         None
@@ -86,6 +112,35 @@ impl Runtime for Tokio {
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
         self.0.block_on(async { tokio::time::timeout(timeout, events.next()).await.ok().flatten() })
     }
+    fn invite(&self, endpoint: &Self::Endpoint, request: Request) -> Result<SessionId, SendError> {
+        self.0.block_on(endpoint.invite(request))
+    }
+    fn ring(&self, endpoint: &Self::Endpoint, session: SessionId, code: u16) -> Result<(), SessionError> {
+        self.0.block_on(endpoint.ring(session, code, None))
+    }
+    fn accept(&self, endpoint: &Self::Endpoint, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        self.0.block_on(endpoint.accept(session, body))
+    }
+    fn reject(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        self.0.block_on(endpoint.reject(session, code, reason, &[]))
+    }
+    fn hangup(&self, endpoint: &Self::Endpoint, session: SessionId) -> Result<(), SessionError> {
+        self.0.block_on(endpoint.hangup(session))
+    }
+    fn send_in_session(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        request: Request,
+    ) -> Result<Response, Error> {
+        self.0.block_on(endpoint.send_in_session(session, request))
+    }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)
     }
@@ -130,6 +185,35 @@ impl Runtime for Smol {
             None
         }))
     }
+    fn invite(&self, endpoint: &Self::Endpoint, request: Request) -> Result<SessionId, SendError> {
+        smol::block_on(endpoint.invite(request))
+    }
+    fn ring(&self, endpoint: &Self::Endpoint, session: SessionId, code: u16) -> Result<(), SessionError> {
+        smol::block_on(endpoint.ring(session, code, None))
+    }
+    fn accept(&self, endpoint: &Self::Endpoint, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        smol::block_on(endpoint.accept(session, body))
+    }
+    fn reject(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        smol::block_on(endpoint.reject(session, code, reason, &[]))
+    }
+    fn hangup(&self, endpoint: &Self::Endpoint, session: SessionId) -> Result<(), SessionError> {
+        smol::block_on(endpoint.hangup(session))
+    }
+    fn send_in_session(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        request: Request,
+    ) -> Result<Response, Error> {
+        smol::block_on(endpoint.send_in_session(session, request))
+    }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)
     }
@@ -164,6 +248,35 @@ impl Runtime for Blocking {
     }
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
         events.recv_timeout(timeout).ok()
+    }
+    fn invite(&self, endpoint: &Self::Endpoint, request: Request) -> Result<SessionId, SendError> {
+        endpoint.invite(request)
+    }
+    fn ring(&self, endpoint: &Self::Endpoint, session: SessionId, code: u16) -> Result<(), SessionError> {
+        endpoint.ring(session, code, None)
+    }
+    fn accept(&self, endpoint: &Self::Endpoint, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        endpoint.accept(session, body)
+    }
+    fn reject(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        endpoint.reject(session, code, reason, &[])
+    }
+    fn hangup(&self, endpoint: &Self::Endpoint, session: SessionId) -> Result<(), SessionError> {
+        endpoint.hangup(session)
+    }
+    fn send_in_session(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        request: Request,
+    ) -> Result<Response, Error> {
+        endpoint.send_in_session(session, request)
     }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)

@@ -6,9 +6,14 @@
 //!
 //! Timers use a short T1 (20 ms), so the non-INVITE timeout (Timer F,
 //! 64·T1, RFC 3261 §17.1.2.2) comes after 1.28 s.
+//!
+//! Sessions (INVITE dialogs) run between two endpoints of one runtime:
+//! answered and hung up, rejected, cancelled while ringing.
 
 use sipline::driver::Error;
-use sipline::endpoint::{EndpointConfig, EndpointState, Event, Request, RequestError};
+use sipline::endpoint::{
+    Body, EndpointConfig, EndpointState, Event, Request, RequestError, SessionEnd, SessionEvent, SessionId,
+};
 use sipline::message::Method;
 use sipline::transport::{CloseReason, TlsConfig, Transport};
 use sipline_tests::certs::Ca;
@@ -470,6 +475,195 @@ fn first_datagram_arrives<R: Runtime>() {
     assert_eq!(answerer.stop().len(), 1);
 }
 
+/// How long a session scenario waits for any one event.
+const SESSION_WAIT: Duration = Duration::from_secs(10);
+
+const OFFER: &[u8] =
+    b"v=0\r\no=alice 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n";
+const ANSWER: &[u8] =
+    b"v=0\r\no=bob 2 2 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n";
+
+/// A caller and a callee, each listening on `transport` at 127.0.0.1 (so
+/// that each one's Contact is reachable by the other). The callee's
+/// application takes INFO (DTMF relay) itself.
+struct Call<R: Runtime> {
+    rt: Arc<R>,
+    caller: R::Endpoint,
+    caller_events: R::Events,
+    callee: R::Endpoint,
+    callee_events: R::Events,
+    at: SocketAddr,
+}
+
+impl<R: Runtime> Call<R> {
+    fn new(transport: Transport) -> Call<R> {
+        let rt = Arc::new(R::new());
+        let mut callee_config = config("sip:bob@127.0.0.1").listen(transport, any(V4));
+        callee_config.handle_methods = vec![Method::Info];
+        callee_config.accept.push("application/dtmf-relay".to_owned());
+        let (callee, callee_events) = rt.bind(callee_config).expect("bind");
+        let at = R::local_addr(&callee, transport).expect("callee address");
+        let (caller, caller_events) =
+            rt.bind(config("sip:alice@127.0.0.1").listen(transport, any(V4))).expect("bind caller");
+        Call { rt, caller, caller_events, callee, callee_events, at }
+    }
+
+    /// Sends the INVITE with the offer.
+    fn invite(&self, transport: Transport) -> SessionId {
+        let request = Request::invite(&uri(transport, self.at), "application/sdp", OFFER.to_vec());
+        self.rt.invite(&self.caller, request).expect("INVITE sent")
+    }
+
+    /// The callee's next incoming session: its handle and offer.
+    fn incoming(&mut self) -> (SessionId, Option<Body>) {
+        let deadline = Instant::now() + SESSION_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rt.next_event(&mut self.callee_events, left) {
+                Some(Event::IncomingSession { session, body, .. }) => return (session, body),
+                Some(_) => {}
+                None => panic!("{}: no incoming session", R::NAME),
+            }
+        }
+    }
+
+    fn finish(self) {
+        self.rt.shutdown(&self.caller);
+        self.rt.shutdown(&self.callee);
+    }
+}
+
+/// The session events of `session` on `events` up to and including the
+/// first one `last` accepts (bounded: panics after [`SESSION_WAIT`]
+/// without one).
+fn session_events<R: Runtime>(
+    rt: &R,
+    events: &mut R::Events,
+    session: SessionId,
+    last: impl Fn(&SessionEvent) -> bool,
+) -> Vec<SessionEvent> {
+    let deadline = Instant::now() + SESSION_WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rt.next_event(events, left) {
+            Some(Event::Session { session: s, event }) if s == session => {
+                let done = last(&event);
+                seen.push(event);
+                if done {
+                    return seen;
+                }
+            }
+            Some(Event::Session { session: s, event }) => {
+                panic!("{}: event of another session {s:?}: {event:?}", R::NAME)
+            }
+            Some(_) => {}
+            None => panic!("{}: timed out; session events so far: {seen:?}", R::NAME),
+        }
+    }
+}
+
+fn ended(e: &SessionEvent) -> bool {
+    matches!(e, SessionEvent::Ended(_))
+}
+
+/// An answered call: the callee rings, accepts with an answer, the caller
+/// sees the 180 and the 200 with the answer (ACK sent), the callee the ACK;
+/// an INFO goes inside the dialog; the caller hangs up (BYE).
+fn call_answered_and_hung_up<R: Runtime>(transport: Transport) {
+    let mut call = Call::<R>::new(transport);
+    let alice = call.invite(transport);
+    let (bob, offer) = call.incoming();
+    assert_eq!(offer, Some(Body::sdp(OFFER)), "{}", R::NAME);
+    call.rt.ring(&call.callee, bob, 180).expect("ring");
+    call.rt.accept(&call.callee, bob, Some(&Body::sdp(ANSWER))).expect("accept");
+    let rt = call.rt.clone();
+    let progress = session_events(&*rt, &mut call.caller_events, alice, |e| matches!(e, SessionEvent::Answered(_)));
+    let codes: Vec<u16> = progress
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Progress(r) => Some(r.code),
+            _ => None,
+        })
+        .collect();
+    assert!(codes.contains(&180), "{}: {progress:?}", R::NAME);
+    let Some(SessionEvent::Answered(ok)) = progress.last() else { unreachable!() };
+    assert_eq!(ok.code, 200, "{}", R::NAME);
+    assert!(ok.bytes.ends_with(ANSWER), "{}: the answer is carried", R::NAME);
+    let confirmed = session_events(&*rt, &mut call.callee_events, bob, |e| matches!(e, SessionEvent::Confirmed { .. }));
+    assert_eq!(confirmed, [SessionEvent::Confirmed { body: None }], "{}", R::NAME);
+
+    // A request inside the dialog, answered by the callee's application.
+    let info = {
+        let (rt, caller) = (rt.clone(), call.caller.clone());
+        std::thread::spawn(move || {
+            let mut request = Request::new(Method::Info, "sip:ignored@127.0.0.1");
+            request.content_type = Some("application/dtmf-relay".to_owned());
+            request.body = b"Signal=5\r\nDuration=160\r\n".to_vec();
+            rt.send_in_session(&caller, alice, request)
+        })
+    };
+    let deadline = Instant::now() + SESSION_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rt.next_event(&mut call.callee_events, left) {
+            Some(Event::Incoming { incoming, method, session, .. }) => {
+                assert_eq!((method.as_str(), session), ("INFO", Some(bob)), "{}", R::NAME);
+                rt.respond(&call.callee, incoming, 200).expect("answer the INFO");
+                break;
+            }
+            Some(_) => {}
+            None => panic!("{}: the INFO did not arrive", R::NAME),
+        }
+    }
+    assert_eq!(info.join().expect("INFO thread").map(|r| r.code), Ok(200), "{}", R::NAME);
+
+    call.rt.hangup(&call.caller, alice).expect("hang up");
+    let bob_end = session_events(&*rt, &mut call.callee_events, bob, ended);
+    assert_eq!(bob_end, [SessionEvent::Ended(SessionEnd::PeerHungUp)], "{}", R::NAME);
+    let alice_end = session_events(&*rt, &mut call.caller_events, alice, ended);
+    assert_eq!(alice_end, [SessionEvent::Ended(SessionEnd::HungUp)], "{}", R::NAME);
+    // The session is gone: commands on it are refused.
+    assert_eq!(rt.hangup(&call.caller, alice), Err(sipline::endpoint::SessionError::Unknown), "{}", R::NAME);
+    call.finish();
+}
+
+/// The callee rejects with 486: the caller's session fails with it.
+fn call_rejected<R: Runtime>(transport: Transport) {
+    let mut call = Call::<R>::new(transport);
+    let alice = call.invite(transport);
+    let (bob, _) = call.incoming();
+    call.rt.reject(&call.callee, bob, 486, "Busy Here").expect("reject");
+    let rt = call.rt.clone();
+    let bob_end = session_events(&*rt, &mut call.callee_events, bob, ended);
+    assert_eq!(bob_end, [SessionEvent::Ended(SessionEnd::Rejected)], "{}", R::NAME);
+    let alice_events = session_events(&*rt, &mut call.caller_events, alice, ended);
+    match alice_events.last() {
+        Some(SessionEvent::Ended(SessionEnd::Failed(RequestError::Failure(r)))) => {
+            assert_eq!((r.code, r.reason.as_str()), (486, "Busy Here"), "{}", R::NAME);
+        }
+        other => panic!("{}: expected a 486 failure, got {other:?}", R::NAME),
+    }
+    call.finish();
+}
+
+/// The caller hangs up while the callee rings: CANCEL, 487; both sessions
+/// end cancelled.
+fn call_cancelled_while_ringing<R: Runtime>(transport: Transport) {
+    let mut call = Call::<R>::new(transport);
+    let alice = call.invite(transport);
+    let (bob, _) = call.incoming();
+    call.rt.ring(&call.callee, bob, 180).expect("ring");
+    let rt = call.rt.clone();
+    session_events(&*rt, &mut call.caller_events, alice, |e| matches!(e, SessionEvent::Progress(r) if r.code == 180));
+    rt.hangup(&call.caller, alice).expect("cancel");
+    let bob_end = session_events(&*rt, &mut call.callee_events, bob, ended);
+    assert_eq!(bob_end, [SessionEvent::Ended(SessionEnd::Cancelled)], "{}", R::NAME);
+    let alice_end = session_events(&*rt, &mut call.caller_events, alice, ended);
+    assert_eq!(alice_end.last(), Some(&SessionEvent::Ended(SessionEnd::Cancelled)), "{}: {alice_end:?}", R::NAME);
+    call.finish();
+}
+
 macro_rules! suite {
     ($($name:ident => $rt:ty),* $(,)?) => {$(
         mod $name {
@@ -554,6 +748,30 @@ macro_rules! suite {
             #[test]
             fn host_names_are_resolved() {
                 resolves_host_names::<$rt>();
+            }
+            #[test]
+            fn call_answered_and_hung_up_over_udp() {
+                call_answered_and_hung_up::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn call_answered_and_hung_up_over_tcp() {
+                call_answered_and_hung_up::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn call_rejected_over_udp() {
+                call_rejected::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn call_rejected_over_tcp() {
+                call_rejected::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn call_cancelled_while_ringing_over_udp() {
+                call_cancelled_while_ringing::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn call_cancelled_while_ringing_over_tcp() {
+                call_cancelled_while_ringing::<$rt>(Transport::Tcp);
             }
         }
     )*};
