@@ -2,17 +2,28 @@
 //!
 //! ```text
 //! sipline parse [--json] FILE...
-//! sipline listen [--bind ADDR] [--transport udp|tcp|tls] [-v]
+//! sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [-v]
 //! sipline register URI --registrar URI [--user U --password P] [--expires N] [...]
 //! sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [...]
+//! sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
+//!              [--registrar URI | --proxy URI] [--user U --password P] [...]
 //! ```
 //!
 //! `listen` is a peer-to-peer endpoint that prints the MESSAGE requests it
-//! gets (answered 200) and other requests it is handed; `register` registers
+//! gets (answered 200) and other requests it is handed; with `--answer` it
+//! answers every INVITE with 200 and the `--body` file as
+//! `application/sdp` (default: a minimal SDP naming the address the INVITE
+//! reached, one PCMU stream on port 9), printing `INVITE from …`, `ACK` and
+//! `BYE from …`; without it INVITEs are rejected 486. `register` registers
 //! (digest authentication, refresh), prints state changes and behaves like
 //! `listen`, and unregisters on Ctrl-C or SIGTERM; `message` sends one
 //! MESSAGE (registering first with `--registrar`), prints the final
-//! response and exits 0 on a 2xx. Each prints the addresses it bound; `-v`
+//! response and exits 0 on a 2xx. `call` starts a session (registering
+//! first likewise) with the `--body` file as its offer (default type
+//! `application/sdp`; without one, a minimal SDP), prints each response
+//! (`180 Ringing`, `200 OK`), hangs up `--hangup-after` seconds after the
+//! answer (BYE) or on Ctrl-C or SIGTERM (CANCEL before the answer), and
+//! exits 0 if the call was answered, 1 otherwise. Each prints the addresses it bound; `-v`
 //! prints every SIP message sent and received.
 //!
 //! `parse` reads each file's exact bytes as one SIP message (datagram rules
@@ -44,7 +55,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "parse" => parse_cmd(rest),
-        Some((cmd, rest)) if ["listen", "register", "message"].contains(&cmd.as_str()) => net::run(cmd, rest),
+        Some((cmd, rest)) if ["listen", "register", "message", "call"].contains(&cmd.as_str()) => net::run(cmd, rest),
         Some((h, _)) if h == "-h" || h == "--help" => {
             println!("{USAGE}\n{}", net::USAGE);
             ExitCode::SUCCESS

@@ -1,17 +1,28 @@
-//! The commands that talk to the network: `listen`, `register`, `message`.
-//! Each is one endpoint on `sipline-tokio`.
+//! The commands that talk to the network: `listen`, `register`, `message`,
+//! `call`. Each is one endpoint on `sipline-tokio`.
 
 use sipline::auth::DigestCredentials;
-use sipline::endpoint::{EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request};
+use sipline::driver::Error;
+use sipline::endpoint::{
+    Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
+    SessionEnd, SessionEvent, SessionId,
+};
 use sipline::transport::{TlsConfig, Transport};
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
-usage: sipline listen [--bind ADDR] [--transport udp|tcp|tls] [options]
+usage: sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
+       sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
+                    [--registrar URI | --proxy URI] [--user U --password P] [options]
+listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
+                 without it INVITEs are rejected 486
+call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
          -v (print every SIP message sent and received)";
@@ -32,6 +43,14 @@ struct Options {
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
     verbose: bool,
+    /// `listen`: answer INVITEs.
+    answer: bool,
+    /// `call`, `listen --answer`: the body file.
+    body: Option<PathBuf>,
+    /// `call`: the body's type.
+    content_type: Option<String>,
+    /// `call`: how long after the answer to hang up.
+    hangup_after: Option<Duration>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -59,6 +78,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--cert" => o.cert = Some(value()?.into()),
             "--key" => o.key = Some(value()?.into()),
             "--ca" => o.ca = Some(value()?.into()),
+            "--answer" => o.answer = true,
+            "--body" => o.body = Some(value()?.into()),
+            "--content-type" => o.content_type = Some(value()?),
+            "--hangup-after" => {
+                let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
+                let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
+                o.hangup_after = Some(after);
+            }
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => o.positional.push(s.to_owned()),
         }
@@ -134,6 +161,7 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         match command {
             "listen" => listen(&options).await,
             "register" => register(&options).await,
+            "call" => call(&options).await,
             _ => message(&options).await,
         }
     })
@@ -154,8 +182,68 @@ async fn bind(config: EndpointConfig) -> Result<(sipline_tokio::Endpoint, siplin
     }
 }
 
+/// What `listen` and `register` do with incoming sessions: answer them
+/// with `answer` (200 with that body), or reject them 486.
+struct Calls {
+    answer: Option<Answer>,
+    /// The caller of each live incoming session.
+    callers: HashMap<SessionId, String>,
+}
+
+/// The body `listen --answer` answers with.
+enum Answer {
+    /// The `--body` file (`application/sdp`).
+    File(Vec<u8>),
+    /// A minimal SDP with the address the INVITE reached.
+    Builtin,
+}
+
+impl Calls {
+    /// Incoming sessions answered as `o` says (`--answer`, `--body`).
+    fn new(o: &Options) -> Result<Calls, String> {
+        let answer = match (&o.body, o.answer) {
+            (Some(_), false) => return Err("--body needs --answer".to_owned()),
+            (Some(path), true) => {
+                Some(Answer::File(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?))
+            }
+            (None, true) => Some(Answer::Builtin),
+            (None, false) => None,
+        };
+        Ok(Calls { answer, callers: HashMap::new() })
+    }
+
+    /// The answer body for a session that reached `local` from `remote`.
+    fn body(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<Body> {
+        match self.answer.as_ref()? {
+            Answer::File(bytes) => Some(Body::sdp(bytes.clone())),
+            Answer::Builtin => Some(Body::sdp(minimal_sdp(media_ip(local, remote)))),
+        }
+    }
+}
+
+/// A minimal SDP offer or answer: one audio stream (PCMU) on the discard
+/// port, enough for user agents that insist on a body.
+fn minimal_sdp(ip: IpAddr) -> Vec<u8> {
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!("v=0\r\no=- 0 0 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n")
+        .into_bytes()
+}
+
+/// The address to name in SDP: the bound one, or for a wildcard the one
+/// the system would send to `remote` from (asked of a connected UDP
+/// socket, which sends nothing), or loopback.
+fn media_ip(local: Option<SocketAddr>, remote: SocketAddr) -> IpAddr {
+    if let Some(l) = local.filter(|l| !l.ip().is_unspecified()) {
+        return l.ip();
+    }
+    let any = if remote.is_ipv4() { SocketAddr::from(([0; 4], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
+    std::net::UdpSocket::bind(any)
+        .and_then(|s| s.connect(remote).and_then(|()| s.local_addr()))
+        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip())
+}
+
 /// Prints an event; answers what the listener answers. `false` at the end.
-async fn show(endpoint: &sipline_tokio::Endpoint, event: Event) -> bool {
+async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Event) -> bool {
     match event {
         Event::Message { from, content_type, body, .. } => {
             let ct = content_type.unwrap_or_else(|| "-".to_owned());
@@ -165,12 +253,71 @@ async fn show(endpoint: &sipline_tokio::Endpoint, event: Event) -> bool {
             println!("{method} request:\n{}", String::from_utf8_lossy(&request));
             let _ = endpoint.respond(incoming, 200, "OK").await;
         }
+        Event::IncomingSession { session, from, source, .. } => {
+            println!("INVITE from {from}");
+            let local = source.local.or_else(|| endpoint.local_addr(source.transport));
+            let answered = match calls.body(local, source.remote) {
+                Some(body) => endpoint.accept(session, Some(&body)).await.map(|()| "200 OK"),
+                None => endpoint.reject(session, 486, "Busy Here", &[]).await.map(|()| "486 Busy Here"),
+            };
+            match answered {
+                Ok(line) => {
+                    println!("answered {line}");
+                    calls.callers.insert(session, from);
+                }
+                Err(e) => println!("cannot answer: {e}"),
+            }
+        }
+        Event::Session { session, event } => show_session(endpoint, calls, session, event).await,
         Event::Registration(state) => println!("registration: {}", describe(&state)),
         Event::State(state) => println!("endpoint: {state:?}"),
         Event::ShutDown => return false,
         _ => {}
     }
     true
+}
+
+/// Prints what happens in an incoming session.
+async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, session: SessionId, event: SessionEvent) {
+    match event {
+        SessionEvent::Confirmed { .. } => println!("ACK"),
+        SessionEvent::Reoffer { .. } => {
+            // A re-INVITE (a hold, a refresh): answered like the INVITE.
+            let remote = SocketAddr::from(([127, 0, 0, 1], 9));
+            let local = endpoint.local_addrs().first().map(|(_, a)| *a);
+            let result = match calls.body(local, remote) {
+                Some(body) => endpoint.accept(session, Some(&body)).await,
+                None => endpoint.reject(session, 488, "Not Acceptable Here", &[]).await,
+            };
+            println!("re-INVITE: {}", if result.is_ok() { "answered" } else { "not answered" });
+        }
+        SessionEvent::Ended(why) => {
+            let from = calls.callers.remove(&session).unwrap_or_default();
+            match why {
+                SessionEnd::PeerHungUp => println!("BYE from {from}"),
+                SessionEnd::Cancelled => println!("CANCEL from {from}"),
+                // A rejected session was reported when it was answered.
+                SessionEnd::Rejected => {}
+                other => println!("call from {from} ended: {}", end_text(&other)),
+            }
+        }
+        _ => {}
+    }
+}
+
+/// How a session's end reads.
+fn end_text(why: &SessionEnd) -> String {
+    match why {
+        SessionEnd::HungUp => "hung up".to_owned(),
+        SessionEnd::PeerHungUp => "the peer hung up".to_owned(),
+        SessionEnd::Cancelled => "cancelled".to_owned(),
+        SessionEnd::Rejected => "rejected".to_owned(),
+        SessionEnd::Failed(e) => format!("failed: {e}"),
+        SessionEnd::NoAck => "no ACK came".to_owned(),
+        SessionEnd::Unanswered => "not answered in time".to_owned(),
+        SessionEnd::ShutDown => "shut down".to_owned(),
+        other => format!("{other:?}"),
+    }
 }
 
 fn describe(state: &RegistrationState) -> String {
@@ -203,7 +350,7 @@ async fn stop_signal() {
 }
 
 /// Prints events until a signal, then shuts down (unregistering first).
-async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Events) -> ExitCode {
+async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Events, mut calls: Calls) -> ExitCode {
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -211,7 +358,7 @@ async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Eve
             () = &mut stop => break,
             event = events.next() => match event {
                 Some(e) => {
-                    if !show(&endpoint, e).await {
+                    if !show(&endpoint, &mut calls, e).await {
                         return ExitCode::SUCCESS;
                     }
                 }
@@ -222,7 +369,7 @@ async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Eve
     println!("shutting down");
     endpoint.shutdown().await;
     while let Some(e) = events.next().await {
-        show(&endpoint, e).await;
+        show(&endpoint, &mut calls, e).await;
     }
     ExitCode::SUCCESS
 }
@@ -235,8 +382,12 @@ async fn listen(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    let calls = match Calls::new(o) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     match bind(config).await {
-        Ok((endpoint, events)) => serve(endpoint, events).await,
+        Ok((endpoint, events)) => serve(endpoint, events, calls).await,
         Err(code) => code,
     }
 }
@@ -249,8 +400,12 @@ async fn register(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    let calls = match Calls::new(o) {
+        Ok(c) => c,
+        Err(e) => return usage_error(&e),
+    };
     match bind(config).await {
-        Ok((endpoint, events)) => serve(endpoint, events).await,
+        Ok((endpoint, events)) => serve(endpoint, events, calls).await,
         Err(code) => code,
     }
 }
@@ -274,14 +429,10 @@ async fn registered(events: &mut sipline_tokio::Events) -> bool {
     false
 }
 
-async fn message(o: &Options) -> ExitCode {
-    let [target, text] = o.positional.as_slice() else {
-        return usage_error("message needs a TARGET and a TEXT");
-    };
-    if o.registrar.is_some() && o.proxy.is_some() {
-        return usage_error("--registrar and --proxy exclude each other");
-    }
-    let from = o.from.clone().unwrap_or_else(|| {
+/// The From URI: `--from`, else the user (`--user`, or `sipline`) at the
+/// registrar's host.
+fn from_uri(o: &Options) -> String {
+    o.from.clone().unwrap_or_else(|| {
         let user = o.user.as_deref().unwrap_or("sipline");
         let host = o
             .registrar
@@ -289,28 +440,41 @@ async fn message(o: &Options) -> ExitCode {
             .and_then(|r| sipline::message::Uri::parse(r).ok().and_then(|u| u.as_sip().map(|s| s.host().to_string())))
             .unwrap_or_else(|| "sipline.invalid".to_owned());
         format!("sip:{user}@{host}")
-    });
-    let config = match o.config(&from) {
-        Ok(c) => c,
-        Err(e) => return usage_error(&e),
-    };
+    })
+}
+
+/// A sending endpoint (`message`, `call`): bound, and registered first
+/// with `--registrar`.
+async fn client(o: &Options) -> Result<(sipline_tokio::Endpoint, sipline_tokio::Events), ExitCode> {
+    if o.registrar.is_some() && o.proxy.is_some() {
+        return Err(usage_error("--registrar and --proxy exclude each other"));
+    }
+    let config = o.config(&from_uri(o)).map_err(|e| usage_error(&e))?;
     let registering = config.registration.is_some();
-    let (endpoint, mut events) = match bind(config).await {
-        Ok(pair) => pair,
-        Err(code) => return code,
-    };
+    let (endpoint, mut events) = bind(config).await?;
     // Registering first: wait until the registrar answers.
     if registering && !registered(&mut events).await {
         endpoint.shutdown().await;
-        return ExitCode::from(1);
+        return Err(ExitCode::from(1));
     }
+    Ok((endpoint, events))
+}
+
+async fn message(o: &Options) -> ExitCode {
+    let [target, text] = o.positional.as_slice() else {
+        return usage_error("message needs a TARGET and a TEXT");
+    };
+    let (endpoint, _events) = match client(o).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
     let outcome = endpoint.send(Request::message(target, "text/plain", text.as_bytes().to_vec())).await;
     let code = match &outcome {
         Ok(r) => {
             println!("{} {}", r.code, r.reason);
             ExitCode::SUCCESS
         }
-        Err(sipline::driver::Error::Failed(sipline::endpoint::RequestError::Failure(r))) => {
+        Err(Error::Failed(RequestError::Failure(r))) => {
             println!("{} {}", r.code, r.reason);
             ExitCode::from(1)
         }
@@ -321,4 +485,126 @@ async fn message(o: &Options) -> ExitCode {
     };
     endpoint.shutdown().await;
     code
+}
+
+/// How long `call` waits for its BYE or CANCEL to finish (64·T1 with the
+/// default T1, and a little more).
+const HANGUP_WAIT: Duration = Duration::from_secs(35);
+
+/// `call`: one outgoing session. Exits 0 if it was answered.
+async fn call(o: &Options) -> ExitCode {
+    let [target] = o.positional.as_slice() else {
+        return usage_error("call needs a TARGET");
+    };
+    if o.answer {
+        return usage_error("--answer is for listen");
+    }
+    let body = match &o.body {
+        Some(path) => match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => return usage_error(&format!("{}: {e}", path.display())),
+        },
+        None => None,
+    };
+    let (endpoint, mut events) = match client(o).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    // Without --body, a minimal SDP offer (user agents insist on one).
+    let (content_type, offer) = match body {
+        Some(b) => (o.content_type.clone().unwrap_or_else(|| "application/sdp".to_owned()), b),
+        None => {
+            let local = endpoint.local_addrs().first().map(|(_, a)| *a);
+            let ip = local.filter(|a| !a.ip().is_unspecified()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+            ("application/sdp".to_owned(), minimal_sdp(ip))
+        }
+    };
+    let session = match endpoint.invite(Request::invite(target, &content_type, offer)).await {
+        Ok(s) => s,
+        Err(e) => {
+            println!("failed: {e}");
+            endpoint.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
+    let answered = follow_call(o, &endpoint, &mut events, session).await;
+    endpoint.shutdown().await;
+    if answered {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Prints the session's responses, hangs up when told to, and waits for
+/// its end; whether it was answered.
+async fn follow_call(
+    o: &Options,
+    endpoint: &sipline_tokio::Endpoint,
+    events: &mut sipline_tokio::Events,
+    session: SessionId,
+) -> bool {
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    let mut answered = false;
+    let mut hanging_up = false;
+    // Armed at the answer with --hangup-after; far away until then.
+    let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
+    tokio::pin!(hangup_at);
+    let mut ending_by: Option<tokio::time::Instant> = None;
+    loop {
+        let give_up = async {
+            match ending_by {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let hang_up_now = tokio::select! {
+            () = &mut stop, if !hanging_up => true,
+            () = &mut hangup_at, if !hanging_up => true,
+            () = give_up => {
+                println!("no end to the hangup in {} s", HANGUP_WAIT.as_secs());
+                return answered;
+            }
+            event = events.next() => {
+                let Some(event) = event else { return answered };
+                match event {
+                    Event::Session { session: s, event } if s == session => match event {
+                        SessionEvent::Progress(r) => println!("{} {}", r.code, r.reason),
+                        SessionEvent::Answered(r) => {
+                            println!("{} {}", r.code, r.reason);
+                            answered = true;
+                            if let Some(after) = o.hangup_after {
+                                hangup_at.as_mut().reset(tokio::time::Instant::now() + after);
+                            }
+                        }
+                        SessionEvent::Ended(why) => {
+                            match why {
+                                SessionEnd::Failed(RequestError::Failure(r)) => {
+                                    println!("{} {}", r.code, r.reason);
+                                }
+                                SessionEnd::HungUp => println!("hung up"),
+                                SessionEnd::PeerHungUp => println!("BYE from the peer"),
+                                other => println!("call {}", end_text(&other)),
+                            }
+                            return answered;
+                        }
+                        _ => {}
+                    },
+                    Event::ShutDown => return answered,
+                    _ => {}
+                }
+                false
+            }
+        };
+        if hang_up_now {
+            hanging_up = true;
+            ending_by = Some(tokio::time::Instant::now() + HANGUP_WAIT);
+            println!("{}", if answered { "BYE" } else { "CANCEL" });
+            if let Err(e) = endpoint.hangup(session).await {
+                println!("cannot hang up: {e}");
+                return answered;
+            }
+        }
+    }
 }
