@@ -499,6 +499,9 @@ async fn call(o: &Options) -> ExitCode {
     if o.answer {
         return usage_error("--answer is for listen");
     }
+    if o.content_type.is_some() && o.body.is_none() {
+        return usage_error("--content-type needs --body");
+    }
     let body = match &o.body {
         Some(path) => match std::fs::read(path) {
             Ok(bytes) => Some(bytes),
@@ -511,13 +514,12 @@ async fn call(o: &Options) -> ExitCode {
         Err(code) => return code,
     };
     // Without --body, a minimal SDP offer (user agents insist on one).
-    let (content_type, offer) = match body {
-        Some(b) => (o.content_type.clone().unwrap_or_else(|| "application/sdp".to_owned()), b),
-        None => {
-            let local = endpoint.local_addrs().first().map(|(_, a)| *a);
-            let ip = local.filter(|a| !a.ip().is_unspecified()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
-            ("application/sdp".to_owned(), minimal_sdp(ip))
-        }
+    let (content_type, offer) = if let Some(b) = body {
+        (o.content_type.clone().unwrap_or_else(|| "application/sdp".to_owned()), b)
+    } else {
+        let local = endpoint.local_addrs().first().map(|(_, a)| *a);
+        let ip = local.filter(|a| !a.ip().is_unspecified()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+        ("application/sdp".to_owned(), minimal_sdp(ip))
     };
     let session = match endpoint.invite(Request::invite(target, &content_type, offer)).await {
         Ok(s) => s,

@@ -20,6 +20,35 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Sessions: [`Endpoint::invite`] returns the session's handle, and what
+//! happens to it comes as [`Event::Session`](sipline::endpoint::Event::Session)
+//! events on the same stream; an incoming INVITE comes as
+//! [`Event::IncomingSession`](sipline::endpoint::Event::IncomingSession),
+//! answered with [`Endpoint::ring`], [`Endpoint::accept`] or
+//! [`Endpoint::reject`].
+//!
+//! ```no_run
+//! use sipline::endpoint::{Event, Request, SessionEvent};
+//!
+//! # async fn demo(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Events) -> Result<(), Box<dyn std::error::Error>> {
+//! let offer = b"v=0\r\n".to_vec();
+//! let call = endpoint.invite(Request::invite("sip:bob@127.0.0.1:5060", "application/sdp", offer)).await?;
+//! while let Some(event) = events.next().await {
+//!     match event {
+//!         Event::Session { session, event: SessionEvent::Answered(ok) } if session == call => {
+//!             println!("{} {}", ok.code, ok.reason);
+//!             endpoint.hangup(call).await?;
+//!         }
+//!         Event::Session { session, event: SessionEvent::Ended(why) } if session == call => {
+//!             println!("ended: {why:?}");
+//!             break;
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
 //! Call [`bind`] inside a tokio runtime (it spawns the driver task there).
 
 pub use sipline;
