@@ -109,6 +109,67 @@ pub struct BaresipEvent {
     pub json: String,
 }
 
+/// One SIP message from baresip's trace (`-s`), which it logs as
+/// `ESC[36;1m#`, a line `UDP 127.0.0.1:a -> 127.0.0.1:b`, the message,
+/// and `ESC[;m`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedMessage {
+    /// `UDP`, `TCP` or `TLS`.
+    pub transport: String,
+    /// The address it came from (for one baresip sent: its own).
+    pub from: String,
+    /// The address it went to.
+    pub to: String,
+    /// The message, with CRLF line ends.
+    pub text: String,
+}
+
+impl TracedMessage {
+    /// Its first line (request line or status line).
+    pub fn start_line(&self) -> &str {
+        self.text.lines().next().unwrap_or("").trim_end()
+    }
+
+    /// Whether it is a request with this method.
+    pub fn is_request(&self, method: &str) -> bool {
+        self.start_line().strip_prefix(method).is_some_and(|rest| rest.starts_with(' '))
+            && !self.start_line().starts_with("SIP/")
+    }
+
+    /// Whether it is a response with this status code.
+    pub fn is_response(&self, code: u16) -> bool {
+        self.start_line().starts_with(&format!("SIP/2.0 {code} "))
+    }
+
+    /// The value of the first header called `name` (case-insensitive;
+    /// long names only).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.text.lines().take_while(|l| !l.trim().is_empty()).skip(1).find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Parses the SIP trace out of baresip's output.
+fn parse_trace(log: &str) -> Vec<TracedMessage> {
+    const START: &str = "\u{1b}[36;1m#\n";
+    const END: &str = "\u{1b}[;m";
+    log.split(START)
+        .skip(1)
+        .filter_map(|block| {
+            let block = block.split(END).next()?;
+            let (addrs, text) = block.split_once('\n')?;
+            let mut parts = addrs.split_whitespace();
+            let transport = parts.next()?.to_owned();
+            let from = parts.next()?.to_owned();
+            (parts.next()? == "->").then_some(())?;
+            let to = parts.next()?.to_owned();
+            Some(TracedMessage { transport, from, to, text: text.to_owned() })
+        })
+        .collect()
+}
+
 /// A JSON value of the flat objects `ctrl_tcp` writes.
 #[derive(Debug, Clone, PartialEq)]
 enum Json {
@@ -123,7 +184,7 @@ enum Json {
 fn parse_flat_object(text: &str) -> Option<Vec<(String, Json)>> {
     let mut chars = text.trim().chars().peekable();
     let skip_ws = |c: &mut std::iter::Peekable<std::str::Chars<'_>>| {
-        while c.peek().is_some_and(|ch| ch.is_ascii_whitespace()) {
+        while c.peek().is_some_and(char::is_ascii_whitespace) {
             c.next();
         }
     };
@@ -170,22 +231,21 @@ fn parse_flat_object(text: &str) -> Option<Vec<(String, Json)>> {
             return None;
         }
         skip_ws(&mut chars);
-        let value = match *chars.peek()? {
-            '"' => Json::Str(string(&mut chars)?),
-            _ => {
-                let mut word = String::new();
-                while chars.peek().is_some_and(|ch| !matches!(ch, ',' | '}') && !ch.is_ascii_whitespace()) {
-                    word.push(chars.next()?);
+        let value = if *chars.peek()? == '"' {
+            Json::Str(string(&mut chars)?)
+        } else {
+            let mut word = String::new();
+            while chars.peek().is_some_and(|ch| !matches!(ch, ',' | '}') && !ch.is_ascii_whitespace()) {
+                word.push(chars.next()?);
+            }
+            match word.as_str() {
+                "true" => Json::Bool(true),
+                "false" => Json::Bool(false),
+                "null" => Json::Null,
+                w if !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) => {
+                    Json::Number(word)
                 }
-                match word.as_str() {
-                    "true" => Json::Bool(true),
-                    "false" => Json::Bool(false),
-                    "null" => Json::Null,
-                    w if !w.is_empty() && w.chars().all(|c| c.is_ascii_digit() || "+-.eE".contains(c)) => {
-                        Json::Number(word)
-                    }
-                    _ => return None,
-                }
+                _ => return None,
             }
         };
         members.push((name, value));
@@ -303,7 +363,8 @@ impl Control {
                             Control::file(&mut state, message);
                         }
                     }
-                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
+                    Err(e)
+                        if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {
                     }
                     Err(_) => break,
                 }
@@ -554,8 +615,7 @@ impl Baresip {
             }
         };
         let up = wait_until(options.startup_timeout, || {
-            tcp_port_listening(control_addr.port())
-                || child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
+            tcp_port_listening(control_addr.port()) || child.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
         });
         if !up || !child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
             return Err(failure(&mut child, "did not open its control socket"));
@@ -565,17 +625,16 @@ impl Baresip {
             Err(e) => return Err(failure(&mut child, &format!("control socket {control_addr}: {e}"))),
         };
         let Some(child) = child else { unreachable!("checked above") };
-        let mut baresip =
-            Baresip {
-                child: Some(child),
-                control,
-                user: options.user,
-                sip_addr,
-                control_addr,
-                command_line: command_line.clone(),
-                log_path: log_path.clone(),
-                dir,
-            };
+        let mut baresip = Baresip {
+            child: Some(child),
+            control,
+            user: options.user,
+            sip_addr,
+            control_addr,
+            command_line: command_line.clone(),
+            log_path: log_path.clone(),
+            dir,
+        };
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1));
         if !baresip.wait_registered(left) {
             let mut child = baresip.child.take();
@@ -620,6 +679,12 @@ impl Baresip {
         fs::read(&self.log_path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
+    /// Every SIP message it has sent and received so far (its `-s`
+    /// trace), in order.
+    pub fn sip_trace(&self) -> Vec<TracedMessage> {
+        parse_trace(&self.log())
+    }
+
     /// How many successful registrations it has logged (a line
     /// `carol@sipline.test: {0/UDP/v4} 200 OK (…) [1 binding]`; the 200 to
     /// an unregistration, with no binding left, does not count).
@@ -627,7 +692,9 @@ impl Baresip {
         let prefix = format!("{}@{}: {{", self.user.name, crate::kamailio::DOMAIN);
         self.log()
             .lines()
-            .filter(|l| l.starts_with(&prefix) && l.contains("} 200 ") && l.contains(" binding") && !l.contains("[0 binding"))
+            .filter(|l| {
+                l.starts_with(&prefix) && l.contains("} 200 ") && l.contains(" binding") && !l.contains("[0 binding")
+            })
             .count()
     }
 
@@ -737,7 +804,9 @@ mod tests {
     #[test]
     fn parses_events_and_replies() {
         let mut buf = b"50:{\"response\":true,\"ok\":true,\"data\":\"\",\"token\":\"t1\"},".to_vec();
-        buf.extend_from_slice(b"60:{\"event\":true,\"type\":\"CALL_CLOSED\",\"param\":\"a \\\"b\\\" \\u00e9\"},12:{\"event\":");
+        buf.extend_from_slice(
+            b"60:{\"event\":true,\"type\":\"CALL_CLOSED\",\"param\":\"a \\\"b\\\" \\u00e9\"},12:{\"event\":",
+        );
         let messages = take_netstrings(&mut buf);
         assert_eq!(messages.len(), 2, "{messages:?}");
         assert_eq!(buf, b"12:{\"event\":");
@@ -751,6 +820,19 @@ mod tests {
         assert_eq!(state.replies[0].token, "t1");
         assert_eq!(state.events[0].kind, "CALL_CLOSED");
         assert_eq!(state.events[0].param.as_deref(), Some("a \"b\" é"));
+    }
+
+    #[test]
+    fn parses_the_sip_trace() {
+        let log = "baresip is ready.\n\u{1b}[36;1m#\nUDP 127.0.0.1:5 -> 127.0.0.1:6\nBYE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP x\r\n\r\n\u{1b}[;m\nline\n\u{1b}[36;1m#\nTCP 127.0.0.1:6 -> 127.0.0.1:5\nSIP/2.0 200 OK\r\n\r\n\u{1b}[;m\n";
+        let trace = parse_trace(log);
+        assert_eq!(trace.len(), 2, "{trace:?}");
+        assert!(trace[0].is_request("BYE"));
+        assert!(!trace[0].is_request("BY"));
+        assert_eq!(trace[0].header("via"), Some("SIP/2.0/UDP x"));
+        assert_eq!((trace[1].transport.as_str(), trace[1].from.as_str()), ("TCP", "127.0.0.1:6"));
+        assert!(trace[1].is_response(200));
+        assert!(!trace[1].is_request("SIP/2.0"));
     }
 
     #[test]

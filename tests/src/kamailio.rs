@@ -160,7 +160,9 @@ fn locate() -> Result<Programs, String> {
     let baresip_modules = baresip.as_deref().and_then(baresip_module_dir);
     match (&baresip, &baresip_modules) {
         (None, _) => missing.push("baresip (package baresip-core)".to_owned()),
-        (Some(_), None) => missing.push(format!("baresip modules {} (package baresip-core)", BARESIP_MODULES.join(" "))),
+        (Some(_), None) => {
+            missing.push(format!("baresip modules {} (package baresip-core)", BARESIP_MODULES.join(" ")));
+        }
         (Some(_), Some(_)) => {}
     }
     if kamailio.is_none() {

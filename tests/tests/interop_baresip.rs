@@ -8,7 +8,7 @@
 //! ports; every process is bounded by `timeout`.
 
 use sipline::transport::Transport;
-use sipline_tests::baresip::{AnswerMode, Baresip, BaresipOptions};
+use sipline_tests::baresip::{AnswerMode, Baresip, BaresipOptions, TracedMessage};
 use sipline_tests::kamailio::{free_port, Kamailio, KamailioOptions, Sipp, SippOutput, DOMAIN, LOOPBACK_V4};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -22,6 +22,33 @@ fn assert_ok(what: &str, out: &SippOutput, kamailio: &Kamailio, baresip: &Baresi
         kamailio.log(),
         baresip.log()
     );
+}
+
+/// Every SIP message baresip sent or received went between loopback
+/// addresses; gives its trace.
+fn loopback_trace(baresip: &Baresip) -> Vec<TracedMessage> {
+    let trace = baresip.sip_trace();
+    assert!(!trace.is_empty(), "no SIP trace in baresip's log:\n{}", baresip.log());
+    for m in &trace {
+        assert!(
+            m.from.starts_with("127.0.0.1:") && m.to.starts_with("127.0.0.1:"),
+            "baresip's SIP left loopback: {} {} -> {}\n{}",
+            m.transport,
+            m.from,
+            m.to,
+            m.text
+        );
+    }
+    trace
+}
+
+/// The first message in `trace` that `wanted` accepts.
+fn find<'a>(trace: &'a [TracedMessage], what: &str, wanted: impl Fn(&TracedMessage) -> bool) -> &'a TracedMessage {
+    trace.iter().find(|m| wanted(m)).unwrap_or_else(|| {
+        let lines: Vec<String> =
+            trace.iter().map(|m| format!("{} {} -> {}: {}", m.transport, m.from, m.to, m.start_line())).collect();
+        panic!("baresip's trace has no {what}:\n{}", lines.join("\n"))
+    })
 }
 
 /// A MESSAGE from alice to `to` through Kamailio (alice answers the 407).
@@ -38,11 +65,19 @@ fn baresip_registers_at_kamailio_with_digest_auth() {
     let kamailio = Kamailio::start(&KamailioOptions::default());
     let mut carol = Baresip::start(&BaresipOptions::new(kamailio.user("carol"), kamailio.udp_addr()));
     assert!(carol.registrations() >= 1, "{}", carol.log());
-    let log = carol.log();
-    assert!(log.contains("SIP/2.0 401 "), "no challenge in baresip's trace:\n{log}");
-    assert!(log.contains("Authorization: Digest username=\"carol\""), "no credentials sent:\n{log}");
-    let contact = format!("@{}", carol.sip_addr());
-    assert!(log.contains(&contact), "baresip's Contact is not its loopback address {}:\n{log}", carol.sip_addr());
+    let trace = loopback_trace(&carol);
+    let registrar = kamailio.udp_addr().to_string();
+    let first = find(&trace, "REGISTER", |m| m.is_request("REGISTER") && m.to == registrar);
+    assert!(first.header("Authorization").is_none(), "credentials before a challenge:\n{}", first.text);
+    let contact = first.header("Contact").unwrap_or_default();
+    assert!(contact.contains(&format!("@{}", carol.sip_addr())), "Contact not baresip's address: {contact}");
+    let challenge = find(&trace, "401", |m| m.is_response(401) && m.from == registrar);
+    assert!(challenge.header("WWW-Authenticate").is_some_and(|h| h.contains("realm=\"sipline.test\"")));
+    let answer =
+        find(&trace, "REGISTER with credentials", |m| m.is_request("REGISTER") && m.header("Authorization").is_some());
+    let credentials = answer.header("Authorization").unwrap_or_default();
+    assert!(credentials.starts_with("Digest ") && credentials.contains("username=\"carol\""), "{credentials}");
+    assert!(credentials.contains("qop=auth"), "{credentials}");
 
     let out = message_to(&kamailio, "carol");
     assert_ok("MESSAGE to the registered carol", &out, &kamailio, &carol);
@@ -63,12 +98,16 @@ fn baresip_registers_over_tcp() {
         transport: Transport::Tcp,
         ..BaresipOptions::new(kamailio.user("carol"), kamailio.tcp_addr())
     });
-    let log = carol.log();
-    assert!(log.contains("REGISTER sip:sipline.test;transport=tcp") || log.contains("SIP/2.0/TCP"), "not TCP:\n{log}");
     let out = message_to(&kamailio, "carol");
     assert_ok("MESSAGE to carol over TCP", &out, &kamailio, &carol);
     assert!(out.messages.contains("Server: baresip"), "the 200 is not baresip's:\n{out}");
-    assert!(carol.log().contains("SIP/2.0/TCP"), "MESSAGE not over TCP:\n{}", carol.log());
+    let trace = loopback_trace(&carol);
+    let register = find(&trace, "REGISTER", |m| m.is_request("REGISTER"));
+    assert_eq!(register.transport, "TCP", "REGISTER not over TCP:\n{}", register.text);
+    let message = find(&trace, "MESSAGE", |m| m.is_request("MESSAGE"));
+    assert_eq!(message.transport, "TCP", "MESSAGE not over TCP:\n{}", message.text);
+    let via = format!("SIP/2.0/TCP {};branch=", kamailio.tcp_addr());
+    assert!(message.header("Via").is_some_and(|v| v.starts_with(&via)), "not relayed by Kamailio:\n{}", message.text);
 }
 
 /// (b) A SIPp UAC (alice) calls carol through Kamailio; baresip answers
@@ -103,10 +142,15 @@ fn sipp_calls_baresip_through_kamailio() {
     assert_eq!(up.peer_uri.as_deref(), Some("sip:alice@sipline.test"), "{up:?}");
     let closed = carol.wait_call_event("CALL_CLOSED", EVENT_WAIT).expect("baresip reported no closed call");
     assert_eq!(closed.call_id, up.call_id, "{closed:?}");
-    // baresip got the ACK (through Kamailio) and answered the BYE.
-    let log = carol.log();
-    assert!(log.contains("ACK sip:carol"), "baresip saw no ACK:\n{log}");
-    assert!(uac.messages.contains("CSeq: 10 BYE"), "{uac}");
+    // baresip got the ACK and the BYE through Kamailio and answered the BYE.
+    let trace = loopback_trace(&carol);
+    let kamailio_addr = kamailio.udp_addr().to_string();
+    for method in ["INVITE", "ACK", "BYE"] {
+        find(&trace, &format!("{method} from Kamailio"), |m| m.is_request(method) && m.from == kamailio_addr);
+    }
+    find(&trace, "200 to the BYE", |m| {
+        m.is_response(200) && m.header("CSeq") == Some("10 BYE") && m.to == kamailio_addr
+    });
 }
 
 /// (c) baresip (carol) dials bob, a SIPp UAS registered at Kamailio:
@@ -139,9 +183,15 @@ fn baresip_calls_registered_sipp_through_kamailio() {
     let closed = closed.unwrap_or_else(|| panic!("baresip reported no closed call:\n{}", carol.log()));
     assert_eq!(closed.call_id, up.call_id, "{closed:?}");
 
-    let log = carol.log();
-    assert!(log.contains("SIP/2.0 407 "), "Kamailio did not challenge baresip:\n{log}");
-    assert!(log.contains("Proxy-Authorization: Digest username=\"carol\""), "no credentials:\n{log}");
+    let trace = loopback_trace(&carol);
+    let kamailio_addr = kamailio.udp_addr().to_string();
+    find(&trace, "407 from Kamailio", |m| m.is_response(407) && m.from == kamailio_addr);
+    let invite = find(&trace, "INVITE with credentials", |m| {
+        m.is_request("INVITE") && m.to == kamailio_addr && m.header("Proxy-Authorization").is_some()
+    });
+    let credentials = invite.header("Proxy-Authorization").unwrap_or_default();
+    assert!(credentials.contains("username=\"carol\""), "{credentials}");
+    find(&trace, "BYE to Kamailio", |m| m.is_request("BYE") && m.to == kamailio_addr);
     // bob got the INVITE, ACK and BYE through Kamailio; the INVITE is
     // baresip's, with an SDP offer on loopback.
     let via = format!("Via: SIP/2.0/UDP {};branch=", kamailio.udp_addr());
