@@ -1,6 +1,8 @@
 //! Real SIP peers for interop tests: Kamailio as registrar and proxy
 //! (`tests/interop/kamailio.cfg`) and SIPp (`tests/interop/sipp/`), both
-//! from Debian packages installed by `scripts/install-interop-deps`.
+//! from Debian packages installed by `scripts/install-interop-deps` (which
+//! also installs baresip, see [`crate::baresip`]; [`programs`] finds all
+//! three).
 //!
 //! Everything listens on loopback only, on ports picked here, with its
 //! files in a temporary directory of its own, so tests can run in
