@@ -8,7 +8,12 @@ use std::path::Path;
 fn program(runtime: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../runtime-{runtime}/examples/register.rs"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().skip_while(|l| l.starts_with("//!") || l.is_empty()).map(|l| format!("{l}\n")).collect()
+    let mut program = String::new();
+    for line in text.lines().skip_while(|l| l.starts_with("//!") || l.is_empty()) {
+        program.push_str(line);
+        program.push('\n');
+    }
+    program
 }
 
 /// The README's ```rust blocks.
