@@ -31,6 +31,7 @@
 
 mod json;
 mod net;
+mod tls_files;
 mod wire_log;
 
 use sipline::message::validate::validate;
