@@ -42,6 +42,7 @@
 
 mod json;
 mod net;
+mod tls_files;
 mod wire_log;
 
 use sipline::message::validate::validate;

@@ -1,6 +1,7 @@
 //! The commands that talk to the network: `listen`, `register`, `message`,
 //! `call`. Each is one endpoint on `sipline-tokio`.
 
+use crate::tls_files;
 use sipline::auth::DigestCredentials;
 use sipline::driver::Error;
 use sipline::endpoint::{
@@ -105,11 +106,13 @@ impl Options {
         let bind = self.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut tls = TlsConfig::default();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            tls = tls.with_identity_pem_files(cert, key).map_err(|e| e.to_string())?;
+            tls = tls_files::with_identity_files(tls, cert, key).map_err(|e| e.to_string())?;
         }
         tls = match &self.ca {
-            Some(ca) => tls.with_roots_pem_file(ca).map_err(|e| e.to_string())?,
-            None if self.transport() == Transport::Tls => tls.with_system_roots().map_err(|e| e.to_string())?,
+            Some(ca) => tls_files::with_roots_file(tls, ca).map_err(|e| e.to_string())?,
+            None if self.transport() == Transport::Tls => {
+                tls_files::with_system_roots(tls).map_err(|e| e.to_string())?
+            }
             None => tls,
         };
         let has_identity = !tls.chain.is_empty();

@@ -1,6 +1,8 @@
 //! Real SIP peers for interop tests: Kamailio as registrar and proxy
 //! (`tests/interop/kamailio.cfg`) and SIPp (`tests/interop/sipp/`), both
-//! from Debian packages installed by `scripts/install-interop-deps`.
+//! from Debian packages installed by `scripts/install-interop-deps` (which
+//! also installs baresip, see [`crate::baresip`]; [`programs`] finds all
+//! three).
 //!
 //! Everything listens on loopback only, on ports picked here, with its
 //! files in a temporary directory of its own, so tests can run in
@@ -98,6 +100,11 @@ pub struct Programs {
     pub timeout: PathBuf,
     /// Kamailio's `tls.so` module.
     pub tls_module: PathBuf,
+    /// The `baresip` softphone (package baresip-core).
+    pub baresip: PathBuf,
+    /// baresip's module directory (holding `aubridge.so`, `ausine.so`,
+    /// `g711.so`, `ctrl_tcp.so` …).
+    pub baresip_modules: PathBuf,
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -124,11 +131,42 @@ fn kamailio_module_dir(kamailio: &Path, timeout: &Path) -> Option<PathBuf> {
     Some(PathBuf::from(&line[start..end]))
 }
 
+/// The baresip modules the harness loads; all in package baresip-core.
+pub const BARESIP_MODULES: [&str; 6] = ["account.so", "menu.so", "ctrl_tcp.so", "g711.so", "aubridge.so", "ausine.so"];
+
+/// baresip's module directory: `lib/baresip/modules` (or the multiarch
+/// `lib/<triplet>/baresip/modules`) under the prefix the binary is in,
+/// when it holds every module of [`BARESIP_MODULES`].
+fn baresip_module_dir(baresip: &Path) -> Option<PathBuf> {
+    let prefix = baresip.parent()?.parent()?;
+    let lib = prefix.join("lib");
+    let mut candidates = vec![lib.join("baresip").join("modules")];
+    if let Ok(entries) = fs::read_dir(&lib) {
+        let mut multiarch: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("baresip").join("modules"))
+            .filter(|p| p.is_dir())
+            .collect();
+        multiarch.sort();
+        candidates.extend(multiarch);
+    }
+    candidates.into_iter().find(|dir| BARESIP_MODULES.iter().all(|m| dir.join(m).is_file()))
+}
+
 fn locate() -> Result<Programs, String> {
     let mut missing = Vec::new();
     let kamailio = find_program("kamailio");
     let sipp = find_program("sipp");
     let timeout = find_program("timeout");
+    let baresip = find_program("baresip");
+    let baresip_modules = baresip.as_deref().and_then(baresip_module_dir);
+    match (&baresip, &baresip_modules) {
+        (None, _) => missing.push("baresip (package baresip-core)".to_owned()),
+        (Some(_), None) => {
+            missing.push(format!("baresip modules {} (package baresip-core)", BARESIP_MODULES.join(" ")));
+        }
+        (Some(_), Some(_)) => {}
+    }
     if kamailio.is_none() {
         missing.push("kamailio (package kamailio)".to_owned());
     }
@@ -155,9 +193,11 @@ fn locate() -> Result<Programs, String> {
         }
         _ => None,
     };
-    match (kamailio, sipp, timeout, tls_module) {
-        (Some(kamailio), Some(sipp), Some(timeout), Some(tls_module)) if missing.is_empty() => {
-            Ok(Programs { kamailio, sipp, timeout, tls_module })
+    match (kamailio, sipp, timeout, tls_module, baresip, baresip_modules) {
+        (Some(kamailio), Some(sipp), Some(timeout), Some(tls_module), Some(baresip), Some(baresip_modules))
+            if missing.is_empty() =>
+        {
+            Ok(Programs { kamailio, sipp, timeout, tls_module, baresip, baresip_modules })
         }
         _ => Err(missing.join(", ")),
     }
@@ -218,25 +258,46 @@ pub fn programs() -> &'static Programs {
 /// process. A port is only free until someone binds it: whoever uses it
 /// should bind it soon, and cope with losing the race.
 pub fn free_port(ips: &[IpAddr]) -> u16 {
+    free_ports(ips, 1)
+}
+
+/// The first of `count` consecutive ports each free for both UDP and TCP
+/// on every address in `ips`, none handed out before by this process (see
+/// [`free_port`]). For peers that bind a port and the ones after it
+/// (baresip: SIP on `p`, its TLS listener on `p + 1`).
+pub fn free_ports(ips: &[IpAddr], count: u16) -> u16 {
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
     let first = ips.first().copied().unwrap_or(LOOPBACK_V4);
+    let count = count.max(1);
     for _ in 0..500 {
         let Ok(listener) = TcpListener::bind((first, 0)) else { continue };
         let Ok(addr) = listener.local_addr() else { continue };
         let port = addr.port();
-        let free = ips.iter().all(|&ip| {
-            let tcp = if ip == first { true } else { TcpListener::bind((ip, port)).is_ok() };
-            tcp && UdpSocket::bind((ip, port)).is_ok()
+        let Some(last) = port.checked_add(count - 1) else { continue };
+        // Held until the check is over, so that each is seen free at once.
+        let mut held = Vec::new();
+        let free = (port..=last).all(|p| {
+            ips.iter().all(|&ip| {
+                let tcp = if ip == first && p == port {
+                    true
+                } else {
+                    TcpListener::bind((ip, p)).map(|l| held.push(l)).is_ok()
+                };
+                tcp && UdpSocket::bind((ip, p)).is_ok()
+            })
         });
+        drop(held);
         if !free {
             continue;
         }
         let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if handed_out.get_or_insert_with(HashSet::new).insert(port) {
+        let set = handed_out.get_or_insert_with(HashSet::new);
+        if (port..=last).all(|p| !set.contains(&p)) {
+            set.extend(port..=last);
             return port;
         }
     }
-    panic!("no free port on {ips:?} after 500 tries");
+    panic!("no {count} free consecutive ports on {ips:?} after 500 tries");
 }
 
 /// Sockets in one of the kernel's tables (`/proc/net/udp` …) bound to

@@ -5,8 +5,10 @@
 //! transaction users that drive the transaction layer through it; [`net`]
 //! simulates whole transport layers (datagrams, TCP, TLS) and [`stack`]
 //! runs those transaction users over it; [`certs`] makes test PKI;
-//! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests.
+//! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests, and
+//! [`baresip`] the baresip softphone registered at such a Kamailio.
 
+pub mod baresip;
 pub mod certs;
 pub mod kamailio;
 pub mod net;

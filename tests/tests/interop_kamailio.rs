@@ -267,7 +267,8 @@ fn sipline_reaches_kamailio_over_every_transport() {
     let kamailio = Kamailio::start(&KamailioOptions { tls: KamailioTls::On, ipv6: true, ..KamailioOptions::default() });
     let roots = kamailio.ca_pem_path().expect("TLS is on");
     let mut config = EndpointConfig::new(&kamailio.user("alice").aor());
-    config.transport.tls = TlsConfig::default().with_roots_pem_file(roots).expect("CA PEM file");
+    config.transport.tls =
+        TlsConfig::default().with_roots_pem(&std::fs::read(roots).expect("read the CA PEM file")).expect("CA PEM");
     // UDP requests need a socket of the target's family.
     config = config.listen(Transport::Udp, SocketAddr::new(LOOPBACK_V4, 0));
     config = config.listen(Transport::Udp, SocketAddr::new(LOOPBACK_V6, 0));

@@ -86,8 +86,9 @@ fn tls_files() -> (TlsConfig, TlsConfig) {
     let dir = Scratch::new();
     let (chain, key, root) =
         (dir.write("chain.pem", &leaf.chain_pem), dir.write("key.pem", &leaf.key_pem), dir.write("ca.pem", &ca.pem));
-    let server = TlsConfig::default().with_identity_pem_files(&chain, &key).expect("server PEM files");
-    let client = TlsConfig::default().with_roots_pem_file(&root).expect("CA PEM file");
+    let read = |path: PathBuf| std::fs::read(path).expect("read PEM");
+    let server = TlsConfig::default().with_identity_pem(&read(chain), &read(key)).expect("server PEM files");
+    let client = TlsConfig::default().with_roots_pem(&read(root)).expect("CA PEM file");
     (server, client)
 }
 

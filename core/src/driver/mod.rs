@@ -18,12 +18,12 @@
 //! - the **socket loops** of the async runtimes ([`read_datagrams`],
 //!   [`accept_streams`], and [`read_stream`] / [`write_stream`] over
 //!   `futures-io`), and small policies ([`UdpSockets`]: which socket sends
-//!   a datagram; [`answer_from`]: how a system lookup becomes an [`Answer`]);
-//! - **TLS files**: PEM certificates and keys, the system's roots
-//!   ([`files`]).
+//!   a datagram; [`answer_from`]: how a system lookup becomes an [`Answer`]).
 //!
-//! It owns no sockets, threads or clocks: the runtime hands the time in
-//! (through [`AsyncIo::now`] or the `now` arguments).
+//! It owns no sockets, threads, clocks or files: the runtime hands the time
+//! in (through [`AsyncIo::now`] or the `now` arguments), and the
+//! application hands TLS material in as bytes
+//! ([`TlsConfig`](crate::transport::TlsConfig)).
 //!
 //! A runtime's bind function, in outline:
 //!
@@ -36,8 +36,6 @@
 //! let (handle, events) = driver.start(now, unix_time);
 //! spawn(driver.run(my_io));
 //! ```
-
-pub mod files;
 
 use crate::endpoint::{
     Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError, RequestId,

@@ -590,6 +590,8 @@ impl Endpoint {
     /// target refreshed) and the ACK goes (§13.2.2.4).
     fn invite_accepted(&mut self, now: Instant, s: SessionId, reinvite: bool, cseq: u32, response: Response) {
         let Ok(m) = Message::parse(&response.bytes) else { return };
+        // The stream the answer came on is the session's while it lives.
+        self.pin_for(now, s, self.responding.and_then(|src| src.conn));
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         if reinvite {
             session.glare_body = None;

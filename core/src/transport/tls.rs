@@ -20,7 +20,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Certificates and keys for TLS, as bytes (the runtime reads the files).
+/// Certificates and keys for TLS, as bytes.
+///
+/// The core reads no files and no system certificate store: the
+/// application reads its PEM files (or gets roots from wherever it trusts
+/// them) and hands the bytes in.
+///
+/// ```no_run
+/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use sipline::transport::TlsConfig;
+/// let tls = TlsConfig::default()
+///     .with_identity_pem(&std::fs::read("chain.pem")?, &std::fs::read("key.pem")?)?
+///     .with_roots_pem(&std::fs::read("ca.pem")?)?;
+/// # let _ = tls; Ok(()) }
+/// ```
+///
+/// Mutual TLS, from bytes already in hand:
 ///
 /// ```
 /// # fn demo(chain_pem: &[u8], key_pem: &[u8], ca_pem: &[u8]) -> Result<(), sipline::transport::TlsConfigError> {
@@ -63,7 +78,10 @@ pub enum TlsConfigError {
 }
 
 impl TlsConfig {
-    /// Our certificate chain and key from PEM text.
+    /// Our certificate chain (leaf first) and private key from PEM text
+    /// (PKCS#8, PKCS#1 or SEC1 key). Fails with
+    /// [`TlsConfigError::NoCertificate`] or [`TlsConfigError::NoKey`] when
+    /// either is missing, [`TlsConfigError::Unreadable`] for broken PEM.
     pub fn with_identity_pem(mut self, chain: &[u8], key: &[u8]) -> Result<Self, TlsConfigError> {
         self.chain = certs_from_pem(chain)?;
         let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| match e {
@@ -82,7 +100,9 @@ impl TlsConfig {
         self
     }
 
-    /// Adds trusted roots from PEM text.
+    /// Adds every certificate of PEM text to the trusted roots. Fails with
+    /// [`TlsConfigError::NoCertificate`] when there is none,
+    /// [`TlsConfigError::Unreadable`] for broken PEM.
     pub fn with_roots_pem(mut self, roots: &[u8]) -> Result<Self, TlsConfigError> {
         self.roots.extend(certs_from_pem(roots)?);
         Ok(self)
