@@ -109,9 +109,13 @@ impl<R: Runtime> User<R> {
 
     /// Waits for the MESSAGE `body` and checks who it came from.
     fn wait_message(&mut self, rt: &R, kamailio: &Kamailio, from: &str, body: &str) {
-        let event = self.wait_for(rt, kamailio, &format!("MESSAGE {body:?}"), STEP, |e| {
-            matches!(e, Event::Message { body: b, .. } if b == body.as_bytes())
-        });
+        let event = self.wait_for(
+            rt,
+            kamailio,
+            &format!("MESSAGE {body:?}"),
+            STEP,
+            |e| matches!(e, Event::Message { body: b, .. } if b == body.as_bytes()),
+        );
         let Event::Message { from: sender, content_type, request, .. } = event else { unreachable!() };
         assert_eq!(sender, from, "{}: {} got {body:?}", R::NAME, self.name);
         assert_eq!(content_type.as_deref(), Some("text/plain"));
