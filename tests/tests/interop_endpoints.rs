@@ -76,15 +76,14 @@ impl<R: Runtime> User<R> {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                panic!(
-                    "{}: {} saw no {what} within {limit:?}; events: {:#?}\n--- Kamailio log ---\n{}",
-                    R::NAME,
-                    self.name,
-                    self.seen,
-                    kamailio.log()
-                );
-            }
+            assert!(
+                !left.is_zero(),
+                "{}: {} saw no {what} within {limit:?}; events: {:#?}\n--- Kamailio log ---\n{}",
+                R::NAME,
+                self.name,
+                self.seen,
+                kamailio.log()
+            );
             if let Some(event) = rt.next_event(&mut self.events, left.min(Duration::from_millis(100))) {
                 self.seen.push(event.clone());
                 if wanted(&event) {
