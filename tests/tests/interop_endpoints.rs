@@ -7,7 +7,8 @@
 //!   TCP and TLS, send each other MESSAGE through it (its 407 answered
 //!   with credentials), refresh their 10 s bindings (Kamailio's
 //!   `min_expires`) and stay reachable past the first binding's expiry,
-//!   then alice unregisters and becomes unreachable (480);
+//!   then alice unregisters and becomes unreachable (480) until she
+//!   registers again, and bob shuts down, unregistering first (480);
 //! - peer to peer: a SIPp UAC (`tests/interop/sipp/message_uac.xml`) sends
 //!   MESSAGE straight to a sipline endpoint over UDP and TCP.
 //!
@@ -207,6 +208,13 @@ fn registered_endpoints<R: Runtime>(transport: Transport) {
     // She can still send (through the registrar, with credentials).
     assert_eq!(send(&rt, &alice, "bob", "still here").map_err(|e| e.to_string()), Ok(200));
     bob.wait_message(&rt, &kamailio, &format!("sip:alice@{DOMAIN}"), "still here");
+
+    // She registers again and is reachable again.
+    R::reregister(&alice.endpoint);
+    alice.wait_registered(&rt, &kamailio);
+    let back = format!("welcome back over {t} ({})", R::NAME);
+    assert_eq!(send(&rt, &bob, "alice", &back).map_err(|e| e.to_string()), Ok(200), "{}", kamailio.log());
+    alice.wait_message(&rt, &kamailio, &format!("sip:bob@{DOMAIN}"), &back);
 
     // bob shuts down, unregistering on the way; then alice cannot reach him.
     rt.shutdown(&bob.endpoint);
