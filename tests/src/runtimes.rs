@@ -38,6 +38,11 @@ pub trait Runtime: Send + Sync + 'static {
     fn respond(&self, endpoint: &Self::Endpoint, incoming: IncomingId, code: u16) -> Result<(), RespondError>;
     /// `shutdown`, waiting for its end.
     fn shutdown(&self, endpoint: &Self::Endpoint);
+    /// `unregister`: REGISTER with `Expires: 0`; the outcome arrives as an
+    /// event.
+    fn unregister(endpoint: &Self::Endpoint);
+    /// `reregister`: registers again; the outcome arrives as an event.
+    fn reregister(endpoint: &Self::Endpoint);
     /// The next event within `timeout`; `None` on timeout or at the end.
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event>;
     /// The bound address for `transport`.
@@ -109,6 +114,12 @@ impl Runtime for Tokio {
     fn shutdown(&self, endpoint: &Self::Endpoint) {
         self.0.block_on(endpoint.shutdown());
     }
+    fn unregister(endpoint: &Self::Endpoint) {
+        endpoint.unregister();
+    }
+    fn reregister(endpoint: &Self::Endpoint) {
+        endpoint.reregister();
+    }
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
         self.0.block_on(async { tokio::time::timeout(timeout, events.next()).await.ok().flatten() })
     }
@@ -179,6 +190,12 @@ impl Runtime for Smol {
     fn shutdown(&self, endpoint: &Self::Endpoint) {
         smol::block_on(endpoint.shutdown());
     }
+    fn unregister(endpoint: &Self::Endpoint) {
+        endpoint.unregister();
+    }
+    fn reregister(endpoint: &Self::Endpoint) {
+        endpoint.reregister();
+    }
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
         smol::block_on(smol::future::or(events.next(), async {
             smol::Timer::after(timeout).await;
@@ -245,6 +262,12 @@ impl Runtime for Blocking {
     }
     fn shutdown(&self, endpoint: &Self::Endpoint) {
         endpoint.shutdown();
+    }
+    fn unregister(endpoint: &Self::Endpoint) {
+        endpoint.unregister();
+    }
+    fn reregister(endpoint: &Self::Endpoint) {
+        endpoint.reregister();
     }
     fn next_event(&self, events: &mut Self::Events, timeout: Duration) -> Option<Event> {
         events.recv_timeout(timeout).ok()
