@@ -16,8 +16,7 @@
 
 use sipline::auth::DigestCredentials;
 use sipline::endpoint::{
-    Body, EndpointConfig, Event, RegistrationConfig, RegistrationState, Request, SessionEnd,
-    SessionEvent, SessionId,
+    Body, EndpointConfig, Event, RegistrationConfig, RegistrationState, Request, SessionEnd, SessionEvent, SessionId,
 };
 use sipline::transport::Transport;
 use sipline_tests::baresip::{Baresip, BaresipOptions};
@@ -99,9 +98,13 @@ fn session_events<R: Runtime>(
     let mut seen = Vec::new();
     let mut other = Vec::new();
     loop {
-        let e = wait_event(rt, events, "session event", &mut other, |e| {
-            matches!(e, Event::Session { session: s, .. } if *s == session)
-        });
+        let e = wait_event(
+            rt,
+            events,
+            "session event",
+            &mut other,
+            |e| matches!(e, Event::Session { session: s, .. } if *s == session),
+        );
         let Event::Session { event, .. } = e else { unreachable!() };
         let done = last(&event);
         seen.push(event);
@@ -240,8 +243,10 @@ fn sipline_calls_sipp_uas<R: Runtime>(transport: Transport) {
         let end = session_events(&rt, &mut events, session, is_ended);
         outcomes.push((ok, ringing, end));
     }
-    rt.shutdown(&endpoint);
+    // SIPp ends each call with a pause; over TCP, closing the connection
+    // (shutting down) before it ends fails the calls still pausing.
     let out = uas.wait();
+    rt.shutdown(&endpoint);
     assert_sipp_ok(&what, &out, None);
     for (ok, ringing, end) in outcomes {
         assert_eq!(ok.code, 200, "{what}");
@@ -403,10 +408,12 @@ fn sipline_and_baresip_call_each_other<R: Runtime>() {
     let offer = body.unwrap_or_else(|| panic!("{what}: baresip sent no offer"));
     assert!(text(&offer.bytes).contains("m=audio "), "{what}: {offer:?}");
     rt.accept(&alice, session, Some(&Body::sdp(sdp("alice", media_port(&media))))).expect("accept");
-    let confirmed =
-        session_events(&rt, &mut events, session, |e| matches!(e, SessionEvent::Confirmed { .. } | SessionEvent::Ended(_)));
+    let confirmed = session_events(&rt, &mut events, session, |e| {
+        matches!(e, SessionEvent::Confirmed { .. } | SessionEvent::Ended(_))
+    });
     assert_eq!(confirmed, [SessionEvent::Confirmed { body: None }], "{what}\n{}", logs());
-    let established = carol.wait_event(WAIT, |e| e.kind == "CALL_ESTABLISHED" && e.direction.as_deref() == Some("outgoing"));
+    let established =
+        carol.wait_event(WAIT, |e| e.kind == "CALL_ESTABLISHED" && e.direction.as_deref() == Some("outgoing"));
     let established = established.unwrap_or_else(|| panic!("{what}: baresip's call not established\n{}", logs()));
     assert!(carol.events().len() > before, "{what}");
     carol.hangup().unwrap_or_else(|e| panic!("hangup: {e}"));
