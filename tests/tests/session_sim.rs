@@ -639,3 +639,41 @@ fn many_calls_leave_nothing_behind() {
         s.nodes[1].session_events().iter().filter(|e| matches!(e, SessionEvent::Ended(SessionEnd::PeerHungUp))).count();
     assert_eq!(ended, 200);
 }
+
+#[test]
+fn glare_and_hangup_on_a_lossy_network_leave_nothing_behind() {
+    for_each_seed(20, |seed| {
+        let t0 = Instant::now();
+        let a = Ua::new(0, "alice", t0, |_| {}, accepting_all());
+        let b = Ua::new(1, "bob", t0, |_| {}, accepting_all());
+        let mut s = Sim::new(vec![a, b], LinkConfig::lossy(), seed, t0);
+        let call = invite(&mut s);
+        go(&mut s, 40);
+        let Some(bob_call) = s.nodes[1].events.iter().find_map(|(_, e)| match e {
+            Event::IncomingSession { session, .. } => Some(*session),
+            _ => None,
+        }) else {
+            return; // the INVITE never got through (Timer B)
+        };
+        if s.nodes[0].ended().is_some() || s.nodes[1].ended().is_some() {
+            return; // lost before it was established (timeout or no ACK)
+        }
+        let now = s.now();
+        // Both re-INVITE at once (glare), then Alice hangs up mid-way.
+        let _ = s.nodes[0].ep.reinvite(now, call, Some(Body::sdp(&b"a2"[..])));
+        let _ = s.nodes[1].ep.reinvite(now, bob_call, Some(Body::sdp(&b"b2"[..])));
+        go(&mut s, 3);
+        let now = s.now();
+        let _ = s.nodes[0].ep.hangup(now, call);
+        go(&mut s, 300);
+        let (alice, bob) = (&s.nodes[0], &s.nodes[1]);
+        assert_eq!(alice.ep.session_count(), 0, "seed {seed}\n{}", s.trace());
+        // Bob's ends by Alice's BYE, or (every BYE lost) stays for his
+        // application to end; nothing else may keep it.
+        if bob.ep.session_count() != 0 {
+            assert!(alice.wire.iter().filter(|m| m.starts_with("BYE ")).count() >= 1);
+        }
+        assert_eq!(alice.ep.outstanding(), 0);
+        assert_eq!(alice.ep.poll_timeout(), None, "seed {seed}: a timer left behind");
+    });
+}
