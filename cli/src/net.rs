@@ -26,7 +26,7 @@ listen --answer: answer every INVITE with 200 and the --body file (application/s
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
-         -v (print every SIP message sent and received)";
+         -v (print every SIP message sent and received)  -q, --quiet (listen: print no line per request or call)";
 
 /// Parsed options.
 #[derive(Default)]
@@ -44,6 +44,8 @@ struct Options {
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
     verbose: bool,
+    /// `listen`, `register`: print nothing per request or call (load runs).
+    quiet: bool,
     /// `listen`: answer INVITEs.
     answer: bool,
     /// `call`, `listen --answer`: the body file.
@@ -61,6 +63,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "-v" | "--verbose" => o.verbose = true,
+            "-q" | "--quiet" => o.quiet = true,
             "--bind" => o.bind = Some(value()?.parse().map_err(|e| format!("--bind: {e}"))?),
             "--transport" => {
                 o.transport = Some(match value()?.to_ascii_lowercase().as_str() {
@@ -191,6 +194,17 @@ struct Calls {
     answer: Option<Answer>,
     /// The caller of each live incoming session.
     callers: HashMap<SessionId, String>,
+    /// Print nothing per request or call (`--quiet`).
+    quiet: bool,
+}
+
+/// `println!` unless `calls` is quiet.
+macro_rules! say {
+    ($calls:expr, $($arg:tt)*) => {
+        if !$calls.quiet {
+            println!($($arg)*);
+        }
+    };
 }
 
 /// The body `listen --answer` answers with.
@@ -212,7 +226,7 @@ impl Calls {
             (None, true) => Some(Answer::Builtin),
             (None, false) => None,
         };
-        Ok(Calls { answer, callers: HashMap::new() })
+        Ok(Calls { answer, callers: HashMap::new(), quiet: o.quiet })
     }
 
     /// The answer body for a session that reached `local` from `remote`.
@@ -250,14 +264,14 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
     match event {
         Event::Message { from, content_type, body, .. } => {
             let ct = content_type.unwrap_or_else(|| "-".to_owned());
-            println!("MESSAGE from {from} ({ct}): {}", String::from_utf8_lossy(&body));
+            say!(calls, "MESSAGE from {from} ({ct}): {}", String::from_utf8_lossy(&body));
         }
         Event::Incoming { incoming, method, request, .. } => {
-            println!("{method} request:\n{}", String::from_utf8_lossy(&request));
+            say!(calls, "{method} request:\n{}", String::from_utf8_lossy(&request));
             let _ = endpoint.respond(incoming, 200, "OK").await;
         }
         Event::IncomingSession { session, from, source, .. } => {
-            println!("INVITE from {from}");
+            say!(calls, "INVITE from {from}");
             let local = source.local.or_else(|| endpoint.local_addr(source.transport));
             let answered = match calls.body(local, source.remote) {
                 Some(body) => endpoint.accept(session, Some(&body)).await.map(|()| "200 OK"),
@@ -265,7 +279,7 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
             };
             match answered {
                 Ok(line) => {
-                    println!("answered {line}");
+                    say!(calls, "answered {line}");
                     calls.callers.insert(session, from);
                 }
                 Err(e) => println!("cannot answer: {e}"),
@@ -283,7 +297,7 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
 /// Prints what happens in an incoming session.
 async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, session: SessionId, event: SessionEvent) {
     match event {
-        SessionEvent::Confirmed { .. } => println!("ACK"),
+        SessionEvent::Confirmed { .. } => say!(calls, "ACK"),
         SessionEvent::Reoffer { .. } => {
             // A re-INVITE (a hold, a refresh): answered like the INVITE.
             let remote = SocketAddr::from(([127, 0, 0, 1], 9));
@@ -292,13 +306,13 @@ async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, ses
                 Some(body) => endpoint.accept(session, Some(&body)).await,
                 None => endpoint.reject(session, 488, "Not Acceptable Here", &[]).await,
             };
-            println!("re-INVITE: {}", if result.is_ok() { "answered" } else { "not answered" });
+            say!(calls, "re-INVITE: {}", if result.is_ok() { "answered" } else { "not answered" });
         }
         SessionEvent::Ended(why) => {
             let from = calls.callers.remove(&session).unwrap_or_default();
             match why {
-                SessionEnd::PeerHungUp => println!("BYE from {from}"),
-                SessionEnd::Cancelled => println!("CANCEL from {from}"),
+                SessionEnd::PeerHungUp => say!(calls, "BYE from {from}"),
+                SessionEnd::Cancelled => say!(calls, "CANCEL from {from}"),
                 // A rejected session was reported when it was answered.
                 SessionEnd::Rejected => {}
                 other => println!("call from {from} ended: {}", end_text(&other)),
