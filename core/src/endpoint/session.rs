@@ -377,13 +377,15 @@ impl Endpoint {
     /// use sipline::endpoint::{Endpoint, EndpointConfig, Request};
     /// use std::time::Instant;
     ///
+    /// // `now` comes from the runtime's clock; the core reads none.
+    /// # fn demo(now: Instant) {
     /// let mut ep = Endpoint::new(EndpointConfig::new("sip:alice@example.com")).unwrap();
-    /// let now = Instant::now();
     /// ep.start(now);
     /// let offer = b"v=0\r\n".to_vec();
     /// let call = ep.invite(now, Request::invite("sip:bob@192.0.2.7", "application/sdp", offer)).unwrap();
     /// // The runtime now drains ep.poll_output(): a name to resolve, then the INVITE.
     /// # let _ = call;
+    /// # }
     /// ```
     pub fn invite(&mut self, now: Instant, request: Request) -> Result<SessionId, SendError> {
         let now = self.clamp(now);

@@ -27,12 +27,11 @@ use std::time::{Duration, Instant};
 /// them) and hands the bytes in.
 ///
 /// ```no_run
-/// # fn demo() -> Result<(), Box<dyn std::error::Error>> {
-/// use sipline::transport::TlsConfig;
-/// let tls = TlsConfig::default()
-///     .with_identity_pem(&std::fs::read("chain.pem")?, &std::fs::read("key.pem")?)?
-///     .with_roots_pem(&std::fs::read("ca.pem")?)?;
-/// # let _ = tls; Ok(()) }
+/// use sipline::transport::{TlsConfig, TlsConfigError};
+/// // `chain`, `key` and `ca` are the PEM files' bytes, read by the application.
+/// fn tls(chain: &[u8], key: &[u8], ca: &[u8]) -> Result<TlsConfig, TlsConfigError> {
+///     TlsConfig::default().with_identity_pem(chain, key)?.with_roots_pem(ca)
+/// }
 /// ```
 ///
 /// Mutual TLS, from bytes already in hand:
