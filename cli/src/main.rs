@@ -40,6 +40,7 @@
 //! parsed structure. The exit status is 0 if every file parsed, 1 if any did
 //! not, 2 on a usage error.
 
+mod heap;
 mod json;
 mod net;
 mod tls_files;

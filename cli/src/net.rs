@@ -164,6 +164,8 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         }
     };
     runtime.block_on(async {
+        // Freed memory goes back to the system after a burst (heap.rs).
+        tokio::spawn(crate::heap::trim_periodically());
         match command {
             "listen" => listen(&options).await,
             "register" => register(&options).await,

@@ -30,6 +30,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod message;
 pub mod rng;
+mod shed;
 mod slab;
 pub mod transaction;
 pub mod transport;

@@ -461,6 +461,9 @@ struct Pending {
     failure: Option<RequestError>,
 }
 
+/// A message that just arrived, with its parse: `(bytes, parsed)`.
+type Arrived<'b, 'm> = Option<(&'b [u8], &'m Message<'b>)>;
+
 /// A SIP endpoint, sans-IO.
 pub struct Endpoint {
     config: EndpointConfig,
@@ -1166,7 +1169,11 @@ impl Endpoint {
 
     /// The next output; drain until `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.out.pop_front()
+        let next = self.out.pop_front();
+        if next.is_none() {
+            crate::shed::shed(&mut self.out);
+        }
+        next
     }
 
     /// Moves everything between the layers until both are quiet.
@@ -1175,19 +1182,38 @@ impl Endpoint {
             let mut moved = false;
             while let Some(o) = self.transactions.poll_output() {
                 moved = true;
-                self.on_transactions(now, o);
+                self.on_transactions(now, o, None);
             }
             while let Some(o) = self.transport.poll_output() {
                 moved = true;
                 self.on_transport(now, o);
             }
             if !moved {
+                self.shed();
                 return;
             }
         }
     }
 
-    fn on_transactions(&mut self, now: Instant, o: transaction::Output<Peer>) {
+    /// Drops the storage of tables a burst emptied, in every layer, so an
+    /// idle endpoint gives its peak back (see `crate::shed`).
+    fn shed(&mut self) {
+        use crate::shed::shed;
+        self.transactions.shed();
+        self.transport.shed();
+        self.sessions.shed();
+        shed(&mut self.pending);
+        shed(&mut self.by_client);
+        shed(&mut self.by_query);
+        shed(&mut self.conn_peer);
+        shed(&mut self.incoming);
+        shed(&mut self.answer_deadlines);
+        shed(&mut self.queued);
+    }
+
+    /// One output of the transaction layer; `arrived` is the message being
+    /// handed to it, already parsed (so its events need no second parse).
+    fn on_transactions(&mut self, now: Instant, o: transaction::Output<Peer>, arrived: Arrived<'_, '_>) {
         match o {
             transaction::Output::Transmit { peer, bytes } => match self.transport.send(now, &peer, bytes) {
                 Ok(Some(conn)) => {
@@ -1207,15 +1233,15 @@ impl Endpoint {
                 Ok(None) => {}
                 Err(_) => self.connection_failed(now, (peer.transport, peer.remote), &RequestError::TooManyConnections),
             },
-            transaction::Output::Event(e) => self.transaction_event(now, e),
+            transaction::Output::Event(e) => self.transaction_event(now, e, arrived),
         }
     }
 
     /// Drains the transaction layer right away (so an incoming request is
     /// paired with the source it came from).
-    fn drain_transactions(&mut self, now: Instant) {
+    fn drain_transactions(&mut self, now: Instant, arrived: Arrived<'_, '_>) {
         while let Some(o) = self.transactions.poll_output() {
-            self.on_transactions(now, o);
+            self.on_transactions(now, o, arrived);
         }
     }
 
@@ -1225,19 +1251,23 @@ impl Endpoint {
             Err(event) => event,
         };
         match event {
+            // One parse per arrived message, shared by every layer above
+            // the transport (the transport's own check parsed it once).
             TransportEvent::Request { source, bytes } => {
-                let peer = Peer::reply_to(&source, &bytes);
+                let Ok(m) = Message::parse(&bytes) else { return };
+                let peer = Peer::reply_to_message(&source, &m);
                 self.arriving = Some(source);
-                self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
-                self.drain_transactions(now);
+                self.transactions.handle_parsed(now, &m, &bytes, peer, source.transport.is_reliable());
+                self.drain_transactions(now, Some((&bytes, &m)));
                 self.arriving = None;
             }
             TransportEvent::Response { source, bytes } => {
+                let Ok(m) = Message::parse(&bytes) else { return };
                 let mut peer = Peer::new(source.transport, source.remote);
                 peer.conn = source.conn;
                 self.responding = Some(source);
-                self.transactions.handle_message(now, &bytes, peer, source.transport.is_reliable());
-                self.drain_transactions(now);
+                self.transactions.handle_parsed(now, &m, &bytes, peer, source.transport.is_reliable());
+                self.drain_transactions(now, Some((&bytes, &m)));
                 self.responding = None;
             }
             TransportEvent::Resolved { query, result } => {
@@ -1430,7 +1460,7 @@ impl Endpoint {
         }
     }
 
-    fn transaction_event(&mut self, now: Instant, e: transaction::Event) {
+    fn transaction_event(&mut self, now: Instant, e: transaction::Event, arrived: Arrived<'_, '_>) {
         use transaction::Event as E;
         match e {
             E::Response { client, response } => {
@@ -1488,14 +1518,22 @@ impl Endpoint {
                     return;
                 }
                 let Some(source) = self.arriving else { return };
-                let Ok(m) = Message::parse(&request) else { return };
+                let fresh;
+                let m = match arrived {
+                    Some((bytes, m)) if bytes == &request[..] => m,
+                    _ => {
+                        let Ok(m) = Message::parse(&request) else { return };
+                        fresh = m;
+                        &fresh
+                    }
+                };
                 let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
                 let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
                 let abilities =
                     Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
-                match abilities.judge(&m) {
+                match abilities.judge(m) {
                     Verdict::Absorb => {}
-                    Verdict::Session => self.session_request(now, server, &request, &m, source),
+                    Verdict::Session => self.session_request(now, server, &request, m, source),
                     Verdict::Reply { code, reason, headers } => {
                         let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
                         self.answer_with(now, server, &request, uas::status(code), &reason, &headers);
@@ -1536,7 +1574,14 @@ impl Endpoint {
                 self.by_client.remove(&client);
                 self.sessions.invite_clients.remove(&client);
             }
-            E::Ack { request } => self.ack_arrived(now, &request),
+            E::Ack { request } => match arrived {
+                Some((bytes, m)) if bytes == &request[..] => self.ack_arrived(now, m),
+                _ => {
+                    if let Ok(m) = Message::parse(&request) {
+                        self.ack_arrived(now, &m);
+                    }
+                }
+            },
             E::StrayResponse { response } => self.stray_response(now, &response),
             _ => {}
         }

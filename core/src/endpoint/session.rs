@@ -292,6 +292,15 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
+    /// Drops the storage of emptied tables (after a burst; see `shed`).
+    pub(super) fn shed(&mut self) {
+        crate::shed::shed(&mut self.all);
+        crate::shed::shed(&mut self.by_dialog);
+        crate::shed::shed(&mut self.by_branch);
+        crate::shed::shed(&mut self.invite_clients);
+        crate::shed::shed(&mut self.timers);
+    }
+
     /// Live sessions.
     pub(super) fn len(&self) -> usize {
         self.all.len()
@@ -1120,7 +1129,7 @@ impl Endpoint {
         if let Some(x) = self.sessions.all.get_mut(&s) {
             x.dialog = Some(dialog);
             x.branch = branch;
-            x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to(&source, bytes) });
+            x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to_message(&source, m) });
         }
         self.pin_for(now, s, source.conn);
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
@@ -1220,7 +1229,7 @@ impl Endpoint {
         if let Some(d) = x.dialog.as_mut() {
             d.refresh_target(m);
         }
-        x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to(&source, bytes) });
+        x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to_message(&source, m) });
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
         self.emit(s, SessionEvent::Reoffer { body: Body::of(m), request: bytes.clone() });
     }
@@ -1263,8 +1272,7 @@ impl Endpoint {
     }
 
     /// An ACK the transaction layer passed up: for a 2xx we sent.
-    pub(super) fn ack_arrived(&mut self, now: Instant, bytes: &Arc<[u8]>) {
-        let Ok(m) = Message::parse(bytes) else { return };
+    pub(super) fn ack_arrived(&mut self, now: Instant, m: &Message<'_>) {
         let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned());
         let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
         let (Some(call_id), Some(tag)) = (call_id, tag) else { return };
@@ -1281,7 +1289,7 @@ impl Endpoint {
         let bye = std::mem::take(&mut x.bye_after_ack);
         self.sessions.clear_timer(s, Timer::Retransmit);
         self.sessions.clear_timer(s, Timer::NoAck);
-        self.emit(s, SessionEvent::Confirmed { body: Body::of(&m) });
+        self.emit(s, SessionEvent::Confirmed { body: Body::of(m) });
         if bye {
             self.send_bye(now, s);
         }

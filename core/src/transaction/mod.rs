@@ -43,6 +43,7 @@ pub use timer::{Timer, TimerConfig};
 
 use crate::message::{Message, Method, ParseError};
 use crate::rng::Rng;
+use crate::shed::shed;
 use crate::slab::Slab;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -376,11 +377,18 @@ impl<P: Clone> TransactionLayer<P> {
     /// requests to their server transaction or a new one (§17.2.3).
     /// Messages that cannot be matched for want of fields are dropped.
     pub fn handle_message(&mut self, now: Instant, bytes: &[u8], peer: P, reliable: bool) {
+        if let Ok(m) = Message::parse(bytes) {
+            self.handle_parsed(now, &m, bytes, peer, reliable);
+        }
+    }
+
+    /// [`handle_message`](Self::handle_message) for a message the caller
+    /// has parsed already: `m` must be `bytes` parsed.
+    pub fn handle_parsed(&mut self, now: Instant, m: &Message<'_>, bytes: &[u8], peer: P, reliable: bool) {
         let now = self.clamp(now);
-        let Ok(m) = Message::parse(bytes) else { return };
         let mut effects = std::mem::take(&mut self.effects);
         if let Some(code) = m.status() {
-            let id = if ClientKey::write(&m, &mut self.scratch) {
+            let id = if ClientKey::write(m, &mut self.scratch) {
                 self.client_keys.get(self.scratch.as_str()).copied()
             } else {
                 None
@@ -393,7 +401,7 @@ impl<P: Clone> TransactionLayer<P> {
                         now,
                         code.as_u16(),
                         &shared,
-                        || Message::parse(&request).ok().and_then(|req| ack_for(&req, &m)),
+                        || Message::parse(&request).ok().and_then(|req| ack_for(&req, m)),
                         &mut effects,
                     );
                     self.apply(now, TxId::Client(id), &mut effects);
@@ -401,7 +409,7 @@ impl<P: Clone> TransactionLayer<P> {
                 None => self.outputs.push_back(Output::Event(Event::StrayResponse { response: shared })),
             }
         } else {
-            if !ServerKey::write(&m, &mut self.scratch) {
+            if !ServerKey::write(m, &mut self.scratch) {
                 self.effects = effects;
                 return;
             }
@@ -421,7 +429,7 @@ impl<P: Clone> TransactionLayer<P> {
                     let kind =
                         if m.method() == Some(&Method::Invite) { ServerKind::Invite } else { ServerKind::NonInvite };
                     let key = self.scratch.clone();
-                    let merge = MergeKey::of(&m).map(MergeKey::into_string);
+                    let merge = MergeKey::of(m).map(MergeKey::into_string);
                     let merged = merge.as_ref().is_some_and(|k| self.merge_keys.contains_key(k));
                     let request: Arc<[u8]> = Arc::from(bytes);
                     let tx = ServerTransaction::start(now, kind, reliable, self.config);
@@ -485,6 +493,15 @@ impl<P: Clone> TransactionLayer<P> {
     /// `handle_*` call and command.
     pub fn poll_output(&mut self) -> Option<Output<P>> {
         self.outputs.pop_front()
+    }
+
+    /// Drops the storage of emptied tables (after a burst; see `shed`).
+    pub(crate) fn shed(&mut self) {
+        shed(&mut self.client_keys);
+        shed(&mut self.server_keys);
+        shed(&mut self.merge_keys);
+        shed(&mut self.timers);
+        shed(&mut self.outputs);
     }
 
     /// Turns a machine's effects into outputs, reschedules its timer and

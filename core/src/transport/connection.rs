@@ -632,4 +632,11 @@ impl Connections {
     pub fn poll_output(&mut self) -> Option<StreamOutput> {
         self.out.pop_front()
     }
+
+    /// Drops the storage of emptied tables (after a burst; see `shed`).
+    pub(crate) fn shed(&mut self) {
+        crate::shed::shed(&mut self.by_peer);
+        crate::shed::shed(&mut self.timers);
+        crate::shed::shed(&mut self.out);
+    }
 }

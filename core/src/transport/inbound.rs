@@ -1,7 +1,7 @@
 //! What the transport does with a message that arrived, before any
 //! transaction sees it (RFC 3261 §18.1.2, §18.2.1, §18.3).
 
-use super::stamp_received;
+use super::received::stamp_parsed;
 use crate::message::{Message, ParseError};
 use std::net::SocketAddr;
 
@@ -33,7 +33,7 @@ pub fn inbound(bytes: &[u8], source: SocketAddr, ours: impl Fn(&str, Option<u16>
     };
     if m.is_request() {
         let exact = &bytes[..m.len()];
-        return Inbound::Request(stamp_received(exact, source).unwrap_or_else(|| exact.to_vec()));
+        return Inbound::Request(stamp_parsed(&m, exact, source).unwrap_or_else(|| exact.to_vec()));
     }
     // §18.1.2: the top Via must carry a sent-by this endpoint inserts.
     match m.via() {

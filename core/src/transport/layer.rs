@@ -63,7 +63,19 @@ impl Peer {
     /// UDP, to `received` and the `rport` or sent-by port, from the local
     /// address the request arrived at.
     pub fn reply_to(source: &Source, request: &[u8]) -> Peer {
-        let target = top_via_target(request);
+        match Message::parse(request) {
+            Ok(m) => Peer::reply_to_message(source, &m),
+            Err(_) => Peer::reply_to_target(source, None),
+        }
+    }
+
+    /// [`Peer::reply_to`] for a request already parsed (one parse per
+    /// message on the receive path).
+    pub fn reply_to_message(source: &Source, request: &Message<'_>) -> Peer {
+        Peer::reply_to_target(source, top_via_target(request))
+    }
+
+    fn reply_to_target(source: &Source, target: Option<Target>) -> Peer {
         // Over a stream this is where a new connection goes if the one the
         // request came on has closed: the sent-by port is where the peer
         // listens (with rport, its connection's own port).
@@ -76,8 +88,7 @@ impl Peer {
     }
 }
 
-fn top_via_target(request: &[u8]) -> Option<Target> {
-    let m = Message::parse(request).ok()?;
+fn top_via_target(m: &Message<'_>) -> Option<Target> {
     let header = m.headers().first(HeaderName::Via)?;
     let element = ListIter::new(header.value()).next()?;
     response_target(&Via::parse_value(element)?)
@@ -447,6 +458,13 @@ impl TransportLayer {
     /// When [`handle_timeout`](Self::handle_timeout) is next needed.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.conns.poll_timeout()
+    }
+
+    /// Drops the storage of emptied tables (after a burst; see `shed`).
+    pub(crate) fn shed(&mut self) {
+        crate::shed::shed(&mut self.out);
+        self.conns.shed();
+        self.resolver.shed();
     }
 
     /// The next output; drain until `None`.

@@ -14,7 +14,11 @@ use std::net::SocketAddr;
 /// address other than the source. RFC 3581 §4: an `rport` without a value
 /// gets the source port, and then `received` is added in any case.
 pub fn stamp_received(request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
-    let m = Message::parse(request).ok()?;
+    stamp_parsed(&Message::parse(request).ok()?, request, source)
+}
+
+/// [`stamp_received`] for a request already parsed: `m` is `request` parsed.
+pub(crate) fn stamp_parsed(m: &Message<'_>, request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
     let header = m.headers().first(HeaderName::Via)?;
     let element = ListIter::new(header.value()).next()?;
     let via = Via::parse_value(element)?;

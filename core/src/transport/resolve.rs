@@ -96,6 +96,12 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
+    /// Drops the storage of emptied tables (after a burst; see `shed`).
+    pub(crate) fn shed(&mut self) {
+        crate::shed::shed(&mut self.jobs);
+        crate::shed::shed(&mut self.asked);
+    }
+
     fn id(&mut self) -> QueryId {
         self.next = self.next.wrapping_add(1);
         QueryId(self.next)
