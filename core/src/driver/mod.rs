@@ -48,7 +48,7 @@ use futures_io::{AsyncRead, AsyncWrite};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -695,6 +695,12 @@ impl<S> Driver<S> {
     /// drains every output; after shutdown, ends the runtime's tasks.
     pub async fn run<I: AsyncIo<Stream = S>>(mut self, mut io: I) {
         self.prime(io.now(), &mut io);
+        // The armed runtime timer and the deadline it is for. It is kept
+        // while the core's next deadline stays the same: under load that
+        // deadline (the oldest transaction's) outlives hundreds of
+        // messages, and arming a runtime timer per message costs more
+        // than handling the message.
+        let mut timer: Option<(Instant, Pin<Box<I::Sleep>>)> = None;
         while !self.finished {
             let deadline = self.endpoint.poll_timeout();
             // Due timers first, so that a stream of inputs cannot starve them.
@@ -703,12 +709,16 @@ impl<S> Driver<S> {
                 self.handle_timeout(now, &mut io);
                 continue;
             }
-            let mut sleep = pin!(deadline.map(|d| io.sleep_until(d)));
+            match (deadline, &timer) {
+                (Some(d), Some((at, _))) if *at == d => {}
+                (Some(d), _) => timer = Some((d, Box::pin(io.sleep_until(d)))),
+                (None, _) => timer = None,
+            }
             let woken = poll_fn(|cx| {
                 if let Poll::Ready(m) = self.poll_message(cx) {
                     return Poll::Ready(Some(m));
                 }
-                match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
+                match timer.as_mut().map(|(_, s)| s.as_mut().poll(cx)) {
                     Some(Poll::Ready(_)) => Poll::Ready(None),
                     _ => Poll::Pending,
                 }
@@ -717,7 +727,11 @@ impl<S> Driver<S> {
             let now = io.now();
             match woken {
                 Some(m) => self.handle(now, m, &mut io),
-                None => self.handle_timeout(now, &mut io),
+                None => {
+                    // Spent: the next turn arms a fresh one if needed.
+                    timer = None;
+                    self.handle_timeout(now, &mut io);
+                }
             }
         }
         io.shutdown().await;

@@ -280,8 +280,12 @@ impl Session {
 pub(super) struct Sessions {
     next: u64,
     all: BTreeMap<SessionId, Session>,
-    /// (Call-ID, our tag) → session.
-    by_dialog: BTreeMap<(String, String), SessionId>,
+    /// Our tag → session. Our tags are unique among live sessions (a new
+    /// one is drawn until it is free, `fresh_tag`), so the tag alone finds
+    /// the session; the Call-ID is then checked (§12: the dialog ID is
+    /// Call-ID and both tags). Keyed by one string so that a lookup needs
+    /// no allocation.
+    by_dialog: BTreeMap<String, SessionId>,
     /// (Call-ID, INVITE branch) → incoming session (CANCEL, §9.2).
     by_branch: BTreeMap<(String, String), SessionId>,
     /// INVITE client transactions that got a 2xx, kept until they end so
@@ -328,7 +332,8 @@ impl Sessions {
 
     /// The session a request with this Call-ID and our tag belongs to.
     fn find(&self, call_id: &str, local_tag: &str) -> Option<SessionId> {
-        self.by_dialog.get(&(call_id.to_owned(), local_tag.to_owned())).copied()
+        let s = *self.by_dialog.get(local_tag)?;
+        (self.all.get(&s)?.call_id == call_id).then_some(s)
     }
 
     /// Which sessions are alive (for shutdown).
@@ -405,7 +410,7 @@ impl Endpoint {
         let mut request = request;
         request.method = Method::Invite;
         let (hop, routes) = self.first_hop(&request.uri);
-        let (call_id, tag) = (self.rng.hex(20), self.rng.hex(10));
+        let (call_id, tag) = (self.rng.hex(20), self.fresh_tag());
         let late_offer = request.body.is_empty();
         let ids = (call_id.clone(), tag.clone(), 1);
         let id = self.enqueue(&hop, request, Origin::Invite, ids, None, routes)?;
@@ -429,10 +434,23 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// A local tag (§19.3: random, 40 bits here) no live session uses.
+    fn fresh_tag(&mut self) -> String {
+        let mut tag = self.rng.hex(10);
+        // A clash is a one-in-a-trillion event per pair; a few draws end it.
+        for _ in 0..8 {
+            if !self.sessions.by_dialog.contains_key(&tag) {
+                break;
+            }
+            tag = self.rng.hex(10);
+        }
+        tag
+    }
+
     fn new_session(&mut self, role: Role, phase: Phase, call_id: String, tag: String) -> SessionId {
         self.sessions.next += 1;
         let s = SessionId(self.sessions.next);
-        self.sessions.by_dialog.insert((call_id.clone(), tag.clone()), s);
+        self.sessions.by_dialog.insert(tag.clone(), s);
         self.sessions.all.insert(s, Session::new(role, phase, call_id, tag));
         s
     }
@@ -445,7 +463,9 @@ impl Endpoint {
     /// reports `why`.
     fn end_session(&mut self, now: Instant, s: SessionId, why: SessionEnd) {
         let Some(session) = self.sessions.all.remove(&s) else { return };
-        self.sessions.by_dialog.remove(&(session.call_id.clone(), session.local_tag.clone()));
+        if self.sessions.by_dialog.get(&session.local_tag) == Some(&s) {
+            self.sessions.by_dialog.remove(&session.local_tag);
+        }
         if let Some(b) = session.branch {
             self.sessions.by_branch.remove(&(session.call_id.clone(), b));
         }
@@ -1108,7 +1128,7 @@ impl Endpoint {
 
     /// A new INVITE: a new incoming session.
     fn invite_arrived(&mut self, now: Instant, server: ServerId, bytes: &Arc<[u8]>, m: &Message<'_>, source: Source) {
-        let tag = self.rng.hex(10);
+        let tag = self.fresh_tag();
         let dialog = match Dialog::from_uas(m, &tag) {
             Ok(d) => d,
             Err(DialogError::NoContact) => {
