@@ -27,7 +27,8 @@ pub use sipline;
 pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
 
 use sipline::driver::{
-    self, answer_from, AsyncIo, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets, UnboundedSender,
+    self, answer_from, AsyncIo, DatagramReaders, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets,
+    UnboundedSender,
 };
 use sipline::endpoint::EndpointConfig;
 use sipline::transport::{ConnId, QueryId, Transport};
@@ -71,6 +72,8 @@ enum Conn {
 struct SmolIo {
     inputs: Inputs<Async<TcpStream>>,
     udp: UdpSockets<Arc<Async<UdpSocket>>>,
+    /// The same sockets, read by the driver (`AsyncIo::poll_datagram`).
+    readers: DatagramReaders<Udp>,
     /// Listeners, UDP readers, lookups.
     tasks: Vec<Task<()>>,
     /// Stream writers (given time to flush at shutdown).
@@ -80,7 +83,14 @@ struct SmolIo {
 
 impl SmolIo {
     fn new(inputs: Inputs<Async<TcpStream>>) -> SmolIo {
-        SmolIo { inputs, udp: UdpSockets::default(), tasks: Vec::new(), writers: Vec::new(), conns: BTreeMap::new() }
+        SmolIo {
+            inputs,
+            udp: UdpSockets::default(),
+            readers: DatagramReaders::default(),
+            tasks: Vec::new(),
+            writers: Vec::new(),
+            conns: BTreeMap::new(),
+        }
     }
 
     fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
@@ -89,7 +99,8 @@ impl SmolIo {
             let socket = Arc::new(Async::<UdpSocket>::bind(addr)?);
             let local = socket.get_ref().local_addr()?;
             self.udp.push(local, socket.clone());
-            self.tasks.push(smol::spawn(driver::read_datagrams(local, Udp(socket), inputs)));
+            // The driver reads it itself (`AsyncIo::poll_datagram`).
+            self.readers.push(local, Udp(socket));
             return Ok(local);
         }
         let listener = Async::<TcpListener>::bind(addr)?;
@@ -175,6 +186,10 @@ impl AsyncIo for SmolIo {
         Timer::at(deadline)
     }
 
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+        self.readers.poll_recv(cx, buf)
+    }
+
     async fn shutdown(&mut self) {
         let mut tasks: Vec<Task<()>> = std::mem::take(&mut self.tasks);
         for conn in std::mem::take(&mut self.conns).into_values() {
@@ -186,6 +201,7 @@ impl AsyncIo for SmolIo {
             task.cancel().await;
         }
         self.udp.clear();
+        self.readers.clear();
         let mut writers = std::mem::take(&mut self.writers);
         let flushed = async {
             for w in &mut writers {

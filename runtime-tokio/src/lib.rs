@@ -55,7 +55,8 @@ pub use sipline;
 pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
 
 use sipline::driver::{
-    self, answer_from, AsyncIo, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets, UnboundedSender,
+    self, answer_from, AsyncIo, DatagramReaders, DatagramSocket, Driver, Input, Inputs, Io, StreamListener, UdpSockets,
+    UnboundedSender,
 };
 use sipline::endpoint::EndpointConfig;
 use sipline::transport::{ConnId, QueryId, Transport};
@@ -97,6 +98,8 @@ enum Conn {
 struct TokioIo {
     inputs: Inputs<TcpStream>,
     udp: UdpSockets<std::net::UdpSocket>,
+    /// The same sockets, read by the driver (`AsyncIo::poll_datagram`).
+    readers: DatagramReaders<Udp>,
     /// Listeners, UDP readers, connects, lookups, stream readers.
     tasks: JoinSet<()>,
     /// Stream writers (given time to flush at shutdown).
@@ -109,6 +112,7 @@ impl TokioIo {
         TokioIo {
             inputs,
             udp: UdpSockets::default(),
+            readers: DatagramReaders::default(),
             tasks: JoinSet::new(),
             writers: JoinSet::new(),
             conns: BTreeMap::new(),
@@ -125,7 +129,8 @@ impl TokioIo {
             // `try_send_to` says "would block" until the reactor has seen
             // the socket writable, which would drop the first datagram.
             self.udp.push(local, socket.try_clone()?);
-            self.tasks.spawn(driver::read_datagrams(local, Udp(UdpSocket::from_std(socket)?), inputs));
+            // The driver reads it itself (`AsyncIo::poll_datagram`).
+            self.readers.push(local, Udp(UdpSocket::from_std(socket)?));
             return Ok(local);
         }
         let listener = TcpListener::bind(addr).await?;
@@ -207,10 +212,15 @@ impl AsyncIo for TokioIo {
         tokio::time::sleep_until(deadline.into())
     }
 
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+        self.readers.poll_recv(cx, buf)
+    }
+
     async fn shutdown(&mut self) {
         self.tasks.shutdown().await;
         self.conns.clear();
         self.udp.clear();
+        self.readers.clear();
         let flushed = async { while self.writers.join_next().await.is_some() {} };
         if tokio::time::timeout(driver::SHUTDOWN_GRACE, flushed).await.is_err() {
             tracing::debug!("stream writes unfinished at shutdown dropped");

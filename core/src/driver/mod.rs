@@ -191,6 +191,16 @@ pub trait AsyncIo: Io {
     /// Stops listeners and readers, waits up to [`SHUTDOWN_GRACE`] for
     /// queued writes, and ends every task the runtime started.
     fn shutdown(&mut self) -> impl Future<Output = ()>;
+    /// A datagram waiting on one of the runtime's UDP sockets, received
+    /// into `buf`: `(local, remote, length)`; `Pending` (the waker kept)
+    /// when none is. The driver reads datagrams itself this way, straight
+    /// into one buffer it reuses — no task, copy or queue per datagram
+    /// ([`DatagramReaders`] does the polling). A runtime that reads them in
+    /// tasks of its own ([`read_datagrams`]) keeps this default.
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+        let _ = (cx, buf);
+        Poll::Pending
+    }
 }
 
 /// Why a request sent through a runtime did not end in a 2xx.
@@ -701,6 +711,7 @@ impl<S> Driver<S> {
         // messages, and arming a runtime timer per message costs more
         // than handling the message.
         let mut timer: Option<(Instant, Pin<Box<I::Sleep>>)> = None;
+        let mut datagram = vec![0u8; 65_535];
         while !self.finished {
             let deadline = self.endpoint.poll_timeout();
             // Due timers first, so that a stream of inputs cannot starve them.
@@ -716,18 +727,25 @@ impl<S> Driver<S> {
             }
             let woken = poll_fn(|cx| {
                 if let Poll::Ready(m) = self.poll_message(cx) {
-                    return Poll::Ready(Some(m));
+                    return Poll::Ready(Woke::Message(m));
+                }
+                if let Poll::Ready((local, remote, len)) = io.poll_datagram(cx, &mut datagram) {
+                    return Poll::Ready(Woke::Datagram(local, remote, len));
                 }
                 match timer.as_mut().map(|(_, s)| s.as_mut().poll(cx)) {
-                    Some(Poll::Ready(_)) => Poll::Ready(None),
+                    Some(Poll::Ready(_)) => Poll::Ready(Woke::Timer),
                     _ => Poll::Pending,
                 }
             })
             .await;
             let now = io.now();
             match woken {
-                Some(m) => self.handle(now, m, &mut io),
-                None => {
+                Woke::Message(m) => self.handle(now, m, &mut io),
+                Woke::Datagram(local, remote, len) => {
+                    self.endpoint.handle_datagram(now, local, remote, &datagram[..len]);
+                    self.drain(now, &mut io);
+                }
+                Woke::Timer => {
                     // Spent: the next turn arms a fresh one if needed.
                     timer = None;
                     self.handle_timeout(now, &mut io);
@@ -932,7 +950,66 @@ impl<T> UdpSockets<T> {
     }
 }
 
-/// A UDP socket as [`read_datagrams`] reads it.
+/// What woke the driver's loop ([`Driver::run`]).
+enum Woke<S> {
+    Message(Message<S>),
+    /// A datagram in the loop's buffer: local, remote, length.
+    Datagram(SocketAddr, SocketAddr, usize),
+    Timer,
+}
+
+/// The UDP sockets a runtime's [`AsyncIo::poll_datagram`] reads, polled in
+/// turn so that a busy socket cannot starve the others.
+pub struct DatagramReaders<U> {
+    sockets: Vec<(SocketAddr, U)>,
+    next: usize,
+}
+
+impl<U> Default for DatagramReaders<U> {
+    fn default() -> Self {
+        DatagramReaders { sockets: Vec::new(), next: 0 }
+    }
+}
+
+impl<U: DatagramSocket> DatagramReaders<U> {
+    /// Adds the socket bound at `local`.
+    pub fn push(&mut self, local: SocketAddr, socket: U) {
+        self.sockets.push((local, socket));
+    }
+
+    /// Drops every socket.
+    pub fn clear(&mut self) {
+        self.sockets.clear();
+    }
+
+    /// A datagram from any socket into `buf` (see [`AsyncIo::poll_datagram`]).
+    /// A receive error ends nothing (ICMP errors surface as such on some
+    /// systems): the socket is read again, a few times, and if it keeps
+    /// failing the task is woken to come back rather than lose its waker.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+        let n = self.sockets.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            let (local, socket) = &self.sockets[i];
+            for _ in 0..4 {
+                match socket.poll_recv_from(cx, buf) {
+                    Poll::Ready(Ok((len, remote))) => {
+                        self.next = (i + 1) % n;
+                        return Poll::Ready((*local, remote, len));
+                    }
+                    Poll::Ready(Err(e)) => {
+                        tracing::debug!(%local, error = %e, "UDP receive failed");
+                        cx.waker().wake_by_ref();
+                    }
+                    Poll::Pending => break,
+                }
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// A UDP socket as [`read_datagrams`] and [`DatagramReaders`] read it.
 pub trait DatagramSocket {
     /// Receives one datagram into `buf`.
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>>;

@@ -428,6 +428,18 @@ impl<'a> Headers<'a> {
     pub fn count(&self, kind: HeaderName) -> usize {
         self.slots().filter(|s| s.kind == kind).count()
     }
+
+    /// Which known kinds occur, as a bit set (bit `kind as u32`), in one
+    /// pass: checks over many kinds skip the absent ones without a scan
+    /// each.
+    pub(crate) fn kinds(&self) -> u128 {
+        self.slots().fold(0, |set, s| set | kind_bit(s.kind))
+    }
+}
+
+/// The bit of `kind` in [`Headers::kinds`].
+pub(crate) fn kind_bit(kind: HeaderName) -> u128 {
+    1u128.checked_shl(kind as u32).unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! §8.2.1–§8.2.3 (method, URI scheme, Require, body) for given
 //! [`Capabilities`]; [`inspect_response`] applies §8.1.3.3.
 
+use super::header::kind_bit;
 use super::headers::Date;
 use super::headers::{
     Address, CSeq, CallId, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue, MediaType, RetryAfter,
@@ -74,6 +75,16 @@ fn check<'a, T: HeaderValue<'a>>(m: &Message<'a>, name: HeaderName) -> Result<()
     m.values::<T>(name).try_for_each(|r| r.map(|_| ()))
 }
 
+/// [`check`] when `name` is among `present` (a [`Headers::kinds`] set):
+/// absent kinds cost no scan.
+fn check_in<'a, T: HeaderValue<'a>>(m: &Message<'a>, present: u128, name: HeaderName) -> Result<(), HeaderError> {
+    let bit = kind_bit(name);
+    if bit != 0 && present & bit == 0 {
+        return Ok(());
+    }
+    check::<T>(m, name)
+}
+
 /// The syntax checks every element owes a message (§8.2, §16.3 step 1).
 pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     // Exactly one of each (§8.1.1); Max-Forwards may be absent (RFC 2543
@@ -102,14 +113,15 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     }
     // Every other typed header present must parse. Expires is left out on
     // purpose: §20.19 treats a malformed value as 3600.
-    check::<Contact<'a>>(m, HeaderName::Contact)?;
+    let present = m.headers().kinds();
+    check_in::<Contact<'a>>(m, present, HeaderName::Contact)?;
     for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Path, HeaderName::ReplyTo] {
-        check::<Address<'a>>(m, name)?;
+        check_in::<Address<'a>>(m, present, name)?;
     }
-    check::<MediaType<'a>>(m, HeaderName::ContentType)?;
-    check::<MediaType<'a>>(m, HeaderName::Accept)?;
-    check::<u32>(m, HeaderName::MinExpires)?;
-    check::<Method<'a>>(m, HeaderName::Allow)?;
+    check_in::<MediaType<'a>>(m, present, HeaderName::ContentType)?;
+    check_in::<MediaType<'a>>(m, present, HeaderName::Accept)?;
+    check_in::<u32>(m, present, HeaderName::MinExpires)?;
+    check_in::<Method<'a>>(m, present, HeaderName::Allow)?;
     for name in [
         HeaderName::Supported,
         HeaderName::Require,
@@ -117,21 +129,21 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
         HeaderName::Unsupported,
         HeaderName::ContentEncoding,
     ] {
-        check::<&'a str>(m, name)?;
+        check_in::<&'a str>(m, present, name)?;
     }
     for name in [HeaderName::WwwAuthenticate, HeaderName::ProxyAuthenticate] {
-        check::<Challenge<'a>>(m, name)?;
+        check_in::<Challenge<'a>>(m, present, name)?;
     }
     for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
-        check::<Credentials<'a>>(m, name)?;
+        check_in::<Credentials<'a>>(m, present, name)?;
     }
-    check::<Event<'a>>(m, HeaderName::Event)?;
-    check::<SubscriptionState<'a>>(m, HeaderName::SubscriptionState)?;
-    check::<RetryAfter<'a>>(m, HeaderName::RetryAfter)?;
-    check::<Date<'a>>(m, HeaderName::Date)?;
-    check::<Warning<'a>>(m, HeaderName::Warning)?;
-    check::<ServerVal<'a>>(m, HeaderName::UserAgent)?;
-    check::<ServerVal<'a>>(m, HeaderName::Server)?;
+    check_in::<Event<'a>>(m, present, HeaderName::Event)?;
+    check_in::<SubscriptionState<'a>>(m, present, HeaderName::SubscriptionState)?;
+    check_in::<RetryAfter<'a>>(m, present, HeaderName::RetryAfter)?;
+    check_in::<Date<'a>>(m, present, HeaderName::Date)?;
+    check_in::<Warning<'a>>(m, present, HeaderName::Warning)?;
+    check_in::<ServerVal<'a>>(m, present, HeaderName::UserAgent)?;
+    check_in::<ServerVal<'a>>(m, present, HeaderName::Server)?;
     Ok(())
 }
 

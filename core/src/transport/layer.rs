@@ -4,7 +4,7 @@
 
 use super::connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput};
 use super::resolve::{Answer, Lookup, QueryId, ResolveError, Resolver};
-use super::target::{response_target, Target, Transport};
+use super::target::{response_hop, ResponseHop, Target, Transport};
 use super::tls::{TlsConfig, TlsConfigError};
 use super::{inbound, Inbound};
 use crate::message::headers::{HeaderValue, ListIter, Via};
@@ -65,33 +65,29 @@ impl Peer {
     pub fn reply_to(source: &Source, request: &[u8]) -> Peer {
         match Message::parse(request) {
             Ok(m) => Peer::reply_to_message(source, &m),
-            Err(_) => Peer::reply_to_target(source, None),
+            Err(_) => Peer::reply_to_hop(source, None.as_ref()),
         }
     }
 
     /// [`Peer::reply_to`] for a request already parsed (one parse per
     /// message on the receive path).
     pub fn reply_to_message(source: &Source, request: &Message<'_>) -> Peer {
-        Peer::reply_to_target(source, top_via_target(request))
+        let via = request.headers().first(HeaderName::Via).and_then(|h| ListIter::new(h.value()).next());
+        let via = via.and_then(Via::parse_value);
+        Peer::reply_to_hop(source, via.as_ref().and_then(response_hop).as_ref())
     }
 
-    fn reply_to_target(source: &Source, target: Option<Target>) -> Peer {
+    fn reply_to_hop(source: &Source, hop: Option<&ResponseHop<'_>>) -> Peer {
         // Over a stream this is where a new connection goes if the one the
         // request came on has closed: the sent-by port is where the peer
         // listens (with rport, its connection's own port).
-        let remote = target.as_ref().and_then(Target::socket_addr).unwrap_or(source.remote);
-        let server_name = match &target {
-            Some(t) if t.ip.is_none() => Some(Arc::from(t.host.as_str())),
+        let remote = hop.and_then(|h| h.ip.map(|ip| SocketAddr::new(ip, h.port))).unwrap_or(source.remote);
+        let server_name = match hop {
+            Some(h) if h.ip.is_none() => h.name.map(Arc::from),
             _ => None,
         };
         Peer { transport: source.transport, remote, local: source.local, conn: source.conn, server_name }
     }
-}
-
-fn top_via_target(m: &Message<'_>) -> Option<Target> {
-    let header = m.headers().first(HeaderName::Via)?;
-    let element = ListIter::new(header.value()).next()?;
-    response_target(&Via::parse_value(element)?)
 }
 
 /// Where a message came from.

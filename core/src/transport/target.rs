@@ -136,25 +136,46 @@ pub fn transport_for_size(transport: Transport, uri_forces_transport: bool, len:
 /// connection the request came on while it is open; this gives the target
 /// for opening a new one.
 pub fn response_target(via: &Via<'_>) -> Option<Target> {
+    let hop = response_hop(via)?;
+    let host = match (hop.name, hop.ip) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => String::new(),
+    };
+    Some(Target { transport: hop.transport, host, ip: hop.ip, port: hop.port, srv: false })
+}
+
+/// [`response_target`] without owned strings (the receive path computes
+/// one per request).
+pub(crate) struct ResponseHop<'a> {
+    pub(crate) transport: Transport,
+    /// The host as written, when it is a name (or an `maddr`); `None` when
+    /// the address comes from `received` or an IP sent-by.
+    pub(crate) name: Option<&'a str>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) port: u16,
+}
+
+/// The §18.2.2 rules of [`response_target`].
+pub(crate) fn response_hop<'a>(via: &Via<'a>) -> Option<ResponseHop<'a>> {
     let transport = Transport::from_token(via.transport())?;
     let default_port = via.port().unwrap_or(transport.default_port());
     if let Some(maddr) = via.maddr() {
-        let ip = maddr.trim_matches(['[', ']']).parse().ok();
-        let host = maddr.trim_matches(['[', ']']).to_owned();
-        return Some(Target { transport, host, ip, port: default_port, srv: false });
+        let name = maddr.trim_matches(['[', ']']);
+        return Some(ResponseHop { transport, name: Some(name), ip: name.parse().ok(), port: default_port });
     }
     let port = match via.rport() {
         Some(Some(p)) => p,
         _ => default_port,
     };
-    let (host, ip) = match via.received() {
-        Some(ip) => (ip.to_string(), Some(ip)),
+    let (name, ip) = match via.received() {
+        Some(ip) => (None, Some(ip)),
         None => match via.host() {
-            Host::Domain(d) => (d.to_owned(), None),
-            h => (h.ip().map(|a| a.to_string()).unwrap_or_default(), h.ip()),
+            Host::Domain(d) => (Some(d), None),
+            h => (None, h.ip()),
         },
     };
-    Some(Target { transport, host, ip, port, srv: false })
+    Some(ResponseHop { transport, name, ip, port })
 }
 
 #[cfg(test)]
