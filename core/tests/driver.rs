@@ -86,6 +86,10 @@ impl AsyncIo for Fake {
     async fn shutdown(&mut self) {
         self.log.borrow_mut().shut_down = true;
     }
+    fn poll_datagram(&mut self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+        // No sockets: datagrams arrive as `Input::Datagram` in these tests.
+        Poll::Pending
+    }
 }
 
 fn fake(start: Instant) -> (Fake, Rc<RefCell<Log>>) {

@@ -15,8 +15,8 @@
 //! - the async **run loop** ([`Driver::run`]) for runtimes with futures
 //!   (tokio, smol): wait for an input, a command or the core's deadline,
 //!   pass the time it woke at, drain every output;
-//! - the **socket loops** of the async runtimes ([`read_datagrams`],
-//!   [`accept_streams`], and [`read_stream`] / [`write_stream`] over
+//! - the **socket loops** of the async runtimes ([`DatagramReaders`],
+//!   polled by the run loop itself, [`accept_streams`], and [`read_stream`] / [`write_stream`] over
 //!   `futures-io`), and small policies ([`UdpSockets`]: which socket sends
 //!   a datagram; [`answer_from`]: how a system lookup becomes an [`Answer`]).
 //!
@@ -195,12 +195,8 @@ pub trait AsyncIo: Io {
     /// into `buf`: `(local, remote, length)`; `Pending` (the waker kept)
     /// when none is. The driver reads datagrams itself this way, straight
     /// into one buffer it reuses — no task, copy or queue per datagram
-    /// ([`DatagramReaders`] does the polling). A runtime that reads them in
-    /// tasks of its own ([`read_datagrams`]) keeps this default.
-    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
-        let _ = (cx, buf);
-        Poll::Pending
-    }
+    /// ([`DatagramReaders`] does the polling).
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)>;
 }
 
 /// Why a request sent through a runtime did not end in a 2xx.
@@ -1009,27 +1005,10 @@ impl<U: DatagramSocket> DatagramReaders<U> {
     }
 }
 
-/// A UDP socket as [`read_datagrams`] and [`DatagramReaders`] read it.
+/// A UDP socket as [`DatagramReaders`] reads it.
 pub trait DatagramSocket {
     /// Receives one datagram into `buf`.
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>>;
-}
-
-/// Reads datagrams from the socket bound at `local` into the driver until
-/// it stops. A receive error ends nothing (ICMP errors surface as such on
-/// some systems).
-pub async fn read_datagrams<S, U: DatagramSocket>(local: SocketAddr, socket: U, mut inputs: Inputs<S>) {
-    let mut buf = vec![0u8; 65_535];
-    loop {
-        match poll_fn(|cx| socket.poll_recv_from(cx, &mut buf)).await {
-            Ok((n, remote)) => {
-                if !inputs.send(Input::Datagram { local, remote, bytes: buf[..n].to_vec() }).await {
-                    return;
-                }
-            }
-            Err(e) => tracing::debug!(%local, error = %e, "UDP receive failed"),
-        }
-    }
 }
 
 /// A TCP listener as [`accept_streams`] accepts from it.
