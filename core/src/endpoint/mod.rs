@@ -977,7 +977,7 @@ impl Endpoint {
         let now = self.clamp(now);
         let status = StatusCode::new(code).ok_or(RespondError::Status)?;
         let (request, deadline) = self.incoming.get(&incoming.0).ok_or(RespondError::Unknown)?.clone();
-        if !self.answer(now, incoming.0, &request, status, reason) {
+        if !self.answer_bytes(now, incoming.0, &request, status, reason) {
             return Err(RespondError::Unknown);
         }
         if code >= 200 {
@@ -991,8 +991,20 @@ impl Endpoint {
     /// Answers `request` (§8.2.6: Via, From, To with a tag, Call-ID and
     /// CSeq copied); `false` if it cannot be answered or the transaction
     /// does not take the response.
-    fn answer(&mut self, now: Instant, server: ServerId, request: &[u8], code: StatusCode, reason: &str) -> bool {
+    fn answer(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        request: &Message<'_>,
+        code: StatusCode,
+        reason: &str,
+    ) -> bool {
         self.answer_with(now, server, request, code, reason, &[])
+    }
+
+    /// [`answer`](Self::answer) for a request kept as bytes.
+    fn answer_bytes(&mut self, now: Instant, server: ServerId, request: &[u8], code: StatusCode, reason: &str) -> bool {
+        Message::parse(request).is_ok_and(|m| self.answer(now, server, &m, code, reason))
     }
 
     /// The Allow value: what the endpoint takes (§20.5).
@@ -1007,20 +1019,19 @@ impl Endpoint {
         &mut self,
         now: Instant,
         server: ServerId,
-        request: &[u8],
+        m: &Message<'_>,
         code: StatusCode,
         reason: &str,
         headers: &[(&str, &str)],
     ) -> bool {
-        let Ok(m) = Message::parse(request) else { return false };
-        let mut response = Vec::with_capacity(request.len() + 64);
+        let mut response = Vec::with_capacity(m.len() + 64);
         let tag = self.rng.hex(8);
         let mut extra: Vec<(&str, &str)> = headers.to_vec();
         let server_header = self.config.user_agent.clone();
         if let Some(ua) = server_header.as_deref() {
             extra.push(("Server", ua));
         }
-        Salvaged::from_message(&m).write_response_with(&mut response, code, reason, &tag, &extra)
+        Salvaged::from_message(m).write_response_with(&mut response, code, reason, &tag, &extra)
             && self.transactions.respond(now, server, response).is_ok()
     }
 
@@ -1045,7 +1056,7 @@ impl Endpoint {
         self.answer_deadlines.clear();
         for (server, (request, _)) in std::mem::take(&mut self.incoming) {
             // Unanswered requests get a 503 (§21.5.4) so the peer stops waiting.
-            self.answer(now, server, &request, UNAVAILABLE, "Service Unavailable");
+            self.answer_bytes(now, server, &request, UNAVAILABLE, "Service Unavailable");
         }
         let bound = self.registration.as_ref().is_some_and(|r| {
             matches!(r.state, RegistrationState::Registered { .. } | RegistrationState::Registering)
@@ -1079,8 +1090,38 @@ impl Endpoint {
     /// A datagram arrived.
     pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) {
         let now = self.clamp(now);
-        self.transport.handle_datagram(now, local, remote, bytes);
+        // The transport's parse serves every layer (DESIGN.md, "one parse
+        // per message"); only a request it stamped is parsed again.
+        match self.transport.receive_datagram(now, local, remote, bytes) {
+            Some(transport::Arrival::Parsed { source, bytes, message }) => self.arrived(now, source, bytes, &message),
+            Some(transport::Arrival::Stamped { source, bytes }) => {
+                if let Ok(m) = Message::parse(&bytes) {
+                    self.arrived(now, source, &bytes, &m);
+                }
+            }
+            _ => {}
+        }
         self.pump(now);
+    }
+
+    /// A message the transport passed up, parsed: to the transaction layer,
+    /// and whatever it hands up in turn.
+    fn arrived<'b>(&mut self, now: Instant, source: Source, bytes: &'b [u8], m: &Message<'b>) {
+        let reliable = source.transport.is_reliable();
+        if m.is_request() {
+            let peer = Peer::reply_to_message(&source, m);
+            self.arriving = Some(source);
+            self.transactions.handle_parsed(now, m, bytes, peer, reliable);
+            self.drain_transactions(now, Some((bytes, m)));
+            self.arriving = None;
+        } else {
+            let mut peer = Peer::new(source.transport, source.remote);
+            peer.conn = source.conn;
+            self.responding = Some(source);
+            self.transactions.handle_parsed(now, m, bytes, peer, reliable);
+            self.drain_transactions(now, Some((bytes, m)));
+            self.responding = None;
+        }
     }
 
     /// The runtime accepted a TCP or TLS connection; `None`: close it.
@@ -1145,7 +1186,7 @@ impl Endpoint {
             }
             self.answer_deadlines.pop_first();
             if let Some((request, _)) = self.incoming.remove(&server) {
-                self.answer(now, server, &request, uas::status(408), "Request Timeout");
+                self.answer_bytes(now, server, &request, uas::status(408), "Request Timeout");
             }
         }
         self.pump(now);
@@ -1253,22 +1294,10 @@ impl Endpoint {
         match event {
             // One parse per arrived message, shared by every layer above
             // the transport (the transport's own check parsed it once).
-            TransportEvent::Request { source, bytes } => {
-                let Ok(m) = Message::parse(&bytes) else { return };
-                let peer = Peer::reply_to_message(&source, &m);
-                self.arriving = Some(source);
-                self.transactions.handle_parsed(now, &m, &bytes, peer, source.transport.is_reliable());
-                self.drain_transactions(now, Some((&bytes, &m)));
-                self.arriving = None;
-            }
-            TransportEvent::Response { source, bytes } => {
-                let Ok(m) = Message::parse(&bytes) else { return };
-                let mut peer = Peer::new(source.transport, source.remote);
-                peer.conn = source.conn;
-                self.responding = Some(source);
-                self.transactions.handle_parsed(now, &m, &bytes, peer, source.transport.is_reliable());
-                self.drain_transactions(now, Some((&bytes, &m)));
-                self.responding = None;
+            TransportEvent::Request { source, bytes } | TransportEvent::Response { source, bytes } => {
+                if let Ok(m) = Message::parse(&bytes) {
+                    self.arrived(now, source, &bytes, &m);
+                }
             }
             TransportEvent::Resolved { query, result } => {
                 let Some(id) = self.by_query.remove(&query) else { return };
@@ -1460,6 +1489,54 @@ impl Endpoint {
         }
     }
 
+    /// A new request handed up by the transaction layer, with its parse:
+    /// the checks of §8.2 and what follows from them (`uas::Verdict`).
+    fn incoming_request(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        request: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) {
+        let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
+        let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
+        let abilities = Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
+        match abilities.judge(m) {
+            Verdict::Absorb => {}
+            Verdict::Session => self.session_request(now, server, request, m, source),
+            Verdict::Reply { code, reason, headers } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                self.answer_with(now, server, m, uas::status(code), &reason, &headers);
+            }
+            Verdict::Message => {
+                let event = Event::Message {
+                    from: m.from().and_then(Result::ok).map(|a| a.uri().to_string()).unwrap_or_default(),
+                    content_type: m.content_type().and_then(Result::ok).map(|t| t.to_string()),
+                    body: m.body().to_vec(),
+                    source,
+                    request: request.clone(),
+                    session: None,
+                };
+                self.answer(now, server, m, uas::status(200), "OK");
+                self.out.push_back(Output::Event(event));
+            }
+            Verdict::Deliver => {
+                let method = m.method().map(|x| x.as_str().to_owned()).unwrap_or_default();
+                let deadline = now + self.config.answer_within;
+                self.incoming.insert(server, (request.clone(), deadline));
+                self.answer_deadlines.insert((deadline, server));
+                self.out.push_back(Output::Event(Event::Incoming {
+                    incoming: IncomingId(server),
+                    method,
+                    source,
+                    request: request.clone(),
+                    session: None,
+                }));
+            }
+        }
+    }
+
     fn transaction_event(&mut self, now: Instant, e: transaction::Event, arrived: Arrived<'_, '_>) {
         use transaction::Event as E;
         match e {
@@ -1514,54 +1591,17 @@ impl Endpoint {
                     // down, 503.
                     let (code, reason) =
                         if merged { (LOOP_DETECTED, "Loop Detected") } else { (UNAVAILABLE, "Service Unavailable") };
-                    self.answer(now, server, &request, code, reason);
+                    self.answer_bytes(now, server, &request, code, reason);
                     return;
                 }
                 let Some(source) = self.arriving else { return };
-                let fresh;
-                let m = match arrived {
-                    Some((bytes, m)) if bytes == &request[..] => m,
+                match arrived {
+                    Some((bytes, m)) if bytes == &request[..] => {
+                        self.incoming_request(now, server, &request, m, source);
+                    }
                     _ => {
                         let Ok(m) = Message::parse(&request) else { return };
-                        fresh = m;
-                        &fresh
-                    }
-                };
-                let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
-                let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
-                let abilities =
-                    Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
-                match abilities.judge(m) {
-                    Verdict::Absorb => {}
-                    Verdict::Session => self.session_request(now, server, &request, m, source),
-                    Verdict::Reply { code, reason, headers } => {
-                        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-                        self.answer_with(now, server, &request, uas::status(code), &reason, &headers);
-                    }
-                    Verdict::Message => {
-                        let event = Event::Message {
-                            from: m.from().and_then(Result::ok).map(|a| a.uri().to_string()).unwrap_or_default(),
-                            content_type: m.content_type().and_then(Result::ok).map(|t| t.to_string()),
-                            body: m.body().to_vec(),
-                            source,
-                            request: request.clone(),
-                            session: None,
-                        };
-                        self.answer(now, server, &request, uas::status(200), "OK");
-                        self.out.push_back(Output::Event(event));
-                    }
-                    Verdict::Deliver => {
-                        let method = m.method().map(|x| x.as_str().to_owned()).unwrap_or_default();
-                        let deadline = now + self.config.answer_within;
-                        self.incoming.insert(server, (request.clone(), deadline));
-                        self.answer_deadlines.insert((deadline, server));
-                        self.out.push_back(Output::Event(Event::Incoming {
-                            incoming: IncomingId(server),
-                            method,
-                            source,
-                            request,
-                            session: None,
-                        }));
+                        self.incoming_request(now, server, &request, &m, source);
                     }
                 }
             }

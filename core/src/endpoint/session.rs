@@ -35,7 +35,7 @@ use super::{
 };
 use crate::dialog::{Dialog, DialogError, DialogState};
 use crate::message::headers::ListIter;
-use crate::message::{HeaderName, Message, MessageWriter, Method, Salvaged, StatusCode};
+use crate::message::{HeaderName, Message, MessageWriter, Method, ResponseHead, StatusCode};
 use crate::transaction::{ClientId, ServerId};
 use crate::transport::{ConnId, Peer, Source, Transport};
 use std::collections::BTreeMap;
@@ -204,8 +204,24 @@ struct Unacked {
 /// An incoming INVITE (initial or re-INVITE) not yet answered finally.
 struct Offer {
     server: ServerId,
-    request: Arc<[u8]>,
+    /// What each response to the INVITE copies from it, written once.
+    head: ResponseHead,
+    /// The INVITE's CSeq number (its ACK carries the same, §13.2.2.4).
+    cseq: u32,
     peer: Peer,
+}
+
+impl Offer {
+    /// The INVITE (or re-INVITE) `m` waiting in transaction `server` for
+    /// the application's answer; `None` if it cannot be answered.
+    fn of(server: ServerId, m: &Message<'_>, local_tag: &str, source: &Source) -> Option<Offer> {
+        Some(Offer {
+            server,
+            head: ResponseHead::of(m, local_tag)?,
+            cseq: m.cseq().and_then(Result::ok).map_or(0, |c| c.seq()),
+            peer: Peer::reply_to_message(source, m),
+        })
+    }
 }
 
 /// One session.
@@ -912,7 +928,6 @@ impl Endpoint {
         };
         let Some(x) = self.sessions.all.get_mut(&session) else { return Ok(()) };
         let Some(offer) = x.offer.take() else { return Ok(()) };
-        let cseq = Message::parse(&offer.request).ok().and_then(|m| m.cseq().and_then(Result::ok)).map(|c| c.seq());
         if x.phase == Phase::Offered {
             x.phase = Phase::Accepted;
         }
@@ -921,7 +936,7 @@ impl Endpoint {
         }
         let t1 = self.config.timers.t1;
         let reliable = offer.peer.transport.is_reliable();
-        x.unacked = Some(Unacked { bytes: Arc::from(bytes), peer: offer.peer, cseq: cseq.unwrap_or(0), interval: t1 });
+        x.unacked = Some(Unacked { bytes: Arc::from(bytes), peer: offer.peer, cseq: offer.cseq, interval: t1 });
         // §13.3.1.4: over UDP the 2xx goes again at T1, 2·T1… up to T2;
         // a stream carries it reliably. Either way the ACK is awaited 64·T1.
         if !reliable {
@@ -1059,20 +1074,9 @@ impl Endpoint {
     ) -> Option<Vec<u8>> {
         let x = self.sessions.all.get(&s)?;
         let offer = x.offer.as_ref()?;
-        let (server, request, transport) = (offer.server, offer.request.clone(), offer.peer.transport);
-        let tag = x.local_tag.clone();
-        let m = Message::parse(&request).ok()?;
         let dialog_forming = (101..300).contains(&code);
-        let contact = dialog_forming.then(|| format!("<{}>", self.contact_for(transport)));
-        let mut extra: Vec<(&str, &str)> = Vec::new();
-        let record_routes: Vec<&str> = if dialog_forming {
-            m.headers().all(HeaderName::RecordRoute).filter_map(crate::message::Header::value_str).collect()
-        } else {
-            Vec::new()
-        };
-        for rr in &record_routes {
-            extra.push(("Record-Route", rr));
-        }
+        let contact = dialog_forming.then(|| format!("<{}>", self.contact_for(offer.peer.transport)));
+        let mut extra: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 4);
         if let Some(c) = &contact {
             extra.push(("Contact", c));
         }
@@ -1087,19 +1091,12 @@ impl Endpoint {
         if let Some(ua) = self.config.user_agent.as_deref() {
             extra.push(("Server", ua));
         }
-        let mut bytes = Vec::with_capacity(request.len() + body.map_or(0, |b| b.bytes.len()) + 128);
+        let mut bytes = Vec::new();
         let empty: &[u8] = &[];
-        let ok = Salvaged::from_message(&m).write_response_body(
-            &mut bytes,
-            status(code),
-            reason,
-            &tag,
-            &extra,
-            body.map_or(empty, |b| &b.bytes),
-        );
-        if !ok {
-            return None;
-        }
+        // §12.1.1: the Record-Route of the request goes into every
+        // dialog-creating response.
+        offer.head.write(&mut bytes, status(code), reason, dialog_forming, &extra, body.map_or(empty, |b| &b.bytes));
+        let server = offer.server;
         self.transactions.respond(now, server, bytes.clone()).ok()?;
         Some(bytes)
     }
@@ -1117,11 +1114,11 @@ impl Endpoint {
         let method = m.method().copied();
         let to_tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
         match (method, to_tag) {
-            (Some(Method::Cancel), _) => self.cancel_arrived(now, server, bytes, m),
+            (Some(Method::Cancel), _) => self.cancel_arrived(now, server, m),
             (Some(Method::Invite), None) => self.invite_arrived(now, server, bytes, m, source),
             (_, Some(tag)) => self.in_dialog_request(now, server, bytes, m, source, &tag),
             (_, None) => {
-                self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+                self.answer(now, server, m, status(481), "Call/Transaction Does Not Exist");
             }
         }
     }
@@ -1132,11 +1129,11 @@ impl Endpoint {
         let dialog = match Dialog::from_uas(m, &tag) {
             Ok(d) => d,
             Err(DialogError::NoContact) => {
-                self.answer(now, server, bytes, status(400), "Missing Contact");
+                self.answer(now, server, m, status(400), "Missing Contact");
                 return;
             }
             Err(_) => {
-                self.answer(now, server, bytes, status(400), "Bad Request");
+                self.answer(now, server, m, status(400), "Bad Request");
                 return;
             }
         };
@@ -1149,7 +1146,7 @@ impl Endpoint {
         if let Some(x) = self.sessions.all.get_mut(&s) {
             x.dialog = Some(dialog);
             x.branch = branch;
-            x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to_message(&source, m) });
+            x.offer = Offer::of(server, m, &x.local_tag, &source);
         }
         self.pin_for(now, s, source.conn);
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
@@ -1168,13 +1165,13 @@ impl Endpoint {
 
     /// §9.2: a CANCEL ends the matching INVITE not yet answered (487) and
     /// is answered 200; with no match, 481.
-    fn cancel_arrived(&mut self, now: Instant, server: ServerId, bytes: &Arc<[u8]>, m: &Message<'_>) {
+    fn cancel_arrived(&mut self, now: Instant, server: ServerId, m: &Message<'_>) {
         let key = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned()).zip(branch_of(m));
         let Some(s) = key.and_then(|k| self.sessions.by_branch.get(&k).copied()) else {
-            self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+            self.answer(now, server, m, status(481), "Call/Transaction Does Not Exist");
             return;
         };
-        self.answer(now, server, bytes, status(200), "OK");
+        self.answer(now, server, m, status(200), "OK");
         if self.sessions.all.get(&s).is_some_and(|x| x.phase == Phase::Offered) {
             self.answer_offer(now, s, 487, "Request Terminated", &[], None);
             self.end_session(now, s, SessionEnd::Cancelled);
@@ -1197,7 +1194,7 @@ impl Endpoint {
             .find(&call_id, tag)
             .filter(|s| self.sessions.all.get(s).and_then(|x| x.dialog.as_ref()).is_some_and(|d| d.matches_request(m)));
         let Some(s) = found else {
-            self.answer(now, server, bytes, status(481), "Call/Transaction Does Not Exist");
+            self.answer(now, server, m, status(481), "Call/Transaction Does Not Exist");
             return;
         };
         let seq = m.cseq().and_then(Result::ok).map_or(0, |c| c.seq());
@@ -1206,12 +1203,12 @@ impl Endpoint {
         let Some(dialog) = x.dialog.as_mut() else { return };
         // §12.2.2: lower CSeq than the last: 500.
         if dialog.check_remote_seq(seq).is_err() {
-            self.answer(now, server, bytes, status(500), "CSeq Out of Order");
+            self.answer(now, server, m, status(500), "CSeq Out of Order");
             return;
         }
         match method {
             Some(Method::Bye) => {
-                self.answer(now, server, bytes, status(200), "OK");
+                self.answer(now, server, m, status(200), "OK");
                 if self.sessions.all.get(&s).is_some_and(|x| x.phase == Phase::Offered) {
                     // §15.1.2: BYE on an early dialog: the INVITE gets 487.
                     self.answer_offer(now, s, 487, "Request Terminated", &[], None);
@@ -1237,19 +1234,19 @@ impl Endpoint {
         if x.invite.is_some() {
             // §14.2: ours is under way: glare. (While ours waits out its
             // §14.1 back-off, theirs goes ahead.)
-            self.answer(now, server, bytes, status(491), "Request Pending");
+            self.answer(now, server, m, status(491), "Request Pending");
             return;
         }
         if x.offer.is_some() || x.unacked.is_some() || x.phase != Phase::Confirmed {
             // §14.2: one of theirs is still unanswered (or unacknowledged).
             let wait = format!("{}", 1 + self.rng.next_u64() % 10);
-            self.answer_with(now, server, bytes, status(500), "Server Internal Error", &[("Retry-After", &wait)]);
+            self.answer_with(now, server, m, status(500), "Server Internal Error", &[("Retry-After", &wait)]);
             return;
         }
         if let Some(d) = x.dialog.as_mut() {
             d.refresh_target(m);
         }
-        x.offer = Some(Offer { server, request: bytes.clone(), peer: Peer::reply_to_message(&source, m) });
+        x.offer = Offer::of(server, m, &x.local_tag, &source);
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
         self.emit(s, SessionEvent::Reoffer { body: Body::of(m), request: bytes.clone() });
     }
@@ -1268,7 +1265,7 @@ impl Endpoint {
     ) {
         let method = m.method().copied();
         if method == Some(Method::Message) && !self.config.handle_methods.contains(&Method::Message) {
-            self.answer(now, server, bytes, status(200), "OK");
+            self.answer(now, server, m, status(200), "OK");
             self.out.push_back(Output::Event(Event::Message {
                 from: m.from().and_then(Result::ok).map(|a| a.uri().to_string()).unwrap_or_default(),
                 content_type: m.content_type().and_then(Result::ok).map(|t| t.to_string()),

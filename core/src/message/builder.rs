@@ -60,6 +60,18 @@ impl<'b> MessageWriter<'b> {
         MessageWriter { buf }
     }
 
+    /// Appends header lines to `buf` as it stands (no start line): for
+    /// pieces of a message kept and copied in whole later.
+    pub(crate) fn append(buf: &'b mut Vec<u8>) -> Self {
+        MessageWriter { buf }
+    }
+
+    /// Appends header lines already written (each ending in CRLF).
+    pub(crate) fn lines(&mut self, lines: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(lines);
+        self
+    }
+
     /// Appends `name: value CRLF`. Do not add Content-Length: [`finish`]
     /// writes it.
     ///

@@ -45,7 +45,7 @@ pub use framing::{Framed, FramingError, FramingLimits, StreamFramer};
 pub use header::{Header, HeaderName, Headers, INLINE_HEADERS};
 pub use headers::HeaderError;
 pub use params::{Param, ParamIter, Params};
-pub use salvage::Salvaged;
+pub use salvage::{ResponseHead, Salvaged};
 pub use uri::{AbsoluteUri, Host, SipUri, TelUri, Uri, UriError};
 
 use grammar::{ascii, is_token, is_wsp, sws, trim_end};
@@ -363,6 +363,11 @@ impl ParseError {
 }
 
 /// A parsed SIP message borrowing from its input.
+///
+/// The header values every layer reads (top Via, From, To, Call-ID, CSeq,
+/// the Request-URI) are parsed on first use and remembered, so one parse
+/// of a message serves the transport, transaction, dialog and endpoint
+/// layers without reading those values again.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message<'a> {
     start: StartLine<'a>,
@@ -370,6 +375,7 @@ pub struct Message<'a> {
     body: &'a [u8],
     content_length: Option<u32>,
     len: usize,
+    cache: headers::Cache<'a>,
 }
 
 impl<'a> Message<'a> {
@@ -467,6 +473,7 @@ impl<'a> Message<'a> {
             body: &buf[pos..pos + body_len],
             content_length,
             len: start + pos + body_len,
+            cache: headers::Cache::default(),
         })
     }
 
@@ -498,7 +505,8 @@ impl<'a> Message<'a> {
     }
     /// The Request-URI of a request, parsed on demand like a header value.
     pub fn request_uri(&self) -> Option<Result<Uri<'a>, UriError>> {
-        self.request_line().map(RequestLine::parse_uri)
+        let rl = self.request_line()?;
+        Some(*self.cache.request_uri.get_or_init(|| rl.parse_uri()))
     }
     /// The status code of a response.
     pub fn status(&self) -> Option<StatusCode> {

@@ -21,6 +21,9 @@ pub struct Salvaged<'a> {
     pub call_id: Option<&'a [u8]>,
     /// CSeq.
     pub cseq: Option<&'a [u8]>,
+    /// Whether To carries a tag, when a parse of the message already told
+    /// (`None`: find out when writing).
+    pub to_tagged: Option<bool>,
 }
 
 impl<'a> Salvaged<'a> {
@@ -71,6 +74,7 @@ impl<'a> Salvaged<'a> {
             to: one(HeaderName::To),
             call_id: one(HeaderName::CallId),
             cseq: one(HeaderName::CSeq),
+            to_tagged: m.to().and_then(Result::ok).map(|a| a.tag().is_some()),
         }
     }
 
@@ -106,6 +110,35 @@ impl<'a> Salvaged<'a> {
         self.write_response_body(buf, code, reason, to_tag, extra, b"")
     }
 
+    /// The copied fields (§8.2.6.2): every Via, From, To (with `to_tag`
+    /// added if it has none and this is not a 100), Call-ID, CSeq.
+    fn write_copied(
+        &self,
+        w: &mut MessageWriter<'_>,
+        [from, to, call_id, cseq]: [&[u8]; 4],
+        to_tag: &str,
+        trying: bool,
+    ) {
+        for v in &self.vias {
+            w.header_bytes("Via", v);
+        }
+        w.header_bytes("From", from);
+        // A To that parses tells exactly; a broken one is searched for "tag=".
+        let has_tag = self.to_tagged.unwrap_or_else(|| {
+            match <super::headers::Address<'_> as super::headers::HeaderValue<'_>>::parse_value(to) {
+                Some(a) => a.tag().is_some(),
+                None => to.windows(4).any(|x| x.eq_ignore_ascii_case(b"tag=")),
+            }
+        });
+        if has_tag || trying {
+            w.header_bytes("To", to);
+        } else {
+            w.header_parts("To", &[to, b";tag=", to_tag.as_bytes()]);
+        }
+        w.header_bytes("Call-ID", call_id);
+        w.header_bytes("CSeq", cseq);
+    }
+
     /// [`write_response_with`](Self::write_response_with) with a body
     /// (its Content-Type goes in `extra`).
     pub fn write_response_body(
@@ -125,27 +158,70 @@ impl<'a> Salvaged<'a> {
         let vias: usize = self.vias.iter().map(|v| v.len() + 7).sum();
         buf.reserve(vias + from.len() + to.len() + call_id.len() + cseq.len() + to_tag.len() + 128);
         let mut w = MessageWriter::response(buf, code, reason);
-        for v in &self.vias {
-            w.header_bytes("Via", v);
-        }
-        w.header_bytes("From", from);
-        // A To that parses tells exactly; a broken one is searched for "tag=".
-        let has_tag = match <super::headers::Address<'_> as super::headers::HeaderValue<'_>>::parse_value(to) {
-            Some(a) => a.tag().is_some(),
-            None => to.windows(4).any(|x| x.eq_ignore_ascii_case(b"tag=")),
-        };
-        if has_tag || code.as_u16() == 100 {
-            w.header_bytes("To", to);
-        } else {
-            w.header_parts("To", &[to, b";tag=", to_tag.as_bytes()]);
-        }
-        w.header_bytes("Call-ID", call_id);
-        w.header_bytes("CSeq", cseq);
+        self.write_copied(&mut w, [from, to, call_id, cseq], to_tag, code.as_u16() == 100);
         for (name, value) in extra {
             w.header(name, value);
         }
         w.finish(body);
         true
+    }
+}
+
+/// What every response to one request copies from it (§8.2.6.2), written
+/// once with the To tag: for a request answered later and perhaps more
+/// than once (a UAS's 180 and then its 200, §13.3.1), so that no response
+/// needs the request parsed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// The Via, From, To, Call-ID and CSeq lines.
+    copied: Vec<u8>,
+    /// The request's Record-Route lines, as written (§12.1.1).
+    record_route: Vec<u8>,
+}
+
+impl ResponseHead {
+    /// The head of the responses to `request`, with `to_tag` added to To
+    /// where it has none; `None` if the request cannot be answered (see
+    /// [`Salvaged::can_respond`]).
+    pub fn of(request: &Message<'_>, to_tag: &str) -> Option<ResponseHead> {
+        let s = Salvaged::from_message(request);
+        let (true, Some(from), Some(to), Some(call_id), Some(cseq)) =
+            (s.can_respond(), s.from, s.to, s.call_id, s.cseq)
+        else {
+            return None;
+        };
+        let mut copied = Vec::with_capacity(256);
+        s.write_copied(&mut MessageWriter::append(&mut copied), [from, to, call_id, cseq], to_tag, false);
+        let mut record_route = Vec::new();
+        let mut w = MessageWriter::append(&mut record_route);
+        for h in request.headers().all(HeaderName::RecordRoute) {
+            w.header_bytes("Record-Route", h.value());
+        }
+        Some(ResponseHead { copied, record_route })
+    }
+
+    /// Writes a response: the status line, the copied fields, the
+    /// Record-Route lines if `record_route` (dialog-creating responses,
+    /// §12.1.1), `extra` fields, and `body` with its Content-Length.
+    pub fn write(
+        &self,
+        buf: &mut Vec<u8>,
+        code: StatusCode,
+        reason: &str,
+        record_route: bool,
+        extra: &[(&str, &str)],
+        body: &[u8],
+    ) {
+        buf.reserve(self.copied.len() + self.record_route.len() + body.len() + 160);
+        let mut w = MessageWriter::response(buf, code, reason);
+        w.lines(&self.copied);
+        if record_route {
+            w.lines(&self.record_route);
+        }
+        for (name, value) in extra {
+            w.header(name, value);
+        }
+        w.finish(body);
     }
 }
 
@@ -202,6 +278,31 @@ mod tests {
         assert_eq!(r.to().unwrap().unwrap().tag(), Some("srv1"));
         assert_eq!(r.vias().count(), 2);
         assert_eq!(r.cseq().unwrap().unwrap().seq(), 1);
+    }
+
+    #[test]
+    fn a_kept_head_writes_what_a_fresh_answer_writes() {
+        let raw = b"INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5;branch=z9hG4bK1\r\nVia: SIP/2.0/UDP 192.0.2.6;branch=z9hG4bK2\r\nRecord-Route: <sip:p1.example.com;lr>\r\nRecord-Route: <sip:p2.example.com;lr>\r\nFrom: <sip:a@example.com>;tag=9\r\nTo: <sip:b@example.com>\r\nCall-ID: c1\r\nCSeq: 4 INVITE\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(raw).unwrap();
+        let head = ResponseHead::of(&m, "t1").unwrap();
+        let ok = StatusCode::new(200).unwrap();
+        let extra = [("Contact", "<sip:b@192.0.2.9>")];
+        let mut kept = Vec::new();
+        head.write(&mut kept, ok, "OK", false, &extra, b"v=0\r\n");
+        let mut fresh = Vec::new();
+        assert!(Salvaged::from_message(&m).write_response_body(&mut fresh, ok, "OK", "t1", &extra, b"v=0\r\n"));
+        assert_eq!(String::from_utf8(kept).unwrap(), String::from_utf8(fresh).unwrap());
+        // §12.1.1: with the Record-Route lines, in their order, after CSeq.
+        let mut dialog = Vec::new();
+        head.write(&mut dialog, ok, "OK", true, &[], b"");
+        let r = Message::parse(&dialog).unwrap();
+        let rr: Vec<&str> = r.record_routes().map(|a| a.unwrap().uri().as_str()).collect();
+        assert_eq!(rr, ["sip:p1.example.com;lr", "sip:p2.example.com;lr"]);
+        assert_eq!(r.to().unwrap().unwrap().tag(), Some("t1"));
+        assert_eq!(r.vias().count(), 2);
+        // Nothing to build from a request that cannot be answered.
+        let ack = Message::parse(b"ACK sip:b@x SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: c\r\nCSeq: 1 ACK\r\n\r\n").unwrap();
+        assert_eq!(ResponseHead::of(&ack, "t"), None);
     }
 
     #[test]

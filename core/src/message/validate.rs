@@ -10,10 +10,10 @@
 use super::header::kind_bit;
 use super::headers::Date;
 use super::headers::{
-    Address, CSeq, CallId, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue, MediaType, RetryAfter,
-    ServerVal, SubscriptionState, Via, Warning,
+    Address, CSeq, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue, MediaType, RetryAfter, ServerVal,
+    SubscriptionState, Via, Warning,
 };
-use super::{HeaderName, Message, Method, StatusCode, Uri};
+use super::{HeaderName, Message, Method, StatusCode, Uri, UriError};
 
 /// Why a message was refused, and the status a request deserves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,10 +89,10 @@ fn check_in<'a, T: HeaderValue<'a>>(m: &Message<'a>, present: u128, name: Header
 pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     // Exactly one of each (§8.1.1); Max-Forwards may be absent (RFC 2543
     // peers, RFC 4475 §3.4.1) but not repeated.
-    let cseq: CSeq<'a> = m.single(HeaderName::CSeq)?;
-    let _: CallId<'a> = m.single(HeaderName::CallId)?;
-    let _: Address<'a> = m.single(HeaderName::From)?;
-    let _: Address<'a> = m.single(HeaderName::To)?;
+    let cseq: CSeq<'a> = m.single_cseq()?;
+    m.single_call_id()?;
+    m.single_from()?;
+    m.single_to()?;
     if m.headers().count(HeaderName::MaxForwards) > 0 {
         let _: u8 = m.single(HeaderName::MaxForwards)?;
     }
@@ -104,7 +104,7 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
         if cseq.method() != rl.method {
             return Err(Invalid::CSeqMismatch);
         }
-        let uri = rl.parse_uri().map_err(|_| Invalid::RequestUri)?;
+        let uri = m.request_uri().unwrap_or(Err(UriError)).map_err(|_| Invalid::RequestUri)?;
         if let Uri::Sip(u) = &uri {
             if u.headers().is_some() {
                 return Err(Invalid::RequestUriHeaders);
@@ -197,13 +197,13 @@ pub fn inspect_request<'a>(m: &Message<'a>, caps: &Capabilities<'_>) -> Result<(
         return Err(Invalid::Method(rl.method));
     }
     // §8.2.2.1 To and Request-URI.
-    let uri = rl.parse_uri().map_err(|_| Invalid::RequestUri)?;
+    let uri = m.request_uri().unwrap_or(Err(UriError)).map_err(|_| Invalid::RequestUri)?;
     let scheme = uri.scheme();
     if !caps.schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
         return Err(Invalid::Scheme(scheme));
     }
     if rl.method == Method::Register {
-        let to: Address<'a> = m.single(HeaderName::To)?;
+        let to: Address<'a> = m.single_to()?;
         if to.uri().as_sip().is_none() {
             return Err(Invalid::AddressOfRecord);
         }

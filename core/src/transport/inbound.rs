@@ -26,19 +26,52 @@ pub enum Inbound {
 /// Classifies `bytes` from `source`. `ours` says whether a Via sent-by
 /// (`host`, optional port) is one this endpoint puts in its requests.
 pub fn inbound(bytes: &[u8], source: SocketAddr, ours: impl Fn(&str, Option<u16>) -> bool) -> Inbound {
+    match judge(bytes, source, ours) {
+        Judged::Pass(exact, m) if m.is_request() => Inbound::Request(exact.to_vec()),
+        Judged::Pass(exact, _) => Inbound::Response(exact.to_vec()),
+        Judged::Stamped(bytes) => Inbound::Request(bytes),
+        Judged::ForeignResponse => Inbound::ForeignResponse,
+        Judged::KeepAlive => Inbound::KeepAlive,
+        Judged::Malformed(e) => Inbound::Malformed(e),
+    }
+}
+
+/// [`inbound`] without copying: a message that passes unchanged comes
+/// back borrowed, with its parse, so the layers above need not parse it
+/// again.
+#[allow(clippy::large_enum_variant)] // moved once per message; boxing would allocate per message
+pub(crate) enum Judged<'b> {
+    /// A request needing no stamp, or a response whose top Via is ours:
+    /// exactly the message's octets, and their parse.
+    Pass(&'b [u8], Message<'b>),
+    /// A request with its top Via stamped (§18.2.1, RFC 3581).
+    Stamped(Vec<u8>),
+    /// See [`Inbound::ForeignResponse`].
+    ForeignResponse,
+    /// See [`Inbound::KeepAlive`].
+    KeepAlive,
+    /// See [`Inbound::Malformed`].
+    Malformed(ParseError),
+}
+
+/// The verdict of [`inbound`] on one message, borrowing it.
+pub(crate) fn judge(bytes: &[u8], source: SocketAddr, ours: impl Fn(&str, Option<u16>) -> bool) -> Judged<'_> {
     let m = match Message::parse(bytes) {
         Ok(m) => m,
-        Err(ParseError::Empty) => return Inbound::KeepAlive,
-        Err(e) => return Inbound::Malformed(e),
+        Err(ParseError::Empty) => return Judged::KeepAlive,
+        Err(e) => return Judged::Malformed(e),
     };
+    let exact = &bytes[..m.len()];
     if m.is_request() {
-        let exact = &bytes[..m.len()];
-        return Inbound::Request(stamp_parsed(&m, exact, source).unwrap_or_else(|| exact.to_vec()));
+        return match stamp_parsed(&m, exact, source) {
+            Some(stamped) => Judged::Stamped(stamped),
+            None => Judged::Pass(exact, m),
+        };
     }
     // §18.1.2: the top Via must carry a sent-by this endpoint inserts.
     match m.via() {
-        Some(Ok(via)) if ours(via.host_str(), via.port()) => Inbound::Response(bytes[..m.len()].to_vec()),
-        _ => Inbound::ForeignResponse,
+        Some(Ok(via)) if ours(via.host_str(), via.port()) => Judged::Pass(exact, m),
+        _ => Judged::ForeignResponse,
     }
 }
 

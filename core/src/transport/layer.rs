@@ -3,12 +3,11 @@
 //! §4), and the §18.1.2/§18.2.1 checks on everything that arrives.
 
 use super::connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput};
+use super::inbound::{judge, Judged};
 use super::resolve::{Answer, Lookup, QueryId, ResolveError, Resolver};
 use super::target::{response_hop, ResponseHop, Target, Transport};
 use super::tls::{TlsConfig, TlsConfigError};
-use super::{inbound, Inbound};
-use crate::message::headers::{HeaderValue, ListIter, Via};
-use crate::message::{HeaderName, Message, ParseError, Salvaged, StatusCode};
+use crate::message::{Message, ParseError, Salvaged, StatusCode};
 use crate::rng::Rng;
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -72,8 +71,7 @@ impl Peer {
     /// [`Peer::reply_to`] for a request already parsed (one parse per
     /// message on the receive path).
     pub fn reply_to_message(source: &Source, request: &Message<'_>) -> Peer {
-        let via = request.headers().first(HeaderName::Via).and_then(|h| ListIter::new(h.value()).next());
-        let via = via.and_then(Via::parse_value);
+        let via = request.via().and_then(Result::ok);
         Peer::reply_to_hop(source, via.as_ref().and_then(response_hop).as_ref())
     }
 
@@ -101,6 +99,31 @@ pub struct Source {
     pub remote: SocketAddr,
     /// The stream connection it came on.
     pub conn: Option<ConnId>,
+}
+
+/// A message handed up at once by [`TransportLayer::receive_datagram`].
+#[derive(Debug)]
+#[non_exhaustive]
+#[allow(clippy::large_enum_variant)] // moved once per message; boxing would allocate per message
+pub enum Arrival<'b> {
+    /// A request that needed no stamp, or a response whose top Via sent-by
+    /// is ours (§18.1.2): exactly the message's octets, and their parse.
+    Parsed {
+        /// Where from.
+        source: Source,
+        /// The message's octets (trailing datagram octets left out, §18.3).
+        bytes: &'b [u8],
+        /// `bytes`, parsed.
+        message: Message<'b>,
+    },
+    /// A request whose top Via was stamped with `received`/`rport`
+    /// (§18.2.1, RFC 3581): the new octets, to be parsed.
+    Stamped {
+        /// Where from.
+        source: Source,
+        /// The stamped request.
+        bytes: Vec<u8>,
+    },
 }
 
 /// What the transport layer reports upwards.
@@ -413,6 +436,23 @@ impl TransportLayer {
         self.arrived(source, bytes);
     }
 
+    /// [`handle_datagram`](Self::handle_datagram) for a caller that parses
+    /// each message once: the message comes back at once, with its parse,
+    /// instead of as a [`TransportEvent::Request`] / [`TransportEvent::Response`]
+    /// holding a copy. Everything else (keep-alives, a foreign response,
+    /// the 400 to a malformed request) is as `handle_datagram` does it.
+    pub fn receive_datagram<'b>(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &'b [u8],
+    ) -> Option<Arrival<'b>> {
+        self.clamp(now);
+        let source = Source { transport: Transport::Udp, local: Some(local), remote, conn: None };
+        self.receive(source, bytes)
+    }
+
     /// The runtime accepted a connection on a TCP or TLS listener. Returns
     /// its handle, or `None` when it must be refused (the connection limit,
     /// or TLS with no certificate: a [`TransportEvent::Closed`] says why).
@@ -487,22 +527,38 @@ impl TransportLayer {
         }
     }
 
-    /// §18.1.2 / §18.2.1 on one arrived message.
+    /// §18.1.2 / §18.2.1 on one arrived message, reported as an event.
     fn arrived(&mut self, source: Source, bytes: &[u8]) {
+        let event = match self.receive(source, bytes) {
+            Some(Arrival::Parsed { source, bytes, message }) if message.is_request() => {
+                TransportEvent::Request { source, bytes: bytes.to_vec() }
+            }
+            Some(Arrival::Parsed { source, bytes, .. }) => TransportEvent::Response { source, bytes: bytes.to_vec() },
+            Some(Arrival::Stamped { source, bytes }) => TransportEvent::Request { source, bytes },
+            None => return,
+        };
+        self.out.push_back(Output::Event(event));
+    }
+
+    /// §18.1.2 / §18.2.1 on one arrived message: what goes up, if anything.
+    fn receive<'b>(&mut self, source: Source, bytes: &'b [u8]) -> Option<Arrival<'b>> {
         // Whole messages only at TRACE (DESIGN.md, "Logs"), under their own
         // target so a tool can show the traffic alone.
         tracing::trace!(target: "sipline::wire", transport = source.transport.as_str(), remote = %source.remote,
             "received\n{}", String::from_utf8_lossy(bytes));
-        let verdict = inbound(bytes, source.remote, |host, port| self.is_ours(host, port));
-        match verdict {
-            Inbound::Request(bytes) => self.out.push_back(Output::Event(TransportEvent::Request { source, bytes })),
-            Inbound::Response(bytes) => self.out.push_back(Output::Event(TransportEvent::Response { source, bytes })),
-            Inbound::ForeignResponse => {
+        match judge(bytes, source.remote, |host, port| self.is_ours(host, port)) {
+            Judged::Pass(bytes, message) => Some(Arrival::Parsed { source, bytes, message }),
+            Judged::Stamped(bytes) => Some(Arrival::Stamped { source, bytes }),
+            Judged::ForeignResponse => {
                 tracing::debug!(remote = %source.remote, "§18.1.2: response with a foreign top Via dropped");
                 self.stats.foreign_responses += 1;
+                None
             }
-            Inbound::KeepAlive => {}
-            Inbound::Malformed(e) => self.malformed(source, bytes, e),
+            Judged::KeepAlive => None,
+            Judged::Malformed(e) => {
+                self.malformed(source, bytes, e);
+                None
+            }
         }
     }
 

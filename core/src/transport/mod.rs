@@ -21,7 +21,7 @@ mod tls;
 pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput, INTAKE_CHUNK};
 pub use inbound::{inbound, Inbound};
 pub use layer::{
-    Output, Peer, Source, TransportConfig, TransportError, TransportEvent, TransportLayer, TransportStats,
+    Arrival, Output, Peer, Source, TransportConfig, TransportError, TransportEvent, TransportLayer, TransportStats,
 };
 pub use received::stamp_received;
 pub use resolve::{Answer, Lookup, QueryId, ResolveError, SrvRecord};

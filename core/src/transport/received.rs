@@ -2,8 +2,7 @@
 //! `received` parameter (RFC 3261 §18.2.1) and a filled-in `rport`
 //! (RFC 3581 §4) on the top Via.
 
-use crate::message::headers::{HeaderValue, ListIter, Via};
-use crate::message::{HeaderName, Host, Message};
+use crate::message::{Host, Message};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
@@ -19,9 +18,8 @@ pub fn stamp_received(request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
 
 /// [`stamp_received`] for a request already parsed: `m` is `request` parsed.
 pub(crate) fn stamp_parsed(m: &Message<'_>, request: &[u8], source: SocketAddr) -> Option<Vec<u8>> {
-    let header = m.headers().first(HeaderName::Via)?;
-    let element = ListIter::new(header.value()).next()?;
-    let via = Via::parse_value(element)?;
+    let via = m.via()?.ok()?;
+    let element = via.as_str().as_bytes();
     let rport_empty = via.rport() == Some(None);
     let same_ip = match via.host() {
         Host::Domain(_) => false,

@@ -21,7 +21,38 @@ pub use misc::{CSeq, CallId, Date, RetryAfter, ServerVal, Warning};
 pub use via::{Via, MAGIC_COOKIE};
 
 use super::grammar::{quoted_string, sws, trim};
-use super::{HeaderName, Headers, Message, Method};
+use super::{HeaderName, Headers, Message, Method, Uri, UriError};
+use std::cell::OnceCell;
+
+/// One remembered value: absent, malformed, or parsed.
+type Slot<T> = OnceCell<Option<Result<T, HeaderError>>>;
+
+/// The values of a [`Message`] that every layer reads, parsed on first
+/// use (see [`Message`]). A cache never makes two messages differ: it
+/// compares equal to any other and shows nothing in `Debug`.
+#[derive(Clone, Default)]
+pub(crate) struct Cache<'a> {
+    via: Slot<Via<'a>>,
+    from: Slot<Address<'a>>,
+    to: Slot<Address<'a>>,
+    call_id: Slot<CallId<'a>>,
+    cseq: Slot<CSeq<'a>>,
+    pub(crate) request_uri: OnceCell<Result<Uri<'a>, UriError>>,
+}
+
+impl PartialEq for Cache<'_> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Cache<'_> {}
+
+impl std::fmt::Debug for Cache<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cache")
+    }
+}
 
 /// Why a header value could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -194,9 +225,45 @@ impl<'a> Message<'a> {
         T::parse_value(h.value()).ok_or(HeaderError::Malformed(name))
     }
 
+    /// The first value of `name`, remembered in `slot`.
+    fn remembered<T: HeaderValue<'a> + Copy>(
+        &self,
+        slot: &Slot<T>,
+        name: HeaderName,
+    ) -> Option<Result<T, HeaderError>> {
+        *slot.get_or_init(|| self.value(name))
+    }
+
+    /// [`Message::single`] for a remembered value: the count is checked
+    /// each time (cheap), the value parsed once.
+    fn single_remembered<T: HeaderValue<'a> + Copy>(&self, slot: &Slot<T>, name: HeaderName) -> Result<T, HeaderError> {
+        match self.headers().count(name) {
+            0 => Err(HeaderError::Missing(name)),
+            1 => self.remembered(slot, name).unwrap_or(Err(HeaderError::Missing(name))),
+            _ => Err(HeaderError::Multiple(name)),
+        }
+    }
+
+    /// From, which must appear exactly once (§8.1.1.3).
+    pub fn single_from(&self) -> Result<Address<'a>, HeaderError> {
+        self.single_remembered(&self.cache.from, HeaderName::From)
+    }
+    /// To, which must appear exactly once (§8.1.1.2).
+    pub fn single_to(&self) -> Result<Address<'a>, HeaderError> {
+        self.single_remembered(&self.cache.to, HeaderName::To)
+    }
+    /// Call-ID, which must appear exactly once (§8.1.1.4).
+    pub fn single_call_id(&self) -> Result<CallId<'a>, HeaderError> {
+        self.single_remembered(&self.cache.call_id, HeaderName::CallId)
+    }
+    /// CSeq, which must appear exactly once (§8.1.1.5).
+    pub fn single_cseq(&self) -> Result<CSeq<'a>, HeaderError> {
+        self.single_remembered(&self.cache.cseq, HeaderName::CSeq)
+    }
+
     /// The topmost Via value (§8.1.1.7, §18.2.1).
     pub fn via(&self) -> Option<Result<Via<'a>, HeaderError>> {
-        self.value(HeaderName::Via)
+        self.remembered(&self.cache.via, HeaderName::Via)
     }
     /// Every Via value, top first.
     pub fn vias(&self) -> ValueIter<'_, 'a, Via<'a>> {
@@ -204,19 +271,19 @@ impl<'a> Message<'a> {
     }
     /// The From header (§20.20).
     pub fn from(&self) -> Option<Result<Address<'a>, HeaderError>> {
-        self.value(HeaderName::From)
+        self.remembered(&self.cache.from, HeaderName::From)
     }
     /// The To header (§20.39).
     pub fn to(&self) -> Option<Result<Address<'a>, HeaderError>> {
-        self.value(HeaderName::To)
+        self.remembered(&self.cache.to, HeaderName::To)
     }
     /// The Call-ID (§20.8).
     pub fn call_id(&self) -> Option<Result<CallId<'a>, HeaderError>> {
-        self.value(HeaderName::CallId)
+        self.remembered(&self.cache.call_id, HeaderName::CallId)
     }
     /// The CSeq (§20.16).
     pub fn cseq(&self) -> Option<Result<CSeq<'a>, HeaderError>> {
-        self.value(HeaderName::CSeq)
+        self.remembered(&self.cache.cseq, HeaderName::CSeq)
     }
     /// Max-Forwards (§20.22), 0–255.
     pub fn max_forwards(&self) -> Option<Result<u8, HeaderError>> {
@@ -402,6 +469,30 @@ mod tests {
         assert_eq!(m.single::<CallId<'_>>(HeaderName::CallId), Err(HeaderError::Multiple(HeaderName::CallId)));
         assert_eq!(m.single::<CSeq<'_>>(HeaderName::CSeq), Err(HeaderError::Missing(HeaderName::CSeq)));
         assert_eq!(m.call_id().unwrap().unwrap().as_str(), "a");
+        // The remembered values keep `single`'s rules, asked once or twice.
+        for _ in 0..2 {
+            assert_eq!(m.single_call_id(), Err(HeaderError::Multiple(HeaderName::CallId)));
+            assert_eq!(m.single_cseq(), Err(HeaderError::Missing(HeaderName::CSeq)));
+        }
+    }
+
+    #[test]
+    fn remembered_values_match_fresh_parses() {
+        let raw = msg("Via: SIP/2.0/UDP h1;branch=z9hG4bK1, SIP/2.0/UDP h2\r\nFrom: <sip:a@x>;tag=f\r\nTo: B <sip:b@x>\r\nCSeq: 7 OPTIONS\r\nTo: C <sip:c@x>\r\n");
+        let m = Message::parse(&raw).unwrap();
+        let fresh = Message::parse(&raw).unwrap();
+        // Asked twice: the second answer comes from the cache and is the same.
+        for _ in 0..2 {
+            assert_eq!(m.via().unwrap().unwrap().host_str(), "h1");
+            assert_eq!(m.from().unwrap().unwrap().tag(), Some("f"));
+            assert_eq!(m.to().unwrap().unwrap().uri().as_str(), "sip:b@x");
+            assert_eq!(m.single_to(), Err(HeaderError::Multiple(HeaderName::To)));
+            assert_eq!(m.single_from().unwrap().tag(), Some("f"));
+            assert_eq!(m.cseq().unwrap().unwrap().seq(), 7);
+            assert_eq!(m.request_uri().unwrap().unwrap().as_str(), "sip:a@b");
+        }
+        // A filled cache does not make the message differ from a fresh parse.
+        assert_eq!(m, fresh);
     }
 
     #[test]
