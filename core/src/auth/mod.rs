@@ -11,11 +11,15 @@
 //!   Authorization or Proxy-Authorization header.
 //!   [`best_challenge`] chooses among several challenges (SHA-256 first,
 //!   RFC 8760 §2.4).
-//! - **Server** (a registrar or proxy, RFC 3261 §22.1): [`DigestChallenge`]
-//!   writes the WWW-Authenticate / Proxy-Authenticate value and checks the
-//!   answer against a password or a stored [`ha1`]. Making, storing and
-//!   expiring nonces, and rejecting replayed nonce counts, are the
-//!   caller's: [`Verified`] reports what it needs.
+//! - **Server** (a registrar or proxy, RFC 3261 §22.1): [`DigestServer`]
+//!   decides about a request: authenticated, challenged (401/407, with
+//!   `stale=true` for an expired nonce), or forbidden. It is built from
+//!   three parts usable on their own: [`DigestChallenge`] writes the
+//!   WWW-Authenticate / Proxy-Authenticate value and checks the answer
+//!   against a password or a stored [`ha1`]; [`Nonces`] issues
+//!   self-checking nonces, expires them and refuses replayed nonce counts
+//!   (RFC 7616 §3.3–3.4); [`Users`] holds the passwords and HA1 values,
+//!   read from a users file.
 //!
 //! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 written here from
 //! RFC 1321, SHA-256 from `ring`). `qop=auth` and answers without `qop`;
@@ -48,8 +52,14 @@
 
 mod digest;
 pub mod md5;
+mod nonce;
+mod server;
+mod users;
 
 pub use digest::{
     best_challenge, ha1, Algorithm, ChallengeError, DigestChallenge, DigestClient, DigestCredentials, DigestError,
     Secret, Verified, VerifyError,
 };
+pub use nonce::{NonceError, Nonces, DEFAULT_NONCE_CAPACITY, DEFAULT_NONCE_LIFETIME};
+pub use server::{ChallengeReason, Decision, DigestServer, ForbiddenReason, Role};
+pub use users::{Users, UsersError};

@@ -1,0 +1,494 @@
+//! Server nonces: issued, checked without a lookup, expired, and guarded
+//! against replay (RFC 7616 §3.3, §3.4; RFC 3261 §22.1). See [`Nonces`].
+
+use super::digest::lower_hex;
+use crate::rng::Rng;
+use ring::hmac;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+/// How long a nonce is accepted after it was issued, unless
+/// [`Nonces::with_lifetime`] says otherwise: 300 s, long enough for a user
+/// to type a password after a challenge, short enough that a captured
+/// nonce soon stops being useful. Clients that keep answering with a
+/// nonce (REGISTER refreshes, RFC 7616 §3.4 `nc`) are re-challenged with
+/// `stale=true` after it and retry without asking the user.
+pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
+
+/// How many answered nonces [`Nonces`] tracks at most, unless
+/// [`Nonces::with_capacity`] says otherwise: 65 536 entries of a few dozen
+/// bytes each, which covers some 200 newly answered nonces a second at the
+/// default lifetime.
+pub const DEFAULT_NONCE_CAPACITY: usize = 65_536;
+
+/// The signed part of a nonce: the issue time in milliseconds since the
+/// epoch and a serial number, 8 bytes each, big-endian.
+const PAYLOAD: usize = 16;
+/// The HMAC-SHA256 tag, truncated to 128 bits.
+const TAG: usize = 16;
+/// A nonce's length in hex digits.
+const NONCE_LEN: usize = 2 * (PAYLOAD + TAG);
+
+/// Why a nonce is not accepted. Each means "challenge again"; only
+/// [`NonceError::Unknown`] means the nonce was never this server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NonceError {
+    /// Not a nonce this server issued: malformed, or its MAC does not
+    /// check (forged, garbled, or issued under another key).
+    #[error("unknown nonce")]
+    Unknown,
+    /// Issued here but no longer accepted: older than the lifetime, or
+    /// dropped from the replay table at its cap. With a valid digest the
+    /// challenge carries `stale=true` (RFC 7616 §3.3).
+    #[error("stale nonce")]
+    Stale,
+    /// The nonce count is not above the highest one seen with this nonce,
+    /// or an answer without `qop` reuses a nonce (RFC 7616 §3.4).
+    #[error("replayed nonce count")]
+    Replayed,
+}
+
+/// One answered nonce in the replay table.
+#[derive(Debug, Clone, Copy)]
+struct Used {
+    /// When the nonce was issued (as read back from the nonce).
+    issued: Instant,
+    /// The highest `nc` accepted; `u32::MAX` once used without `qop`, so
+    /// nothing may follow.
+    last_nc: u32,
+}
+
+/// The nonces of a digest server (a registrar or proxy, RFC 3261 §22.1).
+///
+/// **Format.** A nonce is 64 lower-case hex digits: 8 bytes of issue time
+/// (milliseconds since the `epoch` given at construction), 8 bytes of a
+/// serial number, then the first 16 bytes of an HMAC-SHA256 over those 16
+/// under a secret key. Any nonce this server issued can thus be checked
+/// and dated without storing it, and hex is safe inside a quoted string.
+/// The key is drawn from the caller's [`Rng`] at construction
+/// ([`Nonces::new`]), or given ([`Nonces::with_secret`]); nonces do not
+/// survive a restart with another key (they read as unknown, and the
+/// client is challenged afresh).
+///
+/// **Lifetime.** A nonce is fresh for [`DEFAULT_NONCE_LIFETIME`] (300 s,
+/// see [`Nonces::with_lifetime`]) after it was issued, stale from then on
+/// (RFC 7616 §3.3).
+///
+/// **Replay** (RFC 7616 §3.4). Once an answer has been verified,
+/// [`Nonces::record`] keeps, per nonce, the highest nonce count seen, and
+/// refuses a count not above it; an answer without `qop` may use a nonce
+/// only once. Entries are dropped when their nonce expires. The table
+/// holds at most [`DEFAULT_NONCE_CAPACITY`] entries
+/// ([`Nonces::with_capacity`]): at the cap the entry of the oldest nonce
+/// is dropped, and from then on every nonce issued up to that one that is
+/// not in the table reads as [`NonceError::Stale`], so it is re-challenged
+/// (with `stale=true` if the digest was right), never accepted twice.
+///
+/// **Time** comes in as `now` on every call; expired entries are pruned on
+/// each call, or by [`Nonces::handle_timeout`] at [`Nonces::poll_timeout`].
+/// `now` must not go backwards (an earlier `now` is taken as the latest
+/// one seen).
+///
+/// `Debug` leaves the key out.
+pub struct Nonces {
+    key: hmac::Key,
+    epoch: Instant,
+    lifetime: Duration,
+    capacity: usize,
+    next_serial: u64,
+    /// The answered nonces by serial, which is also issue order.
+    used: BTreeMap<u64, Used>,
+    /// The highest serial dropped at the cap: a nonce up to it that is not
+    /// in `used` may have been answered already.
+    dropped_up_to: Option<u64>,
+    last_now: Option<Instant>,
+}
+
+impl fmt::Debug for Nonces {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Nonces")
+            .field("key", &"<redacted>")
+            .field("lifetime", &self.lifetime)
+            .field("capacity", &self.capacity)
+            .field("issued", &self.next_serial)
+            .field("tracked", &self.used.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Nonces {
+    /// Nonces dated from `epoch` (any instant up to the first `now`, e.g.
+    /// when the server starts), signed with a 256-bit key drawn from
+    /// `rng`.
+    ///
+    /// The key is as unpredictable as the generator's seed; a runtime
+    /// seeds it from the OS. Callers holding better randomness can use
+    /// [`Nonces::with_secret`].
+    pub fn new(epoch: Instant, rng: &mut Rng) -> Nonces {
+        let mut secret = [0u8; 32];
+        for chunk in secret.chunks_exact_mut(8) {
+            chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+        }
+        Nonces::with_secret(epoch, &secret)
+    }
+
+    /// Nonces dated from `epoch`, signed with a key derived from `secret`
+    /// (HMAC-SHA256 takes any length; 32 random bytes are right).
+    pub fn with_secret(epoch: Instant, secret: &[u8]) -> Nonces {
+        Nonces {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            epoch,
+            lifetime: DEFAULT_NONCE_LIFETIME,
+            capacity: DEFAULT_NONCE_CAPACITY,
+            next_serial: 0,
+            used: BTreeMap::new(),
+            dropped_up_to: None,
+            last_now: None,
+        }
+    }
+
+    /// Sets how long a nonce stays fresh after it is issued. A lifetime
+    /// shorter than a challenge round trip makes every answer stale.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Nonces {
+        self.lifetime = lifetime;
+        self
+    }
+
+    /// Sets the cap on the replay table (at least 1).
+    #[must_use]
+    pub fn with_capacity(mut self, capacity: usize) -> Nonces {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// How long a nonce stays fresh.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The cap on the replay table.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// How many answered nonces the replay table holds now.
+    pub fn tracked(&self) -> usize {
+        self.used.len()
+    }
+
+    /// A fresh nonce for a challenge (RFC 7616 §3.3). Nothing is stored:
+    /// the nonce enters the replay table when first answered.
+    pub fn issue(&mut self, now: Instant) -> String {
+        let now = self.advance(now);
+        let millis = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let serial = self.next_serial;
+        self.next_serial = self.next_serial.saturating_add(1);
+        let mut payload = [0u8; PAYLOAD];
+        payload[..8].copy_from_slice(&millis.to_be_bytes());
+        payload[8..].copy_from_slice(&serial.to_be_bytes());
+        let tag = hmac::sign(&self.key, &payload);
+        let mut nonce = lower_hex(&payload);
+        nonce.push_str(&lower_hex(&tag.as_ref()[..TAG]));
+        nonce
+    }
+
+    /// Whether `nonce` may be answered now: issued here, fresh, and not
+    /// dropped from the replay table. Records nothing; the nonce count is
+    /// judged by [`Nonces::record`] once the digest has been verified.
+    pub fn check(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
+        let now = self.advance(now);
+        self.prune(now);
+        let (issued, serial) = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, issued, serial)
+    }
+
+    /// Records a verified answer with `nonce` and nonce count `nc` (`None`
+    /// for an answer without `qop`), refusing a replay (RFC 7616 §3.4):
+    /// `nc` must be above every count seen with this nonce (the first may
+    /// be any count from 1); an answer without `qop` may only be the
+    /// nonce's first and last use.
+    ///
+    /// Call it only after the digest has been verified, so that a forged
+    /// answer cannot use up counts. At the cap the oldest entry is dropped
+    /// (see [`Nonces`]).
+    pub fn record(&mut self, now: Instant, nonce: &str, nc: Option<u32>) -> Result<(), NonceError> {
+        let now = self.advance(now);
+        self.prune(now);
+        let (issued, serial) = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, issued, serial)?;
+        if let Some(used) = self.used.get_mut(&serial) {
+            return match nc {
+                Some(nc) if nc > used.last_nc => {
+                    used.last_nc = nc;
+                    Ok(())
+                }
+                _ => Err(NonceError::Replayed),
+            };
+        }
+        if nc == Some(0) {
+            // Counts start at 00000001 (RFC 7616 §3.4).
+            return Err(NonceError::Replayed);
+        }
+        self.used.insert(serial, Used { issued, last_nc: nc.unwrap_or(u32::MAX) });
+        while self.used.len() > self.capacity {
+            let Some((dropped, _)) = self.used.pop_first() else { break };
+            tracing::debug!(serial = dropped, "nonce replay table full: dropped the oldest entry");
+            self.dropped_up_to = Some(self.dropped_up_to.map_or(dropped, |d| d.max(dropped)));
+        }
+        Ok(())
+    }
+
+    /// Drops the entries of expired nonces. Idempotent and safe to call at
+    /// any time; [`Nonces::check`] and [`Nonces::record`] do it too.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let now = self.advance(now);
+        self.prune(now);
+    }
+
+    /// When the oldest tracked nonce expires, for [`Nonces::handle_timeout`];
+    /// `None` while the table is empty. After `handle_timeout(t)` this is
+    /// `None` or later than `t`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.used.first_key_value().and_then(|(_, used)| self.expiry(used.issued))
+    }
+
+    /// Clamps `now` to the latest seen (time never goes backwards).
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = match self.last_now {
+            Some(last) => {
+                debug_assert!(now >= last, "time went backwards");
+                now.max(last)
+            }
+            None => now,
+        };
+        self.last_now = Some(now);
+        now
+    }
+
+    /// When a nonce issued at `issued` stops being fresh; `None` if never
+    /// (a lifetime beyond what `Instant` can hold).
+    fn expiry(&self, issued: Instant) -> Option<Instant> {
+        issued.checked_add(self.lifetime)
+    }
+
+    /// Drops the entries whose nonce has expired. Serial order is issue
+    /// order, so they are at the front.
+    fn prune(&mut self, now: Instant) {
+        while let Some((_, used)) = self.used.first_key_value() {
+            if self.expiry(used.issued).is_some_and(|expiry| now >= expiry) {
+                self.used.pop_first();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Fresh and not dropped at the cap.
+    fn judge(&self, now: Instant, issued: Instant, serial: u64) -> Result<(), NonceError> {
+        if self.expiry(issued).is_some_and(|expiry| now >= expiry) {
+            return Err(NonceError::Stale);
+        }
+        if !self.used.contains_key(&serial) && self.dropped_up_to.is_some_and(|d| serial <= d) {
+            return Err(NonceError::Stale);
+        }
+        Ok(())
+    }
+
+    /// Reads a nonce back: its issue time and serial, if it is one of
+    /// this server's.
+    fn open(&self, nonce: &str) -> Option<(Instant, u64)> {
+        if nonce.len() != NONCE_LEN {
+            return None;
+        }
+        let mut bytes = [0u8; PAYLOAD + TAG];
+        for (byte, pair) in bytes.iter_mut().zip(nonce.as_bytes().chunks_exact(2)) {
+            *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
+        }
+        let (payload, tag) = bytes.split_at(PAYLOAD);
+        let expected = hmac::sign(&self.key, payload);
+        // Compared without stopping at the first difference.
+        let diff = expected.as_ref()[..TAG].iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff != 0 {
+            return None;
+        }
+        let mut millis = [0u8; 8];
+        millis.copy_from_slice(&payload[..8]);
+        let mut serial = [0u8; 8];
+        serial.copy_from_slice(&payload[8..]);
+        let issued = self.epoch.checked_add(Duration::from_millis(u64::from_be_bytes(millis)))?;
+        Some((issued, u64::from_be_bytes(serial)))
+    }
+}
+
+/// A lower-case hex digit's value (nonces are written in lower case).
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Any instant to count from; every later time is derived from it.
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    fn nonces(start: Instant) -> Nonces {
+        Nonces::new(start, &mut Rng::new(11))
+    }
+
+    #[test]
+    fn issued_nonces_check_and_are_distinct() {
+        let t0 = start();
+        let mut n = nonces(t0);
+        let a = n.issue(t0);
+        let b = n.issue(t0);
+        assert_ne!(a, b, "same millisecond, different serial");
+        assert_eq!(a.len(), 64);
+        assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{a}");
+        assert_eq!(n.check(t0, &a), Ok(()));
+        assert_eq!(n.check(t0 + Duration::from_secs(299), &b), Ok(()));
+        assert_eq!(n.tracked(), 0, "checking records nothing");
+    }
+
+    #[test]
+    fn forged_garbled_and_foreign_nonces_are_unknown() {
+        let t0 = start();
+        let mut n = nonces(t0);
+        let good = n.issue(t0);
+        // One digit of the time changed: the MAC no longer checks.
+        let mut forged = good.clone().into_bytes();
+        forged[15] = if forged[15] == b'0' { b'1' } else { b'0' };
+        let forged = String::from_utf8(forged).unwrap();
+        assert_eq!(n.check(t0, &forged), Err(NonceError::Unknown));
+        assert_eq!(n.check(t0, &good.to_ascii_uppercase()), Err(NonceError::Unknown));
+        assert_eq!(n.check(t0, &good[..63]), Err(NonceError::Unknown));
+        assert_eq!(n.check(t0, ""), Err(NonceError::Unknown));
+        assert_eq!(n.check(t0, &"zz".repeat(32)), Err(NonceError::Unknown));
+        assert_eq!(n.check(t0, "dcd98b7102dd2f0e8b11d0f600bfb0c093"), Err(NonceError::Unknown));
+        assert_eq!(n.record(t0, &forged, Some(1)), Err(NonceError::Unknown));
+        // Another server's key.
+        let mut other = Nonces::new(t0, &mut Rng::new(12));
+        assert_eq!(n.check(t0, &other.issue(t0)), Err(NonceError::Unknown));
+        // The same secret reads the nonce back.
+        let mut twin = Nonces::with_secret(t0, b"shared secret");
+        let mut again = Nonces::with_secret(t0, b"shared secret");
+        assert_eq!(again.check(t0, &twin.issue(t0)), Ok(()));
+    }
+
+    #[test]
+    fn nonces_go_stale_after_their_lifetime() {
+        let t0 = start();
+        let mut n = nonces(t0).with_lifetime(Duration::from_secs(30));
+        assert_eq!(n.lifetime(), Duration::from_secs(30));
+        let nonce = n.issue(t0 + Duration::from_secs(1));
+        assert_eq!(n.check(t0 + Duration::from_millis(30_999), &nonce), Ok(()));
+        assert_eq!(n.check(t0 + Duration::from_secs(31), &nonce), Err(NonceError::Stale));
+        assert_eq!(n.record(t0 + Duration::from_secs(40), &nonce, Some(1)), Err(NonceError::Stale));
+        assert_eq!(nonces(t0).lifetime(), DEFAULT_NONCE_LIFETIME);
+    }
+
+    #[test]
+    fn nonce_counts_must_grow() {
+        let t0 = start();
+        let mut n = nonces(t0);
+        let nonce = n.issue(t0);
+        assert_eq!(n.record(t0, &nonce, Some(1)), Ok(()));
+        assert_eq!(n.record(t0, &nonce, Some(1)), Err(NonceError::Replayed));
+        assert_eq!(n.record(t0, &nonce, Some(2)), Ok(()));
+        assert_eq!(n.record(t0, &nonce, Some(5)), Ok(()), "gaps are fine");
+        assert_eq!(n.record(t0, &nonce, Some(4)), Err(NonceError::Replayed));
+        assert_eq!(n.record(t0, &nonce, None), Err(NonceError::Replayed), "no qop after qop");
+        assert_eq!(n.check(t0, &nonce), Ok(()), "check does not judge counts");
+        let other = n.issue(t0);
+        assert_eq!(n.record(t0, &other, Some(0)), Err(NonceError::Replayed), "counts start at 1");
+        assert_eq!(n.record(t0, &other, Some(3)), Ok(()));
+        assert_eq!(n.tracked(), 2);
+    }
+
+    #[test]
+    fn an_answer_without_qop_uses_the_nonce_up() {
+        let t0 = start();
+        let mut n = nonces(t0);
+        let nonce = n.issue(t0);
+        assert_eq!(n.record(t0, &nonce, None), Ok(()));
+        assert_eq!(n.record(t0, &nonce, None), Err(NonceError::Replayed));
+        assert_eq!(n.record(t0, &nonce, Some(u32::MAX)), Err(NonceError::Replayed));
+    }
+
+    #[test]
+    fn the_table_is_capped_and_a_dropped_nonce_is_never_accepted_again() {
+        let t0 = start();
+        let mut n = nonces(t0).with_capacity(2);
+        assert_eq!(n.capacity(), 2);
+        let (a, b, c, d) = (n.issue(t0), n.issue(t0), n.issue(t0), n.issue(t0));
+        for nonce in [&a, &b, &c] {
+            assert_eq!(n.record(t0, nonce, Some(1)), Ok(()));
+            assert!(n.tracked() <= 2);
+        }
+        assert_eq!(n.tracked(), 2);
+        // `a` was dropped: a replay of it is stale, not a first use.
+        assert_eq!(n.check(t0, &a), Err(NonceError::Stale));
+        assert_eq!(n.record(t0, &a, Some(1)), Err(NonceError::Stale));
+        assert_eq!(n.record(t0, &a, Some(2)), Err(NonceError::Stale));
+        // The others keep their counts.
+        assert_eq!(n.record(t0, &b, Some(1)), Err(NonceError::Replayed));
+        assert_eq!(n.record(t0, &c, Some(2)), Ok(()));
+        // A newer nonce answered late drops `b`, and `d` stays usable.
+        assert_eq!(n.record(t0, &d, Some(1)), Ok(()));
+        assert_eq!(n.record(t0, &b, Some(9)), Err(NonceError::Stale));
+        assert_eq!(n.record(t0, &d, Some(2)), Ok(()));
+        assert_eq!(n.tracked(), 2);
+        // A nonce older than the drop mark answered for the first time is
+        // refused too (it cannot be told from a dropped one).
+        let mut m = nonces(t0).with_capacity(1);
+        let (old, new1, new2) = (m.issue(t0), m.issue(t0), m.issue(t0));
+        assert_eq!(m.record(t0, &new1, Some(1)), Ok(()));
+        assert_eq!(m.record(t0, &new2, Some(1)), Ok(()));
+        assert_eq!(m.record(t0, &old, Some(1)), Err(NonceError::Stale));
+        assert_eq!(m.record(t0, &new1, Some(2)), Err(NonceError::Stale));
+        assert_eq!(m.tracked(), 1);
+        assert_eq!(nonces(t0).with_capacity(0).capacity(), 1);
+    }
+
+    #[test]
+    fn expired_entries_are_pruned_and_the_timeout_moves_on() {
+        let t0 = start();
+        let mut n = nonces(t0).with_lifetime(Duration::from_secs(10));
+        assert_eq!(n.poll_timeout(), None);
+        let a = n.issue(t0);
+        let b = n.issue(t0 + Duration::from_secs(4));
+        n.record(t0 + Duration::from_secs(5), &a, Some(1)).unwrap();
+        n.record(t0 + Duration::from_secs(5), &b, Some(1)).unwrap();
+        let first = n.poll_timeout().unwrap();
+        assert_eq!(first, t0 + Duration::from_secs(10));
+        // Early and repeated calls change nothing.
+        n.handle_timeout(t0 + Duration::from_secs(6));
+        n.handle_timeout(t0 + Duration::from_secs(6));
+        assert_eq!((n.tracked(), n.poll_timeout()), (2, Some(first)));
+        for t in [first, first + Duration::from_secs(4)] {
+            n.handle_timeout(t);
+            assert!(n.poll_timeout().is_none_or(|next| next > t), "{:?}", n.poll_timeout());
+        }
+        assert_eq!(n.tracked(), 0);
+        // Pruned entries are stale, never a first use again.
+        assert_eq!(n.record(t0 + Duration::from_secs(20), &a, Some(1)), Err(NonceError::Stale));
+    }
+
+    #[test]
+    fn debug_leaves_the_key_out() {
+        let t0 = start();
+        let n = Nonces::with_secret(t0, b"very secret key");
+        let shown = format!("{n:?}");
+        assert!(shown.contains("<redacted>") && !shown.contains("very secret"), "{shown}");
+    }
+}

@@ -1,0 +1,962 @@
+//! The server side put together: a registrar or proxy deciding whether a
+//! request is authenticated (RFC 3261 §22.1–22.3). See [`DigestServer`].
+
+use super::digest::{Algorithm, ChallengeError, DigestChallenge, VerifyError};
+use super::nonce::{NonceError, Nonces};
+use super::users::Users;
+use crate::message::headers::Credentials;
+use crate::message::{HeaderName, Message, StatusCode, Uri};
+use std::borrow::Cow;
+use std::time::Instant;
+
+const UNAUTHORIZED: StatusCode = match StatusCode::new(401) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+const PROXY_AUTHENTICATION_REQUIRED: StatusCode = match StatusCode::new(407) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+const FORBIDDEN: StatusCode = match StatusCode::new(403) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+const BAD_REQUEST: StatusCode = match StatusCode::new(400) {
+    Some(c) => c,
+    None => unreachable!(),
+};
+
+/// The algorithms offered when the user is not known yet, in the order
+/// they are offered: SHA-256 first (RFC 8760 §2.4).
+const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+
+/// Which side of RFC 3261 §22 the server is on: it sets the status code
+/// and the header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A registrar, or any UAS (§22.2): 401 with WWW-Authenticate,
+    /// answered in Authorization.
+    Registrar,
+    /// A proxy (§22.3): 407 with Proxy-Authenticate, answered in
+    /// Proxy-Authorization.
+    Proxy,
+}
+
+impl Role {
+    /// 401 Unauthorized or 407 Proxy Authentication Required.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Role::Registrar => UNAUTHORIZED,
+            Role::Proxy => PROXY_AUTHENTICATION_REQUIRED,
+        }
+    }
+
+    /// The header a challenge goes in: WWW-Authenticate or
+    /// Proxy-Authenticate.
+    pub fn challenge_header(self) -> HeaderName {
+        match self {
+            Role::Registrar => HeaderName::WwwAuthenticate,
+            Role::Proxy => HeaderName::ProxyAuthenticate,
+        }
+    }
+
+    /// The header the answer comes in: Authorization or
+    /// Proxy-Authorization.
+    pub fn credentials_header(self) -> HeaderName {
+        match self {
+            Role::Registrar => HeaderName::Authorization,
+            Role::Proxy => HeaderName::ProxyAuthorization,
+        }
+    }
+}
+
+/// Why a request is challenged (again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ChallengeReason {
+    /// No Digest credentials for this realm: none at all, only other
+    /// schemes, other realms (a proxy passes those on, §22.3), or values
+    /// that do not parse.
+    NoCredentials,
+    /// The nonce is not one this server issued (forged, garbled, from
+    /// before a restart). Challenged without `stale`.
+    UnknownNonce,
+    /// The digest was right but the nonce has expired (or was dropped from
+    /// the replay table): `stale=true` (RFC 7616 §3.3).
+    StaleNonce,
+    /// The digest was right but its nonce count was already used
+    /// (RFC 7616 §3.4): a replay, or requests overtaking each other.
+    /// `stale=true`, since the credentials themselves were good.
+    Replayed,
+    /// The answer uses an algorithm that is not offered (an unknown one,
+    /// a "-sess" one) or for which the user has no secret (an HA1 for the
+    /// other hash function only). The challenge then offers only what the
+    /// user's secrets can check.
+    AlgorithmNotOffered {
+        /// The `algorithm` value as written (`MD5` when absent).
+        algorithm: String,
+    },
+    /// The answer did not verify: a wrong password
+    /// ([`VerifyError::WrongResponse`]), a parameter missing, no `qop`, …
+    Invalid(VerifyError),
+}
+
+/// Why a request is refused with 403 Forbidden.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ForbiddenReason {
+    /// The username is not known (in this realm). Challenging again would
+    /// not help.
+    UnknownUser,
+    /// The user authenticated, but is not the one the request acts for
+    /// (e.g. a REGISTER for another user's address of record).
+    WrongUser,
+}
+
+/// What a [`DigestServer`] decided about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Decision {
+    /// The credentials for this realm verified: the request goes on, on
+    /// behalf of `username`.
+    Authenticated {
+        /// The authenticated username.
+        username: String,
+    },
+    /// Answer `code` (401 or 407) with `headers` (RFC 3261 §22.1–22.3).
+    Challenge {
+        /// 401 Unauthorized or 407 Proxy Authentication Required.
+        code: StatusCode,
+        /// The WWW-Authenticate or Proxy-Authenticate values to send, in
+        /// order: SHA-256 before MD5 (RFC 8760 §2.4), with one fresh nonce.
+        headers: Vec<(HeaderName, String)>,
+        /// Why, for logs and tests.
+        reason: ChallengeReason,
+    },
+    /// Answer 403 Forbidden (RFC 3261 §22.1: the server may refuse a user
+    /// it will not serve, rather than challenge again).
+    Forbidden {
+        /// The username the credentials gave.
+        username: String,
+        /// Why.
+        reason: ForbiddenReason,
+    },
+    /// Answer 400 Bad Request: the digest verified, but its `uri` does not
+    /// name the Request-URI (RFC 7616 §3.4.6).
+    BadRequest,
+}
+
+impl Decision {
+    /// The status code to answer with; `None` for
+    /// [`Decision::Authenticated`].
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Decision::Authenticated { .. } => None,
+            Decision::Challenge { code, .. } => Some(*code),
+            Decision::Forbidden { .. } => Some(FORBIDDEN),
+            Decision::BadRequest => Some(BAD_REQUEST),
+        }
+    }
+}
+
+/// The digest authentication of a registrar or proxy (RFC 3261 §22.1–22.3,
+/// RFC 7616, RFC 8760): checks a request's credentials against [`Users`],
+/// with nonces from [`Nonces`], and says what to answer.
+///
+/// Per request, [`DigestServer::authenticate`]:
+///
+/// 1. takes the first Digest credentials for its realm (Authorization for
+///    a registrar, Proxy-Authorization for a proxy; others are left for
+///    other servers, §22.3); without any it challenges;
+/// 2. checks the nonce (issued here and fresh, see [`Nonces`]); an unknown
+///    one is challenged;
+/// 3. looks the user up: an unknown one is [`Decision::Forbidden`] (which
+///    tells a prober holding a genuine nonce which names exist; a server
+///    that minds can answer 401 instead);
+/// 4. verifies the digest with `qop=auth` (required: every challenge
+///    offers it, RFC 3261 §22.4) against the user's password or HA1; a
+///    wrong one is challenged; a right one with an expired nonce is
+///    challenged with `stale=true` (RFC 7616 §3.3);
+/// 5. compares the digest `uri` with the Request-URI: as written, or else
+///    equal under RFC 3261 §19.1.4 (both parse and are equivalent); if
+///    not, [`Decision::BadRequest`] (RFC 7616 §3.4.6). A proxy after one
+///    that rewrote the Request-URI sees a mismatch;
+/// 6. records the nonce count, refusing a replay (RFC 7616 §3.4);
+/// 7. compares the username with the expected one, if given:
+///    [`Decision::Forbidden`] if it differs.
+///
+/// Challenges offer SHA-256 then MD5 (RFC 8760 §2.4), both with
+/// `qop="auth"` and one fresh nonce. Once the user is known, only the
+/// algorithms its secrets can check are offered: a user stored as an MD5
+/// HA1 who answers with SHA-256 (as clients prefer) is challenged with MD5
+/// alone, so the client does not pick SHA-256 again.
+///
+/// Not for ACK or CANCEL, which cannot be challenged (RFC 3261 §22.1).
+///
+/// ```
+/// use sipline::auth::{Decision, DigestClient, DigestCredentials, DigestServer, Nonces, Role, Users};
+/// use sipline::message::Message;
+/// use sipline::rng::Rng;
+/// use std::time::Instant;
+///
+/// let (now, mut rng) = (Instant::now(), Rng::new(1));
+/// let users = Users::from_passwords([("bob", "zanzibar")]);
+/// let mut server = DigestServer::new("biloxi.com", users, Nonces::new(now, &mut rng)).unwrap();
+///
+/// let register = |auth: &str| format!(
+///     "REGISTER sip:biloxi.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds7\r\n\
+///      From: <sip:bob@biloxi.com>;tag=a73kszlfl\r\nTo: <sip:bob@biloxi.com>\r\n\
+///      Call-ID: 1j9FpLxk3uxtm8tn@192.0.2.4\r\nCSeq: 1 REGISTER\r\n{auth}Content-Length: 0\r\n\r\n");
+///
+/// // No credentials: 401 with a SHA-256 and an MD5 challenge.
+/// let first = register("");
+/// let Decision::Challenge { code, headers, .. } =
+///     server.authenticate(now, &Message::parse(first.as_bytes()).unwrap(), Role::Registrar, Some("bob"))
+/// else { panic!() };
+/// assert_eq!((code.as_u16(), headers.len()), (401, 2));
+///
+/// // The client answers the challenge; the server lets bob in.
+/// let challenge = format!("SIP/2.0 401 Unauthorized\r\n{}: {}\r\n\r\n", headers[0].0, headers[0].1);
+/// let mut client = DigestClient::new(DigestCredentials::new("bob", "zanzibar"));
+/// let answers = client
+///     .authorize_response(&Message::parse(challenge.as_bytes()).unwrap(), "REGISTER", "sip:biloxi.com", &mut rng)
+///     .unwrap();
+/// let second = register(&format!("{}: {}\r\n", answers[0].0, answers[0].1));
+/// let decision = server.authenticate(now, &Message::parse(second.as_bytes()).unwrap(), Role::Registrar, Some("bob"));
+/// assert_eq!(decision, Decision::Authenticated { username: "bob".into() });
+/// ```
+#[derive(Debug)]
+pub struct DigestServer {
+    realm: String,
+    users: Users,
+    nonces: Nonces,
+}
+
+impl DigestServer {
+    /// A server for `realm` (RFC 3261 §22.1: e.g. the registrar's domain),
+    /// knowing `users`, issuing `nonces`. Fails if the realm cannot go in
+    /// a quoted string (a control character).
+    pub fn new(realm: impl Into<String>, users: Users, nonces: Nonces) -> Result<DigestServer, ChallengeError> {
+        let realm = realm.into();
+        DigestChallenge::new(realm.as_str(), "", Algorithm::Md5)?;
+        Ok(DigestServer { realm, users, nonces })
+    }
+
+    /// The realm.
+    pub fn realm(&self) -> &str {
+        &self.realm
+    }
+
+    /// The users.
+    pub fn users(&self) -> &Users {
+        &self.users
+    }
+
+    /// The users, to change them (e.g. after re-reading a users file);
+    /// nonces already issued stay valid.
+    pub fn users_mut(&mut self) -> &mut Users {
+        &mut self.users
+    }
+
+    /// The nonces.
+    pub fn nonces(&self) -> &Nonces {
+        &self.nonces
+    }
+
+    /// Decides about `request` (see [`DigestServer`] for the steps) as a
+    /// registrar or proxy (`role`) at time `now`. `expected_user` is the
+    /// username the request must be authenticated as, if any (for a
+    /// REGISTER, the user part of the To URI, as the caller reads it);
+    /// another verified user is [`Decision::Forbidden`].
+    ///
+    /// Never fails: malformed credentials are challenged. May issue a
+    /// nonce (for a challenge) and records the nonce count of an accepted
+    /// answer; drops expired nonces as [`DigestServer::handle_timeout`]
+    /// does.
+    pub fn authenticate(
+        &mut self,
+        now: Instant,
+        request: &Message<'_>,
+        role: Role,
+        expected_user: Option<&str>,
+    ) -> Decision {
+        self.nonces.handle_timeout(now);
+        let Some(line) = request.request_line() else {
+            return self.challenge(now, role, &OFFERED, false, ChallengeReason::NoCredentials);
+        };
+        let values = match role {
+            Role::Registrar => request.authorization(),
+            Role::Proxy => request.proxy_authorization(),
+        };
+        let mine = values
+            .filter_map(Result::ok)
+            .find(|c| c.is_digest() && c.realm().is_some_and(|realm| realm == self.realm.as_str()));
+        let Some(credentials) = mine else {
+            return self.challenge(now, role, &OFFERED, false, ChallengeReason::NoCredentials);
+        };
+        let decision = self.judge(now, &credentials, line.method.as_str(), line.uri, role, expected_user);
+        match &decision {
+            Decision::Authenticated { username } => {
+                tracing::debug!(realm = %self.realm, %username, "digest credentials accepted");
+            }
+            Decision::Challenge { reason, .. } => {
+                tracing::debug!(realm = %self.realm, ?reason, "digest credentials challenged");
+            }
+            Decision::Forbidden { username, reason } => {
+                tracing::debug!(realm = %self.realm, %username, ?reason, "digest credentials forbidden");
+            }
+            Decision::BadRequest => tracing::debug!(realm = %self.realm, "digest uri is not the Request-URI"),
+        }
+        decision
+    }
+
+    /// Drops expired nonces from the replay table (see
+    /// [`Nonces::handle_timeout`]). Idempotent, safe to call early.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.nonces.handle_timeout(now);
+    }
+
+    /// When [`DigestServer::handle_timeout`] has something to drop; `None`
+    /// while nothing is tracked.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.nonces.poll_timeout()
+    }
+
+    /// Steps 2–7 for the credentials of this realm.
+    fn judge(
+        &mut self,
+        now: Instant,
+        credentials: &Credentials<'_>,
+        method: &str,
+        request_uri: &str,
+        role: Role,
+        expected_user: Option<&str>,
+    ) -> Decision {
+        let missing = |name| ChallengeReason::Invalid(VerifyError::MissingParameter { name });
+        let Some(nonce) = credentials.nonce() else {
+            return self.challenge(now, role, &OFFERED, false, missing("nonce"));
+        };
+        let stale = match self.nonces.check(now, &nonce) {
+            Ok(()) => false,
+            Err(NonceError::Stale) => true,
+            Err(_) => return self.challenge(now, role, &OFFERED, false, ChallengeReason::UnknownNonce),
+        };
+        let Some(username) = credentials.username() else {
+            return self.challenge(now, role, &OFFERED, false, missing("username"));
+        };
+        let offered = self.users.algorithms(&username, &self.realm);
+        if offered.is_empty() {
+            return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::UnknownUser };
+        }
+        let name = credentials.algorithm().unwrap_or(Cow::Borrowed("MD5"));
+        let algorithm = match Algorithm::from_name(&name) {
+            Some(a) if offered.contains(&a) => a,
+            _ => {
+                let reason = ChallengeReason::AlgorithmNotOffered { algorithm: name.into_owned() };
+                return self.challenge(now, role, &offered, false, reason);
+            }
+        };
+        let verified = match (
+            DigestChallenge::new(self.realm.as_str(), nonce.as_ref(), algorithm),
+            self.users.secret(&username, &self.realm, algorithm),
+        ) {
+            (Ok(challenge), Some(secret)) => challenge.verify(credentials, method, secret),
+            // Neither can happen: the realm was checked at construction,
+            // the nonce is hex, and `offered` lists only what has a secret.
+            _ => Err(VerifyError::WrongResponse),
+        };
+        let verified = match verified {
+            Ok(verified) => verified,
+            Err(error) => return self.challenge(now, role, &offered, false, ChallengeReason::Invalid(error)),
+        };
+        if stale {
+            return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
+        }
+        if !names_request_uri(&verified.uri, request_uri) {
+            return Decision::BadRequest;
+        }
+        match self.nonces.record(now, &nonce, verified.nc) {
+            Ok(()) => {}
+            Err(NonceError::Replayed) => return self.challenge(now, role, &offered, true, ChallengeReason::Replayed),
+            Err(NonceError::Stale) => {
+                return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
+            }
+            Err(NonceError::Unknown) => {
+                return self.challenge(now, role, &OFFERED, false, ChallengeReason::UnknownNonce);
+            }
+        }
+        if expected_user.is_some_and(|expected| expected != verified.username) {
+            return Decision::Forbidden { username: verified.username, reason: ForbiddenReason::WrongUser };
+        }
+        Decision::Authenticated { username: verified.username }
+    }
+
+    /// A challenge per algorithm in `algorithms`, sharing one fresh nonce.
+    fn challenge(
+        &mut self,
+        now: Instant,
+        role: Role,
+        algorithms: &[Algorithm],
+        stale: bool,
+        reason: ChallengeReason,
+    ) -> Decision {
+        let nonce = self.nonces.issue(now);
+        let headers = algorithms
+            .iter()
+            .filter_map(|&algorithm| DigestChallenge::new(self.realm.as_str(), nonce.as_str(), algorithm).ok())
+            .map(|challenge| (role.challenge_header(), challenge.with_stale(stale).header_value()))
+            .collect();
+        Decision::Challenge { code: role.status(), headers, reason }
+    }
+}
+
+/// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6): the
+/// same text, or equivalent URIs (RFC 3261 §19.1.4).
+fn names_request_uri(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    match (Uri::parse(digest_uri), Uri::parse(request_uri)) {
+        (Ok(a), Ok(b)) => a.equivalent(&b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ha1, DigestClient, DigestCredentials};
+    use super::*;
+    use crate::message::headers::{Challenge, HeaderValue};
+    use crate::rng::Rng;
+    use std::time::Duration;
+
+    /// Any instant to count from; every later time is derived from it.
+    #[allow(clippy::disallowed_methods)]
+    fn start() -> Instant {
+        Instant::now()
+    }
+
+    const REALM: &str = "biloxi.com";
+    const URI: &str = "sip:biloxi.com";
+
+    fn users() -> Users {
+        let text = format!(
+            "alice:wonderland\nbob:{REALM}:{}\nbob:{REALM}:{}\ncarol:{REALM}:{}\ndave:atlanta.com:{}\n",
+            ha1(Algorithm::Md5, "bob", REALM, "zanzibar"),
+            ha1(Algorithm::Sha256, "bob", REALM, "zanzibar"),
+            ha1(Algorithm::Md5, "carol", REALM, "secret"),
+            ha1(Algorithm::Md5, "dave", "atlanta.com", "secret"),
+        );
+        Users::parse(&text).unwrap()
+    }
+
+    fn server(t0: Instant, nonces: impl FnOnce(Nonces) -> Nonces) -> DigestServer {
+        DigestServer::new(REALM, users(), nonces(Nonces::new(t0, &mut Rng::new(3)))).unwrap()
+    }
+
+    /// A request from `user`, with `extra` header lines.
+    fn request(method: &str, uri: &str, user: &str, extra: &str) -> String {
+        format!(
+            "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKnashds7\r\n\
+             From: <sip:{user}@biloxi.com>;tag=a73kszlfl\r\nTo: <sip:{user}@biloxi.com>\r\n\
+             Call-ID: 1j9FpLxk3uxtm8tn@192.0.2.4\r\nCSeq: 1 {method}\r\n{extra}Content-Length: 0\r\n\r\n"
+        )
+    }
+
+    fn decide(server: &mut DigestServer, now: Instant, text: &str, role: Role, expected: Option<&str>) -> Decision {
+        let message = Message::parse(text.as_bytes()).expect("test request parses");
+        server.authenticate(now, &message, role, expected)
+    }
+
+    /// The challenge headers and reason of a decision that must be one.
+    fn challenged(decision: Decision, role: Role) -> (Vec<String>, ChallengeReason) {
+        let Decision::Challenge { code, headers, reason } = decision else {
+            panic!("expected a challenge, got {decision:?}");
+        };
+        assert_eq!(code, role.status());
+        assert!(headers.iter().all(|(name, _)| *name == role.challenge_header()));
+        (headers.into_iter().map(|(_, value)| value).collect(), reason)
+    }
+
+    fn parse(value: &str) -> Challenge<'_> {
+        Challenge::parse_value(value.as_bytes()).expect("challenge parses")
+    }
+
+    /// The credentials header line answering `challenge`.
+    fn answer(
+        client: &mut DigestClient,
+        challenge: &str,
+        method: &str,
+        uri: &str,
+        role: Role,
+        rng: &mut Rng,
+    ) -> String {
+        let value = client.authorize(&parse(challenge), method, uri, rng).unwrap();
+        format!("{}: {value}\r\n", role.credentials_header())
+    }
+
+    fn client(user: &str, password: &str) -> DigestClient {
+        DigestClient::new(DigestCredentials::new(user, password))
+    }
+
+    #[test]
+    fn challenges_offer_sha256_then_md5_with_one_fresh_nonce() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        for role in [Role::Registrar, Role::Proxy] {
+            let (headers, reason) =
+                challenged(decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), role, None), role);
+            assert_eq!(reason, ChallengeReason::NoCredentials);
+            assert_eq!(headers.len(), 2);
+            let (sha, md5) = (parse(&headers[0]), parse(&headers[1]));
+            assert_eq!(sha.algorithm().unwrap(), "SHA-256");
+            assert_eq!(md5.algorithm().unwrap(), "MD5");
+            for c in [&sha, &md5] {
+                assert_eq!(c.realm().unwrap(), REALM);
+                assert_eq!(c.qop_options().collect::<Vec<_>>(), ["auth"]);
+                assert!(!c.stale());
+            }
+            assert_eq!(sha.nonce(), md5.nonce());
+            assert_eq!(sha.nonce().unwrap().len(), 64);
+        }
+        // Each challenge has its own nonce.
+        let a = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        )
+        .0;
+        let b = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        )
+        .0;
+        assert_ne!(parse(&a[0]).nonce(), parse(&b[0]).nonce());
+        assert_eq!(Role::Registrar.status().as_u16(), 401);
+        assert_eq!(Role::Proxy.status().as_u16(), 407);
+        assert_eq!(Role::Proxy.credentials_header(), HeaderName::ProxyAuthorization);
+    }
+
+    #[test]
+    fn round_trip_md5_and_sha256_for_password_and_ha1_users() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let mut accepted = 0;
+        for role in [Role::Registrar, Role::Proxy] {
+            let method = if role == Role::Registrar { "REGISTER" } else { "INVITE" };
+            let uri = if role == Role::Registrar { URI } else { "sip:alice@atlanta.com" };
+            for (user, password) in [("alice", "wonderland"), ("bob", "zanzibar")] {
+                for (index, algorithm) in [(0, "SHA-256"), (1, "MD5")] {
+                    let first = request(method, uri, user, "");
+                    let (headers, _) = challenged(decide(&mut server, t0, &first, role, Some(user)), role);
+                    let mut c = client(user, password);
+                    let line = answer(&mut c, &headers[index], method, uri, role, &mut rng);
+                    assert!(line.contains(&format!("algorithm={algorithm}")), "{line}");
+                    let second = request(method, uri, user, &line);
+                    let decision = decide(&mut server, t0, &second, role, Some(user));
+                    assert_eq!(
+                        decision,
+                        Decision::Authenticated { username: user.into() },
+                        "{role:?} {user} {algorithm}"
+                    );
+                    assert_eq!(decision.status(), None);
+                    accepted += 1;
+                    // The answer in the other header kind is not looked at.
+                    let other = if role == Role::Registrar { Role::Proxy } else { Role::Registrar };
+                    let (_, reason) = challenged(decide(&mut server, t0, &second, other, Some(user)), other);
+                    assert_eq!(reason, ChallengeReason::NoCredentials);
+                }
+            }
+        }
+        assert_eq!(accepted, 8);
+        assert_eq!(server.nonces().tracked(), 8);
+    }
+
+    #[test]
+    fn growing_nonce_counts_pass_and_replays_are_challenged() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        let mut bob = client("bob", "zanzibar");
+        let mut sent = Vec::new();
+        sent.push(request(
+            "REGISTER",
+            URI,
+            "bob",
+            &answer(&mut bob, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng),
+        ));
+        for _ in 0..2 {
+            let value = bob.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap();
+            sent.push(request("REGISTER", URI, "bob", &format!("Authorization: {value}\r\n")));
+        }
+        for (i, text) in sent.iter().enumerate() {
+            assert!(text.contains(&format!("nc=0000000{}", i + 1)));
+            let t = t0 + Duration::from_secs(10 * i as u64);
+            assert_eq!(
+                decide(&mut server, t, text, Role::Registrar, Some("bob")),
+                Decision::Authenticated { username: "bob".into() }
+            );
+        }
+        // The same answers again: replays, challenged with stale=true
+        // (the digest itself was right).
+        for text in [&sent[1], &sent[2], &sent[0]] {
+            let (headers, reason) = challenged(
+                decide(&mut server, t0 + Duration::from_secs(30), text, Role::Registrar, Some("bob")),
+                Role::Registrar,
+            );
+            assert_eq!(reason, ChallengeReason::Replayed);
+            assert!(headers.iter().all(|h| h.contains("stale=true")), "{headers:?}");
+        }
+        // The count goes on from the highest seen.
+        let value = bob.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap();
+        let next = request("REGISTER", URI, "bob", &format!("Authorization: {value}\r\n"));
+        assert_eq!(
+            decide(&mut server, t0 + Duration::from_secs(31), &next, Role::Registrar, None),
+            Decision::Authenticated { username: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn an_expired_nonce_is_challenged_with_stale_true() {
+        let t0 = start();
+        let mut server = server(t0, |n| n.with_lifetime(Duration::from_secs(30)));
+        let mut rng = Rng::new(9);
+        let (headers, _) =
+            challenged(decide(&mut server, t0, &request("REGISTER", URI, "alice", ""), Role::Proxy, None), Role::Proxy);
+        let mut alice = client("alice", "wonderland");
+        let late =
+            request("REGISTER", URI, "alice", &answer(&mut alice, &headers[0], "REGISTER", URI, Role::Proxy, &mut rng));
+        let t1 = t0 + Duration::from_secs(30);
+        let (headers, reason) = challenged(decide(&mut server, t1, &late, Role::Proxy, None), Role::Proxy);
+        assert_eq!(reason, ChallengeReason::StaleNonce);
+        assert_eq!(headers.len(), 2);
+        for h in &headers {
+            assert!(h.contains("stale=true"), "{h}");
+            assert!(parse(h).stale());
+        }
+        // The client retries with the new nonce, without asking the user.
+        let retry =
+            request("REGISTER", URI, "alice", &answer(&mut alice, &headers[0], "REGISTER", URI, Role::Proxy, &mut rng));
+        assert_eq!(
+            decide(&mut server, t1, &retry, Role::Proxy, None),
+            Decision::Authenticated { username: "alice".into() }
+        );
+        // A wrong password on an expired nonce is not stale: the user must
+        // be asked again.
+        let (old, _) =
+            challenged(decide(&mut server, t1, &request("REGISTER", URI, "alice", ""), Role::Proxy, None), Role::Proxy);
+        let mut wrong = client("alice", "looking-glass");
+        let text =
+            request("REGISTER", URI, "alice", &answer(&mut wrong, &old[0], "REGISTER", URI, Role::Proxy, &mut rng));
+        let (headers, reason) =
+            challenged(decide(&mut server, t1 + Duration::from_secs(60), &text, Role::Proxy, None), Role::Proxy);
+        assert_eq!(reason, ChallengeReason::Invalid(VerifyError::WrongResponse));
+        assert!(headers.iter().all(|h| !h.contains("stale")), "{headers:?}");
+    }
+
+    #[test]
+    fn forged_or_garbled_nonces_are_challenged_without_stale() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        let nonce = parse(&headers[0]).nonce().unwrap().into_owned();
+        let mut flipped = nonce.clone().into_bytes();
+        flipped[3] = if flipped[3] == b'f' { b'e' } else { b'f' };
+        let flipped = String::from_utf8(flipped).unwrap();
+        let foreign = Nonces::new(t0, &mut Rng::new(4)).issue(t0);
+        for bad in [flipped.as_str(), &foreign, "dcd98b7102dd2f0e8b11d0f600bfb0c093", &nonce[..40]] {
+            let challenge = headers[0].replace(&nonce, bad);
+            let mut bob = client("bob", "zanzibar");
+            let text = request(
+                "REGISTER",
+                URI,
+                "bob",
+                &answer(&mut bob, &challenge, "REGISTER", URI, Role::Registrar, &mut rng),
+            );
+            let (again, reason) = challenged(decide(&mut server, t0, &text, Role::Registrar, None), Role::Registrar);
+            assert_eq!(reason, ChallengeReason::UnknownNonce, "{bad}");
+            assert_eq!(again.len(), 2);
+            assert!(again.iter().all(|h| !h.contains("stale")), "{again:?}");
+        }
+    }
+
+    #[test]
+    fn a_wrong_password_is_challenged_again() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        // Carol has only an MD5 HA1, so she answers the second (MD5) challenge.
+        for (user, password, index) in [("bob", "zanzibar!", 0), ("alice", "Wonderland", 0), ("carol", "", 1)] {
+            let (headers, _) = challenged(
+                decide(&mut server, t0, &request("REGISTER", URI, user, ""), Role::Registrar, None),
+                Role::Registrar,
+            );
+            let mut c = client(user, password);
+            let text = request(
+                "REGISTER",
+                URI,
+                user,
+                &answer(&mut c, &headers[index], "REGISTER", URI, Role::Registrar, &mut rng),
+            );
+            let decision = decide(&mut server, t0, &text, Role::Registrar, Some(user));
+            assert_eq!(decision.status().map(StatusCode::as_u16), Some(401));
+            let (again, reason) = challenged(decision, Role::Registrar);
+            assert_eq!(reason, ChallengeReason::Invalid(VerifyError::WrongResponse), "{user}");
+            assert!(again.iter().all(|h| !h.contains("stale")));
+        }
+        assert_eq!(server.nonces().tracked(), 0, "refused answers use up no count");
+    }
+
+    #[test]
+    fn unknown_users_and_other_users_are_forbidden() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "eve", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        // Eve is unknown; Dave only has a secret for another realm.
+        for user in ["eve", "dave"] {
+            let mut c = client(user, "secret");
+            let text = request(
+                "REGISTER",
+                URI,
+                user,
+                &answer(&mut c, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng),
+            );
+            let decision = decide(&mut server, t0, &text, Role::Registrar, Some(user));
+            assert_eq!(decision.status().map(StatusCode::as_u16), Some(403));
+            assert_eq!(decision, Decision::Forbidden { username: user.into(), reason: ForbiddenReason::UnknownUser });
+        }
+        // Bob authenticates, but registers Alice's address of record.
+        let mut bob = client("bob", "zanzibar");
+        let text = request(
+            "REGISTER",
+            URI,
+            "alice",
+            &answer(&mut bob, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng),
+        );
+        assert_eq!(
+            decide(&mut server, t0, &text, Role::Registrar, Some("alice")),
+            Decision::Forbidden { username: "bob".into(), reason: ForbiddenReason::WrongUser }
+        );
+        let value = bob.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap();
+        let text = request("REGISTER", URI, "bob", &format!("Authorization: {value}\r\n"));
+        assert_eq!(
+            decide(&mut server, t0, &text, Role::Registrar, Some("bob")),
+            Decision::Authenticated { username: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn a_user_with_one_hash_is_offered_only_that_one() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let mut carol = client("carol", "secret");
+        let first = request("REGISTER", URI, "carol", "");
+        let Decision::Challenge { headers, .. } = decide(&mut server, t0, &first, Role::Registrar, None) else {
+            panic!()
+        };
+        // The client prefers SHA-256, but only an MD5 HA1 is stored.
+        let challenge = format!(
+            "SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: {}\r\nWWW-Authenticate: {}\r\n\r\n",
+            headers[0].1, headers[1].1
+        );
+        let response = Message::parse(challenge.as_bytes()).unwrap();
+        let answers = carol.authorize_response(&response, "REGISTER", URI, &mut rng).unwrap();
+        let text = request("REGISTER", URI, "carol", &format!("{}: {}\r\n", answers[0].0, answers[0].1));
+        let (md5_only, reason) = challenged(decide(&mut server, t0, &text, Role::Registrar, None), Role::Registrar);
+        assert_eq!(reason, ChallengeReason::AlgorithmNotOffered { algorithm: "SHA-256".into() });
+        assert_eq!(md5_only.len(), 1);
+        assert!(md5_only[0].contains("algorithm=MD5"));
+        let challenge = format!("SIP/2.0 401 Unauthorized\r\nWWW-Authenticate: {}\r\n\r\n", md5_only[0]);
+        let response = Message::parse(challenge.as_bytes()).unwrap();
+        let answers = carol.authorize_response(&response, "REGISTER", URI, &mut rng).unwrap();
+        let text = request("REGISTER", URI, "carol", &format!("{}: {}\r\n", answers[0].0, answers[0].1));
+        assert_eq!(
+            decide(&mut server, t0, &text, Role::Registrar, None),
+            Decision::Authenticated { username: "carol".into() }
+        );
+        // Algorithms never offered: "-sess", unknown ones.
+        for algorithm in ["MD5-sess", "SHA-512-256"] {
+            let (headers, _) = challenged(
+                decide(&mut server, t0, &request("REGISTER", URI, "alice", ""), Role::Registrar, None),
+                Role::Registrar,
+            );
+            let challenge = headers[1].replace("algorithm=MD5", &format!("algorithm={algorithm}"));
+            let line = if algorithm == "MD5-sess" {
+                answer(&mut client("alice", "wonderland"), &challenge, "REGISTER", URI, Role::Registrar, &mut rng)
+            } else {
+                // The client cannot answer it; write what a peer might send.
+                let ok =
+                    answer(&mut client("alice", "wonderland"), &headers[1], "REGISTER", URI, Role::Registrar, &mut rng);
+                ok.replace("algorithm=MD5", &format!("algorithm={algorithm}"))
+            };
+            let text = request("REGISTER", URI, "alice", &line);
+            let (again, reason) = challenged(decide(&mut server, t0, &text, Role::Registrar, None), Role::Registrar);
+            assert_eq!(reason, ChallengeReason::AlgorithmNotOffered { algorithm: algorithm.into() });
+            assert_eq!(again.len(), 2);
+        }
+    }
+
+    #[test]
+    fn malformed_credentials_are_challenged() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        let good = answer(&mut client("bob", "zanzibar"), &headers[0], "REGISTER", URI, Role::Registrar, &mut rng);
+        let value = good.trim_end().trim_start_matches("Authorization: ").to_owned();
+        let without = |name: &str| {
+            let params: Vec<&str> =
+                value["Digest ".len()..].split(", ").filter(|p| !p.starts_with(&format!("{name}="))).collect();
+            format!("Authorization: Digest {}\r\n", params.join(", "))
+        };
+        let missing = |name| ChallengeReason::Invalid(VerifyError::MissingParameter { name });
+        let cases = [
+            ("Authorization: Basic Ym9iOnphbnppYmFy\r\n".to_owned(), ChallengeReason::NoCredentials),
+            ("Authorization: Digest realm=\"biloxi.com\r\n".to_owned(), ChallengeReason::NoCredentials),
+            ("Authorization: Digest\r\n".to_owned(), ChallengeReason::NoCredentials),
+            (good.replace("realm=\"biloxi.com\"", "realm=\"atlanta.com\""), ChallengeReason::NoCredentials),
+            (without("realm"), ChallengeReason::NoCredentials),
+            (without("nonce"), missing("nonce")),
+            (without("username"), missing("username")),
+            (without("response"), missing("response")),
+            (without("uri"), missing("uri")),
+            (without("cnonce"), missing("cnonce")),
+            (without("qop"), ChallengeReason::Invalid(VerifyError::QopRequired)),
+            (
+                good.replace("nc=00000001", "nc=1"),
+                ChallengeReason::Invalid(VerifyError::MalformedNonceCount { nc: "1".into() }),
+            ),
+        ];
+        for (line, expected) in cases {
+            let text = request("REGISTER", URI, "bob", &line);
+            let (again, reason) = challenged(decide(&mut server, t0, &text, Role::Registrar, None), Role::Registrar);
+            assert_eq!(reason, expected, "{line}");
+            assert_eq!(again.len(), 2);
+        }
+        // A response is not a request to authenticate.
+        let response = "SIP/2.0 200 OK\r\nCSeq: 1 REGISTER\r\n\r\n";
+        assert_eq!(
+            challenged(decide(&mut server, t0, response, Role::Registrar, None), Role::Registrar).1,
+            ChallengeReason::NoCredentials
+        );
+        // Credentials for another realm next to ours: ours are found.
+        let other = good.replace("realm=\"biloxi.com\"", "realm=\"atlanta.com\"");
+        let text = request("REGISTER", URI, "bob", &format!("{other}{good}"));
+        assert_eq!(
+            decide(&mut server, t0, &text, Role::Registrar, None),
+            Decision::Authenticated { username: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn the_digest_uri_must_name_the_request_uri() {
+        let t0 = start();
+        let mut server = server(t0, |n| n);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        let mut bob = client("bob", "zanzibar");
+        let line = answer(&mut bob, &headers[0], "REGISTER", "sip:atlanta.com", Role::Registrar, &mut rng);
+        let decision = decide(&mut server, t0, &request("REGISTER", URI, "bob", &line), Role::Registrar, None);
+        assert_eq!(decision, Decision::BadRequest);
+        assert_eq!(decision.status().map(StatusCode::as_u16), Some(400));
+        // Equivalent under RFC 3261 §19.1.4 (the host is case-insensitive).
+        let value = bob.reauthorize(REALM, "REGISTER", "sip:BILOXI.com", &mut rng).unwrap();
+        let text = request("REGISTER", URI, "bob", &format!("Authorization: {value}\r\n"));
+        assert_eq!(
+            decide(&mut server, t0, &text, Role::Registrar, None),
+            Decision::Authenticated { username: "bob".into() }
+        );
+    }
+
+    #[test]
+    fn at_the_table_cap_an_old_nonce_is_re_challenged() {
+        let t0 = start();
+        let mut server = server(t0, |n| n.with_capacity(1));
+        let mut rng = Rng::new(9);
+        let mut bob = client("bob", "zanzibar");
+        let mut alice = client("alice", "wonderland");
+        for (user, c) in [("bob", &mut bob), ("alice", &mut alice)] {
+            let (headers, _) = challenged(
+                decide(&mut server, t0, &request("REGISTER", URI, user, ""), Role::Registrar, None),
+                Role::Registrar,
+            );
+            let text =
+                request("REGISTER", URI, user, &answer(c, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng));
+            assert_eq!(
+                decide(&mut server, t0, &text, Role::Registrar, None),
+                Decision::Authenticated { username: user.into() }
+            );
+            assert_eq!(server.nonces().tracked(), 1);
+        }
+        // Bob's nonce was dropped for Alice's: his next count is stale, not
+        // a first use.
+        let value = bob.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap();
+        let text = request("REGISTER", URI, "bob", &format!("Authorization: {value}\r\n"));
+        let (headers, reason) = challenged(decide(&mut server, t0, &text, Role::Registrar, None), Role::Registrar);
+        assert_eq!(reason, ChallengeReason::StaleNonce);
+        assert!(headers[0].contains("stale=true"));
+    }
+
+    #[test]
+    fn timeouts_follow_the_nonces() {
+        let t0 = start();
+        let mut server = server(t0, |n| n.with_lifetime(Duration::from_secs(60)));
+        assert_eq!(server.poll_timeout(), None);
+        let mut rng = Rng::new(9);
+        let (headers, _) = challenged(
+            decide(&mut server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        assert_eq!(server.poll_timeout(), None, "a challenge stores nothing");
+        let text = request(
+            "REGISTER",
+            URI,
+            "bob",
+            &answer(&mut client("bob", "zanzibar"), &headers[0], "REGISTER", URI, Role::Registrar, &mut rng),
+        );
+        let t1 = t0 + Duration::from_secs(5);
+        assert_eq!(
+            decide(&mut server, t1, &text, Role::Registrar, None),
+            Decision::Authenticated { username: "bob".into() }
+        );
+        let deadline = server.poll_timeout().unwrap();
+        assert!(deadline > t1 && deadline <= t0 + Duration::from_secs(60));
+        server.handle_timeout(deadline);
+        assert_eq!(server.poll_timeout(), None);
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let t0 = start();
+        let server = server(t0, |n| n);
+        let shown = format!("{server:?}");
+        for secret in [
+            "wonderland",
+            &ha1(Algorithm::Md5, "bob", REALM, "zanzibar")[..12],
+            &ha1(Algorithm::Sha256, "bob", REALM, "zanzibar")[..12],
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("biloxi.com") && shown.contains("alice"), "{shown}");
+        assert!(DigestServer::new("bad\r\nrealm", Users::new(), Nonces::new(t0, &mut Rng::new(1))).is_err());
+    }
+}
