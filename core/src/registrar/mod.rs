@@ -26,7 +26,7 @@
 //!   remaining `expires` (and `q`, instance, GRUUs).
 //!
 //! RFC 5626 instance ids and RFC 5627 GRUUs are handled as described on
-//! [`Registrar::register`]. Proxies and redirect servers find targets with
+//! [`Registrar::register_from`]. Proxies and redirect servers find targets with
 //! [`Registrar::targets`] (§16.5).
 //!
 //! # Failures and their status codes
