@@ -198,6 +198,9 @@ struct Calls {
     callers: HashMap<SessionId, String>,
     /// Print nothing per request or call (`--quiet`).
     quiet: bool,
+    /// The built-in SDP last written, for the address it names (the same
+    /// for every call reaching the same address: written once).
+    sdp: Option<(IpAddr, Vec<u8>)>,
 }
 
 /// `println!` unless `calls` is quiet.
@@ -228,14 +231,21 @@ impl Calls {
             (None, true) => Some(Answer::Builtin),
             (None, false) => None,
         };
-        Ok(Calls { answer, callers: HashMap::new(), quiet: o.quiet })
+        Ok(Calls { answer, callers: HashMap::new(), quiet: o.quiet, sdp: None })
     }
 
     /// The answer body for a session that reached `local` from `remote`.
-    fn body(&self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<Body> {
+    fn body(&mut self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<Body> {
         match self.answer.as_ref()? {
             Answer::File(bytes) => Some(Body::sdp(bytes.clone())),
-            Answer::Builtin => Some(Body::sdp(minimal_sdp(media_ip(local, remote)))),
+            Answer::Builtin => {
+                let ip = media_ip(local, remote);
+                let sdp = match &self.sdp {
+                    Some((at, sdp)) if *at == ip => sdp.clone(),
+                    _ => self.sdp.insert((ip, minimal_sdp(ip))).1.clone(),
+                };
+                Some(Body::sdp(sdp))
+            }
         }
     }
 }

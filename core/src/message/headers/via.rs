@@ -34,6 +34,10 @@ pub struct Via<'a> {
     port: Option<u16>,
     params: Params<'a>,
     branch: Option<&'a str>,
+    // The parameters §18.2 reads for every response, found while parsing.
+    received: Option<IpAddr>,
+    rport: Option<Option<u16>>,
+    maddr: Option<&'a str>,
 }
 
 impl<'a> Via<'a> {
@@ -80,17 +84,16 @@ impl<'a> Via<'a> {
     }
     /// The `received` parameter (§18.2.1), bracketed or not (RFC 5118 §4.5).
     pub fn received(&self) -> Option<IpAddr> {
-        self.params.value("received").and_then(parse_received)
+        self.received
     }
     /// `rport` (RFC 3581): `None` if absent, `Some(None)` if present without
     /// a value, `Some(Some(port))` once filled in.
     pub fn rport(&self) -> Option<Option<u16>> {
-        let p = self.params.get("rport")?;
-        Some(p.value().and_then(|v| v.parse().ok()))
+        self.rport
     }
     /// The `maddr` parameter (§18.2.2).
     pub fn maddr(&self) -> Option<&'a str> {
-        self.params.value("maddr")
+        self.maddr
     }
     /// The `ttl` parameter, 0–255.
     pub fn ttl(&self) -> Option<u8> {
@@ -144,22 +147,35 @@ fn via<'a>(base: &'a str, i: &'a [u8]) -> PResult<'a, Via<'a>> {
     let (rest, params) = Params::parse_within(base, r, ParamSyntax::Header)?;
     // Check the parameters whose grammar §25 fixes (and keep the branch,
     // which every transaction lookup asks for).
-    let mut branch = None;
+    let (mut branch, mut received, mut rport, mut maddr) = (None, None, None, None);
+    // The first of each name counts, as `Params::get` would find it.
+    let mut seen = (false, false, false, false);
     for p in params {
         let is = |n: &str| p.name().eq_ignore_ascii_case(n);
         let ok = if is("ttl") {
             p.value().is_some_and(|v| v.len() <= 3 && v.parse::<u8>().is_ok())
         } else if is("maddr") {
+            if !std::mem::replace(&mut seen.3, true) {
+                maddr = p.value();
+            }
             p.value().is_some_and(|v| host(v.as_bytes()).is_ok_and(|(r, _)| r.is_empty()))
         } else if is("received") {
-            p.value().is_some_and(|v| parse_received(v).is_some())
+            let addr = p.value().and_then(parse_received);
+            if !std::mem::replace(&mut seen.1, true) {
+                received = addr;
+            }
+            addr.is_some()
         } else if is("branch") {
-            if branch.is_none() {
+            if !std::mem::replace(&mut seen.0, true) {
                 branch = p.value();
             }
             p.value().is_some_and(|v| !p.is_quoted() && !v.is_empty())
         } else if is("rport") {
-            p.value().is_none_or(|v| v.parse::<u16>().is_ok())
+            let port = p.value().map(|v| v.parse::<u16>().ok());
+            if !std::mem::replace(&mut seen.2, true) {
+                rport = Some(port.flatten());
+            }
+            port.is_none_or(|r| r.is_some())
         } else {
             true
         };
@@ -168,7 +184,10 @@ fn via<'a>(base: &'a str, i: &'a [u8]) -> PResult<'a, Via<'a>> {
         }
     }
     let raw = text(&i[..i.len() - rest.len()])?;
-    Ok((rest, Via { raw, protocol, version, transport, host: h, host_raw, port, params, branch }))
+    Ok((
+        rest,
+        Via { raw, protocol, version, transport, host: h, host_raw, port, params, branch, received, rport, maddr },
+    ))
 }
 
 impl<'a> HeaderValue<'a> for Via<'a> {
