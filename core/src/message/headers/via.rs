@@ -36,6 +36,7 @@ pub struct Via<'a> {
     branch: Option<&'a str>,
     // The parameters §18.2 reads for every response, found while parsing.
     received: Option<IpAddr>,
+    #[allow(clippy::option_option)] // the same three cases `rport()` reports (RFC 3581)
     rport: Option<Option<u16>>,
     maddr: Option<&'a str>,
 }
