@@ -11,7 +11,8 @@
 //! UDP, TCP and TLS with rustls, a connection table, RFC 3263 resolution
 //! as outputs) and [`auth`] (Digest authentication, RFC 3261 §22 with
 //! RFC 7616 and RFC 8760, both sides). The dialog and endpoint layers
-//! follow (see `DESIGN.md`).
+//! follow (see `DESIGN.md`). [`proxy`] holds the stateless message rules
+//! of a proxy (RFC 3261 §16) that a stateful proxy is built from.
 //!
 //! ## The drain rule
 //!
@@ -29,6 +30,7 @@ pub mod dialog;
 pub mod driver;
 pub mod endpoint;
 pub mod message;
+pub mod proxy;
 pub mod rng;
 mod shed;
 mod slab;
