@@ -12,7 +12,9 @@
 //! as outputs) and [`auth`] (Digest authentication, RFC 3261 §22 with
 //! RFC 7616 and RFC 8760, both sides). The dialog and endpoint layers
 //! follow (see `DESIGN.md`). [`registrar`] holds the server side of
-//! registration (RFC 3261 §10.3) and a location service.
+//! registration (RFC 3261 §10.3) and a location service; [`proxy`] the
+//! stateless message rules of a proxy (RFC 3261 §16) that a stateful
+//! proxy is built from.
 //!
 //! ## The drain rule
 //!
@@ -30,6 +32,7 @@ pub mod dialog;
 pub mod driver;
 pub mod endpoint;
 pub mod message;
+pub mod proxy;
 pub mod registrar;
 pub mod rng;
 mod shed;
