@@ -4,8 +4,9 @@
 use crate::tls_files;
 use sipline::auth::DigestCredentials;
 use sipline::driver::Error;
+use sipline::auth::Users;
 use sipline::endpoint::{
-    Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
+    Body, EndpointConfig, ServerConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
     SessionEnd, SessionEvent, SessionId,
 };
 use sipline::transport::{TlsConfig, Transport};
@@ -16,13 +17,18 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
-usage: sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
+usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE] [--md5-first] [-v] [-q]
+       sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
        sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
                     [--registrar URI | --proxy URI] [--user U --password P] [options]
 listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
                  without it INVITEs are rejected 486
+serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
+       (default 127.0.0.1:5060), and TLS on the next port with --cert/--key; users from FILE
+       (`user:password` or `user:realm:HA1` per line; default: a printed one-time demo account);
+       --md5-first offers MD5 before SHA-256 (clients that take the first challenge, e.g. SIPp)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
@@ -54,6 +60,12 @@ struct Options {
     content_type: Option<String>,
     /// `call`: how long after the answer to hang up.
     hangup_after: Option<Duration>,
+    /// `serve`: the domain.
+    domain: Option<String>,
+    /// `serve`: the users file.
+    users: Option<PathBuf>,
+    /// `serve`: offer MD5 before SHA-256.
+    md5_first: bool,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -85,6 +97,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--answer" => o.answer = true,
             "--body" => o.body = Some(value()?.into()),
             "--content-type" => o.content_type = Some(value()?),
+            "--domain" => o.domain = Some(value()?),
+            "--users" => o.users = Some(value()?.into()),
+            "--md5-first" => o.md5_first = true,
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -153,8 +168,9 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
-    if options.verbose {
-        crate::wire_log::install();
+    let summaries = command == "serve" && !options.quiet;
+    if options.verbose || summaries {
+        crate::wire_log::install(options.verbose, summaries);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -168,6 +184,7 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         tokio::spawn(crate::heap::trim_periodically());
         match command {
             "listen" => listen(&options).await,
+            "serve" => serve_domain(&options).await,
             "register" => register(&options).await,
             "call" => call(&options).await,
             _ => message(&options).await,
@@ -175,7 +192,7 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
     })
 }
 
-async fn bind(config: EndpointConfig) -> Result<(sipline_tokio::Endpoint, sipline_tokio::Events), ExitCode> {
+async fn bind_endpoint(config: EndpointConfig) -> Result<(sipline_tokio::Endpoint, sipline_tokio::Events), ExitCode> {
     match sipline_tokio::bind(config).await {
         Ok((endpoint, events)) => {
             for (transport, addr) in endpoint.local_addrs() {
@@ -403,6 +420,71 @@ async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Eve
     ExitCode::SUCCESS
 }
 
+/// `serve`: the registrar and proxy (the project's main job).
+async fn serve_domain(o: &Options) -> ExitCode {
+    if !o.positional.is_empty() {
+        return usage_error("serve takes no arguments");
+    }
+    let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
+    let domain = o.domain.clone().unwrap_or_else(|| match bind.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    });
+    let users = match &o.users {
+        Some(path) => {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match Users::parse(&text) {
+                Ok(u) => u,
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        None => {
+            let password = demo_password();
+            println!("no --users file: one-time demo account demo / {password} (realm {domain})");
+            Users::from_passwords([("demo", password.as_str())])
+        }
+    };
+    let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
+    c.seed = 0;
+    c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
+    if let (Some(cert), Some(key)) = (&o.cert, &o.key) {
+        match tls_files::with_identity_files(TlsConfig::default(), cert, key) {
+            Ok(tls) => c.transport.tls = tls,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        }
+        let tls_port = if bind.port() == 0 { 0 } else { bind.port().saturating_add(1) };
+        c = c.listen(Transport::Tls, SocketAddr::new(bind.ip(), tls_port));
+    }
+    let mut server = ServerConfig::new(&domain, users);
+    server.md5_first = o.md5_first;
+    c = c.serve(server);
+    let Ok((endpoint, events)) = bind_endpoint(c).await else { return ExitCode::from(1) };
+    println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16); Ctrl-C stops");
+    let calls = Calls { answer: None, callers: HashMap::new(), quiet: o.quiet, sdp: None };
+    serve(endpoint, events, calls).await
+}
+
+/// A one-time password for the demo account, from the process's own
+/// randomly keyed hasher (the CLI may use the OS; the core may not).
+fn demo_password() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
+}
+
 async fn listen(o: &Options) -> ExitCode {
     if !o.positional.is_empty() {
         return usage_error("listen takes no arguments");
@@ -415,7 +497,7 @@ async fn listen(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    match bind(config).await {
+    match bind_endpoint(config).await {
         Ok((endpoint, events)) => serve(endpoint, events, calls).await,
         Err(code) => code,
     }
@@ -433,7 +515,7 @@ async fn register(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    match bind(config).await {
+    match bind_endpoint(config).await {
         Ok((endpoint, events)) => serve(endpoint, events, calls).await,
         Err(code) => code,
     }
@@ -480,7 +562,7 @@ async fn client(o: &Options) -> Result<(sipline_tokio::Endpoint, sipline_tokio::
     }
     let config = o.config(&from_uri(o)).map_err(|e| usage_error(&e))?;
     let registering = config.registration.is_some();
-    let (endpoint, mut events) = bind(config).await?;
+    let (endpoint, mut events) = bind_endpoint(config).await?;
     // Registering first: wait until the registrar answers.
     if registering && !registered(&mut events).await {
         endpoint.shutdown().await;

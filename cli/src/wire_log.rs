@@ -1,13 +1,18 @@
 //! `-v`: prints the SIP messages the core traces under the
 //! `sipline::wire` target (every message sent and received, in plaintext),
-//! to standard error. A minimal `tracing` subscriber, nothing else.
+//! to standard error; `serve` (unless `--quiet`): the one-line summaries
+//! the server role traces under `sipline::serve`, to standard output. A
+//! minimal `tracing` subscriber, nothing else.
 
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-struct WireLog;
+struct WireLog {
+    wire: bool,
+    serve: bool,
+}
 
 /// Collects an event's fields: the message last, the rest as `name=value`.
 #[derive(Default)]
@@ -36,7 +41,8 @@ impl Visit for Fields {
 
 impl Subscriber for WireLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        metadata.target() == "sipline::wire"
+        (self.wire && metadata.target() == "sipline::wire")
+            || (self.serve && metadata.target() == "sipline::serve" && *metadata.level() <= tracing::Level::INFO)
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
@@ -50,7 +56,11 @@ impl Subscriber for WireLog {
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        eprintln!("--- {}\n{}", fields.head.trim_end(), fields.message.trim_end());
+        if event.metadata().target() == "sipline::serve" {
+            println!("{} {}", fields.message.trim_end(), fields.head.trim_end());
+        } else {
+            eprintln!("--- {}\n{}", fields.head.trim_end(), fields.message.trim_end());
+        }
     }
 
     fn enter(&self, _span: &Id) {}
@@ -58,7 +68,8 @@ impl Subscriber for WireLog {
     fn exit(&self, _span: &Id) {}
 }
 
-/// Installs the printer for the whole process.
-pub(crate) fn install() {
-    let _ = tracing::subscriber::set_global_default(WireLog);
+/// Installs the printer for the whole process: `wire` prints every
+/// message, `serve` the server role's summaries.
+pub(crate) fn install(wire: bool, serve: bool) {
+    let _ = tracing::subscriber::set_global_default(WireLog { wire, serve });
 }

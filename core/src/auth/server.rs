@@ -230,6 +230,7 @@ pub struct DigestServer {
     realm: String,
     users: Users,
     nonces: Nonces,
+    md5_first: bool,
 }
 
 impl DigestServer {
@@ -239,7 +240,17 @@ impl DigestServer {
     pub fn new(realm: impl Into<String>, users: Users, nonces: Nonces) -> Result<DigestServer, ChallengeError> {
         let realm = realm.into();
         DigestChallenge::new(realm.as_str(), "", Algorithm::Md5)?;
-        Ok(DigestServer { realm, users, nonces })
+        Ok(DigestServer { realm, users, nonces, md5_first: false })
+    }
+
+    /// Offers MD5 before SHA-256: for clients that answer the first
+    /// challenge whatever its algorithm (SIPp 3.6, older phones), at the
+    /// cost of RFC 8760 §2.4's order (a client that follows it then picks
+    /// MD5 too).
+    #[must_use]
+    pub fn md5_first(mut self, yes: bool) -> DigestServer {
+        self.md5_first = yes;
+        self
     }
 
     /// The realm.
@@ -401,6 +412,10 @@ impl DigestServer {
         reason: ChallengeReason,
     ) -> Decision {
         let nonce = self.nonces.issue(now);
+        let mut algorithms = algorithms.to_vec();
+        if self.md5_first {
+            algorithms.sort_by_key(|&a| a != Algorithm::Md5);
+        }
         let headers = algorithms
             .iter()
             .filter_map(|&algorithm| DigestChallenge::new(self.realm.as_str(), nonce.as_str(), algorithm).ok())
@@ -412,12 +427,24 @@ impl DigestServer {
 
 /// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6): the
 /// same text, or equivalent URIs (RFC 3261 §19.1.4).
+///
+/// One leniency, for interop: a SIP `uri` with the same scheme, user and
+/// host that adds or changes only the port also names it (SIPp 3.6 writes
+/// the address it sends to, `sip:host:port`, whatever the Request-URI
+/// says). The response hash covers the `uri`, so this admits no other
+/// request than one to the same host.
 fn names_request_uri(digest_uri: &str, request_uri: &str) -> bool {
     if digest_uri == request_uri {
         return true;
     }
     match (Uri::parse(digest_uri), Uri::parse(request_uri)) {
-        (Ok(a), Ok(b)) => a.equivalent(&b),
+        (Ok(a), Ok(b)) if a.equivalent(&b) => true,
+        (Ok(a), Ok(b)) => match (a.as_sip(), b.as_sip()) {
+            (Some(a), Some(b)) => {
+                a.is_secure() == b.is_secure() && a.user() == b.user() && a.host_str().eq_ignore_ascii_case(b.host_str())
+            }
+            _ => false,
+        },
         _ => false,
     }
 }

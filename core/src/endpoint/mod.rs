@@ -22,11 +22,13 @@
 //! ```
 
 mod registration;
+mod server;
 mod session;
 mod uas;
 
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
+pub use server::ServerConfig;
 pub use session::{Body, SessionEnd, SessionError, SessionEvent, SessionId};
 
 use crate::auth::{DigestClient, DigestCredentials};
@@ -98,6 +100,8 @@ pub struct EndpointConfig {
     /// `Route: <…;lr>` (RFC 3261 §8.1.2). With a registration and no
     /// proxy, the registrar plays this part.
     pub outbound_proxy: Option<String>,
+    /// Serve a domain as its registrar and proxy (see [`EndpointConfig::serve`]).
+    pub server: Option<ServerConfig>,
 }
 
 impl EndpointConfig {
@@ -121,7 +125,34 @@ impl EndpointConfig {
             credentials: Vec::new(),
             registration: None,
             outbound_proxy: None,
+            server: None,
         }
+    }
+
+    /// Makes the endpoint a registrar (RFC 3261 §10.3, with digest
+    /// authentication and GRUUs) and a stateful proxy (§16) for
+    /// `server.domain`: REGISTERs for the domain and requests for its users
+    /// are handled by the endpoint itself; anything else (an OPTIONS to the
+    /// server, a MESSAGE to its own AOR) reaches the application as usual.
+    /// No throttle on outstanding requests (a server forwards what comes).
+    ///
+    /// ```
+    /// use sipline::auth::Users;
+    /// use sipline::endpoint::{Endpoint, EndpointConfig, ServerConfig};
+    /// use sipline::transport::Transport;
+    ///
+    /// let users = Users::parse("alice:secret\nbob:hunter2\n").unwrap();
+    /// let config = EndpointConfig::new("sip:sipline@127.0.0.1")
+    ///     .listen(Transport::Udp, "127.0.0.1:5060".parse().unwrap())
+    ///     .serve(ServerConfig::new("127.0.0.1", users));
+    /// let server = Endpoint::new(config).unwrap();
+    /// assert!(server.registrar().is_none()); // made on the first request
+    /// ```
+    #[must_use]
+    pub fn serve(mut self, server: ServerConfig) -> EndpointConfig {
+        self.max_outstanding = None;
+        self.server = Some(server);
+        self
     }
 
     /// Adds an address to listen on over `transport` (port 0: the OS picks).
@@ -490,6 +521,8 @@ pub struct Endpoint {
     /// The source of the response being handed to the transaction layer.
     responding: Option<Source>,
     sessions: session::Sessions,
+    /// The registrar and proxy, when serving (made on the first request).
+    server: Option<server::Server>,
     out: VecDeque<Output>,
     shutting_down: bool,
     shut_down: bool,
@@ -526,6 +559,7 @@ impl Endpoint {
             arriving: None,
             responding: None,
             sessions: session::Sessions::default(),
+            server: None,
             out: VecDeque::new(),
             shutting_down: false,
             shut_down: false,
@@ -1172,6 +1206,9 @@ impl Endpoint {
         let now = self.clamp(now);
         self.transactions.handle_timeout(now);
         self.transport.handle_timeout(now);
+        if let Some(s) = self.server.as_mut() {
+            s.handle_timeout(now);
+        }
         self.keepalive(now);
         self.session_timeouts(now);
         // Registration refresh or retry (§10.2.4).
@@ -1202,6 +1239,7 @@ impl Endpoint {
             self.sessions.poll_timeout(),
             refresh.filter(|_| !self.shutting_down),
             self.registration.as_ref().and_then(|r| r.keepalive_at),
+            self.server.as_ref().and_then(server::Server::poll_timeout),
         ]
         .into_iter()
         .flatten()
@@ -1243,6 +1281,9 @@ impl Endpoint {
         self.transactions.shed();
         self.transport.shed();
         self.sessions.shed();
+        if let Some(s) = self.server.as_mut() {
+            s.shed();
+        }
         shed(&mut self.pending);
         shed(&mut self.by_client);
         shed(&mut self.by_query);
@@ -1499,6 +1540,9 @@ impl Endpoint {
         m: &Message<'_>,
         source: Source,
     ) {
+        if self.serve_request(now, server, request, m, source) {
+            return;
+        }
         let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
         let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
         let abilities = Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
@@ -1541,6 +1585,9 @@ impl Endpoint {
         use transaction::Event as E;
         match e {
             E::Response { client, response } => {
+                if self.proxy_response(now, client, &response) {
+                    return;
+                }
                 let Some(&id) = self.by_client.get(&client) else {
                     // A 2xx copy (or another fork's) for an answered INVITE.
                     if let Some(&s) = self.sessions.invite_clients.get(&client) {
@@ -1571,11 +1618,17 @@ impl Endpoint {
                 }
             }
             E::Timeout { tx: TxId::Client(client) } => {
+                if self.proxy_client_failed(now, client, true) {
+                    return;
+                }
                 if let Some(&id) = self.by_client.get(&client) {
                     self.finish(now, id, Err(RequestError::Timeout));
                 }
             }
             E::TransportError { tx: TxId::Client(client) } => {
+                if self.proxy_client_failed(now, client, false) {
+                    return;
+                }
                 if let Some(&id) = self.by_client.get(&client) {
                     let failure = self
                         .pending
@@ -1606,23 +1659,35 @@ impl Endpoint {
                 }
             }
             E::Terminated { tx: TxId::Server(server) } => {
+                self.proxy_terminated(None, Some(server));
                 if let Some((_, deadline)) = self.incoming.remove(&server) {
                     self.answer_deadlines.remove(&(deadline, server));
                 }
             }
             E::Terminated { tx: TxId::Client(client) } => {
+                self.proxy_terminated(Some(client), None);
                 self.by_client.remove(&client);
                 self.sessions.invite_clients.remove(&client);
             }
             E::Ack { request } => match arrived {
-                Some((bytes, m)) if bytes == &request[..] => self.ack_arrived(now, m),
+                Some((bytes, m)) if bytes == &request[..] => {
+                    if !self.serve_ack(now, m) {
+                        self.ack_arrived(now, m);
+                    }
+                }
                 _ => {
                     if let Ok(m) = Message::parse(&request) {
-                        self.ack_arrived(now, &m);
+                        if !self.serve_ack(now, &m) {
+                            self.ack_arrived(now, &m);
+                        }
                     }
                 }
             },
-            E::StrayResponse { response } => self.stray_response(now, &response),
+            E::StrayResponse { response } => {
+                if !self.proxy_stray(now, &response) {
+                    self.stray_response(now, &response);
+                }
+            }
             _ => {}
         }
     }

@@ -1,0 +1,581 @@
+//! The server role of an endpoint (`sipline serve`): a registrar (RFC 3261
+//! §10.3) and a stateful proxy (§16) for one domain, built from the same
+//! transaction and transport layers as every endpoint.
+//!
+//! - REGISTER for the domain: digest authentication
+//!   ([`DigestServer`], 401), then [`Registrar`] (§10.3 steps 5–8).
+//! - Any other request for a user of the domain (or a GRUU): §16.3 checks
+//!   (483, 482, 420), 407 for initial requests from the domain's own users
+//!   (§22.3), the location service (404 unknown user, 480 no binding,
+//!   §16.5), then one client transaction per binding (parallel forking,
+//!   §16.6) with Record-Route, and the best final response (§16.7).
+//!   A 2xx or 6xx cancels the other branches (§16.7 step 10).
+//! - In-dialog requests that Route through us are forwarded to the next
+//!   hop (loose routing, §16.4/§16.12); the ACK of a 2xx statelessly.
+//! - CANCEL of a proxied INVITE: 200, a CANCEL on every pending branch
+//!   (§16.10); the 487 comes back as the best response.
+//!
+//! Targets are forwarded to by address: a binding goes to where its
+//! REGISTER came from (which also crosses NATs); other targets must be IP
+//! literals (a name answers 502 — the server does no DNS of its own).
+//! Timer C (§16.8) is left to the client transactions' Timer B.
+
+use super::Endpoint;
+use crate::auth::{Decision, DigestServer, Nonces, Role, Users};
+use crate::message::{Message, Method, Uri};
+use crate::proxy::{
+    branch_for, check_request, forward_cancel, forward_request, forward_response, preprocess_routes,
+    record_route_value, Action, Best, BranchId, Forward, NextHop, ProxyIdentity, RejectKind, ResponseContext,
+};
+use crate::registrar::{self, Lookup, Registrar, RegistrarConfig};
+use crate::transaction::{ClientId, ServerId};
+use crate::transport::{response_target, target_for, Peer, Source, Transport};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How an endpoint serves as registrar and proxy ([`super::EndpointConfig::serve`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// The domain served: AORs `sip:user@domain`, and the digest realm.
+    pub domain: String,
+    /// Who may register and call (digest credentials).
+    pub users: Users,
+    /// The registrar's limits (its `domains` are set to [`domain`](Self::domain)).
+    pub registrar: RegistrarConfig,
+    /// How long a nonce stays fresh (RFC 7616 §3.3: `stale=true` after).
+    pub nonce_lifetime: Duration,
+    /// Offer MD5 before SHA-256 ([`DigestServer::md5_first`]): for clients
+    /// that take the first challenge (SIPp). Default: SHA-256 first.
+    pub md5_first: bool,
+}
+
+impl ServerConfig {
+    /// Serving `domain` to `users`, with the registrar's defaults and
+    /// five-minute nonces.
+    pub fn new(domain: &str, users: Users) -> ServerConfig {
+        ServerConfig {
+            domain: domain.to_owned(),
+            users,
+            registrar: RegistrarConfig::new([domain]),
+            nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME,
+            md5_first: false,
+        }
+    }
+}
+
+/// The server role's state, made on the first request (nonces date from it).
+pub(super) struct Server {
+    registrar: Registrar,
+    auth: DigestServer,
+    /// Proxied requests by their server transaction.
+    proxied: BTreeMap<ServerId, Proxied>,
+    /// Each branch's client transaction: the request it belongs to.
+    by_client: BTreeMap<ClientId, (ServerId, BranchId)>,
+    /// INVITEs being proxied by (Call-ID, top Via branch): CANCEL matching (§9.2).
+    by_branch: BTreeMap<(String, String), ServerId>,
+}
+
+/// One request being forwarded statefully (§16.2).
+struct Proxied {
+    /// The request as it arrived (for responses generated here).
+    request: Arc<[u8]>,
+    context: ResponseContext,
+    /// The branches: the bytes forwarded on each (CANCEL is built from
+    /// them, §16.10), where, and the client transaction.
+    branches: Vec<(BranchId, Vec<u8>, Peer, Option<ClientId>)>,
+    /// The CANCEL key, to forget with the request.
+    cancel_key: Option<(String, String)>,
+}
+
+impl Server {
+    fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
+        let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
+        let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.md5_first(config.md5_first);
+        let mut registrar_config = config.registrar.clone();
+        registrar_config.domains = vec![config.domain.clone()];
+        Some(Server {
+            registrar: Registrar::new(registrar_config),
+            auth,
+            proxied: BTreeMap::new(),
+            by_client: BTreeMap::new(),
+            by_branch: BTreeMap::new(),
+        })
+    }
+
+    /// When the registrar or the nonces next need [`Endpoint::handle_timeout`].
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        [self.registrar.poll_timeout(), self.auth.poll_timeout()].into_iter().flatten().min()
+    }
+
+    pub(super) fn handle_timeout(&mut self, now: Instant) {
+        for b in self.registrar.handle_timeout(now) {
+            tracing::info!(target: "sipline::serve", aor = %b.aor, contact = %b.contact, "binding expired");
+        }
+        self.auth.handle_timeout(now);
+    }
+
+    /// Drops the storage of emptied tables (see `crate::shed`).
+    pub(super) fn shed(&mut self) {
+        use crate::shed::shed;
+        shed(&mut self.proxied);
+        shed(&mut self.by_client);
+        shed(&mut self.by_branch);
+    }
+
+    /// The registrar (its location service), for tests and tools.
+    pub(super) fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+}
+
+use super::uas::status as code;
+
+/// The user part of a SIP URI, if any.
+fn user_of(uri: &Uri<'_>) -> Option<String> {
+    uri.as_sip().and_then(|s| s.user()).map(str::to_owned)
+}
+
+impl Endpoint {
+    /// Who "we" are to the proxy rules: every listening address and port,
+    /// and the domain.
+    fn identity(&self) -> ProxyIdentity {
+        let mut me = ProxyIdentity::new();
+        for (_, a) in self.transport.listeners() {
+            me = me.host(&a.ip().to_string()).port(a.port());
+        }
+        if let Some(c) = &self.config.server {
+            me = me.domain(&c.domain).host(&c.domain);
+        }
+        me
+    }
+
+    /// The server role's state, made on first use.
+    fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
+        if self.server.is_none() {
+            let config = self.config.server.as_ref()?;
+            self.server = Server::new(config, now, &mut self.rng);
+        }
+        self.server.as_mut()
+    }
+
+    /// The location service, when serving (for tests and tools).
+    pub fn registrar(&self) -> Option<&Registrar> {
+        self.server.as_ref().map(Server::registrar)
+    }
+
+    /// A new request, when serving: `true` if the server role took it
+    /// (answered or forwarded), `false` to handle it as any endpoint does.
+    pub(super) fn serve_request(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        request: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) -> bool {
+        if self.config.server.is_none() {
+            return false;
+        }
+        let me = self.identity();
+        let Some(Ok(ruri)) = m.request_uri() else { return false };
+        let method = m.method().copied();
+        // §8.2 syntax first (§16.3 step 1).
+        if let Err(e) = crate::message::validate::validate(m) {
+            if method != Some(Method::Ack) {
+                let reason = e.to_string();
+                self.answer(now, server, m, e.status(), &reason);
+            }
+            return true;
+        }
+        if method == Some(Method::Register) {
+            // §10.3 step 1: a REGISTER for our domain (or to us) is ours.
+            if me.is_me_uri(&ruri) || me.is_responsible_for(&ruri) {
+                self.serve_register(now, server, m, source);
+                return true;
+            }
+        }
+        if method == Some(Method::Cancel) {
+            return self.proxy_cancel(now, server, m);
+        }
+        let Ok(routes) = preprocess_routes(m, &me) else {
+            self.answer(now, server, m, code(400), "Bad Route");
+            return true;
+        };
+        let in_dialog = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
+        let to_user_here = me.is_responsible_for(&ruri) && user_of(&ruri).is_some();
+        let forward = match routes.next_hop() {
+            NextHop::Loose(_) | NextHop::Strict(_) => true,
+            NextHop::Target => to_user_here || (in_dialog && !me.is_me_uri(&ruri)),
+        };
+        if !forward {
+            return false;
+        }
+        match check_request(m, &me) {
+            Ok(()) => {}
+            Err(r) if r.kind == RejectKind::OptionsForUs => return false,
+            Err(r) => {
+                let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                self.answer_with(now, server, m, r.code, r.reason, &headers);
+                return true;
+            }
+        }
+        // §22.3: initial requests from the domain's own users prove who
+        // they are (ACK and CANCEL cannot be challenged).
+        let from_here =
+            m.from().and_then(Result::ok).is_some_and(|f| me.is_responsible_for(f.uri()) && user_of(f.uri()).is_some());
+        if from_here && !in_dialog && method != Some(Method::Ack) {
+            let Some(srv) = self.server_state(now) else { return false };
+            match srv.auth.authenticate(now, m, Role::Proxy, None) {
+                Decision::Authenticated { .. } => {}
+                d => {
+                    self.answer_decision(now, server, m, &d);
+                    return true;
+                }
+            }
+        }
+        // §16.5: the targets.
+        let targets: Vec<(String, Peer)> = if routes.lookup() {
+            let Some(srv) = self.server_state(now) else { return false };
+            let lookup = srv.registrar.targets(now, &ruri);
+            let known = user_of(&ruri).is_some_and(|u| srv.auth.users().contains(&u));
+            match lookup {
+                Lookup::Aor(b) | Lookup::Gruu(b) => b
+                    .into_iter()
+                    .filter_map(|b| {
+                        let peer = binding_peer(&b)?;
+                        Some((b.contact, peer))
+                    })
+                    .collect(),
+                Lookup::NoBindings if known => {
+                    self.answer(now, server, m, code(480), "Temporarily Unavailable");
+                    return true;
+                }
+                Lookup::NoBindings | Lookup::UnknownGruu | Lookup::NotLocal => {
+                    self.answer(now, server, m, code(404), "Not Found");
+                    return true;
+                }
+            }
+        } else {
+            let hop = match routes.next_hop() {
+                NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
+                NextHop::Target => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
+            };
+            match Uri::parse(&hop).ok().and_then(|u| target_for(&u, Transport::Udp).ok()) {
+                Some(t) => match t.socket_addr() {
+                    Some(addr) => vec![(String::new(), Peer::new(t.transport, addr))],
+                    None => {
+                        self.answer(now, server, m, code(502), "Bad Gateway (names are not resolved)");
+                        return true;
+                    }
+                },
+                None => {
+                    self.answer(now, server, m, code(416), "Unsupported URI Scheme");
+                    return true;
+                }
+            }
+        };
+        if targets.is_empty() {
+            self.answer(now, server, m, code(480), "Temporarily Unavailable");
+            return true;
+        }
+        if method == Some(Method::Ack) {
+            // The ACK of a 2xx: no transaction, forwarded as it is (§16.11).
+            self.proxy_ack(now, m, &routes, &targets);
+            return true;
+        }
+        self.fork(now, server, request, m, &routes, targets, in_dialog);
+        true
+    }
+
+    /// The ACK of a 2xx (no transaction), when serving: forwarded on if it
+    /// is not for us (§16.11). `false`: ours to handle.
+    pub(super) fn serve_ack(&mut self, now: Instant, m: &Message<'_>) -> bool {
+        if self.config.server.is_none() {
+            return false;
+        }
+        let me = self.identity();
+        let Some(Ok(ruri)) = m.request_uri() else { return false };
+        let Ok(routes) = preprocess_routes(m, &me) else { return true };
+        if check_request(m, &me).is_err() {
+            return true; // an ACK is never answered
+        }
+        let hop = match routes.next_hop() {
+            NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
+            NextHop::Target if !me.is_me_uri(&ruri) => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
+            NextHop::Target => return false,
+        };
+        let targets: Vec<(String, Peer)> = if routes.lookup() {
+            let Some(srv) = self.server_state(now) else { return true };
+            match srv.registrar.targets(now, &ruri) {
+                Lookup::Aor(b) | Lookup::Gruu(b) => b.iter().filter_map(|b| Some((b.contact.clone(), binding_peer(b)?))).collect(),
+                _ => Vec::new(),
+            }
+        } else {
+            Uri::parse(&hop)
+                .ok()
+                .and_then(|u| target_for(&u, Transport::Udp).ok())
+                .and_then(|t| Some((String::new(), Peer::new(t.transport, t.socket_addr()?))))
+                .into_iter()
+                .collect()
+        };
+        self.proxy_ack(now, m, &routes, &targets);
+        true
+    }
+
+    /// §10.3: a REGISTER for the domain.
+    fn serve_register(&mut self, now: Instant, server: ServerId, m: &Message<'_>, source: Source) {
+        let expected = m.to().and_then(Result::ok).and_then(|t| user_of(t.uri()));
+        let from = source.remote;
+        let Some(srv) = self.server_state(now) else { return };
+        let decision = srv.auth.authenticate(now, m, Role::Registrar, expected.as_deref());
+        if !matches!(decision, Decision::Authenticated { .. }) {
+            tracing::debug!(target: "sipline::serve", %from, status = ?decision.status(), "REGISTER challenged");
+            self.answer_decision(now, server, m, &decision);
+            return;
+        }
+        let src = registrar::Source { addr: source.remote, transport: source.transport.as_str().to_owned() };
+        let Some(srv) = self.server.as_mut() else { return };
+        let reply = srv.registrar.register_from(now, m, Some(&src), &mut self.rng);
+        tracing::info!(target: "sipline::serve", %from, status = reply.status.as_u16(), "REGISTER {}", reply.outcome);
+        let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        self.answer_with(now, server, m, reply.status, &reply.reason, &headers);
+    }
+
+    /// Answers with what the digest server decided (401/407, 403, 400).
+    fn answer_decision(&mut self, now: Instant, server: ServerId, m: &Message<'_>, d: &Decision) {
+        match d {
+            Decision::Challenge { code, headers, .. } => {
+                let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                self.answer_with(now, server, m, *code, "", &headers);
+            }
+            other => {
+                let status = other.status().unwrap_or_else(|| code(500));
+                self.answer(now, server, m, status, "");
+            }
+        }
+    }
+
+    /// §16.6: one client transaction per target.
+    #[allow(clippy::too_many_arguments)]
+    fn fork(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        request: &Arc<[u8]>,
+        m: &Message<'_>,
+        routes: &crate::proxy::RouteInfo,
+        targets: Vec<(String, Peer)>,
+        in_dialog: bool,
+    ) {
+        let invite = m.method() == Some(&Method::Invite);
+        // §16.6 step 4: Record-Route on initial requests that make dialogs.
+        let record = !in_dialog && matches!(m.method(), Some(Method::Invite | Method::Subscribe | Method::Refer));
+        let mut context = ResponseContext::new();
+        let mut branches = Vec::new();
+        for (index, (target, peer)) in (0u32..).zip(targets) {
+            let Some(id) = context.add_branch() else { break };
+            let branch = branch_for(m, index);
+            let sent_by = self.sent_by(peer.transport);
+            let rr = self.record_route_for(peer.transport);
+            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch);
+            if !target.is_empty() {
+                f = f.target(&target);
+            }
+            if record {
+                f = f.record_route(&rr);
+            }
+            let Some(bytes) = forward_request(m, &f) else { continue };
+            branches.push((id, bytes, peer));
+        }
+        let cancel_key = invite
+            .then(|| {
+                let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
+                let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
+                Some((call_id, branch))
+            })
+            .flatten();
+        tracing::info!(target: "sipline::serve", method = %m.method().map_or("", |x| x.as_str()),
+            uri = %m.request_line().map_or("", |r| r.uri), branches = branches.len(), "forwarding");
+        let Some(srv) = self.server.as_mut() else { return };
+        if let Some(k) = &cancel_key {
+            srv.by_branch.insert(k.clone(), server);
+        }
+        srv.proxied.insert(server, Proxied { request: request.clone(), context, branches: Vec::new(), cancel_key });
+        for (id, bytes, peer) in branches {
+            let reliable = peer.transport.is_reliable();
+            let client = self.transactions.send_request(now, bytes.clone(), peer.clone(), reliable).ok();
+            let Some(srv) = self.server.as_mut() else { return };
+            if let Some(c) = client {
+                srv.by_client.insert(c, (server, id));
+            }
+            if let Some(p) = srv.proxied.get_mut(&server) {
+                p.branches.push((id, bytes, peer, client));
+            }
+            if client.is_none() {
+                self.proxy_branch_failed(now, server, id);
+            }
+        }
+    }
+
+    /// Our Record-Route value over `transport` (§16.6 step 4).
+    fn record_route_for(&self, transport: Transport) -> String {
+        let listeners = self.transport.listeners();
+        let pick = listeners.iter().find(|(t, _)| *t == transport).or_else(|| listeners.first());
+        match pick {
+            Some((_, a)) if !a.ip().is_unspecified() => {
+                let host = if a.is_ipv6() { format!("[{}]", a.ip()) } else { a.ip().to_string() };
+                record_route_value(&host, a.port(), transport.as_str())
+            }
+            _ => format!("<sip:{};lr>", self.sent_by(transport)),
+        }
+    }
+
+    /// §16.11: the ACK of a 2xx goes on with no transaction.
+    fn proxy_ack(&mut self, now: Instant, m: &Message<'_>, routes: &crate::proxy::RouteInfo, targets: &[(String, Peer)]) {
+        let Some((target, peer)) = targets.first() else { return };
+        let branch = branch_for(m, 0);
+        let sent_by = self.sent_by(peer.transport);
+        let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch);
+        if !target.is_empty() {
+            f = f.target(target);
+        }
+        if let Some(bytes) = forward_request(m, &f) {
+            let _ = self.transport.send(now, peer, Arc::from(bytes));
+        }
+    }
+
+    /// §16.10: a CANCEL for an INVITE being proxied: 200, and a CANCEL on
+    /// each branch still pending. `false` if it matches none.
+    fn proxy_cancel(&mut self, now: Instant, server: ServerId, m: &Message<'_>) -> bool {
+        let key = (|| {
+            let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
+            let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
+            Some((call_id, branch))
+        })();
+        let Some(invite) = key.and_then(|k| self.server.as_ref()?.by_branch.get(&k).copied()) else { return false };
+        self.answer(now, server, m, code(200), "OK");
+        self.cancel_branches(now, invite);
+        true
+    }
+
+    /// Sends a CANCEL on every branch of `invite` still waiting for a final
+    /// response (§16.10, §16.7 step 10).
+    fn cancel_branches(&mut self, now: Instant, invite: ServerId) {
+        let Some(p) = self.server.as_ref().and_then(|s| s.proxied.get(&invite)) else { return };
+        let pending: Vec<BranchId> = p.context.pending().collect();
+        let cancels: Vec<(Vec<u8>, Peer)> = p
+            .branches
+            .iter()
+            .filter(|(id, ..)| pending.contains(id))
+            .filter_map(|(_, bytes, peer, _)| {
+                let sent = Message::parse(bytes).ok()?;
+                Some((forward_cancel(&sent)?, peer.clone()))
+            })
+            .collect();
+        for (bytes, peer) in cancels {
+            let reliable = peer.transport.is_reliable();
+            // The CANCEL's own answer matters to no one (§16.10).
+            let _ = self.transactions.send_request(now, bytes, peer, reliable);
+        }
+    }
+
+    /// A response on a branch's client transaction (§16.7); `false` if the
+    /// transaction is not a proxy branch.
+    pub(super) fn proxy_response(&mut self, now: Instant, client: ClientId, response: &[u8]) -> bool {
+        let Some(&(server, id)) = self.server.as_ref().and_then(|s| s.by_client.get(&client)) else { return false };
+        let Ok(m) = Message::parse(response) else { return true };
+        let Some(status) = m.status() else { return true };
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return true };
+        let action = p.context.on_response(id, status, response);
+        self.proxy_act(now, server, action, Some(&m));
+        if ResponseContext::should_cancel_others(status) {
+            self.cancel_branches(now, server);
+        }
+        true
+    }
+
+    /// A branch timed out or failed to send (§16.8, §16.9).
+    pub(super) fn proxy_client_failed(&mut self, now: Instant, client: ClientId, timeout: bool) -> bool {
+        let Some(&(server, id)) = self.server.as_ref().and_then(|s| s.by_client.get(&client)) else { return false };
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return true };
+        let action = if timeout { p.context.on_timeout(id) } else { p.context.on_transport_error(id) };
+        self.proxy_act(now, server, action, None);
+        true
+    }
+
+    fn proxy_branch_failed(&mut self, now: Instant, server: ServerId, id: BranchId) {
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return };
+        let action = p.context.on_transport_error(id);
+        self.proxy_act(now, server, action, None);
+    }
+
+    /// Does what the response context says.
+    fn proxy_act(&mut self, now: Instant, server: ServerId, action: Action, response: Option<&Message<'_>>) {
+        let bytes = match action {
+            Action::Absorb | Action::Hold => return,
+            Action::ForwardNow => response.and_then(forward_response),
+            Action::SendBest(Best::Branch(_)) => {
+                self.server.as_ref().and_then(|s| s.proxied.get(&server)).and_then(|p| p.context.write_best())
+            }
+            Action::SendBest(Best::Generate(status)) => {
+                let Some(p) = self.server.as_ref().and_then(|s| s.proxied.get(&server)) else { return };
+                let request = p.request.clone();
+                self.answer_bytes(now, server, &request, status, "");
+                return;
+            }
+        };
+        let Some(bytes) = bytes else { return };
+        let _ = self.transactions.respond(now, server, bytes);
+    }
+
+    /// A response that matched no transaction: if it is not for us (our
+    /// Via on top, another below), forward it statelessly (§16.7, §16.11:
+    /// 2xx retransmissions).
+    pub(super) fn proxy_stray(&mut self, now: Instant, response: &[u8]) -> bool {
+        if self.config.server.is_none() {
+            return false;
+        }
+        let Ok(m) = Message::parse(response) else { return false };
+        let Some(bytes) = forward_response(&m) else { return false };
+        let Ok(out) = Message::parse(&bytes) else { return false };
+        let Some(t) = out.via().and_then(Result::ok).and_then(|v| response_target(&v)) else { return false };
+        let Some(addr) = t.socket_addr() else { return false };
+        let _ = self.transport.send(now, &Peer::new(t.transport, addr), Arc::from(bytes));
+        true
+    }
+
+    /// A transaction ended: forget it.
+    pub(super) fn proxy_terminated(&mut self, client: Option<ClientId>, server: Option<ServerId>) {
+        let Some(srv) = self.server.as_mut() else { return };
+        if let Some(c) = client {
+            srv.by_client.remove(&c);
+        }
+        if let Some(s) = server {
+            if let Some(p) = srv.proxied.remove(&s) {
+                if let Some(k) = p.cancel_key {
+                    srv.by_branch.remove(&k);
+                }
+                for c in p.branches.into_iter().filter_map(|(_, _, _, c)| c) {
+                    srv.by_client.remove(&c);
+                }
+            }
+        }
+    }
+
+}
+
+/// Where a binding's requests go: where its REGISTER came from (crossing
+/// any NAT), else its contact when that is an IP literal.
+fn binding_peer(b: &registrar::Binding) -> Option<Peer> {
+    let contact = Uri::parse(&b.contact).ok()?;
+    let target = target_for(&contact, Transport::Udp).ok()?;
+    match &b.source {
+        Some(src) => {
+            let transport = Transport::from_token(&src.transport).unwrap_or(target.transport);
+            Some(Peer::new(transport, src.addr))
+        }
+        None => Some(Peer::new(target.transport, target.socket_addr()?)),
+    }
+}
