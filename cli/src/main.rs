@@ -57,7 +57,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "parse" => parse_cmd(rest),
-        Some((cmd, rest)) if ["serve", "listen", "register", "message", "call"].contains(&cmd.as_str()) => net::run(cmd, rest),
+        Some((cmd, rest)) if ["serve", "listen", "register", "message", "call"].contains(&cmd.as_str()) => {
+            net::run(cmd, rest)
+        }
         Some((h, _)) if h == "-h" || h == "--help" => {
             println!("{USAGE}\n{}", net::USAGE);
             ExitCode::SUCCESS

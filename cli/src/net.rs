@@ -3,11 +3,11 @@
 
 use crate::tls_files;
 use sipline::auth::DigestCredentials;
-use sipline::driver::Error;
 use sipline::auth::Users;
+use sipline::driver::Error;
 use sipline::endpoint::{
-    Body, EndpointConfig, ServerConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
-    SessionEnd, SessionEvent, SessionId,
+    Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
+    ServerConfig, SessionEnd, SessionEvent, SessionId,
 };
 use sipline::transport::{TlsConfig, Transport};
 use std::collections::HashMap;
@@ -36,6 +36,7 @@ options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
 
 /// Parsed options.
 #[derive(Default)]
+#[allow(clippy::struct_excessive_bools)] // one per command-line switch
 struct Options {
     positional: Vec<String>,
     bind: Option<SocketAddr>,
@@ -428,30 +429,23 @@ async fn serve_domain(o: &Options) -> ExitCode {
     let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
     let domain = o.domain.clone().unwrap_or_else(|| match bind.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
-        ip => ip.to_string(),
+        ip @ IpAddr::V4(_) => ip.to_string(),
     });
-    let users = match &o.users {
-        Some(path) => {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    eprintln!("{}: {e}", path.display());
-                    return ExitCode::from(1);
-                }
-            };
-            match Users::parse(&text) {
-                Ok(u) => u,
-                Err(e) => {
-                    eprintln!("{}: {e}", path.display());
-                    return ExitCode::from(1);
-                }
+    let users = if let Some(path) = &o.users {
+        let parsed = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| Users::parse(&text).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("{}: {e}", path.display());
+                return ExitCode::from(1);
             }
         }
-        None => {
-            let password = demo_password();
-            println!("no --users file: one-time demo account demo / {password} (realm {domain})");
-            Users::from_passwords([("demo", password.as_str())])
-        }
+    } else {
+        let password = demo_password();
+        println!("no --users file: one-time demo account demo / {password} (realm {domain})");
+        Users::from_passwords([("demo", password.as_str())])
     };
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
     c.seed = 0;

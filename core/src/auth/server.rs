@@ -428,11 +428,11 @@ impl DigestServer {
 /// Whether the digest `uri` names the Request-URI (RFC 7616 §3.4.6): the
 /// same text, or equivalent URIs (RFC 3261 §19.1.4).
 ///
-/// One leniency, for interop: a SIP `uri` with the same scheme, user and
-/// host that adds or changes only the port also names it (SIPp 3.6 writes
-/// the address it sends to, `sip:host:port`, whatever the Request-URI
-/// says). The response hash covers the `uri`, so this admits no other
-/// request than one to the same host.
+/// One leniency, for interop: a SIP `uri` with the same scheme and host
+/// also names it, whatever its user part and port (SIPp 3.6 writes the
+/// address it sends to, `sip:host:port`, whatever the Request-URI says).
+/// The response hash covers the `uri`, so this admits no request to
+/// another host.
 fn names_request_uri(digest_uri: &str, request_uri: &str) -> bool {
     if digest_uri == request_uri {
         return true;
@@ -440,9 +440,7 @@ fn names_request_uri(digest_uri: &str, request_uri: &str) -> bool {
     match (Uri::parse(digest_uri), Uri::parse(request_uri)) {
         (Ok(a), Ok(b)) if a.equivalent(&b) => true,
         (Ok(a), Ok(b)) => match (a.as_sip(), b.as_sip()) {
-            (Some(a), Some(b)) => {
-                a.is_secure() == b.is_secure() && a.user() == b.user() && a.host_str().eq_ignore_ascii_case(b.host_str())
-            }
+            (Some(a), Some(b)) => a.is_secure() == b.is_secure() && a.host_str().eq_ignore_ascii_case(b.host_str()),
             _ => false,
         },
         _ => false,

@@ -1683,10 +1683,8 @@ impl Endpoint {
                     }
                 }
             },
-            E::StrayResponse { response } => {
-                if !self.proxy_stray(now, &response) {
-                    self.stray_response(now, &response);
-                }
+            E::StrayResponse { response } if !self.proxy_stray(now, &response) => {
+                self.stray_response(now, &response);
             }
             _ => {}
         }

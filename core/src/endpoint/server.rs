@@ -92,7 +92,8 @@ struct Proxied {
 impl Server {
     fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
         let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
-        let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.md5_first(config.md5_first);
+        let auth =
+            DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.md5_first(config.md5_first);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
@@ -134,7 +135,7 @@ use super::uas::status as code;
 
 /// The user part of a SIP URI, if any.
 fn user_of(uri: &Uri<'_>) -> Option<String> {
-    uri.as_sip().and_then(|s| s.user()).map(str::to_owned)
+    uri.as_sip().and_then(crate::message::SipUri::user).map(str::to_owned)
 }
 
 impl Endpoint {
@@ -204,7 +205,12 @@ impl Endpoint {
             return true;
         };
         let in_dialog = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
-        let to_user_here = me.is_responsible_for(&ruri) && user_of(&ruri).is_some();
+        // A user of ours: the domain, or our own address and port (an
+        // alias of the domain); a UA on the same host at another port is
+        // not us.
+        let domain = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
+        let our_domain = ruri.as_sip().is_some_and(|s| s.host_str().eq_ignore_ascii_case(&domain));
+        let to_user_here = user_of(&ruri).is_some() && (our_domain || me.is_me_uri(&ruri));
         let forward = match routes.next_hop() {
             NextHop::Loose(_) | NextHop::Strict(_) => true,
             NextHop::Target => to_user_here || (in_dialog && !me.is_me_uri(&ruri)),
@@ -236,9 +242,20 @@ impl Endpoint {
             }
         }
         // §16.5: the targets.
-        let targets: Vec<(String, Peer)> = if routes.lookup() {
+        let targets: Vec<(String, Peer)> = if routes.lookup() && to_user_here && !in_dialog {
+            // A Request-URI naming one of our addresses means the domain's
+            // user (the address is an alias of the domain).
+            let alias = match ruri.as_sip() {
+                Some(s) if !s.host_str().eq_ignore_ascii_case(&domain) => {
+                    let scheme = if s.is_secure() { "sips" } else { "sip" };
+                    s.user().map(|u| format!("{scheme}:{u}@{domain}"))
+                }
+                _ => None,
+            };
+            let aliased = alias.as_deref().and_then(|a| Uri::parse(a).ok());
+            let lookup_uri = aliased.as_ref().unwrap_or(&ruri);
             let Some(srv) = self.server_state(now) else { return false };
-            let lookup = srv.registrar.targets(now, &ruri);
+            let lookup = srv.registrar.targets(now, lookup_uri);
             let known = user_of(&ruri).is_some_and(|u| srv.auth.users().contains(&u));
             match lookup {
                 Lookup::Aor(b) | Lookup::Gruu(b) => b
@@ -262,19 +279,15 @@ impl Endpoint {
                 NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
                 NextHop::Target => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
             };
-            match Uri::parse(&hop).ok().and_then(|u| target_for(&u, Transport::Udp).ok()) {
-                Some(t) => match t.socket_addr() {
-                    Some(addr) => vec![(String::new(), Peer::new(t.transport, addr))],
-                    None => {
-                        self.answer(now, server, m, code(502), "Bad Gateway (names are not resolved)");
-                        return true;
-                    }
-                },
-                None => {
-                    self.answer(now, server, m, code(416), "Unsupported URI Scheme");
-                    return true;
-                }
-            }
+            let Some(t) = Uri::parse(&hop).ok().and_then(|u| target_for(&u, Transport::Udp).ok()) else {
+                self.answer(now, server, m, code(416), "Unsupported URI Scheme");
+                return true;
+            };
+            let Some(addr) = t.socket_addr() else {
+                self.answer(now, server, m, code(502), "Bad Gateway (names are not resolved)");
+                return true;
+            };
+            vec![(String::new(), Peer::new(t.transport, addr))]
         };
         if targets.is_empty() {
             self.answer(now, server, m, code(480), "Temporarily Unavailable");
@@ -306,20 +319,14 @@ impl Endpoint {
             NextHop::Target if !me.is_me_uri(&ruri) => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
             NextHop::Target => return false,
         };
-        let targets: Vec<(String, Peer)> = if routes.lookup() {
-            let Some(srv) = self.server_state(now) else { return true };
-            match srv.registrar.targets(now, &ruri) {
-                Lookup::Aor(b) | Lookup::Gruu(b) => b.iter().filter_map(|b| Some((b.contact.clone(), binding_peer(b)?))).collect(),
-                _ => Vec::new(),
-            }
-        } else {
-            Uri::parse(&hop)
-                .ok()
-                .and_then(|u| target_for(&u, Transport::Udp).ok())
-                .and_then(|t| Some((String::new(), Peer::new(t.transport, t.socket_addr()?))))
-                .into_iter()
-                .collect()
-        };
+        // The ACK of a 2xx is in the dialog: it follows the route set and
+        // the Request-URI (the peer's Contact), never the location service.
+        let targets: Vec<(String, Peer)> = Uri::parse(&hop)
+            .ok()
+            .and_then(|u| target_for(&u, Transport::Udp).ok())
+            .and_then(|t| Some((String::new(), Peer::new(t.transport, t.socket_addr()?))))
+            .into_iter()
+            .collect();
         self.proxy_ack(now, m, &routes, &targets);
         true
     }
@@ -433,7 +440,13 @@ impl Endpoint {
     }
 
     /// §16.11: the ACK of a 2xx goes on with no transaction.
-    fn proxy_ack(&mut self, now: Instant, m: &Message<'_>, routes: &crate::proxy::RouteInfo, targets: &[(String, Peer)]) {
+    fn proxy_ack(
+        &mut self,
+        now: Instant,
+        m: &Message<'_>,
+        routes: &crate::proxy::RouteInfo,
+        targets: &[(String, Peer)],
+    ) {
         let Some((target, peer)) = targets.first() else { return };
         let branch = branch_for(m, 0);
         let sent_by = self.sent_by(peer.transport);
@@ -563,7 +576,6 @@ impl Endpoint {
             }
         }
     }
-
 }
 
 /// Where a binding's requests go: where its REGISTER came from (crossing

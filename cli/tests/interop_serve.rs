@@ -1,0 +1,100 @@
+//! `sipline serve` against real peers (SIPp from Debian, via the
+//! `sipline_tests::kamailio` harness), the same scenarios the Kamailio
+//! interop tests run against Kamailio (`tests/tests/interop_kamailio.rs`):
+//! REGISTER with digest authentication (and a GRUU), a call from one SIPp
+//! to another registered through the server (407, Record-Route, ACK and
+//! BYE loose-routed through it), 404 for an unknown user and 480 for one
+//! with no binding. Loopback only; every process bounded in time.
+
+mod support;
+
+use sipline_tests::kamailio::{free_port, Sipp, SippOutput, TempDir, DOMAIN, LOOPBACK_V4, USERS};
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::Listener;
+
+/// `sipline serve` for `DOMAIN` with the harness's users, on a free port.
+fn serve() -> (Listener, SocketAddr, TempDir) {
+    let dir = TempDir::new("serve");
+    let users = USERS.iter().fold(String::new(), |s, u| s + u.name + ":" + u.password + "\n");
+    let file = dir.write("users", &users);
+    let file = file.to_str().expect("utf-8 path").to_owned();
+    // SIPp answers the first challenge only, and does only MD5.
+    let mut server =
+        Listener::start(&["serve", "--bind", "127.0.0.1:0", "--domain", DOMAIN, "--users", &file, "--md5-first"]);
+    let at = server.bound("udp");
+    server.lines_starting("serving ", 1);
+    (server, at, dir)
+}
+
+fn assert_ok(what: &str, out: &SippOutput, server: &Listener) {
+    assert!(out.success(), "{what} failed:\n{out}\nsipline serve: {:#?}", server.seen);
+}
+
+#[test]
+fn sipp_registers_with_digest_and_gets_a_gruu() {
+    let (mut server, at, _dir) = serve();
+    let alice = USERS[0];
+    let out = Sipp::scenario("register_auth.xml").remote(at).register_as(alice, DOMAIN).run();
+    assert_ok("REGISTER", &out, &server);
+    assert!(out.messages.contains("SIP/2.0 401"), "no challenge:\n{out}");
+    assert!(out.messages.contains("pub-gruu="), "no GRUU in the 200:\n{out}");
+    // One summary line per REGISTER transaction.
+    let line = server.lines_starting("REGISTER sip:alice@sipline.test: 1 binding(s)", 1);
+    assert!(line[0].contains("status=200"), "{line:?}");
+}
+
+#[test]
+fn sipp_register_with_a_wrong_password_fails() {
+    let (server, at, _dir) = serve();
+    let mut mallory = USERS[0];
+    mallory.password = "not-the-password";
+    let out = Sipp::scenario("register_auth.xml").remote(at).register_as(mallory, DOMAIN).run();
+    assert!(!out.success(), "REGISTER with a wrong password succeeded:\n{out}\n{:#?}", server.seen);
+    assert!(!out.messages.contains("SIP/2.0 200"), "{out}");
+}
+
+/// carol (407, then credentials) calls alice, registered through the
+/// server; the 200 carries the server's Record-Route and the ACK and BYE
+/// are loose-routed through it.
+#[test]
+fn sipp_uac_calls_sipp_uas_registered_through_serve() {
+    let (server, at, _dir) = serve();
+    let uas_addr = SocketAddr::new(LOOPBACK_V4, free_port(&[LOOPBACK_V4]));
+    let reg = Sipp::scenario("register_auth.xml").remote(at).local(uas_addr).register_as(USERS[0], DOMAIN).run();
+    assert_ok("REGISTER", &reg, &server);
+
+    let uas = Sipp::scenario("invite_uas.xml").local(uas_addr).time_limit(Duration::from_secs(15)).spawn();
+    assert!(uas.wait_listening(Duration::from_secs(10)), "SIPp UAS not up:\n{}", uas.wait());
+    let uac = Sipp::scenario("invite_uac.xml").remote(at).from_to(USERS[2], "alice", DOMAIN).run();
+    let uas = uas.wait();
+    assert_ok("call via sipline serve (UAC)", &uac, &server);
+    assert_ok("call via sipline serve (UAS)", &uas, &server);
+    assert!(uac.messages.contains("SIP/2.0 407"), "no proxy challenge:\n{uac}");
+    let record_route = format!("Record-Route: <sip:{at};transport=udp;lr>");
+    assert!(uac.messages.contains(&record_route), "no Record-Route in the 200:\n{uac}");
+    let routed = format!("Route: <sip:{at};transport=udp;lr>");
+    assert!(uac.messages.contains(&routed), "ACK and BYE not sent along the route set:\n{uac}");
+    // alice got the INVITE, ACK and BYE from the server, under its Via.
+    let via = format!("Via: SIP/2.0/UDP {at};branch=");
+    for method in ["INVITE", "ACK", "BYE"] {
+        let got = uas
+            .messages
+            .split("message received")
+            .find(|m| m.contains(&format!("\n{method} sip:")))
+            .unwrap_or_else(|| panic!("alice got no {method}:\n{uas}"));
+        assert!(got.contains(&via), "{method} not relayed by sipline serve:\n{got}");
+    }
+}
+
+/// 404 for a user the server does not know, 480 for one with no binding.
+#[test]
+fn serve_answers_404_unknown_and_480_unregistered() {
+    let (_server, at, _dir) = serve();
+    let carol = USERS[2];
+    for (to, code) in [("dave", "404"), ("bob", "480")] {
+        let out = Sipp::scenario("message_uac.xml").remote(at).from_to(carol, to, DOMAIN).run();
+        assert!(!out.success(), "MESSAGE to {to} succeeded:\n{out}");
+        assert!(out.messages.contains(&format!("SIP/2.0 {code} ")), "MESSAGE to {to}: no {code}:\n{out}");
+    }
+}
