@@ -77,14 +77,29 @@ pub(super) struct Server {
     by_branch: BTreeMap<(String, String), ServerId>,
 }
 
+/// One branch of a forwarded request.
+struct Branch {
+    id: BranchId,
+    /// The bytes forwarded (a CANCEL is built from them, §16.10).
+    bytes: Vec<u8>,
+    peer: Peer,
+    client: Option<ClientId>,
+    /// A provisional response came: a CANCEL may go (§9.1).
+    provisional: bool,
+    /// A CANCEL went.
+    cancelled: bool,
+}
+
 /// One request being forwarded statefully (§16.2).
 struct Proxied {
     /// The request as it arrived (for responses generated here).
     request: Arc<[u8]>,
     context: ResponseContext,
-    /// The branches: the bytes forwarded on each (CANCEL is built from
-    /// them, §16.10), where, and the client transaction.
-    branches: Vec<(BranchId, Vec<u8>, Peer, Option<ClientId>)>,
+    /// The branches.
+    branches: Vec<Branch>,
+    /// The pending branches are to be cancelled (§16.10): each as soon as
+    /// it has sent a provisional response (§9.1).
+    cancelling: bool,
     /// The CANCEL key, to forget with the request.
     cancel_key: Option<(String, String)>,
 }
@@ -409,7 +424,7 @@ impl Endpoint {
         if let Some(k) = &cancel_key {
             srv.by_branch.insert(k.clone(), server);
         }
-        srv.proxied.insert(server, Proxied { request: request.clone(), context, branches: Vec::new(), cancel_key });
+        srv.proxied.insert(server, Proxied { request: request.clone(), context, branches: Vec::new(), cancelling: false, cancel_key });
         for (id, bytes, peer) in branches {
             let reliable = peer.transport.is_reliable();
             let client = self.transactions.send_request(now, bytes.clone(), peer.clone(), reliable).ok();
@@ -418,7 +433,7 @@ impl Endpoint {
                 srv.by_client.insert(c, (server, id));
             }
             if let Some(p) = srv.proxied.get_mut(&server) {
-                p.branches.push((id, bytes, peer, client));
+                p.branches.push(Branch { id, bytes, peer, client, provisional: false, cancelled: false });
             }
             if client.is_none() {
                 self.proxy_branch_failed(now, server, id);
@@ -474,19 +489,23 @@ impl Endpoint {
     }
 
     /// Sends a CANCEL on every branch of `invite` still waiting for a final
-    /// response (§16.10, §16.7 step 10).
+    /// response (§16.10, §16.7 step 10) — on those that have sent a
+    /// provisional response; the others get theirs when one comes (§9.1:
+    /// a CANCEL must not overtake its INVITE).
     fn cancel_branches(&mut self, now: Instant, invite: ServerId) {
-        let Some(p) = self.server.as_ref().and_then(|s| s.proxied.get(&invite)) else { return };
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&invite)) else { return };
+        p.cancelling = true;
         let pending: Vec<BranchId> = p.context.pending().collect();
-        let cancels: Vec<(Vec<u8>, Peer)> = p
-            .branches
-            .iter()
-            .filter(|(id, ..)| pending.contains(id))
-            .filter_map(|(_, bytes, peer, _)| {
-                let sent = Message::parse(bytes).ok()?;
-                Some((forward_cancel(&sent)?, peer.clone()))
-            })
-            .collect();
+        let mut cancels = Vec::new();
+        for b in &mut p.branches {
+            if pending.contains(&b.id) && b.provisional && !b.cancelled {
+                b.cancelled = true;
+                let cancel = Message::parse(&b.bytes).ok().and_then(|sent| forward_cancel(&sent));
+                if let Some(bytes) = cancel {
+                    cancels.push((bytes, b.peer.clone()));
+                }
+            }
+        }
         for (bytes, peer) in cancels {
             let reliable = peer.transport.is_reliable();
             // The CANCEL's own answer matters to no one (§16.10).
@@ -501,9 +520,16 @@ impl Endpoint {
         let Ok(m) = Message::parse(response) else { return true };
         let Some(status) = m.status() else { return true };
         let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return true };
+        let mut cancel = ResponseContext::should_cancel_others(status);
+        if status.is_provisional() {
+            if let Some(b) = p.branches.iter_mut().find(|b| b.id == id) {
+                b.provisional = true;
+            }
+            cancel |= p.cancelling;
+        }
         let action = p.context.on_response(id, status, response);
         self.proxy_act(now, server, action, Some(&m));
-        if ResponseContext::should_cancel_others(status) {
+        if cancel {
             self.cancel_branches(now, server);
         }
         true
@@ -570,7 +596,7 @@ impl Endpoint {
                 if let Some(k) = p.cancel_key {
                     srv.by_branch.remove(&k);
                 }
-                for c in p.branches.into_iter().filter_map(|(_, _, _, c)| c) {
+                for c in p.branches.into_iter().filter_map(|b| b.client) {
                     srv.by_client.remove(&c);
                 }
             }
