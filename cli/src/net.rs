@@ -165,6 +165,10 @@ fn usage_error(why: &str) -> ExitCode {
 
 /// Runs `command` (`listen`, `register`, `message`) with `args`.
 pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let options = match parse(args) {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
