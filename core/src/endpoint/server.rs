@@ -424,7 +424,10 @@ impl Endpoint {
         if let Some(k) = &cancel_key {
             srv.by_branch.insert(k.clone(), server);
         }
-        srv.proxied.insert(server, Proxied { request: request.clone(), context, branches: Vec::new(), cancelling: false, cancel_key });
+        srv.proxied.insert(
+            server,
+            Proxied { request: request.clone(), context, branches: Vec::new(), cancelling: false, cancel_key },
+        );
         for (id, bytes, peer) in branches {
             let reliable = peer.transport.is_reliable();
             let client = self.transactions.send_request(now, bytes.clone(), peer.clone(), reliable).ok();
