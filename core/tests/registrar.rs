@@ -1,6 +1,13 @@
-use super::*;
-use crate::message::MessageWriter;
+//! `sipline::registrar`: RFC 3261 §10.3 steps 5–8 and RFC 5627 GRUUs through the public API.
+// Each test takes one arbitrary origin from the clock (core/src never reads
+// one); after that, time only moves when a test says so.
+#![allow(clippy::disallowed_methods)]
+
+use sipline::message::{HeaderName, Message, MessageWriter, Uri};
+use sipline::registrar::*;
+use sipline::rng::Rng;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 const INSTANCE: &str = "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6";
 const OTHER_INSTANCE: &str = "urn:uuid:00000000-0000-1000-8000-000a95a0e128";
@@ -31,7 +38,6 @@ fn instance_contact(uri: &str, instance: &str, extra: &str) -> String {
 
 /// Some instant to start from; only differences matter to the registrar,
 /// and after this one reading time moves only when a test says so.
-#[allow(clippy::disallowed_methods)]
 fn epoch() -> Instant {
     Instant::now()
 }

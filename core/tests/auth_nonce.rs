@@ -1,0 +1,163 @@
+//! `sipline::auth::Nonces`: issue, expiry (stale), nonce-count replay, the table's cap.
+// Each test takes one arbitrary origin from the clock (core/src never reads
+// one); after that, time only moves when a test says so.
+#![allow(clippy::disallowed_methods)]
+
+use sipline::auth::*;
+use sipline::rng::Rng;
+use std::time::{Duration, Instant};
+
+/// Any instant to count from; every later time is derived from it.
+fn start() -> Instant {
+    Instant::now()
+}
+
+fn nonces(start: Instant) -> Nonces {
+    Nonces::new(start, &mut Rng::new(11))
+}
+
+#[test]
+fn issued_nonces_check_and_are_distinct() {
+    let t0 = start();
+    let mut n = nonces(t0);
+    let a = n.issue(t0);
+    let b = n.issue(t0);
+    assert_ne!(a, b, "same millisecond, different serial");
+    assert_eq!(a.len(), 64);
+    assert!(a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)), "{a}");
+    assert_eq!(n.check(t0, &a), Ok(()));
+    assert_eq!(n.check(t0 + Duration::from_secs(299), &b), Ok(()));
+    assert_eq!(n.tracked(), 0, "checking records nothing");
+}
+
+#[test]
+fn forged_garbled_and_foreign_nonces_are_unknown() {
+    let t0 = start();
+    let mut n = nonces(t0);
+    let good = n.issue(t0);
+    // One digit of the time changed: the MAC no longer checks.
+    let mut forged = good.clone().into_bytes();
+    forged[15] = if forged[15] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    assert_eq!(n.check(t0, &forged), Err(NonceError::Unknown));
+    assert_eq!(n.check(t0, &good.to_ascii_uppercase()), Err(NonceError::Unknown));
+    assert_eq!(n.check(t0, &good[..63]), Err(NonceError::Unknown));
+    assert_eq!(n.check(t0, ""), Err(NonceError::Unknown));
+    assert_eq!(n.check(t0, &"zz".repeat(32)), Err(NonceError::Unknown));
+    assert_eq!(n.check(t0, "dcd98b7102dd2f0e8b11d0f600bfb0c093"), Err(NonceError::Unknown));
+    assert_eq!(n.record(t0, &forged, Some(1)), Err(NonceError::Unknown));
+    // Another server's key.
+    let mut other = Nonces::new(t0, &mut Rng::new(12));
+    assert_eq!(n.check(t0, &other.issue(t0)), Err(NonceError::Unknown));
+    // The same secret reads the nonce back.
+    let mut twin = Nonces::with_secret(t0, b"shared secret");
+    let mut again = Nonces::with_secret(t0, b"shared secret");
+    assert_eq!(again.check(t0, &twin.issue(t0)), Ok(()));
+}
+
+#[test]
+fn nonces_go_stale_after_their_lifetime() {
+    let t0 = start();
+    let mut n = nonces(t0).with_lifetime(Duration::from_secs(30));
+    assert_eq!(n.lifetime(), Duration::from_secs(30));
+    let nonce = n.issue(t0 + Duration::from_secs(1));
+    assert_eq!(n.check(t0 + Duration::from_millis(30_999), &nonce), Ok(()));
+    assert_eq!(n.check(t0 + Duration::from_secs(31), &nonce), Err(NonceError::Stale));
+    assert_eq!(n.record(t0 + Duration::from_secs(40), &nonce, Some(1)), Err(NonceError::Stale));
+    assert_eq!(nonces(t0).lifetime(), DEFAULT_NONCE_LIFETIME);
+}
+
+#[test]
+fn nonce_counts_must_grow() {
+    let t0 = start();
+    let mut n = nonces(t0);
+    let nonce = n.issue(t0);
+    assert_eq!(n.record(t0, &nonce, Some(1)), Ok(()));
+    assert_eq!(n.record(t0, &nonce, Some(1)), Err(NonceError::Replayed));
+    assert_eq!(n.record(t0, &nonce, Some(2)), Ok(()));
+    assert_eq!(n.record(t0, &nonce, Some(5)), Ok(()), "gaps are fine");
+    assert_eq!(n.record(t0, &nonce, Some(4)), Err(NonceError::Replayed));
+    assert_eq!(n.record(t0, &nonce, None), Err(NonceError::Replayed), "no qop after qop");
+    assert_eq!(n.check(t0, &nonce), Ok(()), "check does not judge counts");
+    let other = n.issue(t0);
+    assert_eq!(n.record(t0, &other, Some(0)), Err(NonceError::Replayed), "counts start at 1");
+    assert_eq!(n.record(t0, &other, Some(3)), Ok(()));
+    assert_eq!(n.tracked(), 2);
+}
+
+#[test]
+fn an_answer_without_qop_uses_the_nonce_up() {
+    let t0 = start();
+    let mut n = nonces(t0);
+    let nonce = n.issue(t0);
+    assert_eq!(n.record(t0, &nonce, None), Ok(()));
+    assert_eq!(n.record(t0, &nonce, None), Err(NonceError::Replayed));
+    assert_eq!(n.record(t0, &nonce, Some(u32::MAX)), Err(NonceError::Replayed));
+}
+
+#[test]
+fn the_table_is_capped_and_a_dropped_nonce_is_never_accepted_again() {
+    let t0 = start();
+    let mut n = nonces(t0).with_capacity(2);
+    assert_eq!(n.capacity(), 2);
+    let (a, b, c, d) = (n.issue(t0), n.issue(t0), n.issue(t0), n.issue(t0));
+    for nonce in [&a, &b, &c] {
+        assert_eq!(n.record(t0, nonce, Some(1)), Ok(()));
+        assert!(n.tracked() <= 2);
+    }
+    assert_eq!(n.tracked(), 2);
+    // `a` was dropped: a replay of it is stale, not a first use.
+    assert_eq!(n.check(t0, &a), Err(NonceError::Stale));
+    assert_eq!(n.record(t0, &a, Some(1)), Err(NonceError::Stale));
+    assert_eq!(n.record(t0, &a, Some(2)), Err(NonceError::Stale));
+    // The others keep their counts.
+    assert_eq!(n.record(t0, &b, Some(1)), Err(NonceError::Replayed));
+    assert_eq!(n.record(t0, &c, Some(2)), Ok(()));
+    // A newer nonce answered late drops `b`, and `d` stays usable.
+    assert_eq!(n.record(t0, &d, Some(1)), Ok(()));
+    assert_eq!(n.record(t0, &b, Some(9)), Err(NonceError::Stale));
+    assert_eq!(n.record(t0, &d, Some(2)), Ok(()));
+    assert_eq!(n.tracked(), 2);
+    // A nonce older than the drop mark answered for the first time is
+    // refused too (it cannot be told from a dropped one).
+    let mut m = nonces(t0).with_capacity(1);
+    let (old, new1, new2) = (m.issue(t0), m.issue(t0), m.issue(t0));
+    assert_eq!(m.record(t0, &new1, Some(1)), Ok(()));
+    assert_eq!(m.record(t0, &new2, Some(1)), Ok(()));
+    assert_eq!(m.record(t0, &old, Some(1)), Err(NonceError::Stale));
+    assert_eq!(m.record(t0, &new1, Some(2)), Err(NonceError::Stale));
+    assert_eq!(m.tracked(), 1);
+    assert_eq!(nonces(t0).with_capacity(0).capacity(), 1);
+}
+
+#[test]
+fn expired_entries_are_pruned_and_the_timeout_moves_on() {
+    let t0 = start();
+    let mut n = nonces(t0).with_lifetime(Duration::from_secs(10));
+    assert_eq!(n.poll_timeout(), None);
+    let a = n.issue(t0);
+    let b = n.issue(t0 + Duration::from_secs(4));
+    n.record(t0 + Duration::from_secs(5), &a, Some(1)).unwrap();
+    n.record(t0 + Duration::from_secs(5), &b, Some(1)).unwrap();
+    let first = n.poll_timeout().unwrap();
+    assert_eq!(first, t0 + Duration::from_secs(10));
+    // Early and repeated calls change nothing.
+    n.handle_timeout(t0 + Duration::from_secs(6));
+    n.handle_timeout(t0 + Duration::from_secs(6));
+    assert_eq!((n.tracked(), n.poll_timeout()), (2, Some(first)));
+    for t in [first, first + Duration::from_secs(4)] {
+        n.handle_timeout(t);
+        assert!(n.poll_timeout().is_none_or(|next| next > t), "{:?}", n.poll_timeout());
+    }
+    assert_eq!(n.tracked(), 0);
+    // Pruned entries are stale, never a first use again.
+    assert_eq!(n.record(t0 + Duration::from_secs(20), &a, Some(1)), Err(NonceError::Stale));
+}
+
+#[test]
+fn debug_leaves_the_key_out() {
+    let t0 = start();
+    let n = Nonces::with_secret(t0, b"very secret key");
+    let shown = format!("{n:?}");
+    assert!(shown.contains("<redacted>") && !shown.contains("very secret"), "{shown}");
+}
