@@ -396,12 +396,14 @@ impl Endpoint {
         let record = !in_dialog && matches!(m.method(), Some(Method::Invite | Method::Subscribe | Method::Refer));
         let mut context = ResponseContext::new();
         let mut branches = Vec::new();
+        // The realm is the domain; credentials for it were ours to check.
+        let realm = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
         for (index, (target, peer)) in (0u32..).zip(targets) {
             let Some(id) = context.add_branch() else { break };
             let branch = branch_for(m, index);
             let sent_by = self.sent_by(peer.transport);
             let rr = self.record_route_for(peer.transport);
-            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch);
+            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(&realm);
             if !target.is_empty() {
                 f = f.target(&target);
             }

@@ -8,7 +8,7 @@
 
 use super::RouteInfo;
 use crate::message::grammar::offset_of;
-use crate::message::headers::{Address, HeaderValue, ListIter};
+use crate::message::headers::{Address, Credentials, HeaderValue, ListIter};
 use crate::message::{HeaderName, Message, Method, StatusCode};
 use std::fmt::Write as _;
 
@@ -41,13 +41,26 @@ pub struct Forward<'f> {
     pub branch: &'f str,
     /// §16.6 step 5: further header fields to add, as (name, value).
     pub extra_headers: &'f [(&'f str, &'f str)],
+    /// §22.3: our realm, when we checked the request's credentials: the
+    /// Proxy-Authorization lines for it are consumed (not forwarded);
+    /// those for other realms always go on.
+    pub consume_realm: Option<&'f str>,
 }
 
 impl<'f> Forward<'f> {
     /// A copy that keeps the Request-URI, adds no Record-Route and carries
     /// `Via: SIP/2.0/TRANSPORT sent_by;branch=branch;rport`.
     pub fn new(routes: &'f RouteInfo, transport: &'f str, sent_by: &'f str, branch: &'f str) -> Forward<'f> {
-        Forward { routes, target: None, record_route: None, transport, sent_by, branch, extra_headers: &[] }
+        Forward {
+            routes,
+            target: None,
+            record_route: None,
+            transport,
+            sent_by,
+            branch,
+            extra_headers: &[],
+            consume_realm: None,
+        }
     }
 
     /// Sets the new Request-URI (§16.6 step 2).
@@ -61,6 +74,15 @@ impl<'f> Forward<'f> {
     #[must_use]
     pub fn record_route(mut self, value: &'f str) -> Forward<'f> {
         self.record_route = Some(value);
+        self
+    }
+
+    /// Consumes the Proxy-Authorization lines for `realm` (§22.3: a
+    /// proxy may remove the credentials it checked, and must keep those
+    /// for other realms).
+    #[must_use]
+    pub fn consume_credentials(mut self, realm: &'f str) -> Forward<'f> {
+        self.consume_realm = Some(realm);
         self
     }
 
@@ -107,6 +129,12 @@ impl std::fmt::Write for Sink<'_> {
     }
 }
 
+/// Whether a Proxy-Authorization value carries credentials for `realm`
+/// (§22.3: one value per line, its `realm` parameter compared exactly).
+fn credentials_for(value: &[u8], realm: &str) -> bool {
+    Credentials::parse_value(value).is_some_and(|c| c.realm().is_some_and(|r| r == realm))
+}
+
 fn is_loose(a: &Address<'_>) -> bool {
     a.uri().as_sip().is_some_and(|s| s.params().contains("lr"))
 }
@@ -120,7 +148,8 @@ fn is_loose(a: &Address<'_>) -> bool {
 ///    absent (or unreadable).
 /// 4. [`Forward::record_route`] inserted above the existing Record-Route
 ///    fields (after the Via fields when there are none).
-/// 5. [`Forward::extra_headers`] appended.
+/// 5. [`Forward::extra_headers`] appended; the Proxy-Authorization lines
+///    for [`Forward::consume_realm`] left out (§22.3).
 /// 6. Our Route value removed (§16.4); if the top remaining Route value is
 ///    a strict router (no `lr`), it becomes the Request-URI and the
 ///    Request-URI goes to the end of the Route.
@@ -227,6 +256,7 @@ pub fn forward_request(m: &Message<'_>, f: &Forward<'_>) -> Option<Vec<u8>> {
                     push_header(&mut buf, h.name(), &kept.join(&b", "[..]));
                 }
             }
+            HeaderName::ProxyAuthorization if f.consume_realm.is_some_and(|r| credentials_for(h.value(), r)) => {}
             _ => push_header(&mut buf, h.name(), h.value()),
         }
         if Some(i) == last_via {

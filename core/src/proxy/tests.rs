@@ -488,6 +488,26 @@ fn repeated_max_forwards_leaves_one_and_extra_headers_are_added() {
     assert_eq!(o.body(), b"v=0\r\n");
 }
 
+#[test]
+fn credentials_for_our_realm_are_consumed_others_go_on() {
+    // §22.3: two proxies' credentials; we checked the one for example.com.
+    let ours = "Proxy-Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"n\", uri=\"sip:bob@example.com\", response=\"r\"";
+    let theirs = "Proxy-Authorization: Digest username=\"alice\", realm=\"example.net\", nonce=\"m\", uri=\"sip:bob@example.com\", response=\"s\"";
+    let raw = invite_with("Contact:", &format!("{ours}\r\n{theirs}\r\nContact:"));
+    let m = parse(&raw);
+    let info = RouteInfo::default();
+    let f = Forward::new(&info, "UDP", "p", "z9hG4bKe.0");
+    let out = String::from_utf8(forward_request(&m, &f.consume_credentials("example.com")).unwrap()).unwrap();
+    assert!(!out.contains("realm=\"example.com\""), "{out}");
+    assert!(out.contains(theirs), "{out}");
+    // Without a realm to consume, both go on as written.
+    let kept = String::from_utf8(forward_request(&m, &f).unwrap()).unwrap();
+    assert!(kept.contains(ours) && kept.contains(theirs), "{kept}");
+    // A realm that matches none consumes nothing.
+    let none = String::from_utf8(forward_request(&m, &f.consume_credentials("example.org")).unwrap()).unwrap();
+    assert_eq!(none, kept);
+}
+
 // §16.10 ------------------------------------------------------------------
 
 #[test]
