@@ -57,7 +57,12 @@ impl Subscriber for WireLog {
         let mut fields = Fields::default();
         event.record(&mut fields);
         if event.metadata().target() == "sipline::serve" {
-            println!("{} {}", fields.message.trim_end(), fields.head.trim_end());
+            let head = fields.head.trim_end();
+            if head.is_empty() {
+                println!("{}", fields.message.trim_end());
+            } else {
+                println!("{} {head}", fields.message.trim_end());
+            }
         } else {
             eprintln!("--- {}\n{}", fields.head.trim_end(), fields.message.trim_end());
         }

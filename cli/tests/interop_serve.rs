@@ -39,9 +39,11 @@ fn sipp_registers_with_digest_and_gets_a_gruu() {
     assert_ok("REGISTER", &out, &server);
     assert!(out.messages.contains("SIP/2.0 401"), "no challenge:\n{out}");
     assert!(out.messages.contains("pub-gruu="), "no GRUU in the 200:\n{out}");
-    // One summary line per REGISTER transaction.
-    let line = server.lines_starting("REGISTER sip:alice@sipline.test: 1 binding(s)", 1);
-    assert!(line[0].contains("status=200"), "{line:?}");
+    // One summary line per REGISTER transaction: the challenge, then the binding.
+    let lines = server.lines_starting(&format!("REGISTER sip:{DOMAIN} for sip:alice@{DOMAIN}: "), 2);
+    assert!(lines[0].ends_with(": 401 Unauthorized"), "{lines:?}");
+    let added = format!(": 200 OK; sip:alice@{DOMAIN}: 1 binding(s) (1 added, 0 refreshed, 0 removed)");
+    assert!(lines[1].ends_with(&added), "{lines:?}");
 }
 
 #[test]
@@ -85,16 +87,29 @@ fn sipp_uac_calls_sipp_uas_registered_through_serve() {
             .unwrap_or_else(|| panic!("alice got no {method}:\n{uas}"));
         assert!(got.contains(&via), "{method} not relayed by sipline serve:\n{got}");
     }
+    // A summary line per transaction: the challenged INVITE, the proxied
+    // one with its final response (the ACK of a 2xx is no transaction),
+    // the BYE.
+    let mut server = server;
+    let invite = format!("INVITE sip:alice@{at} from sip:carol@{DOMAIN}");
+    let lines = server.lines_starting(&invite, 2);
+    assert!(lines[0].ends_with(": 407 Proxy Authentication Required"), "{lines:?}");
+    assert!(lines[1].ends_with(" (1 branches): 200 OK"), "{lines:?}");
+    let bye = server.lines_starting("BYE sip:", 1);
+    assert!(bye[0].ends_with(" (1 branches): 200 OK"), "{bye:?}");
 }
 
 /// 404 for a user the server does not know, 480 for one with no binding.
 #[test]
 fn serve_answers_404_unknown_and_480_unregistered() {
-    let (_server, at, _dir) = serve();
+    let (mut server, at, _dir) = serve();
     let carol = USERS[2];
-    for (to, code) in [("dave", "404"), ("bob", "480")] {
+    for (to, code) in [("dave", "404 Not Found"), ("bob", "480 Temporarily Unavailable")] {
         let out = Sipp::scenario("message_uac.xml").remote(at).from_to(carol, to, DOMAIN).run();
         assert!(!out.success(), "MESSAGE to {to} succeeded:\n{out}");
-        assert!(out.messages.contains(&format!("SIP/2.0 {code} ")), "MESSAGE to {to}: no {code}:\n{out}");
+        assert!(out.messages.contains(&format!("SIP/2.0 {code}")), "MESSAGE to {to}: no {code}:\n{out}");
+        let line = server.lines_starting(&format!("MESSAGE sip:{to}@{at} from sip:carol@{DOMAIN}: "), 2);
+        assert!(line[0].ends_with(": 407 Proxy Authentication Required"), "{line:?}");
+        assert!(line[1].ends_with(&format!(": {code}")), "{line:?}");
     }
 }

@@ -102,6 +102,10 @@ struct Proxied {
     cancelling: bool,
     /// The CANCEL key, to forget with the request.
     cancel_key: Option<(String, String)>,
+    /// The request in one line, for the summary (empty when not logging).
+    summary: String,
+    /// A final response has gone up (the summary is written).
+    answered: bool,
 }
 
 impl Server {
@@ -153,6 +157,28 @@ fn user_of(uri: &Uri<'_>) -> Option<String> {
     uri.as_sip().and_then(crate::message::SipUri::user).map(str::to_owned)
 }
 
+/// A request in one line for the summaries: `METHOD Request-URI from
+/// FROM-URI` (`for TO-URI` for a REGISTER), written only when a log line is.
+struct Summary<'r, 'a>(&'r Message<'a>);
+
+impl std::fmt::Display for Summary<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        let (method, uri) = m.request_line().map_or(("?", "?"), |r| (r.method.as_str(), r.uri));
+        write!(f, "{method} {uri}")?;
+        // A REGISTER is about its To (the AOR), anything else about its From.
+        let (word, who) = if method == "REGISTER" {
+            ("for", m.to().and_then(Result::ok).map(|t| t.uri().as_str()))
+        } else {
+            ("from", m.from().and_then(Result::ok).map(|a| a.uri().as_str()))
+        };
+        match who {
+            Some(who) => write!(f, " {word} {who}"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Endpoint {
     /// Who "we" are to the proxy rules: every listening address and port,
     /// and the domain.
@@ -201,7 +227,7 @@ impl Endpoint {
         if let Err(e) = crate::message::validate::validate(m) {
             if method != Some(Method::Ack) {
                 let reason = e.to_string();
-                self.answer(now, server, m, e.status(), &reason);
+                self.reply(now, server, m, e.status(), &reason, &[]);
             }
             return true;
         }
@@ -216,7 +242,7 @@ impl Endpoint {
             return self.proxy_cancel(now, server, m);
         }
         let Ok(routes) = preprocess_routes(m, &me) else {
-            self.answer(now, server, m, code(400), "Bad Route");
+            self.reply(now, server, m, code(400), "Bad Route", &[]);
             return true;
         };
         let in_dialog = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
@@ -238,7 +264,7 @@ impl Endpoint {
             Err(r) if r.kind == RejectKind::OptionsForUs => return false,
             Err(r) => {
                 let headers: Vec<(&str, &str)> = r.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                self.answer_with(now, server, m, r.code, r.reason, &headers);
+                self.reply(now, server, m, r.code, r.reason, &headers);
                 return true;
             }
         }
@@ -257,7 +283,10 @@ impl Endpoint {
             }
         }
         // §16.5: the targets.
-        let targets: Vec<(String, Peer)> = if routes.lookup() && to_user_here && !in_dialog {
+        // A Request-URI naming a user of the domain goes to the location
+        // service even in a dialog (a peer whose Contact was the AOR): a
+        // domain name is never anything else's address.
+        let targets: Vec<(String, Peer)> = if routes.lookup() && to_user_here {
             // A Request-URI naming one of our addresses means the domain's
             // user (the address is an alias of the domain).
             let alias = match ruri.as_sip() {
@@ -281,11 +310,11 @@ impl Endpoint {
                     })
                     .collect(),
                 Lookup::NoBindings if known => {
-                    self.answer(now, server, m, code(480), "Temporarily Unavailable");
+                    self.reply(now, server, m, code(480), "Temporarily Unavailable", &[]);
                     return true;
                 }
                 Lookup::NoBindings | Lookup::UnknownGruu | Lookup::NotLocal => {
-                    self.answer(now, server, m, code(404), "Not Found");
+                    self.reply(now, server, m, code(404), "Not Found", &[]);
                     return true;
                 }
             }
@@ -295,17 +324,17 @@ impl Endpoint {
                 NextHop::Target => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
             };
             let Some(t) = Uri::parse(&hop).ok().and_then(|u| target_for(&u, Transport::Udp).ok()) else {
-                self.answer(now, server, m, code(416), "Unsupported URI Scheme");
+                self.reply(now, server, m, code(416), "Unsupported URI Scheme", &[]);
                 return true;
             };
             let Some(addr) = t.socket_addr() else {
-                self.answer(now, server, m, code(502), "Bad Gateway (names are not resolved)");
+                self.reply(now, server, m, code(502), "Bad Gateway (names are not resolved)", &[]);
                 return true;
             };
             vec![(String::new(), Peer::new(t.transport, addr))]
         };
         if targets.is_empty() {
-            self.answer(now, server, m, code(480), "Temporarily Unavailable");
+            self.reply(now, server, m, code(480), "Temporarily Unavailable", &[]);
             return true;
         }
         if method == Some(Method::Ack) {
@@ -349,20 +378,34 @@ impl Endpoint {
     /// §10.3: a REGISTER for the domain.
     fn serve_register(&mut self, now: Instant, server: ServerId, m: &Message<'_>, source: Source) {
         let expected = m.to().and_then(Result::ok).and_then(|t| user_of(t.uri()));
-        let from = source.remote;
         let Some(srv) = self.server_state(now) else { return };
         let decision = srv.auth.authenticate(now, m, Role::Registrar, expected.as_deref());
         if !matches!(decision, Decision::Authenticated { .. }) {
-            tracing::debug!(target: "sipline::serve", %from, status = ?decision.status(), "REGISTER challenged");
             self.answer_decision(now, server, m, &decision);
             return;
         }
         let src = registrar::Source { addr: source.remote, transport: source.transport.as_str().to_owned() };
         let Some(srv) = self.server.as_mut() else { return };
         let reply = srv.registrar.register_from(now, m, Some(&src), &mut self.rng);
-        tracing::info!(target: "sipline::serve", %from, status = reply.status.as_u16(), "REGISTER {}", reply.outcome);
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         self.answer_with(now, server, m, reply.status, &reply.reason, &headers);
+        tracing::info!(target: "sipline::serve", "{}: {} {}; {}", Summary(m), reply.status.as_u16(), reply.reason, reply.outcome);
+    }
+
+    /// Answers `m` from the server role, with its one-line summary (the
+    /// transaction ends here).
+    fn reply(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        m: &Message<'_>,
+        status: crate::message::StatusCode,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) {
+        self.answer_with(now, server, m, status, reason, headers);
+        let reason = if reason.is_empty() { status.canonical_reason() } else { reason };
+        tracing::info!(target: "sipline::serve", "{}: {} {reason}", Summary(m), status.as_u16());
     }
 
     /// Answers with what the digest server decided (401/407, 403, 400).
@@ -370,11 +413,11 @@ impl Endpoint {
         match d {
             Decision::Challenge { code, headers, .. } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
-                self.answer_with(now, server, m, *code, "", &headers);
+                self.reply(now, server, m, *code, "", &headers);
             }
             other => {
                 let status = other.status().unwrap_or_else(|| code(500));
-                self.answer(now, server, m, status, "");
+                self.reply(now, server, m, status, "", &[]);
             }
         }
     }
@@ -420,15 +463,28 @@ impl Endpoint {
                 Some((call_id, branch))
             })
             .flatten();
-        tracing::info!(target: "sipline::serve", method = %m.method().map_or("", |x| x.as_str()),
-            uri = %m.request_line().map_or("", |r| r.uri), branches = branches.len(), "forwarding");
+        tracing::debug!(target: "sipline::serve", "{}: forwarding on {} branches", Summary(m), branches.len());
+        // The summary line is written when the final response goes up.
+        let summary = if tracing::enabled!(target: "sipline::serve", tracing::Level::INFO) {
+            format!("{} ({} branches)", Summary(m), branches.len())
+        } else {
+            String::new()
+        };
         let Some(srv) = self.server.as_mut() else { return };
         if let Some(k) = &cancel_key {
             srv.by_branch.insert(k.clone(), server);
         }
         srv.proxied.insert(
             server,
-            Proxied { request: request.clone(), context, branches: Vec::new(), cancelling: false, cancel_key },
+            Proxied {
+                request: request.clone(),
+                context,
+                branches: Vec::new(),
+                cancelling: false,
+                cancel_key,
+                summary,
+                answered: false,
+            },
         );
         for (id, bytes, peer) in branches {
             let reliable = peer.transport.is_reliable();
@@ -488,7 +544,7 @@ impl Endpoint {
             Some((call_id, branch))
         })();
         let Some(invite) = key.and_then(|k| self.server.as_ref()?.by_branch.get(&k).copied()) else { return false };
-        self.answer(now, server, m, code(200), "OK");
+        self.reply(now, server, m, code(200), "OK", &[]);
         self.cancel_branches(now, invite);
         true
     }
@@ -557,6 +613,22 @@ impl Endpoint {
 
     /// Does what the response context says.
     fn proxy_act(&mut self, now: Instant, server: ServerId, action: Action, response: Option<&Message<'_>>) {
+        let status = match (&action, response) {
+            (Action::ForwardNow, Some(r)) => r.status(),
+            (Action::SendBest(Best::Branch(id)), _) => {
+                self.server.as_ref().and_then(|s| s.proxied.get(&server)).and_then(|p| p.context.final_status(*id))
+            }
+            (Action::SendBest(Best::Generate(s)), _) => Some(*s),
+            _ => None,
+        };
+        if let Some(st) = status.filter(|s| !s.is_provisional()) {
+            if let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) {
+                if !p.answered {
+                    p.answered = true;
+                    tracing::info!(target: "sipline::serve", "{}: {} {}", p.summary, st.as_u16(), st.canonical_reason());
+                }
+            }
+        }
         let bytes = match action {
             Action::Absorb | Action::Hold => return,
             Action::ForwardNow => response.and_then(forward_response),

@@ -240,6 +240,15 @@ impl ResponseContext {
         (self.is_complete() && !self.success_sent).then(|| self.choose())
     }
 
+    /// The status the final response of branch `id` had; `None` while
+    /// it has none (or `id` is not one of ours).
+    pub fn final_status(&self, id: BranchId) -> Option<StatusCode> {
+        match self.branches.get(id.0 as usize)? {
+            Outcome::Final { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+
     /// The bytes to send upstream for [`Best::Branch`]: the chosen
     /// response with our Via removed (§16.7 step 9), a 503 made 500
     /// (step 6), and for a 401 or 407 every WWW-Authenticate and
