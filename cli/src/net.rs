@@ -17,7 +17,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
-usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE] [--md5-first] [-v] [-q]
+usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
+                     [--min-expires SECS] [--md5-first] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
@@ -26,8 +27,10 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
 listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
                  without it INVITEs are rejected 486
 serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
-       (default 127.0.0.1:5060), and TLS on the next port with --cert/--key; users from FILE
-       (`user:password` or `user:realm:HA1` per line; default: a printed one-time demo account);
+       (default 127.0.0.1:5060), and TLS on the next port with --cert/--key or --tls-self-signed
+       (a certificate made on the spot; its authority's certificate is written to a file for
+       clients' --ca); users from FILE (`user:password` or `user:realm:HA1` per line; default: a
+       printed one-time demo account); --min-expires: the shortest registration taken (default 60);
        --md5-first offers MD5 before SHA-256 (clients that take the first challenge, e.g. SIPp)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
@@ -67,6 +70,10 @@ struct Options {
     users: Option<PathBuf>,
     /// `serve`: offer MD5 before SHA-256.
     md5_first: bool,
+    /// `serve`: make a TLS certificate.
+    tls_self_signed: bool,
+    /// `serve`: the registrar's Min-Expires.
+    min_expires: Option<u32>,
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -101,6 +108,8 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--domain" => o.domain = Some(value()?),
             "--users" => o.users = Some(value()?.into()),
             "--md5-first" => o.md5_first = true,
+            "--tls-self-signed" => o.tls_self_signed = true,
+            "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -454,8 +463,15 @@ async fn serve_domain(o: &Options) -> ExitCode {
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
-    if let (Some(cert), Some(key)) = (&o.cert, &o.key) {
-        match tls_files::with_identity_files(TlsConfig::default(), cert, key) {
+    let identity = match (&o.cert, &o.key, o.tls_self_signed) {
+        (Some(_), Some(_), true) => return usage_error("--tls-self-signed or --cert/--key, not both"),
+        (Some(cert), Some(key), false) => Some(tls_files::with_identity_files(TlsConfig::default(), cert, key)),
+        (None, None, true) => Some(self_signed_identity(&domain, bind)),
+        (None, None, false) => None,
+        _ => return usage_error("--cert and --key go together"),
+    };
+    if let Some(identity) = identity {
+        match identity {
             Ok(tls) => c.transport.tls = tls,
             Err(e) => {
                 eprintln!("{e}");
@@ -467,11 +483,30 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     let mut server = ServerConfig::new(&domain, users);
     server.md5_first = o.md5_first;
+    if let Some(min) = o.min_expires {
+        server.registrar.min_expires = min;
+        server.registrar.default_expires = server.registrar.default_expires.max(min);
+    }
     c = c.serve(server);
     let Ok((endpoint, events)) = bind_endpoint(c).await else { return ExitCode::from(1) };
     println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16); Ctrl-C stops");
     let calls = Calls { answer: None, callers: HashMap::new(), quiet: o.quiet, sdp: None };
     serve(endpoint, events, calls).await
+}
+
+/// `--tls-self-signed`: a certificate for the domain and the bound
+/// address, its authority's certificate written to a file named on
+/// standard output for clients to trust.
+fn self_signed_identity(domain: &str, bind: SocketAddr) -> Result<TlsConfig, tls_files::TlsFileError> {
+    let mut names = vec![domain.trim_start_matches('[').trim_end_matches(']').to_owned()];
+    if !bind.ip().is_unspecified() && bind.ip().to_string() != names[0] {
+        names.push(bind.ip().to_string());
+    }
+    let (tls, ca_pem) = tls_files::self_signed(&names, std::time::SystemTime::now())?;
+    let path = std::env::temp_dir().join(format!("sipline-serve-{}-ca.pem", std::process::id()));
+    tls_files::write(&path, &ca_pem)?;
+    println!("tls: self-signed certificate for {}; clients trust it with --ca {}", names.join(", "), path.display());
+    Ok(tls)
 }
 
 /// A one-time password for the demo account, from the process's own

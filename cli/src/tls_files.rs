@@ -2,7 +2,8 @@
 //! takes bytes only): PEM files for `--cert`, `--key` and `--ca`, and the
 //! system's trusted roots through `rustls-native-certs` (on Linux the
 //! OpenSSL locations such as `/etc/ssl/certs`, honouring `SSL_CERT_FILE`
-//! and `SSL_CERT_DIR`).
+//! and `SSL_CERT_DIR`); and, for `serve --tls-self-signed`, a certificate
+//! made on the spot with `rcgen`.
 
 use sipline::transport::{TlsConfig, TlsConfigError};
 use std::path::{Path, PathBuf};
@@ -29,6 +30,22 @@ pub(crate) enum TlsFileError {
     /// The system's store yielded no certificate.
     #[error("no trusted roots found in the system's store: {0}")]
     NoSystemRoots(String),
+    /// A certificate could not be made (`--tls-self-signed`).
+    #[error("cannot make a certificate for {names:?}: {reason}")]
+    SelfSigned {
+        /// The names asked for.
+        names: Vec<String>,
+        /// What failed.
+        reason: String,
+    },
+    /// A file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsFileError> {
@@ -68,6 +85,44 @@ pub(crate) fn with_system_roots(mut tls: TlsConfig) -> Result<TlsConfig, TlsFile
     Ok(tls)
 }
 
+/// An identity made on the spot (`serve --tls-self-signed`): a throwaway
+/// certificate authority of its own and a certificate for `names` (DNS
+/// names or IP addresses) signed by it, ECDSA P-256 (what OpenSSL-based
+/// peers read too), valid from a year ago to two years on. Returns the
+/// TLS config presenting it and the authority's certificate (PEM), which
+/// clients trust (`--ca`); the authority's key is dropped at once, so it
+/// can sign nothing else.
+pub(crate) fn self_signed(names: &[String], now: std::time::SystemTime) -> Result<(TlsConfig, String), TlsFileError> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
+    let fail = |reason: String| TlsFileError::SelfSigned { names: names.to_vec(), reason };
+    // The calendar year, near enough: validity is whole years around it.
+    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let year = 1970 + i32::try_from(secs / 31_556_952).unwrap_or(0);
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.distinguished_name.push(DnType::CommonName, "sipline serve (self-signed)");
+    ca.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
+    ca.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
+    let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| fail(e.to_string()))?;
+    let ca_cert = ca.self_signed(&ca_key).map_err(|e| fail(e.to_string()))?;
+    let issuer = Issuer::new(ca.clone(), ca_key);
+    let mut leaf = CertificateParams::new(names.to_vec()).map_err(|e| fail(e.to_string()))?;
+    leaf.not_before = ca.not_before;
+    leaf.not_after = ca.not_after;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| fail(e.to_string()))?;
+    let cert = leaf.signed_by(&key, &issuer).map_err(|e| fail(e.to_string()))?;
+    let chain = format!("{}{}", cert.pem(), ca_cert.pem());
+    let tls = TlsConfig::default()
+        .with_identity_pem(chain.as_bytes(), key.serialize_pem().as_bytes())
+        .map_err(|e| fail(e.to_string()))?;
+    Ok((tls, ca_cert.pem()))
+}
+
+/// Writes `text` to `path`.
+pub(crate) fn write(path: &Path, text: &str) -> Result<(), TlsFileError> {
+    std::fs::write(path, text).map_err(|source| TlsFileError::Write { path: path.to_owned(), source })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -94,6 +149,20 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
+    }
+
+    #[test]
+    fn self_signed_presents_a_leaf_for_the_names_under_its_own_authority() {
+        let names = ["sipline.test".to_owned(), "127.0.0.1".to_owned()];
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sipline_tests::certs::SIM_UNIX_TIME);
+        let (tls, ca_pem) = self_signed(&names, now).expect("made");
+        // Leaf, then the authority; the authority is what clients trust.
+        assert_eq!(tls.chain.len(), 2);
+        let client = TlsConfig::default().with_roots_pem(ca_pem.as_bytes()).expect("CA PEM");
+        assert_eq!(client.roots.last().map(|r| r.as_ref()), Some(tls.chain[1].as_ref()));
+        // Two runs make two different authorities (nothing is reused).
+        let (_, again) = self_signed(&names, now).expect("made");
+        assert_ne!(again, ca_pem);
     }
 
     #[test]
