@@ -159,7 +159,7 @@ mod tests {
         // Leaf, then the authority; the authority is what clients trust.
         assert_eq!(tls.chain.len(), 2);
         let client = TlsConfig::default().with_roots_pem(ca_pem.as_bytes()).expect("CA PEM");
-        assert_eq!(client.roots.last().map(|r| r.as_ref()), Some(tls.chain[1].as_ref()));
+        assert_eq!(client.roots.last().map(AsRef::as_ref), Some(tls.chain[1].as_ref()));
         // Two runs make two different authorities (nothing is reused).
         let (_, again) = self_signed(&names, now).expect("made");
         assert_ne!(again, ca_pem);

@@ -16,9 +16,7 @@ use support::Listener;
 /// `sipline serve` for `DOMAIN` with the harness's users, on a free port.
 fn serve() -> (Listener, SocketAddr, TempDir) {
     let dir = TempDir::new("serve");
-    let users = USERS.iter().fold(String::new(), |s, u| s + u.name + ":" + u.password + "\n");
-    let file = dir.write("users", &users);
-    let file = file.to_str().expect("utf-8 path").to_owned();
+    let file = support::users_file(&dir);
     // SIPp answers the first challenge only, and does only MD5.
     let mut server =
         Listener::start(&["serve", "--bind", "127.0.0.1:0", "--domain", DOMAIN, "--users", &file, "--md5-first"]);

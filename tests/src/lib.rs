@@ -6,13 +6,16 @@
 //! simulates whole transport layers (datagrams, TCP, TLS) and [`stack`]
 //! runs those transaction users over it; [`certs`] makes test PKI;
 //! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests, and
-//! [`baresip`] the baresip softphone registered at such a Kamailio.
+//! [`baresip`] the baresip softphone registered at such a Kamailio;
+//! [`registered`] is one endpoint scenario run against any registrar
+//! (Kamailio or `sipline serve`).
 
 pub mod baresip;
 pub mod certs;
 pub mod kamailio;
 pub mod net;
 pub mod pair;
+pub mod registered;
 pub mod runtimes;
 pub mod sim;
 pub mod stack;

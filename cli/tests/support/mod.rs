@@ -5,7 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use rustix::process::{kill_process_group, Pid, Signal};
-use sipline_tests::kamailio::programs;
+use sipline_tests::kamailio::{programs, TempDir, USERS};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
@@ -25,9 +25,14 @@ pub struct Listener {
 
 impl Listener {
     pub fn start(args: &[&str]) -> Listener {
+        Listener::start_for(args, 60)
+    }
+
+    /// `timeout SECS sipline ARGS`.
+    pub fn start_for(args: &[&str], secs: u32) -> Listener {
         let mut child = Command::new(&programs().timeout)
             .arg("--kill-after=2")
-            .arg("60")
+            .arg(secs.to_string())
             .arg(env!("CARGO_BIN_EXE_sipline"))
             .args(args)
             .process_group(0)
@@ -51,6 +56,13 @@ impl Listener {
             });
         }
         Listener { child, lines, seen: Vec::new() }
+    }
+
+    /// Takes in the lines printed so far, without waiting.
+    pub fn drain(&mut self) {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
     }
 
     /// Waits (bounded) until `count` lines start with `prefix`.
@@ -92,4 +104,11 @@ impl Listener {
         let line = self.lines_starting(&format!("bound {transport} "), 1);
         line[0].rsplit(' ').next().and_then(|a| a.parse().ok()).expect("bound address")
     }
+}
+
+/// Writes the harness's users (`user:password` lines) into `dir`; the
+/// file's path, for `serve --users`.
+pub fn users_file(dir: &TempDir) -> String {
+    let users = USERS.iter().fold(String::new(), |s, u| s + u.name + ":" + u.password + "\n");
+    dir.write("users", &users).to_str().expect("utf-8 path").to_owned()
 }

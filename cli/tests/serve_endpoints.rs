@@ -1,0 +1,128 @@
+//! sipline endpoints registered with `sipline serve` (the binary, as a
+//! user starts it): the scenario of `sipline_tests::registered` — the one
+//! `tests/tests/interop_endpoints.rs` runs against Kamailio — over UDP,
+//! TCP and TLS (`--tls-self-signed`: the endpoints trust the authority
+//! the server wrote out), through each runtime.
+
+mod support;
+
+use sipline::transport::{TlsConfig, Transport};
+use sipline_tests::certs::Ca;
+use sipline_tests::kamailio::{TempDir, DOMAIN};
+use sipline_tests::registered::{registered_endpoints, SipServer, EXPIRES};
+use sipline_tests::runtimes::{Blocking, Smol, Tokio};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use support::Listener;
+
+/// A `sipline serve` for [`DOMAIN`] with the harness's users, Min-Expires
+/// as Kamailio's, TLS with a certificate of its own making.
+struct Serve {
+    out: Mutex<Listener>,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+    tls: SocketAddr,
+    /// The authority `--tls-self-signed` wrote out, PEM.
+    server_ca: String,
+    /// Issues the endpoints' own TLS identities.
+    endpoints_ca: Ca,
+    _dir: TempDir,
+}
+
+impl Serve {
+    fn start() -> Serve {
+        let dir = TempDir::new("sipline-serve-endpoints");
+        let file = support::users_file(&dir);
+        let min = EXPIRES.to_string();
+        let args = [
+            "serve",
+            "--bind",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--users",
+            &file,
+            "--min-expires",
+            &min,
+            "--tls-self-signed",
+        ];
+        let mut out = Listener::start_for(&args, 120);
+        let tls_line = out.lines_starting("tls: self-signed certificate for ", 1).remove(0);
+        let ca_path = tls_line.rsplit(' ').next().expect("a path").to_owned();
+        let server_ca = std::fs::read_to_string(&ca_path).unwrap_or_else(|e| panic!("{ca_path}: {e}"));
+        let _ = std::fs::remove_file(&ca_path);
+        let (udp, tcp, tls) = (out.bound("udp"), out.bound("tcp"), out.bound("tls"));
+        out.lines_starting("serving ", 1);
+        Serve { out: Mutex::new(out), udp, tcp, tls, server_ca, endpoints_ca: Ca::new("sipline endpoints"), _dir: dir }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let mut out = self.out.lock().expect("lock");
+        out.drain();
+        out.seen.clone()
+    }
+}
+
+impl SipServer for Serve {
+    fn name(&self) -> &'static str {
+        "sipline serve"
+    }
+
+    fn uri(&self, transport: Transport) -> String {
+        match transport {
+            Transport::Udp => format!("sip:{}", self.udp),
+            Transport::Tcp => format!("sip:{};transport=tcp", self.tcp),
+            // The certificate names 127.0.0.1 (the bound address).
+            Transport::Tls => format!("sips:{}", self.tls),
+        }
+    }
+
+    fn endpoint_tls(&self) -> TlsConfig {
+        let ca = &self.endpoints_ca;
+        ca.issue(&["127.0.0.1"]).tls(&[ca]).with_roots_pem(self.server_ca.as_bytes()).expect("the server's CA")
+    }
+
+    fn log(&self) -> String {
+        self.lines().join("\n")
+    }
+
+    fn registers(&self, user: &str) -> usize {
+        let aor = format!(" for sip:{user}@{DOMAIN}: ");
+        self.lines().iter().filter(|l| l.starts_with("REGISTER ") && l.contains(&aor)).count()
+    }
+
+    fn check_transport(&self, transport: Transport) -> Result<(), String> {
+        // The summary line names the Request-URI the endpoints used, which
+        // names the transport (see `uri`).
+        let uri = self.uri(transport);
+        let lines = self.lines();
+        if lines.iter().any(|l| l.starts_with(&format!("REGISTER {uri} for "))) {
+            Ok(())
+        } else {
+            Err(format!("no REGISTER to {uri}:\n{}", lines.join("\n")))
+        }
+    }
+}
+
+macro_rules! suite {
+    ($($name:ident => $rt:ty),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn registered_endpoints_over_udp() {
+                registered_endpoints::<$rt, Serve>(&Serve::start(), Transport::Udp);
+            }
+            #[test]
+            fn registered_endpoints_over_tcp() {
+                registered_endpoints::<$rt, Serve>(&Serve::start(), Transport::Tcp);
+            }
+            #[test]
+            fn registered_endpoints_over_tls() {
+                registered_endpoints::<$rt, Serve>(&Serve::start(), Transport::Tls);
+            }
+        }
+    )*};
+}
+
+suite!(tokio => Tokio, smol => Smol, blocking => Blocking);
