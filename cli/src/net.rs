@@ -2,8 +2,8 @@
 //! `call`. Each is one endpoint on `sipline-tokio`.
 
 use crate::tls_files;
-use sipline::auth::DigestCredentials;
 use sipline::auth::Users;
+use sipline::auth::{Algorithm, DigestCredentials};
 use sipline::driver::Error;
 use sipline::endpoint::{
     Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
-                     [--min-expires SECS] [--md5-first] [-v] [-q]
+                     [--min-expires SECS] [--digest ALGS] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
@@ -31,7 +31,9 @@ serve: a registrar and proxy for domain D (default: the --bind host) on UDP and 
        (a certificate made on the spot; its authority's certificate is written to a file for
        clients' --ca); users from FILE (`user:password` or `user:realm:HA1` per line; default: a
        printed one-time demo account); --min-expires: the shortest registration taken (default 60);
-       --md5-first offers MD5 before SHA-256 (clients that take the first challenge, e.g. SIPp)
+       --digest: the algorithms challenged with, in order (default md5,sha-256: clients that answer
+       the first challenge mostly know only MD5, e.g. SIPp 3.6; sha-256,md5 is RFC 8760's order;
+       md5 alone for libre-based phones such as baresip 1.x, which refuse any other challenge)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
@@ -68,12 +70,22 @@ struct Options {
     domain: Option<String>,
     /// `serve`: the users file.
     users: Option<PathBuf>,
-    /// `serve`: offer MD5 before SHA-256.
-    md5_first: bool,
+    /// `serve`: the digest algorithms offered, in order.
+    digest: Option<Vec<Algorithm>>,
     /// `serve`: make a TLS certificate.
     tls_self_signed: bool,
     /// `serve`: the registrar's Min-Expires.
     min_expires: Option<u32>,
+}
+
+/// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
+fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
+    list.split(',')
+        .map(|name| match Algorithm::from_name(name.trim()) {
+            Some(a @ (Algorithm::Md5 | Algorithm::Sha256)) => Ok(a),
+            _ => Err(format!("--digest: {name:?} is not md5 or sha-256")),
+        })
+        .collect()
 }
 
 fn parse(args: &[String]) -> Result<Options, String> {
@@ -107,7 +119,9 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--content-type" => o.content_type = Some(value()?),
             "--domain" => o.domain = Some(value()?),
             "--users" => o.users = Some(value()?.into()),
-            "--md5-first" => o.md5_first = true,
+            "--digest" => o.digest = Some(parse_algorithms(&value()?)?),
+            // The default order; kept so that recorded commands still run.
+            "--md5-first" => o.digest = Some(vec![Algorithm::Md5, Algorithm::Sha256]),
             "--tls-self-signed" => o.tls_self_signed = true,
             "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
             "--hangup-after" => {
@@ -482,7 +496,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
         c = c.listen(Transport::Tls, SocketAddr::new(bind.ip(), tls_port));
     }
     let mut server = ServerConfig::new(&domain, users);
-    server.md5_first = o.md5_first;
+    // MD5 first by default: clients that answer only the first challenge
+    // mostly know only MD5 (SIPp 3.6 fails on a SHA-256 one).
+    server.algorithms = o.digest.clone().unwrap_or_else(|| vec![Algorithm::Md5, Algorithm::Sha256]);
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);

@@ -1,12 +1,19 @@
-//! sipline endpoints registered with `sipline serve` (the binary, as a
-//! user starts it): the scenario of `sipline_tests::registered` — the one
-//! `tests/tests/interop_endpoints.rs` runs against Kamailio — over UDP,
-//! TCP and TLS (`--tls-self-signed`: the endpoints trust the authority
-//! the server wrote out), through each runtime.
+//! Endpoints registered with `sipline serve` (the binary, as a user starts
+//! it), in the scenarios the interop tests run against Kamailio, through
+//! each runtime:
+//!
+//! - `sipline_tests::registered` (as `tests/tests/interop_endpoints.rs`):
+//!   register, MESSAGE both ways, refresh, unregister, shut down — over
+//!   UDP, TCP and TLS (`--tls-self-signed`: the endpoints trust the
+//!   authority the server wrote out);
+//! - `sipline_tests::calls` (as `tests/tests/interop_sessions.rs`): two
+//!   sipline endpoints call each other through it, and a sipline endpoint
+//!   and baresip (Debian `baresip-core`) call each other through it.
 
 mod support;
 
 use sipline::transport::{TlsConfig, Transport};
+use sipline_tests::calls;
 use sipline_tests::certs::Ca;
 use sipline_tests::kamailio::{TempDir, DOMAIN};
 use sipline_tests::registered::{registered_endpoints, SipServer, EXPIRES};
@@ -31,6 +38,11 @@ struct Serve {
 
 impl Serve {
     fn start() -> Serve {
+        Serve::start_with(&[])
+    }
+
+    /// With further `serve` options.
+    fn start_with(extra: &[&str]) -> Serve {
         let dir = TempDir::new("sipline-serve-endpoints");
         let file = support::users_file(&dir);
         let min = EXPIRES.to_string();
@@ -46,6 +58,7 @@ impl Serve {
             &min,
             "--tls-self-signed",
         ];
+        let args: Vec<&str> = args.iter().chain(extra).copied().collect();
         let mut out = Listener::start_for(&args, 120);
         let tls_line = out.lines_starting("tls: self-signed certificate for ", 1).remove(0);
         let ca_path = tls_line.rsplit(' ').next().expect("a path").to_owned();
@@ -64,6 +77,17 @@ impl Serve {
 }
 
 impl SipServer for Serve {
+    fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    fn saw_request(&self, method: &str, _call_id: &str) -> bool {
+        // Its summary lines carry no Call-ID; each test has a server of
+        // its own, so one relayed `method` answered 200 is the call's.
+        let prefix = format!("{method} sip:");
+        self.lines().iter().any(|l| l.starts_with(&prefix) && l.ends_with(" branches): 200 OK"))
+    }
+
     fn name(&self) -> &'static str {
         "sipline serve"
     }
@@ -120,6 +144,16 @@ macro_rules! suite {
             #[test]
             fn registered_endpoints_over_tls() {
                 registered_endpoints::<$rt, Serve>(&Serve::start(), Transport::Tls);
+            }
+            #[test]
+            fn registered_endpoints_call_each_other() {
+                // SHA-256 offered first (RFC 8760's order): sipline takes it.
+                calls::registered_endpoints_call_each_other::<$rt, Serve>(&Serve::start_with(&["--digest", "sha-256,md5"]));
+            }
+            #[test]
+            fn sipline_and_baresip_call_each_other() {
+                // baresip 1.0 (libre) gives up on any challenge that is not MD5.
+                calls::sipline_and_baresip_call_each_other::<$rt, Serve>(&Serve::start_with(&["--digest", "md5"]));
             }
         }
     )*};

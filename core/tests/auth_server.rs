@@ -108,6 +108,55 @@ fn challenges_offer_sha256_then_md5_with_one_fresh_nonce() {
 }
 
 #[test]
+fn the_offer_sets_the_challenges_and_their_order() {
+    let t0 = start();
+    let mut rng = Rng::new(5);
+    let algorithms = |server: &mut DigestServer| -> Vec<String> {
+        let (headers, _) = challenged(
+            decide(server, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None),
+            Role::Registrar,
+        );
+        headers.iter().map(|h| parse(h).algorithm().unwrap().into_owned()).collect()
+    };
+    let mut md5_first = server(t0, |n| n).md5_first(true);
+    assert_eq!(algorithms(&mut md5_first), ["MD5", "SHA-256"]);
+    let mut back = server(t0, |n| n).md5_first(true).md5_first(false);
+    assert_eq!(algorithms(&mut back), ["SHA-256", "MD5"]);
+    // Duplicates are dropped; an empty offer keeps the default.
+    let twice = server(t0, |n| n).offer(&[Algorithm::Md5, Algorithm::Md5]);
+    assert_eq!(twice.offered(), [Algorithm::Md5]);
+    assert_eq!(server(t0, |n| n).offer(&[]).offered(), DEFAULT_ALGORITHMS);
+
+    // MD5 alone (for clients that refuse any other challenge): one
+    // challenge, and SHA-256 credentials — answering a challenge from a
+    // server that offered it — are challenged again, with MD5 only.
+    let mut md5_only = server(t0, |n| n).offer(&[Algorithm::Md5]);
+    assert_eq!(algorithms(&mut md5_only), ["MD5"]);
+    let mut sha = server(t0, |n| n);
+    let (offered, _) =
+        challenged(decide(&mut sha, t0, &request("REGISTER", URI, "bob", ""), Role::Registrar, None), Role::Registrar);
+    let line = answer(&mut client("bob", "zanzibar"), &offered[0], "REGISTER", URI, Role::Registrar, &mut rng);
+    assert!(line.contains("algorithm=SHA-256"), "{line}");
+    let decision = decide(&mut md5_only, t0, &request("REGISTER", URI, "bob", &line), Role::Registrar, None);
+    let (again, _) = challenged(decision, Role::Registrar);
+    assert_eq!(again.len(), 1);
+    assert_eq!(parse(&again[0]).algorithm().unwrap(), "MD5");
+    // A user whose only secret is SHA-256 has nothing in an MD5-only
+    // offer: forbidden, not challenged forever.
+    let sha_only = format!("erin:{REALM}:{}\n", ha1(Algorithm::Sha256, "erin", REALM, "pw"));
+    let nonces = Nonces::new(t0, &mut Rng::new(4));
+    let mut erin_server =
+        DigestServer::new(REALM, Users::parse(&sha_only).unwrap(), nonces).unwrap().offer(&[Algorithm::Md5]);
+    let (challenge, _) = challenged(
+        decide(&mut erin_server, t0, &request("REGISTER", URI, "erin", ""), Role::Registrar, None),
+        Role::Registrar,
+    );
+    let line = answer(&mut client("erin", "pw"), &challenge[0], "REGISTER", URI, Role::Registrar, &mut rng);
+    let decision = decide(&mut erin_server, t0, &request("REGISTER", URI, "erin", &line), Role::Registrar, None);
+    assert!(matches!(decision, Decision::Forbidden { reason: ForbiddenReason::UnknownUser, .. }), "{decision:?}");
+}
+
+#[test]
 fn round_trip_md5_and_sha256_for_password_and_ha1_users() {
     let t0 = start();
     let mut server = server(t0, |n| n);

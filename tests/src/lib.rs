@@ -7,10 +7,11 @@
 //! runs those transaction users over it; [`certs`] makes test PKI;
 //! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests, and
 //! [`baresip`] the baresip softphone registered at such a Kamailio;
-//! [`registered`] is one endpoint scenario run against any registrar
-//! (Kamailio or `sipline serve`).
+//! [`registered`] and [`calls`] are endpoint scenarios run against any
+//! registrar (Kamailio or `sipline serve`).
 
 pub mod baresip;
+pub mod calls;
 pub mod certs;
 pub mod kamailio;
 pub mod net;

@@ -46,6 +46,11 @@ pub trait SipServer {
     fn registers(&self, user: &str) -> usize;
     /// Checks, from its log, that requests came over `transport`.
     fn check_transport(&self, transport: Transport) -> Result<(), String>;
+    /// Its UDP address on 127.0.0.1 (where requests it relays come from,
+    /// and its Record-Route).
+    fn udp_addr(&self) -> SocketAddr;
+    /// Whether its log shows a `method` request of the call `call_id`.
+    fn saw_request(&self, method: &str, call_id: &str) -> bool;
 }
 
 impl SipServer for Kamailio {
@@ -80,6 +85,16 @@ impl SipServer for Kamailio {
             Err(format!("nothing over {}:\n{log}", transport.as_str()))
         }
     }
+
+    fn udp_addr(&self) -> SocketAddr {
+        Kamailio::udp_addr(self)
+    }
+
+    fn saw_request(&self, method: &str, call_id: &str) -> bool {
+        // Its log names every request it handles, with the Call-ID.
+        let request = format!("sipline: request {method} ");
+        self.log().lines().any(|l| l.contains(&request) && l.contains(call_id))
+    }
 }
 
 /// One registered endpoint and what it has reported so far.
@@ -91,7 +106,8 @@ struct Member<'s, R: Runtime, S: SipServer> {
     seen: Vec<Event>,
 }
 
-fn user(name: &str) -> User {
+/// The harness's user called `name` (see [`USERS`]).
+pub fn user(name: &str) -> User {
     *USERS.iter().find(|u| u.name == name).unwrap_or_else(|| panic!("no user {name}"))
 }
 

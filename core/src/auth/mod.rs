@@ -61,5 +61,5 @@ pub use digest::{
     Secret, Verified, VerifyError,
 };
 pub use nonce::{NonceError, Nonces, DEFAULT_NONCE_CAPACITY, DEFAULT_NONCE_LIFETIME};
-pub use server::{ChallengeReason, Decision, DigestServer, ForbiddenReason, Role};
+pub use server::{ChallengeReason, Decision, DigestServer, ForbiddenReason, Role, DEFAULT_ALGORITHMS};
 pub use users::{Users, UsersError};

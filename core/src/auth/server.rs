@@ -28,7 +28,9 @@ const BAD_REQUEST: StatusCode = match StatusCode::new(400) {
 
 /// The algorithms offered when the user is not known yet, in the order
 /// they are offered: SHA-256 first (RFC 8760 §2.4).
-const OFFERED: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
+/// What is offered unless told otherwise: SHA-256, then MD5 (RFC 8760
+/// §2.4: most preferred first).
+pub const DEFAULT_ALGORITHMS: [Algorithm; 2] = [Algorithm::Sha256, Algorithm::Md5];
 
 /// Which side of RFC 3261 §22 the server is on: it sets the status code
 /// and the header names.
@@ -234,7 +236,8 @@ pub struct DigestServer {
     realm: String,
     users: Users,
     nonces: Nonces,
-    md5_first: bool,
+    /// The algorithms offered, in the order of the challenges.
+    offered: Vec<Algorithm>,
 }
 
 impl DigestServer {
@@ -244,17 +247,44 @@ impl DigestServer {
     pub fn new(realm: impl Into<String>, users: Users, nonces: Nonces) -> Result<DigestServer, ChallengeError> {
         let realm = realm.into();
         DigestChallenge::new(realm.as_str(), "", Algorithm::Md5)?;
-        Ok(DigestServer { realm, users, nonces, md5_first: false })
+        Ok(DigestServer { realm, users, nonces, offered: DEFAULT_ALGORITHMS.to_vec() })
     }
 
-    /// Offers MD5 before SHA-256: for clients that answer the first
-    /// challenge whatever its algorithm (SIPp 3.6, older phones), at the
-    /// cost of RFC 8760 §2.4's order (a client that follows it then picks
-    /// MD5 too).
+    /// The algorithms to offer, one challenge each, in this order (RFC
+    /// 8760 §2.4: most preferred first); an empty list keeps the default,
+    /// [`DEFAULT_ALGORITHMS`]. Credentials in an algorithm not offered are
+    /// challenged again. Some clients need another order or fewer: SIPp
+    /// 3.6 answers the first challenge whatever its algorithm and knows
+    /// only MD5 (`[Md5, Sha256]`); libre-based phones (baresip 1.x) give
+    /// up on any challenge that is not MD5 (`[Md5]`).
     #[must_use]
-    pub fn md5_first(mut self, yes: bool) -> DigestServer {
-        self.md5_first = yes;
+    pub fn offer(mut self, algorithms: &[Algorithm]) -> DigestServer {
+        let mut offered: Vec<Algorithm> = Vec::new();
+        for &a in algorithms {
+            if !offered.contains(&a) {
+                offered.push(a);
+            }
+        }
+        if !offered.is_empty() {
+            self.offered = offered;
+        }
         self
+    }
+
+    /// MD5 before SHA-256 (`yes`), or the default order: a shorthand for
+    /// [`DigestServer::offer`].
+    #[must_use]
+    pub fn md5_first(self, yes: bool) -> DigestServer {
+        if yes {
+            self.offer(&[Algorithm::Md5, Algorithm::Sha256])
+        } else {
+            self.offer(&DEFAULT_ALGORITHMS)
+        }
+    }
+
+    /// The algorithms offered, in order.
+    pub fn offered(&self) -> &[Algorithm] {
+        &self.offered
     }
 
     /// The realm.
@@ -297,7 +327,7 @@ impl DigestServer {
     ) -> Decision {
         self.nonces.handle_timeout(now);
         let Some(line) = request.request_line() else {
-            return self.challenge(now, role, &OFFERED, false, ChallengeReason::NoCredentials);
+            return self.challenge_all(now, role, ChallengeReason::NoCredentials);
         };
         let values = match role {
             Role::Registrar => request.authorization(),
@@ -307,7 +337,7 @@ impl DigestServer {
             .filter_map(Result::ok)
             .find(|c| c.is_digest() && c.realm().is_some_and(|realm| realm == self.realm.as_str()));
         let Some(credentials) = mine else {
-            return self.challenge(now, role, &OFFERED, false, ChallengeReason::NoCredentials);
+            return self.challenge_all(now, role, ChallengeReason::NoCredentials);
         };
         let decision = self.judge(now, &credentials, line.method.as_str(), line.uri, role, expected_user);
         match &decision {
@@ -349,17 +379,22 @@ impl DigestServer {
     ) -> Decision {
         let missing = |name| ChallengeReason::Invalid(VerifyError::MissingParameter { name });
         let Some(nonce) = credentials.nonce() else {
-            return self.challenge(now, role, &OFFERED, false, missing("nonce"));
+            return self.challenge_all(now, role, missing("nonce"));
         };
         let stale = match self.nonces.check(now, &nonce) {
             Ok(()) => false,
             Err(NonceError::Stale) => true,
-            Err(_) => return self.challenge(now, role, &OFFERED, false, ChallengeReason::UnknownNonce),
+            Err(_) => return self.challenge_all(now, role, ChallengeReason::UnknownNonce),
         };
         let Some(username) = credentials.username() else {
-            return self.challenge(now, role, &OFFERED, false, missing("username"));
+            return self.challenge_all(now, role, missing("username"));
         };
-        let offered = self.users.algorithms(&username, &self.realm);
+        let mut offered = self.users.algorithms(&username, &self.realm);
+        if offered.is_empty() {
+            return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::UnknownUser };
+        }
+        // What the user has a secret for, of what we offer, in our order.
+        offered = self.offered.iter().copied().filter(|a| offered.contains(a)).collect();
         if offered.is_empty() {
             return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::UnknownUser };
         }
@@ -397,13 +432,19 @@ impl DigestServer {
                 return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
             }
             Err(NonceError::Unknown) => {
-                return self.challenge(now, role, &OFFERED, false, ChallengeReason::UnknownNonce);
+                return self.challenge_all(now, role, ChallengeReason::UnknownNonce);
             }
         }
         if expected_user.is_some_and(|expected| expected != verified.username) {
             return Decision::Forbidden { username: verified.username, reason: ForbiddenReason::WrongUser };
         }
         Decision::Authenticated { username: verified.username }
+    }
+
+    /// A challenge per algorithm offered, sharing one fresh nonce.
+    fn challenge_all(&mut self, now: Instant, role: Role, reason: ChallengeReason) -> Decision {
+        let offered = self.offered.clone();
+        self.challenge(now, role, &offered, false, reason)
     }
 
     /// A challenge per algorithm in `algorithms`, sharing one fresh nonce.
@@ -416,10 +457,6 @@ impl DigestServer {
         reason: ChallengeReason,
     ) -> Decision {
         let nonce = self.nonces.issue(now);
-        let mut algorithms = algorithms.to_vec();
-        if self.md5_first {
-            algorithms.sort_by_key(|&a| a != Algorithm::Md5);
-        }
         let headers = algorithms
             .iter()
             .filter_map(|&algorithm| DigestChallenge::new(self.realm.as_str(), nonce.as_str(), algorithm).ok())

@@ -46,9 +46,9 @@ pub struct ServerConfig {
     pub registrar: RegistrarConfig,
     /// How long a nonce stays fresh (RFC 7616 §3.3: `stale=true` after).
     pub nonce_lifetime: Duration,
-    /// Offer MD5 before SHA-256 ([`DigestServer::md5_first`]): for clients
-    /// that take the first challenge (SIPp). Default: SHA-256 first.
-    pub md5_first: bool,
+    /// The digest algorithms offered, in the order of the challenges
+    /// ([`DigestServer::offer`]; default SHA-256, then MD5).
+    pub algorithms: Vec<crate::auth::Algorithm>,
 }
 
 impl ServerConfig {
@@ -60,7 +60,7 @@ impl ServerConfig {
             users,
             registrar: RegistrarConfig::new([domain]),
             nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME,
-            md5_first: false,
+            algorithms: crate::auth::DEFAULT_ALGORITHMS.to_vec(),
         }
     }
 }
@@ -112,7 +112,7 @@ impl Server {
     fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
         let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
         let auth =
-            DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.md5_first(config.md5_first);
+            DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.offer(&config.algorithms);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
