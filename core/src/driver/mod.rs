@@ -12,8 +12,8 @@
 //!   (datagram, connect, write, close, resolve) and of the runtime's
 //!   [`Input`]s into the core, with the bookkeeping of connections still
 //!   being opened;
-//! - the async **run loop** ([`Driver::run`]) for runtimes with futures
-//!   (tokio, smol): wait for an input, a command or the core's deadline,
+//! - the async **run loop** ([`Driver::run`]) for the runtime crates built
+//!   on futures: wait for an input, a command or the core's deadline,
 //!   pass the time it woke at, drain every output;
 //! - the **socket loops** of the async runtimes ([`DatagramReaders`],
 //!   polled by the run loop itself, [`accept_streams`], and [`read_stream`] / [`write_stream`] over
@@ -278,7 +278,7 @@ enum Woken<S> {
 /// The runtime crates export it as their `Endpoint`.
 ///
 /// ```text
-/// let (endpoint, mut events) = sipline_tokio::bind(config).await?;
+/// let (endpoint, mut events) = runtime_crate::bind(config).await?;
 /// let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
 /// endpoint.shutdown().await;
 /// ```

@@ -440,13 +440,13 @@ impl Endpoint {
         let mut context = ResponseContext::new();
         let mut branches = Vec::new();
         // The realm is the domain; credentials for it were ours to check.
-        let realm = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
+        let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
         for (index, (target, peer)) in (0u32..).zip(targets) {
             let Some(id) = context.add_branch() else { break };
             let branch = branch_for(m, index);
             let sent_by = self.sent_by(peer.transport);
             let rr = self.record_route_for(peer.transport);
-            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(&realm);
+            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(realm);
             if !target.is_empty() {
                 f = f.target(&target);
             }
