@@ -126,6 +126,12 @@ pub struct Net<A> {
     pub segments_delivered: u64,
 }
 
+impl<A> Drop for Net<A> {
+    fn drop(&mut self) {
+        crate::sim::keep_trace_if_panicking(&self.trace);
+    }
+}
+
 impl<A: App> Net<A> {
     /// A network of `hosts` (layer and app each), starting at `origin`.
     pub fn new(

@@ -96,6 +96,12 @@ pub struct Sim<N> {
     pub delivered: u64,
 }
 
+impl<N> Drop for Sim<N> {
+    fn drop(&mut self) {
+        keep_trace_if_panicking(&self.trace);
+    }
+}
+
 impl<N: Node> Sim<N> {
     /// A simulation of `nodes` over identical links, starting at `origin`.
     pub fn new(nodes: Vec<N>, link: LinkConfig, seed: u64, origin: Instant) -> Self {
@@ -217,6 +223,22 @@ impl<N: Node> Sim<N> {
         true
     }
 
+    /// Runs until `done` holds (checked before every step), nothing is
+    /// left, or `limit` of virtual time has passed, with at most
+    /// `max_steps` steps. Returns whether `done` held.
+    pub fn run_until(&mut self, limit: Duration, max_steps: usize, mut done: impl FnMut(&Self) -> bool) -> bool {
+        for _ in 0..max_steps {
+            self.flush();
+            if done(self) {
+                return true;
+            }
+            if self.elapsed() > limit || !self.step() {
+                return done(self);
+            }
+        }
+        panic!("simulation did not settle within {max_steps} steps");
+    }
+
     /// Runs until nothing is left or `limit` of virtual time has passed,
     /// with at most `max_steps` steps (a bound against livelock).
     pub fn run(&mut self, limit: Duration, max_steps: usize) {
@@ -239,13 +261,99 @@ pub fn seeds(default: u64) -> Vec<u64> {
     (0..n).collect()
 }
 
-/// Runs `f` for every seed; a failure names the seed that reproduces it.
+thread_local! {
+    /// The trace of the last simulation dropped while its thread panicked
+    /// (a failing seed), for [`for_each_seed`] to report.
+    static FAILED_TRACE: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps `trace` as the trace of the failing run, if this thread is
+/// panicking. Simulations call it from `Drop`.
+pub fn keep_trace_if_panicking(trace: &str) {
+    if std::thread::panicking() {
+        FAILED_TRACE.with(|t| *t.borrow_mut() = Some(trace.to_owned()));
+    }
+}
+
+fn take_failed_trace() -> Option<String> {
+    FAILED_TRACE.with(|t| t.borrow_mut().take())
+}
+
+/// The command that replays one seed of the running test.
+fn replay_command(seed: u64) -> String {
+    // The test binary is `target/<profile>/deps/<name>-<hash>`; libtest
+    // names the test's thread after the test.
+    let exe = std::env::args().next().unwrap_or_default();
+    let file = std::path::Path::new(&exe).file_name().and_then(|f| f.to_str()).unwrap_or("?");
+    let binary = file.rsplit_once('-').map_or(file, |(name, _)| name);
+    let release = if exe.contains("/release/") { " --release" } else { "" };
+    let test = std::thread::current().name().unwrap_or("").rsplit("::").next().unwrap_or("").to_owned();
+    format!("SIPLINE_SEED={seed} cargo test{release} -p sipline-tests --test {binary} -- --exact {test}")
+}
+
+/// Where a failing seed's trace is written: `target/sim-failures/`.
+fn trace_path(seed: u64) -> std::path::PathBuf {
+    let test = std::thread::current().name().unwrap_or("sim").replace("::", "-");
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/sim-failures")
+        .join(format!("{test}-seed{seed}.trace"))
+}
+
+/// The last `n` lines of `s`.
+fn tail(s: &str, n: usize) -> &str {
+    let mut at = s.len();
+    for _ in 0..=n {
+        match s[..at].rfind('\n') {
+            Some(i) if i > 0 => at = i,
+            _ => return s,
+        }
+    }
+    &s[at + 1..]
+}
+
+/// Runs `f` for every seed and reports every failing one: the failure
+/// rate (`failed 3/20000: 71, 912, 4040`), the command that replays the
+/// first, and its trace (the messages with virtual timestamps and their
+/// fate), written whole to `target/sim-failures/` and its end printed.
+/// Panics at the end if any seed failed.
 pub fn for_each_seed(default: u64, mut f: impl FnMut(u64)) {
-    for seed in seeds(default) {
+    let seeds = seeds(default);
+    let mut failed: Vec<(u64, String)> = Vec::new();
+    for &seed in &seeds {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(seed)));
         if let Err(e) = r {
-            eprintln!("failed with seed {seed}: reproduce with SIPLINE_SEED={seed}");
-            std::panic::resume_unwind(e);
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_default();
+            let trace = take_failed_trace();
+            eprintln!("seed {seed} failed: {why}\n  replay: {}", replay_command(seed));
+            if let Some(trace) = trace {
+                let path = trace_path(seed);
+                let written = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+                    .and_then(|()| std::fs::write(&path, &trace))
+                    .is_ok();
+                if failed.is_empty() {
+                    eprintln!("  trace (last 40 lines):\n{}", tail(&trace, 40));
+                }
+                if written {
+                    eprintln!("  whole trace: {}", path.display());
+                }
+            }
+            failed.push((seed, why));
         }
+    }
+    if !failed.is_empty() {
+        let list: Vec<String> = failed.iter().take(50).map(|(s, _)| s.to_string()).collect();
+        let more = if failed.len() > 50 { ", …" } else { "" };
+        panic!(
+            "failed {}/{}: {}{more}\nfirst: {}\nreplay: {}",
+            failed.len(),
+            seeds.len(),
+            list.join(", "),
+            failed[0].1,
+            replay_command(failed[0].0)
+        );
     }
 }

@@ -656,9 +656,42 @@ impl Endpoint {
         let Ok(m) = Message::parse(response) else { return false };
         let Some(bytes) = forward_response(&m) else { return false };
         let Ok(out) = Message::parse(&bytes) else { return false };
+        if self.proxy_late_success(now, response, &m, &out) {
+            return true;
+        }
         let Some(t) = out.via().and_then(Result::ok).and_then(|v| response_target(&v)) else { return false };
         let Some(addr) = t.socket_addr() else { return false };
         let _ = self.transport.send(now, &Peer::new(t.transport, addr), Arc::from(bytes));
+        true
+    }
+
+    /// §16.7 step 10 for a 2xx that comes after its branch's client
+    /// transaction ended (Timer B, §16.8: the branch counted as a 408)
+    /// while the request's response context still waits on other
+    /// branches: the context takes it as that branch's 2xx — it goes
+    /// upstream through the server transaction and the branches still
+    /// pending are cancelled, as for a 2xx in time. `m` is `response`
+    /// parsed, `out` the same with our Via removed. `false` if it belongs to
+    /// no live context (then it is forwarded statelessly).
+    fn proxy_late_success(&mut self, now: Instant, response: &[u8], m: &Message<'_>, out: &Message<'_>) -> bool {
+        let Some(status) = m.status().filter(|s| s.is_success()) else { return false };
+        let key = (|| {
+            let call_id = out.call_id().and_then(Result::ok)?.as_str().to_owned();
+            let branch = out.via().and_then(Result::ok)?.branch()?.to_owned();
+            Some((call_id, branch))
+        })();
+        let Some(server) = key.and_then(|k| self.server.as_ref()?.by_branch.get(&k).copied()) else { return false };
+        let Some(ours) = m.via().and_then(Result::ok).and_then(|v| v.branch().map(str::to_owned)) else { return false };
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return false };
+        // The branch whose Via we wrote: same request, same index.
+        let Ok(request) = Message::parse(&p.request) else { return false };
+        let Some(id) = p.branches.iter().map(|b| b.id).find(|id| branch_for(&request, id.index()) == ours) else {
+            return false;
+        };
+        let action = p.context.on_response(id, status, response);
+        tracing::debug!(target: "sipline::serve", "late {} on a timed-out branch: {action:?}", status.as_u16());
+        self.proxy_act(now, server, action, Some(m));
+        self.cancel_branches(now, server);
         true
     }
 
