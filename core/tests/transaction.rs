@@ -192,6 +192,32 @@ fn invite_client_non_2xx_is_acked_by_the_transaction() {
 }
 
 #[test]
+fn invite_client_given_up_in_proceeding_ends_64_t1_later_9_1() {
+    let t0 = Instant::now();
+    let mut l = TransactionLayer::new(TimerConfig::default(), 1);
+    let id = l.send_request(t0, request("INVITE", "z9hG4bKi9", ""), 9, false).unwrap();
+    drain(&mut l);
+    l.handle_message(t0 + MS(100), &response(180, "INVITE", "z9hG4bKi9"), 9, false);
+    drain(&mut l);
+    assert_eq!(l.poll_timeout(), None, "Proceeding waits on the TU");
+    // The TU sent a CANCEL (or its session ended) at 10 s: with no final
+    // response by 10 s + 64·T1 the transaction is destroyed (§9.1).
+    l.give_up(t0 + MS(10_000), id);
+    assert_eq!(l.client_state(id), Some(ClientState::Proceeding));
+    assert_eq!(l.poll_timeout(), Some(t0 + MS(42_000)));
+    l.handle_timeout(t0 + MS(42_000));
+    assert_eq!(drain(&mut l), ["timeout", "terminated"]);
+    assert!(l.is_empty());
+    // A final response in time ends it as usual instead.
+    let id = l.send_request(t0, request("INVITE", "z9hG4bKi8", ""), 9, false).unwrap();
+    l.handle_message(t0 + MS(100), &response(180, "INVITE", "z9hG4bKi8"), 9, false);
+    l.give_up(t0 + MS(10_000), id);
+    l.handle_message(t0 + MS(10_200), &response(487, "INVITE", "z9hG4bKi8"), 9, false);
+    drain(&mut l);
+    assert_eq!(l.client_state(id), Some(ClientState::Completed));
+}
+
+#[test]
 fn invite_client_2xx_goes_to_accepted_and_every_2xx_reaches_the_tu() {
     let t0 = Instant::now();
     let mut l = TransactionLayer::new(TimerConfig::default(), 1);

@@ -698,6 +698,13 @@ impl Baresip {
             .count()
     }
 
+    /// Whether its unregistration was accepted (a 200 logged with no
+    /// binding left: `carol@sipline.test: {0/UDP/v4} 200 OK (…) [0 bindings]`).
+    pub fn unregistered(&self) -> bool {
+        let prefix = format!("{}@{}: {{", self.user.name, crate::kamailio::DOMAIN);
+        self.log().lines().any(|l| l.starts_with(&prefix) && l.contains("} 200 ") && l.contains("[0 binding"))
+    }
+
     /// Waits (at most `limit`) for a successful registration; false if
     /// none came, or it exited first.
     pub fn wait_registered(&mut self, limit: Duration) -> bool {
@@ -761,10 +768,13 @@ impl Baresip {
         let Some(mut child) = self.child.take() else { return };
         let pid = Pid::from_child(&child);
         let _ = kill_process(pid, Signal::TERM);
-        let stopped = wait_until(Duration::from_secs(5), || !matches!(child.try_wait(), Ok(None)));
+        // On SIGTERM baresip unregisters (a challenged REGISTER with
+        // Expires: 0) before it exits; on a loaded machine that takes
+        // seconds, and a kill before its 200 leaves the binding behind.
+        let stopped = wait_until(Duration::from_secs(30), || !matches!(child.try_wait(), Ok(None)));
         let _ = kill_process_group(pid, Signal::KILL);
         if !stopped {
-            eprintln!("baresip in {} did not stop within 5 s of SIGTERM: killed", self.dir.path().display());
+            eprintln!("baresip in {} did not stop within 30 s of SIGTERM: killed", self.dir.path().display());
             let _ = child.wait();
         }
         self.control.shut();

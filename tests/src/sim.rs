@@ -94,6 +94,9 @@ pub struct Sim<N> {
     pub sent: u64,
     /// Datagrams delivered.
     pub delivered: u64,
+    /// Delay spikes: a datagram sent between `from` and `to` (virtual time
+    /// since the start) takes `extra` longer.
+    pub spikes: Vec<(Duration, Duration, Duration)>,
 }
 
 impl<N> Drop for Sim<N> {
@@ -116,6 +119,7 @@ impl<N: Node> Sim<N> {
             trace: String::new(),
             sent: 0,
             delivered: 0,
+            spikes: Vec::new(),
         }
     }
 
@@ -140,7 +144,20 @@ impl<N: Node> Sim<N> {
     }
 
     fn delay(&mut self) -> Duration {
-        self.link.delay(&mut self.rng)
+        let at = self.now - self.origin;
+        let spike = self.spikes.iter().filter(|(from, to, _)| *from <= at && at < *to).map(|s| s.2).max();
+        self.link.delay(&mut self.rng) + spike.unwrap_or_default()
+    }
+
+    /// Changes how the links treat datagrams from now on (a network that
+    /// heals, say).
+    pub fn set_link(&mut self, link: LinkConfig) {
+        self.link = link;
+    }
+
+    /// Adds a line to the trace, stamped with virtual time.
+    pub fn note(&mut self, line: &str) {
+        let _ = writeln!(self.trace, "{:>10.3} {line}", (self.now - self.origin).as_secs_f64());
     }
 
     /// Collects every node's outputs and puts them on the wire.
@@ -252,13 +269,16 @@ impl<N: Node> Sim<N> {
 }
 
 /// The seeds to run: `SIPLINE_SEED=n` runs one, `SIPLINE_SEEDS=n` runs
-/// `0..n`, else `0..default`.
+/// `0..n` (`SIPLINE_SEED_FROM=k`: `k..k+n`), else `0..default`.
 pub fn seeds(default: u64) -> Vec<u64> {
     if let Some(s) = std::env::var("SIPLINE_SEED").ok().and_then(|s| s.parse().ok()) {
         return vec![s];
     }
-    let n = std::env::var("SIPLINE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
-    (0..n).collect()
+    let n: u64 = std::env::var("SIPLINE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    // `SIPLINE_SEED_FROM=k` shifts the range to `k..k+n` (to split a long
+    // soak across processes).
+    let from: u64 = std::env::var("SIPLINE_SEED_FROM").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    (from..from.saturating_add(n)).collect()
 }
 
 thread_local! {

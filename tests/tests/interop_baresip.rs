@@ -84,6 +84,7 @@ fn baresip_registers_at_kamailio_with_digest_auth() {
     assert!(out.messages.contains("Server: baresip"), "the 200 is not baresip's:\n{out}");
 
     carol.stop();
+    assert!(carol.unregistered(), "baresip stopped without its unregistration accepted:\n{}", carol.log());
     let out = message_to(&kamailio, "carol");
     assert!(!out.success(), "MESSAGE to carol succeeded after baresip stopped:\n{out}");
     assert!(out.messages.contains("SIP/2.0 480 "), "carol still has a binding after baresip stopped:\n{out}");

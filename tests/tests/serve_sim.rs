@@ -376,7 +376,7 @@ fn server_first_sent_at(s: &Sim<Peer>, link: &str, prefix: &str) -> Instant {
         .find(|l| l.contains(&format!(" {link} ")) && l.contains(prefix))
         .unwrap_or_else(|| panic!("no {prefix} on {link}"));
     let secs: f64 = line.split_whitespace().next().and_then(|t| t.parse().ok()).unwrap();
-    s.now() - s.elapsed() + Duration::from_secs_f64(secs)
+    s.now().checked_sub(s.elapsed()).expect("the origin") + Duration::from_secs_f64(secs)
 }
 
 #[test]
@@ -392,4 +392,39 @@ fn unregister_removes_the_binding() {
     let until = s.elapsed() + Duration::from_secs(10);
     s.run(until, 100_000);
     assert_eq!(bindings(&s, "bob"), 0);
+}
+
+/// §16.8: a branch that rang and then went silent is cancelled when its
+/// Timer C fires (more than 3 minutes after its last provisional); the
+/// caller gets the 487 as the best response; nothing is left behind.
+#[test]
+fn timer_c_cancels_a_branch_that_rings_on_silently() {
+    let t0 = Instant::now();
+    let nodes = vec![
+        server(t0),
+        device(1, "bob", "urn:uuid:00000000-0000-4000-8000-00000000000b", t0, ringing()),
+        device(2, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1));
+    let now = s.now();
+    s.nodes[2]
+        .ep
+        .invite(now, Request::invite(&format!("sip:bob@{DOMAIN}"), "application/sdp", b"v=0\r\n".to_vec()))
+        .unwrap();
+    s.nodes[2].pump();
+    let until = s.elapsed() + Duration::from_secs(400);
+    s.run(until, 400_000);
+    let server = &s.nodes[0];
+    let ringing = server.received.iter().rfind(|(_, f, m)| *f == 1 && m.starts_with("SIP/2.0 18")).unwrap().0;
+    let cancel = server.wire.iter().position(|m| m.starts_with("CANCEL sip:bob@192.0.2.2")).expect("Timer C: CANCEL");
+    let after = server.wire_at[cancel] - ringing;
+    assert!(after > Duration::from_secs(180) && after < Duration::from_secs(182), "Timer C after {after:?}");
+    assert_eq!(s.nodes[1].session_end(), Some(SessionEnd::Cancelled));
+    match s.nodes[2].session_end() {
+        Some(SessionEnd::Failed(sipline::endpoint::RequestError::Failure(r))) => assert_eq!(r.code, 487),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(server.ep.tables().proxied, 0);
+    assert_eq!(server.ep.tables().client_transactions, 0);
 }

@@ -394,6 +394,36 @@ pub enum EndpointState {
     Terminated,
 }
 
+/// The sizes of an endpoint's tables ([`Endpoint::tables`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Tables {
+    /// Live client transactions.
+    pub client_transactions: usize,
+    /// Live server transactions.
+    pub server_transactions: usize,
+    /// Entries of the application's requests waiting for an outcome (the
+    /// requests, and their indexes by transaction, name query and queue).
+    pub requests: usize,
+    /// Entries of incoming requests the application has yet to answer
+    /// (the requests and their answer deadlines).
+    pub incoming: usize,
+    /// Live INVITE sessions.
+    pub sessions: usize,
+    /// Entries of the session indexes (by dialog, by INVITE branch, INVITE
+    /// transactions kept for 2xx copies).
+    pub session_index: usize,
+    /// Session timers armed.
+    pub session_timers: usize,
+    /// Requests being proxied (server role).
+    pub proxied: usize,
+    /// Entries of the proxy's indexes (by branch transaction, by INVITE
+    /// for CANCEL).
+    pub proxy_index: usize,
+    /// Stream connections.
+    pub connections: usize,
+}
+
 /// What the runtime must do (the transport layer's actions), or an event
 /// for the application.
 pub type Output = transport::Output<Event>;
@@ -581,6 +611,33 @@ impl Endpoint {
     /// Requests still waiting for their outcome.
     pub fn outstanding(&self) -> usize {
         self.pending.len()
+    }
+
+    /// How many entries each of the endpoint's tables holds: what an idle
+    /// endpoint must have let go of (transactions, requests, sessions,
+    /// proxy contexts, connections, timers), for leak checks and metrics.
+    ///
+    /// ```
+    /// use sipline::endpoint::{Endpoint, EndpointConfig, Tables};
+    /// let ep = Endpoint::new(EndpointConfig::new("sip:alice@example.com")).unwrap();
+    /// assert_eq!(ep.tables(), Tables::default());
+    /// ```
+    pub fn tables(&self) -> Tables {
+        let (client_transactions, server_transactions) = self.transactions.len();
+        let (sessions, session_index, session_timers) = self.sessions.sizes();
+        let (proxied, proxy_index) = self.server.as_ref().map_or((0, 0), server::Server::sizes);
+        Tables {
+            client_transactions,
+            server_transactions,
+            requests: self.pending.len() + self.by_client.len() + self.by_query.len() + self.queued.len(),
+            incoming: self.incoming.len() + self.answer_deadlines.len(),
+            sessions,
+            session_index,
+            session_timers,
+            proxied,
+            proxy_index,
+            connections: self.transport.connections().len(),
+        }
     }
 
     fn clamp(&mut self, now: Instant) -> Instant {
@@ -1209,6 +1266,7 @@ impl Endpoint {
         if let Some(s) = self.server.as_mut() {
             s.handle_timeout(now);
         }
+        self.proxy_timer_c(now);
         self.keepalive(now);
         self.session_timeouts(now);
         // Registration refresh or retry (§10.2.4).

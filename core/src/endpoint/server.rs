@@ -18,7 +18,10 @@
 //! Targets are forwarded to by address: a binding goes to where its
 //! REGISTER came from (which also crosses NATs); other targets must be IP
 //! literals (a name answers 502 — the server does no DNS of its own).
-//! Timer C (§16.8) is left to the client transactions' Timer B.
+//! Each INVITE branch runs Timer C (§16.6 step 11, §16.8): 181 s, reset
+//! by every provisional response; when it fires on a branch that rang, a
+//! CANCEL goes (and §9.1 ends the branch 64·T1 later if nothing answers);
+//! a branch that never answered ends by its Timer B well before.
 
 use super::Endpoint;
 use crate::auth::{Decision, DigestServer, Nonces, Role, Users};
@@ -30,7 +33,7 @@ use crate::proxy::{
 use crate::registrar::{self, Lookup, Registrar, RegistrarConfig};
 use crate::transaction::{ClientId, ServerId};
 use crate::transport::{response_target, target_for, Peer, Source, Transport};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,6 +78,18 @@ pub(super) struct Server {
     by_client: BTreeMap<ClientId, (ServerId, BranchId)>,
     /// INVITEs being proxied by (Call-ID, top Via branch): CANCEL matching (§9.2).
     by_branch: BTreeMap<(String, String), ServerId>,
+    /// Timer C of each INVITE branch (§16.8).
+    timer_c: BTreeSet<(Instant, ServerId, BranchId)>,
+}
+
+/// Timer C: "MUST be larger than 3 minutes" (§16.6 step 11).
+const TIMER_C: Duration = Duration::from_secs(181);
+
+impl Server {
+    /// (requests proxied, index entries), for `Endpoint::tables`.
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (self.proxied.len(), self.by_client.len() + self.by_branch.len() + self.timer_c.len())
+    }
 }
 
 /// One branch of a forwarded request.
@@ -88,6 +103,8 @@ struct Branch {
     provisional: bool,
     /// A CANCEL went.
     cancelled: bool,
+    /// When its Timer C fires (INVITE branches without a final response).
+    timer_c: Option<Instant>,
 }
 
 /// One request being forwarded statefully (§16.2).
@@ -121,12 +138,14 @@ impl Server {
             proxied: BTreeMap::new(),
             by_client: BTreeMap::new(),
             by_branch: BTreeMap::new(),
+            timer_c: BTreeSet::new(),
         })
     }
 
     /// When the registrar or the nonces next need [`Endpoint::handle_timeout`].
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        [self.registrar.poll_timeout(), self.auth.poll_timeout()].into_iter().flatten().min()
+        let c = self.timer_c.first().map(|t| t.0);
+        [self.registrar.poll_timeout(), self.auth.poll_timeout(), c].into_iter().flatten().min()
     }
 
     pub(super) fn handle_timeout(&mut self, now: Instant) {
@@ -142,6 +161,21 @@ impl Server {
         shed(&mut self.proxied);
         shed(&mut self.by_client);
         shed(&mut self.by_branch);
+        shed(&mut self.timer_c);
+    }
+
+    /// Sets (or resets, or with `None` stops) Timer C of `id` of `server`.
+    fn set_timer_c(&mut self, server: ServerId, id: BranchId, at: Option<Instant>) {
+        let Some(b) = self.proxied.get_mut(&server).and_then(|p| p.branches.iter_mut().find(|b| b.id == id)) else {
+            return;
+        };
+        if let Some(old) = b.timer_c.take() {
+            self.timer_c.remove(&(old, server, id));
+        }
+        if let Some(at) = at {
+            b.timer_c = Some(at);
+            self.timer_c.insert((at, server, id));
+        }
     }
 
     /// The registrar (its location service), for tests and tools.
@@ -494,7 +528,19 @@ impl Endpoint {
                 srv.by_client.insert(c, (server, id));
             }
             if let Some(p) = srv.proxied.get_mut(&server) {
-                p.branches.push(Branch { id, bytes, peer, client, provisional: false, cancelled: false });
+                p.branches.push(Branch {
+                    id,
+                    bytes,
+                    peer,
+                    client,
+                    provisional: false,
+                    cancelled: false,
+                    timer_c: None,
+                });
+            }
+            // §16.6 step 11: Timer C for every INVITE branch.
+            if invite && client.is_some() {
+                srv.set_timer_c(server, id, Some(now + TIMER_C));
             }
             if client.is_none() {
                 self.proxy_branch_failed(now, server, id);
@@ -563,14 +609,19 @@ impl Endpoint {
                 b.cancelled = true;
                 let cancel = Message::parse(&b.bytes).ok().and_then(|sent| forward_cancel(&sent));
                 if let Some(bytes) = cancel {
-                    cancels.push((bytes, b.peer.clone()));
+                    cancels.push((bytes, b.peer.clone(), b.client));
                 }
             }
         }
-        for (bytes, peer) in cancels {
+        for (bytes, peer, client) in cancels {
             let reliable = peer.transport.is_reliable();
             // The CANCEL's own answer matters to no one (§16.10).
             let _ = self.transactions.send_request(now, bytes, peer, reliable);
+            // §9.1: with no final response 64·T1 after the CANCEL, the
+            // branch ends (as a 408, §16.8).
+            if let Some(c) = client {
+                self.transactions.give_up(now, c);
+            }
         }
     }
 
@@ -588,6 +639,13 @@ impl Endpoint {
             }
             cancel |= p.cancelling;
         }
+        let ringing = p.branches.iter().any(|b| b.id == id && b.timer_c.is_some());
+        if let Some(srv) = self.server.as_mut().filter(|_| ringing) {
+            // §16.7 step 2: a provisional response resets Timer C; a final
+            // one ends the branch.
+            srv.set_timer_c(server, id, status.is_provisional().then(|| now + TIMER_C));
+        }
+        let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return true };
         let action = p.context.on_response(id, status, response);
         self.proxy_act(now, server, action, Some(&m));
         if cancel {
@@ -599,6 +657,9 @@ impl Endpoint {
     /// A branch timed out or failed to send (§16.8, §16.9).
     pub(super) fn proxy_client_failed(&mut self, now: Instant, client: ClientId, timeout: bool) -> bool {
         let Some(&(server, id)) = self.server.as_ref().and_then(|s| s.by_client.get(&client)) else { return false };
+        if let Some(srv) = self.server.as_mut() {
+            srv.set_timer_c(server, id, None);
+        }
         let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return true };
         let action = if timeout { p.context.on_timeout(id) } else { p.context.on_transport_error(id) };
         self.proxy_act(now, server, action, None);
@@ -695,6 +756,44 @@ impl Endpoint {
         true
     }
 
+    /// Timer C fired on the branches due at `now` (§16.8): "If the client
+    /// transaction has received a provisional response, the proxy MUST
+    /// generate a CANCEL request matching that transaction. If the client
+    /// transaction has not received a provisional response, the proxy MUST
+    /// behave as if the transaction received a 408 (Request Timeout)
+    /// response."
+    pub(super) fn proxy_timer_c(&mut self, now: Instant) {
+        loop {
+            let Some(srv) = self.server.as_mut() else { return };
+            let Some(&(at, server, id)) = srv.timer_c.first() else { return };
+            if at > now {
+                return;
+            }
+            srv.set_timer_c(server, id, None);
+            let Some(p) = srv.proxied.get_mut(&server) else { continue };
+            let Some(b) = p.branches.iter_mut().find(|b| b.id == id) else { continue };
+            tracing::debug!(target: "sipline::serve", "{}: Timer C on branch {}", p.summary, id.index());
+            if b.provisional {
+                if b.cancelled {
+                    continue;
+                }
+                b.cancelled = true;
+                let cancel = Message::parse(&b.bytes).ok().and_then(|sent| forward_cancel(&sent));
+                let (peer, client) = (b.peer.clone(), b.client);
+                if let Some(bytes) = cancel {
+                    let reliable = peer.transport.is_reliable();
+                    let _ = self.transactions.send_request(now, bytes, peer, reliable);
+                }
+                if let Some(c) = client {
+                    self.transactions.give_up(now, c);
+                }
+            } else {
+                let action = p.context.on_timeout(id);
+                self.proxy_act(now, server, action, None);
+            }
+        }
+    }
+
     /// A transaction ended: forget it.
     pub(super) fn proxy_terminated(&mut self, client: Option<ClientId>, server: Option<ServerId>) {
         let Some(srv) = self.server.as_mut() else { return };
@@ -705,6 +804,11 @@ impl Endpoint {
             if let Some(p) = srv.proxied.remove(&s) {
                 if let Some(k) = p.cancel_key {
                     srv.by_branch.remove(&k);
+                }
+                for b in &p.branches {
+                    if let Some(at) = b.timer_c {
+                        srv.timer_c.remove(&(at, s, b.id));
+                    }
                 }
                 for c in p.branches.into_iter().filter_map(|b| b.client) {
                     srv.by_client.remove(&c);

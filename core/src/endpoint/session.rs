@@ -312,6 +312,11 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
+    /// (sessions, index entries, timers armed), for `Endpoint::tables`.
+    pub(super) fn sizes(&self) -> (usize, usize, usize) {
+        (self.all.len(), self.by_dialog.len() + self.by_branch.len() + self.invite_clients.len(), self.timers.len())
+    }
+
     /// Drops the storage of emptied tables (after a burst; see `shed`).
     pub(super) fn shed(&mut self) {
         crate::shed::shed(&mut self.all);
@@ -491,15 +496,19 @@ impl Endpoint {
         if let Some(conn) = session.conn {
             self.transport.unpin(now, conn);
         }
-        // Our requests of the session still under way end quietly (their
-        // transactions finish on their own).
-        let own: Vec<RequestId> = self
+        // Our requests of the session still under way end quietly; their
+        // transactions finish on their own — a (re-)INVITE in Proceeding
+        // within 64·T1 (§9.1), not waiting for a final response forever.
+        let own: Vec<(RequestId, Option<ClientId>)> = self
             .pending
             .iter()
             .filter(|(_, p)| p.session == Some(s) && p.origin != Origin::App)
-            .map(|(id, _)| *id)
+            .map(|(id, p)| (*id, if let super::Stage::Sent(c) = p.stage { Some(c) } else { None }))
             .collect();
-        for id in own {
+        for (id, client) in own {
+            if let Some(c) = client {
+                self.transactions.give_up(now, c);
+            }
             self.abandon(id);
         }
         self.emit(s, SessionEvent::Ended(why));
@@ -572,9 +581,16 @@ impl Endpoint {
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         let Some((sent, peer)) = session.sent.clone() else { return };
         session.cancel = Some(true);
+        let invite = session.invite;
         let Some(cancel) = Message::parse(&sent).ok().and_then(|m| cancel_for(&m)) else { return };
         let reliable = peer.transport.is_reliable();
         let _ = self.transactions.send_request(now, cancel, peer, reliable);
+        // §9.1: the INVITE's transaction ends 64·T1 after the CANCEL if no
+        // final response comes.
+        if let Some(super::Stage::Sent(client)) = invite.and_then(|r| self.pending.get(&r)).map(|p| &p.stage) {
+            let client = *client;
+            self.transactions.give_up(now, client);
+        }
         let give_up = now + self.config.timers.t1 * 64;
         self.sessions.set_timer(s, Timer::CancelGiveUp, give_up);
     }

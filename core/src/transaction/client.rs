@@ -183,6 +183,19 @@ impl ClientTransaction {
         }
     }
 
+    /// A CANCEL for this INVITE went, or its TU gave up on it otherwise
+    /// (§9.1): "If there is no final
+    /// response for the original request in 64*T1 seconds …, the client
+    /// SHOULD then consider the original transaction cancelled and SHOULD
+    /// destroy the client transaction handling the original request."
+    /// Arms that bound (as timer B) on an INVITE in Proceeding; in Calling,
+    /// timer B already runs.
+    pub fn on_give_up(&mut self, now: Instant) {
+        if self.kind == ClientKind::Invite && self.state == ClientState::Proceeding {
+            self.arm(now, Timer::B);
+        }
+    }
+
     /// The transport could not send the request (§17.1.4): the TU learns
     /// of it and the transaction ends.
     pub fn on_transport_error(&mut self, out: &mut Vec<Effect>) {
@@ -223,7 +236,9 @@ impl ClientTransaction {
                 };
                 self.armed.arm_after(at, Timer::E, self.interval);
             }
-            (Timer::B, ClientState::Calling) | (Timer::F, ClientState::Trying | ClientState::Proceeding) => {
+            // Timer B in Proceeding: the §9.1 bound after a CANCEL.
+            (Timer::B, ClientState::Calling | ClientState::Proceeding)
+            | (Timer::F, ClientState::Trying | ClientState::Proceeding) => {
                 out.push(Effect::Timeout);
                 self.terminate(out);
             }

@@ -332,6 +332,22 @@ impl<P: Clone> TransactionLayer<P> {
         Ok(id)
     }
 
+    /// Tells the INVITE client transaction `id` that its TU gave up on it:
+    /// a CANCEL for it went (§9.1), or what it belonged to ended. With no
+    /// final response within 64·T1 it ends with an [`Event::Timeout`], as
+    /// if by timer B, instead of waiting forever in Proceeding ("the client
+    /// SHOULD then consider the original transaction cancelled and SHOULD
+    /// destroy the client transaction", §9.1). Nothing changes for other
+    /// transactions.
+    pub fn give_up(&mut self, now: Instant, id: ClientId) {
+        let now = self.clamp(now);
+        let Some(e) = self.clients.get_mut(id.index, id.generation) else { return };
+        e.tx.on_give_up(now);
+        let mut effects = std::mem::take(&mut self.effects);
+        self.apply(now, TxId::Client(id), &mut effects);
+        self.effects = effects;
+    }
+
     /// Sends a response through a server transaction (§17.2).
     pub fn respond(&mut self, now: Instant, server: ServerId, response: Vec<u8>) -> Result<(), RespondError> {
         let now = self.clamp(now);
