@@ -209,10 +209,11 @@ fn invite_client_given_up_in_proceeding_ends_64_t1_later_9_1() {
     assert_eq!(drain(&mut l), ["timeout", "terminated"]);
     assert!(l.is_empty());
     // A final response in time ends it as usual instead.
-    let id = l.send_request(t0, request("INVITE", "z9hG4bKi8", ""), 9, false).unwrap();
-    l.handle_message(t0 + MS(100), &response(180, "INVITE", "z9hG4bKi8"), 9, false);
-    l.give_up(t0 + MS(10_000), id);
-    l.handle_message(t0 + MS(10_200), &response(487, "INVITE", "z9hG4bKi8"), 9, false);
+    let t1 = t0 + MS(50_000);
+    let id = l.send_request(t1, request("INVITE", "z9hG4bKi8", ""), 9, false).unwrap();
+    l.handle_message(t1 + MS(100), &response(180, "INVITE", "z9hG4bKi8"), 9, false);
+    l.give_up(t1 + MS(10_000), id);
+    l.handle_message(t1 + MS(10_200), &response(487, "INVITE", "z9hG4bKi8"), 9, false);
     drain(&mut l);
     assert_eq!(l.client_state(id), Some(ClientState::Completed));
 }
