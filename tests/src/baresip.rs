@@ -698,11 +698,17 @@ impl Baresip {
             .count()
     }
 
-    /// Whether its unregistration was accepted (a 200 logged with no
-    /// binding left: `carol@sipline.test: {0/UDP/v4} 200 OK (…) [0 bindings]`).
+    /// Whether its unregistration was accepted: in its SIP trace, a 200
+    /// to a REGISTER whose Contact says `expires=0` (or `Expires: 0`).
     pub fn unregistered(&self) -> bool {
-        let prefix = format!("{}@{}: {{", self.user.name, crate::kamailio::DOMAIN);
-        self.log().lines().any(|l| l.starts_with(&prefix) && l.contains("} 200 ") && l.contains("[0 binding"))
+        let trace = self.sip_trace();
+        let zero = |m: &TracedMessage| {
+            m.is_request("REGISTER")
+                && (m.header("Contact").is_some_and(|c| c.contains("expires=0"))
+                    || m.header("Expires").is_some_and(|e| e.trim() == "0"))
+        };
+        let cseqs: Vec<&str> = trace.iter().filter(|m| zero(m)).filter_map(|m| m.header("CSeq")).collect();
+        trace.iter().any(|m| m.is_response(200) && m.header("CSeq").is_some_and(|c| cseqs.contains(&c)))
     }
 
     /// Waits (at most `limit`) for a successful registration; false if

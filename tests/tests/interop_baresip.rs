@@ -84,10 +84,20 @@ fn baresip_registers_at_kamailio_with_digest_auth() {
     assert!(out.messages.contains("Server: baresip"), "the 200 is not baresip's:\n{out}");
 
     carol.stop();
-    assert!(carol.unregistered(), "baresip stopped without its unregistration accepted:\n{}", carol.log());
+    // baresip 1.0 unregisters on SIGTERM (REGISTER with Expires: 0), but it
+    // may exit before answering the registrar's 401 to it (seen on loaded
+    // and quiet machines alike): then its binding stays until it expires
+    // and the MESSAGE goes to a dead address (408). Kamailio answers 480
+    // exactly when the unregistration was accepted.
+    let unregistered = carol.unregistered();
+    eprintln!("baresip unregistered before exiting: {unregistered}");
     let out = message_to(&kamailio, "carol");
     assert!(!out.success(), "MESSAGE to carol succeeded after baresip stopped:\n{out}");
-    assert!(out.messages.contains("SIP/2.0 480 "), "carol still has a binding after baresip stopped:\n{out}");
+    if unregistered {
+        assert!(out.messages.contains("SIP/2.0 480 "), "carol still has a binding after baresip stopped:\n{out}");
+    } else {
+        assert!(out.messages.contains("SIP/2.0 408 "), "no unregistration, yet no 408:\n{out}");
+    }
 }
 
 /// baresip over TCP: it registers over a connection to Kamailio, which
