@@ -522,6 +522,16 @@ struct Pending {
     failure: Option<RequestError>,
 }
 
+impl Pending {
+    /// The client transaction of the attempt under way, once sent.
+    fn client(&self) -> Option<ClientId> {
+        match self.stage {
+            Stage::Sent(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
 /// A message that just arrived, with its parse: `(bytes, parsed)`.
 type Arrived<'b, 'm> = Option<(&'b [u8], &'m Message<'b>)>;
 
@@ -1561,10 +1571,7 @@ impl Endpoint {
 
     /// Ends a request with its outcome.
     fn finish(&mut self, now: Instant, id: RequestId, result: Result<Response, RequestError>) {
-        let client = match self.pending.get(&id).map(|p| &p.stage) {
-            Some(Stage::Sent(c)) => Some(*c),
-            _ => None,
-        };
+        let client = self.pending.get(&id).and_then(Pending::client);
         let Some(p) = self.abandon(id) else { return };
         match (p.origin, p.session) {
             (Origin::App, session) => {

@@ -107,6 +107,22 @@ struct Branch {
     timer_c: Option<Instant>,
 }
 
+/// A branch's CANCEL: its bytes, where it goes, the INVITE's transaction.
+type BranchCancel = (Vec<u8>, Peer, Option<ClientId>);
+
+impl Branch {
+    /// The CANCEL for this branch (§16.10: built from the INVITE as
+    /// forwarded), once: `None` if one went already.
+    fn take_cancel(&mut self) -> Option<BranchCancel> {
+        if self.cancelled {
+            return None;
+        }
+        self.cancelled = true;
+        let bytes = Message::parse(&self.bytes).ok().and_then(|sent| forward_cancel(&sent))?;
+        Some((bytes, self.peer.clone(), self.client))
+    }
+}
+
 /// One request being forwarded statefully (§16.2).
 struct Proxied {
     /// The request as it arrived (for responses generated here).
@@ -490,13 +506,7 @@ impl Endpoint {
             let Some(bytes) = forward_request(m, &f) else { continue };
             branches.push((id, bytes, peer));
         }
-        let cancel_key = invite
-            .then(|| {
-                let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
-                let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
-                Some((call_id, branch))
-            })
-            .flatten();
+        let cancel_key = invite.then(|| invite_key(m)).flatten();
         tracing::debug!(target: "sipline::serve", "{}: forwarding on {} branches", Summary(m), branches.len());
         // The summary line is written when the final response goes up.
         let summary = if tracing::enabled!(target: "sipline::serve", tracing::Level::INFO) {
@@ -584,15 +594,16 @@ impl Endpoint {
     /// §16.10: a CANCEL for an INVITE being proxied: 200, and a CANCEL on
     /// each branch still pending. `false` if it matches none.
     fn proxy_cancel(&mut self, now: Instant, server: ServerId, m: &Message<'_>) -> bool {
-        let key = (|| {
-            let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
-            let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
-            Some((call_id, branch))
-        })();
-        let Some(invite) = key.and_then(|k| self.server.as_ref()?.by_branch.get(&k).copied()) else { return false };
+        let Some(invite) = self.proxied_invite(m) else { return false };
         self.reply(now, server, m, code(200), "OK", &[]);
         self.cancel_branches(now, invite);
         true
+    }
+
+    /// The INVITE being proxied that `m` (a CANCEL, or a response without
+    /// our Via) belongs to.
+    fn proxied_invite(&self, m: &Message<'_>) -> Option<ServerId> {
+        self.server.as_ref()?.by_branch.get(&invite_key(m)?).copied()
     }
 
     /// Sends a CANCEL on every branch of `invite` still waiting for a final
@@ -605,23 +616,24 @@ impl Endpoint {
         let pending: Vec<BranchId> = p.context.pending().collect();
         let mut cancels = Vec::new();
         for b in &mut p.branches {
-            if pending.contains(&b.id) && b.provisional && !b.cancelled {
-                b.cancelled = true;
-                let cancel = Message::parse(&b.bytes).ok().and_then(|sent| forward_cancel(&sent));
-                if let Some(bytes) = cancel {
-                    cancels.push((bytes, b.peer.clone(), b.client));
-                }
+            if pending.contains(&b.id) && b.provisional {
+                cancels.extend(b.take_cancel());
             }
         }
-        for (bytes, peer, client) in cancels {
-            let reliable = peer.transport.is_reliable();
-            // The CANCEL's own answer matters to no one (§16.10).
-            let _ = self.transactions.send_request(now, bytes, peer, reliable);
-            // §9.1: with no final response 64·T1 after the CANCEL, the
-            // branch ends (as a 408, §16.8).
-            if let Some(c) = client {
-                self.transactions.give_up(now, c);
-            }
+        for c in cancels {
+            self.send_branch_cancel(now, c);
+        }
+    }
+
+    /// Sends a branch's CANCEL ([`Branch::take_cancel`]).
+    fn send_branch_cancel(&mut self, now: Instant, (bytes, peer, client): BranchCancel) {
+        let reliable = peer.transport.is_reliable();
+        // The CANCEL's own answer matters to no one (§16.10).
+        let _ = self.transactions.send_request(now, bytes, peer, reliable);
+        // §9.1: with no final response 64·T1 after the CANCEL, the branch
+        // ends (as a 408, §16.8).
+        if let Some(c) = client {
+            self.transactions.give_up(now, c);
         }
     }
 
@@ -736,12 +748,7 @@ impl Endpoint {
     /// no live context (then it is forwarded statelessly).
     fn proxy_late_success(&mut self, now: Instant, response: &[u8], m: &Message<'_>, out: &Message<'_>) -> bool {
         let Some(status) = m.status().filter(|s| s.is_success()) else { return false };
-        let key = (|| {
-            let call_id = out.call_id().and_then(Result::ok)?.as_str().to_owned();
-            let branch = out.via().and_then(Result::ok)?.branch()?.to_owned();
-            Some((call_id, branch))
-        })();
-        let Some(server) = key.and_then(|k| self.server.as_ref()?.by_branch.get(&k).copied()) else { return false };
+        let Some(server) = self.proxied_invite(out) else { return false };
         let Some(ours) = m.via().and_then(Result::ok).and_then(|v| v.branch().map(str::to_owned)) else { return false };
         let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return false };
         // The branch whose Via we wrote: same request, same index.
@@ -774,18 +781,8 @@ impl Endpoint {
             let Some(b) = p.branches.iter_mut().find(|b| b.id == id) else { continue };
             tracing::debug!(target: "sipline::serve", "{}: Timer C on branch {}", p.summary, id.index());
             if b.provisional {
-                if b.cancelled {
-                    continue;
-                }
-                b.cancelled = true;
-                let cancel = Message::parse(&b.bytes).ok().and_then(|sent| forward_cancel(&sent));
-                let (peer, client) = (b.peer.clone(), b.client);
-                if let Some(bytes) = cancel {
-                    let reliable = peer.transport.is_reliable();
-                    let _ = self.transactions.send_request(now, bytes, peer, reliable);
-                }
-                if let Some(c) = client {
-                    self.transactions.give_up(now, c);
+                if let Some(c) = b.take_cancel() {
+                    self.send_branch_cancel(now, c);
                 }
             } else {
                 let action = p.context.on_timeout(id);
@@ -816,6 +813,14 @@ impl Endpoint {
             }
         }
     }
+}
+
+/// The key of an INVITE being proxied: its Call-ID and top Via branch — a
+/// CANCEL's (§9.2), or a response's once our Via is gone.
+fn invite_key(m: &Message<'_>) -> Option<(String, String)> {
+    let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
+    let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
+    Some((call_id, branch))
 }
 
 /// Where a binding's requests go: where its REGISTER came from (crossing

@@ -503,7 +503,7 @@ impl Endpoint {
             .pending
             .iter()
             .filter(|(_, p)| p.session == Some(s) && p.origin != Origin::App)
-            .map(|(id, p)| (*id, if let super::Stage::Sent(c) = p.stage { Some(c) } else { None }))
+            .map(|(id, p)| (*id, p.client()))
             .collect();
         for (id, client) in own {
             if let Some(c) = client {
@@ -587,8 +587,7 @@ impl Endpoint {
         let _ = self.transactions.send_request(now, cancel, peer, reliable);
         // §9.1: the INVITE's transaction ends 64·T1 after the CANCEL if no
         // final response comes.
-        if let Some(super::Stage::Sent(client)) = invite.and_then(|r| self.pending.get(&r)).map(|p| &p.stage) {
-            let client = *client;
+        if let Some(client) = invite.and_then(|r| self.pending.get(&r)).and_then(Pending::client) {
             self.transactions.give_up(now, client);
         }
         let give_up = now + self.config.timers.t1 * 64;
