@@ -205,6 +205,10 @@ fn invite_client_given_up_in_proceeding_ends_64_t1_later_9_1() {
     l.give_up(t0 + MS(10_000), id);
     assert_eq!(l.client_state(id), Some(ClientState::Proceeding));
     assert_eq!(l.poll_timeout(), Some(t0 + MS(42_000)));
+    // More provisionals (a retransmitted 100, a 180) do not lift the bound.
+    l.handle_message(t0 + MS(11_000), &response(180, "INVITE", "z9hG4bKi9"), 9, false);
+    assert_eq!(drain(&mut l), ["response SIP/2.0 180 Whatever"]);
+    assert_eq!(l.poll_timeout(), Some(t0 + MS(42_000)));
     l.handle_timeout(t0 + MS(42_000));
     assert_eq!(drain(&mut l), ["timeout", "terminated"]);
     assert!(l.is_empty());
@@ -216,6 +220,19 @@ fn invite_client_given_up_in_proceeding_ends_64_t1_later_9_1() {
     l.handle_message(t1 + MS(10_200), &response(487, "INVITE", "z9hG4bKi8"), 9, false);
     drain(&mut l);
     assert_eq!(l.client_state(id), Some(ClientState::Completed));
+    // Given up while still Calling: timer B keeps running past the first
+    // provisional and ends it 64·T1 after the start.
+    let t2 = t1 + MS(50_000);
+    l.handle_timeout(t2); // the Completed one ends (timer D)
+    drain(&mut l);
+    let id = l.send_request(t2, request("INVITE", "z9hG4bKi7", ""), 9, false).unwrap();
+    l.give_up(t2 + MS(100), id);
+    l.handle_message(t2 + MS(200), &response(100, "INVITE", "z9hG4bKi7"), 9, false);
+    drain(&mut l);
+    assert_eq!(l.client_state(id), Some(ClientState::Proceeding));
+    assert_eq!(l.poll_timeout(), Some(t2 + MS(32_000)));
+    l.handle_timeout(t2 + MS(32_000));
+    assert_eq!(drain(&mut l), ["timeout", "terminated"]);
 }
 
 #[test]

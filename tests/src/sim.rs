@@ -50,6 +50,15 @@ impl Default for LinkConfig {
     }
 }
 
+/// The branch of the top Via of a SIP message (its transaction, for
+/// traces), or "" if none.
+pub fn top_branch(bytes: &[u8]) -> &str {
+    let text = std::str::from_utf8(bytes).unwrap_or_default();
+    let Some(at) = text.find(";branch=") else { return "" };
+    let rest = &text[at + 8..];
+    &rest[..rest.find([';', '\r', ',', ' ']).unwrap_or(rest.len())]
+}
+
 /// `true` with probability `p` (53 random bits to a float in [0, 1)).
 pub fn chance(rng: &mut Rng, p: f64) -> bool {
     #[allow(clippy::cast_precision_loss)]
@@ -176,7 +185,7 @@ impl<N: Node> Sim<N> {
                 let first = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
                 let _ = writeln!(
                     self.trace,
-                    "{:>10.3} {from}->{to} {} [{}] {}",
+                    "{:>10.3} {from}->{to} {} [{}] {} ({})",
                     (self.now - self.origin).as_secs_f64(),
                     if lost {
                         "lost"
@@ -186,7 +195,8 @@ impl<N: Node> Sim<N> {
                         "sent"
                     },
                     bytes.len(),
-                    String::from_utf8_lossy(first)
+                    String::from_utf8_lossy(first),
+                    top_branch(&bytes)
                 );
                 for _ in 0..copies {
                     let at = self.now + self.delay();

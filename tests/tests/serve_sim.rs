@@ -424,3 +424,29 @@ fn timer_c_cancels_a_branch_that_rings_on_silently() {
     assert_eq!(server.ep.tables().proxied, 0);
     assert_eq!(server.ep.tables().client_transactions, 0);
 }
+
+/// A server whose first request is in a dialog (it just restarted; the
+/// dialog's peers route through it by Record-Route) forwards it like any
+/// other: the chaos simulation found such a BYE left unanswered forever,
+/// its server transaction never ending (the server role's state was made
+/// only by requests outside dialogs).
+#[test]
+fn a_fresh_server_forwards_an_in_dialog_request_it_is_first_given() {
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    let bye = "BYE sip:bob@192.0.2.3:5060 SIP/2.0\r\n\
+               Via: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-fresh-1;rport\r\n\
+               Route: <sip:192.0.2.1:5060;transport=udp;lr>\r\n\
+               Max-Forwards: 70\r\n\
+               From: <sip:alice@example.com>;tag=a1\r\n\
+               To: <sip:bob@example.com>;tag=b1\r\n\
+               Call-ID: fresh-1\r\n\
+               CSeq: 2 BYE\r\n\
+               Content-Length: 0\r\n\r\n";
+    srv.handle_datagram(t0, 3, bye.as_bytes());
+    let out: Vec<(NodeId, String)> = std::iter::from_fn(|| srv.poll_transmit())
+        .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+        .collect();
+    assert!(out.iter().any(|(to, m)| *to == 2 && m.starts_with("BYE sip:bob@192.0.2.3:5060 ")), "{out:?}");
+    assert_eq!(srv.ep.tables().proxied, 1, "a proxy context for the BYE");
+}

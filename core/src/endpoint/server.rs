@@ -267,7 +267,9 @@ impl Endpoint {
         m: &Message<'_>,
         source: Source,
     ) -> bool {
-        if self.config.server.is_none() {
+        // The server role's state (made on the first request: every path
+        // below, in-dialog forwarding too, keeps its transactions there).
+        if self.server_state(now).is_none() {
             return false;
         }
         let me = self.identity();

@@ -49,6 +49,9 @@ pub struct ClientTransaction {
     interval: Duration,
     /// Armed timers and when they fire.
     armed: Armed,
+    /// The TU gave up on this INVITE (§9.1): timer B bounds it in
+    /// Proceeding too.
+    given_up: bool,
 }
 
 impl ClientTransaction {
@@ -75,6 +78,7 @@ impl ClientTransaction {
             ack: None,
             interval: config.t1,
             armed: Armed::default(),
+            given_up: false,
         };
         out.push(Effect::Transmit(tx.request.clone()));
         tx.arm(now, retransmit);
@@ -130,10 +134,14 @@ impl ClientTransaction {
             (ClientKind::Invite, ClientState::Calling | ClientState::Proceeding) => {
                 if provisional {
                     // Figure 5: Proceeding neither retransmits nor times out;
-                    // the TU ends a ringing INVITE with CANCEL.
-                    self.state = ClientState::Proceeding;
+                    // the TU ends a ringing INVITE with CANCEL — unless the
+                    // TU gave up already: then timer B stays as the §9.1
+                    // bound.
                     self.disarm(Timer::A);
-                    self.disarm(Timer::B);
+                    if !self.given_up {
+                        self.disarm(Timer::B);
+                    }
+                    self.state = ClientState::Proceeding;
                     out.push(Effect::Response(response.clone()));
                 } else if code < 300 {
                     // RFC 6026 §8.4: Accepted, timer M; the TU handles the ACK.
@@ -189,10 +197,18 @@ impl ClientTransaction {
     /// SHOULD then consider the original transaction cancelled and SHOULD
     /// destroy the client transaction handling the original request."
     /// Arms that bound (as timer B) on an INVITE in Proceeding; in Calling,
-    /// timer B already runs.
+    /// timer B already runs and now stays past a provisional response.
     pub fn on_give_up(&mut self, now: Instant) {
-        if self.kind == ClientKind::Invite && self.state == ClientState::Proceeding {
-            self.arm(now, Timer::B);
+        if self.kind != ClientKind::Invite || self.given_up {
+            return;
+        }
+        match self.state {
+            ClientState::Calling => self.given_up = true,
+            ClientState::Proceeding => {
+                self.given_up = true;
+                self.arm(now, Timer::B);
+            }
+            _ => {}
         }
     }
 
