@@ -264,8 +264,13 @@ pub fn registered_endpoints<R: Runtime, S: SipServer>(server: &S, transport: Tra
     alice.wait_message(&rt, &bob_aor, &ba);
 
     // Refresh: each sends REGISTER again after about 5 s …
+    // (The server's log comes through a pipe and a reader thread: on a
+    // loaded machine it may lag what the endpoints saw.)
+    let logged = crate::kamailio::wait_until(Duration::from_secs(15), || {
+        server.registers("alice") >= 2 && server.registers("bob") >= 2
+    });
+    assert!(logged, "a challenge and an answer each:\n{}", server.log());
     let (alice_before, bob_before) = (server.registers("alice"), server.registers("bob"));
-    assert!(alice_before >= 2 && bob_before >= 2, "a challenge and an answer each:\n{}", server.log());
     let refreshed = crate::kamailio::wait_until(Duration::from_secs(EXPIRES.into()), || {
         server.registers("alice") > alice_before && server.registers("bob") > bob_before
     });
