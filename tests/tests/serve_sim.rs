@@ -425,6 +425,19 @@ fn timer_c_cancels_a_branch_that_rings_on_silently() {
     assert_eq!(server.ep.tables().client_transactions, 0);
 }
 
+/// alice's BYE (node 3) to bob (node 2), routed through the server.
+fn in_dialog_bye() -> &'static str {
+    "BYE sip:bob@192.0.2.3:5060 SIP/2.0\r\n\
+               Via: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-fresh-1;rport\r\n\
+               Route: <sip:192.0.2.1:5060;transport=udp;lr>\r\n\
+               Max-Forwards: 70\r\n\
+               From: <sip:alice@example.com>;tag=a1\r\n\
+               To: <sip:bob@example.com>;tag=b1\r\n\
+               Call-ID: fresh-1\r\n\
+               CSeq: 2 BYE\r\n\
+               Content-Length: 0\r\n\r\n"
+}
+
 /// A server whose first request is in a dialog (it just restarted; the
 /// dialog's peers route through it by Record-Route) forwards it like any
 /// other: the chaos simulation found such a BYE left unanswered forever,
@@ -434,19 +447,39 @@ fn timer_c_cancels_a_branch_that_rings_on_silently() {
 fn a_fresh_server_forwards_an_in_dialog_request_it_is_first_given() {
     let t0 = Instant::now();
     let mut srv = server(t0);
-    let bye = "BYE sip:bob@192.0.2.3:5060 SIP/2.0\r\n\
-               Via: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-fresh-1;rport\r\n\
-               Route: <sip:192.0.2.1:5060;transport=udp;lr>\r\n\
-               Max-Forwards: 70\r\n\
-               From: <sip:alice@example.com>;tag=a1\r\n\
-               To: <sip:bob@example.com>;tag=b1\r\n\
-               Call-ID: fresh-1\r\n\
-               CSeq: 2 BYE\r\n\
-               Content-Length: 0\r\n\r\n";
-    srv.handle_datagram(t0, 3, bye.as_bytes());
+    srv.handle_datagram(t0, 3, in_dialog_bye().as_bytes());
     let out: Vec<(NodeId, String)> = std::iter::from_fn(|| srv.poll_transmit())
         .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
         .collect();
     assert!(out.iter().any(|(to, m)| *to == 2 && m.starts_with("BYE sip:bob@192.0.2.3:5060 ")), "{out:?}");
     assert_eq!(srv.ep.tables().proxied, 1, "a proxy context for the BYE");
+}
+
+/// A final response that cannot be forwarded (it kept only our Via, as a
+/// broken UAS may write it: seen with a SIPp scenario answering after a
+/// CANCEL) still ends the request upstream: 502 (§21.5.3), not a caller
+/// left waiting and a proxy context held forever.
+#[test]
+fn a_final_response_without_the_callers_via_becomes_502() {
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    srv.handle_datagram(t0, 3, in_dialog_bye().as_bytes());
+    let forwarded = std::iter::from_fn(|| srv.poll_transmit())
+        .find(|(to, b)| *to == 2 && b.starts_with(b"BYE "))
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .expect("the BYE forwarded");
+    let our_via = forwarded.split("\r\n").find(|l| l.starts_with("Via: ")).unwrap();
+    let broken = format!(
+        "SIP/2.0 481 Call Does Not Exist\r\n{our_via}\r\nFrom: <sip:alice@example.com>;tag=a1\r\n\
+         To: <sip:bob@example.com>;tag=b1\r\nCall-ID: fresh-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    srv.handle_datagram(t0 + Duration::from_millis(20), 2, broken.as_bytes());
+    let up: Vec<String> = std::iter::from_fn(|| srv.poll_transmit())
+        .filter(|(to, _)| *to == 3)
+        .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+        .collect();
+    assert!(up.iter().any(|m| m.starts_with("SIP/2.0 502 ") && m.contains("branch=z9hG4bK-fresh-1")), "{up:?}");
+    // The context ends with the server transaction (timer J, 64·T1).
+    srv.handle_timeout(t0 + Duration::from_secs(40));
+    assert_eq!(srv.ep.tables(), sipline::endpoint::Tables::default(), "nothing left");
 }

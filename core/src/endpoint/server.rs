@@ -696,6 +696,23 @@ impl Endpoint {
             (Action::SendBest(Best::Generate(s)), _) => Some(*s),
             _ => None,
         };
+        let bytes = match action {
+            Action::Absorb | Action::Hold => return,
+            Action::ForwardNow => response.and_then(forward_response),
+            Action::SendBest(Best::Branch(_)) => {
+                self.server.as_ref().and_then(|s| s.proxied.get(&server)).and_then(|p| p.context.write_best())
+            }
+            Action::SendBest(Best::Generate(_)) => None,
+        };
+        // Without bytes to send on, a final response is ours: the one the
+        // context chose to generate, or 502 for one that cannot go on (no
+        // Via below ours: "an invalid response from a downstream server",
+        // §21.5.3) — the request still ends upstream rather than waiting.
+        let generated = matches!(action, Action::SendBest(Best::Generate(_)));
+        let status = match status {
+            Some(s) if bytes.is_none() && !generated && !s.is_provisional() => Some(code(502)),
+            other => other,
+        };
         if let Some(st) = status.filter(|s| !s.is_provisional()) {
             if let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) {
                 if !p.answered {
@@ -704,21 +721,14 @@ impl Endpoint {
                 }
             }
         }
-        let bytes = match action {
-            Action::Absorb | Action::Hold => return,
-            Action::ForwardNow => response.and_then(forward_response),
-            Action::SendBest(Best::Branch(_)) => {
-                self.server.as_ref().and_then(|s| s.proxied.get(&server)).and_then(|p| p.context.write_best())
-            }
-            Action::SendBest(Best::Generate(status)) => {
-                let Some(p) = self.server.as_ref().and_then(|s| s.proxied.get(&server)) else { return };
-                let request = p.request.clone();
-                self.answer_bytes(now, server, &request, status, "");
-                return;
-            }
-        };
-        let Some(bytes) = bytes else { return };
-        let _ = self.transactions.respond(now, server, bytes);
+        if let Some(bytes) = bytes {
+            let _ = self.transactions.respond(now, server, bytes);
+            return;
+        }
+        let Some(status) = status.filter(|s| !s.is_provisional()) else { return };
+        let Some(p) = self.server.as_ref().and_then(|s| s.proxied.get(&server)) else { return };
+        let request = p.request.clone();
+        self.answer_bytes(now, server, &request, status, "");
     }
 
     /// A response that matched no transaction: if it is not for us (our
