@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
-                     [--min-expires SECS] [--digest ALGS] [-v] [-q]
+                     [--alias HOST[:PORT]]... [--min-expires SECS] [--digest ALGS] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
@@ -30,10 +30,11 @@ serve: a registrar and proxy for domain D (default: the --bind host) on UDP and 
        (default 127.0.0.1:5060), and TLS on the next port with --cert/--key or --tls-self-signed
        (a certificate made on the spot; its authority's certificate is written to a file for
        clients' --ca); users from FILE (`user:password` or `user:realm:HA1` per line; default: a
-       printed one-time demo account); --min-expires: the shortest registration taken (default 60);
-       --digest: the algorithms challenged with, in order (default md5,sha-256: clients that answer
-       the first challenge mostly know only MD5, e.g. SIPp 3.6; sha-256,md5 is RFC 8760's order;
-       md5 alone for libre-based phones such as baresip 1.x, which refuse any other challenge)
+       printed one-time demo account); --alias: another name or address the domain answers to
+       (repeatable); --min-expires: the shortest registration taken (default 60);
+       --digest: the algorithms challenged with, in order (default md5 alone, as Kamailio: phones
+       such as baresip 1.x and Twinkle refuse a challenge that also offers SHA-256; sha-256,md5
+       offers RFC 8760's SHA-256 first to clients that know it)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
@@ -72,6 +73,8 @@ struct Options {
     users: Option<PathBuf>,
     /// `serve`: the digest algorithms offered, in order.
     digest: Option<Vec<Algorithm>>,
+    /// `serve`: other names and addresses of the domain.
+    aliases: Vec<String>,
     /// `serve`: make a TLS certificate.
     tls_self_signed: bool,
     /// `serve`: the registrar's Min-Expires.
@@ -118,9 +121,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--body" => o.body = Some(value()?.into()),
             "--content-type" => o.content_type = Some(value()?),
             "--domain" => o.domain = Some(value()?),
+            "--alias" => o.aliases.push(value()?),
             "--users" => o.users = Some(value()?.into()),
             "--digest" => o.digest = Some(parse_algorithms(&value()?)?),
-            // The default order; kept so that recorded commands still run.
+            // An old default; kept so that recorded commands still run.
             "--md5-first" => o.digest = Some(vec![Algorithm::Md5, Algorithm::Sha256]),
             "--tls-self-signed" => o.tls_self_signed = true,
             "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
@@ -496,9 +500,11 @@ async fn serve_domain(o: &Options) -> ExitCode {
         c = c.listen(Transport::Tls, SocketAddr::new(bind.ip(), tls_port));
     }
     let mut server = ServerConfig::new(&domain, users);
-    // MD5 first by default: clients that answer only the first challenge
-    // mostly know only MD5 (SIPp 3.6 fails on a SHA-256 one).
-    server.algorithms = o.digest.clone().unwrap_or_else(|| vec![Algorithm::Md5, Algorithm::Sha256]);
+    // MD5 alone by default (ServerConfig's): see --digest.
+    if let Some(algorithms) = &o.digest {
+        server.algorithms.clone_from(algorithms);
+    }
+    server.aliases.clone_from(&o.aliases);
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);

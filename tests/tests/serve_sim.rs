@@ -31,6 +31,9 @@ struct Peer {
     wire: Vec<String>,
     /// Outgoing messages starting with this are dropped (this many times).
     drop: Option<(&'static str, usize)>,
+    /// Rewrites each outgoing message (a phone that writes what sipline's
+    /// endpoint does not, e.g. a GRUU as its Contact).
+    rewrite: Option<fn(&str) -> String>,
     /// When each message of `wire` was sent.
     wire_at: Vec<Instant>,
     /// Every message received: when, from whom, its text.
@@ -65,6 +68,7 @@ impl Peer {
             wire_at: Vec::new(),
             received: Vec::new(),
             drop: None,
+            rewrite: None,
         }
     }
 
@@ -74,6 +78,10 @@ impl Peer {
             while let Some(o) = self.ep.poll_output() {
                 match o {
                     Output::Datagram { remote, bytes, .. } => {
+                        let bytes: std::sync::Arc<[u8]> = match self.rewrite {
+                            Some(f) => f(&String::from_utf8_lossy(&bytes)).into_bytes().into(),
+                            None => bytes,
+                        };
                         if let Some((prefix, n)) = &mut self.drop {
                             if *n > 0 && bytes.starts_with(prefix.as_bytes()) {
                                 *n -= 1;
@@ -482,4 +490,180 @@ fn a_final_response_without_the_callers_via_becomes_502() {
     // The context ends with the server transaction (timer J, 64·T1).
     srv.handle_timeout(t0 + Duration::from_secs(40));
     assert_eq!(srv.ep.tables(), sipline::endpoint::Tables::default(), "nothing left");
+}
+
+// Issue 17: the proxy rules real phones rely on ---------------------------
+
+/// bob's pub-gruu (RFC 5627 §3.1) for device `instance`.
+fn pub_gruu(instance: &str) -> String {
+    format!("sip:bob@{DOMAIN};gr={instance}")
+}
+
+const BOB_1: &str = "urn:uuid:00000000-0000-4000-8000-00000000000b";
+
+/// A phone (linphone) that uses its pub-gruu as the Contact of its
+/// dialogs (RFC 5627 §4.2): device 1's responses carry it.
+fn gruu_contact(m: &str) -> String {
+    if !m.starts_with("SIP/2.0 ") {
+        return m.to_owned();
+    }
+    m.replace("Contact: <sip:bob@192.0.2.2:5060>", &format!("Contact: <{}>", pub_gruu(BOB_1)))
+}
+
+/// RFC 5627 §8, RFC 3261 §16.5 and §16.12: the ACK of a 2xx whose
+/// Request-URI is a GRUU (the callee's Contact) goes through the location
+/// service to that device — every copy the server receives reaches it —
+/// and leaves the server without the caller's credentials (§22.3). Over
+/// the lossy link, each seed.
+#[test]
+fn the_ack_to_a_gruu_contact_reaches_the_device() {
+    for_each_seed(8, gruu_call);
+}
+
+fn gruu_call(seed: u64) {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        server(t0),
+        device(1, "bob", BOB_1, t0, answering()),
+        device(2, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    nodes[1].rewrite = Some(gruu_contact);
+    let mut s = Sim::new(nodes, LinkConfig::lossy(), seed, t0);
+    let registered =
+        s.run_until(Duration::from_secs(600), 400_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1);
+    assert!(registered, "seed {seed}: registered within 600 s");
+    call_bob(&mut s, 2, Duration::from_secs(100));
+    let (server, bob, alice) = (&s.nodes[0], &s.nodes[1], &s.nodes[2]);
+    let gruu_acks: Vec<&String> = server
+        .received
+        .iter()
+        .filter(|(_, f, m)| *f == 2 && m.starts_with(&format!("ACK {} ", pub_gruu(BOB_1))))
+        .map(|(_, _, m)| m)
+        .collect();
+    let forwarded: Vec<&String> = server.wire.iter().filter(|m| m.starts_with("ACK sip:bob@192.0.2.2:5060 ")).collect();
+    // Each copy of the ACK the server receives goes on to the device's
+    // registered contact (the Request-URI retargeted, §16.6 step 2).
+    assert_eq!(forwarded.len(), gruu_acks.len(), "seed {seed}: every ACK to the GRUU forwarded to the device");
+    assert!(server.wire.iter().all(|m| !m.starts_with("ACK sip:bob@example.com")), "seed {seed}: none sent astray");
+    for ack in &forwarded {
+        assert!(!ack.contains("Proxy-Authorization"), "seed {seed}: credentials stripped (§22.3):\n{ack}");
+    }
+    // The device is confirmed exactly when an ACK reached it.
+    let acked = bob.received.iter().any(|(_, f, m)| *f == 0 && m.starts_with("ACK "));
+    assert_eq!(bob.confirmed(), acked, "seed {seed}");
+    if !alice.answered() {
+        return;
+    }
+    // The BYE (to the GRUU too) is routed the same way.
+    let now = s.now();
+    let session = alice
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Session { session, event: SessionEvent::Answered(_) } => Some(*session),
+            _ => None,
+        })
+        .unwrap();
+    if s.nodes[2].ep.hangup(now, session).is_err() {
+        return; // ended already (the device's BYE after NoAck, §13.3.1.4)
+    }
+    s.nodes[2].pump();
+    let until = s.elapsed() + Duration::from_secs(40);
+    s.run(until, 400_000);
+    let server = &s.nodes[0];
+    let byes = server.received.iter().filter(|(_, f, m)| *f == 2 && m.starts_with("BYE ")).count();
+    let forwarded = server.wire.iter().filter(|m| m.starts_with("BYE sip:bob@192.0.2.2:5060 ")).count();
+    assert!(byes == 0 || forwarded >= 1, "seed {seed}: the BYE to the GRUU forwarded to the device");
+}
+
+/// Regression for the ACK rule without loss: one seed, every message.
+#[test]
+fn the_ack_to_a_gruu_contact_reaches_the_device_without_loss() {
+    let t0 = Instant::now();
+    let mut nodes = vec![
+        server(t0),
+        device(1, "bob", BOB_1, t0, answering()),
+        device(2, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    nodes[1].rewrite = Some(gruu_contact);
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1));
+    call_bob(&mut s, 2, Duration::from_secs(40));
+    assert!(s.nodes[2].answered());
+    assert!(s.nodes[1].confirmed(), "the device got its ACK");
+    assert_eq!(s.nodes[1].session_end(), None, "and no NoAck after 64·T1");
+    assert!(s.nodes[2].wire.iter().any(|m| m.starts_with(&format!("ACK {} ", pub_gruu(BOB_1)))));
+    assert!(
+        s.nodes[2].wire.iter().any(|m| m.starts_with("ACK ") && m.contains("Proxy-Authorization")),
+        "the caller's ACK carried credentials"
+    );
+    let ack = s.nodes[0].wire.iter().find(|m| m.starts_with("ACK sip:bob@192.0.2.2:5060 ")).expect("forwarded");
+    assert!(!ack.contains("Proxy-Authorization"), "§22.3:\n{ack}");
+}
+
+/// Declines every call at once with 603.
+fn declining() -> Policy {
+    Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.reject(now, *session, 603, "Decline", &[]).unwrap();
+        }
+    })
+}
+
+/// §16.7 steps 5–6 and 10: bob has two bindings, one a phone that
+/// declines with 603, the other dead (it never answers, not even 100): the
+/// 603 reaches the caller as soon as the server has it, without waiting for
+/// the dead branch's Timer B, and no new branch opens. Over the lossy link.
+#[test]
+fn a_6xx_goes_to_the_caller_at_once_while_another_branch_is_silent() {
+    for_each_seed(8, declined_call);
+}
+
+fn declined_call(seed: u64) {
+    let t0 = Instant::now();
+    let nodes = vec![
+        server(t0),
+        device(1, "bob", BOB_1, t0, declining()),
+        device(2, "bob", "urn:uuid:00000000-0000-4000-8000-00000000000c", t0, idle()),
+        device(3, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::lossy(), seed, t0);
+    let registered =
+        s.run_until(Duration::from_secs(600), 400_000, |s| bindings(s, "bob") == 2 && bindings(s, "alice") == 1);
+    assert!(registered, "seed {seed}: registered within 600 s");
+    // Device 2 goes dead: everything it sends from now on is lost.
+    s.nodes[2].drop = Some(("", usize::MAX));
+    call_bob(&mut s, 3, Duration::from_secs(60));
+    let server = &s.nodes[0];
+    let declined = server.received.iter().find(|(_, f, m)| *f == 1 && m.starts_with("SIP/2.0 603")).map(|(t, ..)| *t);
+    let Some(declined) = declined else {
+        // No 603 got through (the branch's INVITE or every 603 lost):
+        // nothing to forward.
+        assert!(server.sent("SIP/2.0 603") == 0, "seed {seed}");
+        return;
+    };
+    let up = server.wire.iter().position(|m| m.starts_with("SIP/2.0 603")).expect("the 603 forwarded");
+    assert_eq!(server.wire_at[up], declined, "seed {seed}: forwarded the instant it came");
+    assert!(server.wire[up].contains("192.0.2.4:5060"), "seed {seed}: to the caller");
+    // The dead branch timed out later, or not yet; the caller's answer did
+    // not wait for it, and nothing else final went up.
+    let finals = server
+        .wire
+        .iter()
+        .filter(|m| m.starts_with("SIP/2.0 4") || m.starts_with("SIP/2.0 5") || m.starts_with("SIP/2.0 2"))
+        .filter(|m| m.contains("INVITE\r\n") && m.contains("192.0.2.4:5060;branch"))
+        .filter(|m| !m.starts_with("SIP/2.0 407"))
+        .count();
+    assert_eq!(finals, 0, "seed {seed}: the 603 is the only final response");
+    let alice_end = s.nodes[3].session_end();
+    let got_603 = s.nodes[3].received.iter().any(|(_, _, m)| m.starts_with("SIP/2.0 603"));
+    if got_603 {
+        match alice_end {
+            Some(SessionEnd::Failed(sipline::endpoint::RequestError::Failure(r))) => {
+                assert_eq!(r.code, 603, "seed {seed}");
+            }
+            Some(SessionEnd::Failed(sipline::endpoint::RequestError::Timeout)) => {}
+            other => panic!("seed {seed}: {other:?}"),
+        }
+    }
 }

@@ -1464,6 +1464,11 @@ impl Endpoint {
             }
             self.transactions.transport_error(now, TxId::Client(client));
         }
+        // The server role's branches over it fail too, at once (§16.9: as
+        // a 503 for the best-response choice) rather than by Timer B.
+        for client in self.proxy_branches_to(key) {
+            self.transactions.transport_error(now, TxId::Client(client));
+        }
     }
 
     /// Builds the request for `peer` (§8.1.1) and starts its client

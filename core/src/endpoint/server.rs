@@ -34,6 +34,7 @@ use crate::registrar::{self, Lookup, Registrar, RegistrarConfig};
 use crate::transaction::{ClientId, ServerId};
 use crate::transport::{response_target, target_for, Peer, Source, Transport};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -50,8 +51,14 @@ pub struct ServerConfig {
     /// How long a nonce stays fresh (RFC 7616 §3.3: `stale=true` after).
     pub nonce_lifetime: Duration,
     /// The digest algorithms offered, in the order of the challenges
-    /// ([`DigestServer::offer`]; default SHA-256, then MD5).
+    /// ([`DigestServer::offer`]; default MD5 alone, as phones in the field
+    /// expect — some reject a whole challenge that also offers SHA-256).
     pub algorithms: Vec<crate::auth::Algorithm>,
+    /// Other names and addresses the domain answers to, `host` or
+    /// `host:port` (IPv6 in brackets): a Request-URI at one of them (and
+    /// at one of our ports, or none) is the domain's (§16.5). The
+    /// listening addresses are aliases already.
+    pub aliases: Vec<String>,
 }
 
 impl ServerConfig {
@@ -63,7 +70,11 @@ impl ServerConfig {
             users,
             registrar: RegistrarConfig::new([domain]),
             nonce_lifetime: crate::auth::DEFAULT_NONCE_LIFETIME,
-            algorithms: crate::auth::DEFAULT_ALGORITHMS.to_vec(),
+            // MD5 alone, unlike DigestServer's RFC 8760 default: the
+            // phones a server meets (baresip 1.0, Twinkle 1.10) reject a
+            // whole challenge that also offers SHA-256 (as Kamailio does).
+            algorithms: vec![crate::auth::Algorithm::Md5],
+            aliases: Vec::new(),
         }
     }
 }
@@ -80,6 +91,9 @@ pub(super) struct Server {
     by_branch: BTreeMap<(String, String), ServerId>,
     /// Timer C of each INVITE branch (§16.8).
     timer_c: BTreeSet<(Instant, ServerId, BranchId)>,
+    /// The client transactions of branches sent over a stream, by peer:
+    /// they fail at once when its connection does (§16.9).
+    over_streams: BTreeSet<((Transport, SocketAddr), ClientId)>,
 }
 
 /// Timer C: "MUST be larger than 3 minutes" (§16.6 step 11).
@@ -88,7 +102,8 @@ const TIMER_C: Duration = Duration::from_secs(181);
 impl Server {
     /// (requests proxied, index entries), for `Endpoint::tables`.
     pub(super) fn sizes(&self) -> (usize, usize) {
-        (self.proxied.len(), self.by_client.len() + self.by_branch.len() + self.timer_c.len())
+        let index = self.by_client.len() + self.by_branch.len() + self.timer_c.len() + self.over_streams.len();
+        (self.proxied.len(), index)
     }
 }
 
@@ -155,6 +170,7 @@ impl Server {
             by_client: BTreeMap::new(),
             by_branch: BTreeMap::new(),
             timer_c: BTreeSet::new(),
+            over_streams: BTreeSet::new(),
         })
     }
 
@@ -178,6 +194,7 @@ impl Server {
         shed(&mut self.by_client);
         shed(&mut self.by_branch);
         shed(&mut self.timer_c);
+        shed(&mut self.over_streams);
     }
 
     /// Sets (or resets, or with `None` stops) Timer C of `id` of `server`.
@@ -205,6 +222,38 @@ use super::uas::status as code;
 /// The user part of a SIP URI, if any.
 fn user_of(uri: &Uri<'_>) -> Option<String> {
     uri.as_sip().and_then(crate::message::SipUri::user).map(str::to_owned)
+}
+
+/// Where a request is addressed, for the server role (§16.4–§16.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Destination {
+    /// The server itself: no Route further, and a Request-URI with our
+    /// host and port and no user (`OPTIONS sip:192.0.2.10:5060`).
+    Us,
+    /// A user of the domain (a Request-URI with a user, our domain or one
+    /// of our hosts or aliases, and our port or none): the location
+    /// service (§16.5).
+    User,
+    /// Anywhere else: the next Route value, or a Request-URI outside the
+    /// domain (another host, or another port of ours: another UA).
+    Elsewhere,
+}
+
+impl Destination {
+    fn of(me: &ProxyIdentity, ruri: &Uri<'_>, routes: &crate::proxy::RouteInfo) -> Destination {
+        if !matches!(routes.next_hop(), NextHop::Target) {
+            return Destination::Elsewhere;
+        }
+        // After a strict router's fix-up (§16.4) the real Request-URI is
+        // the last Route value.
+        let fixed = routes.request_uri().and_then(|u| Uri::parse(u).ok());
+        let ruri = fixed.as_ref().unwrap_or(ruri);
+        match (me.is_responsible_for(ruri), user_of(ruri).is_some()) {
+            (true, true) => Destination::User,
+            (true, false) => Destination::Us,
+            (false, _) => Destination::Elsewhere,
+        }
+    }
 }
 
 /// A request in one line for the summaries: `METHOD Request-URI from
@@ -239,6 +288,13 @@ impl Endpoint {
         }
         if let Some(c) = &self.config.server {
             me = me.domain(&c.domain).host(&c.domain);
+            for alias in &c.aliases {
+                let (host, port) = split_host_port(alias);
+                me = me.host(host);
+                if let Some(p) = port {
+                    me = me.port(p);
+                }
+            }
         }
         me
     }
@@ -259,6 +315,11 @@ impl Endpoint {
 
     /// A new request, when serving: `true` if the server role took it
     /// (answered or forwarded), `false` to handle it as any endpoint does.
+    ///
+    /// Only requests addressed to the server itself (a Request-URI with
+    /// our address and port and no user, or one that Route no further)
+    /// are left to the endpoint; everything else is forwarded or refused
+    /// with the code that says why — never answered as if delivered.
     pub(super) fn serve_request(
         &mut self,
         now: Instant,
@@ -298,17 +359,8 @@ impl Endpoint {
             return true;
         };
         let in_dialog = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
-        // A user of ours: the domain, or our own address and port (an
-        // alias of the domain); a UA on the same host at another port is
-        // not us.
-        let domain = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
-        let our_domain = ruri.as_sip().is_some_and(|s| s.host_str().eq_ignore_ascii_case(&domain));
-        let to_user_here = user_of(&ruri).is_some() && (our_domain || me.is_me_uri(&ruri));
-        let forward = match routes.next_hop() {
-            NextHop::Loose(_) | NextHop::Strict(_) => true,
-            NextHop::Target => to_user_here || (in_dialog && !me.is_me_uri(&ruri)),
-        };
-        if !forward {
+        let dest = Destination::of(&me, &ruri, &routes);
+        if dest == Destination::Us {
             return false;
         }
         match check_request(m, &me) {
@@ -324,7 +376,8 @@ impl Endpoint {
         // they are (ACK and CANCEL cannot be challenged).
         let from_here =
             m.from().and_then(Result::ok).is_some_and(|f| me.is_responsible_for(f.uri()) && user_of(f.uri()).is_some());
-        if from_here && !in_dialog && method != Some(Method::Ack) {
+        let authenticated = from_here && !in_dialog && method != Some(Method::Ack);
+        if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
             match srv.auth.authenticate(now, m, Role::Proxy, None) {
                 Decision::Authenticated { .. } => {}
@@ -334,68 +387,100 @@ impl Endpoint {
                 }
             }
         }
-        // §16.5: the targets.
-        // A Request-URI naming a user of the domain goes to the location
-        // service even in a dialog (a peer whose Contact was the AOR): a
-        // domain name is never anything else's address.
-        let targets: Vec<(String, Peer)> = if routes.lookup() && to_user_here {
-            // A Request-URI naming one of our addresses means the domain's
-            // user (the address is an alias of the domain).
-            let alias = match ruri.as_sip() {
-                Some(s) if !s.host_str().eq_ignore_ascii_case(&domain) => {
-                    let scheme = if s.is_secure() { "sips" } else { "sip" };
-                    s.user().map(|u| format!("{scheme}:{u}@{domain}"))
-                }
-                _ => None,
-            };
-            let aliased = alias.as_deref().and_then(|a| Uri::parse(a).ok());
-            let lookup_uri = aliased.as_ref().unwrap_or(&ruri);
-            let Some(srv) = self.server_state(now) else { return false };
-            let lookup = srv.registrar.targets(now, lookup_uri);
-            let known = user_of(&ruri).is_some_and(|u| srv.auth.users().contains(&u));
-            match lookup {
-                Lookup::Aor(b) | Lookup::Gruu(b) => b
-                    .into_iter()
-                    .filter_map(|b| {
-                        let peer = binding_peer(&b)?;
-                        Some((b.contact, peer))
-                    })
-                    .collect(),
-                Lookup::NoBindings if known => {
-                    self.reply(now, server, m, code(480), "Temporarily Unavailable", &[]);
-                    return true;
-                }
-                Lookup::NoBindings | Lookup::UnknownGruu | Lookup::NotLocal => {
-                    self.reply(now, server, m, code(404), "Not Found", &[]);
-                    return true;
-                }
-            }
-        } else {
-            let hop = match routes.next_hop() {
-                NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
-                NextHop::Target => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
-            };
-            let Some(t) = Uri::parse(&hop).ok().and_then(|u| target_for(&u, Transport::Udp).ok()) else {
-                self.reply(now, server, m, code(416), "Unsupported URI Scheme", &[]);
-                return true;
-            };
-            let Some(addr) = t.socket_addr() else {
-                self.reply(now, server, m, code(502), "Bad Gateway (names are not resolved)", &[]);
-                return true;
-            };
-            vec![(String::new(), Peer::new(t.transport, addr))]
-        };
-        if targets.is_empty() {
-            self.reply(now, server, m, code(480), "Temporarily Unavailable", &[]);
+        // Requests leaving the domain: only for our own (authenticated)
+        // users, or within a dialog we record-routed — no open relay.
+        if dest == Destination::Elsewhere && !authenticated && !(in_dialog && routes.removes_own_route()) {
+            self.reply(now, server, m, code(403), "Relaying Forbidden", &[]);
             return true;
         }
+        let targets = match self.targets(now, m, &ruri, &routes, dest) {
+            Ok(t) => t,
+            Err((status, reason)) => {
+                self.reply(now, server, m, code(status), reason, &[]);
+                return true;
+            }
+        };
         if method == Some(Method::Ack) {
             // The ACK of a 2xx: no transaction, forwarded as it is (§16.11).
             self.proxy_ack(now, m, &routes, &targets);
             return true;
         }
-        self.fork(now, server, request, m, &routes, targets, in_dialog);
+        self.fork(now, server, request, m, &routes, targets, in_dialog, source);
         true
+    }
+
+    /// §16.5 / §16.6 step 7: where a request goes — the bindings the
+    /// location service gives for a Request-URI of the domain (an AOR or a
+    /// GRUU, RFC 5627 §8), else the next hop (a Route value, or the
+    /// Request-URI); a target that is one of our users' registered
+    /// contacts is reached over that binding's flow (where its REGISTER
+    /// came from, crossing NATs and reusing its connection). `Err`: the
+    /// status code and reason to answer with.
+    fn targets(
+        &mut self,
+        now: Instant,
+        m: &Message<'_>,
+        ruri: &Uri<'_>,
+        routes: &crate::proxy::RouteInfo,
+        dest: Destination,
+    ) -> Result<Vec<(String, Peer)>, (u16, &'static str)> {
+        let domain = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
+        if dest == Destination::User {
+            // A Request-URI naming one of our addresses or aliases means
+            // the domain's user.
+            let alias = match ruri.as_sip() {
+                Some(s) if !s.host_str().eq_ignore_ascii_case(&domain) => {
+                    let scheme = if s.is_secure() { "sips" } else { "sip" };
+                    // Parameters kept: a GRUU's `gr` names the instance.
+                    let params = s.params().as_str();
+                    s.user().map(|u| format!("{scheme}:{u}@{domain}{params}"))
+                }
+                _ => None,
+            };
+            let aliased = alias.as_deref().and_then(|a| Uri::parse(a).ok());
+            let lookup_uri = aliased.as_ref().unwrap_or(ruri);
+            let Some(srv) = self.server_state(now) else { return Err((500, "Server Internal Error")) };
+            let lookup = srv.registrar.targets(now, lookup_uri);
+            let known = user_of(ruri).is_some_and(|u| srv.auth.users().contains(&u));
+            return match lookup {
+                Lookup::Aor(b) | Lookup::Gruu(b) => {
+                    let t: Vec<(String, Peer)> =
+                        b.into_iter().filter_map(|b| Some((b.contact.clone(), binding_peer(&b)?))).collect();
+                    if t.is_empty() {
+                        Err((480, "Temporarily Unavailable"))
+                    } else {
+                        Ok(t)
+                    }
+                }
+                Lookup::NoBindings if known => Err((480, "Temporarily Unavailable")),
+                Lookup::NoBindings | Lookup::UnknownGruu | Lookup::NotLocal => Err((404, "Not Found")),
+            };
+        }
+        let hop = match routes.next_hop() {
+            NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
+            NextHop::Target => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
+        };
+        let Ok(hop) = Uri::parse(&hop) else { return Err((416, "Unsupported URI Scheme")) };
+        if matches!(routes.next_hop(), NextHop::Target) {
+            if let Some(peer) = self.registered_flow(now, m, &hop) {
+                return Ok(vec![(String::new(), peer)]);
+            }
+        }
+        let Ok(t) = target_for(&hop, Transport::Udp) else { return Err((416, "Unsupported URI Scheme")) };
+        let Some(addr) = t.socket_addr() else { return Err((502, "Bad Gateway (names are not resolved)")) };
+        Ok(vec![(String::new(), Peer::new(t.transport, addr))])
+    }
+
+    /// The flow of the binding whose contact is `target`, when the
+    /// request's To names one of our users (a request within a dialog
+    /// goes to the peer's Contact, which for our users is a registered
+    /// contact: §16.12 with RFC 5626 §5.3 — reach it the way its REGISTER
+    /// came, not at an address it may not be reachable at).
+    fn registered_flow(&mut self, now: Instant, m: &Message<'_>, target: &Uri<'_>) -> Option<Peer> {
+        let to = m.to().and_then(Result::ok)?;
+        let srv = self.server_state(now)?;
+        let Lookup::Aor(bindings) = srv.registrar.targets(now, to.uri()) else { return None };
+        bindings.iter().find(|b| Uri::parse(&b.contact).is_ok_and(|c| c.equivalent(target))).and_then(binding_peer)
     }
 
     /// The ACK of a 2xx (no transaction), when serving: forwarded on if it
@@ -407,23 +492,23 @@ impl Endpoint {
         let me = self.identity();
         let Some(Ok(ruri)) = m.request_uri() else { return false };
         let Ok(routes) = preprocess_routes(m, &me) else { return true };
+        let dest = Destination::of(&me, &ruri, &routes);
+        if dest == Destination::Us {
+            return false;
+        }
         if check_request(m, &me).is_err() {
             return true; // an ACK is never answered
         }
-        let hop = match routes.next_hop() {
-            NextHop::Loose(uri) | NextHop::Strict(uri) => uri.clone(),
-            NextHop::Target if !me.is_me_uri(&ruri) => routes.request_uri().unwrap_or(ruri.as_str()).to_owned(),
-            NextHop::Target => return false,
-        };
-        // The ACK of a 2xx is in the dialog: it follows the route set and
-        // the Request-URI (the peer's Contact), never the location service.
-        let targets: Vec<(String, Peer)> = Uri::parse(&hop)
-            .ok()
-            .and_then(|u| target_for(&u, Transport::Udp).ok())
-            .and_then(|t| Some((String::new(), Peer::new(t.transport, t.socket_addr()?))))
-            .into_iter()
-            .collect();
-        self.proxy_ack(now, m, &routes, &targets);
+        // It follows the route set and the Request-URI (the peer's
+        // Contact); a Request-URI of the domain — a GRUU (RFC 5627 §8) or
+        // an AOR used as Contact — through the location service, like any
+        // request (§16.5).
+        if dest == Destination::Elsewhere && !routes.removes_own_route() {
+            return true; // not through a dialog we record-routed: dropped
+        }
+        if let Ok(targets) = self.targets(now, m, &ruri, &routes, dest) {
+            self.proxy_ack(now, m, &routes, &targets);
+        }
         true
     }
 
@@ -485,6 +570,7 @@ impl Endpoint {
         routes: &crate::proxy::RouteInfo,
         targets: Vec<(String, Peer)>,
         in_dialog: bool,
+        inbound: Source,
     ) {
         let invite = m.method() == Some(&Method::Invite);
         // §16.6 step 4: Record-Route on initial requests that make dialogs.
@@ -497,7 +583,7 @@ impl Endpoint {
             let Some(id) = context.add_branch() else { break };
             let branch = branch_for(m, index);
             let sent_by = self.sent_by(peer.transport);
-            let rr = self.record_route_for(peer.transport);
+            let rr = self.record_route_pair(m, &inbound, &peer);
             let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(realm);
             if !target.is_empty() {
                 f = f.target(&target);
@@ -538,6 +624,9 @@ impl Endpoint {
             let Some(srv) = self.server.as_mut() else { return };
             if let Some(c) = client {
                 srv.by_client.insert(c, (server, id));
+                if peer.transport.is_reliable() {
+                    srv.over_streams.insert(((peer.transport, peer.remote), c));
+                }
             }
             if let Some(p) = srv.proxied.get_mut(&server) {
                 p.branches.push(Branch {
@@ -560,16 +649,50 @@ impl Endpoint {
         }
     }
 
-    /// Our Record-Route value over `transport` (§16.6 step 4).
-    fn record_route_for(&self, transport: Transport) -> String {
+    /// Our Record-Route value over `transport` (§16.6 step 4): a SIPS URI
+    /// when the request's Request-URI is one ("the URI placed into the
+    /// Record-Route header field MUST be a SIPS URI").
+    /// The listener is the one of `transport` in the family of `toward`
+    /// (the peer that leg faces): an IPv6 peer is given our IPv6 address.
+    fn record_route_for(&self, transport: Transport, toward: SocketAddr, sips: bool) -> String {
         let listeners = self.transport.listeners();
-        let pick = listeners.iter().find(|(t, _)| *t == transport).or_else(|| listeners.first());
-        match pick {
+        let pick = listeners
+            .iter()
+            .find(|(t, a)| *t == transport && a.is_ipv6() == toward.is_ipv6())
+            .or_else(|| listeners.iter().find(|(t, _)| *t == transport))
+            .or_else(|| listeners.first());
+        let value = match pick {
             Some((_, a)) if !a.ip().is_unspecified() => {
                 let host = if a.is_ipv6() { format!("[{}]", a.ip()) } else { a.ip().to_string() };
                 record_route_value(&host, a.port(), transport.as_str())
             }
             _ => format!("<sip:{};lr>", self.sent_by(transport)),
+        };
+        match value.strip_prefix("<sip:") {
+            Some(rest) if sips => format!("<sips:{rest}"),
+            _ => value,
+        }
+    }
+
+    /// What we record-route for a request that came from `inbound` and
+    /// leaves for `outbound` (§16.6 step 4): one value when both legs use
+    /// the same transport and address family; two when they differ (RFC
+    /// 5658 §3.3: a change of transport or interface), the first naming the outbound side (where the callee sends
+    /// its in-dialog requests), the second the inbound side (the caller's
+    /// route set is reversed, so it sends to that one): each side keeps its
+    /// own transport for the whole dialog — a TCP-only phone is never
+    /// given a UDP hop, a TLS caller is never continued in clear.
+    fn record_route_pair(&self, m: &Message<'_>, inbound: &Source, outbound: &Peer) -> String {
+        let sips = m
+            .request_uri()
+            .and_then(Result::ok)
+            .is_some_and(|u| u.as_sip().is_some_and(crate::message::SipUri::is_secure));
+        let out = self.record_route_for(outbound.transport, outbound.remote, sips);
+        let inn = self.record_route_for(inbound.transport, inbound.remote, sips);
+        if out == inn {
+            out
+        } else {
+            format!("{out}, {inn}")
         }
     }
 
@@ -584,7 +707,9 @@ impl Endpoint {
         let Some((target, peer)) = targets.first() else { return };
         let branch = branch_for(m, 0);
         let sent_by = self.sent_by(peer.transport);
-        let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch);
+        // §22.3: our realm's credentials stop here, the ACK's too.
+        let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
+        let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(realm);
         if !target.is_empty() {
             f = f.target(target);
         }
@@ -666,6 +791,15 @@ impl Endpoint {
             self.cancel_branches(now, server);
         }
         true
+    }
+
+    /// The client transactions of the branches sent to `key` (a stream
+    /// peer whose connection ended or could not be opened) still waiting
+    /// for a final response: a stale binding's flow fails fast (§16.9).
+    pub(super) fn proxy_branches_to(&self, key: (Transport, SocketAddr)) -> Vec<ClientId> {
+        let Some(srv) = self.server.as_ref() else { return Vec::new() };
+        let from = (key, ClientId::MIN);
+        srv.over_streams.range(from..).take_while(|(k, _)| *k == key).map(|(_, c)| *c).collect()
     }
 
     /// A branch timed out or failed to send (§16.8, §16.9).
@@ -807,7 +941,12 @@ impl Endpoint {
     pub(super) fn proxy_terminated(&mut self, client: Option<ClientId>, server: Option<ServerId>) {
         let Some(srv) = self.server.as_mut() else { return };
         if let Some(c) = client {
-            srv.by_client.remove(&c);
+            if let Some((s, id)) = srv.by_client.remove(&c) {
+                let peer = srv.proxied.get(&s).and_then(|p| p.branches.iter().find(|b| b.id == id)).map(|b| &b.peer);
+                if let Some(peer) = peer {
+                    srv.over_streams.remove(&((peer.transport, peer.remote), c));
+                }
+            }
         }
         if let Some(s) = server {
             if let Some(p) = srv.proxied.remove(&s) {
@@ -819,8 +958,11 @@ impl Endpoint {
                         srv.timer_c.remove(&(at, s, b.id));
                     }
                 }
-                for c in p.branches.into_iter().filter_map(|b| b.client) {
-                    srv.by_client.remove(&c);
+                for b in p.branches {
+                    if let Some(c) = b.client {
+                        srv.by_client.remove(&c);
+                        srv.over_streams.remove(&((b.peer.transport, b.peer.remote), c));
+                    }
                 }
             }
         }
@@ -833,6 +975,23 @@ fn invite_key(m: &Message<'_>) -> Option<(String, String)> {
     let call_id = m.call_id().and_then(Result::ok)?.as_str().to_owned();
     let branch = m.via().and_then(Result::ok)?.branch()?.to_owned();
     Some((call_id, branch))
+}
+
+/// `host[:port]` (IPv6 in brackets) split in two; the host as written.
+fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = s.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((_, tail)) => {
+                let host = &s[..s.len() - tail.len()];
+                (host, tail.strip_prefix(':').and_then(|p| p.parse().ok()))
+            }
+            None => (s, None),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (s, None),
+    }
 }
 
 /// Where a binding's requests go: where its REGISTER came from (crossing

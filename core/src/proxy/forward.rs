@@ -150,7 +150,7 @@ fn is_loose(a: &Address<'_>) -> bool {
 ///    fields (after the Via fields when there are none).
 /// 5. [`Forward::extra_headers`] appended; the Proxy-Authorization lines
 ///    for [`Forward::consume_realm`] left out (§22.3).
-/// 6. Our Route value removed (§16.4); if the top remaining Route value is
+/// 6. Our Route values removed (§16.4, RFC 5658); if the top remaining Route value is
 ///    a strict router (no `lr`), it becomes the Request-URI and the
 ///    Request-URI goes to the end of the Route.
 /// 7. The next hop is the caller's ([`RouteInfo::next_hop`]).
@@ -174,10 +174,8 @@ pub fn forward_request(m: &Message<'_>, f: &Forward<'_>) -> Option<Vec<u8>> {
             *d = true;
         }
     }
-    if f.routes.removes_own_route() {
-        if let Some(d) = drop.first_mut() {
-            *d = true;
-        }
+    for d in drop.iter_mut().take(f.routes.own_routes()) {
+        *d = true;
     }
     // §16.6 step 2: the Request-URI.
     let mut request_uri = f.target.or(f.routes.request_uri()).unwrap_or(rl.uri);

@@ -211,12 +211,16 @@ impl ProxyIdentity {
 
     /// Whether a Request-URI is one this proxy is responsible for (§16.5):
     /// a SIP or SIPS URI whose host is one of our domains or one of our
-    /// hosts (any port).
+    /// hosts, and whose port is one of ours or not written (§19.1.4: the
+    /// port is part of the URI). A UA at another port of our own address
+    /// is not us: `sip:carol@192.0.2.10:37290` is somebody else's, and
+    /// requests for it are forwarded there.
     pub fn is_responsible_for(&self, uri: &Uri<'_>) -> bool {
         let Some(sip) = uri.as_sip() else { return false };
         let host = sip.host();
-        self.is_our_host(&host)
-            || matches!(host, Host::Domain(d) if self.domains.iter().any(|x| x.eq_ignore_ascii_case(d.trim_end_matches('.'))))
+        let our_host = self.is_our_host(&host)
+            || matches!(host, Host::Domain(d) if self.domains.iter().any(|x| x.eq_ignore_ascii_case(d.trim_end_matches('.'))));
+        our_host && sip.port().is_none_or(|p| self.is_our_port(p))
     }
 }
 

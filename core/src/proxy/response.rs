@@ -33,11 +33,12 @@ pub enum Action {
     /// [`ResponseContext::should_cancel_others`]).
     ForwardNow,
     /// Keep it as a candidate: a final non-2xx response while other
-    /// branches are pending (§16.7 step 4). After a 6xx, cancel the pending
-    /// branches ([`ResponseContext::should_cancel_others`]).
+    /// branches are pending (§16.7 step 4).
     Hold,
-    /// Every branch is done and no final response has gone upstream yet:
-    /// send the best one (§16.7 step 6).
+    /// Every branch is done, or a 6xx arrived, and no final response has
+    /// gone upstream yet: send the best one (§16.7 step 6). After a 6xx,
+    /// also cancel the pending branches
+    /// ([`ResponseContext::should_cancel_others`]).
     SendBest(Best),
 }
 
@@ -164,6 +165,13 @@ impl ResponseContext {
         *slot = Outcome::Final { code, bytes: Some(response.to_vec()), order: self.arrivals };
         self.arrivals = self.arrivals.saturating_add(1);
         if code.class() == 6 {
+            // §16.7 step 5: no new branches, and the pending ones are
+            // cancelled. The 6xx goes upstream now rather than after the
+            // cancelled branches answer: step 6 would choose it anyway
+            // ("any 6xx wins over everything but a 2xx", and a later 2xx
+            // is still forwarded, step 5), while a branch that never sent
+            // a provisional response cannot be cancelled (§9.1) and would
+            // hold the caller until its Timer B.
             self.closed = true;
         }
         self.settle()
@@ -197,7 +205,7 @@ impl ResponseContext {
         if self.final_sent {
             return Action::Absorb;
         }
-        if !self.is_complete() {
+        if !self.is_complete() && !self.closed {
             return Action::Hold;
         }
         self.final_sent = true;
@@ -234,10 +242,11 @@ impl ResponseContext {
         }
     }
 
-    /// §16.7 step 6: the best final response, once every branch is done;
-    /// `None` while branches are pending or after a 2xx went upstream.
+    /// §16.7 step 6: the best final response, once every branch is done
+    /// or a 6xx arrived; `None` while branches are pending or after a 2xx
+    /// went upstream.
     pub fn best(&self) -> Option<Best> {
-        (self.is_complete() && !self.success_sent).then(|| self.choose())
+        ((self.is_complete() || self.closed) && !self.success_sent).then(|| self.choose())
     }
 
     /// The status the final response of branch `id` had; `None` while

@@ -29,7 +29,8 @@ pub enum NextHop {
 pub struct RouteInfo {
     request_uri: Option<String>,
     drop_last: bool,
-    drop_first: bool,
+    /// How many of the top Route values name us (removed).
+    drop_first: usize,
     next_hop: NextHop,
     lookup: bool,
 }
@@ -49,6 +50,14 @@ impl RouteInfo {
 
     /// §16.4: whether the top Route value named this proxy and goes.
     pub fn removes_own_route(&self) -> bool {
+        self.drop_first > 0
+    }
+
+    /// How many of the top Route values name this proxy and go: one, or
+    /// two when we record-routed twice (RFC 5658 §3.4: a proxy that changed
+    /// transport or interface between the legs of a dialog finds both of
+    /// its entries on top of the route set), 0 when none does.
+    pub fn own_routes(&self) -> usize {
         self.drop_first
     }
 
@@ -79,7 +88,9 @@ fn is_our_record_route(uri: &Uri<'_>, me: &ProxyIdentity) -> bool {
 /// 1. If the Request-URI is a value we placed in Record-Route and a Route
 ///    is present, a strict router upstream moved it there: the real
 ///    Request-URI is the last Route value, which is removed.
-/// 2. If the (remaining) top Route value names us, it is removed.
+/// 2. If the (remaining) top Route value names us, it is removed — and
+///    so is every value after it that names us too (RFC 5658: the two
+///    entries of a double Record-Route).
 /// 3. The next hop is the new top Route value (loose with `;lr`, §16.12,
 ///    else strict), or the target when none remains; the location service
 ///    is consulted only then, and only for our domains (§16.5).
@@ -106,12 +117,14 @@ pub fn preprocess_routes(m: &Message<'_>, me: &ProxyIdentity) -> Result<RouteInf
         rest = before;
     }
     // §16.4: "If the first value in the Route header field indicates this
-    // proxy, the proxy MUST remove that value from the request."
-    if let Some((first, after)) = rest.split_first() {
-        if me.is_me_uri(first.uri()) {
-            info.drop_first = true;
-            rest = after;
+    // proxy, the proxy MUST remove that value from the request." RFC 5658
+    // §3.4: with double Record-Route, the next value is ours as well.
+    while let Some((first, after)) = rest.split_first() {
+        if !me.is_me_uri(first.uri()) {
+            break;
         }
+        info.drop_first += 1;
+        rest = after;
     }
     // §16.6 step 7 / §16.12: the next hop is the top remaining Route value.
     info.next_hop = match rest.first() {

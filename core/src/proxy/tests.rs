@@ -91,9 +91,15 @@ fn identity_recognises_names_addresses_and_default_ports() {
     assert!(!id.is_me_uri(&uri("sip:proxy.example.com;lr")));
     assert!(id.is_me_uri(&uri("sip:proxy.example.com:5080;lr")));
     assert!(!id.is_me_via(&via("SIP/2.0/TLS proxy.example.com;branch=z9hG4bK1")));
-    // Responsibility: our domains and our hosts, any port.
+    // Responsibility (§16.5, §19.1.4): our domains and our hosts, at one
+    // of our ports or with none written; another port of our own address
+    // is another UA.
     assert!(id.is_responsible_for(&uri("sip:bob@example.COM")));
-    assert!(id.is_responsible_for(&uri("sip:bob@proxy.example.com:9999")));
+    assert!(id.is_responsible_for(&uri("sip:bob@proxy.example.com:5080")));
+    assert!(id.is_responsible_for(&uri("sip:bob@[2001:db8::10];gr=urn:uuid:1")));
+    assert!(!id.is_responsible_for(&uri("sip:bob@proxy.example.com:9999")));
+    assert!(!id.is_responsible_for(&uri("sip:carol@[2001:db8::10]:37290")));
+    assert!(!id.is_responsible_for(&uri("sip:bob@example.com:5070")));
     assert!(!id.is_responsible_for(&uri("sip:bob@sub.example.com")));
 }
 
@@ -623,28 +629,36 @@ fn provisionals_and_2xx_are_never_held() {
 }
 
 #[test]
-fn a_6xx_wins_over_4xx_and_closes_the_context() {
+fn a_6xx_goes_up_at_once_and_closes_the_context() {
+    // §16.7 steps 5–6: a 6xx cancels the pending branches, opens no new
+    // one and is the best response whatever they answer (only a 2xx beats
+    // it, and a 2xx is forwarded anyway): it goes up without waiting.
     let mut ctx = ResponseContext::new();
     let (a, b, c) = (ctx.add_branch().unwrap(), ctx.add_branch().unwrap(), ctx.add_branch().unwrap());
     assert_eq!(ctx.on_response(a, code(486), &branch_response("486 Busy Here", "")), Action::Hold);
-    assert_eq!(ctx.on_response(b, code(603), &branch_response("603 Decline", "")), Action::Hold);
+    assert_eq!(ctx.best(), None, "two branches are pending");
+    assert_eq!(ctx.on_response(b, code(603), &branch_response("603 Decline", "")), Action::SendBest(Best::Branch(b)));
     assert!(ResponseContext::should_cancel_others(code(603)));
     assert!(!ResponseContext::should_cancel_others(code(486)));
-    assert_eq!(ctx.pending().collect::<Vec<_>>(), [c]);
+    assert_eq!(ctx.pending().collect::<Vec<_>>(), [c], "c is still to be cancelled");
     assert_eq!(ctx.add_branch(), None, "no new branches after a 6xx");
-    assert_eq!(ctx.best(), None, "a branch is pending");
-    // A repeated final changes nothing.
-    assert_eq!(ctx.on_response(a, code(486), &branch_response("486 Busy Here", "")), Action::Absorb);
-    assert_eq!(
-        ctx.on_response(c, code(487), &branch_response("487 Request Terminated", "")),
-        Action::SendBest(Best::Branch(b))
-    );
+    assert_eq!(ctx.best(), Some(Best::Branch(b)));
     let out = ctx.write_best().unwrap();
     let o = parse(&out);
     assert_eq!(o.status(), Some(code(603)));
     assert_eq!(o.vias().map(|v| v.unwrap().as_str()).collect::<Vec<_>>(), [UA_VIA]);
-    // Once sent, nothing more but a 2xx goes up.
+    // The cancelled branch's 487, a repeated final: absorbed.
+    assert_eq!(ctx.on_response(c, code(487), &branch_response("487 Request Terminated", "")), Action::Absorb);
+    assert_eq!(ctx.on_response(a, code(486), &branch_response("486 Busy Here", "")), Action::Absorb);
     assert_eq!(ctx.on_response(c, code(500), b""), Action::Absorb);
+    // A 2xx from a branch the CANCEL came too late for still goes up (step 5).
+    let mut ctx = ResponseContext::new();
+    let (a, b) = (ctx.add_branch().unwrap(), ctx.add_branch().unwrap());
+    assert_eq!(
+        ctx.on_response(a, code(600), &branch_response("600 Busy Everywhere", "")),
+        Action::SendBest(Best::Branch(a))
+    );
+    assert_eq!(ctx.on_response(b, code(200), &branch_response("200 OK", "")), Action::ForwardNow);
 }
 
 #[test]
@@ -655,6 +669,9 @@ fn the_lowest_class_wins_and_4xx_beats_5xx() {
         let mut last = Action::Absorb;
         for (id, (c, status)) in ids.iter().zip(finals) {
             last = ctx.on_response(*id, code(*c), &branch_response(status, ""));
+            if matches!(last, Action::SendBest(_)) {
+                break;
+            }
         }
         let Action::SendBest(Best::Branch(b)) = last else { panic!("{last:?}") };
         assert_eq!(ctx.best(), Some(Best::Branch(b)));
@@ -666,6 +683,7 @@ fn the_lowest_class_wins_and_4xx_beats_5xx() {
     assert_eq!(run(&[(480, "480 Temporarily Unavailable"), (484, "484 Address Incomplete")]), 484);
     assert_eq!(run(&[(404, "404 Not Found"), (486, "486 Busy Here")]), 404);
     assert_eq!(run(&[(486, "486 Busy Here"), (600, "600 Busy Everywhere"), (301, "301 Moved")]), 600);
+    assert_eq!(run(&[(302, "302 Moved Temporarily"), (603, "603 Decline")]), 603);
 }
 
 #[test]

@@ -75,6 +75,11 @@ pub struct ClientId {
     generation: u32,
 }
 
+impl ClientId {
+    /// The least handle in the order (a range bound for maps keyed by it).
+    pub const MIN: ClientId = ClientId { index: 0, generation: 0 };
+}
+
 /// A server transaction handle (see [`ClientId`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ServerId {
