@@ -31,6 +31,10 @@ struct Peer {
     wire: Vec<String>,
     /// Outgoing messages starting with this are dropped (this many times).
     drop: Option<(&'static str, usize)>,
+    /// What the node wrote on stream connections: the connection, the text.
+    streams: Vec<(sipline::transport::ConnId, String)>,
+    /// The connections the node asked to open: when, which, where to.
+    opens: Vec<(Instant, sipline::transport::ConnId, SocketAddr)>,
     /// Rewrites each outgoing message (a phone that writes what sipline's
     /// endpoint does not, e.g. a GRUU as its Contact).
     rewrite: Option<fn(&str) -> String>,
@@ -69,6 +73,8 @@ impl Peer {
             received: Vec::new(),
             drop: None,
             rewrite: None,
+            streams: Vec::new(),
+            opens: Vec::new(),
         }
     }
 
@@ -97,6 +103,10 @@ impl Peer {
                         }
                     }
                     Output::Event(e) => events.push(e),
+                    Output::Write { conn, bytes } => {
+                        self.streams.push((conn, String::from_utf8_lossy(&bytes).into_owned()))
+                    }
+                    Output::Open { conn, remote, .. } => self.opens.push((self.now, conn, remote)),
                     _ => {}
                 }
             }
@@ -664,6 +674,271 @@ fn declined_call(seed: u64) {
             }
             Some(SessionEnd::Failed(sipline::endpoint::RequestError::Timeout)) => {}
             other => panic!("seed {seed}: {other:?}"),
+        }
+    }
+}
+
+/// carol, a phone on TCP only (at 192.0.2.9:40000), outside the domain.
+const CAROL: &str = "192.0.2.9:40000";
+
+/// carol's INVITE to bob over TCP.
+fn tcp_invite() -> String {
+    format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {CAROL};branch=z9hG4bK-tcp-1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@elsewhere.example>;tag=c1\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: tcp-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:carol@{CAROL};transport=tcp>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"
+    )
+}
+
+/// RFC 5658 §3.3–3.4 (items 2 and 8 of issue 17): a call from a TCP-only
+/// phone to a user registered over UDP. The server record-routes twice,
+/// the top entry naming UDP (bob's side), the next TCP (carol's); carol's
+/// ACK and bob's BYE, each carrying both entries, have both removed and
+/// leave over the other side's transport — no TCP phone is given a UDP
+/// hop.
+#[test]
+fn a_transport_change_is_record_routed_twice_and_each_side_keeps_its_own() {
+    let t0 = Instant::now();
+    let nodes = vec![server(t0), device(1, "bob", BOB_1, t0, answering())];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    s.nodes[0].ep.add_listener(Transport::Tcp, addr(0));
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
+    let carol: SocketAddr = CAROL.parse().unwrap();
+    let now = s.now();
+    let conn = s.nodes[0].ep.handle_accepted(now, Transport::Tcp, carol).expect("accepted");
+    s.nodes[0].ep.handle_stream_data(now, conn, tcp_invite().as_bytes());
+    s.nodes[0].pump();
+    let until = s.elapsed() + Duration::from_secs(2);
+    s.run(until, 100_000);
+    let rr = "Record-Route: <sip:192.0.2.1:5060;transport=udp;lr>, <sip:192.0.2.1:5060;transport=tcp;lr>\r\n";
+    let invite = s.nodes[1].received.iter().find(|(_, _, m)| m.starts_with("INVITE ")).expect("forwarded").2.clone();
+    assert!(invite.contains(rr), "double Record-Route, bob's side first:\n{invite}");
+    let ok = s.nodes[0].streams.iter().find(|(c, m)| *c == conn && m.starts_with("SIP/2.0 200")).expect("200 to carol");
+    assert!(ok.1.contains(rr), "the 200 carries both entries:\n{}", ok.1);
+    // carol's route set is the Record-Route reversed: her ACK goes to the
+    // TCP entry first.
+    let bob_contact = "sip:bob@192.0.2.2:5060";
+    let to_tag = ok.1.split("\r\n").find(|l| l.starts_with("To: ")).unwrap().to_owned();
+    let ack = format!(
+        "ACK {bob_contact} SIP/2.0\r\nVia: SIP/2.0/TCP {CAROL};branch=z9hG4bK-tcp-ack;rport\r\n\
+         Route: <sip:192.0.2.1:5060;transport=tcp;lr>, <sip:192.0.2.1:5060;transport=udp;lr>\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@elsewhere.example>;tag=c1\r\n{to_tag}\r\n\
+         Call-ID: tcp-call-1\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let now = s.now();
+    s.nodes[0].ep.handle_stream_data(now, conn, ack.as_bytes());
+    s.nodes[0].pump();
+    let until = s.elapsed() + Duration::from_secs(1);
+    s.run(until, 100_000);
+    let acked = s.nodes[1].received.iter().find(|(_, _, m)| m.starts_with("ACK ")).expect("ACK over UDP").2.clone();
+    assert!(acked.starts_with(&format!("ACK {bob_contact} ")), "{acked}");
+    assert!(!acked.contains("Route:"), "both of our entries removed:\n{acked}");
+    assert!(s.nodes[1].confirmed());
+    // bob hangs up: his BYE goes to the UDP entry and on to carol over TCP.
+    let session = s.nodes[1]
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Session { session, event: SessionEvent::Confirmed { .. } } => Some(*session),
+            _ => None,
+        })
+        .unwrap();
+    let now = s.now();
+    s.nodes[1].ep.hangup(now, session).unwrap();
+    s.nodes[1].pump();
+    let until = s.elapsed() + Duration::from_secs(1);
+    s.run(until, 100_000);
+    let bye = s.nodes[1].wire.iter().find(|m| m.starts_with("BYE ")).expect("bob's BYE");
+    let udp = bye.find("Route: <sip:192.0.2.1:5060;transport=udp;lr>").expect("the UDP entry");
+    let tcp = bye.find("<sip:192.0.2.1:5060;transport=tcp;lr>").expect("the TCP entry");
+    assert!(udp < tcp, "bob's route set: the UDP entry first\n{bye}");
+    let out = s.nodes[0].streams.iter().find(|(_, m)| m.starts_with("BYE ")).expect("the BYE to carol over TCP");
+    assert_eq!(out.0, conn, "on carol's connection");
+    assert!(out.1.starts_with(&format!("BYE sip:carol@{CAROL};transport=tcp ")), "{}", out.1);
+    assert!(out.1.contains("Via: SIP/2.0/TCP 192.0.2.1:5060;"), "{}", out.1);
+    assert!(!out.1.contains("Route:"), "{}", out.1);
+    assert!(s.nodes[0].wire.iter().all(|m| !m.starts_with("BYE sip:carol")), "nothing to carol over UDP");
+}
+
+/// §16.4/§16.5 with §19.1.4 (item 3): a UA at another port of the
+/// server's own address is another UA. alice's MESSAGE to
+/// `sip:dave@192.0.2.3:5070` is proxied there (after her credentials),
+/// not looked up as a user of the domain (404/480) nor answered by the
+/// server (item 4: never a 200 for what was not delivered); the 200 she
+/// gets is the one the UA wrote.
+#[test]
+fn a_request_for_another_port_or_host_is_proxied_there_not_answered() {
+    let t0 = Instant::now();
+    let nodes = vec![
+        server(t0),
+        device(1, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+        device(2, "bob", BOB_1, t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "alice") == 1));
+    let now = s.now();
+    let target = "sip:dave@192.0.2.3:5070";
+    s.nodes[1].ep.send_request(now, Request::message(target, "text/plain", b"hi".to_vec())).unwrap();
+    s.nodes[1].pump();
+    let until = s.elapsed() + Duration::from_secs(5);
+    s.run(until, 100_000);
+    let server = &s.nodes[0];
+    assert!(server.wire.iter().any(|m| m.starts_with("SIP/2.0 407")), "alice proved who she is");
+    assert!(server.wire.iter().any(|m| m.starts_with(&format!("MESSAGE {target} "))), "proxied to the UA");
+    // Every 200 the server sent for the MESSAGE is one the UA wrote (its
+    // To tag), passed on: none of its own.
+    let from_ua: Vec<&str> = server
+        .received
+        .iter()
+        .filter(|(_, f, m)| *f == 2 && m.starts_with("SIP/2.0 200"))
+        .filter_map(|(_, _, m)| m.split("\r\n").find(|l| l.starts_with("To: ")))
+        .collect();
+    assert!(!from_ua.is_empty(), "the UA answered");
+    for ok in server.wire.iter().filter(|m| m.starts_with("SIP/2.0 200") && m.contains(" MESSAGE\r\n")) {
+        let to = ok.split("\r\n").find(|l| l.starts_with("To: ")).unwrap();
+        assert!(from_ua.contains(&to), "a 200 the UA did not write:\n{ok}");
+    }
+    assert!(s.nodes[2].events.iter().any(|e| matches!(e, Event::Message { .. })), "and got the text");
+    let got_200 = s.nodes[1].received.iter().any(|(_, _, m)| m.starts_with("SIP/2.0 200") && m.contains("MESSAGE"));
+    assert!(got_200);
+}
+
+/// No open relay (§16.3 with §22.3): a request from outside the domain
+/// for a target outside the domain, not within a dialog we record-routed,
+/// is refused with 403 and goes nowhere; the same with a pre-loaded Route
+/// naming us. A foreign MESSAGE to the server's own address (no user) is
+/// for the server itself.
+#[test]
+fn requests_from_outside_for_outside_are_refused_403() {
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    for (i, route) in ["", "Route: <sip:192.0.2.1:5060;lr>\r\n"].iter().enumerate() {
+        let m = format!(
+            "MESSAGE sip:victim@192.0.2.3:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-relay-{i};rport\r\n\
+             {route}Max-Forwards: 70\r\nFrom: <sip:scanner@198.51.100.7>;tag=s{i}\r\nTo: <sip:victim@192.0.2.3>\r\n\
+             Call-ID: relay-{i}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        srv.handle_datagram(t0, 3, m.as_bytes());
+        let out: Vec<(NodeId, String)> = std::iter::from_fn(|| srv.poll_transmit())
+            .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+            .collect();
+        assert!(out.iter().any(|(to, m)| *to == 3 && m.starts_with("SIP/2.0 403 ")), "{out:?}");
+        assert!(out.iter().all(|(to, _)| *to == 3), "nothing sent on: {out:?}");
+    }
+}
+
+/// bob's second device, registered over TCP from 192.0.2.9:40001 (its
+/// connection to the server is `conn`).
+const BOB_TCP: &str = "192.0.2.9:40001";
+
+/// Registers `sip:bob@192.0.2.9:40001;transport=tcp` at the server over a
+/// TCP connection accepted from [`BOB_TCP`] (answering the 401 with bob's
+/// credentials); returns the server's handle of that connection.
+fn register_bob_over_tcp(s: &mut Sim<Peer>) -> sipline::transport::ConnId {
+    let remote: SocketAddr = BOB_TCP.parse().unwrap();
+    let now = s.now();
+    let conn = s.nodes[0].ep.handle_accepted(now, Transport::Tcp, remote).expect("accepted");
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/TCP {BOB_TCP};branch=z9hG4bK-reg-{cseq};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@{DOMAIN}>;tag=r1\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: tcp-reg-1\r\n\
+             CSeq: {cseq} REGISTER\r\nContact: <sip:bob@{BOB_TCP};transport=tcp>\r\nExpires: 3600\r\n{auth}\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    s.nodes[0].ep.handle_stream_data(now, conn, register(1, "").as_bytes());
+    s.nodes[0].pump();
+    let challenge = s.nodes[0].streams.iter().rfind(|(c, m)| *c == conn && m.starts_with("SIP/2.0 401")).unwrap();
+    let challenge = challenge.1.clone();
+    let parsed = sipline::message::Message::parse(challenge.as_bytes()).unwrap();
+    let mut client = sipline::auth::DigestClient::new(DigestCredentials::new("bob", "bob-pw"));
+    let mut rng = sipline::rng::Rng::new(7);
+    let answers = client.authorize_response(&parsed, "REGISTER", "sip:192.0.2.1:5060", &mut rng).unwrap();
+    let auth: String = answers.iter().map(|(h, v)| format!("{h}: {v}\r\n")).collect();
+    s.nodes[0].ep.handle_stream_data(now, conn, register(2, &auth).as_bytes());
+    s.nodes[0].pump();
+    assert!(s.nodes[0].streams.iter().any(|(c, m)| *c == conn && m.starts_with("SIP/2.0 200")), "registered");
+    conn
+}
+
+/// Item 6 of issue 17 (§16.9, §17.1.4): a binding whose TCP flow is gone
+/// — the phone closed its connection, and a new one to where it came from
+/// cannot be opened — fails its branch at once, as a 503 for the best
+/// response choice: the caller gets the other device's 486 as soon as it
+/// comes, not after the dead branch's Timer B.
+#[test]
+fn a_branch_over_a_dead_flow_fails_at_once() {
+    let t0 = Instant::now();
+    let busy: Policy = Box::new(|ep, now, e| {
+        if let Event::IncomingSession { session, .. } = e {
+            ep.reject(now, *session, 486, "Busy Here", &[]).unwrap();
+        }
+    });
+    let nodes = vec![
+        server(t0),
+        device(1, "bob", BOB_1, t0, busy),
+        device(2, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    s.nodes[0].ep.add_listener(Transport::Tcp, addr(0));
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1));
+    let conn = register_bob_over_tcp(&mut s);
+    assert_eq!(bindings(&s, "bob"), 2);
+    // The phone goes away: its connection closes.
+    let now = s.now();
+    s.nodes[0].ep.handle_closed(now, conn);
+    s.nodes[0].pump();
+    // alice calls bob; the server forks to both bindings, opening a new
+    // connection for the TCP one, which fails.
+    let now = s.now();
+    let call = Request::invite(&format!("sip:bob@{DOMAIN}"), "application/sdp", b"v=0\r\n".to_vec());
+    s.nodes[2].ep.invite(now, call).unwrap();
+    s.nodes[2].pump();
+    assert!(s.run_until(Duration::from_secs(5), 100_000, |s| !s.nodes[0].opens.is_empty()), "a connection opened");
+    let (at, new_conn, remote) = s.nodes[0].opens[0];
+    assert_eq!(remote, BOB_TCP.parse::<SocketAddr>().unwrap(), "for the TCP branch");
+    s.nodes[0].ep.handle_connect_failed(at, new_conn);
+    s.nodes[0].pump();
+    let until = s.elapsed() + Duration::from_secs(2);
+    s.run(until, 100_000);
+    let alice = &s.nodes[2];
+    let busy_at = alice.received.iter().find(|(_, _, m)| m.starts_with("SIP/2.0 486")).map(|(t, ..)| *t);
+    let busy_at = busy_at.expect("the caller got the 486 within two seconds, not after Timer B");
+    assert!(busy_at - at < Duration::from_secs(1), "{:?}", busy_at - at);
+    match alice.session_end() {
+        Some(SessionEnd::Failed(sipline::endpoint::RequestError::Failure(r))) => assert_eq!(r.code, 486),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// §26.2.2 / RFC 5630 §3.1.3 (item 8 of issue 17): a SIPS Request-URI is
+/// never continued over a transport weaker than TLS. bob is registered
+/// over UDP only: a request for `sips:bob@example.com` gets 480 and goes
+/// nowhere; the same for `sip:` reaches him.
+#[test]
+fn a_sips_request_is_never_forwarded_in_clear() {
+    let t0 = Instant::now();
+    let nodes = vec![server(t0), device(1, "bob", BOB_1, t0, idle())];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
+    for (i, scheme) in ["sips", "sip"].iter().enumerate() {
+        let m = format!(
+            "MESSAGE {scheme}:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-sips-{i};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:carol@elsewhere.example>;tag=s{i}\r\nTo: <{scheme}:bob@{DOMAIN}>\r\n\
+             Call-ID: sips-{i}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        let now = s.now();
+        s.nodes[0].handle_datagram(now, 3, m.as_bytes());
+        let out: Vec<(NodeId, String)> = std::iter::from_fn(|| s.nodes[0].poll_transmit())
+            .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+            .collect();
+        let to_bob = out.iter().any(|(to, m)| *to == 1 && m.starts_with("MESSAGE "));
+        if *scheme == "sips" {
+            assert!(out.iter().any(|(to, m)| *to == 3 && m.starts_with("SIP/2.0 480 ")), "{out:?}");
+            assert!(!to_bob, "{out:?}");
+        } else {
+            assert!(to_bob, "{out:?}");
         }
     }
 }

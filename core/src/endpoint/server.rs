@@ -442,14 +442,20 @@ impl Endpoint {
             let Some(srv) = self.server_state(now) else { return Err((500, "Server Internal Error")) };
             let lookup = srv.registrar.targets(now, lookup_uri);
             let known = user_of(ruri).is_some_and(|u| srv.auth.users().contains(&u));
+            // A SIPS Request-URI is secured over every hop (§26.2.2, RFC 5630
+            // §3.1.3): only bindings reached over TLS are targets.
+            let secure = ruri.as_sip().is_some_and(crate::message::SipUri::is_secure);
             return match lookup {
                 Lookup::Aor(b) | Lookup::Gruu(b) => {
-                    let t: Vec<(String, Peer)> =
-                        b.into_iter().filter_map(|b| Some((b.contact.clone(), binding_peer(&b)?))).collect();
-                    if t.is_empty() {
-                        Err((480, "Temporarily Unavailable"))
-                    } else {
-                        Ok(t)
+                    let t: Vec<(String, Peer)> = b
+                        .into_iter()
+                        .filter_map(|b| Some((b.contact.clone(), binding_peer(&b)?)))
+                        .filter(|(_, p)| !secure || p.transport == Transport::Tls)
+                        .collect();
+                    match (t.is_empty(), secure) {
+                        (false, _) => Ok(t),
+                        (true, true) => Err((480, "Temporarily Unavailable (no binding over TLS)")),
+                        (true, false) => Err((480, "Temporarily Unavailable")),
                     }
                 }
                 Lookup::NoBindings if known => Err((480, "Temporarily Unavailable")),
