@@ -104,7 +104,7 @@ impl Peer {
                     }
                     Output::Event(e) => events.push(e),
                     Output::Write { conn, bytes } => {
-                        self.streams.push((conn, String::from_utf8_lossy(&bytes).into_owned()))
+                        self.streams.push((conn, String::from_utf8_lossy(&bytes).into_owned()));
                     }
                     Output::Open { conn, remote, .. } => self.opens.push((self.now, conn, remote)),
                     _ => {}
@@ -855,7 +855,7 @@ fn register_bob_over_tcp(s: &mut Sim<Peer>) -> sipline::transport::ConnId {
     let mut client = sipline::auth::DigestClient::new(DigestCredentials::new("bob", "bob-pw"));
     let mut rng = sipline::rng::Rng::new(7);
     let answers = client.authorize_response(&parsed, "REGISTER", "sip:192.0.2.1:5060", &mut rng).unwrap();
-    let auth: String = answers.iter().map(|(h, v)| format!("{h}: {v}\r\n")).collect();
+    let auth: String = answers.iter().flat_map(|(h, v)| [h.as_str(), ": ", v, "\r\n"]).collect();
     s.nodes[0].ep.handle_stream_data(now, conn, register(2, &auth).as_bytes());
     s.nodes[0].pump();
     assert!(s.nodes[0].streams.iter().any(|(c, m)| *c == conn && m.starts_with("SIP/2.0 200")), "registered");
