@@ -197,9 +197,8 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let summaries = command == "serve" && !options.quiet;
-    if options.verbose || summaries {
-        crate::wire_log::install(options.verbose, summaries);
-    }
+    // Always: failed TLS handshakes are printed (at info, `sipline::tls`).
+    crate::wire_log::install(options.verbose, summaries);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
