@@ -517,7 +517,7 @@ fn self_signed_identity(domain: &str, bind: SocketAddr) -> Result<TlsConfig, tls
     if !bind.ip().is_unspecified() && bind.ip().to_string() != names[0] {
         names.push(bind.ip().to_string());
     }
-    let (tls, ca_pem) = tls_files::self_signed(&names, std::time::SystemTime::now())?;
+    let (tls, ca_pem) = tls_files::self_signed(&names[0], &names, std::time::SystemTime::now())?;
     let path = std::env::temp_dir().join(format!("sipline-serve-{}-ca.pem", std::process::id()));
     tls_files::write(&path, &ca_pem)?;
     println!("tls: self-signed certificate for {}; clients trust it with --ca {}", names.join(", "), path.display());
