@@ -23,8 +23,11 @@
 //! `application/sdp`; without one, a minimal SDP), prints each response
 //! (`180 Ringing`, `200 OK`), hangs up `--hangup-after` seconds after the
 //! answer (BYE) or on Ctrl-C or SIGTERM (CANCEL before the answer), and
-//! exits 0 if the call was answered, 1 otherwise. Each prints the addresses it bound; `-v`
-//! prints every SIP message sent and received.
+//! exits 0 if the call was answered, 1 otherwise. Each prints the addresses it bound
+//! (with no `--bind`, a client binds the one address that reaches its first hop), and
+//! any failed TLS handshake (peer, reason); `-v` prints every SIP message sent and
+//! received. `serve` and `listen` take `--require-client-cert` (mutual TLS, clients'
+//! roots from `--ca`); a client presents `--cert/--key`.
 //!
 //! `parse` reads each file's exact bytes as one SIP message (datagram rules
 //! of RFC 3261 §18.3), checks it the way a receiving element would (§8.2)

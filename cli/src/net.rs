@@ -11,15 +11,17 @@ use sipline::endpoint::{
 };
 use sipline::transport::{TlsConfig, Transport};
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
-                     [--alias HOST[:PORT]]... [--min-expires SECS] [--digest ALGS] [-v] [-q]
-       sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]] [options]
+                     [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
+                     [--digest ALGS] [-v] [-q]
+       sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
+                      [--require-client-cert] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
        sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
@@ -27,17 +29,21 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
 listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
                  without it INVITEs are rejected 486
 serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
-       (default 127.0.0.1:5060), and TLS on the next port with --cert/--key or --tls-self-signed
-       (a certificate made on the spot; its authority's certificate is written to a file for
-       clients' --ca); users from FILE (`user:password` or `user:realm:HA1` per line; default: a
-       printed one-time demo account); --alias: another name or address the domain answers to
-       (repeatable); --min-expires: the shortest registration taken (default 60);
-       --digest: the algorithms challenged with, in order (default md5 alone, as Kamailio: phones
-       such as baresip 1.x and Twinkle refuse a challenge that also offers SHA-256; sha-256,md5
-       offers RFC 8760's SHA-256 first to clients that know it)
+       (default 127.0.0.1:5060), and TLS 1.2/1.3 on the next port with --cert/--key or
+       --tls-self-signed (a certificate for D and ADDR made on the spot; its authority's
+       certificate is written to a file for clients' --ca); users from FILE (`user:password` or
+       `user:realm:HA1` per line; default: a printed one-time demo account); --alias: another name
+       or address the domain answers to (repeatable); --min-expires: the shortest registration
+       taken (default 60); --digest: the algorithms challenged with, in order (default md5 alone,
+       as Kamailio: phones such as baresip 1.x and Twinkle refuse a challenge that also offers
+       SHA-256; sha-256,md5 offers RFC 8760's SHA-256 first to clients that know it)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
-options: --bind ADDR (default 0.0.0.0:0)  --transport udp|tcp|tls (default udp)
-         --cert FILE --key FILE (TLS identity)  --ca FILE (trusted roots; default: the system's)
+--require-client-cert (serve, listen --transport tls): mutual TLS, only clients whose certificate
+       chains to a root of --ca are taken (--ca is then required)
+options: --bind ADDR (listen: default 0.0.0.0:0; register, message, call: default the address that
+         reaches the registrar, proxy or target, port 0)  --transport udp|tcp|tls (default udp)
+         --cert FILE --key FILE (TLS identity: listen's certificate, a client's certificate)
+         --ca FILE (trusted roots; default: the system's)
          -v (print every SIP message sent and received)  -q, --quiet (listen: print no line per request or call)";
 
 /// Parsed options.
@@ -77,6 +83,8 @@ struct Options {
     aliases: Vec<String>,
     /// `serve`: make a TLS certificate.
     tls_self_signed: bool,
+    /// `serve`, `listen`: mutual TLS, clients need a certificate from `--ca`.
+    require_client_cert: bool,
     /// `serve`: the registrar's Min-Expires.
     min_expires: Option<u32>,
 }
@@ -127,6 +135,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             // An old default; kept so that recorded commands still run.
             "--md5-first" => o.digest = Some(vec![Algorithm::Md5, Algorithm::Sha256]),
             "--tls-self-signed" => o.tls_self_signed = true,
+            "--require-client-cert" => o.require_client_cert = true,
             "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
@@ -145,11 +154,11 @@ impl Options {
         self.transport.unwrap_or(Transport::Udp)
     }
 
-    /// An endpoint configuration for `aor` with these options.
-    fn config(&self, aor: &str) -> Result<EndpointConfig, String> {
+    /// An endpoint configuration for `aor` with these options, listening
+    /// on `bind`.
+    fn config(&self, aor: &str, bind: SocketAddr) -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(aor);
         c.default_transport = self.transport();
-        let bind = self.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let mut tls = TlsConfig::default();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
             tls = tls_files::with_identity_files(tls, cert, key).map_err(|e| e.to_string())?;
@@ -162,6 +171,14 @@ impl Options {
             None => tls,
         };
         let has_identity = !tls.chain.is_empty();
+        if self.require_client_cert {
+            // Mutual TLS (RFC 3261 §26.3.2.1): the roots of --ca are the
+            // client certificates' issuers.
+            if self.transport() != Transport::Tls || !has_identity || self.ca.is_none() {
+                return Err("--require-client-cert needs --transport tls, --cert/--key and --ca".to_owned());
+            }
+            tls = tls.requiring_client_certificates();
+        }
         c.transport.tls = tls;
         // TLS is listened on only with an identity; a TLS client without
         // one listens on TCP.
@@ -201,9 +218,8 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
         Err(e) => return usage_error(&e),
     };
     let summaries = command == "serve" && !options.quiet;
-    if options.verbose || summaries {
-        crate::wire_log::install(options.verbose, summaries);
-    }
+    // Always: failed TLS handshakes are printed (at info, `sipline::tls`).
+    crate::wire_log::install(options.verbose, summaries);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -314,10 +330,40 @@ fn media_ip(local: Option<SocketAddr>, remote: SocketAddr) -> IpAddr {
     if let Some(l) = local.filter(|l| !l.ip().is_unspecified()) {
         return l.ip();
     }
-    let any = if remote.is_ipv4() { SocketAddr::from(([0; 4], 0)) } else { SocketAddr::from(([0u16; 8], 0)) };
-    std::net::UdpSocket::bind(any)
-        .and_then(|s| s.connect(remote).and_then(|()| s.local_addr()))
-        .map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip())
+    source_toward(remote.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// The source address the system would send to `remote` from (its
+/// routing table's choice; loopback for a loopback peer), asked of a
+/// connected UDP socket, which sends nothing.
+fn source_toward(remote: IpAddr) -> std::io::Result<IpAddr> {
+    let any = if remote.is_ipv4() { IpAddr::V4(Ipv4Addr::UNSPECIFIED) } else { IpAddr::V6(Ipv6Addr::UNSPECIFIED) };
+    let socket = std::net::UdpSocket::bind((any, 0))?;
+    // Any port: connecting a UDP socket only picks the route.
+    socket.connect((remote, 9))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+/// Where a client without `--bind` listens: the address it reaches
+/// `target` (a SIP URI: the proxy, the registrar or the request's target)
+/// from, port 0 — one interface, not all of them. A name is looked up
+/// (A/AAAA, as the transport does for a name without SRV records).
+fn bind_toward(target: &str) -> Result<SocketAddr, String> {
+    let uri = sipline::message::Uri::parse(target).map_err(|e| format!("{target}: {e}"))?;
+    let sip = uri.as_sip().ok_or_else(|| format!("{target}: not a SIP URI"))?;
+    let remote = if let Some(ip) = sip.host().ip() {
+        ip
+    } else {
+        let name = sip.host_str();
+        (name, sip.port().unwrap_or(5060))
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot look up {name}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{name} has no address"))?
+            .ip()
+    };
+    let local = source_toward(remote).map_err(|e| format!("no local address reaches {remote}: {e}"))?;
+    Ok(SocketAddr::new(local, 0))
 }
 
 /// Prints an event; answers what the listener answers. `false` at the end.
@@ -488,14 +534,25 @@ async fn serve_domain(o: &Options) -> ExitCode {
         (None, None, false) => None,
         _ => return usage_error("--cert and --key go together"),
     };
-    if let Some(identity) = identity {
-        match identity {
-            Ok(tls) => c.transport.tls = tls,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
+    if o.require_client_cert && (identity.is_none() || o.ca.is_none()) {
+        return usage_error("--require-client-cert needs TLS (--cert/--key or --tls-self-signed) and --ca");
+    }
+    let has_identity = identity.is_some();
+    let tls = identity.unwrap_or_else(|| Ok(TlsConfig::default())).and_then(|tls| match &o.ca {
+        Some(ca) => tls_files::with_roots_file(tls, ca),
+        None => Ok(tls),
+    });
+    match tls {
+        // Mutual TLS (RFC 3261 §26.3.2.1): clients' certificates must
+        // chain to a root of --ca.
+        Ok(tls) if o.require_client_cert => c.transport.tls = tls.requiring_client_certificates(),
+        Ok(tls) => c.transport.tls = tls,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
         }
+    }
+    if has_identity {
         let tls_port = if bind.port() == 0 { 0 } else { bind.port().saturating_add(1) };
         c = c.listen(Transport::Tls, SocketAddr::new(bind.ip(), tls_port));
     }
@@ -524,7 +581,7 @@ fn self_signed_identity(domain: &str, bind: SocketAddr) -> Result<TlsConfig, tls
     if !bind.ip().is_unspecified() && bind.ip().to_string() != names[0] {
         names.push(bind.ip().to_string());
     }
-    let (tls, ca_pem) = tls_files::self_signed(&names, std::time::SystemTime::now())?;
+    let (tls, ca_pem) = tls_files::self_signed(&names[0], &names, std::time::SystemTime::now())?;
     let path = std::env::temp_dir().join(format!("sipline-serve-{}-ca.pem", std::process::id()));
     tls_files::write(&path, &ca_pem)?;
     println!("tls: self-signed certificate for {}; clients trust it with --ca {}", names.join(", "), path.display());
@@ -544,7 +601,9 @@ async fn listen(o: &Options) -> ExitCode {
     if !o.positional.is_empty() {
         return usage_error("listen takes no arguments");
     }
-    let config = match o.config("sip:sipline@sipline.invalid") {
+    // A listener with no --bind is there for anyone: every interface.
+    let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let config = match o.config("sip:sipline@sipline.invalid", bind) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
@@ -559,10 +618,20 @@ async fn listen(o: &Options) -> ExitCode {
 }
 
 async fn register(o: &Options) -> ExitCode {
-    let ([aor], Some(_)) = (o.positional.as_slice(), &o.registrar) else {
+    let ([aor], Some(registrar)) = (o.positional.as_slice(), &o.registrar) else {
         return usage_error("register needs a URI and --registrar");
     };
-    let config = match o.config(aor) {
+    if o.require_client_cert {
+        return usage_error("--require-client-cert is for serve and listen");
+    }
+    let bind = match o.bind.map_or_else(|| bind_toward(o.proxy.as_ref().unwrap_or(registrar)), Ok) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let config = match o.config(aor, bind) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
@@ -615,7 +684,20 @@ async fn client(o: &Options) -> Result<(sipline_tokio::Endpoint, sipline_tokio::
     if o.registrar.is_some() && o.proxy.is_some() {
         return Err(usage_error("--registrar and --proxy exclude each other"));
     }
-    let config = o.config(&from_uri(o)).map_err(|e| usage_error(&e))?;
+    if o.require_client_cert {
+        return Err(usage_error("--require-client-cert is for serve and listen"));
+    }
+    // The first hop: the proxy, the registrar, or the target itself.
+    let first_hop = o.proxy.as_ref().or(o.registrar.as_ref()).or(o.positional.first());
+    let bind = match (o.bind, first_hop) {
+        (Some(b), _) => b,
+        (None, Some(hop)) => bind_toward(hop).map_err(|e| {
+            eprintln!("{e}");
+            ExitCode::from(1)
+        })?,
+        (None, None) => return Err(usage_error("no target")),
+    };
+    let config = o.config(&from_uri(o), bind).map_err(|e| usage_error(&e))?;
     let registering = config.registration.is_some();
     let (endpoint, mut events) = bind_endpoint(config).await?;
     // Registering first: wait until the registrar answers.

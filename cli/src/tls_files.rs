@@ -85,30 +85,50 @@ pub(crate) fn with_system_roots(mut tls: TlsConfig) -> Result<TlsConfig, TlsFile
     Ok(tls)
 }
 
+/// How long before "now" a made certificate starts: clocks of peers that
+/// run a little behind still accept it.
+const SELF_SIGNED_BACKDATE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// How long a made certificate lasts (a year).
+const SELF_SIGNED_LIFETIME: std::time::Duration = std::time::Duration::from_secs(365 * 86_400);
+
 /// An identity made on the spot (`serve --tls-self-signed`): a throwaway
-/// certificate authority of its own and a certificate for `names` (DNS
-/// names or IP addresses) signed by it, ECDSA P-256 (what OpenSSL-based
-/// peers read too), valid from a year ago to two years on. Returns the
-/// TLS config presenting it and the authority's certificate (PEM), which
+/// certificate authority of its own and a certificate signed by it whose
+/// subject's common name is `domain` and whose subject alternative names
+/// are `names` (DNS names or IP addresses: RFC 5922 §7.1 matches SIP
+/// domains against those), ECDSA P-256 (what OpenSSL-based peers read
+/// too), valid from an hour before `now` for a year. Returns the TLS
+/// config presenting it and the authority's certificate (PEM), which
 /// clients trust (`--ca`); the authority's key is dropped at once, so it
 /// can sign nothing else.
-pub(crate) fn self_signed(names: &[String], now: std::time::SystemTime) -> Result<(TlsConfig, String), TlsFileError> {
+pub(crate) fn self_signed(
+    domain: &str,
+    names: &[String],
+    now: std::time::SystemTime,
+) -> Result<(TlsConfig, String), TlsFileError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
     let fail = |reason: String| TlsFileError::SelfSigned { names: names.to_vec(), reason };
-    // The calendar year, near enough: validity is whole years around it.
-    let secs = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let year = 1970 + i32::try_from(secs / 31_556_952).unwrap_or(0);
+    let at = |t: std::time::SystemTime| {
+        let secs = t.duration_since(std::time::UNIX_EPOCH).map_err(|e| fail(e.to_string()))?.as_secs();
+        let secs = i64::try_from(secs).map_err(|e| fail(e.to_string()))?;
+        time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| fail(e.to_string()))
+    };
+    let not_before = at(now.checked_sub(SELF_SIGNED_BACKDATE).unwrap_or(now))?;
+    let not_after = at(now + SELF_SIGNED_LIFETIME)?;
     let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail(e.to_string()))?;
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca.distinguished_name.push(DnType::CommonName, "sipline serve (self-signed)");
-    ca.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-    ca.not_after = rcgen::date_time_ymd(year + 2, 1, 1);
+    ca.distinguished_name.push(DnType::CommonName, format!("sipline serve CA for {domain} (self-signed)"));
+    ca.not_before = not_before;
+    ca.not_after = not_after;
     let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| fail(e.to_string()))?;
     let ca_cert = ca.self_signed(&ca_key).map_err(|e| fail(e.to_string()))?;
-    let issuer = Issuer::new(ca.clone(), ca_key);
+    let issuer = Issuer::new(ca, ca_key);
     let mut leaf = CertificateParams::new(names.to_vec()).map_err(|e| fail(e.to_string()))?;
-    leaf.not_before = ca.not_before;
-    leaf.not_after = ca.not_after;
+    // rcgen's default subject is "rcgen self signed cert": name the domain.
+    leaf.distinguished_name = rcgen::DistinguishedName::new();
+    leaf.distinguished_name.push(DnType::CommonName, domain);
+    leaf.not_before = not_before;
+    leaf.not_after = not_after;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| fail(e.to_string()))?;
     let cert = leaf.signed_by(&key, &issuer).map_err(|e| fail(e.to_string()))?;
     let chain = format!("{}{}", cert.pem(), ca_cert.pem());
@@ -155,13 +175,13 @@ mod tests {
     fn self_signed_presents_a_leaf_for_the_names_under_its_own_authority() {
         let names = ["sipline.test".to_owned(), "127.0.0.1".to_owned()];
         let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(sipline_tests::certs::SIM_UNIX_TIME);
-        let (tls, ca_pem) = self_signed(&names, now).expect("made");
+        let (tls, ca_pem) = self_signed("sipline.test", &names, now).expect("made");
         // Leaf, then the authority; the authority is what clients trust.
         assert_eq!(tls.chain.len(), 2);
         let client = TlsConfig::default().with_roots_pem(ca_pem.as_bytes()).expect("CA PEM");
         assert_eq!(client.roots.last().map(AsRef::as_ref), Some(tls.chain[1].as_ref()));
         // Two runs make two different authorities (nothing is reused).
-        let (_, again) = self_signed(&names, now).expect("made");
+        let (_, again) = self_signed("sipline.test", &names, now).expect("made");
         assert_ne!(again, ca_pem);
     }
 

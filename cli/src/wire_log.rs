@@ -1,8 +1,10 @@
 //! `-v`: prints the SIP messages the core traces under the
 //! `sipline::wire` target (every message sent and received, in plaintext),
 //! to standard error; `serve` (unless `--quiet`): the one-line summaries
-//! the server role traces under `sipline::serve`, to standard output. A
-//! minimal `tracing` subscriber, nothing else.
+//! the server role traces under `sipline::serve`, to standard output; and
+//! for every network command, the failed TLS handshakes the transport
+//! traces at info under `sipline::tls` (peer and reason), to standard
+//! output. A minimal `tracing` subscriber, nothing else.
 
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
@@ -13,6 +15,10 @@ struct WireLog {
     wire: bool,
     serve: bool,
 }
+
+/// The target of the transport's TLS failures (one line per failed
+/// connection, at info).
+const TLS_TARGET: &str = "sipline::tls";
 
 /// Collects an event's fields: the message last, the rest as `name=value`.
 #[derive(Default)]
@@ -41,8 +47,10 @@ impl Visit for Fields {
 
 impl Subscriber for WireLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        let info = *metadata.level() <= tracing::Level::INFO;
         (self.wire && metadata.target() == "sipline::wire")
-            || (self.serve && metadata.target() == "sipline::serve" && *metadata.level() <= tracing::Level::INFO)
+            || (self.serve && metadata.target() == "sipline::serve" && info)
+            || (metadata.target() == TLS_TARGET && info)
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
@@ -56,7 +64,10 @@ impl Subscriber for WireLog {
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        if event.metadata().target() == "sipline::serve" {
+        if event.metadata().target() == TLS_TARGET {
+            // The message names the peer and the reason; no fields.
+            println!("{}", fields.message.trim_end());
+        } else if event.metadata().target() == "sipline::serve" {
             let head = fields.head.trim_end();
             if head.is_empty() {
                 println!("{}", fields.message.trim_end());
@@ -74,7 +85,8 @@ impl Subscriber for WireLog {
 }
 
 /// Installs the printer for the whole process: `wire` prints every
-/// message, `serve` the server role's summaries.
+/// message, `serve` the server role's summaries; failed TLS connections
+/// are printed always.
 pub(crate) fn install(wire: bool, serve: bool) {
     let _ = tracing::subscriber::set_global_default(WireLog { wire, serve });
 }

@@ -99,6 +99,11 @@ impl Drop for Listener {
 }
 
 impl Listener {
+    /// The process id of `timeout`, whose child `sipline` is.
+    pub fn timeout_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The address printed on the `bound TRANSPORT ADDR` line.
     pub fn bound(&mut self, transport: &str) -> SocketAddr {
         let line = self.lines_starting(&format!("bound {transport} "), 1);

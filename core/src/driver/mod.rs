@@ -47,7 +47,7 @@ use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::{poll_fn, Future};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -596,12 +596,16 @@ impl<S> Driver<S> {
     }
 
     /// The addresses to bind: the configured ones, plus an ephemeral UDP
-    /// socket (`0.0.0.0:0`) when none is configured, so that requests over
-    /// UDP have a socket to leave from and a port for their answers.
+    /// socket when none is configured, so that requests over UDP have a
+    /// socket to leave from and a port for their answers. That socket is
+    /// bound on the address of the first configured listener (the
+    /// application said where to listen: nowhere else), or on `0.0.0.0`
+    /// when none is configured.
     pub fn listeners(&self) -> Vec<(Transport, SocketAddr)> {
         let mut all = self.endpoint.config().listen.clone();
         if !all.iter().any(|(t, _)| *t == Transport::Udp) {
-            all.push((Transport::Udp, SocketAddr::from(([0, 0, 0, 0], 0))));
+            let ip = all.first().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |(_, a)| a.ip());
+            all.push((Transport::Udp, SocketAddr::new(ip, 0)));
         }
         all
     }

@@ -573,6 +573,19 @@ impl Connections {
     fn forget(&mut self, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conns.remove(conn.index, conn.generation) else { return };
         tracing::debug!(conn = conn.index, transport = c.transport.as_str(), remote = %c.remote, ?reason, "connection closed");
+        if let CloseReason::Tls(failure) = &reason {
+            // Once per connection, at info: what an operator needs to see
+            // why a phone cannot connect (a refused version, an untrusted
+            // or expired certificate, bytes that are not TLS). The alert
+            // (RFC 8446 §6, RFC 5246 §7.2) already went out.
+            let stage = if c.open { "connection" } else { "handshake" };
+            let direction = if c.outbound { "to" } else { "from" };
+            let why = match failure {
+                TlsFailure::Handshake(why) => why.clone(),
+                other => other.to_string(),
+            };
+            tracing::info!(target: "sipline::tls", remote = %c.remote, "TLS {stage} {direction} {} failed: {why}", c.remote);
+        }
         if self.by_peer.get(&(c.transport, c.remote)) == Some(&conn) {
             self.by_peer.remove(&(c.transport, c.remote));
         }

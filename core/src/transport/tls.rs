@@ -188,6 +188,13 @@ impl TimeProvider for TlsClock {
     }
 }
 
+/// The TLS versions spoken, as client and server: 1.3 (RFC 8446) and 1.2
+/// (RFC 5246), which many SIP phones still only speak (RFC 3261 §26.2.1
+/// asks for TLS without naming a version). 1.0 and 1.1 are refused (RFC
+/// 8996). The cipher suites are the ring provider's defaults: for 1.2 only
+/// ECDHE key exchange with AES-GCM or ChaCha20-Poly1305.
+const PROTOCOL_VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
 /// The rustls configurations built from a [`TlsConfig`], and the clock.
 pub(crate) struct TlsContext {
     client: Arc<ClientConfig>,
@@ -208,7 +215,7 @@ impl TlsContext {
         }
         let roots = Arc::new(roots);
         let builder = ClientConfig::builder_with_details(provider.clone(), clock.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(PROTOCOL_VERSIONS)
             .map_err(rejected)?;
         // No roots: nothing is trusted, every server certificate is refused.
         let builder = builder.with_root_certificates(roots.clone());
@@ -221,7 +228,7 @@ impl TlsContext {
         let server = match &config.key {
             Some(key) if !config.chain.is_empty() => {
                 let builder = ServerConfig::builder_with_details(provider.clone(), clock.clone())
-                    .with_safe_default_protocol_versions()
+                    .with_protocol_versions(PROTOCOL_VERSIONS)
                     .map_err(rejected)?;
                 let builder = if config.require_client_cert {
                     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider)
@@ -371,5 +378,130 @@ impl TlsSession {
                 Ok(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, PKCS_ECDSA_P256_SHA256};
+    use rustls::ProtocolVersion;
+
+    /// Jan 2027 (inside the test certificates' validity).
+    const NOW_UNIX: u64 = 1_800_000_000;
+
+    /// A CA (DER) and a server config presenting a leaf for `sipline.test`
+    /// it issued.
+    fn server_config() -> (Vec<u8>, TlsConfig) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        ca.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let ca_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca.clone(), ca_key);
+        let mut leaf = CertificateParams::new(vec!["sipline.test".to_owned()]).unwrap();
+        leaf.not_before = ca.not_before;
+        leaf.not_after = ca.not_after;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = leaf.signed_by(&key, &issuer).unwrap();
+        let tls = TlsConfig::default()
+            .with_identity_der(vec![cert.der().to_vec(), ca_cert.der().to_vec()], key.serialize_der());
+        (ca_cert.der().to_vec(), tls)
+    }
+
+    // Some `Instant` is needed as the clock's anchor; only differences
+    // from it count, and none passes here.
+    #[allow(clippy::disallowed_methods)]
+    fn context(config: &TlsConfig) -> TlsContext {
+        let mut ctx = TlsContext::new(config).unwrap();
+        ctx.set_wall_clock(Instant::now(), Duration::from_secs(NOW_UNIX));
+        ctx
+    }
+
+    /// Bytes back and forth until both handshakes end (at most 10 rounds).
+    fn pump(ours: &mut TlsSession, theirs: &mut rustls::Connection) -> Result<(), String> {
+        for _ in 0..10 {
+            let mut to_ours = Vec::new();
+            while theirs.wants_write() {
+                theirs.write_tls(&mut to_ours).unwrap();
+            }
+            let (mut plain, mut to_theirs) = (Vec::new(), Vec::new());
+            ours.flush(&mut to_theirs);
+            if !to_ours.is_empty() {
+                if let Some(f) = ours.receive(&to_ours, &mut plain, &mut to_theirs).failure {
+                    return Err(f.to_string());
+                }
+            }
+            let mut rd = &to_theirs[..];
+            while !rd.is_empty() {
+                theirs.read_tls(&mut rd).unwrap();
+                theirs.process_new_packets().map_err(|e| e.to_string())?;
+            }
+            if !ours.conn.is_handshaking() && !theirs.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err("the handshake did not end in 10 rounds".to_owned())
+    }
+
+    fn roots(ca: &[u8]) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots.add(CertificateDer::from(ca.to_vec())).unwrap();
+        Arc::new(roots)
+    }
+
+    /// A rustls client speaking only `versions`.
+    fn peer_client(ca: &[u8], versions: &[&'static rustls::SupportedProtocolVersion]) -> rustls::Connection {
+        let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots(ca))
+            .with_no_client_auth();
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("sipline.test").unwrap()).unwrap().into()
+    }
+
+    /// A modern suite: ECDHE key exchange (implied for 1.3) and an AEAD.
+    fn assert_modern(conn: &rustls::Connection) {
+        let suite = format!("{:?}", conn.negotiated_cipher_suite().unwrap().suite());
+        assert!(suite.contains("GCM") || suite.contains("CHACHA20_POLY1305"), "{suite}");
+        if conn.protocol_version() == Some(ProtocolVersion::TLSv1_2) {
+            assert!(suite.starts_with("TLS_ECDHE_"), "{suite}");
+        }
+    }
+
+    #[test]
+    fn the_server_speaks_tls_1_2_and_1_3() {
+        let (ca, config) = server_config();
+        let ctx = context(&config);
+        for (versions, wanted) in [
+            (&[&rustls::version::TLS12][..], ProtocolVersion::TLSv1_2),
+            (&[&rustls::version::TLS13][..], ProtocolVersion::TLSv1_3),
+            (&[&rustls::version::TLS13, &rustls::version::TLS12][..], ProtocolVersion::TLSv1_3),
+        ] {
+            let mut ours = ctx.server().unwrap();
+            let mut theirs = peer_client(&ca, versions);
+            pump(&mut ours, &mut theirs).unwrap();
+            assert_eq!(ours.conn.protocol_version(), Some(wanted));
+            assert_eq!(theirs.protocol_version(), Some(wanted));
+            assert_modern(&theirs);
+        }
+    }
+
+    #[test]
+    fn the_client_speaks_tls_1_2_to_a_server_that_knows_only_1_2() {
+        let (ca, config) = server_config();
+        let server = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(config.chain.clone(), config.key.as_ref().unwrap().clone_key())
+            .unwrap();
+        let mut theirs: rustls::Connection = rustls::ServerConnection::new(Arc::new(server)).unwrap().into();
+        let ctx = context(&TlsConfig::default().with_root_der(ca));
+        let mut ours = ctx.client("sipline.test").unwrap();
+        pump(&mut ours, &mut theirs).unwrap();
+        assert_eq!(ours.conn.protocol_version(), Some(ProtocolVersion::TLSv1_2));
+        assert_modern(&ours.conn);
     }
 }
