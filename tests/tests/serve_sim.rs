@@ -35,6 +35,8 @@ struct Peer {
     streams: Vec<(sipline::transport::ConnId, String)>,
     /// The connections the node asked to open: when, which, where to.
     opens: Vec<(Instant, sipline::transport::ConnId, SocketAddr)>,
+    /// The nodes that speak to this one over IPv6.
+    v6_peers: Vec<NodeId>,
     /// Rewrites each outgoing message (a phone that writes what sipline's
     /// endpoint does not, e.g. a GRUU as its Contact).
     rewrite: Option<fn(&str) -> String>,
@@ -48,10 +50,16 @@ fn addr(id: NodeId) -> SocketAddr {
     format!("192.0.2.{}:5060", id + 1).parse().unwrap()
 }
 
-fn node_of(a: SocketAddr) -> Option<NodeId> {
+/// Node `id`'s IPv6 address, `[2001:db8::(id+1)]:5060` (a node listening
+/// there is reached at it; the server listens on both families).
+fn addr6(id: NodeId) -> SocketAddr {
+    format!("[2001:db8::{:x}]:5060", id + 1).parse().unwrap()
+}
+
+fn node_of(a: SocketAddr) -> NodeId {
     match a.ip() {
-        std::net::IpAddr::V4(v4) => Some(usize::from(v4.octets()[3]) - 1),
-        std::net::IpAddr::V6(_) => None,
+        std::net::IpAddr::V4(v4) => usize::from(v4.octets()[3]) - 1,
+        std::net::IpAddr::V6(v6) => usize::from(v6.segments()[7]) - 1,
     }
 }
 
@@ -75,6 +83,7 @@ impl Peer {
             rewrite: None,
             streams: Vec::new(),
             opens: Vec::new(),
+            v6_peers: Vec::new(),
         }
     }
 
@@ -98,9 +107,7 @@ impl Peer {
                         }
                         self.wire.push(String::from_utf8_lossy(&bytes).into_owned());
                         self.wire_at.push(self.now);
-                        if let Some(to) = node_of(remote) {
-                            self.out.push_back((to, bytes.to_vec()));
-                        }
+                        self.out.push_back((node_of(remote), bytes.to_vec()));
                     }
                     Output::Event(e) => events.push(e),
                     Output::Write { conn, bytes } => {
@@ -146,8 +153,12 @@ impl Node for Peer {
     fn handle_datagram(&mut self, now: Instant, from: NodeId, bytes: &[u8]) {
         self.now = now;
         self.received.push((now, from, String::from_utf8_lossy(bytes).into_owned()));
-        let local = self.ep.transport().listeners()[0].1;
-        self.ep.handle_datagram(now, local, addr(from), bytes);
+        // The listener of the sender's family (the datagram came to it).
+        let listeners = self.ep.transport().listeners();
+        let v6 = self.v6_peers.contains(&from);
+        let local = listeners.iter().find(|(_, a)| a.is_ipv6() == v6).unwrap_or(&listeners[0]).1;
+        let remote = if v6 { addr6(from) } else { addr(from) };
+        self.ep.handle_datagram(now, local, remote, bytes);
         self.pump();
     }
     fn handle_timeout(&mut self, now: Instant) {
@@ -940,5 +951,101 @@ fn a_sips_request_is_never_forwarded_in_clear() {
         } else {
             assert!(to_bob, "{out:?}");
         }
+    }
+}
+
+/// RFC 5658 §3.3–3.4 over the lossy link, each seed: the server changes
+/// interface between the legs of a call — alice reaches it over IPv4, bob
+/// is registered over IPv6 — so it record-routes twice, each entry naming
+/// its own side's address; every in-dialog request (ACK, BYE), carrying
+/// both entries, leaves with both removed, towards the other side's
+/// family. bob is confirmed exactly when an ACK reached him.
+#[test]
+fn an_interface_change_is_record_routed_twice_under_loss() {
+    for_each_seed(8, interface_change_call);
+}
+
+fn interface_change_call(seed: u64) {
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    srv.ep.add_listener(Transport::Udp, addr6(0));
+    srv.v6_peers.push(4);
+    // bob at [2001:db8::5]:5060, registering at the server's IPv6 address.
+    let mut c = EndpointConfig::new(&format!("sip:bob@{DOMAIN}"));
+    c.registration = Some(RegistrationConfig::new(&format!("sip:{}", addr6(0))));
+    c.credentials.push(DigestCredentials::new("bob", "bob-pw"));
+    c.instance = Some(BOB_1.to_owned());
+    c.seed = 15;
+    let mut ep = Endpoint::new(c).unwrap();
+    ep.add_listener(Transport::Udp, addr6(4));
+    ep.start(t0);
+    let mut bob = Peer::new(4, EndpointConfig::new("sip:unused@example.com"), t0, answering());
+    bob.ep = ep;
+    bob.v6_peers.push(0);
+    let nodes = vec![
+        srv,
+        device(1, "carol", "urn:uuid:00000000-0000-4000-8000-0000000000c1", t0, idle()),
+        device(2, "carol", "urn:uuid:00000000-0000-4000-8000-0000000000c2", t0, idle()),
+        device(3, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+        bob,
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::lossy(), seed, t0);
+    let registered =
+        s.run_until(Duration::from_secs(600), 400_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1);
+    assert!(registered, "seed {seed}: registered within 600 s");
+    call_bob(&mut s, 3, Duration::from_secs(60));
+    // alice hangs up if the call is up.
+    let session = s.nodes[3].events.iter().find_map(|e| match e {
+        Event::Session { session, event: SessionEvent::Answered(_) } => Some(*session),
+        _ => None,
+    });
+    if let Some(session) = session {
+        let now = s.now();
+        if s.nodes[3].ep.hangup(now, session).is_ok() {
+            s.nodes[3].pump();
+        }
+        let until = s.elapsed() + Duration::from_secs(40);
+        s.run(until, 400_000);
+    }
+    let rr = "Record-Route: <sip:[2001:db8::1]:5060;transport=udp;lr>, <sip:192.0.2.1:5060;transport=udp;lr>\r\n";
+    let (server, bob, alice) = (&s.nodes[0], &s.nodes[4], &s.nodes[3]);
+    for m in server.wire.iter().filter(|m| m.starts_with("INVITE sip:bob@[2001:db8::5]")) {
+        assert!(m.contains(rr), "seed {seed}: both sides named, bob's first:\n{m}");
+    }
+    for m in server.wire.iter().filter(|m| m.starts_with("SIP/2.0 200") && m.contains(" INVITE\r\n")) {
+        assert!(m.contains(rr), "seed {seed}: the 200 carries both:\n{m}");
+    }
+    // Each in-dialog request received with both entries goes on, to the
+    // other family, with none left.
+    // (In-dialog: routed by the entries we recorded. The ACK of the 407
+    // is hop-by-hop and stays here, §17.2.1.)
+    let in_dialog = |m: &str| m.contains("<sip:192.0.2.1:5060;transport=udp;lr>");
+    for method in ["ACK", "BYE"] {
+        let got =
+            server.received.iter().filter(|(_, _, m)| m.starts_with(&format!("{method} ")) && in_dialog(m)).count();
+        let sent: Vec<&String> = server.wire.iter().filter(|m| m.starts_with(&format!("{method} "))).collect();
+        if method == "ACK" {
+            // Stateless (§16.11): each copy, once.
+            assert_eq!(got, sent.len(), "seed {seed}: every ACK forwarded");
+        } else {
+            // A transaction: its own retransmissions (Timer E), not ours.
+            assert_eq!(got > 0, !sent.is_empty(), "seed {seed}: the BYE forwarded");
+        }
+        for m in sent {
+            assert!(!m.contains("Route:"), "seed {seed}: our entries removed:\n{m}");
+        }
+    }
+    for (_, from, m) in
+        server.received.iter().filter(|(_, _, m)| (m.starts_with("ACK ") || m.starts_with("BYE ")) && in_dialog(m))
+    {
+        let (first, second) = if *from == 4 { ("[2001:db8::1]", "192.0.2.1") } else { ("192.0.2.1", "[2001:db8::1]") };
+        let a = m.find(&format!("<sip:{first}:5060;transport=udp;lr>")).expect("the near entry");
+        let b = m.find(&format!("<sip:{second}:5060;transport=udp;lr>")).expect("the far entry");
+        assert!(a < b, "seed {seed}: each side's route set starts at its own side:\n{m}");
+    }
+    let acked = bob.received.iter().any(|(_, f, m)| *f == 0 && m.starts_with("ACK "));
+    assert_eq!(bob.confirmed(), acked, "seed {seed}");
+    if alice.answered() && acked {
+        assert!(bob.session_end().is_some() || alice.session_end().is_none(), "seed {seed}");
     }
 }
