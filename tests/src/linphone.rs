@@ -79,6 +79,13 @@ pub struct LinphoneOptions {
     /// and matches the server's name against DNS names and the CN only
     /// (an IP address must be a DNS name in the certificate too).
     pub root_ca: Option<PathBuf>,
+    /// Whether it offers GRUU (RFC 5627; default true, as linphone does):
+    /// a registrar that grants one (`pub-gruu`) then gets it as the
+    /// Contact of linphone's dialogs, and in-dialog requests to linphone
+    /// (ACK, BYE) carry it as Request-URI, which the proxy must resolve.
+    /// False: `[sip] supported` without `gruu`, and its own address is its
+    /// Contact.
+    pub gruu: bool,
     /// Whether it verifies the server's TLS certificate (default true;
     /// `[sip] verify_server_certs` and `verify_server_cn`).
     pub verify_server: bool,
@@ -103,6 +110,7 @@ impl LinphoneOptions {
             register_interval: Duration::from_secs(600),
             root_ca: None,
             verify_server: true,
+            gruu: true,
             auto_answer: false,
             startup_timeout: Duration::from_secs(15),
             max_lifetime: Duration::from_secs(300),
@@ -495,6 +503,7 @@ fn config_text(options: &LinphoneOptions, ports: Ports) -> String {
          inc_timeout=120\n\
          in_call_timeout=0\n\
          default_proxy=0\n\
+         supported={supported}\n\
          {root_ca}\
          verify_server_certs={verify}\n\
          verify_server_cn={verify}\n\
@@ -543,6 +552,7 @@ fn config_text(options: &LinphoneOptions, ports: Ports) -> String {
         expires = options.register_interval.as_secs().max(60),
         register = u8::from(options.register),
         verify = u8::from(options.verify_server),
+        supported = if options.gruu { "replaces, outbound, gruu" } else { "replaces, outbound" },
     )
 }
 
