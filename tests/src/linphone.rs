@@ -57,6 +57,17 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+/// How linphonec answers an incoming call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AnswerMode {
+    /// It rings (180) until [`Linphone::answer`] (or declines on
+    /// [`Linphone::decline`]).
+    #[default]
+    Manual,
+    /// It answers every call at once (`linphonec -a`).
+    Auto,
+}
+
 /// How to start linphonec.
 #[derive(Debug, Clone)]
 pub struct LinphoneOptions {
@@ -89,9 +100,8 @@ pub struct LinphoneOptions {
     /// Whether it verifies the server's TLS certificate (default true;
     /// `[sip] verify_server_certs` and `verify_server_cn`).
     pub verify_server: bool,
-    /// Answer every incoming call at once (`linphonec -a`); default false:
-    /// it rings (180) until [`Linphone::answer`].
-    pub auto_answer: bool,
+    /// How it answers incoming calls (default: on command).
+    pub answer_mode: AnswerMode,
     /// How long it may take to start and register (default 15 s).
     pub startup_timeout: Duration,
     /// It is stopped after this long even if never dropped (default 5
@@ -111,7 +121,7 @@ impl LinphoneOptions {
             root_ca: None,
             verify_server: true,
             gruu: true,
-            auto_answer: false,
+            answer_mode: AnswerMode::Manual,
             startup_timeout: Duration::from_secs(15),
             max_lifetime: Duration::from_secs(300),
         }
@@ -119,8 +129,9 @@ impl LinphoneOptions {
 
     /// The same over `transport` to `registrar` (its address for that
     /// transport).
+    #[must_use]
     pub fn over(self, transport: Transport, registrar: SocketAddr) -> LinphoneOptions {
-        LinphoneOptions { transport, registrar, ..self }
+        LinphoneOptions { registrar, transport, ..self }
     }
 }
 
@@ -668,7 +679,7 @@ impl Linphone {
             "-l".to_owned(),
             log_path.display().to_string(),
         ];
-        if options.auto_answer {
+        if options.answer_mode == AnswerMode::Auto {
             args.push("-a".to_owned());
         }
         let command_line = format!("timeout {lifetime} {} {}", linphonec.display(), args.join(" "));
@@ -742,9 +753,9 @@ impl Linphone {
         });
         let listening = files.and_then(|()| {
             let log = &linphone.log_path;
-            let needle = format!("Creating listening point [");
+            let needle = "Creating listening point [";
             let up = wait_until(options.startup_timeout, || {
-                fs::read_to_string(log).is_ok_and(|l| l.contains(&needle) && l.contains(&format!("127.0.0.1:{sip}")))
+                fs::read_to_string(log).is_ok_and(|l| l.contains(needle) && l.contains(&format!("127.0.0.1:{sip}")))
             });
             if up {
                 Ok(())

@@ -179,9 +179,12 @@ trait Registrar: SipServer {
 /// DNS name too: mbedtls 2.28 matches names against DNS names and the CN
 /// only) and [`DOMAIN`].
 struct EcdsaPki {
-    ca_pem: String,
-    chain_pem: String,
-    key_pem: String,
+    /// The authority's certificate, PEM.
+    ca: String,
+    /// The server's certificate and the authority's, PEM.
+    chain: String,
+    /// The server's key, PEM.
+    key: String,
 }
 
 impl EcdsaPki {
@@ -205,11 +208,7 @@ impl EcdsaPki {
         leaf.not_before = date_time_ymd(2020, 1, 1);
         leaf.not_after = date_time_ymd(2040, 1, 1);
         let cert = leaf.signed_by(&key, &issuer).expect("server certificate");
-        EcdsaPki {
-            ca_pem: ca_cert.pem(),
-            chain_pem: format!("{}{}", cert.pem(), ca_cert.pem()),
-            key_pem: key.serialize_pem(),
-        }
+        EcdsaPki { ca: ca_cert.pem(), chain: format!("{}{}", cert.pem(), ca_cert.pem()), key: key.serialize_pem() }
     }
 }
 
@@ -230,9 +229,9 @@ impl Serve {
         let users = USERS.iter().fold(String::new(), |s, u| s + u.name + ":" + u.password + "\n");
         let users = dir.write("users", &users);
         let pki = EcdsaPki::new();
-        let cert = dir.write("cert.pem", &pki.chain_pem);
-        let key = dir.write("key.pem", &pki.key_pem);
-        let ca_pem = dir.write("ca.pem", &pki.ca_pem);
+        let cert = dir.write("cert.pem", &pki.chain);
+        let key = dir.write("key.pem", &pki.key);
+        let ca_pem = dir.write("ca.pem", &pki.ca);
         let path = |p: &Path| p.to_str().expect("utf-8 path").to_owned();
         let (users, cert, key) = (path(&users), path(&cert), path(&key));
         let args = [
@@ -396,14 +395,10 @@ fn hold_call(
 ) {
     let start = Instant::now();
     while start.elapsed() < hold {
-        if let Some(e) = rt.next_event(events, Duration::from_millis(200)) {
-            if let Event::Session { session: s, event: SessionEvent::Ended(why) } = &e {
-                assert!(
-                    *s != session,
-                    "the sipline side's call ended after {:?} of {hold:?}: {why:?}",
-                    start.elapsed()
-                );
-            }
+        if let Some(Event::Session { session: s, event: SessionEvent::Ended(why) }) =
+            rt.next_event(events, Duration::from_millis(200))
+        {
+            assert!(s != session, "the sipline side's call ended after {:?} of {hold:?}: {why:?}", start.elapsed());
         }
         let ended = phone
             .events()
