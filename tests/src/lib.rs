@@ -6,7 +6,9 @@
 //! simulates whole transport layers (datagrams, TCP, TLS) and [`stack`]
 //! runs those transaction users over it; [`certs`] makes test PKI;
 //! [`kamailio`] starts real peers (Kamailio, SIPp) for interop tests, and
-//! [`baresip`] the baresip softphone registered at such a Kamailio;
+//! [`baresip`] the baresip softphone registered at such a Kamailio,
+//! [`linphone`] the linphone softphone (`linphonec`) registered at any
+//! registrar;
 //! [`registered`] and [`calls`] are endpoint scenarios run against any
 //! registrar (Kamailio or `sipline serve`).
 
@@ -14,6 +16,7 @@ pub mod baresip;
 pub mod calls;
 pub mod certs;
 pub mod kamailio;
+pub mod linphone;
 pub mod net;
 pub mod pair;
 pub mod registered;
