@@ -48,6 +48,20 @@ impl Ca {
         Ca { pem: cert.pem(), der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
     }
 
+    /// A new root CA called `name` with an ECDSA P-256 key, for peers that
+    /// read no Ed25519 (linphone's mbedtls 2.28 cannot parse a certificate
+    /// an Ed25519 key signed; OpenSSL-based Kamailio reads both).
+    pub fn new_ecdsa(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.not_before = date_time_ymd(2020, 1, 1);
+        params.not_after = date_time_ymd(2040, 1, 1);
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
+        let cert = params.self_signed(&key).expect("self-signed CA");
+        Ca { pem: cert.pem(), der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+    }
+
     /// A leaf for `names` valid in the years `from..until` (Jan 1st).
     pub fn issue_valid(&self, names: &[&str], from: i32, until: i32) -> Leaf {
         self.issue_key(names, from, until, &key())
@@ -56,14 +70,28 @@ impl Ca {
     /// A leaf for `names`, valid 2020–2040, with an ECDSA P-256 key, for
     /// peers built on OpenSSL (Kamailio): OpenSSL 3.0 does not read the
     /// PKCS#8 v2 form `ring` writes Ed25519 keys in.
+    ///
+    /// Each IP address in `names` is also written as a DNS name: mbedtls
+    /// 2.28 (linphone) matches a server's name only against DNS names.
     pub fn issue_ecdsa(&self, names: &[&str]) -> Leaf {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
-        self.issue_key(names, 2020, 2040, &key)
+        self.issue_key_with(names, 2020, 2040, &key, true)
     }
 
     fn issue_key(&self, names: &[&str], from: i32, until: i32, key: &KeyPair) -> Leaf {
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let mut params = CertificateParams::new(names).expect("leaf params");
+        self.issue_key_with(names, from, until, key, false)
+    }
+
+    fn issue_key_with(&self, names: &[&str], from: i32, until: i32, key: &KeyPair, ips_as_dns: bool) -> Leaf {
+        let owned: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut params = CertificateParams::new(owned).expect("leaf params");
+        if ips_as_dns {
+            for ip in names.iter().filter(|n| n.parse::<std::net::IpAddr>().is_ok()) {
+                if let Ok(name) = (*ip).to_owned().try_into() {
+                    params.subject_alt_names.push(rcgen::SanType::DnsName(name));
+                }
+            }
+        }
         params.not_before = date_time_ymd(from, 1, 1);
         params.not_after = date_time_ymd(until, 1, 1);
         let cert = params.signed_by(key, &self.issuer).expect("leaf signed");

@@ -625,7 +625,8 @@ impl Kamailio {
         }
         let mut pki = None;
         if let Some(tls_port) = tls_port {
-            let ca = Ca::new("sipline interop CA");
+            // ECDSA throughout: linphone's mbedtls reads no Ed25519.
+            let ca = Ca::new_ecdsa("sipline interop CA");
             let leaf = ca.issue_ecdsa(&[DOMAIN, "127.0.0.1", "::1"]);
             let ca_pem = dir.write("ca.pem", &ca.pem);
             let chain = dir.write("server-chain.pem", &leaf.chain_pem);

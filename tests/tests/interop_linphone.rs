@@ -786,13 +786,10 @@ fn kamailio_linphone_registers_over_tcp() {
     registers(&kamailio(), Transport::Tcp);
 }
 
-/// Not run: Kamailio's test authority (`sipline_tests::certs::Ca`, made
-/// in `tests/src/kamailio.rs`) has an Ed25519 key, and linphone's mbedtls
-/// 2.28 cannot even parse a certificate it signed (`X509 - Signature
-/// algorithm (oid) is unsupported`), verifying or not. It runs once
-/// Kamailio's authority is ECDSA (as [`EcdsaPki`]).
+/// Kamailio's test authority is ECDSA ([`sipline_tests::certs::Ca::new_ecdsa`]):
+/// linphone's mbedtls 2.28 cannot parse a certificate an Ed25519 key signed
+/// (`X509 - Signature algorithm (oid) is unsupported`).
 #[test]
-#[ignore = "Kamailio's test CA is Ed25519, which linphone's mbedtls 2.28 cannot parse (tests/src/kamailio.rs)"]
 fn kamailio_linphone_registers_over_tls() {
     registers(&kamailio(), Transport::Tls);
 }
