@@ -571,7 +571,30 @@ fn sipline_calls_linphone<S: Registrar>(server: &S, transport: Transport, hold: 
         HangsUp::Linphone => carol.hangup().expect("terminate"),
     }
     check_bye(&rt, &mut events, session, &carol, id, &call_id, by);
+    call_kept_its_transport(&carol, &call_id, transport);
     rt.shutdown(&alice);
+}
+
+/// Items 2 and 8 of issue 17 (RFC 5658): every message of the call
+/// linphone sent or received went over its own transport — a TCP phone is
+/// never given a UDP hop, a TLS one never continues in clear.
+fn call_kept_its_transport(phone: &Linphone, call_id: &str, transport: Transport) {
+    let t = format!("{transport:?}").to_ascii_uppercase();
+    let log = phone.sip_log();
+    let call: Vec<&SipLogEntry> = log.iter().filter(|m| m.in_call(call_id)).collect();
+    assert!(call.iter().any(|m| m.is_request("BYE")), "no BYE in the call:\n{}", phone.sip_summary());
+    for m in call {
+        assert_eq!(m.transport, t, "{} over {} in a {t} call:\n{}", m.start_line(), m.transport, phone.sip_summary());
+        let in_dialog = m.is_request("ACK") || m.is_request("BYE");
+        if m.direction == Direction::Sent && in_dialog {
+            if let Some(route) = m.text.lines().find(|l| l.starts_with("Route:")) {
+                assert!(
+                    route.contains(&format!("transport={}", t.to_ascii_lowercase())),
+                    "the route set's first hop is not {t}: {route}"
+                );
+            }
+        }
+    }
 }
 
 /// (2), (3) linphone (carol, `transport`) calls sipline (bob, UDP), which
@@ -614,6 +637,7 @@ fn linphone_calls_sipline<S: Registrar>(server: &S, transport: Transport, hold: 
         HangsUp::Linphone => carol.hangup().expect("terminate"),
     }
     check_bye(&rt, &mut events, session, &carol, id, &call_id, by);
+    call_kept_its_transport(&carol, &call_id, transport);
     rt.shutdown(&bob);
 }
 
@@ -759,6 +783,16 @@ fn serve_sipline_over_udp_calls_linphone_over_tcp() {
 }
 
 #[test]
+fn serve_linphone_over_tls_calls_sipline_over_udp() {
+    linphone_calls_sipline(&Serve::start(), Transport::Tls, SHORT_HOLD, HangsUp::Sipline);
+}
+
+#[test]
+fn serve_sipline_over_udp_calls_linphone_over_tls() {
+    sipline_calls_linphone(&Serve::start(), Transport::Tls, SHORT_HOLD, HangsUp::Linphone);
+}
+
+#[test]
 fn serve_linphone_declines_while_another_branch_rings() {
     decline_while_another_branch_rings(&Serve::start());
 }
@@ -822,6 +856,16 @@ fn kamailio_message_both_ways() {
 #[test]
 fn kamailio_sipline_over_udp_calls_linphone_over_tcp() {
     sipline_calls_linphone(&kamailio(), Transport::Tcp, SHORT_HOLD, HangsUp::Linphone);
+}
+
+#[test]
+fn kamailio_linphone_over_tls_calls_sipline_over_udp() {
+    linphone_calls_sipline(&kamailio(), Transport::Tls, SHORT_HOLD, HangsUp::Sipline);
+}
+
+#[test]
+fn kamailio_sipline_over_udp_calls_linphone_over_tls() {
+    sipline_calls_linphone(&kamailio(), Transport::Tls, SHORT_HOLD, HangsUp::Linphone);
 }
 
 #[test]
