@@ -679,6 +679,54 @@ fn decline_while_another_branch_rings<S: Registrar>(server: &S) {
     rt.shutdown(&bob);
 }
 
+/// A call that ends before the answer: sipline (alice) calls linphone
+/// (carol), which rings; alice hangs up, so a CANCEL goes (§9.1): the
+/// CANCEL reaches linphone through the proxy, its call ends, and alice's
+/// INVITE ends with 487. Then the other way round: linphone calls a
+/// sipline user who is busy (486): linphone's call ends with the 486.
+fn cancel_and_busy<S: Registrar>(server: &S) {
+    let carol = linphone(server, "carol", Transport::Udp);
+    let rt = Tokio::new();
+    let (alice, mut events) = calls::registered(&rt, server, "alice", EndpointConfig::new(&user("alice").aor()));
+    let media = media_socket();
+    let offer = sdp("alice", media_port(&media));
+    let session = rt.invite(&alice, Request::invite(&carol.aor(), "application/sdp", offer)).expect("INVITE sent");
+    let incoming = expect_event(&carol, "incoming call", |e| matches!(e, LinphoneEvent::IncomingCall { .. }));
+    let LinphoneEvent::IncomingCall { id, .. } = incoming else { unreachable!() };
+    // linphone rings (180) before the CANCEL may go.
+    expect_sip(&carol, "180 sent", |m| m.direction == Direction::Sent && m.is_response(180));
+    rt.hangup(&alice, session).expect("hang up before the answer");
+    let end = session_events(&rt, &mut events, session, is_answered);
+    match end.last() {
+        Some(SessionEvent::Ended(SessionEnd::Failed(RequestError::Failure(r)))) => assert_eq!(r.code, 487, "{end:?}"),
+        Some(SessionEvent::Ended(SessionEnd::Cancelled)) => {}
+        other => panic!("alice's cancelled call: {other:?} ({end:?})"),
+    }
+    expect_sip(&carol, "the CANCEL", |m| m.direction == Direction::Received && m.is_request("CANCEL"));
+    expect_event(&carol, "end of the cancelled call", |e| matches!(e, LinphoneEvent::Ended { id: i, .. } if *i == id));
+
+    // linphone calls bob, who is busy.
+    let (bob, mut bob_events) = calls::registered(&rt, server, "bob", EndpointConfig::new(&user("bob").aor()));
+    carol.call(&user("bob").aor()).expect("call");
+    let mut other = Vec::new();
+    let incoming = wait_event(&rt, &mut bob_events, "incoming session", &mut other, |e| {
+        matches!(e, Event::IncomingSession { .. })
+    });
+    let Event::IncomingSession { session: busy, .. } = incoming else { unreachable!() };
+    rt.reject(&bob, busy, 486, "Busy Here").expect("reject");
+    let call = expect_event(&carol, "outgoing call", |e| matches!(e, LinphoneEvent::OutgoingCall { .. }));
+    let id = call.call_id().expect("an id");
+    expect_sip(&carol, "the 486", |m| m.direction == Direction::Received && m.is_response(486));
+    let ended = expect_event(
+        &carol,
+        "end of the refused call",
+        |e| matches!(e, LinphoneEvent::Ended { id: i, .. } | LinphoneEvent::Error { id: i, .. } if *i == id),
+    );
+    assert!(!matches!(ended, LinphoneEvent::Connected { .. }));
+    rt.shutdown(&alice);
+    rt.shutdown(&bob);
+}
+
 /// (5) MESSAGE both ways between sipline (alice) and linphone (carol).
 fn message_both_ways<S: Registrar>(server: &S) {
     let carol = linphone(server, "carol", Transport::Udp);
@@ -790,6 +838,16 @@ fn serve_linphone_over_tls_calls_sipline_over_udp() {
 #[test]
 fn serve_sipline_over_udp_calls_linphone_over_tls() {
     sipline_calls_linphone(&Serve::start(), Transport::Tls, SHORT_HOLD, HangsUp::Linphone);
+}
+
+#[test]
+fn serve_cancel_before_answer_and_busy() {
+    cancel_and_busy(&Serve::start());
+}
+
+#[test]
+fn kamailio_cancel_before_answer_and_busy() {
+    cancel_and_busy(&kamailio());
 }
 
 #[test]
