@@ -324,6 +324,45 @@ fn our_top_route_is_removed_and_the_next_loose_route_is_the_hop() {
 }
 
 #[test]
+fn both_entries_of_a_double_record_route_are_removed() {
+    // RFC 5658 §3.4: a proxy that record-routed twice (transport or
+    // interface change) finds both of its entries on top of the route set
+    // and removes both; what follows is the next hop, or the target.
+    for (routes, next) in [
+        (
+            "Route: <sip:192.0.2.10:5060;transport=tcp;lr>, <sip:192.0.2.10:5060;transport=udp;lr>\r\n",
+            NextHop::Target,
+        ),
+        (
+            "Route: <sip:proxy.example.com:5060;transport=tls;lr>\r\nRoute: <sip:192.0.2.10;transport=udp;lr>, <sip:next.example.org;lr>\r\n",
+            NextHop::Loose("sip:next.example.org;lr".to_owned()),
+        ),
+    ] {
+        let raw = invite_with("To:", &format!("{routes}To:"));
+        let m = parse(&raw);
+        let info = preprocess_routes(&m, &me()).unwrap();
+        assert_eq!(info.own_routes(), 2, "{routes}");
+        assert_eq!(info.next_hop(), &next);
+        let out = forward_request(&m, &Forward::new(&info, "UDP", "proxy.example.com", "z9hG4bKb.0")).unwrap();
+        let out = parse(&out);
+        let r: Vec<_> = out.routes().map(|r| r.unwrap().uri().as_str()).collect();
+        let expected: Vec<&str> = match &next {
+            NextHop::Loose(u) => vec![u.as_str()],
+            _ => vec![],
+        };
+        assert_eq!(r, expected);
+    }
+    // Our entry, someone else's, ours again: only the leading one is ours
+    // to remove (a spiral back through us later keeps its entry).
+    let raw = invite_with(
+        "To:",
+        "Route: <sip:192.0.2.10;lr>, <sip:next.example.org;lr>, <sip:192.0.2.10;transport=tcp;lr>\r\nTo:",
+    );
+    let info = preprocess_routes(&parse(&raw), &me()).unwrap();
+    assert_eq!(info.own_routes(), 1);
+}
+
+#[test]
 fn after_a_strict_router_the_last_route_is_the_request_uri() {
     // A strict router upstream put our Record-Route URI in the Request-URI
     // and the remote target at the end of the Route.
