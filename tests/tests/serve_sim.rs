@@ -1049,3 +1049,44 @@ fn interface_change_call(seed: u64) {
         assert!(bob.session_end().is_some() || alice.session_end().is_none(), "seed {seed}");
     }
 }
+
+/// `ServerConfig::aliases` (`serve --alias`): a Request-URI at another
+/// name of the domain, at one of our ports or none, is the domain's user
+/// (§16.5); the same name at another port is not ours.
+#[test]
+fn an_alias_of_the_domain_reaches_its_users() {
+    let t0 = Instant::now();
+    let users = Users::from_passwords([("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let mut config = ServerConfig::new(DOMAIN, users);
+    config.aliases = vec!["sip.example.net".to_owned(), "[2001:db8::99]:5060".to_owned()];
+    let srv = Peer::new(0, EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config), t0, idle());
+    let nodes = vec![srv, device(1, "bob", BOB_1, t0, idle())];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
+    for (i, (uri, reaches)) in [
+        ("sip:bob@sip.example.net", true),
+        ("sip:bob@SIP.example.net:5060", true),
+        ("sip:bob@[2001:db8::99]", true),
+        ("sip:bob@sip.example.net:5070", false),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let m = format!(
+            "MESSAGE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-alias-{i};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:carol@elsewhere.example>;tag=a{i}\r\nTo: <{uri}>\r\n\
+             Call-ID: alias-{i}\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi"
+        );
+        let now = s.now();
+        s.nodes[0].handle_datagram(now, 3, m.as_bytes());
+        let out: Vec<(NodeId, String)> = std::iter::from_fn(|| s.nodes[0].poll_transmit())
+            .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+            .collect();
+        let to_bob = out.iter().any(|(to, m)| *to == 1 && m.starts_with("MESSAGE sip:bob@192.0.2.2:5060 "));
+        assert_eq!(to_bob, *reaches, "{uri}: {out:?}");
+        if !reaches {
+            // Not ours, and from outside the domain: no relay.
+            assert!(out.iter().any(|(to, m)| *to == 3 && m.starts_with("SIP/2.0 403 ")), "{uri}: {out:?}");
+        }
+    }
+}
