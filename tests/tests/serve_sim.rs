@@ -191,6 +191,16 @@ fn server(now: Instant) -> Peer {
     Peer::new(0, c, now, Box::new(|_, _, _| {}))
 }
 
+/// The server with `allow_guests`: callers from outside the domain reach
+/// its users without authenticating.
+fn server_with_guests(now: Instant) -> Peer {
+    let users = Users::from_passwords([("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let mut config = ServerConfig::new(DOMAIN, users);
+    config.allow_guests = true;
+    let c = EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config);
+    Peer::new(0, c, now, Box::new(|_, _, _| {}))
+}
+
 /// Rings and answers at once.
 fn answering() -> Policy {
     Box::new(|ep, now, e| {
@@ -711,7 +721,7 @@ fn tcp_invite() -> String {
 #[test]
 fn a_transport_change_is_record_routed_twice_and_each_side_keeps_its_own() {
     let t0 = Instant::now();
-    let nodes = vec![server(t0), device(1, "bob", BOB_1, t0, answering())];
+    let nodes = vec![server_with_guests(t0), device(1, "bob", BOB_1, t0, answering())];
     let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
     s.nodes[0].ep.add_listener(Transport::Tcp, addr(0));
     assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
@@ -930,7 +940,7 @@ fn a_branch_over_a_dead_flow_fails_at_once() {
 #[test]
 fn a_sips_request_is_never_forwarded_in_clear() {
     let t0 = Instant::now();
-    let nodes = vec![server(t0), device(1, "bob", BOB_1, t0, idle())];
+    let nodes = vec![server_with_guests(t0), device(1, "bob", BOB_1, t0, idle())];
     let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
     assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
     for (i, scheme) in ["sips", "sip"].iter().enumerate() {
@@ -1059,6 +1069,7 @@ fn an_alias_of_the_domain_reaches_its_users() {
     let users = Users::from_passwords([("alice", "alice-pw"), ("bob", "bob-pw")]);
     let mut config = ServerConfig::new(DOMAIN, users);
     config.aliases = vec!["sip.example.net".to_owned(), "[2001:db8::99]:5060".to_owned()];
+    config.allow_guests = true;
     let srv = Peer::new(0, EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config), t0, idle());
     let nodes = vec![srv, device(1, "bob", BOB_1, t0, idle())];
     let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
@@ -1089,4 +1100,131 @@ fn an_alias_of_the_domain_reaches_its_users() {
             assert!(out.iter().any(|(to, m)| *to == 3 && m.starts_with("SIP/2.0 403 ")), "{uri}: {out:?}");
         }
     }
+}
+
+// Issue 18: what an unauthenticated scanner learns, and who may be whom ----
+
+/// `method` to `sip:USER@example.com` from outside the domain, with a To
+/// tag when `to_tag` (a scanner's way round a challenge).
+fn probe(method: &str, user: &str, i: usize, to_tag: bool) -> String {
+    let tag = if to_tag { ";tag=x1" } else { "" };
+    let (ctype, body) = if method == "MESSAGE" { ("Content-Type: text/plain\r\n", "hi") } else { ("", "") };
+    format!(
+        "{method} sip:{user}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.4:5060;branch=z9hG4bK-probe-{i};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:scanner@198.51.100.7>;tag=s{i}\r\nTo: <sip:{user}@{DOMAIN}>{tag}\r\n\
+         Call-ID: probe-{i}\r\nCSeq: 1 {method}\r\nContact: <sip:scanner@192.0.2.4:5060>\r\n{ctype}\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// A response without what it echoes of the request (Via, From, To,
+/// Call-ID: §8.2.6.2) and with its nonce blanked: what it says of itself.
+fn shape(m: &str) -> String {
+    let mut out = String::new();
+    for line in m.split("\r\n") {
+        if ["Via:", "From:", "To:", "Call-ID:"].iter().any(|h| line.starts_with(h)) {
+            continue;
+        }
+        match line.find("nonce=\"") {
+            Some(at) => {
+                let end = line[at + 7..].find('"').map_or(line.len(), |e| at + 8 + e);
+                out.push_str(&line[..at]);
+                out.push_str("nonce=*");
+                out.push_str(&line[end..]);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// RFC 3261 §26.1 with §22 (issue 18): an unauthenticated request from
+/// outside the domain learns nothing of its users. OPTIONS, INVITE and
+/// MESSAGE to an unknown user, a known offline user (alice) and an online
+/// one (bob) all get the same 407 (but for the nonce), and nothing reaches
+/// bob's phone; the same requests with a To tag (as if in a dialog) and no
+/// route through us get the same 403 for all three.
+#[test]
+fn users_are_not_revealed_to_unauthenticated_requests() {
+    let t0 = Instant::now();
+    let nodes = vec![server(t0), device(1, "bob", BOB_1, t0, ringing())];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1));
+    let mut i = 0;
+    for to_tag in [false, true] {
+        for method in ["OPTIONS", "INVITE", "MESSAGE"] {
+            let mut shapes = Vec::new();
+            for user in ["nobody", "alice", "bob"] {
+                i += 1;
+                let now = s.now();
+                s.nodes[0].handle_datagram(now, 3, probe(method, user, i, to_tag).as_bytes());
+                let out: Vec<(NodeId, String)> = std::iter::from_fn(|| s.nodes[0].poll_transmit())
+                    .map(|(to, b)| (to, String::from_utf8_lossy(&b).into_owned()))
+                    .collect();
+                assert!(out.iter().all(|(to, _)| *to == 3), "{method} {user}: sent on {out:?}");
+                let finals: Vec<&String> = out
+                    .iter()
+                    .map(|(_, m)| m)
+                    .filter(|m| m.starts_with("SIP/2.0 ") && !m.starts_with("SIP/2.0 1"))
+                    .collect();
+                assert_eq!(finals.len(), 1, "{method} {user}: {out:?}");
+                let expected = if to_tag { "SIP/2.0 403 " } else { "SIP/2.0 407 " };
+                assert!(finals[0].starts_with(expected), "{method} {user} (to tag {to_tag}): {}", finals[0]);
+                shapes.push(shape(finals[0]));
+            }
+            assert_eq!(shapes[0], shapes[1], "{method}: unknown vs offline");
+            assert_eq!(shapes[0], shapes[2], "{method}: unknown vs online");
+        }
+    }
+    assert!(s.nodes[1].received.iter().all(|(_, _, m)| !m.starts_with("INVITE ") && !m.starts_with("OPTIONS ")));
+}
+
+/// §22.1 with RFC 3325 (issue 18): a user who authenticated as bob cannot
+/// send as alice (403, delivered to no one); one who authenticated as
+/// herself is asserted to the callee's phone as `P-Asserted-Identity`,
+/// and any identity the sender asserted itself is removed.
+#[test]
+fn an_authenticated_user_cannot_send_as_another_and_is_asserted() {
+    let t0 = Instant::now();
+    // "alice" with bob's credentials, and the real alice.
+    let mut impostor = EndpointConfig::new(&format!("sip:alice@{DOMAIN}"));
+    impostor.credentials.push(DigestCredentials::new("bob", "bob-pw"));
+    impostor.outbound_proxy = Some(format!("sip:{}", addr(0)));
+    let nodes = vec![
+        server(t0),
+        device(1, "bob", BOB_1, t0, idle()),
+        Peer::new(2, impostor, t0, idle()),
+        device(3, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    // The real alice adds an identity of her own choosing.
+    s.nodes[3].rewrite = Some(|m: &str| {
+        if m.starts_with("MESSAGE ") {
+            m.replacen("Content-Type:", "P-Asserted-Identity: <sip:bob@example.com>\r\nContent-Type:", 1)
+        } else {
+            m.to_owned()
+        }
+    });
+    assert!(s.run_until(Duration::from_secs(10), 100_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1));
+    let now = s.now();
+    let forged = Request::message(&format!("sip:bob@{DOMAIN}"), "text/plain", b"from alice, honest".to_vec());
+    s.nodes[2].ep.send_request(now, forged).unwrap();
+    s.nodes[2].pump();
+    let honest = Request::message(&format!("sip:bob@{DOMAIN}"), "text/plain", b"hi bob".to_vec());
+    s.nodes[3].ep.send_request(now, honest).unwrap();
+    s.nodes[3].pump();
+    let until = s.elapsed() + Duration::from_secs(5);
+    s.run(until, 100_000);
+    let server = &s.nodes[0];
+    let refused =
+        server.wire.iter().filter(|m| m.starts_with("SIP/2.0 403 ") && m.contains("192.0.2.3:5060;branch")).count();
+    assert!(refused >= 1, "the impostor refused");
+    let delivered: Vec<&String> =
+        s.nodes[1].received.iter().filter(|(_, _, m)| m.starts_with("MESSAGE ")).map(|(_, _, m)| m).collect();
+    assert_eq!(delivered.len(), 1, "only the honest one: {delivered:?}");
+    assert!(delivered[0].ends_with("hi bob"));
+    let pai: Vec<&str> = delivered[0].split("\r\n").filter(|l| l.starts_with("P-Asserted-Identity:")).collect();
+    assert_eq!(pai, ["P-Asserted-Identity: <sip:alice@example.com>"], "{}", delivered[0]);
 }

@@ -59,6 +59,15 @@ pub struct ServerConfig {
     /// at one of our ports, or none) is the domain's (§16.5). The
     /// listening addresses are aliases already.
     pub aliases: Vec<String>,
+    /// Whether requests from outside the domain reach its users without
+    /// authenticating (calls from other domains, as an open SIP address
+    /// takes them). Off by default: every initial request to a user of the
+    /// domain is challenged (407) the same way whether the user exists,
+    /// is offline or online, so an unauthenticated scanner learns none of
+    /// it (RFC 3261 §26.1, §22). On, the location service answers anyone:
+    /// 404 for an unknown user, 480 for an offline one — which reveals
+    /// who exists and who is online.
+    pub allow_guests: bool,
 }
 
 impl ServerConfig {
@@ -75,6 +84,7 @@ impl ServerConfig {
             // whole challenge that also offers SHA-256 (as Kamailio does).
             algorithms: vec![crate::auth::Algorithm::Md5],
             aliases: Vec::new(),
+            allow_guests: false,
         }
     }
 }
@@ -95,6 +105,10 @@ pub(super) struct Server {
     /// they fail at once when its connection does (§16.9).
     over_streams: BTreeSet<((Transport, SocketAddr), ClientId)>,
 }
+
+/// Identities a sender asserts about itself, never passed on (RFC 3325
+/// §5, §9.1: only a trusted element asserts; we assert what we checked).
+const UNTRUSTED_IDENTITY: [&str; 2] = ["P-Asserted-Identity", "P-Preferred-Identity"];
 
 /// Timer C: "MUST be larger than 3 minutes" (§16.6 step 11).
 const TIMER_C: Duration = Duration::from_secs(181);
@@ -372,15 +386,42 @@ impl Endpoint {
                 return true;
             }
         }
+        let guests = self.config.server.as_ref().is_some_and(|c| c.allow_guests);
+        // Within a dialog, a user of the domain is reached only along the
+        // route set we recorded: a request that merely carries a To tag
+        // (a scanner's way round the challenge below) is refused the same
+        // way for every user.
+        if in_dialog && dest == Destination::User && !routes.removes_own_route() && !guests {
+            if method != Some(Method::Ack) {
+                self.reply(now, server, m, code(403), "Forbidden (not in a dialog routed here)", &[]);
+            }
+            return true;
+        }
         // §22.3: initial requests from the domain's own users prove who
-        // they are (ACK and CANCEL cannot be challenged).
-        let from_here =
-            m.from().and_then(Result::ok).is_some_and(|f| me.is_responsible_for(f.uri()) && user_of(f.uri()).is_some());
-        let authenticated = from_here && !in_dialog && method != Some(Method::Ack);
+        // they are, and so do all initial requests to its users unless
+        // guests are allowed (ACK and CANCEL cannot be challenged).
+        let from_uri = m.from().and_then(Result::ok).map(|f| f.uri().as_str().to_owned());
+        let from_uri = from_uri.as_deref().and_then(|u| Uri::parse(u).ok());
+        let from_here = from_uri.as_ref().is_some_and(|f| me.is_responsible_for(f) && user_of(f).is_some());
+        let initial = !in_dialog && method != Some(Method::Ack);
+        let authenticated = initial && (from_here || (dest == Destination::User && !guests));
+        let mut asserted = None;
         if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
             match srv.auth.authenticate(now, m, Role::Proxy, None) {
-                Decision::Authenticated { .. } => {}
+                Decision::Authenticated { username } => {
+                    // §22.1 with RFC 3325 §1: who authenticated is who the
+                    // request is from — carol's credentials do not send as
+                    // alice.
+                    let from_user = from_uri.as_ref().and_then(user_of);
+                    if !from_here || from_user.as_deref() != Some(username.as_str()) {
+                        tracing::info!(target: "sipline::serve", user = %username, "From is not the authenticated user");
+                        self.reply(now, server, m, code(403), "Forbidden (From is not the authenticated user)", &[]);
+                        return true;
+                    }
+                    let domain = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
+                    asserted = Some(format!("<sip:{username}@{domain}>"));
+                }
                 d => {
                     self.answer_decision(now, server, m, &d);
                     return true;
@@ -405,7 +446,11 @@ impl Endpoint {
             self.proxy_ack(now, m, &routes, &targets);
             return true;
         }
-        self.fork(now, server, request, m, &routes, targets, in_dialog, source);
+        // RFC 3325: the identity we checked goes to the domain's own users
+        // (our trust domain) as P-Asserted-Identity; one asserted by anyone
+        // else is never passed on, nor does ours leave the domain.
+        let asserted = asserted.filter(|_| dest == Destination::User);
+        self.fork(now, server, request, m, &routes, targets, in_dialog, source, asserted.as_deref());
         true
     }
 
@@ -509,7 +554,9 @@ impl Endpoint {
         // Contact); a Request-URI of the domain — a GRUU (RFC 5627 §8) or
         // an AOR used as Contact — through the location service, like any
         // request (§16.5).
-        if dest == Destination::Elsewhere && !routes.removes_own_route() {
+        let guests = self.config.server.as_ref().is_some_and(|c| c.allow_guests);
+        let ours_to_route = dest == Destination::Elsewhere || (dest == Destination::User && !guests);
+        if ours_to_route && !routes.removes_own_route() {
             return true; // not through a dialog we record-routed: dropped
         }
         if let Ok(targets) = self.targets(now, m, &ruri, &routes, dest) {
@@ -577,6 +624,7 @@ impl Endpoint {
         targets: Vec<(String, Peer)>,
         in_dialog: bool,
         inbound: Source,
+        asserted: Option<&str>,
     ) {
         let invite = m.method() == Some(&Method::Invite);
         // §16.6 step 4: Record-Route on initial requests that make dialogs.
@@ -590,7 +638,11 @@ impl Endpoint {
             let branch = branch_for(m, index);
             let sent_by = self.sent_by(peer.transport);
             let rr = self.record_route_pair(m, &inbound, &peer);
-            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(realm);
+            let pai = asserted.map(|a| [("P-Asserted-Identity", a)]);
+            let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch)
+                .consume_credentials(realm)
+                .remove_headers(&UNTRUSTED_IDENTITY)
+                .extra_headers(pai.as_ref().map_or(&[][..], |p| &p[..]));
             if !target.is_empty() {
                 f = f.target(&target);
             }
@@ -715,7 +767,9 @@ impl Endpoint {
         let sent_by = self.sent_by(peer.transport);
         // §22.3: our realm's credentials stop here, the ACK's too.
         let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
-        let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch).consume_credentials(realm);
+        let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch)
+            .consume_credentials(realm)
+            .remove_headers(&UNTRUSTED_IDENTITY);
         if !target.is_empty() {
             f = f.target(target);
         }

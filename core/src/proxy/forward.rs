@@ -45,6 +45,10 @@ pub struct Forward<'f> {
     /// Proxy-Authorization lines for it are consumed (not forwarded);
     /// those for other realms always go on.
     pub consume_realm: Option<&'f str>,
+    /// Header fields left out of the copy, by name (compared
+    /// case-insensitively): e.g. an identity an untrusted sender asserted
+    /// (RFC 3325 §5: `P-Asserted-Identity`).
+    pub remove_headers: &'f [&'f str],
 }
 
 impl<'f> Forward<'f> {
@@ -60,6 +64,7 @@ impl<'f> Forward<'f> {
             branch,
             extra_headers: &[],
             consume_realm: None,
+            remove_headers: &[],
         }
     }
 
@@ -83,6 +88,13 @@ impl<'f> Forward<'f> {
     #[must_use]
     pub fn consume_credentials(mut self, realm: &'f str) -> Forward<'f> {
         self.consume_realm = Some(realm);
+        self
+    }
+
+    /// Leaves the header fields named `names` out of the copy.
+    #[must_use]
+    pub fn remove_headers(mut self, names: &'f [&'f str]) -> Forward<'f> {
+        self.remove_headers = names;
         self
     }
 
@@ -255,6 +267,7 @@ pub fn forward_request(m: &Message<'_>, f: &Forward<'_>) -> Option<Vec<u8>> {
                 }
             }
             HeaderName::ProxyAuthorization if f.consume_realm.is_some_and(|r| credentials_for(h.value(), r)) => {}
+            _ if f.remove_headers.iter().any(|n| n.eq_ignore_ascii_case(h.name())) => {}
             _ => push_header(&mut buf, h.name(), h.value()),
         }
         if Some(i) == last_via {
