@@ -22,10 +22,10 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
                      [--digest ALGS] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [options]
-       sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
-       sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [options]
+       sipline register URI --registrar URI [--user U] [--expires N] [options]
+       sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U] [options]
        sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
-                    [--registrar URI | --proxy URI] [--user U --password P] [options]
+                    [--registrar URI | --proxy URI] [--user U] [options]
 listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
                  without it INVITEs are rejected 486
 serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
@@ -37,6 +37,14 @@ serve: a registrar and proxy for domain D (default: the --bind host) on UDP and 
        taken (default 60); --digest: the algorithms challenged with, in order (default md5 alone,
        as Kamailio: phones such as baresip 1.x and Twinkle refuse a challenge that also offers
        SHA-256; sha-256,md5 offers RFC 8760's SHA-256 first to clients that know it)
+--user U: the digest username; its password from the environment variable SIPLINE_PASSWORD or
+       --password-file FILE (its first line), which keep it out of the process list and the shell's
+       history (--password P also works, for tests)
+serve --allow-guests: requests from outside the domain reach its users without authenticating
+       (calls from other domains); off by default, every request to a user is challenged alike,
+       so a scanner cannot tell who exists or is online
+--server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
+       User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
 --require-client-cert (serve, listen --transport tls): mutual TLS, only clients whose certificate
        chains to a root of --ca are taken (--ca is then required)
@@ -58,6 +66,12 @@ struct Options {
     from: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    /// `--password-file`.
+    password_file: Option<PathBuf>,
+    /// `--server-header` / `--user-agent`: `Some(None)` for `none`.
+    user_agent: Option<Option<String>>,
+    /// `serve --allow-guests`.
+    allow_guests: bool,
     expires: Option<u32>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -121,6 +135,12 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--from" => o.from = Some(value()?),
             "--user" => o.user = Some(value()?),
             "--password" => o.password = Some(value()?),
+            "--password-file" => o.password_file = Some(value()?.into()),
+            "--server-header" | "--user-agent" => {
+                let v = value()?;
+                o.user_agent = Some((!v.eq_ignore_ascii_case("none")).then_some(v));
+            }
+            "--allow-guests" => o.allow_guests = true,
             "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
             "--cert" => o.cert = Some(value()?.into()),
             "--key" => o.key = Some(value()?.into()),
@@ -146,6 +166,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
             s => o.positional.push(s.to_owned()),
         }
     }
+    if o.password.is_none() {
+        o.password = match &o.password_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| format!("--password-file {}: {e}", path.display()))?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            None => std::env::var("SIPLINE_PASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+    }
     Ok(o)
 }
 
@@ -158,6 +188,9 @@ impl Options {
     /// on `bind`.
     fn config(&self, aor: &str, bind: SocketAddr) -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(aor);
+        if let Some(ua) = &self.user_agent {
+            c.user_agent.clone_from(ua);
+        }
         c.default_transport = self.transport();
         let mut tls = TlsConfig::default();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
@@ -525,6 +558,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Users::from_passwords([("demo", password.as_str())])
     };
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
+    if let Some(ua) = &o.user_agent {
+        c.user_agent.clone_from(ua);
+    }
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
     let identity = match (&o.cert, &o.key, o.tls_self_signed) {
@@ -562,6 +598,7 @@ async fn serve_domain(o: &Options) -> ExitCode {
         server.algorithms.clone_from(algorithms);
     }
     server.aliases.clone_from(&o.aliases);
+    server.allow_guests = o.allow_guests;
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);

@@ -111,3 +111,60 @@ fn serve_answers_404_unknown_and_480_unregistered() {
         assert!(line[1].ends_with(&format!(": {code}")), "{line:?}");
     }
 }
+
+/// `sipline message` through serve as alice, her password given as
+/// `how` (an environment variable or a file): the final line it printed
+/// and all it printed (`-v`: every message).
+fn message_as_alice(at: SocketAddr, how: &[(&str, &str)], env: Option<&str>) -> (Option<i32>, String) {
+    let mut c = std::process::Command::new(&sipline_tests::kamailio::programs().timeout);
+    c.arg("--kill-after=5").arg("30").arg(env!("CARGO_BIN_EXE_sipline"));
+    let proxy = format!("sip:{at}");
+    let (target, from) = (format!("sip:bob@{DOMAIN}"), format!("sip:alice@{DOMAIN}"));
+    c.args(["message", &target, "hi", "--proxy", &proxy, "--from", &from, "--user", "alice", "-v"]);
+    c.args(["--bind", "127.0.0.1:0"]);
+    for (k, v) in how {
+        c.args([k, v]);
+    }
+    c.env_remove("SIPLINE_PASSWORD");
+    if let Some(p) = env {
+        c.env("SIPLINE_PASSWORD", p);
+    }
+    let out = c.stdin(std::process::Stdio::null()).output().expect("run sipline message");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// Issue 18: passwords stay off the command line — `SIPLINE_PASSWORD` and
+/// `--password-file` authenticate alice (her MESSAGE to bob, who is not
+/// registered, gets past the 407 to a 480); without either she stays at
+/// 407. And `serve --server-header none` sends no Server header field.
+#[test]
+fn passwords_from_the_environment_or_a_file_and_no_server_header() {
+    let dir = TempDir::new("serve-secrets");
+    let file = support::users_file(&dir);
+    let mut server = Listener::start(&[
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--domain",
+        DOMAIN,
+        "--users",
+        &file,
+        "--server-header",
+        "none",
+    ]);
+    let at = server.bound("udp");
+    server.lines_starting("serving ", 1);
+    let password_file = dir.write("alice-password", &format!("{}\n", USERS[0].password));
+    let password_file = password_file.to_str().expect("utf-8 path").to_owned();
+    for (how, env) in [(vec![], Some(USERS[0].password)), (vec![("--password-file", password_file.as_str())], None)] {
+        let (code, out) = message_as_alice(at, &how, env);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.lines().any(|l| l.starts_with("480 ")), "not authenticated ({how:?}):\n{out}");
+        assert!(out.contains("SIP/2.0 407"), "challenged first:\n{out}");
+        assert!(!out.lines().any(|l| l.starts_with("Server:")), "a Server header field:\n{out}");
+    }
+    let (code, out) = message_as_alice(at, &[], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("407 ")), "no password, no way past the 407:\n{out}");
+}
