@@ -68,8 +68,8 @@ struct Options {
     password: Option<String>,
     /// `--password-file`.
     password_file: Option<PathBuf>,
-    /// `--server-header` / `--user-agent`: `Some(None)` for `none`.
-    user_agent: Option<Option<String>>,
+    /// `--server-header` / `--user-agent` as given (`none`: no header).
+    user_agent: Option<String>,
     /// `serve --allow-guests`.
     allow_guests: bool,
     expires: Option<u32>,
@@ -136,10 +136,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--user" => o.user = Some(value()?),
             "--password" => o.password = Some(value()?),
             "--password-file" => o.password_file = Some(value()?.into()),
-            "--server-header" | "--user-agent" => {
-                let v = value()?;
-                o.user_agent = Some((!v.eq_ignore_ascii_case("none")).then_some(v));
-            }
+            "--server-header" | "--user-agent" => o.user_agent = Some(value()?),
             "--allow-guests" => o.allow_guests = true,
             "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
             "--cert" => o.cert = Some(value()?.into()),
@@ -180,6 +177,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
 }
 
 impl Options {
+    /// `--server-header` / `--user-agent`: the value, or none at all.
+    fn apply_user_agent(&self, c: &mut EndpointConfig) {
+        match self.user_agent.as_deref() {
+            Some(v) if v.eq_ignore_ascii_case("none") => c.user_agent = None,
+            Some(v) => c.user_agent = Some(v.to_owned()),
+            None => {}
+        }
+    }
+
     fn transport(&self) -> Transport {
         self.transport.unwrap_or(Transport::Udp)
     }
@@ -188,9 +194,7 @@ impl Options {
     /// on `bind`.
     fn config(&self, aor: &str, bind: SocketAddr) -> Result<EndpointConfig, String> {
         let mut c = EndpointConfig::new(aor);
-        if let Some(ua) = &self.user_agent {
-            c.user_agent.clone_from(ua);
-        }
+        self.apply_user_agent(&mut c);
         c.default_transport = self.transport();
         let mut tls = TlsConfig::default();
         if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
@@ -558,9 +562,7 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Users::from_passwords([("demo", password.as_str())])
     };
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
-    if let Some(ua) = &o.user_agent {
-        c.user_agent.clone_from(ua);
-    }
+    o.apply_user_agent(&mut c);
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
     let identity = match (&o.cert, &o.key, o.tls_self_signed) {
