@@ -168,3 +168,46 @@ fn passwords_from_the_environment_or_a_file_and_no_server_header() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.lines().any(|l| l.starts_with("407 ")), "no password, no way past the 407:\n{out}");
 }
+
+/// Issue 18: sipvicious `svwar`, forced past its own "authentication for
+/// an unknown extension" warning, scans serve with REGISTER, INVITE and
+/// OPTIONS over a list that holds every real user — bob registered and
+/// online, alice and carol offline — and finds none of them: every
+/// request is challenged the same way, whoever it names.
+#[test]
+fn svwar_finds_no_user() {
+    let (mut server, at, dir) = serve();
+    let bob = USERS[1];
+    let reg = Sipp::scenario("register_auth.xml").remote(at).register_as(bob, DOMAIN).run();
+    assert_ok("bob's REGISTER", &reg, &server);
+    let names = ["100", "admin", "alice", "bob", "carol", "dave", "operator", "test"];
+    let list = dir.write("extensions", &(names.join("\n") + "\n"));
+    let programs = sipline_tests::kamailio::programs();
+    for method in ["REGISTER", "INVITE", "OPTIONS"] {
+        let out = std::process::Command::new(&programs.timeout)
+            .args(["--kill-after=5", "60"])
+            .arg(&programs.svwar)
+            .args(["--force", "-m", method, "-d"])
+            .arg(&list)
+            .args(["-p", &at.port().to_string(), "-t", "0.05", "127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("run svwar");
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        // Its table lists what it found, one "| NAME | …" row each.
+        let found: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("| "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| names.contains(n))
+            .collect();
+        assert!(found.is_empty(), "svwar -m {method} found {found:?}:\n{text}");
+        // It did scan: serve answered it.
+        server.drain();
+        assert!(
+            server.seen.iter().any(|l| l.starts_with(&format!("{method} sip:")) && l.contains("@127.0.0.1")),
+            "svwar -m {method} never reached serve:\n{text}\n{:#?}",
+            server.seen
+        );
+    }
+}

@@ -105,6 +105,11 @@ pub struct Programs {
     /// baresip's module directory (holding `aubridge.so`, `ausine.so`,
     /// `g711.so`, `ctrl_tcp.so` …).
     pub baresip_modules: PathBuf,
+    /// sipvicious's extension scanner `svwar` (package sipvicious): what
+    /// an attacker points at a new server.
+    pub svwar: PathBuf,
+    /// sipvicious's password cracker `svcrack`.
+    pub svcrack: PathBuf,
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -176,6 +181,10 @@ fn locate() -> Result<Programs, String> {
     if timeout.is_none() {
         missing.push("timeout (package coreutils)".to_owned());
     }
+    let (svwar, svcrack) = (find_program("svwar"), find_program("svcrack"));
+    if svwar.is_none() || svcrack.is_none() {
+        missing.push("svwar and svcrack (package sipvicious)".to_owned());
+    }
     let tls_module = match (&kamailio, &timeout) {
         (Some(k), Some(t)) => {
             let module = kamailio_module_dir(k, t).map(|d| d.join("tls.so"));
@@ -193,11 +202,18 @@ fn locate() -> Result<Programs, String> {
         }
         _ => None,
     };
-    match (kamailio, sipp, timeout, tls_module, baresip, baresip_modules) {
-        (Some(kamailio), Some(sipp), Some(timeout), Some(tls_module), Some(baresip), Some(baresip_modules))
-            if missing.is_empty() =>
-        {
-            Ok(Programs { kamailio, sipp, timeout, tls_module, baresip, baresip_modules })
+    match (kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack) {
+        (
+            Some(kamailio),
+            Some(sipp),
+            Some(timeout),
+            Some(tls_module),
+            Some(baresip),
+            Some(baresip_modules),
+            Some(svwar),
+            Some(svcrack),
+        ) if missing.is_empty() => {
+            Ok(Programs { kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack })
         }
         _ => Err(missing.join(", ")),
     }
