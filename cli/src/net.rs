@@ -6,8 +6,8 @@ use sipline::auth::Users;
 use sipline::auth::{Algorithm, DigestCredentials};
 use sipline::driver::Error;
 use sipline::endpoint::{
-    Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
-    ServerConfig, SessionEnd, SessionEvent, SessionId,
+    Body, EndpointConfig, EndpointState, Event, FloodLimit, RegistrationConfig, RegistrationState, Request,
+    RequestError, ServerConfig, SessionEnd, SessionEvent, SessionId,
 };
 use sipline::transport::{TlsConfig, Transport};
 use std::collections::HashMap;
@@ -43,6 +43,8 @@ serve: a registrar and proxy for domain D (default: the --bind host) on UDP and 
 serve --allow-guests: requests from outside the domain reach its users without authenticating
        (calls from other domains); off by default, every request to a user is challenged alike,
        so a scanner cannot tell who exists or is online
+serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
+       dropped unanswered (default 1000/2000; off for load tests)
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -72,6 +74,8 @@ struct Options {
     user_agent: Option<String>,
     /// `serve --allow-guests`.
     allow_guests: bool,
+    /// `serve --flood-limit`.
+    flood: Option<FloodSetting>,
     expires: Option<u32>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -113,6 +117,29 @@ fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
         .collect()
 }
 
+/// `serve --flood-limit`: a limit, or none.
+#[derive(Debug, Clone, Copy)]
+enum FloodSetting {
+    Off,
+    Limit(FloodLimit),
+}
+
+/// `--flood-limit RATE[/BURST]|off` (BURST default twice RATE).
+fn parse_flood(v: &str) -> Result<FloodSetting, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(FloodSetting::Off);
+    }
+    let bad = |e: std::num::ParseIntError| format!("--flood-limit {v:?}: {e} (RATE[/BURST] or off)");
+    let (rate, burst) = match v.split_once('/') {
+        Some((r, b)) => (r.parse::<u32>().map_err(bad)?, Some(b.parse::<u32>().map_err(bad)?)),
+        None => (v.parse::<u32>().map_err(bad)?, None),
+    };
+    if rate == 0 {
+        return Err("--flood-limit: RATE must be above 0 (off for no limit)".to_owned());
+    }
+    Ok(FloodSetting::Limit(FloodLimit::new(rate, burst.unwrap_or(rate.saturating_mul(2)))))
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
     let mut it = args.iter();
@@ -138,6 +165,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--password-file" => o.password_file = Some(value()?.into()),
             "--server-header" | "--user-agent" => o.user_agent = Some(value()?),
             "--allow-guests" => o.allow_guests = true,
+            "--flood-limit" => o.flood = Some(parse_flood(&value()?)?),
             "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
             "--cert" => o.cert = Some(value()?.into()),
             "--key" => o.key = Some(value()?.into()),
@@ -601,6 +629,11 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     server.aliases.clone_from(&o.aliases);
     server.allow_guests = o.allow_guests;
+    match o.flood {
+        Some(FloodSetting::Off) => server.flood = None,
+        Some(FloodSetting::Limit(l)) => server.flood = Some(l),
+        None => {}
+    }
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);

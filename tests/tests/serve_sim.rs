@@ -1228,3 +1228,40 @@ fn an_authenticated_user_cannot_send_as_another_and_is_asserted() {
     let pai: Vec<&str> = delivered[0].split("\r\n").filter(|l| l.starts_with("P-Asserted-Identity:")).collect();
     assert_eq!(pai, ["P-Asserted-Identity: <sip:alice@example.com>"], "{}", delivered[0]);
 }
+
+/// Issue 18: a flood of requests from one address is cut to the
+/// configured rate before it costs a transaction (`ServerConfig::flood`):
+/// of 100 OPTIONS sent at once, the burst (20) is answered and the rest
+/// dropped unanswered; another address is served meanwhile; a second
+/// later, one second's worth (10) more gets through.
+#[test]
+fn a_flood_from_one_address_is_cut_to_the_limit() {
+    let t0 = Instant::now();
+    let users = Users::from_passwords([("alice", "alice-pw")]);
+    let mut config = ServerConfig::new(DOMAIN, users);
+    let mut limit = sipline::endpoint::FloodLimit::new(10, 20);
+    limit.max_sources = 16;
+    config.flood = Some(limit);
+    let mut srv = Peer::new(0, EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config), t0, idle());
+    let options = |i: usize, from: NodeId| {
+        format!(
+            "OPTIONS sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-flood-{from}-{i};rport\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:x@198.51.100.7>;tag=f{i}\r\nTo: <sip:192.0.2.1>\r\n\
+             Call-ID: flood-{from}-{i}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+            addr(from)
+        )
+    };
+    let mut answered = |srv: &mut Peer, now: Instant, from: NodeId, range: std::ops::Range<usize>| {
+        for i in range {
+            srv.handle_datagram(now, from, options(i, from).as_bytes());
+        }
+        std::iter::from_fn(|| srv.poll_transmit())
+            .filter(|(to, m)| *to == from && m.starts_with(b"SIP/2.0 200"))
+            .count()
+    };
+    assert_eq!(answered(&mut srv, t0, 3, 0..100), 20, "the burst");
+    assert_eq!(answered(&mut srv, t0, 4, 0..5), 5, "another address");
+    assert_eq!(answered(&mut srv, t0 + Duration::from_secs(1), 3, 100..200), 10, "a second's worth");
+    assert_eq!(srv.ep.flood_stats(), Some((2, 80 + 90)));
+    assert_eq!(srv.ep.tables().server_transactions, 35, "no transaction for a dropped request");
+}

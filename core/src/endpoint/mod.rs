@@ -21,11 +21,13 @@
 //! # }
 //! ```
 
+mod flood;
 mod registration;
 mod server;
 mod session;
 mod uas;
 
+pub use flood::FloodLimit;
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 pub use server::ServerConfig;
@@ -1210,6 +1212,10 @@ impl Endpoint {
     fn arrived<'b>(&mut self, now: Instant, source: Source, bytes: &'b [u8], m: &Message<'b>) {
         let reliable = source.transport.is_reliable();
         if m.is_request() {
+            // A flood from one source stops here, before a transaction.
+            if !self.flood_allows(now, source.remote.ip()) {
+                return;
+            }
             let peer = Peer::reply_to_message(&source, m);
             self.arriving = Some(source);
             self.transactions.handle_parsed(now, m, bytes, peer, reliable);

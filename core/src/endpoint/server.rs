@@ -23,6 +23,7 @@
 //! CANCEL goes (and §9.1 ends the branch 64·T1 later if nothing answers);
 //! a branch that never answered ends by its Timer B well before.
 
+use super::flood::{Flood, FloodLimit};
 use super::Endpoint;
 use crate::auth::{Decision, DigestServer, Nonces, Role, Users};
 use crate::message::{Message, Method, Uri};
@@ -68,6 +69,9 @@ pub struct ServerConfig {
     /// 404 for an unknown user, 480 for an offline one — which reveals
     /// who exists and who is online.
     pub allow_guests: bool,
+    /// Requests per source address beyond this rate are dropped before
+    /// they cost a transaction ([`FloodLimit`]); `None`: no limit.
+    pub flood: Option<FloodLimit>,
 }
 
 impl ServerConfig {
@@ -85,6 +89,7 @@ impl ServerConfig {
             algorithms: vec![crate::auth::Algorithm::Md5],
             aliases: Vec::new(),
             allow_guests: false,
+            flood: Some(FloodLimit::default()),
         }
     }
 }
@@ -104,6 +109,8 @@ pub(super) struct Server {
     /// The client transactions of branches sent over a stream, by peer:
     /// they fail at once when its connection does (§16.9).
     over_streams: BTreeSet<((Transport, SocketAddr), ClientId)>,
+    /// The flood limit's buckets, when there is one.
+    flood: Option<Flood>,
 }
 
 /// Identities a sender asserts about itself, never passed on (RFC 3325
@@ -185,6 +192,7 @@ impl Server {
             by_branch: BTreeMap::new(),
             timer_c: BTreeSet::new(),
             over_streams: BTreeSet::new(),
+            flood: config.flood.map(Flood::new),
         })
     }
 
@@ -320,6 +328,24 @@ impl Endpoint {
             self.server = Server::new(config, now, &mut self.rng);
         }
         self.server.as_mut()
+    }
+
+    /// Whether a request from `source` may go on (the server's flood
+    /// limit, [`ServerConfig::flood`]); always when not serving.
+    pub(super) fn flood_allows(&mut self, now: Instant, source: std::net::IpAddr) -> bool {
+        if self.config.server.as_ref().is_none_or(|c| c.flood.is_none()) {
+            return true;
+        }
+        match self.server_state(now).and_then(|s| s.flood.as_mut()) {
+            Some(f) => f.allow(now, source),
+            None => true,
+        }
+    }
+
+    /// (sources tracked, requests dropped) by the flood limit, when serving
+    /// with one.
+    pub fn flood_stats(&self) -> Option<(usize, u64)> {
+        self.server.as_ref()?.flood.as_ref().map(Flood::stats)
     }
 
     /// The location service, when serving (for tests and tools).
