@@ -1251,7 +1251,7 @@ fn a_flood_from_one_address_is_cut_to_the_limit() {
             addr(from)
         )
     };
-    let mut answered = |srv: &mut Peer, now: Instant, from: NodeId, range: std::ops::Range<usize>| {
+    let answered = |srv: &mut Peer, now: Instant, from: NodeId, range: std::ops::Range<usize>| {
         for i in range {
             srv.handle_datagram(now, from, options(i, from).as_bytes());
         }
