@@ -21,8 +21,8 @@
 //!   (RFC 7616 §3.3–3.4); [`Users`] holds the passwords and HA1 values,
 //!   read from a users file.
 //!
-//! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 written here from
-//! RFC 1321, SHA-256 from `ring`). `qop=auth` and answers without `qop`;
+//! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 from RustCrypto's
+//! `md-5`, SHA-256 from `ring`). `qop=auth` and answers without `qop`;
 //! not `auth-int`, nor `userhash`.
 //!
 //! Passwords and HA1 values are never logged, and the `Debug` output of
@@ -50,12 +50,15 @@
 //! assert!(value.contains("nc=00000001"));
 //! ```
 
+mod bans;
 mod digest;
-pub mod md5;
 mod nonce;
 mod server;
 mod users;
 
+pub use bans::{
+    BanPolicy, Banned, Bans, DEFAULT_BAN, DEFAULT_BAN_CAPACITY, DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES,
+};
 pub use digest::{
     best_challenge, ha1, Algorithm, ChallengeError, DigestChallenge, DigestClient, DigestCredentials, DigestError,
     Secret, Verified, VerifyError,

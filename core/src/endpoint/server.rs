@@ -59,6 +59,9 @@ pub struct ServerConfig {
     /// at one of our ports, or none) is the domain's (§16.5). The
     /// listening addresses are aliases already.
     pub aliases: Vec<String>,
+    /// When failed digest answers ban a username or source (issue 18;
+    /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
+    pub bans: crate::auth::BanPolicy,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             // whole challenge that also offers SHA-256 (as Kamailio does).
             algorithms: vec![crate::auth::Algorithm::Md5],
             aliases: Vec::new(),
+            bans: crate::auth::BanPolicy::default(),
         }
     }
 }
@@ -159,8 +163,10 @@ struct Proxied {
 impl Server {
     fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
         let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
-        let auth =
-            DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.offer(&config.algorithms);
+        let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces)
+            .ok()?
+            .offer(&config.algorithms)
+            .with_bans(config.bans);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
@@ -379,7 +385,7 @@ impl Endpoint {
         let authenticated = from_here && !in_dialog && method != Some(Method::Ack);
         if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
-            match srv.auth.authenticate(now, m, Role::Proxy, None) {
+            match srv.auth.authenticate_from(now, m, Role::Proxy, None, Some(source.remote.ip())) {
                 Decision::Authenticated { .. } => {}
                 d => {
                     self.answer_decision(now, server, m, &d);
@@ -522,7 +528,8 @@ impl Endpoint {
     fn serve_register(&mut self, now: Instant, server: ServerId, m: &Message<'_>, source: Source) {
         let expected = m.to().and_then(Result::ok).and_then(|t| user_of(t.uri()));
         let Some(srv) = self.server_state(now) else { return };
-        let decision = srv.auth.authenticate(now, m, Role::Registrar, expected.as_deref());
+        let decision =
+            srv.auth.authenticate_from(now, m, Role::Registrar, expected.as_deref(), Some(source.remote.ip()));
         if !matches!(decision, Decision::Authenticated { .. }) {
             self.answer_decision(now, server, m, &decision);
             return;
