@@ -5,6 +5,8 @@
 // Each test takes one arbitrary origin from the clock (core/src never reads
 // one); after that, time only moves when a test says so.
 #![allow(clippy::disallowed_methods)]
+// The log collector must be Send + Sync for `tracing`; tests own threads.
+#![allow(clippy::disallowed_types)]
 
 use sipline::auth::*;
 use sipline::message::headers::{Challenge, HeaderValue};
@@ -221,6 +223,13 @@ fn a_failed_answer_spends_its_nonce() {
     let decision =
         decide(&mut server, t0, &request("bob", &format!("Authorization: {next}\r\n")), Role::Registrar, None);
     assert!(matches!(decision, Decision::Challenge { reason: ChallengeReason::SpentNonce, .. }), "{decision:?}");
+    // Nor once it has expired and left the replay table: stale, unchecked.
+    let late = t0 + DEFAULT_NONCE_LIFETIME;
+    let next = attacker.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap();
+    let decision =
+        decide(&mut server, late, &request("bob", &format!("Authorization: {next}\r\n")), Role::Registrar, None);
+    assert!(matches!(decision, Decision::Challenge { reason: ChallengeReason::StaleNonce, .. }), "{decision:?}");
+    assert_eq!(server.nonces().tracked(), 0);
 }
 
 #[test]

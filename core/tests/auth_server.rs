@@ -266,14 +266,21 @@ fn an_expired_nonce_is_challenged_with_stale_true() {
         decide(&mut server, t1, &retry, Role::Proxy, None),
         Decision::Authenticated { username: "alice".into() }
     );
-    // A wrong password on an expired nonce is not stale: the user must
-    // be asked again.
+    // A wrong password on an expired nonce is not checked (issue 18: an
+    // old nonce buys no guess): stale=true all the same (RFC 7616 §3.3),
+    // and the answer to the fresh nonce tells the user to try again.
     let (old, _) =
         challenged(decide(&mut server, t1, &request("REGISTER", URI, "alice", ""), Role::Proxy, None), Role::Proxy);
     let mut wrong = client("alice", "looking-glass");
     let text = request("REGISTER", URI, "alice", &answer(&mut wrong, &old[0], "REGISTER", URI, Role::Proxy, &mut rng));
-    let (headers, reason) =
-        challenged(decide(&mut server, t1 + Duration::from_secs(60), &text, Role::Proxy, None), Role::Proxy);
+    let t2 = t1 + Duration::from_secs(60);
+    let (headers, reason) = challenged(decide(&mut server, t2, &text, Role::Proxy, None), Role::Proxy);
+    assert_eq!(reason, ChallengeReason::StaleNonce);
+    assert!(headers.iter().all(|h| h.contains("stale=true")), "{headers:?}");
+    assert!(server.bans().tracked() == 0, "no digest checked, no failure counted");
+    let text =
+        request("REGISTER", URI, "alice", &answer(&mut wrong, &headers[0], "REGISTER", URI, Role::Proxy, &mut rng));
+    let (headers, reason) = challenged(decide(&mut server, t2, &text, Role::Proxy, None), Role::Proxy);
     assert_eq!(reason, ChallengeReason::Invalid(VerifyError::WrongResponse));
     assert!(headers.iter().all(|h| !h.contains("stale")), "{headers:?}");
 }

@@ -13,13 +13,17 @@
 //!   RFC 8760 §2.4).
 //! - **Server** (a registrar or proxy, RFC 3261 §22.1): [`DigestServer`]
 //!   decides about a request: authenticated, challenged (401/407, with
-//!   `stale=true` for an expired nonce), or forbidden. It is built from
-//!   three parts usable on their own: [`DigestChallenge`] writes the
-//!   WWW-Authenticate / Proxy-Authenticate value and checks the answer
-//!   against a password or a stored [`ha1`]; [`Nonces`] issues
-//!   self-checking nonces, expires them and refuses replayed nonce counts
-//!   (RFC 7616 §3.3–3.4); [`Users`] holds the passwords and HA1 values,
-//!   read from a users file.
+//!   `stale=true` for an expired nonce), or forbidden. Against password
+//!   guessing (issue 18) it answers unknown users exactly as known ones
+//!   with a wrong password, spends the nonce of every failed answer, and
+//!   bans usernames and sources that fail too often ([`Bans`],
+//!   [`BanPolicy`]). It is built from parts usable on their own:
+//!   [`DigestChallenge`] writes the WWW-Authenticate / Proxy-Authenticate
+//!   value and checks the answer against a password or a stored [`ha1`];
+//!   [`Nonces`] issues self-checking nonces that show no counter, expires
+//!   them and refuses replayed nonce counts (RFC 7616 §3.3–3.4) and spent
+//!   nonces; [`Users`] holds the passwords and HA1 values, read from a
+//!   users file.
 //!
 //! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 from RustCrypto's
 //! `md-5`, SHA-256 from `ring`). `qop=auth` and answers without `qop`;

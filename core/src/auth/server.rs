@@ -85,8 +85,11 @@ pub enum ChallengeReason {
     /// The nonce is not one this server issued (forged, garbled, from
     /// before a restart). Challenged without `stale`.
     UnknownNonce,
-    /// The digest was right but the nonce has expired (or was dropped from
-    /// the replay table): `stale=true` (RFC 7616 §3.3).
+    /// The nonce has expired (or was dropped from the replay table):
+    /// `stale=true` (RFC 7616 §3.3: "only if it receives a request for
+    /// which the nonce is invalid"), without looking at the digest, so an
+    /// old nonce buys no guess. Also when the nonce dropped out between
+    /// the check and the recording of a right answer.
     StaleNonce,
     /// The digest was right but its nonce count was already used
     /// (RFC 7616 §3.4): a replay, or requests overtaking each other.
@@ -186,15 +189,16 @@ impl Decision {
 ///    an answer for a username, or from a source, banned for failing too
 ///    often ([`Bans`], [`BanPolicy`]), before any digest is computed;
 /// 3. checks the nonce (issued here, fresh, not spent by a failed answer,
-///    see [`Nonces`]); any other is challenged;
+///    see [`Nonces`]); any other is challenged, an expired one with
+///    `stale=true` (RFC 7616 §3.3) once the algorithm is one offered to
+///    the user; no digest is computed for any of them;
 /// 4. looks the user up: an unknown one (or one without a secret for any
 ///    algorithm offered) is checked against a dummy secret, at the cost
 ///    of a known one's check, and always fails (see below);
 /// 5. verifies the digest with `qop=auth` (required: every challenge
 ///    offers it, RFC 3261 §22.4) against the user's password or HA1; a
 ///    wrong one spends its nonce, counts a failure for the username and
-///    the source, and is challenged again; a right one with an expired
-///    nonce is challenged with `stale=true` (RFC 7616 §3.3);
+///    the source, and is challenged again;
 /// 6. compares the digest `uri` with the Request-URI: as written, or else
 ///    equal under RFC 3261 §19.1.4 (both parse and are equivalent); if
 ///    not, [`Decision::BadRequest`] (RFC 7616 §3.4.6). A proxy after one
@@ -483,6 +487,7 @@ impl DigestServer {
         };
         let stale = match self.nonces.check(now, &nonce) {
             Ok(()) => false,
+            // Answered below, once the algorithm is known to be offered.
             Err(NonceError::Stale) => true,
             Err(NonceError::Spent) => return self.challenge_all(now, role, ChallengeReason::SpentNonce),
             Err(_) => return self.challenge_all(now, role, ChallengeReason::UnknownNonce),
@@ -501,6 +506,12 @@ impl DigestServer {
                 return self.challenge(now, role, &offered, false, reason);
             }
         };
+        if stale {
+            // RFC 7616 §3.3: stale=true for an invalid nonce; the digest is
+            // not computed, so a spent nonce that has since expired (and
+            // left the replay table) buys no guess either.
+            return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
+        }
         let verified = match DigestChallenge::new(self.realm.as_str(), nonce.as_ref(), algorithm) {
             Ok(challenge) if known => match self.users.secret(&username, &self.realm, algorithm) {
                 Some(secret) => challenge.verify(credentials, method, secret),
@@ -541,9 +552,6 @@ impl DigestServer {
             }
             Err(error) => return self.challenge(now, role, &offered, false, ChallengeReason::Invalid(error)),
         };
-        if stale {
-            return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
-        }
         if !names_request_uri(&verified.uri, request_uri) {
             return Decision::BadRequest;
         }
