@@ -12,6 +12,7 @@ use sipline::auth::*;
 use sipline::message::headers::{Challenge, HeaderValue};
 use sipline::message::{Message, StatusCode};
 use sipline::rng::Rng;
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -354,7 +355,7 @@ struct Fields(String);
 
 impl tracing::field::Visit for Fields {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        self.0.push_str(&format!("{}={value:?} ", field.name()));
+        let _ = write!(self.0, "{}={value:?} ", field.name());
     }
 }
 

@@ -89,20 +89,17 @@ fn attack(strategy: &str) -> (u64, u64) {
             _ => IpAddr::V4(Ipv4Addr::new(203, 0, 113, 9)),
         };
         let mut guesser = DigestClient::new(DigestCredentials::new("bob", format!("guess{i}")));
-        let line = match (strategy, reused.as_mut()) {
-            ("one nonce", Some(client)) => {
-                // The script of issue 18: the next nc on the same nonce
-                // (the digest changes with nc; the guess is in the hash).
-                format!("Authorization: {}\r\n", client.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap())
+        let line = if let Some(client) = reused.as_mut() {
+            // The script of issue 18: the next nc on the same nonce (the
+            // digest changes with nc; the guess is in the hash).
+            format!("Authorization: {}\r\n", client.reauthorize(REALM, "REGISTER", URI, &mut rng).unwrap())
+        } else {
+            let challenge = first_challenge(&decide(&mut server, now, &request("bob", ""), source));
+            let line = answer(&mut guesser, &challenge, &mut rng);
+            if strategy == "one nonce" {
+                reused = Some(guesser);
             }
-            _ => {
-                let challenge = first_challenge(&decide(&mut server, now, &request("bob", ""), source));
-                let line = answer(&mut guesser, &challenge, &mut rng);
-                if strategy == "one nonce" {
-                    reused = Some(guesser);
-                }
-                line
-            }
+            line
         };
         let decision = decide(&mut server, now, &request("bob", &line), source);
         sent += 1;

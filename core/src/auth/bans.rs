@@ -104,7 +104,7 @@ impl Key {
                 let prefix = u128::from(v6) & !u128::from(u64::MAX);
                 Key::Source(IpAddr::V6(prefix.into()))
             }
-            v4 => Key::Source(v4),
+            v4 @ IpAddr::V4(_) => Key::Source(v4),
         }
     }
 }
@@ -166,7 +166,10 @@ pub struct Bans {
 
 impl fmt::Debug for Bans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bans").field("policy", &self.policy).field("tracked", &self.entries.len()).finish()
+        f.debug_struct("Bans")
+            .field("policy", &self.policy)
+            .field("tracked", &self.entries.len())
+            .finish_non_exhaustive()
     }
 }
 

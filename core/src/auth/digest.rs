@@ -1537,8 +1537,5 @@ mod tests {
         let stored = ha1(Algorithm::Md5, "bob", "biloxi.com", "zanzibar");
         let shown = format!("{:?} {:?}", Secret::Password("zanzibar"), Secret::Ha1(&stored));
         assert!(!shown.contains("zanzibar") && !shown.contains(&stored), "{shown}");
-        let mut h = super::super::md5::Md5::new();
-        h.update(b"zanzibar");
-        assert!(!format!("{h:?}").contains("zanzibar"));
     }
 }
