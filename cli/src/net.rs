@@ -19,7 +19,7 @@ use std::time::Duration;
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
-                     [--digest ALGS] [-v] [-q]
+                     [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [options]
        sipline register URI --registrar URI [--user U] [--expires N] [options]
@@ -36,7 +36,11 @@ serve: a registrar and proxy for domain D (default: the --bind host) on UDP and 
        or address the domain answers to (repeatable); --min-expires: the shortest registration
        taken (default 60); --digest: the algorithms challenged with, in order (default md5 alone,
        as Kamailio: phones such as baresip 1.x and Twinkle refuse a challenge that also offers
-       SHA-256; sha-256,md5 offers RFC 8760's SHA-256 first to clients that know it)
+       SHA-256; sha-256,md5 offers RFC 8760's SHA-256 first to clients that know it);
+       --max-auth-failures N --auth-window SECS --ban SECS: N wrong digest answers for one username, or
+       from one address (IPv6: its /64), within SECS ban it for --ban SECS: its answers get 403 and
+       each ban is printed once (default 10 per 60 s, 5-minute bans; N = 0: no bans). Every wrong
+       answer uses up its nonce, and unknown usernames get the same 401 as a wrong password
 --user U: the digest username; its password from the environment variable SIPLINE_PASSWORD or
        --password-file FILE (its first line), which keep it out of the process list and the shell's
        history (--password P also works, for tests)
@@ -105,6 +109,12 @@ struct Options {
     require_client_cert: bool,
     /// `serve`: the registrar's Min-Expires.
     min_expires: Option<u32>,
+    /// `serve`: failed digest answers that start a ban.
+    max_auth_failures: Option<u32>,
+    /// `serve`: the window they are counted in.
+    auth_window: Option<Duration>,
+    /// `serve`: how long a ban lasts.
+    ban: Option<Duration>,
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -182,6 +192,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--tls-self-signed" => o.tls_self_signed = true,
             "--require-client-cert" => o.require_client_cert = true,
             "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
+            "--max-auth-failures" => {
+                o.max_auth_failures = Some(value()?.parse().map_err(|e| format!("--max-auth-failures: {e}"))?);
+            }
+            "--auth-window" => {
+                o.auth_window = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--auth-window: {e}"))?));
+            }
+            "--ban" => o.ban = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--ban: {e}"))?)),
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -634,6 +651,10 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Some(FloodSetting::Limit(l)) => server.flood = Some(l),
         None => {}
     }
+    // Issue 18: bans for password guessers (defaults: BanPolicy's).
+    server.bans.max_failures = o.max_auth_failures.unwrap_or(server.bans.max_failures);
+    server.bans.window = o.auth_window.unwrap_or(server.bans.window);
+    server.bans.ban = o.ban.unwrap_or(server.bans.ban);
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);

@@ -1,4 +1,5 @@
 //! `sipline::auth::DigestServer`: challenges, verification, stale and replayed nonces, 403.
+//! Guessing (uniform answers, spent nonces, bans): `auth_guessing.rs`.
 // Each test takes one arbitrary origin from the clock (core/src never reads
 // one); after that, time only moves when a test says so.
 #![allow(clippy::disallowed_methods)]
@@ -142,7 +143,8 @@ fn the_offer_sets_the_challenges_and_their_order() {
     assert_eq!(again.len(), 1);
     assert_eq!(parse(&again[0]).algorithm().unwrap(), "MD5");
     // A user whose only secret is SHA-256 has nothing in an MD5-only
-    // offer: forbidden, not challenged forever.
+    // offer: treated as unknown (issue 18: a wrong answer, not a 403
+    // that would tell the name exists).
     let sha_only = format!("erin:{REALM}:{}\n", ha1(Algorithm::Sha256, "erin", REALM, "pw"));
     let nonces = Nonces::new(t0, &mut Rng::new(4));
     let mut erin_server =
@@ -153,7 +155,10 @@ fn the_offer_sets_the_challenges_and_their_order() {
     );
     let line = answer(&mut client("erin", "pw"), &challenge[0], "REGISTER", URI, Role::Registrar, &mut rng);
     let decision = decide(&mut erin_server, t0, &request("REGISTER", URI, "erin", &line), Role::Registrar, None);
-    assert!(matches!(decision, Decision::Forbidden { reason: ForbiddenReason::UnknownUser, .. }), "{decision:?}");
+    let (again, reason) = challenged(decision, Role::Registrar);
+    assert_eq!(reason, ChallengeReason::UnknownUser);
+    assert_eq!(again.len(), 1);
+    assert_eq!(parse(&again[0]).algorithm().unwrap(), "MD5");
 }
 
 #[test]
@@ -261,14 +266,21 @@ fn an_expired_nonce_is_challenged_with_stale_true() {
         decide(&mut server, t1, &retry, Role::Proxy, None),
         Decision::Authenticated { username: "alice".into() }
     );
-    // A wrong password on an expired nonce is not stale: the user must
-    // be asked again.
+    // A wrong password on an expired nonce is not checked (issue 18: an
+    // old nonce buys no guess): stale=true all the same (RFC 7616 §3.3),
+    // and the answer to the fresh nonce tells the user to try again.
     let (old, _) =
         challenged(decide(&mut server, t1, &request("REGISTER", URI, "alice", ""), Role::Proxy, None), Role::Proxy);
     let mut wrong = client("alice", "looking-glass");
     let text = request("REGISTER", URI, "alice", &answer(&mut wrong, &old[0], "REGISTER", URI, Role::Proxy, &mut rng));
-    let (headers, reason) =
-        challenged(decide(&mut server, t1 + Duration::from_secs(60), &text, Role::Proxy, None), Role::Proxy);
+    let t2 = t1 + Duration::from_secs(60);
+    let (headers, reason) = challenged(decide(&mut server, t2, &text, Role::Proxy, None), Role::Proxy);
+    assert_eq!(reason, ChallengeReason::StaleNonce);
+    assert!(headers.iter().all(|h| h.contains("stale=true")), "{headers:?}");
+    assert!(server.bans().tracked() == 0, "no digest checked, no failure counted");
+    let text =
+        request("REGISTER", URI, "alice", &answer(&mut wrong, &headers[0], "REGISTER", URI, Role::Proxy, &mut rng));
+    let (headers, reason) = challenged(decide(&mut server, t2, &text, Role::Proxy, None), Role::Proxy);
     assert_eq!(reason, ChallengeReason::Invalid(VerifyError::WrongResponse));
     assert!(headers.iter().all(|h| !h.contains("stale")), "{headers:?}");
 }
@@ -323,28 +335,35 @@ fn a_wrong_password_is_challenged_again() {
         assert_eq!(reason, ChallengeReason::Invalid(VerifyError::WrongResponse), "{user}");
         assert!(again.iter().all(|h| !h.contains("stale")));
     }
-    assert_eq!(server.nonces().tracked(), 0, "refused answers use up no count");
+    assert_eq!(server.nonces().tracked(), 3, "each failed answer spent its nonce (issue 18)");
+    assert_eq!(server.bans().tracked(), 3, "one failure per user, none from a source");
 }
 
 #[test]
-fn unknown_users_and_other_users_are_forbidden() {
+fn unknown_users_are_challenged_again_and_other_users_forbidden() {
     let t0 = start();
     let mut server = server(t0, |n| n);
     let mut rng = Rng::new(9);
-    let (headers, _) = challenged(
-        decide(&mut server, t0, &request("REGISTER", URI, "eve", ""), Role::Registrar, None),
-        Role::Registrar,
-    );
-    // Eve is unknown; Dave only has a secret for another realm.
+    let fresh = |server: &mut DigestServer, user: &str| {
+        challenged(decide(server, t0, &request("REGISTER", URI, user, ""), Role::Registrar, None), Role::Registrar).0
+    };
+    // Eve is unknown; Dave only has a secret for another realm. Issue 18:
+    // both get what a wrong password gets, a fresh 401 (no 403 that
+    // would tell which names exist).
     for user in ["eve", "dave"] {
+        let headers = fresh(&mut server, user);
         let mut c = client(user, "secret");
         let text =
             request("REGISTER", URI, user, &answer(&mut c, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng));
         let decision = decide(&mut server, t0, &text, Role::Registrar, Some(user));
-        assert_eq!(decision.status().map(StatusCode::as_u16), Some(403));
-        assert_eq!(decision, Decision::Forbidden { username: user.into(), reason: ForbiddenReason::UnknownUser });
+        assert_eq!(decision.status().map(StatusCode::as_u16), Some(401));
+        let (again, reason) = challenged(decision, Role::Registrar);
+        assert_eq!(reason, ChallengeReason::UnknownUser);
+        assert_eq!(again.len(), 2);
+        assert!(again.iter().all(|h| !h.contains("stale")));
     }
     // Bob authenticates, but registers Alice's address of record.
+    let headers = fresh(&mut server, "alice");
     let mut bob = client("bob", "zanzibar");
     let text =
         request("REGISTER", URI, "alice", &answer(&mut bob, &headers[0], "REGISTER", URI, Role::Registrar, &mut rng));

@@ -1265,3 +1265,54 @@ fn a_flood_from_one_address_is_cut_to_the_limit() {
     assert_eq!(srv.ep.flood_stats(), Some((2, 80 + 90)));
     assert_eq!(srv.ep.tables().server_transactions, 35, "no transaction for a dropped request");
 }
+
+/// Issue 18 through the whole server role: a wrong password and an unknown
+/// user get the same 401; ten wrong answers from one address ban it (403,
+/// even with the right password), while another address still registers.
+#[test]
+fn password_guessing_from_one_address_is_banned_there_only() {
+    use sipline::auth::DigestClient;
+    use sipline::message::Message;
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    let mut rng = sipline::rng::Rng::new(18);
+    let mut branch = 0;
+    // REGISTER from node `from` as `user` (with `password` answering the
+    // challenge it gets first); the status lines of both answers.
+    let mut attempt = |srv: &mut Peer, i: u64, from: NodeId, user: &str, password: &str| -> (String, String) {
+        let now = t0 + Duration::from_millis(10 * i);
+        let mut send = |auth: &str| {
+            branch += 1;
+            let m = format!(
+                "REGISTER sip:192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK-guess-{branch};rport\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:{user}@{DOMAIN}>;tag=g{branch}\r\nTo: <sip:{user}@{DOMAIN}>\r\n\
+                 Call-ID: guess-{branch}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@{}>\r\n{auth}Content-Length: 0\r\n\r\n",
+                addr(from),
+                addr(from)
+            );
+            srv.handle_datagram(now, from, m.as_bytes());
+            let out: Vec<String> = std::iter::from_fn(|| srv.poll_transmit())
+                .filter(|(to, _)| *to == from)
+                .map(|(_, b)| String::from_utf8_lossy(&b).into_owned())
+                .collect();
+            assert_eq!(out.len(), 1, "{out:?}");
+            out.into_iter().next().unwrap()
+        };
+        let first = send("");
+        let response = Message::parse(first.as_bytes()).unwrap();
+        let challenge = response.www_authenticate().next().expect("a challenge").unwrap();
+        let mut client = DigestClient::new(DigestCredentials::new(user, password));
+        let auth = client.authorize(&challenge, "REGISTER", "sip:192.0.2.1:5060", &mut rng).unwrap();
+        let second = send(&format!("Authorization: {auth}\r\n"));
+        let status = |m: &str| m.lines().next().unwrap().to_owned();
+        (status(&first), status(&second))
+    };
+    let (_, wrong) = attempt(&mut srv, 0, 3, "bob", "guess");
+    let (_, unknown) = attempt(&mut srv, 1, 3, "mallory", "guess");
+    assert_eq!((wrong.as_str(), unknown.as_str()), ("SIP/2.0 401 Unauthorized", "SIP/2.0 401 Unauthorized"));
+    for i in 2..10 {
+        assert_eq!(attempt(&mut srv, i, 3, &format!("user{i}"), "guess").1, "SIP/2.0 401 Unauthorized");
+    }
+    assert_eq!(attempt(&mut srv, 10, 3, "bob", "bob-pw").1, "SIP/2.0 403 Forbidden");
+    assert_eq!(attempt(&mut srv, 11, 2, "bob", "bob-pw").1, "SIP/2.0 200 OK");
+}

@@ -13,16 +13,20 @@
 //!   RFC 8760 §2.4).
 //! - **Server** (a registrar or proxy, RFC 3261 §22.1): [`DigestServer`]
 //!   decides about a request: authenticated, challenged (401/407, with
-//!   `stale=true` for an expired nonce), or forbidden. It is built from
-//!   three parts usable on their own: [`DigestChallenge`] writes the
-//!   WWW-Authenticate / Proxy-Authenticate value and checks the answer
-//!   against a password or a stored [`ha1`]; [`Nonces`] issues
-//!   self-checking nonces, expires them and refuses replayed nonce counts
-//!   (RFC 7616 §3.3–3.4); [`Users`] holds the passwords and HA1 values,
-//!   read from a users file.
+//!   `stale=true` for an expired nonce), or forbidden. Against password
+//!   guessing (issue 18) it answers unknown users exactly as known ones
+//!   with a wrong password, spends the nonce of every failed answer, and
+//!   bans usernames and sources that fail too often ([`Bans`],
+//!   [`BanPolicy`]). It is built from parts usable on their own:
+//!   [`DigestChallenge`] writes the WWW-Authenticate / Proxy-Authenticate
+//!   value and checks the answer against a password or a stored [`ha1`];
+//!   [`Nonces`] issues self-checking nonces that show no counter, expires
+//!   them and refuses replayed nonce counts (RFC 7616 §3.3–3.4) and spent
+//!   nonces; [`Users`] holds the passwords and HA1 values, read from a
+//!   users file.
 //!
-//! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 written here from
-//! RFC 1321, SHA-256 from `ring`). `qop=auth` and answers without `qop`;
+//! Algorithms: MD5, MD5-sess, SHA-256, SHA-256-sess (MD5 from RustCrypto's
+//! `md-5`, SHA-256 from `ring`). `qop=auth` and answers without `qop`;
 //! not `auth-int`, nor `userhash`.
 //!
 //! Passwords and HA1 values are never logged, and the `Debug` output of
@@ -50,12 +54,15 @@
 //! assert!(value.contains("nc=00000001"));
 //! ```
 
+mod bans;
 mod digest;
-pub mod md5;
 mod nonce;
 mod server;
 mod users;
 
+pub use bans::{
+    BanPolicy, Banned, Bans, DEFAULT_BAN, DEFAULT_BAN_CAPACITY, DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES,
+};
 pub use digest::{
     best_challenge, ha1, Algorithm, ChallengeError, DigestChallenge, DigestClient, DigestCredentials, DigestError,
     Secret, Verified, VerifyError,

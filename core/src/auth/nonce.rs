@@ -22,9 +22,18 @@ pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 /// default lifetime.
 pub const DEFAULT_NONCE_CAPACITY: usize = 65_536;
 
-/// The signed part of a nonce: the issue time in milliseconds since the
-/// epoch and a serial number, 8 bytes each, big-endian.
-const PAYLOAD: usize = 16;
+/// The identifier of a nonce: a keyed pseudo-random function of a hidden
+/// issue counter, so nonces tell nothing about how many came before.
+const ID: usize = 8;
+/// The stamp (issue time and sequence, big-endian), masked.
+const TIME: usize = 8;
+/// The low bits of the stamp: the issue counter's, ordering nonces of one
+/// millisecond (a million of them before it wraps).
+const SEQ_BITS: u32 = 20;
+/// The latest issue time a stamp holds (2^44 ms: over 500 years).
+const MAX_MILLIS: u64 = u64::MAX >> SEQ_BITS;
+/// The signed part of a nonce: identifier, then masked time.
+const PAYLOAD: usize = ID + TIME;
 /// The HMAC-SHA256 tag, truncated to 128 bits.
 const TAG: usize = 16;
 /// A nonce's length in hex digits.
@@ -48,7 +57,17 @@ pub enum NonceError {
     /// or an answer without `qop` reuses a nonce (RFC 7616 §3.4).
     #[error("replayed nonce count")]
     Replayed,
+    /// An answer with this nonce failed (a wrong digest): the nonce is
+    /// used up, whatever comes with it next, so one challenge buys one
+    /// guess at a password (see [`Nonces::spend`]).
+    #[error("nonce spent by a failed answer")]
+    Spent,
 }
+
+/// Where a nonce sits in the replay table: its stamp (issue time in
+/// milliseconds since the epoch, then the low bits of the issue counter),
+/// then identifier: issue order.
+type Slot = (u64, u64);
 
 /// One answered nonce in the replay table.
 #[derive(Debug, Clone, Copy)]
@@ -58,18 +77,32 @@ struct Used {
     /// The highest `nc` accepted; `u32::MAX` once used without `qop`, so
     /// nothing may follow.
     last_nc: u32,
+    /// A failed answer came with it: refused from then on.
+    spent: bool,
 }
 
 /// The nonces of a digest server (a registrar or proxy, RFC 3261 §22.1).
 ///
-/// **Format.** A nonce is 64 lower-case hex digits: 8 bytes of issue time
-/// (milliseconds since the `epoch` given at construction), 8 bytes of a
-/// serial number, then the first 16 bytes of an HMAC-SHA256 over those 16
-/// under a secret key. Any nonce this server issued can thus be checked
-/// and dated without storing it, and hex is safe inside a quoted string.
-/// The key is drawn from the caller's [`Rng`] at construction
+/// **Format.** A nonce is 64 lower-case hex digits, 32 bytes:
+///
+/// - 8 bytes of identifier: HMAC-SHA256 of a hidden issue counter (and a
+///   per-instance salt) under a key of its own, truncated. It looks random
+///   and no two nonces tell how far apart they were issued, or how many
+///   challenges the server has made (issue 18: a serial number in clear
+///   did);
+/// - an 8-byte stamp: the issue time (milliseconds since the `epoch`
+///   given at construction) and, in the low 20 bits, the issue counter's
+///   (ordering nonces of one millisecond), XORed with HMAC-SHA256 of the
+///   identifier under a third key: nobody without the key reads the time,
+///   the server's uptime or the counter;
+/// - the first 16 bytes of an HMAC-SHA256 over those 16 under a fourth
+///   key (encrypt-then-MAC).
+///
+/// Any nonce this server issued can thus be checked and dated without
+/// storing it, and hex is safe inside a quoted string. The keys are
+/// derived from a secret drawn from the caller's [`Rng`] at construction
 /// ([`Nonces::new`]), or given ([`Nonces::with_secret`]); nonces do not
-/// survive a restart with another key (they read as unknown, and the
+/// survive a restart with another secret (they read as unknown, and the
 /// client is challenged afresh).
 ///
 /// **Lifetime.** A nonce is fresh for [`DEFAULT_NONCE_LIFETIME`] (300 s,
@@ -86,6 +119,12 @@ struct Used {
 /// not in the table reads as [`NonceError::Stale`], so it is re-challenged
 /// (with `stale=true` if the digest was right), never accepted twice.
 ///
+/// **Failed answers** spend their nonce ([`Nonces::spend`]): it enters the
+/// table as used up, and every later answer with it is refused
+/// ([`NonceError::Spent`]) before any digest is computed. A password
+/// guesser thus needs a fresh challenge (a round trip) per guess, instead
+/// of counting `nc` up on one nonce.
+///
 /// **Time** comes in as `now` on every call; expired entries are pruned on
 /// each call, or by [`Nonces::handle_timeout`] at [`Nonces::poll_timeout`].
 /// `now` must not go backwards (an earlier `now` is taken as the latest
@@ -93,26 +132,35 @@ struct Used {
 ///
 /// `Debug` leaves the key out.
 pub struct Nonces {
-    key: hmac::Key,
+    /// Makes identifiers from the counter.
+    id_key: hmac::Key,
+    /// Makes the mask of the time from the identifier.
+    mask_key: hmac::Key,
+    /// Signs identifier and masked time.
+    tag_key: hmac::Key,
+    /// Mixed into every identifier: two instances with one secret issue
+    /// different identifiers.
+    salt: u64,
     epoch: Instant,
     lifetime: Duration,
     capacity: usize,
-    next_serial: u64,
-    /// The answered nonces by serial, which is also issue order.
-    used: BTreeMap<u64, Used>,
-    /// The highest serial dropped at the cap: a nonce up to it that is not
-    /// in `used` may have been answered already.
-    dropped_up_to: Option<u64>,
+    /// How many nonces were issued; never shown.
+    issued: u64,
+    /// The answered (or spent) nonces, in issue order.
+    used: BTreeMap<Slot, Used>,
+    /// The latest slot dropped at the cap: a nonce up to it that is not in
+    /// `used` may have been answered already.
+    dropped_up_to: Option<Slot>,
     last_now: Option<Instant>,
 }
 
 impl fmt::Debug for Nonces {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Nonces")
-            .field("key", &"<redacted>")
+            .field("keys", &"<redacted>")
             .field("lifetime", &self.lifetime)
             .field("capacity", &self.capacity)
-            .field("issued", &self.next_serial)
+            .field("issued", &self.issued)
             .field("tracked", &self.used.len())
             .finish_non_exhaustive()
     }
@@ -120,8 +168,8 @@ impl fmt::Debug for Nonces {
 
 impl Nonces {
     /// Nonces dated from `epoch` (any instant up to the first `now`, e.g.
-    /// when the server starts), signed with a 256-bit key drawn from
-    /// `rng`.
+    /// when the server starts), with keys derived from a 256-bit secret
+    /// and a salt drawn from `rng`.
     ///
     /// The key is as unpredictable as the generator's seed; a runtime
     /// seeds it from the OS. Callers holding better randomness can use
@@ -131,18 +179,27 @@ impl Nonces {
         for chunk in secret.chunks_exact_mut(8) {
             chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
         }
-        Nonces::with_secret(epoch, &secret)
+        let mut nonces = Nonces::with_secret(epoch, &secret);
+        nonces.salt = rng.next_u64();
+        nonces
     }
 
-    /// Nonces dated from `epoch`, signed with a key derived from `secret`
-    /// (HMAC-SHA256 takes any length; 32 random bytes are right).
+    /// Nonces dated from `epoch`, with keys derived from `secret`
+    /// (HMAC-SHA256 takes any length; 32 random bytes are right). Two
+    /// instances made with one secret read each other's nonces, and issue
+    /// the same ones at the same times.
     pub fn with_secret(epoch: Instant, secret: &[u8]) -> Nonces {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let derive = |label: &[u8]| hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&root, label).as_ref());
         Nonces {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            id_key: derive(b"sipline nonce identifier"),
+            mask_key: derive(b"sipline nonce time mask"),
+            tag_key: derive(b"sipline nonce tag"),
+            salt: 0,
             epoch,
             lifetime: DEFAULT_NONCE_LIFETIME,
             capacity: DEFAULT_NONCE_CAPACITY,
-            next_serial: 0,
+            issued: 0,
             used: BTreeMap::new(),
             dropped_up_to: None,
             last_now: None,
@@ -174,7 +231,7 @@ impl Nonces {
         self.capacity
     }
 
-    /// How many answered nonces the replay table holds now.
+    /// How many answered or spent nonces the replay table holds now.
     pub fn tracked(&self) -> usize {
         self.used.len()
     }
@@ -184,25 +241,55 @@ impl Nonces {
     pub fn issue(&mut self, now: Instant) -> String {
         let now = self.advance(now);
         let millis = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
-        let serial = self.next_serial;
-        self.next_serial = self.next_serial.saturating_add(1);
+        let mut input = [0u8; 16];
+        let counter = self.issued;
+        input[..8].copy_from_slice(&counter.to_be_bytes());
+        input[8..].copy_from_slice(&self.salt.to_be_bytes());
+        self.issued = self.issued.wrapping_add(1);
         let mut payload = [0u8; PAYLOAD];
-        payload[..8].copy_from_slice(&millis.to_be_bytes());
-        payload[8..].copy_from_slice(&serial.to_be_bytes());
-        let tag = hmac::sign(&self.key, &payload);
+        payload[..ID].copy_from_slice(&hmac::sign(&self.id_key, &input).as_ref()[..ID]);
+        let stamp = (millis.min(MAX_MILLIS) << SEQ_BITS) | (counter & ((1 << SEQ_BITS) - 1));
+        let time = stamp ^ self.mask(&payload[..ID]);
+        payload[ID..].copy_from_slice(&time.to_be_bytes());
+        let tag = hmac::sign(&self.tag_key, &payload);
         let mut nonce = lower_hex(&payload);
         nonce.push_str(&lower_hex(&tag.as_ref()[..TAG]));
         nonce
     }
 
-    /// Whether `nonce` may be answered now: issued here, fresh, and not
-    /// dropped from the replay table. Records nothing; the nonce count is
-    /// judged by [`Nonces::record`] once the digest has been verified.
+    /// Whether `nonce` may be answered now: issued here, fresh, not
+    /// dropped from the replay table, not spent by a failed answer.
+    /// Records nothing; the nonce count is judged by [`Nonces::record`]
+    /// once the digest has been verified.
     pub fn check(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
         let now = self.advance(now);
         self.prune(now);
-        let (issued, serial) = self.open(nonce).ok_or(NonceError::Unknown)?;
-        self.judge(now, issued, serial)
+        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
+        if self.used.get(&slot).is_some_and(|used| used.spent) {
+            return Err(NonceError::Spent);
+        }
+        self.judge(now, issued, slot)
+    }
+
+    /// Spends `nonce` after a failed answer (a wrong digest): every later
+    /// answer with it is [`NonceError::Spent`]. Issue 18: a guesser reusing
+    /// one nonce with growing `nc` got a guess per request; now each guess
+    /// costs a fresh challenge. A stale nonce is left alone (it is refused
+    /// anyway); at the cap the oldest entry is dropped, as in
+    /// [`Nonces::record`].
+    pub fn spend(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
+        let now = self.advance(now);
+        self.prune(now);
+        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
+        if self.expiry(issued).is_some_and(|expiry| now >= expiry) {
+            return Ok(());
+        }
+        if let Some(used) = self.used.get_mut(&slot) {
+            used.spent = true;
+            return Ok(());
+        }
+        self.insert(slot, Used { issued, last_nc: u32::MAX, spent: true });
+        Ok(())
     }
 
     /// Records a verified answer with `nonce` and nonce count `nc` (`None`
@@ -217,9 +304,12 @@ impl Nonces {
     pub fn record(&mut self, now: Instant, nonce: &str, nc: Option<u32>) -> Result<(), NonceError> {
         let now = self.advance(now);
         self.prune(now);
-        let (issued, serial) = self.open(nonce).ok_or(NonceError::Unknown)?;
-        self.judge(now, issued, serial)?;
-        if let Some(used) = self.used.get_mut(&serial) {
+        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, issued, slot)?;
+        if let Some(used) = self.used.get_mut(&slot) {
+            if used.spent {
+                return Err(NonceError::Spent);
+            }
             return match nc {
                 Some(nc) if nc > used.last_nc => {
                     used.last_nc = nc;
@@ -232,13 +322,25 @@ impl Nonces {
             // Counts start at 00000001 (RFC 7616 §3.4).
             return Err(NonceError::Replayed);
         }
-        self.used.insert(serial, Used { issued, last_nc: nc.unwrap_or(u32::MAX) });
+        self.insert(slot, Used { issued, last_nc: nc.unwrap_or(u32::MAX), spent: false });
+        Ok(())
+    }
+
+    /// Adds an entry; at the cap, drops the oldest.
+    fn insert(&mut self, slot: Slot, used: Used) {
+        self.used.insert(slot, used);
         while self.used.len() > self.capacity {
             let Some((dropped, _)) = self.used.pop_first() else { break };
-            tracing::debug!(serial = dropped, "nonce replay table full: dropped the oldest entry");
+            tracing::debug!("nonce replay table full: dropped the oldest entry");
             self.dropped_up_to = Some(self.dropped_up_to.map_or(dropped, |d| d.max(dropped)));
         }
-        Ok(())
+    }
+
+    /// The mask of the time field of the nonce with identifier `id`.
+    fn mask(&self, id: &[u8]) -> u64 {
+        let mut mask = [0u8; TIME];
+        mask.copy_from_slice(&hmac::sign(&self.mask_key, id).as_ref()[..TIME]);
+        u64::from_be_bytes(mask)
     }
 
     /// Drops the entries of expired nonces. Idempotent and safe to call at
@@ -274,7 +376,7 @@ impl Nonces {
         issued.checked_add(self.lifetime)
     }
 
-    /// Drops the entries whose nonce has expired. Serial order is issue
+    /// Drops the entries whose nonce has expired. Slot order is issue
     /// order, so they are at the front.
     fn prune(&mut self, now: Instant) {
         while let Some((_, used)) = self.used.first_key_value() {
@@ -287,19 +389,19 @@ impl Nonces {
     }
 
     /// Fresh and not dropped at the cap.
-    fn judge(&self, now: Instant, issued: Instant, serial: u64) -> Result<(), NonceError> {
+    fn judge(&self, now: Instant, issued: Instant, slot: Slot) -> Result<(), NonceError> {
         if self.expiry(issued).is_some_and(|expiry| now >= expiry) {
             return Err(NonceError::Stale);
         }
-        if !self.used.contains_key(&serial) && self.dropped_up_to.is_some_and(|d| serial <= d) {
+        if !self.used.contains_key(&slot) && self.dropped_up_to.is_some_and(|d| slot <= d) {
             return Err(NonceError::Stale);
         }
         Ok(())
     }
 
-    /// Reads a nonce back: its issue time and serial, if it is one of
-    /// this server's.
-    fn open(&self, nonce: &str) -> Option<(Instant, u64)> {
+    /// Reads a nonce back: its issue time and slot, if it is one of this
+    /// server's.
+    fn open(&self, nonce: &str) -> Option<(Instant, Slot)> {
         if nonce.len() != NONCE_LEN {
             return None;
         }
@@ -308,18 +410,19 @@ impl Nonces {
             *byte = (nibble(pair[0])? << 4) | nibble(pair[1])?;
         }
         let (payload, tag) = bytes.split_at(PAYLOAD);
-        let expected = hmac::sign(&self.key, payload);
+        let expected = hmac::sign(&self.tag_key, payload);
         // Compared without stopping at the first difference.
         let diff = expected.as_ref()[..TAG].iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return None;
         }
-        let mut millis = [0u8; 8];
-        millis.copy_from_slice(&payload[..8]);
-        let mut serial = [0u8; 8];
-        serial.copy_from_slice(&payload[8..]);
-        let issued = self.epoch.checked_add(Duration::from_millis(u64::from_be_bytes(millis)))?;
-        Some((issued, u64::from_be_bytes(serial)))
+        let mut id = [0u8; ID];
+        id.copy_from_slice(&payload[..ID]);
+        let mut time = [0u8; TIME];
+        time.copy_from_slice(&payload[ID..]);
+        let stamp = u64::from_be_bytes(time) ^ self.mask(&id);
+        let issued = self.epoch.checked_add(Duration::from_millis(stamp >> SEQ_BITS))?;
+        Some((issued, (stamp, u64::from_be_bytes(id))))
     }
 }
 

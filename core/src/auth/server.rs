@@ -1,12 +1,14 @@
 //! The server side put together: a registrar or proxy deciding whether a
 //! request is authenticated (RFC 3261 §22.1–22.3). See [`DigestServer`].
 
-use super::digest::{Algorithm, ChallengeError, DigestChallenge, VerifyError};
+use super::bans::{BanPolicy, Banned, Bans};
+use super::digest::{ha1, Algorithm, ChallengeError, DigestChallenge, Secret, VerifyError};
 use super::nonce::{NonceError, Nonces};
 use super::users::Users;
 use crate::message::headers::Credentials;
 use crate::message::{HeaderName, Message, StatusCode, Uri};
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::time::Instant;
 
 const UNAUTHORIZED: StatusCode = match StatusCode::new(401) {
@@ -83,13 +85,26 @@ pub enum ChallengeReason {
     /// The nonce is not one this server issued (forged, garbled, from
     /// before a restart). Challenged without `stale`.
     UnknownNonce,
-    /// The digest was right but the nonce has expired (or was dropped from
-    /// the replay table): `stale=true` (RFC 7616 §3.3).
+    /// The nonce has expired (or was dropped from the replay table):
+    /// `stale=true` (RFC 7616 §3.3: "only if it receives a request for
+    /// which the nonce is invalid"), without looking at the digest, so an
+    /// old nonce buys no guess. Also when the nonce dropped out between
+    /// the check and the recording of a right answer.
     StaleNonce,
     /// The digest was right but its nonce count was already used
     /// (RFC 7616 §3.4): a replay, or requests overtaking each other.
     /// `stale=true`, since the credentials themselves were good.
     Replayed,
+    /// An earlier answer with this nonce failed, which used it up
+    /// ([`NonceError::Spent`]): challenged without `stale`, without
+    /// looking at the digest.
+    SpentNonce,
+    /// The username is not known in this realm (or has no secret for any
+    /// algorithm offered). The answer was checked against a dummy secret
+    /// and the challenge is the one a known user with a wrong password
+    /// gets (RFC 3261 §22; RFC 8760 §4: nothing on the wire tells the
+    /// two apart). For logs and tests only.
+    UnknownUser,
     /// The answer uses an algorithm that is not offered (an unknown one,
     /// a "-sess" one) or for which the user has no secret (an HA1 for the
     /// other hash function only). The challenge then offers only what the
@@ -107,12 +122,12 @@ pub enum ChallengeReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ForbiddenReason {
-    /// The username is not known (in this realm). Challenging again would
-    /// not help.
-    UnknownUser,
     /// The user authenticated, but is not the one the request acts for
     /// (e.g. a REGISTER for another user's address of record).
     WrongUser,
+    /// Too many failed answers for this username or from this source (see
+    /// [`BanPolicy`]): refused unread until the ban ends.
+    Banned(Banned),
 }
 
 /// What a [`DigestServer`] decided about a request.
@@ -170,22 +185,40 @@ impl Decision {
 /// 1. takes the first Digest credentials for its realm (Authorization for
 ///    a registrar, Proxy-Authorization for a proxy; others are left for
 ///    other servers, §22.3); without any it challenges;
-/// 2. checks the nonce (issued here and fresh, see [`Nonces`]); an unknown
-///    one is challenged;
-/// 3. looks the user up: an unknown one is [`Decision::Forbidden`] (which
-///    tells a prober holding a genuine nonce which names exist; a server
-///    that minds can answer 401 instead);
-/// 4. verifies the digest with `qop=auth` (required: every challenge
+/// 2. refuses with [`Decision::Forbidden`] ([`ForbiddenReason::Banned`])
+///    an answer for a username, or from a source, banned for failing too
+///    often ([`Bans`], [`BanPolicy`]), before any digest is computed;
+/// 3. checks the nonce (issued here, fresh, not spent by a failed answer,
+///    see [`Nonces`]); any other is challenged, an expired one with
+///    `stale=true` (RFC 7616 §3.3) once the algorithm is one offered to
+///    the user; no digest is computed for any of them;
+/// 4. looks the user up: an unknown one (or one without a secret for any
+///    algorithm offered) is checked against a dummy secret, at the cost
+///    of a known one's check, and always fails (see below);
+/// 5. verifies the digest with `qop=auth` (required: every challenge
 ///    offers it, RFC 3261 §22.4) against the user's password or HA1; a
-///    wrong one is challenged; a right one with an expired nonce is
-///    challenged with `stale=true` (RFC 7616 §3.3);
-/// 5. compares the digest `uri` with the Request-URI: as written, or else
+///    wrong one spends its nonce, counts a failure for the username and
+///    the source, and is challenged again;
+/// 6. compares the digest `uri` with the Request-URI: as written, or else
 ///    equal under RFC 3261 §19.1.4 (both parse and are equivalent); if
 ///    not, [`Decision::BadRequest`] (RFC 7616 §3.4.6). A proxy after one
 ///    that rewrote the Request-URI sees a mismatch;
-/// 6. records the nonce count, refusing a replay (RFC 7616 §3.4);
-/// 7. compares the username with the expected one, if given:
+/// 7. records the nonce count, refusing a replay (RFC 7616 §3.4);
+/// 8. compares the username with the expected one, if given:
 ///    [`Decision::Forbidden`] if it differs.
+///
+/// **Unknown users look like known ones** (RFC 3261 §22; RFC 8760 §4;
+/// issue 18, the class of Asterisk's AST-2011-011). A wrong answer gets
+/// the same status and headers whoever it names: a fresh 401/407
+/// challenge, never 403. A challenge rather than 403 because RFC 3261
+/// §22.2–22.3 has a server re-challenge credentials it does not accept,
+/// a phone whose user mistyped the password then asks again, and it is
+/// what Kamailio and Asterisk (`alwaysauthreject`) answer; the guessing
+/// it would allow is what the spent nonces and the bans stop. An unknown
+/// name is given a synthetic profile: the algorithms and kind of secret
+/// (password or HA1) that most users of the realm have, so that even a
+/// re-challenge narrowed to a user's algorithms, and the work done,
+/// match those of a typical real user.
 ///
 /// Challenges offer SHA-256 then MD5 (RFC 8760 §2.4), both with
 /// `qop="auth"` and one fresh nonce. Once the user is known, only the
@@ -236,9 +269,30 @@ pub struct DigestServer {
     realm: String,
     users: Users,
     nonces: Nonces,
+    bans: Bans,
     /// The algorithms offered, in the order of the challenges.
     offered: Vec<Algorithm>,
+    /// What an unknown user looks like; made again after a change of the
+    /// users or the offer.
+    synthetic: Option<Synthetic>,
+    /// HA1 values no answer is accepted for: the secrets an unknown user
+    /// is checked against (MD5, SHA-256).
+    dummy_ha1: [String; 2],
 }
+
+/// The profile an unknown user is given: the commonest among the realm's
+/// users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Synthetic {
+    /// The algorithms it has a secret for, of those offered, in order.
+    algorithms: Vec<Algorithm>,
+    /// A password (hashed per request) rather than a stored HA1.
+    password: bool,
+}
+
+/// The password an unknown user is checked against; never accepted
+/// whatever the answer (see [`DigestServer::judge`]).
+const DUMMY_PASSWORD: &str = "sipline: no such user";
 
 impl DigestServer {
     /// A server for `realm` (RFC 3261 §22.1: e.g. the registrar's domain),
@@ -247,7 +301,29 @@ impl DigestServer {
     pub fn new(realm: impl Into<String>, users: Users, nonces: Nonces) -> Result<DigestServer, ChallengeError> {
         let realm = realm.into();
         DigestChallenge::new(realm.as_str(), "", Algorithm::Md5)?;
-        Ok(DigestServer { realm, users, nonces, offered: DEFAULT_ALGORITHMS.to_vec() })
+        let dummy_ha1 = [Algorithm::Md5, Algorithm::Sha256].map(|a| ha1(a, "", &realm, DUMMY_PASSWORD));
+        Ok(DigestServer {
+            realm,
+            users,
+            nonces,
+            bans: Bans::new(BanPolicy::default()),
+            offered: DEFAULT_ALGORITHMS.to_vec(),
+            synthetic: None,
+            dummy_ha1,
+        })
+    }
+
+    /// When failed answers lead to a ban (default [`BanPolicy::default`]:
+    /// 10 failures per 60 s ban for 5 min). Starts an empty table.
+    #[must_use]
+    pub fn with_bans(mut self, policy: BanPolicy) -> DigestServer {
+        self.bans = Bans::new(policy);
+        self
+    }
+
+    /// The failed answers and bans.
+    pub fn bans(&self) -> &Bans {
+        &self.bans
     }
 
     /// The algorithms to offer, one challenge each, in this order (RFC
@@ -268,6 +344,7 @@ impl DigestServer {
         if !offered.is_empty() {
             self.offered = offered;
         }
+        self.synthetic = None;
         self
     }
 
@@ -300,6 +377,7 @@ impl DigestServer {
     /// The users, to change them (e.g. after re-reading a users file);
     /// nonces already issued stay valid.
     pub fn users_mut(&mut self) -> &mut Users {
+        self.synthetic = None;
         &mut self.users
     }
 
@@ -308,22 +386,36 @@ impl DigestServer {
         &self.nonces
     }
 
-    /// Decides about `request` (see [`DigestServer`] for the steps) as a
-    /// registrar or proxy (`role`) at time `now`. `expected_user` is the
-    /// username the request must be authenticated as, if any (for a
-    /// REGISTER, the user part of the To URI, as the caller reads it);
-    /// another verified user is [`Decision::Forbidden`].
-    ///
-    /// Never fails: malformed credentials are challenged. May issue a
-    /// nonce (for a challenge) and records the nonce count of an accepted
-    /// answer; drops expired nonces as [`DigestServer::handle_timeout`]
-    /// does.
+    /// [`DigestServer::authenticate_from`] for a request whose source is
+    /// not known: failures are counted per username only.
     pub fn authenticate(
         &mut self,
         now: Instant,
         request: &Message<'_>,
         role: Role,
         expected_user: Option<&str>,
+    ) -> Decision {
+        self.authenticate_from(now, request, role, expected_user, None)
+    }
+
+    /// Decides about `request` from `source` (the sender's address, for
+    /// the per-source failure count; see [`Bans`]), as a registrar or
+    /// proxy (`role`) at time `now` (see [`DigestServer`] for the steps).
+    /// `expected_user` is the username the request must be authenticated
+    /// as, if any (for a REGISTER, the user part of the To URI, as the
+    /// caller reads it); another verified user is [`Decision::Forbidden`].
+    ///
+    /// Never fails: malformed credentials are challenged. May issue a
+    /// nonce (for a challenge), records the nonce count of an accepted
+    /// answer, spends the nonce of a failed one and counts it; drops
+    /// expired nonces as [`DigestServer::handle_timeout`] does.
+    pub fn authenticate_from(
+        &mut self,
+        now: Instant,
+        request: &Message<'_>,
+        role: Role,
+        expected_user: Option<&str>,
+        source: Option<IpAddr>,
     ) -> Decision {
         self.nonces.handle_timeout(now);
         let Some(line) = request.request_line() else {
@@ -339,7 +431,7 @@ impl DigestServer {
         let Some(credentials) = mine else {
             return self.challenge_all(now, role, ChallengeReason::NoCredentials);
         };
-        let decision = self.judge(now, &credentials, line.method.as_str(), line.uri, role, expected_user);
+        let decision = self.judge(now, &credentials, line.method.as_str(), line.uri, role, expected_user, source);
         match &decision {
             Decision::Authenticated { username } => {
                 tracing::debug!(realm = %self.realm, %username, "digest credentials accepted");
@@ -348,7 +440,7 @@ impl DigestServer {
                 tracing::debug!(realm = %self.realm, ?reason, "digest credentials challenged");
             }
             Decision::Forbidden { username, reason } => {
-                tracing::debug!(realm = %self.realm, %username, ?reason, "digest credentials forbidden");
+                tracing::debug!(realm = %self.realm, username = ?username, ?reason, "digest credentials forbidden");
             }
             Decision::BadRequest => tracing::debug!(realm = %self.realm, "digest uri is not the Request-URI"),
         }
@@ -356,18 +448,21 @@ impl DigestServer {
     }
 
     /// Drops expired nonces from the replay table (see
-    /// [`Nonces::handle_timeout`]). Idempotent, safe to call early.
+    /// [`Nonces::handle_timeout`]) and finished entries from the failure
+    /// table ([`Bans::handle_timeout`]). Idempotent, safe to call early.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.nonces.handle_timeout(now);
+        self.bans.handle_timeout(now);
     }
 
     /// When [`DigestServer::handle_timeout`] has something to drop; `None`
     /// while nothing is tracked.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.nonces.poll_timeout()
+        [self.nonces.poll_timeout(), self.bans.poll_timeout()].into_iter().flatten().min()
     }
 
-    /// Steps 2–7 for the credentials of this realm.
+    /// Steps 2–8 for the credentials of this realm.
+    #[allow(clippy::too_many_arguments)]
     fn judge(
         &mut self,
         now: Instant,
@@ -376,28 +471,33 @@ impl DigestServer {
         request_uri: &str,
         role: Role,
         expected_user: Option<&str>,
+        source: Option<IpAddr>,
     ) -> Decision {
         let missing = |name| ChallengeReason::Invalid(VerifyError::MissingParameter { name });
+        let Some(username) = credentials.username() else {
+            return self.challenge_all(now, role, missing("username"));
+        };
+        // Banned: refused unread, so a guesser gets nothing more to check
+        // and costs almost nothing.
+        if let Some(banned) = self.bans.refuse(now, &username, source) {
+            return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::Banned(banned) };
+        }
         let Some(nonce) = credentials.nonce() else {
             return self.challenge_all(now, role, missing("nonce"));
         };
         let stale = match self.nonces.check(now, &nonce) {
             Ok(()) => false,
+            // Answered below, once the algorithm is known to be offered.
             Err(NonceError::Stale) => true,
+            Err(NonceError::Spent) => return self.challenge_all(now, role, ChallengeReason::SpentNonce),
             Err(_) => return self.challenge_all(now, role, ChallengeReason::UnknownNonce),
         };
-        let Some(username) = credentials.username() else {
-            return self.challenge_all(now, role, missing("username"));
-        };
-        let mut offered = self.users.algorithms(&username, &self.realm);
-        if offered.is_empty() {
-            return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::UnknownUser };
-        }
-        // What the user has a secret for, of what we offer, in our order.
-        offered = self.offered.iter().copied().filter(|a| offered.contains(a)).collect();
-        if offered.is_empty() {
-            return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::UnknownUser };
-        }
+        // What the user has a secret for, of what we offer, in our order;
+        // an unknown user gets the synthetic profile.
+        let has = self.users.algorithms(&username, &self.realm);
+        let offered: Vec<Algorithm> = self.offered.iter().copied().filter(|a| has.contains(a)).collect();
+        let (known, offered) =
+            if offered.is_empty() { (false, self.synthetic().algorithms.clone()) } else { (true, offered) };
         let name = credentials.algorithm().unwrap_or(Cow::Borrowed("MD5"));
         let algorithm = match Algorithm::from_name(&name) {
             Some(a) if offered.contains(&a) => a,
@@ -406,22 +506,52 @@ impl DigestServer {
                 return self.challenge(now, role, &offered, false, reason);
             }
         };
-        let verified = match (
-            DigestChallenge::new(self.realm.as_str(), nonce.as_ref(), algorithm),
-            self.users.secret(&username, &self.realm, algorithm),
-        ) {
-            (Ok(challenge), Some(secret)) => challenge.verify(credentials, method, secret),
-            // Neither can happen: the realm was checked at construction,
-            // the nonce is hex, and `offered` lists only what has a secret.
-            _ => Err(VerifyError::WrongResponse),
+        if stale {
+            // RFC 7616 §3.3: stale=true for an invalid nonce; the digest is
+            // not computed, so a spent nonce that has since expired (and
+            // left the replay table) buys no guess either.
+            return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
+        }
+        let verified = match DigestChallenge::new(self.realm.as_str(), nonce.as_ref(), algorithm) {
+            Ok(challenge) if known => match self.users.secret(&username, &self.realm, algorithm) {
+                Some(secret) => challenge.verify(credentials, method, secret),
+                // Cannot happen: `offered` lists only what has a secret.
+                None => Err(VerifyError::WrongResponse),
+            },
+            // The same work as for a known user, against a secret no
+            // answer is accepted for: the time taken does not tell.
+            Ok(challenge) => {
+                let secret = if self.synthetic().password {
+                    Secret::Password(DUMMY_PASSWORD)
+                } else {
+                    let sha = matches!(algorithm, Algorithm::Sha256 | Algorithm::Sha256Sess);
+                    Secret::Ha1(&self.dummy_ha1[usize::from(sha)])
+                };
+                match challenge.verify(credentials, method, secret) {
+                    Ok(_) | Err(VerifyError::WrongResponse) => Err(VerifyError::WrongResponse),
+                    Err(other) => Err(other),
+                }
+            }
+            // Cannot happen: the realm was checked at construction, the
+            // nonce is hex.
+            Err(_) => Err(VerifyError::WrongResponse),
         };
         let verified = match verified {
             Ok(verified) => verified,
+            Err(VerifyError::WrongResponse) => {
+                // A guess that failed: its nonce is used up, and it counts
+                // against the username and the source.
+                let _ = self.nonces.spend(now, &nonce);
+                self.bans.fail(now, &username, source);
+                let reason = if known {
+                    ChallengeReason::Invalid(VerifyError::WrongResponse)
+                } else {
+                    ChallengeReason::UnknownUser
+                };
+                return self.challenge(now, role, &offered, false, reason);
+            }
             Err(error) => return self.challenge(now, role, &offered, false, ChallengeReason::Invalid(error)),
         };
-        if stale {
-            return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
-        }
         if !names_request_uri(&verified.uri, request_uri) {
             return Decision::BadRequest;
         }
@@ -431,6 +561,7 @@ impl DigestServer {
             Err(NonceError::Stale) => {
                 return self.challenge(now, role, &offered, true, ChallengeReason::StaleNonce);
             }
+            Err(NonceError::Spent) => return self.challenge_all(now, role, ChallengeReason::SpentNonce),
             Err(NonceError::Unknown) => {
                 return self.challenge_all(now, role, ChallengeReason::UnknownNonce);
             }
@@ -439,6 +570,34 @@ impl DigestServer {
             return Decision::Forbidden { username: verified.username, reason: ForbiddenReason::WrongUser };
         }
         Decision::Authenticated { username: verified.username }
+    }
+
+    /// What an unknown user looks like: the commonest profile among the
+    /// realm's users (ties to the earlier in name order), or every
+    /// algorithm offered and a password when no user has a secret here.
+    fn synthetic(&mut self) -> &Synthetic {
+        if self.synthetic.is_none() {
+            // (profile, how many users have it), in order of first seen.
+            let mut counts: Vec<((Vec<Algorithm>, bool), usize)> = Vec::new();
+            for (algorithms, password) in self.users.profiles(&self.realm) {
+                let algorithms: Vec<Algorithm> =
+                    self.offered.iter().copied().filter(|a| algorithms.contains(a)).collect();
+                if algorithms.is_empty() {
+                    continue;
+                }
+                let profile = (algorithms, password);
+                match counts.iter_mut().find(|(p, _)| *p == profile) {
+                    Some((_, n)) => *n += 1,
+                    None => counts.push((profile, 1)),
+                }
+            }
+            // The first of the commonest (max_by_key would take the last).
+            let most = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+            let commonest = counts.into_iter().find(|(_, n)| *n == most).map(|(profile, _)| profile);
+            let (algorithms, password) = commonest.unwrap_or_else(|| (self.offered.clone(), true));
+            self.synthetic = Some(Synthetic { algorithms, password });
+        }
+        self.synthetic.get_or_insert_with(|| Synthetic { algorithms: Vec::new(), password: true })
     }
 
     /// A challenge per algorithm offered, sharing one fresh nonce.

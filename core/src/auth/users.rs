@@ -241,6 +241,13 @@ impl Users {
         known.password.as_deref().map(Secret::Password)
     }
 
+    /// Per user, in name order: the algorithms that can check its answers
+    /// in `realm` (as [`Users::algorithms`]) and whether it has a password.
+    /// What a server makes an unknown user look like from.
+    pub(super) fn profiles<'a>(&'a self, realm: &'a str) -> impl Iterator<Item = (Vec<Algorithm>, bool)> + 'a {
+        self.users.iter().map(move |(name, user)| (self.algorithms(name, realm), user.password.is_some()))
+    }
+
     /// The algorithms a server offers (SHA-256, MD5; RFC 8760 §2.4) that
     /// can check `user`'s answers in `realm`, strongest first. Empty for
     /// an unknown user or one with no secret for `realm`.

@@ -72,6 +72,9 @@ pub struct ServerConfig {
     /// Requests per source address beyond this rate are dropped before
     /// they cost a transaction ([`FloodLimit`]); `None`: no limit.
     pub flood: Option<FloodLimit>,
+    /// When failed digest answers ban a username or source (issue 18;
+    /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
+    pub bans: crate::auth::BanPolicy,
 }
 
 impl ServerConfig {
@@ -90,6 +93,7 @@ impl ServerConfig {
             aliases: Vec::new(),
             allow_guests: false,
             flood: Some(FloodLimit::default()),
+            bans: crate::auth::BanPolicy::default(),
         }
     }
 }
@@ -180,8 +184,10 @@ struct Proxied {
 impl Server {
     fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
         let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
-        let auth =
-            DigestServer::new(config.domain.as_str(), config.users.clone(), nonces).ok()?.offer(&config.algorithms);
+        let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces)
+            .ok()?
+            .offer(&config.algorithms)
+            .with_bans(config.bans);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
@@ -434,7 +440,7 @@ impl Endpoint {
         let mut asserted = None;
         if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
-            match srv.auth.authenticate(now, m, Role::Proxy, None) {
+            match srv.auth.authenticate_from(now, m, Role::Proxy, None, Some(source.remote.ip())) {
                 Decision::Authenticated { username } => {
                     // §22.1 with RFC 3325 §1: who authenticated is who the
                     // request is from — carol's credentials do not send as
@@ -595,7 +601,8 @@ impl Endpoint {
     fn serve_register(&mut self, now: Instant, server: ServerId, m: &Message<'_>, source: Source) {
         let expected = m.to().and_then(Result::ok).and_then(|t| user_of(t.uri()));
         let Some(srv) = self.server_state(now) else { return };
-        let decision = srv.auth.authenticate(now, m, Role::Registrar, expected.as_deref());
+        let decision =
+            srv.auth.authenticate_from(now, m, Role::Registrar, expected.as_deref(), Some(source.remote.ip()));
         if !matches!(decision, Decision::Authenticated { .. }) {
             self.answer_decision(now, server, m, &decision);
             return;
