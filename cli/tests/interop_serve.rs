@@ -211,3 +211,51 @@ fn svwar_finds_no_user() {
         );
     }
 }
+
+/// sipvicious `svcrack` against alice with a 61-word list holding her
+/// password at position 31, bounded to 50 s: `(what it printed, what
+/// serve printed)`.
+fn svcrack_alice(extra: &[&str]) -> (String, Vec<String>) {
+    let dir = TempDir::new("svcrack");
+    let file = support::users_file(&dir);
+    // The domain is the address: svcrack registers `sip:alice@ADDRESS`.
+    let mut args = vec!["serve", "--bind", "127.0.0.1:0", "--domain", "127.0.0.1", "--users", &file];
+    args.extend(extra);
+    let mut server = Listener::start(&args);
+    let at = server.bound("udp");
+    server.lines_starting("serving ", 1);
+    let mut words: Vec<String> = (1..=30).map(|i| format!("guess{i}")).collect();
+    words.push(USERS[0].password.to_owned());
+    words.extend((31..=60).map(|i| format!("guess{i}")));
+    let list = dir.write("words", &(words.join("\n") + "\n"));
+    let programs = sipline_tests::kamailio::programs();
+    let out = std::process::Command::new(&programs.timeout)
+        .args(["--kill-after=5", "50"])
+        .arg(&programs.svcrack)
+        .args(["-u", "alice", "-d"])
+        .arg(&list)
+        .args(["-p", &at.port().to_string(), "127.0.0.1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run svcrack");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    server.drain();
+    (text, server.seen.clone())
+}
+
+/// Issue 18: `svcrack` does not find a password in its list: after ten
+/// wrong answers the user and the source are banned (403), and serve says
+/// so once each, naming neither password nor response. With bans off
+/// (`--max-auth-failures 0`) the same run finds it — the tool works.
+#[test]
+fn svcrack_finds_no_password() {
+    let found = |text: &str| text.lines().any(|l| l.contains(USERS[0].password) && l.starts_with('|'));
+    let (text, seen) = svcrack_alice(&[]);
+    assert!(!found(&text), "svcrack found alice's password:\n{text}");
+    let bans: Vec<&String> = seen.iter().filter(|l| l.contains("banned")).collect();
+    assert!(bans.iter().any(|l| l.contains("banned=source")), "no ban of the source: {seen:#?}");
+    assert!(bans.iter().any(|l| l.contains("banned=user")), "no ban of the user: {seen:#?}");
+    assert!(seen.iter().all(|l| !l.contains(USERS[0].password)), "the password was printed: {seen:#?}");
+    let (text, _) = svcrack_alice(&["--max-auth-failures", "0"]);
+    assert!(found(&text), "with bans off svcrack should find it:\n{text}");
+}
