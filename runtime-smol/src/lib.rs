@@ -149,7 +149,8 @@ impl Io for SmolIo {
         self.reap();
         let stream = Shared(Arc::new(stream));
         let (queue, queued) = driver::write_queue();
-        self.writers.push(smol::spawn(driver::write_stream(Shared(stream.0.clone()), queued)));
+        let writer = driver::write_stream(conn, Shared(stream.0.clone()), queued, self.inputs.clone());
+        self.writers.push(smol::spawn(writer));
         let reader = smol::spawn(driver::read_stream(conn, stream, self.inputs.clone()));
         self.conns.insert(conn, Conn::Open { queue, reader });
     }
@@ -161,8 +162,10 @@ impl Io for SmolIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.reap();
         // Dropping a task cancels it; dropping the queue lets the writer
-        // flush, then close.
+        // flush, shut its side down and end. The socket closes with the
+        // last of the two.
         self.conns.remove(&conn);
     }
 

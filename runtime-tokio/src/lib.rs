@@ -172,7 +172,7 @@ impl Io for TokioIo {
         self.reap();
         let (read, write) = stream.into_split();
         let (queue, queued) = driver::write_queue();
-        self.writers.spawn(driver::write_stream(Compat(write), queued));
+        self.writers.spawn(driver::write_stream(conn, Compat(write), queued, self.inputs.clone()));
         let reader = self.tasks.spawn(driver::read_stream(conn, Compat(read), self.inputs.clone()));
         self.conns.insert(conn, Conn::Open { queue, reader });
     }
@@ -184,9 +184,12 @@ impl Io for TokioIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.reap();
         match self.conns.remove(&conn) {
             Some(Conn::Connecting(task)) => task.abort(),
-            // Dropping the queue lets the writer flush, then close.
+            // Dropping the queue lets the writer flush, shut its half down
+            // and end; the reader ends now. The socket closes when both
+            // halves are gone.
             Some(Conn::Open { reader, .. }) => reader.abort(),
             None => {}
         }
