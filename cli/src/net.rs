@@ -19,7 +19,7 @@ use std::time::Duration;
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
-                     [--digest ALGS] [-v] [-q]
+                     [--digest ALGS] [--udp-buffer BYTES] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [options]
        sipline register URI --registrar URI [--user U --password P] [--expires N] [options]
@@ -44,6 +44,8 @@ options: --bind ADDR (listen: default 0.0.0.0:0; register, message, call: defaul
          reaches the registrar, proxy or target, port 0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity: listen's certificate, a client's certificate)
          --ca FILE (trusted roots; default: the system's)
+         --udp-buffer BYTES (receive and send buffer asked for on each UDP socket; default 8388608, 8 MiB;
+         0: the system's default; the kernel may grant less: the granted sizes are printed at start)
          -v (print every SIP message sent and received)  -q, --quiet (listen: print no line per request or call)";
 
 /// Parsed options.
@@ -87,6 +89,8 @@ struct Options {
     require_client_cert: bool,
     /// `serve`: the registrar's Min-Expires.
     min_expires: Option<u32>,
+    /// Every command: the UDP sockets' receive and send buffer, bytes.
+    udp_buffer: Option<usize>,
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -137,6 +141,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--tls-self-signed" => o.tls_self_signed = true,
             "--require-client-cert" => o.require_client_cert = true,
             "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
+            "--udp-buffer" => o.udp_buffer = Some(value()?.parse().map_err(|e| format!("--udp-buffer: {e}"))?),
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -180,6 +185,9 @@ impl Options {
             tls = tls.requiring_client_certificates();
         }
         c.transport.tls = tls;
+        if let Some(bytes) = self.udp_buffer {
+            c.transport.udp_buffer = bytes;
+        }
         // TLS is listened on only with an identity; a TLS client without
         // one listens on TCP.
         let listen = match self.transport() {
@@ -527,6 +535,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
+    if let Some(bytes) = o.udp_buffer {
+        c.transport.udp_buffer = bytes;
+    }
     let identity = match (&o.cert, &o.key, o.tls_self_signed) {
         (Some(_), Some(_), true) => return usage_error("--tls-self-signed or --cert/--key, not both"),
         (Some(cert), Some(key), false) => Some(tls_files::with_identity_files(TlsConfig::default(), cert, key)),

@@ -57,7 +57,7 @@ pub fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
     // the operating system).
     let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
     let mut driver = Driver::new(config, entropy)?;
-    let mut io = ThreadIo::new(driver.inputs());
+    let mut io = ThreadIo::new(driver.inputs(), driver.endpoint().config().transport.udp_buffer);
     for (transport, addr) in driver.listeners() {
         match io.listen(transport, addr) {
             Ok(bound) => driver.add_listener(transport, bound),
@@ -323,6 +323,8 @@ struct ThreadIo {
     conns: BTreeMap<ConnId, Conn>,
     /// Closed connections whose writer may still be flushing.
     closing: Vec<Stream>,
+    /// The receive and send buffer asked for on each UDP socket.
+    udp_buffer: usize,
 }
 
 /// How long a UDP reader waits before it looks at the stop flag again
@@ -343,9 +345,10 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl ThreadIo {
-    fn new(inputs: Inputs<TcpStream>) -> ThreadIo {
+    fn new(inputs: Inputs<TcpStream>, udp_buffer: usize) -> ThreadIo {
         ThreadIo {
             inputs,
+            udp_buffer,
             stop: Arc::new(AtomicBool::new(false)),
             udp: UdpSockets::default(),
             tcp_addrs: Vec::new(),
@@ -359,7 +362,8 @@ impl ThreadIo {
         let mut inputs = self.inputs.clone();
         let stop = self.stop.clone();
         if transport == Transport::Udp {
-            let socket = Arc::new(UdpSocket::bind(addr)?);
+            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let socket = Arc::new(socket);
             socket.set_read_timeout(Some(UDP_POLL))?;
             let local = socket.local_addr()?;
             let reader = socket.clone();
