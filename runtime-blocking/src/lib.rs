@@ -510,18 +510,15 @@ impl Io for ThreadIo {
             }
             let _ = writer.shutdown(Shutdown::Write);
         });
-        match (read, write) {
-            (Ok(r), Ok(w)) => {
-                let stream = Stream { socket: Arc::downgrade(&socket), threads: [r, w] };
-                self.conns.insert(conn, Conn::Open { queue, socket, stream });
-            }
-            _ => {
-                // A thread that did start ends at once (not joined: it may
-                // be reporting to this very thread): the socket is shut
-                // down under it and its queue is gone.
-                let _ = socket.shutdown(Shutdown::Both);
-                self.inputs.clone().try_send(Input::Closed { conn });
-            }
+        if let (Ok(r), Ok(w)) = (read, write) {
+            let stream = Stream { socket: Arc::downgrade(&socket), threads: [r, w] };
+            self.conns.insert(conn, Conn::Open { queue, socket, stream });
+        } else {
+            // A thread that did start ends at once (not joined: it may be
+            // reporting to this very thread): the socket is shut down under
+            // it and its queue is gone.
+            let _ = socket.shutdown(Shutdown::Both);
+            self.inputs.clone().try_send(Input::Closed { conn });
         }
     }
 
