@@ -19,7 +19,8 @@ use std::time::Duration;
 pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
-                     [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS] [-v] [-q]
+                     [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
+                     [--udp-buffer BYTES] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [options]
        sipline register URI --registrar URI [--user U] [--expires N] [options]
@@ -58,6 +59,8 @@ options: --bind ADDR (listen: default 0.0.0.0:0; register, message, call: defaul
          reaches the registrar, proxy or target, port 0)  --transport udp|tcp|tls (default udp)
          --cert FILE --key FILE (TLS identity: listen's certificate, a client's certificate)
          --ca FILE (trusted roots; default: the system's)
+         --udp-buffer BYTES (receive and send buffer asked for on each UDP socket; default 8388608, 8 MiB;
+         0: the system's default; the kernel may grant less: the granted sizes are printed at start)
          -v (print every SIP message sent and received)  -q, --quiet (listen: print no line per request or call)";
 
 /// Parsed options.
@@ -115,6 +118,8 @@ struct Options {
     auth_window: Option<Duration>,
     /// `serve`: how long a ban lasts.
     ban: Option<Duration>,
+    /// Every command: the UDP sockets' receive and send buffer, bytes.
+    udp_buffer: Option<usize>,
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -199,6 +204,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 o.auth_window = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--auth-window: {e}"))?));
             }
             "--ban" => o.ban = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--ban: {e}"))?)),
+            "--udp-buffer" => o.udp_buffer = Some(value()?.parse().map_err(|e| format!("--udp-buffer: {e}"))?),
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -262,6 +268,9 @@ impl Options {
             tls = tls.requiring_client_certificates();
         }
         c.transport.tls = tls;
+        if let Some(bytes) = self.udp_buffer {
+            c.transport.udp_buffer = bytes;
+        }
         // TLS is listened on only with an identity; a TLS client without
         // one listens on TCP.
         let listen = match self.transport() {
@@ -610,6 +619,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
     o.apply_user_agent(&mut c);
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
+    if let Some(bytes) = o.udp_buffer {
+        c.transport.udp_buffer = bytes;
+    }
     let identity = match (&o.cert, &o.key, o.tls_self_signed) {
         (Some(_), Some(_), true) => return usage_error("--tls-self-signed or --cert/--key, not both"),
         (Some(cert), Some(key), false) => Some(tls_files::with_identity_files(TlsConfig::default(), cert, key)),

@@ -4,7 +4,8 @@
 //! the server role traces under `sipline::serve`, to standard output; and
 //! for every network command, the failed TLS handshakes the transport
 //! traces at info under `sipline::tls` (peer and reason), to standard
-//! output. A minimal `tracing` subscriber, nothing else.
+//! output; and the UDP socket buffers each runtime socket got (`sipline::net`,
+//! at info), to standard output. A minimal `tracing` subscriber, nothing else.
 
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
@@ -19,6 +20,10 @@ struct WireLog {
 /// The target of the transport's TLS failures (one line per failed
 /// connection, at info).
 const TLS_TARGET: &str = "sipline::tls";
+
+/// The target of the runtimes' socket set-up (the UDP buffer sizes the
+/// kernel granted, one line per socket at start, at info).
+const NET_TARGET: &str = "sipline::net";
 
 /// Collects an event's fields: the message last, the rest as `name=value`.
 #[derive(Default)]
@@ -50,7 +55,7 @@ impl Subscriber for WireLog {
         let info = *metadata.level() <= tracing::Level::INFO;
         (self.wire && metadata.target() == "sipline::wire")
             || (self.serve && metadata.target() == "sipline::serve" && info)
-            || (metadata.target() == TLS_TARGET && info)
+            || ((metadata.target() == TLS_TARGET || metadata.target() == NET_TARGET) && info)
     }
 
     fn new_span(&self, _span: &Attributes<'_>) -> Id {
@@ -67,7 +72,7 @@ impl Subscriber for WireLog {
         if event.metadata().target() == TLS_TARGET {
             // The message names the peer and the reason; no fields.
             println!("{}", fields.message.trim_end());
-        } else if event.metadata().target() == "sipline::serve" {
+        } else if event.metadata().target() == "sipline::serve" || event.metadata().target() == NET_TARGET {
             let head = fields.head.trim_end();
             if head.is_empty() {
                 println!("{}", fields.message.trim_end());

@@ -44,7 +44,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant, SystemTime};
@@ -57,7 +57,7 @@ pub fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
     // the operating system).
     let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
     let mut driver = Driver::new(config, entropy)?;
-    let mut io = ThreadIo::new(driver.inputs());
+    let mut io = ThreadIo::new(driver.inputs(), driver.endpoint().config().transport.udp_buffer);
     for (transport, addr) in driver.listeners() {
         match io.listen(transport, addr) {
             Ok(bound) => driver.add_listener(transport, bound),
@@ -287,10 +287,11 @@ fn run(mut driver: Driver<TcpStream>, mut io: ThreadIo) {
     driver.finish();
 }
 
-/// One stream connection's threads, and a clone of the socket to stop
-/// them with.
+/// One stream connection's reader and writer threads. They share one
+/// socket (one descriptor): it closes when the last of them ends, whatever
+/// the driver still holds here (`socket` only lets shutdown stop them).
 struct Stream {
-    socket: TcpStream,
+    socket: Weak<TcpStream>,
     threads: [JoinHandle<()>; 2],
 }
 
@@ -308,7 +309,7 @@ impl Stream {
 
 enum Conn {
     Connecting,
-    Open { queue: mpsc::Sender<Vec<u8>>, stream: Stream },
+    Open { queue: mpsc::Sender<Vec<u8>>, socket: Arc<TcpStream>, stream: Stream },
 }
 
 /// The threads-and-`std::net` half of the driver.
@@ -322,6 +323,8 @@ struct ThreadIo {
     conns: BTreeMap<ConnId, Conn>,
     /// Closed connections whose writer may still be flushing.
     closing: Vec<Stream>,
+    /// The receive and send buffer asked for on each UDP socket.
+    udp_buffer: usize,
 }
 
 /// How long a UDP reader waits before it looks at the stop flag again
@@ -342,9 +345,10 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
 }
 
 impl ThreadIo {
-    fn new(inputs: Inputs<TcpStream>) -> ThreadIo {
+    fn new(inputs: Inputs<TcpStream>, udp_buffer: usize) -> ThreadIo {
         ThreadIo {
             inputs,
+            udp_buffer,
             stop: Arc::new(AtomicBool::new(false)),
             udp: UdpSockets::default(),
             tcp_addrs: Vec::new(),
@@ -358,7 +362,8 @@ impl ThreadIo {
         let mut inputs = self.inputs.clone();
         let stop = self.stop.clone();
         if transport == Transport::Udp {
-            let socket = Arc::new(UdpSocket::bind(addr)?);
+            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let socket = Arc::new(socket);
             socket.set_read_timeout(Some(UDP_POLL))?;
             let local = socket.local_addr()?;
             let reader = socket.clone();
@@ -423,15 +428,19 @@ impl ThreadIo {
         for addr in &self.tcp_addrs {
             let _ = TcpStream::connect_timeout(&reachable(*addr), Duration::from_secs(1));
         }
-        for conn in std::mem::take(&mut self.conns).into_keys() {
+        let open: Vec<ConnId> = self.conns.keys().copied().collect();
+        for conn in open {
             self.close(conn);
         }
+        self.conns.clear();
         let deadline = Instant::now() + driver::SHUTDOWN_GRACE;
         while !self.closing.iter().all(Stream::is_finished) && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(5));
         }
         for s in std::mem::take(&mut self.closing) {
-            let _ = s.socket.shutdown(Shutdown::Both);
+            if let Some(socket) = s.socket.upgrade() {
+                let _ = socket.shutdown(Shutdown::Both);
+            }
             s.join();
         }
         for t in self.threads.drain(..) {
@@ -471,16 +480,14 @@ impl Io for ThreadIo {
     }
 
     fn adopt(&mut self, conn: ConnId, stream: TcpStream) {
-        let (Ok(mut reader), Ok(mut writer)) = (stream.try_clone(), stream.try_clone()) else {
-            self.inputs.clone().try_send(Input::Closed { conn });
-            return;
-        };
+        self.reap();
+        let socket = Arc::new(stream);
         let (queue, queued) = mpsc::channel::<Vec<u8>>();
-        let mut inputs = self.inputs.clone();
+        let (reader, mut inputs) = (socket.clone(), self.inputs.clone());
         let read = spawn("sipline-read", move || {
             let mut buf = vec![0u8; driver::READ_CHUNK];
             loop {
-                match reader.read(&mut buf) {
+                match (&*reader).read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
                         if !block_on(inputs.send(Input::StreamData { conn, bytes: buf[..n].to_vec() })) {
@@ -489,20 +496,28 @@ impl Io for ThreadIo {
                     }
                 }
             }
+            // The peer's FIN or a read error: the driver then closes our
+            // side (`Io::close`).
             block_on(inputs.send(Input::Closed { conn }));
         });
+        let (writer, mut inputs) = (socket.clone(), self.inputs.clone());
         let write = spawn("sipline-write", move || {
             for bytes in queued {
-                if writer.write_all(&bytes).is_err() {
+                if (&*writer).write_all(&bytes).is_err() {
+                    block_on(inputs.send(Input::Closed { conn }));
                     return;
                 }
             }
             let _ = writer.shutdown(Shutdown::Write);
         });
         if let (Ok(r), Ok(w)) = (read, write) {
-            self.conns.insert(conn, Conn::Open { queue, stream: Stream { socket: stream, threads: [r, w] } });
+            let stream = Stream { socket: Arc::downgrade(&socket), threads: [r, w] };
+            self.conns.insert(conn, Conn::Open { queue, socket, stream });
         } else {
-            let _ = stream.shutdown(Shutdown::Both);
+            // A thread that did start ends at once (not joined: it may be
+            // reporting to this very thread): the socket is shut down under
+            // it and its queue is gone.
+            let _ = socket.shutdown(Shutdown::Both);
             self.inputs.clone().try_send(Input::Closed { conn });
         }
     }
@@ -514,11 +529,13 @@ impl Io for ThreadIo {
     }
 
     fn close(&mut self, conn: ConnId) {
-        if let Some(Conn::Open { queue, stream }) = self.conns.remove(&conn) {
+        self.reap();
+        if let Some(Conn::Open { queue, socket, stream }) = self.conns.remove(&conn) {
             // The writer flushes what is queued, then closes its side; the
-            // reader stops now.
+            // reader stops now. The socket closes when both have ended
+            // (their threads are joined later, by `reap`).
             drop(queue);
-            let _ = stream.socket.shutdown(Shutdown::Read);
+            let _ = socket.shutdown(Shutdown::Read);
             self.closing.push(stream);
         }
     }

@@ -51,7 +51,7 @@ pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindErro
     // the operating system).
     let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
     let mut driver = Driver::new(config, entropy)?;
-    let mut io = SmolIo::new(driver.inputs());
+    let mut io = SmolIo::new(driver.inputs(), driver.endpoint().config().transport.udp_buffer);
     for (transport, addr) in driver.listeners() {
         let bound = io.listen(transport, addr).map_err(|source| BindError::Listen { transport, addr, source })?;
         driver.add_listener(transport, bound);
@@ -79,12 +79,15 @@ struct SmolIo {
     /// Stream writers (given time to flush at shutdown).
     writers: Vec<Task<()>>,
     conns: BTreeMap<ConnId, Conn>,
+    /// The receive and send buffer asked for on each UDP socket.
+    udp_buffer: usize,
 }
 
 impl SmolIo {
-    fn new(inputs: Inputs<Async<TcpStream>>) -> SmolIo {
+    fn new(inputs: Inputs<Async<TcpStream>>, udp_buffer: usize) -> SmolIo {
         SmolIo {
             inputs,
+            udp_buffer,
             udp: UdpSockets::default(),
             readers: DatagramReaders::default(),
             tasks: Vec::new(),
@@ -96,7 +99,8 @@ impl SmolIo {
     fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let socket = Arc::new(Async::<UdpSocket>::bind(addr)?);
+            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let socket = Arc::new(Async::new(socket)?);
             let local = socket.get_ref().local_addr()?;
             self.udp.push(local, socket.clone());
             // The driver reads it itself (`AsyncIo::poll_datagram`).
@@ -149,7 +153,8 @@ impl Io for SmolIo {
         self.reap();
         let stream = Shared(Arc::new(stream));
         let (queue, queued) = driver::write_queue();
-        self.writers.push(smol::spawn(driver::write_stream(Shared(stream.0.clone()), queued)));
+        let writer = driver::write_stream(conn, Shared(stream.0.clone()), queued, self.inputs.clone());
+        self.writers.push(smol::spawn(writer));
         let reader = smol::spawn(driver::read_stream(conn, stream, self.inputs.clone()));
         self.conns.insert(conn, Conn::Open { queue, reader });
     }
@@ -161,8 +166,10 @@ impl Io for SmolIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.reap();
         // Dropping a task cancels it; dropping the queue lets the writer
-        // flush, then close.
+        // flush, shut its side down and end. The socket closes with the
+        // last of the two.
         self.conns.remove(&conn);
     }
 

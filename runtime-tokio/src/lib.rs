@@ -78,7 +78,7 @@ pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindErro
     // the operating system).
     let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
     let mut driver = Driver::new(config, entropy)?;
-    let mut io = TokioIo::new(driver.inputs());
+    let mut io = TokioIo::new(driver.inputs(), driver.endpoint().config().transport.udp_buffer);
     for (transport, addr) in driver.listeners() {
         let bound = io.listen(transport, addr).await.map_err(|source| BindError::Listen { transport, addr, source })?;
         driver.add_listener(transport, bound);
@@ -105,12 +105,15 @@ struct TokioIo {
     /// Stream writers (given time to flush at shutdown).
     writers: JoinSet<()>,
     conns: BTreeMap<ConnId, Conn>,
+    /// The receive and send buffer asked for on each UDP socket.
+    udp_buffer: usize,
 }
 
 impl TokioIo {
-    fn new(inputs: Inputs<TcpStream>) -> TokioIo {
+    fn new(inputs: Inputs<TcpStream>, udp_buffer: usize) -> TokioIo {
         TokioIo {
             inputs,
+            udp_buffer,
             udp: UdpSockets::default(),
             readers: DatagramReaders::default(),
             tasks: JoinSet::new(),
@@ -122,7 +125,7 @@ impl TokioIo {
     async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let socket = std::net::UdpSocket::bind(addr)?;
+            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
             socket.set_nonblocking(true)?;
             let local = socket.local_addr()?;
             // Sends go straight to the kernel through a clone: tokio's
@@ -172,7 +175,7 @@ impl Io for TokioIo {
         self.reap();
         let (read, write) = stream.into_split();
         let (queue, queued) = driver::write_queue();
-        self.writers.spawn(driver::write_stream(Compat(write), queued));
+        self.writers.spawn(driver::write_stream(conn, Compat(write), queued, self.inputs.clone()));
         let reader = self.tasks.spawn(driver::read_stream(conn, Compat(read), self.inputs.clone()));
         self.conns.insert(conn, Conn::Open { queue, reader });
     }
@@ -184,9 +187,12 @@ impl Io for TokioIo {
     }
 
     fn close(&mut self, conn: ConnId) {
+        self.reap();
         match self.conns.remove(&conn) {
             Some(Conn::Connecting(task)) => task.abort(),
-            // Dropping the queue lets the writer flush, then close.
+            // Dropping the queue lets the writer flush, shut its half down
+            // and end; the reader ends now. The socket closes when both
+            // halves are gone.
             Some(Conn::Open { reader, .. }) => reader.abort(),
             None => {}
         }

@@ -10,11 +10,13 @@
 //! [`linphone`] the linphone softphone (`linphonec`) registered at any
 //! registrar;
 //! [`registered`] and [`calls`] are endpoint scenarios run against any
-//! registrar (Kamailio or `sipline serve`).
+//! registrar (Kamailio or `sipline serve`); [`churn`] opens and drops
+//! connections against a real listener and looks at what the server holds.
 
 pub mod baresip;
 pub mod calls;
 pub mod certs;
+pub mod churn;
 pub mod kamailio;
 pub mod linphone;
 pub mod net;

@@ -167,12 +167,17 @@ pub trait Io {
     /// [`Input::Connected`] or [`Input::ConnectFailed`].
     fn connect(&mut self, conn: ConnId, remote: SocketAddr);
     /// Starts reading and writing a connected or accepted stream; reports
-    /// [`Input::StreamData`] and, at its end, [`Input::Closed`].
+    /// [`Input::StreamData`] and, at its end (the peer's FIN, a read or
+    /// write error), [`Input::Closed`].
     fn adopt(&mut self, conn: ConnId, stream: Self::Stream);
     /// Queues bytes for a connection (in order, after what is queued).
     fn write(&mut self, conn: ConnId, bytes: Vec<u8>);
-    /// Closes a connection (or abandons connecting it) after queued writes;
-    /// no report follows.
+    /// Closes a connection (or abandons connecting it) after queued writes,
+    /// and lets go of everything the runtime holds for it: the socket, its
+    /// reader and writer, its queue. The driver calls it once for every
+    /// connection: when the core closes it, and after the runtime reported
+    /// [`Input::Closed`]; a call for a connection already let go does
+    /// nothing. No report follows.
     fn close(&mut self, conn: ConnId);
     /// Looks up the A and AAAA records of `name` (see [`answer_from`]);
     /// reports [`Input::Resolved`].
@@ -831,7 +836,17 @@ impl<S> Driver<S> {
                 }
             }
             Input::StreamData { conn, bytes } => self.endpoint.handle_stream_data(now, conn, &bytes),
-            Input::Closed { conn } => self.endpoint.handle_closed(now, conn),
+            Input::Closed { conn } => {
+                self.endpoint.handle_closed(now, conn);
+                // The core forgets a connection the runtime reported ended
+                // and asks for no `Close` (there is nothing left for it to
+                // close), but the runtime still holds its side: the socket,
+                // the write queue and the writer. Release them now, or the
+                // peer's FIN leaves the socket in CLOSE-WAIT with its
+                // descriptor for as long as the process runs.
+                self.connecting.remove(&conn);
+                io.close(conn);
+            }
             Input::Resolved { query, answer } => self.endpoint.handle_resolved(now, query, answer),
         }
     }
@@ -1088,14 +1103,24 @@ pub async fn read_stream<S, R: AsyncRead + Unpin>(conn: ConnId, mut stream: R, m
 }
 
 /// Writes what is queued for a connection, in order, until the queue's
-/// sender is dropped; then closes the stream's write side. Stops at the
-/// first write error (the reader reports the end).
-pub async fn write_stream<W: AsyncWrite + Unpin>(mut stream: W, mut queue: mpsc::UnboundedReceiver<Vec<u8>>) {
+/// sender is dropped; then closes the stream's write side. At the first
+/// write error it stops and reports [`Input::Closed`] (a peer that reset
+/// the connection, say, may never make the reader fail), so that the
+/// driver lets the connection go.
+pub async fn write_stream<S, W: AsyncWrite + Unpin>(
+    conn: ConnId,
+    mut stream: W,
+    mut queue: mpsc::UnboundedReceiver<Vec<u8>>,
+    mut inputs: Inputs<S>,
+) {
     while let Some(bytes) = poll_fn(|cx| Pin::new(&mut queue).poll_next(cx)).await {
         let mut at = 0;
         while at < bytes.len() {
             match poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, &bytes[at..])).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => {
+                    inputs.send(Input::Closed { conn }).await;
+                    return;
+                }
                 Ok(n) => at += n,
             }
         }

@@ -14,8 +14,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The receive and send buffer the runtimes ask the kernel for on each
+/// UDP socket by default: 8 MiB, room for thousands of datagrams arriving
+/// in a burst (the usual 208 KiB holds a few hundred).
+pub const DEFAULT_UDP_BUFFER: usize = 8 * 1024 * 1024;
+
 /// How the transport layer is set up.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct TransportConfig {
     /// Stream connection limits and lifetimes.
     pub connections: ConnectionConfig,
@@ -24,6 +29,23 @@ pub struct TransportConfig {
     /// Host names that mean this endpoint in a response's top Via sent-by
     /// (§18.1.2), besides the listening addresses.
     pub local_names: Vec<String>,
+    /// Bytes of receive and send buffer (`SO_RCVBUF`, `SO_SNDBUF`) the
+    /// runtime asks for on each UDP socket, before binding it (default
+    /// [`DEFAULT_UDP_BUFFER`]; 0 keeps the system's default). The kernel
+    /// may grant less (Linux: up to `net.core.rmem_max` / `wmem_max`); the
+    /// runtime logs what it got. The core itself does not use it.
+    pub udp_buffer: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            connections: ConnectionConfig::default(),
+            tls: TlsConfig::default(),
+            local_names: Vec::new(),
+            udp_buffer: DEFAULT_UDP_BUFFER,
+        }
+    }
 }
 
 /// Where a message goes: a transport and an address, and for streams the

@@ -22,6 +22,7 @@ pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connec
 pub use inbound::{inbound, Inbound};
 pub use layer::{
     Arrival, Output, Peer, Source, TransportConfig, TransportError, TransportEvent, TransportLayer, TransportStats,
+    DEFAULT_UDP_BUFFER,
 };
 pub use received::stamp_received;
 pub use resolve::{Answer, Lookup, QueryId, ResolveError, SrvRecord};

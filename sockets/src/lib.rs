@@ -1,0 +1,108 @@
+//! `sipline-sockets`: how the sipline runtimes (`sipline-tokio`,
+//! `sipline-smol`, `sipline-blocking`) make their sockets, written once.
+//! Sockets only: no protocol logic lives here (DESIGN.md, "Runtimes").
+//!
+//! A UDP socket gets large receive and send buffers before it is bound
+//! ([`udp_socket`]): a SIP server takes bursts of datagrams (a flood of
+//! OPTIONS, every phone re-registering after an outage), and with the
+//! usual 208 KiB the kernel drops what does not fit before the runtime
+//! reads it (`UdpRcvbufErrors` in `/proc/net/snmp`). The kernel may grant
+//! less than asked (Linux caps it at `net.core.rmem_max` / `wmem_max` for
+//! unprivileged processes): what it granted is read back, logged at info
+//! (target `sipline::net`) and returned.
+
+use socket2::{Domain, Protocol, Socket, Type};
+use std::net::{SocketAddr, UdpSocket};
+
+/// The buffer sizes a socket ended up with, as the kernel reports them
+/// (Linux reports twice what it reserves for data: its bookkeeping is
+/// counted in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffers {
+    /// `SO_RCVBUF`, read back.
+    pub receive: usize,
+    /// `SO_SNDBUF`, read back.
+    pub send: usize,
+}
+
+/// A UDP socket bound at `addr` (blocking, as `std` makes them) whose
+/// receive and send buffers were set to `buffer` bytes before binding (0:
+/// left at the system's default), with the sizes granted. A size refused
+/// outright is logged and the socket used as it is; only creating or
+/// binding the socket fails the call.
+pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<(UdpSocket, Buffers)> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if buffer > 0 {
+        if let Err(e) = socket.set_recv_buffer_size(buffer) {
+            tracing::warn!(target: "sipline::net", %addr, buffer, error = %e, "cannot set the UDP receive buffer");
+        }
+        if let Err(e) = socket.set_send_buffer_size(buffer) {
+            tracing::warn!(target: "sipline::net", %addr, buffer, error = %e, "cannot set the UDP send buffer");
+        }
+    }
+    socket.bind(&addr.into())?;
+    let granted = Buffers { receive: socket.recv_buffer_size()?, send: socket.send_buffer_size()? };
+    let socket = UdpSocket::from(socket);
+    let local = socket.local_addr()?;
+    tracing::info!(
+        target: "sipline::net",
+        %local,
+        requested = buffer,
+        receive = granted.receive,
+        send = granted.send,
+        "UDP socket buffers"
+    );
+    Ok((socket, granted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kernel limit from `/proc/sys/net/core/` (Linux), if readable.
+    fn sysctl(name: &str) -> Option<usize> {
+        std::fs::read_to_string(format!("/proc/sys/net/core/{name}")).ok()?.trim().parse().ok()
+    }
+
+    /// The buffer an unbound socket gets by default.
+    fn default_buffers() -> Buffers {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).expect("socket");
+        Buffers { receive: s.recv_buffer_size().expect("SO_RCVBUF"), send: s.send_buffer_size().expect("SO_SNDBUF") }
+    }
+
+    /// What was asked for is granted up to the system's cap (read back on
+    /// the bound socket): at least min(asked, cap), and more than the
+    /// default whenever the cap allows more.
+    #[test]
+    fn udp_buffers_are_what_was_asked_up_to_the_cap() {
+        let asked = 8 * 1024 * 1024;
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let addr: SocketAddr = addr.parse().expect("address");
+            let Ok((socket, granted)) = udp_socket(addr, asked) else {
+                assert!(addr.is_ipv6(), "IPv4 loopback must bind");
+                continue; // no IPv6 here
+            };
+            let read_back = socket2::SockRef::from(&socket);
+            assert_eq!(granted.receive, read_back.recv_buffer_size().expect("SO_RCVBUF"));
+            assert_eq!(granted.send, read_back.send_buffer_size().expect("SO_SNDBUF"));
+            let defaults = default_buffers();
+            for (got, cap, default) in [
+                (granted.receive, sysctl("rmem_max"), defaults.receive),
+                (granted.send, sysctl("wmem_max"), defaults.send),
+            ] {
+                let cap = cap.unwrap_or(asked);
+                assert!(got >= asked.min(cap), "{addr}: granted {got}, asked {asked}, cap {cap}");
+                if cap > default {
+                    assert!(got > default, "{addr}: granted {got}, the default is {default}");
+                }
+            }
+        }
+    }
+
+    /// 0 leaves the system's default.
+    #[test]
+    fn zero_keeps_the_default() {
+        let (_socket, granted) = udp_socket("127.0.0.1:0".parse().expect("address"), 0).expect("bind");
+        assert_eq!(granted, default_buffers());
+    }
+}
