@@ -1316,3 +1316,23 @@ fn password_guessing_from_one_address_is_banned_there_only() {
     assert_eq!(attempt(&mut srv, 10, 3, "bob", "bob-pw").1, "SIP/2.0 403 Forbidden");
     assert_eq!(attempt(&mut srv, 11, 2, "bob", "bob-pw").1, "SIP/2.0 200 OK");
 }
+
+/// Found by fuzzing the server role (`fuzz/fuzz_targets/endpoint_inputs.rs`):
+/// an INVITE without To, Call-ID or CSeq (and a From that is not UTF-8)
+/// cannot be answered (§8.2.6.2: a response copies them); its server
+/// transaction used to stay in Proceeding forever — a leak any sender
+/// could repeat. It now ends at once, and nothing is left.
+#[test]
+fn an_unanswerable_invite_leaves_no_transaction() {
+    let t0 = Instant::now();
+    let mut srv = server(t0);
+    let invite: &[u8] =
+        b"INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.3:5060;branch=z9hG4bK-sINVITE\r\n\
+Max-Forwards: 70\r\nFrom: <sip:carol@elsewhere.examp\xff92.0.2.3:5060>\r\nContgnt-Type: application/sdp\r\n\
+Content-Length: 5\r\n\r\nv=0\r\n";
+    srv.handle_datagram(t0, 2, invite);
+    let out: Vec<_> = std::iter::from_fn(|| srv.poll_transmit()).collect();
+    assert!(out.is_empty(), "nothing can be answered: {out:?}");
+    srv.handle_timeout(t0 + Duration::from_secs(1));
+    assert_eq!(srv.ep.tables(), sipline::endpoint::Tables::default());
+}

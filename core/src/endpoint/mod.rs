@@ -1134,8 +1134,16 @@ impl Endpoint {
         if let Some(ua) = server_header.as_deref() {
             extra.push(("Server", ua));
         }
-        Salvaged::from_message(m).write_response_with(&mut response, code, reason, &tag, &extra)
-            && self.transactions.respond(now, server, response).is_ok()
+        if !Salvaged::from_message(m).write_response_with(&mut response, code, reason, &tag, &extra) {
+            // A request that lacks what a response copies (§8.2.6.2: From,
+            // To, Call-ID, CSeq, Via) cannot be answered: its transaction
+            // ends here rather than waiting forever in Proceeding (an
+            // INVITE server transaction has no timer of its own there;
+            // found by fuzzing the server role).
+            self.transactions.transport_error(now, TxId::Server(server));
+            return false;
+        }
+        self.transactions.respond(now, server, response).is_ok()
     }
 
     /// Stops taking requests; outstanding ones fail with
