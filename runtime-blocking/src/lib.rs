@@ -29,6 +29,8 @@
 //! driver (they return before the peer answers), [`Endpoint::shutdown`]
 //! by [`driver::SHUTDOWN_GRACE`], and [`Events::recv_timeout`] by its argument.
 
+pub mod udp;
+
 pub use sipline;
 pub use sipline::driver::{BindError, Error};
 pub use std::sync::mpsc::RecvTimeoutError;
@@ -362,7 +364,7 @@ impl ThreadIo {
         let mut inputs = self.inputs.clone();
         let stop = self.stop.clone();
         if transport == Transport::Udp {
-            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let (socket, _) = udp::udp_socket(addr, self.udp_buffer)?;
             let socket = Arc::new(socket);
             socket.set_read_timeout(Some(UDP_POLL))?;
             let local = socket.local_addr()?;

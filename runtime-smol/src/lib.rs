@@ -99,7 +99,7 @@ impl SmolIo {
     fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let (socket, _) = sipline_blocking::udp::udp_socket(addr, self.udp_buffer)?;
             let socket = Arc::new(Async::new(socket)?);
             let local = socket.get_ref().local_addr()?;
             self.udp.push(local, socket.clone());

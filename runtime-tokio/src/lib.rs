@@ -125,7 +125,7 @@ impl TokioIo {
     async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let (socket, _) = sipline_sockets::udp_socket(addr, self.udp_buffer)?;
+            let (socket, _) = sipline_blocking::udp::udp_socket(addr, self.udp_buffer)?;
             socket.set_nonblocking(true)?;
             let local = socket.local_addr()?;
             // Sends go straight to the kernel through a clone: tokio's

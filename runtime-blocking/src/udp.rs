@@ -1,6 +1,7 @@
-//! `sipline-sockets`: how the sipline runtimes (`sipline-tokio`,
-//! `sipline-smol`, `sipline-blocking`) make their sockets, written once.
-//! Sockets only: no protocol logic lives here (DESIGN.md, "Runtimes").
+//! How the sipline runtimes (`sipline-tokio`, `sipline-smol` and this
+//! one) make their UDP sockets, written once: here, in the std::net
+//! runtime; the async runtimes hand the socket to their reactor. Sockets
+//! only: no protocol logic lives here (DESIGN.md, "Runtimes").
 //!
 //! A UDP socket gets large receive and send buffers before it is bound
 //! ([`udp_socket`]): a SIP server takes bursts of datagrams (a flood of
