@@ -38,26 +38,22 @@ fn key() -> KeyPair {
 impl Ca {
     /// A new root CA called `name`.
     pub fn new(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        params.not_before = date_time_ymd(2020, 1, 1);
-        params.not_after = date_time_ymd(2040, 1, 1);
-        let key = key();
-        let cert = params.self_signed(&key).expect("self-signed CA");
-        Ca { pem: cert.pem(), der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
+        Ca::with_key(name, key())
     }
 
     /// A new root CA called `name` with an ECDSA P-256 key, for peers that
     /// read no Ed25519 (linphone's mbedtls 2.28 cannot parse a certificate
     /// an Ed25519 key signed; OpenSSL-based Kamailio reads both).
     pub fn new_ecdsa(name: &str) -> Ca {
+        Ca::with_key(name, KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key generation"))
+    }
+
+    fn with_key(name: &str, key: KeyPair) -> Ca {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = date_time_ymd(2040, 1, 1);
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).expect("P-256 key generation");
         let cert = params.self_signed(&key).expect("self-signed CA");
         Ca { pem: cert.pem(), der: cert.der().to_vec(), issuer: Issuer::new(params, key) }
     }
