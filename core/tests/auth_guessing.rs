@@ -17,8 +17,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn start() -> Instant {
-    Instant::now()
+/// The tests of this file, one at a time: `each_ban_is_logged_once…`
+/// watches `tracing` through a scoped subscriber, and another test
+/// reaching the same `warn!` callsite at the same moment on another thread
+/// (with no subscriber) can leave its interest cached as "never".
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The test's origin of time, and its turn (held for the whole test).
+fn start() -> (Instant, std::sync::MutexGuard<'static, ()>) {
+    (Instant::now(), SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
 }
 
 const REALM: &str = "biloxi.com";
@@ -87,7 +94,7 @@ fn wire(decision: &Decision) -> (Option<u16>, Vec<String>) {
 
 #[test]
 fn unknown_and_known_users_get_byte_identical_answers() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let stores = [
         // Passwords: every offered algorithm.
         (users(), vec![Algorithm::Sha256, Algorithm::Md5]),
@@ -149,7 +156,7 @@ fn unknown_and_known_users_get_byte_identical_answers() {
 
 #[test]
 fn a_wrong_password_gets_the_same_status_for_known_and_unknown_users() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut server = server(t0, BanPolicy::default());
     for (role, status) in [(Role::Registrar, 401), (Role::Proxy, 407)] {
         for (user, password) in [("bob", "zanzibar?"), ("eve", "zanzibar"), ("", "x")] {
@@ -166,7 +173,7 @@ fn a_wrong_password_gets_the_same_status_for_known_and_unknown_users() {
 
 #[test]
 fn the_dummy_secret_of_unknown_users_is_never_accepted() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut server = server(t0, BanPolicy::disabled());
     // Whatever an attacker guesses the dummy secret to be, including the
     // source's own, an unknown name does not authenticate.
@@ -184,7 +191,7 @@ fn the_dummy_secret_of_unknown_users_is_never_accepted() {
 
 #[test]
 fn a_failed_answer_spends_its_nonce() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut server = server(t0, BanPolicy::default());
     let headers = challenge(&mut server, t0, "bob", Role::Registrar);
     let mut rng = Rng::new(5);
@@ -235,7 +242,7 @@ fn a_failed_answer_spends_its_nonce() {
 
 #[test]
 fn failures_for_one_user_from_many_sources_ban_the_user() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut server = server(t0, BanPolicy::default());
     for i in 0..10u8 {
         let decision = guess(&mut server, t0 + Duration::from_secs(u64::from(i)), "bob", "guess", ip(10 + i));
@@ -260,7 +267,7 @@ fn failures_for_one_user_from_many_sources_ban_the_user() {
 
 #[test]
 fn failures_from_one_source_ban_the_source() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut server = server(t0, BanPolicy::default());
     let attacker = ip(66);
     for i in 0..10 {
@@ -283,7 +290,7 @@ fn failures_from_one_source_ban_the_source() {
 
 #[test]
 fn bans_end_after_the_cool_down_and_failures_outside_the_window_do_not_add_up() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let policy = BanPolicy::new(3, Duration::from_secs(60), Duration::from_secs(300));
     let mut server = server(t0, policy);
     let src = ip(8);
@@ -321,7 +328,7 @@ fn bans_end_after_the_cool_down_and_failures_outside_the_window_do_not_add_up() 
 
 #[test]
 fn the_table_is_bounded_and_drops_the_oldest_entry() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let policy = BanPolicy::new(2, Duration::from_secs(60), Duration::from_secs(300)).with_capacity(4);
     let mut server = server(t0, policy);
     // One failure from source 1 for "u1" (two entries), then others.
@@ -380,7 +387,7 @@ impl tracing::Subscriber for Warnings {
 
 #[test]
 fn each_ban_is_logged_once_at_warn_without_credentials() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let events = Arc::new(Mutex::new(Vec::new()));
     let mut responses = Vec::new();
     tracing::subscriber::with_default(Warnings(events.clone()), || {
@@ -417,7 +424,7 @@ fn each_ban_is_logged_once_at_warn_without_credentials() {
 
 #[test]
 fn nonces_show_no_counter_and_no_time() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut n = Nonces::new(t0, &mut Rng::new(11));
     // 512 nonces at one instant, and 512 a millisecond apart: in clear, a
     // serial number or a time would leave bytes that hardly change. Every
@@ -451,7 +458,7 @@ fn nonces_show_no_counter_and_no_time() {
 
 #[test]
 fn spending_refuses_the_nonce_and_the_table_keeps_counting_right() {
-    let t0 = start();
+    let (t0, _turn) = start();
     let mut n = Nonces::new(t0, &mut Rng::new(11));
     let (a, b) = (n.issue(t0), n.issue(t0));
     assert_eq!(n.spend(t0, &a), Ok(()));

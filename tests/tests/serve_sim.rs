@@ -1299,6 +1299,20 @@ fn a_flood_from_one_address_is_cut_to_the_limit() {
     assert_eq!(answered(&mut srv, t0 + Duration::from_secs(1), 3, 100..200), 10, "a second's worth");
     assert_eq!(srv.ep.flood_stats(), Some((2, 80 + 90)));
     assert_eq!(srv.ep.tables().server_transactions, 35, "no transaction for a dropped request");
+    // The table is bounded: with room for two sources, a third one evicts
+    // the least recently seen (3), whose bucket starts full again.
+    let users = Users::from_passwords([("alice", "alice-pw")]);
+    let mut config = ServerConfig::new(DOMAIN, users);
+    let mut limit = sipline::endpoint::FloodLimit::new(1, 1);
+    limit.max_sources = 2;
+    config.flood = Some(limit);
+    let mut srv = Peer::new(0, EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config), t0, idle());
+    assert_eq!(answered(&mut srv, t0, 3, 0..2), 1, "3: one token");
+    assert_eq!(answered(&mut srv, t0, 4, 0..1), 1, "4");
+    assert_eq!(answered(&mut srv, t0, 4, 1..2), 0, "4 is empty");
+    assert_eq!(answered(&mut srv, t0, 5, 0..1), 1, "5 evicts 3");
+    assert_eq!(srv.ep.flood_stats().map(|s| s.0), Some(2));
+    assert_eq!(answered(&mut srv, t0, 3, 2..3), 1, "3 was forgotten: a full bucket again");
 }
 
 /// Issue 18 through the whole server role: a wrong password and an unknown
