@@ -131,27 +131,45 @@ fn the_table_is_capped_and_a_dropped_nonce_is_never_accepted_again() {
 }
 
 #[test]
-fn expired_entries_are_pruned_and_the_timeout_moves_on() {
+fn expired_entries_count_no_more_and_stay_stale() {
     let t0 = start();
     let mut n = nonces(t0).with_lifetime(Duration::from_secs(10));
-    assert_eq!(n.poll_timeout(), None);
     let a = n.issue(t0);
     let b = n.issue(t0 + Duration::from_secs(4));
     n.record(t0 + Duration::from_secs(5), &a, Some(1)).unwrap();
     n.record(t0 + Duration::from_secs(5), &b, Some(1)).unwrap();
-    let first = n.poll_timeout().unwrap();
-    assert_eq!(first, t0 + Duration::from_secs(10));
-    // Early and repeated calls change nothing.
-    n.handle_timeout(t0 + Duration::from_secs(6));
-    n.handle_timeout(t0 + Duration::from_secs(6));
-    assert_eq!((n.tracked(), n.poll_timeout()), (2, Some(first)));
-    for t in [first, first + Duration::from_secs(4)] {
-        n.handle_timeout(t);
-        assert!(n.poll_timeout().is_none_or(|next| next > t), "{:?}", n.poll_timeout());
-    }
+    assert_eq!(n.tracked(), 2);
+    // No timer: time seen by any call ends what expired.
+    assert_eq!(n.check(t0 + Duration::from_secs(10), &b), Ok(()));
+    assert_eq!(n.tracked(), 1, "a expired at 10 s");
+    assert_eq!(n.check(t0 + Duration::from_secs(14), &b), Err(NonceError::Stale));
     assert_eq!(n.tracked(), 0);
-    // Pruned entries are stale, never a first use again.
+    // Expired entries are stale, never a first use again.
     assert_eq!(n.record(t0 + Duration::from_secs(20), &a, Some(1)), Err(NonceError::Stale));
+    assert_eq!(n.record(t0 + Duration::from_secs(20), &b, Some(2)), Err(NonceError::Stale));
+}
+
+#[test]
+fn the_table_is_a_ring_of_a_power_of_two_entries() {
+    let t0 = start();
+    assert_eq!(nonces(t0).capacity(), DEFAULT_NONCE_CAPACITY);
+    assert_eq!(nonces(t0).with_capacity(3).capacity(), 4);
+    assert_eq!(nonces(t0).with_capacity(usize::MAX).capacity(), 1 << 20);
+    // Nonces issued 4 apart share an entry in a table of 4: answering the
+    // later one makes the earlier stale; the others keep theirs.
+    let mut n = nonces(t0).with_capacity(4);
+    let all: Vec<String> = (0..8).map(|_| n.issue(t0)).collect();
+    for nonce in &all[..4] {
+        assert_eq!(n.record(t0, nonce, Some(1)), Ok(()));
+    }
+    assert_eq!(n.record(t0, &all[5], Some(1)), Ok(()));
+    assert_eq!(n.record(t0, &all[1], Some(2)), Err(NonceError::Stale));
+    assert_eq!(n.record(t0, &all[2], Some(2)), Ok(()));
+    assert_eq!(n.tracked(), 4);
+    // A nonce never answered whose entry holds an earlier one is fresh.
+    assert_eq!(n.check(t0, &all[7]), Ok(()));
+    assert_eq!(n.record(t0, &all[7], Some(1)), Ok(()));
+    assert_eq!(n.record(t0, &all[3], Some(2)), Err(NonceError::Stale));
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use super::digest::lower_hex;
 use crate::rng::Rng;
 use ring::hmac;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -17,10 +16,15 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// How many answered nonces [`Nonces`] tracks at most, unless
-/// [`Nonces::with_capacity`] says otherwise: 65 536 entries of a few dozen
-/// bytes each, which covers some 200 newly answered nonces a second at the
-/// default lifetime.
+/// [`Nonces::with_capacity`] says otherwise: 65 536 entries of 16 bytes
+/// (1 MiB, allocated at the first answer and never grown), which covers
+/// some 200 newly answered nonces a second for the whole default lifetime
+/// — and any rate for nonces answered within a few seconds, as they are.
 pub const DEFAULT_NONCE_CAPACITY: usize = 65_536;
+
+/// The largest replay table: one entry per value of the issue counter's
+/// bits in the stamp.
+const MAX_CAPACITY: usize = 1 << SEQ_BITS;
 
 /// The identifier of a nonce: a keyed pseudo-random function of a hidden
 /// issue counter, so nonces tell nothing about how many came before.
@@ -64,16 +68,12 @@ pub enum NonceError {
     Spent,
 }
 
-/// Where a nonce sits in the replay table: its stamp (issue time in
-/// milliseconds since the epoch, then the low bits of the issue counter),
-/// then identifier: issue order.
-type Slot = (u64, u64);
-
-/// One answered nonce in the replay table.
-#[derive(Debug, Clone, Copy)]
+/// One answered nonce in the replay table: 16 bytes.
+#[derive(Debug, Clone, Copy, Default)]
 struct Used {
-    /// When the nonce was issued (as read back from the nonce).
-    issued: Instant,
+    /// The nonce's key ([`Nonces::open`]: its stamp plus one): which nonce
+    /// holds the entry; keys order nonces by issue. 0: the entry is free.
+    stamp: u64,
     /// The highest `nc` accepted; `u32::MAX` once used without `qop`, so
     /// nothing may follow.
     last_nc: u32,
@@ -112,12 +112,16 @@ struct Used {
 /// **Replay** (RFC 7616 §3.4). Once an answer has been verified,
 /// [`Nonces::record`] keeps, per nonce, the highest nonce count seen, and
 /// refuses a count not above it; an answer without `qop` may use a nonce
-/// only once. Entries are dropped when their nonce expires. The table
-/// holds at most [`DEFAULT_NONCE_CAPACITY`] entries
-/// ([`Nonces::with_capacity`]): at the cap the entry of the oldest nonce
-/// is dropped, and from then on every nonce issued up to that one that is
-/// not in the table reads as [`NonceError::Stale`], so it is re-challenged
-/// (with `stale=true` if the digest was right), never accepted twice.
+/// only once. The table is a ring of [`DEFAULT_NONCE_CAPACITY`] entries
+/// ([`Nonces::with_capacity`], a power of two) indexed by the nonce's
+/// issue counter, allocated whole at the first answer: its memory never
+/// grows with traffic (issue 19: a table that grew with every answer for
+/// the nonces' 300 s lifetime made a registrar's memory climb pass after
+/// pass of the same users). A nonce answered after a later one with the
+/// same index took its entry reads as [`NonceError::Stale`], so it is
+/// re-challenged (with `stale=true` if the digest was right), never
+/// accepted twice. An entry needs no pruning: a nonce past its lifetime
+/// is stale whatever its entry says.
 ///
 /// **Failed answers** spend their nonce ([`Nonces::spend`]): it enters the
 /// table as used up, and every later answer with it is refused
@@ -125,10 +129,9 @@ struct Used {
 /// guesser thus needs a fresh challenge (a round trip) per guess, instead
 /// of counting `nc` up on one nonce.
 ///
-/// **Time** comes in as `now` on every call; expired entries are pruned on
-/// each call, or by [`Nonces::handle_timeout`] at [`Nonces::poll_timeout`].
-/// `now` must not go backwards (an earlier `now` is taken as the latest
-/// one seen).
+/// **Time** comes in as `now` on every call; no timer is needed. `now`
+/// must not go backwards (an earlier `now` is taken as the latest one
+/// seen).
 ///
 /// `Debug` leaves the key out.
 pub struct Nonces {
@@ -146,11 +149,9 @@ pub struct Nonces {
     capacity: usize,
     /// How many nonces were issued; never shown.
     issued: u64,
-    /// The answered (or spent) nonces, in issue order.
-    used: BTreeMap<Slot, Used>,
-    /// The latest slot dropped at the cap: a nonce up to it that is not in
-    /// `used` may have been answered already.
-    dropped_up_to: Option<Slot>,
+    /// The answered (or spent) nonces, at their issue counter modulo the
+    /// capacity; empty until the first answer, then `capacity` entries.
+    used: Vec<Used>,
     last_now: Option<Instant>,
 }
 
@@ -161,7 +162,7 @@ impl fmt::Debug for Nonces {
             .field("lifetime", &self.lifetime)
             .field("capacity", &self.capacity)
             .field("issued", &self.issued)
-            .field("tracked", &self.used.len())
+            .field("tracked", &self.used.iter().filter(|u| u.stamp != 0).count())
             .finish_non_exhaustive()
     }
 }
@@ -200,8 +201,7 @@ impl Nonces {
             lifetime: DEFAULT_NONCE_LIFETIME,
             capacity: DEFAULT_NONCE_CAPACITY,
             issued: 0,
-            used: BTreeMap::new(),
-            dropped_up_to: None,
+            used: Vec::new(),
             last_now: None,
         }
     }
@@ -214,10 +214,12 @@ impl Nonces {
         self
     }
 
-    /// Sets the cap on the replay table (at least 1).
+    /// Sets the size of the replay table: `capacity` rounded up to a power
+    /// of two, from 1 to 2^20 entries of 16 bytes.
     #[must_use]
     pub fn with_capacity(mut self, capacity: usize) -> Nonces {
-        self.capacity = capacity.max(1);
+        self.capacity = capacity.clamp(1, MAX_CAPACITY).next_power_of_two();
+        self.used = Vec::new();
         self
     }
 
@@ -231,9 +233,12 @@ impl Nonces {
         self.capacity
     }
 
-    /// How many answered or spent nonces the replay table holds now.
+    /// How many answered or spent nonces, still fresh at the latest `now`
+    /// seen, the replay table holds (a scan of the table: for tests and
+    /// metrics).
     pub fn tracked(&self) -> usize {
-        self.used.len()
+        let Some(now) = self.last_now else { return 0 };
+        self.used.iter().filter(|u| u.stamp != 0 && !self.expired(now, u.stamp)).count()
     }
 
     /// A fresh nonce for a challenge (RFC 7616 §3.3). Nothing is stored:
@@ -263,12 +268,12 @@ impl Nonces {
     /// once the digest has been verified.
     pub fn check(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
         let now = self.advance(now);
-        self.prune(now);
-        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
-        if self.used.get(&slot).is_some_and(|used| used.spent) {
+        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, stamp)?;
+        if self.entry(stamp).is_some_and(|used| used.stamp == stamp && used.spent) {
             return Err(NonceError::Spent);
         }
-        self.judge(now, issued, slot)
+        Ok(())
     }
 
     /// Spends `nonce` after a failed answer (a wrong digest): every later
@@ -279,16 +284,17 @@ impl Nonces {
     /// [`Nonces::record`].
     pub fn spend(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
         let now = self.advance(now);
-        self.prune(now);
-        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
-        if self.expiry(issued).is_some_and(|expiry| now >= expiry) {
+        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
+        if self.judge(now, stamp).is_err() {
+            // Stale, or its entry taken by a later nonce: refused anyway.
             return Ok(());
         }
-        if let Some(used) = self.used.get_mut(&slot) {
+        let used = self.entry_mut(stamp);
+        if used.stamp == stamp {
             used.spent = true;
-            return Ok(());
+        } else {
+            *used = Used { stamp, last_nc: u32::MAX, spent: true };
         }
-        self.insert(slot, Used { issued, last_nc: u32::MAX, spent: true });
         Ok(())
     }
 
@@ -303,10 +309,10 @@ impl Nonces {
     /// (see [`Nonces`]).
     pub fn record(&mut self, now: Instant, nonce: &str, nc: Option<u32>) -> Result<(), NonceError> {
         let now = self.advance(now);
-        self.prune(now);
-        let (issued, slot) = self.open(nonce).ok_or(NonceError::Unknown)?;
-        self.judge(now, issued, slot)?;
-        if let Some(used) = self.used.get_mut(&slot) {
+        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, stamp)?;
+        let used = self.entry_mut(stamp);
+        if used.stamp == stamp {
             if used.spent {
                 return Err(NonceError::Spent);
             }
@@ -322,18 +328,32 @@ impl Nonces {
             // Counts start at 00000001 (RFC 7616 §3.4).
             return Err(NonceError::Replayed);
         }
-        self.insert(slot, Used { issued, last_nc: nc.unwrap_or(u32::MAX), spent: false });
+        if used.stamp != 0 {
+            tracing::trace!("nonce replay entry taken over by a later nonce");
+        }
+        *used = Used { stamp, last_nc: nc.unwrap_or(u32::MAX), spent: false };
         Ok(())
     }
 
-    /// Adds an entry; at the cap, drops the oldest.
-    fn insert(&mut self, slot: Slot, used: Used) {
-        self.used.insert(slot, used);
-        while self.used.len() > self.capacity {
-            let Some((dropped, _)) = self.used.pop_first() else { break };
-            tracing::debug!("nonce replay table full: dropped the oldest entry");
-            self.dropped_up_to = Some(self.dropped_up_to.map_or(dropped, |d| d.max(dropped)));
+    /// The entry of the nonce with `stamp`'s index, if the table exists.
+    fn entry(&self, stamp: u64) -> Option<&Used> {
+        self.used.get(self.index(stamp))
+    }
+
+    /// The entry of the nonce with `stamp`'s index (the table made whole
+    /// at the first use).
+    fn entry_mut(&mut self, stamp: u64) -> &mut Used {
+        if self.used.is_empty() {
+            self.used = vec![Used::default(); self.capacity];
         }
+        let at = self.index(stamp);
+        &mut self.used[at]
+    }
+
+    /// The issue counter's low bits (of the key's stamp), modulo the
+    /// (power of two) capacity.
+    fn index(&self, stamp: u64) -> usize {
+        usize::try_from(stamp.saturating_sub(1) & ((1 << SEQ_BITS) - 1)).unwrap_or(0) & (self.capacity - 1)
     }
 
     /// The mask of the time field of the nonce with identifier `id`.
@@ -341,20 +361,6 @@ impl Nonces {
         let mut mask = [0u8; TIME];
         mask.copy_from_slice(&hmac::sign(&self.mask_key, id).as_ref()[..TIME]);
         u64::from_be_bytes(mask)
-    }
-
-    /// Drops the entries of expired nonces. Idempotent and safe to call at
-    /// any time; [`Nonces::check`] and [`Nonces::record`] do it too.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let now = self.advance(now);
-        self.prune(now);
-    }
-
-    /// When the oldest tracked nonce expires, for [`Nonces::handle_timeout`];
-    /// `None` while the table is empty. After `handle_timeout(t)` this is
-    /// `None` or later than `t`.
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.used.first_key_value().and_then(|(_, used)| self.expiry(used.issued))
     }
 
     /// Clamps `now` to the latest seen (time never goes backwards).
@@ -370,38 +376,28 @@ impl Nonces {
         now
     }
 
-    /// When a nonce issued at `issued` stops being fresh; `None` if never
-    /// (a lifetime beyond what `Instant` can hold).
-    fn expiry(&self, issued: Instant) -> Option<Instant> {
-        issued.checked_add(self.lifetime)
+    /// Whether the nonce with key `stamp` is past its lifetime at `now` (an
+    /// issue time or expiry beyond what `Instant` holds: never).
+    fn expired(&self, now: Instant, stamp: u64) -> bool {
+        self.epoch
+            .checked_add(Duration::from_millis(stamp.saturating_sub(1) >> SEQ_BITS))
+            .and_then(|issued| issued.checked_add(self.lifetime))
+            .is_some_and(|expiry| now >= expiry)
     }
 
-    /// Drops the entries whose nonce has expired. Slot order is issue
-    /// order, so they are at the front.
-    fn prune(&mut self, now: Instant) {
-        while let Some((_, used)) = self.used.first_key_value() {
-            if self.expiry(used.issued).is_some_and(|expiry| now >= expiry) {
-                self.used.pop_first();
-            } else {
-                break;
-            }
-        }
-    }
-
-    /// Fresh and not dropped at the cap.
-    fn judge(&self, now: Instant, issued: Instant, slot: Slot) -> Result<(), NonceError> {
-        if self.expiry(issued).is_some_and(|expiry| now >= expiry) {
-            return Err(NonceError::Stale);
-        }
-        if !self.used.contains_key(&slot) && self.dropped_up_to.is_some_and(|d| slot <= d) {
+    /// Fresh, and its entry not taken by a later nonce (stamps order
+    /// nonces by issue).
+    fn judge(&self, now: Instant, stamp: u64) -> Result<(), NonceError> {
+        if self.expired(now, stamp) || self.entry(stamp).is_some_and(|used| used.stamp > stamp) {
             return Err(NonceError::Stale);
         }
         Ok(())
     }
 
-    /// Reads a nonce back: its issue time and slot, if it is one of this
-    /// server's.
-    fn open(&self, nonce: &str) -> Option<(Instant, Slot)> {
+    /// Reads a nonce back, if it is one of this server's: its key, the
+    /// stamp (issue time in milliseconds since the epoch, then the low bits
+    /// of the issue counter) plus one, so that no key is 0 (a free entry).
+    fn open(&self, nonce: &str) -> Option<u64> {
         if nonce.len() != NONCE_LEN {
             return None;
         }
@@ -420,9 +416,8 @@ impl Nonces {
         id.copy_from_slice(&payload[..ID]);
         let mut time = [0u8; TIME];
         time.copy_from_slice(&payload[ID..]);
-        let stamp = u64::from_be_bytes(time) ^ self.mask(&id);
-        let issued = self.epoch.checked_add(Duration::from_millis(stamp >> SEQ_BITS))?;
-        Some((issued, (stamp, u64::from_be_bytes(id))))
+        // A stamp's time is at most 2^44 ms: the sum never overflows.
+        Some((u64::from_be_bytes(time) ^ self.mask(&id)).saturating_add(1))
     }
 }
 

@@ -407,8 +407,7 @@ impl DigestServer {
     ///
     /// Never fails: malformed credentials are challenged. May issue a
     /// nonce (for a challenge), records the nonce count of an accepted
-    /// answer, spends the nonce of a failed one and counts it; drops
-    /// expired nonces as [`DigestServer::handle_timeout`] does.
+    /// answer, spends the nonce of a failed one and counts it.
     pub fn authenticate_from(
         &mut self,
         now: Instant,
@@ -417,7 +416,6 @@ impl DigestServer {
         expected_user: Option<&str>,
         source: Option<IpAddr>,
     ) -> Decision {
-        self.nonces.handle_timeout(now);
         let Some(line) = request.request_line() else {
             return self.challenge_all(now, role, ChallengeReason::NoCredentials);
         };
@@ -447,18 +445,17 @@ impl DigestServer {
         decision
     }
 
-    /// Drops expired nonces from the replay table (see
-    /// [`Nonces::handle_timeout`]) and finished entries from the failure
-    /// table ([`Bans::handle_timeout`]). Idempotent, safe to call early.
+    /// Drops finished entries from the failure table
+    /// ([`Bans::handle_timeout`]; the nonces' replay table has a fixed size
+    /// and needs no timer). Idempotent, safe to call early.
     pub fn handle_timeout(&mut self, now: Instant) {
-        self.nonces.handle_timeout(now);
         self.bans.handle_timeout(now);
     }
 
     /// When [`DigestServer::handle_timeout`] has something to drop; `None`
     /// while nothing is tracked.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.nonces.poll_timeout(), self.bans.poll_timeout()].into_iter().flatten().min()
+        self.bans.poll_timeout()
     }
 
     /// Steps 2–8 for the credentials of this realm.
