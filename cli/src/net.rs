@@ -20,7 +20,7 @@ pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
                      [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
-                     [--udp-buffer BYTES] [-v] [-q]
+                     [--udp-buffer BYTES] [--workers N] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [options]
        sipline register URI --registrar URI [--user U] [--expires N] [options]
@@ -50,6 +50,9 @@ serve --allow-guests: requests from outside the domain reach its users without a
        so a scanner cannot tell who exists or is online
 serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
        dropped unanswered (default 1000/2000; off for load tests)
+serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default 1): UDP on
+       every worker (SO_REUSEPORT: the kernel spreads senders over them), TCP and TLS on the first;
+       bans, flood limits and nonce replay checks count per worker
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -120,6 +123,8 @@ struct Options {
     ban: Option<Duration>,
     /// Every command: the UDP sockets' receive and send buffer, bytes.
     udp_buffer: Option<usize>,
+    /// `serve`: how many workers (issue 19).
+    workers: Option<u16>,
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -205,6 +210,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--ban" => o.ban = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--ban: {e}"))?)),
             "--udp-buffer" => o.udp_buffer = Some(value()?.parse().map_err(|e| format!("--udp-buffer: {e}"))?),
+            "--workers" => {
+                let n: u16 = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
+                if n == 0 {
+                    return Err("--workers: at least 1".to_owned());
+                }
+                o.workers = Some(n);
+            }
             "--hangup-after" => {
                 let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
                 let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
@@ -671,11 +683,59 @@ async fn serve_domain(o: &Options) -> ExitCode {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);
     }
+    let workers = o.workers.unwrap_or(1);
+    if workers > 1 {
+        // One key for every worker's nonces (a nonce one issued is good
+        // at another); clones of `server` share its location service.
+        server.nonce_secret = Some(random_secret());
+        c = c.serve(server);
+        return serve_workers(c, workers, o.quiet).await;
+    }
     c = c.serve(server);
     let Ok((endpoint, events)) = bind_endpoint(c).await else { return ExitCode::from(1) };
     println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16); Ctrl-C stops");
     let calls = Calls { answer: None, callers: HashMap::new(), quiet: o.quiet, sdp: None };
     serve(endpoint, events, calls).await
+}
+
+/// `serve --workers N` (issue 19): N endpoints on threads of their own,
+/// each one's events printed and answered here, all shut down together.
+async fn serve_workers(config: EndpointConfig, workers: u16, quiet: bool) -> ExitCode {
+    let domain = config.server.as_ref().map(|s| s.domain.clone()).unwrap_or_default();
+    let started = match sipline_tokio::spawn_workers(vec![config; usize::from(workers)]) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some((endpoint, _)) = started.first() {
+        for (transport, addr) in endpoint.local_addrs() {
+            println!("bound {} {addr}", transport.as_str().to_ascii_lowercase());
+        }
+    }
+    println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16), {workers} workers; Ctrl-C stops");
+    let mut all = tokio::task::JoinSet::new();
+    for (endpoint, events) in started {
+        let calls = Calls { answer: None, callers: HashMap::new(), quiet, sdp: None };
+        all.spawn(serve(endpoint, events, calls));
+    }
+    while all.join_next().await.is_some() {}
+    ExitCode::SUCCESS
+}
+
+/// 32 random bytes from the process's randomly keyed hashers (the CLI may
+/// use the OS's randomness; the core may not).
+fn random_secret() -> [u8; 32] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut secret = [0u8; 32];
+    for (i, chunk) in secret.chunks_exact_mut(8).enumerate() {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_usize(i);
+        h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+        chunk.copy_from_slice(&h.finish().to_le_bytes());
+    }
+    secret
 }
 
 /// `--tls-self-signed`: a certificate for the domain and the bound

@@ -160,3 +160,37 @@ macro_rules! suite {
 }
 
 suite!(tokio => Tokio, smol => Smol, blocking => Blocking);
+
+/// Issue 19: the same with `serve --workers 2` (UDP on both workers, the
+/// kernel spreading the endpoints' ports over them, so requests, their
+/// responses and the calls' in-dialog requests cross between workers;
+/// TCP and TLS on the first). One runtime for the endpoints: the workers
+/// are the server's.
+mod two_workers {
+    use super::*;
+
+    fn serve() -> Serve {
+        Serve::start_with(&["--workers", "2", "--digest", "md5"])
+    }
+
+    #[test]
+    fn registered_endpoints_over_udp() {
+        registered_endpoints::<Tokio, Serve>(&serve(), Transport::Udp);
+    }
+    #[test]
+    fn registered_endpoints_over_tcp() {
+        registered_endpoints::<Tokio, Serve>(&serve(), Transport::Tcp);
+    }
+    #[test]
+    fn registered_endpoints_over_tls() {
+        registered_endpoints::<Tokio, Serve>(&serve(), Transport::Tls);
+    }
+    #[test]
+    fn registered_endpoints_call_each_other() {
+        calls::registered_endpoints_call_each_other::<Tokio, Serve>(&serve());
+    }
+    #[test]
+    fn sipline_and_baresip_call_each_other() {
+        calls::sipline_and_baresip_call_each_other::<Tokio, Serve>(&serve());
+    }
+}

@@ -32,7 +32,19 @@ pub struct Buffers {
 /// outright is logged and the socket used as it is; only creating or
 /// binding the socket fails the call.
 pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<(UdpSocket, Buffers)> {
+    udp_socket_shared(addr, buffer, false)
+}
+
+/// [`udp_socket`], with `SO_REUSEPORT` set before binding when
+/// `reuse_port` is true (Linux, BSDs): several sockets, one per worker
+/// thread of a `serve` (issue 19), bind one address, and the kernel
+/// spreads incoming datagrams over them by the sender's address and port,
+/// so one sender's datagrams always reach the same socket.
+pub fn udp_socket_shared(addr: SocketAddr, buffer: usize, reuse_port: bool) -> std::io::Result<(UdpSocket, Buffers)> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        set_reuse_port(&socket)?;
+    }
     if buffer > 0 {
         if let Err(e) = socket.set_recv_buffer_size(buffer) {
             tracing::warn!(target: "sipline::net", %addr, buffer, error = %e, "cannot set the UDP receive buffer");
@@ -54,6 +66,16 @@ pub fn udp_socket(addr: SocketAddr, buffer: usize) -> std::io::Result<(UdpSocket
         "UDP socket buffers"
     );
     Ok((socket, granted))
+}
+
+#[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
+fn set_reuse_port(socket: &Socket) -> std::io::Result<()> {
+    socket.set_reuse_port(true)
+}
+
+#[cfg(not(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin")))))]
+fn set_reuse_port(_: &Socket) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "SO_REUSEPORT is not available here"))
 }
 
 #[cfg(test)]

@@ -74,19 +74,109 @@ use tokio::task::{AbortHandle, JoinSet};
 /// returns the handle and the event stream. The bound addresses (the OS's
 /// choice for port 0) are in [`Endpoint::local_addrs`].
 pub async fn bind(config: EndpointConfig) -> Result<(Endpoint, Events), BindError> {
+    let (mut driver, io) = bind_driver(config, false).await?;
+    let (endpoint, events) = start(&mut driver);
+    tokio::spawn(driver.run(io));
+    Ok((endpoint, events))
+}
+
+/// A driver and its IO, every listener bound (`SO_REUSEPORT` on UDP when
+/// `reuse_port`).
+async fn bind_driver(config: EndpointConfig, reuse_port: bool) -> Result<(Driver<TcpStream>, TokioIo), BindError> {
     // Fresh randomness for the identifiers (std's hasher keys come from
     // the operating system).
     let entropy = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), Instant::now());
     let mut driver = Driver::new(config, entropy)?;
     let mut io = TokioIo::new(driver.inputs(), driver.endpoint().config().transport.udp_buffer);
+    io.reuse_port = reuse_port;
     for (transport, addr) in driver.listeners() {
         let bound = io.listen(transport, addr).await.map_err(|source| BindError::Listen { transport, addr, source })?;
         driver.add_listener(transport, bound);
     }
+    Ok((driver, io))
+}
+
+fn start(driver: &mut Driver<TcpStream>) -> (Endpoint, Events) {
     let unix = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let (endpoint, events) = driver.start(Instant::now(), unix);
-    tokio::spawn(driver.run(io));
-    Ok((endpoint, events))
+    driver.start(Instant::now(), unix)
+}
+
+/// Starts `configs.len()` endpoints serving together (issue 19: `sipline
+/// serve --workers N`), each on a thread of its own with a
+/// single-threaded tokio runtime, and returns their handles and event
+/// streams, worker 0 first. Each config is given its
+/// [`Worker`](sipline::endpoint::Worker) identity here.
+///
+/// Worker 0 binds every listener of its config. The others bind UDP only,
+/// at the addresses worker 0 got (`SO_REUSEPORT`: the kernel spreads
+/// senders over the workers, each sender always to the same one); TCP and
+/// TLS connections all live on worker 0 for now. A response that reaches
+/// another worker than the one that sent its request is handed over
+/// ([`Driver::set_workers`]). What the workers share (the location
+/// service, the nonce secret) is in their configs: clones of one
+/// [`ServerConfig`](sipline::endpoint::ServerConfig) share its location
+/// service.
+///
+/// A worker runs until its endpoint shuts down ([`Endpoint::shutdown`]).
+pub fn spawn_workers(configs: Vec<EndpointConfig>) -> Result<Vec<(Endpoint, Events)>, BindError> {
+    let count = u16::try_from(configs.len()).unwrap_or(u16::MAX);
+    let mut started = Vec::new();
+    let mut queues = Vec::new();
+    let mut handoffs = Vec::new();
+    let mut udp: Option<Vec<SocketAddr>> = None;
+    for (id, mut config) in (0..count).zip(configs) {
+        config.worker = Some(sipline::endpoint::Worker::new(id, count));
+        if let Some(addrs) = &udp {
+            config.listen = addrs.iter().map(|a| (Transport::Udp, *a)).collect();
+        }
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (peers_tx, peers_rx) = std::sync::mpsc::channel::<Vec<Inputs<TcpStream>>>();
+        let reuse = count > 1;
+        std::thread::Builder::new()
+            .name(format!("sipline-worker-{id}"))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(BindError::Worker(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    let (mut driver, io) = match bind_driver(config, reuse).await {
+                        Ok(x) => x,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let inputs = driver.inputs();
+                    let (endpoint, events) = start(&mut driver);
+                    if ready_tx.send(Ok((endpoint, events, inputs))).is_err() {
+                        return;
+                    }
+                    // Every worker's queue, once all are bound (a brief
+                    // wait before this worker's loop begins).
+                    let Ok(peers) = peers_rx.recv() else { return };
+                    driver.set_workers(id, peers);
+                    driver.run(io).await;
+                });
+            })
+            .map_err(BindError::Worker)?;
+        let (endpoint, events, inputs) = ready_rx
+            .recv()
+            .map_err(|_| BindError::Worker(std::io::Error::other("a worker ended while starting")))??;
+        if udp.is_none() {
+            udp = Some(endpoint.local_addrs().iter().filter(|(t, _)| *t == Transport::Udp).map(|(_, a)| *a).collect());
+        }
+        queues.push(inputs);
+        handoffs.push(peers_tx);
+        started.push((endpoint, events));
+    }
+    for peers in handoffs {
+        let _ = peers.send(queues.clone());
+    }
+    Ok(started)
 }
 
 enum Conn {
@@ -107,6 +197,8 @@ struct TokioIo {
     conns: BTreeMap<ConnId, Conn>,
     /// The receive and send buffer asked for on each UDP socket.
     udp_buffer: usize,
+    /// `SO_REUSEPORT` on UDP sockets: one of several workers.
+    reuse_port: bool,
 }
 
 impl TokioIo {
@@ -119,13 +211,14 @@ impl TokioIo {
             tasks: JoinSet::new(),
             writers: JoinSet::new(),
             conns: BTreeMap::new(),
+            reuse_port: false,
         }
     }
 
     async fn listen(&mut self, transport: Transport, addr: SocketAddr) -> std::io::Result<SocketAddr> {
         let inputs = self.inputs.clone();
         if transport == Transport::Udp {
-            let (socket, _) = sipline_blocking::udp::udp_socket(addr, self.udp_buffer)?;
+            let (socket, _) = sipline_blocking::udp::udp_socket_shared(addr, self.udp_buffer, self.reuse_port)?;
             socket.set_nonblocking(true)?;
             let local = socket.local_addr()?;
             // Sends go straight to the kernel through a clone: tokio's

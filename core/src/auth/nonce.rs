@@ -206,6 +206,18 @@ impl Nonces {
         }
     }
 
+    /// Sets the salt mixed into identifiers: instances sharing a secret
+    /// (the workers of one server, issue 19) each take their own, so that
+    /// none issues a nonce another did. Each keeps its own replay table: an
+    /// answer carried to another worker is checked against that worker's
+    /// table, where at worst an entry of the same stamp makes it look
+    /// replayed, and the client is challenged again.
+    #[must_use]
+    pub fn with_salt(mut self, salt: u64) -> Nonces {
+        self.salt = salt;
+        self
+    }
+
     /// Sets how long a nonce stays fresh after it is issued. A lifetime
     /// shorter than a challenge round trip makes every answer stale.
     #[must_use]

@@ -38,8 +38,8 @@
 //! ```
 
 use crate::endpoint::{
-    Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError, RequestId,
-    RespondError, Response, SendError, SessionError, SessionId,
+    response_worker, Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError,
+    RequestId, RespondError, Response, SendError, SessionError, SessionId,
 };
 use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport};
 use futures_channel::{mpsc, oneshot};
@@ -246,6 +246,9 @@ pub enum BindError {
         /// The operating system's reason.
         source: std::io::Error,
     },
+    /// A worker thread or its runtime could not be started.
+    #[error("cannot start a worker: {0}")]
+    Worker(std::io::Error),
 }
 
 enum Command {
@@ -569,6 +572,9 @@ pub struct Driver<S> {
     /// Shutdown callers waiting for the end.
     closing: Vec<oneshot::Sender<()>>,
     finished: bool,
+    /// This worker's id and every worker's input queue, by id, when
+    /// several serve together ([`Driver::set_workers`]).
+    workers: Option<(u16, Vec<Inputs<S>>)>,
 }
 
 impl<S> Driver<S> {
@@ -597,6 +603,7 @@ impl<S> Driver<S> {
             connecting: BTreeSet::new(),
             closing: Vec::new(),
             finished: false,
+            workers: None,
         })
     }
 
@@ -624,6 +631,29 @@ impl<S> Driver<S> {
     pub fn add_listener(&mut self, transport: Transport, local: SocketAddr) {
         self.endpoint.add_listener(transport, local);
         self.listening.push((transport, local));
+    }
+
+    /// Makes this driver worker `me` of several serving together (issue
+    /// 19; its endpoint configured with the matching
+    /// [`crate::endpoint::Worker`]): `peers` are every worker's input
+    /// queues by id (this one's included). A datagram read here that is a
+    /// response to another worker's request ([`response_worker`]) goes to
+    /// that worker's queue as it came; if the queue is full it is dropped,
+    /// as the kernel drops a datagram no socket buffer holds (the peer
+    /// retransmits).
+    pub fn set_workers(&mut self, me: u16, peers: Vec<Inputs<S>>) {
+        self.workers = Some((me, peers));
+    }
+
+    /// Hands a datagram to the worker it belongs to; `false`: it is ours.
+    fn hand_over(&mut self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
+        let Some((me, peers)) = self.workers.as_mut() else { return false };
+        let Some(worker) = response_worker(bytes).filter(|w| w != me) else { return false };
+        let Some(queue) = peers.get_mut(usize::from(worker)) else { return false };
+        if !queue.try_send(Input::Datagram { local, remote, bytes: bytes.to_vec() }) {
+            tracing::debug!(worker, "worker queue full: a response handed over is dropped");
+        }
+        true
     }
 
     /// The core (for statistics and tests).
@@ -747,8 +777,10 @@ impl<S> Driver<S> {
             match woken {
                 Woke::Message(m) => self.handle(now, m, &mut io),
                 Woke::Datagram(local, remote, len) => {
-                    self.endpoint.handle_datagram(now, local, remote, &datagram[..len]);
-                    self.drain(now, &mut io);
+                    if !self.hand_over(local, remote, &datagram[..len]) {
+                        self.endpoint.handle_datagram(now, local, remote, &datagram[..len]);
+                        self.drain(now, &mut io);
+                    }
                 }
                 Woke::Timer => {
                     // Spent: the next turn arms a fresh one if needed.

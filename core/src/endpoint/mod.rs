@@ -26,12 +26,14 @@ mod registration;
 mod server;
 mod session;
 mod uas;
+mod worker;
 
 pub use flood::FloodLimit;
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 pub use server::ServerConfig;
 pub use session::{Body, SessionEnd, SessionError, SessionEvent, SessionId};
+pub use worker::{response_worker, Worker};
 
 use crate::auth::{DigestClient, DigestCredentials};
 use crate::message::{HeaderName, Message, MessageWriter, Method, Salvaged, StatusCode, Uri};
@@ -104,6 +106,10 @@ pub struct EndpointConfig {
     pub outbound_proxy: Option<String>,
     /// Serve a domain as its registrar and proxy (see [`EndpointConfig::serve`]).
     pub server: Option<ServerConfig>,
+    /// One of several endpoints serving together (issue 19): every branch
+    /// it writes carries its tag, so that a response another worker
+    /// received can be handed to it ([`response_worker`]).
+    pub worker: Option<Worker>,
 }
 
 impl EndpointConfig {
@@ -128,6 +134,7 @@ impl EndpointConfig {
             registration: None,
             outbound_proxy: None,
             server: None,
+            worker: None,
         }
     }
 
@@ -584,7 +591,8 @@ impl Endpoint {
         transport_config.local_names.push(PLACEHOLDER_HOST.to_owned());
         let transport = TransportLayer::new(transport_config, config.seed ^ 0x7a)?;
         Ok(Endpoint {
-            transactions: TransactionLayer::new(config.timers, config.seed),
+            transactions: TransactionLayer::new(config.timers, config.seed)
+                .with_branch_tag(config.worker.map(|w| w.tag(""))),
             transport,
             rng: Rng::new(config.seed ^ 0xe9d),
             next_id: 0,

@@ -31,7 +31,7 @@ use crate::proxy::{
     branch_for, check_request, forward_cancel, forward_request, forward_response, preprocess_routes,
     record_route_value, Action, Best, BranchId, Forward, NextHop, ProxyIdentity, RejectKind, ResponseContext,
 };
-use crate::registrar::{self, Lookup, Registrar, RegistrarConfig};
+use crate::registrar::{self, Lookup, Registrar, RegistrarConfig, SharedLocation};
 use crate::transaction::{ClientId, ServerId};
 use crate::transport::{response_target, target_for, Peer, Source, Transport};
 use std::collections::{BTreeMap, BTreeSet};
@@ -75,6 +75,14 @@ pub struct ServerConfig {
     /// When failed digest answers ban a username or source (issue 18;
     /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
     pub bans: crate::auth::BanPolicy,
+    /// The location service. Clones of the config share it: endpoints
+    /// made from clones (the workers of one `serve`, issue 19) serve one
+    /// set of bindings.
+    pub location: SharedLocation,
+    /// The secret nonces are keyed with ([`Nonces::with_secret`]); `None`:
+    /// one drawn from the endpoint's seeded generator. Workers of one
+    /// domain share one, so that a nonce one issued is good at another.
+    pub nonce_secret: Option<[u8; 32]>,
 }
 
 impl ServerConfig {
@@ -94,13 +102,15 @@ impl ServerConfig {
             allow_guests: false,
             flood: Some(FloodLimit::default()),
             bans: crate::auth::BanPolicy::default(),
+            location: SharedLocation::new(),
+            nonce_secret: None,
         }
     }
 }
 
 /// The server role's state, made on the first request (nonces date from it).
 pub(super) struct Server {
-    registrar: Registrar,
+    registrar: Registrar<SharedLocation>,
     auth: DigestServer,
     /// Proxied requests by their server transaction.
     proxied: BTreeMap<ServerId, Proxied>,
@@ -182,8 +192,20 @@ struct Proxied {
 }
 
 impl Server {
-    fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
-        let nonces = Nonces::new(now, rng).with_lifetime(config.nonce_lifetime);
+    fn new(
+        config: &ServerConfig,
+        worker: Option<super::Worker>,
+        now: Instant,
+        rng: &mut crate::rng::Rng,
+    ) -> Option<Server> {
+        let nonces = match (&config.nonce_secret, worker) {
+            // Workers of one domain: one key (a nonce from one is good at
+            // another), a salt each (no two issue the same nonce).
+            (Some(secret), Some(w)) => Nonces::with_secret(now, secret).with_salt(w.id.into()),
+            (Some(secret), None) => Nonces::with_secret(now, secret),
+            (None, _) => Nonces::new(now, rng),
+        }
+        .with_lifetime(config.nonce_lifetime);
         let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces)
             .ok()?
             .offer(&config.algorithms)
@@ -191,7 +213,7 @@ impl Server {
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
-            registrar: Registrar::new(registrar_config),
+            registrar: Registrar::with_location(registrar_config, config.location.clone()),
             auth,
             proxied: BTreeMap::new(),
             by_client: BTreeMap::new(),
@@ -240,7 +262,7 @@ impl Server {
     }
 
     /// The registrar (its location service), for tests and tools.
-    pub(super) fn registrar(&self) -> &Registrar {
+    pub(super) fn registrar(&self) -> &Registrar<SharedLocation> {
         &self.registrar
     }
 }
@@ -331,7 +353,7 @@ impl Endpoint {
     fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
         if self.server.is_none() {
             let config = self.config.server.as_ref()?;
-            self.server = Server::new(config, now, &mut self.rng);
+            self.server = Server::new(config, self.config.worker, now, &mut self.rng);
         }
         self.server.as_mut()
     }
@@ -355,7 +377,7 @@ impl Endpoint {
     }
 
     /// The location service, when serving (for tests and tools).
-    pub fn registrar(&self) -> Option<&Registrar> {
+    pub fn registrar(&self) -> Option<&Registrar<SharedLocation>> {
         self.server.as_ref().map(Server::registrar)
     }
 
@@ -668,7 +690,7 @@ impl Endpoint {
         let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
         for (index, (target, peer)) in (0u32..).zip(targets) {
             let Some(id) = context.add_branch() else { break };
-            let branch = branch_for(m, index);
+            let branch = self.proxy_branch(m, index);
             let sent_by = self.sent_by(peer.transport);
             let rr = self.record_route_pair(m, &inbound, &peer);
             let pai = asserted.map(|a| [("P-Asserted-Identity", a)]);
@@ -787,6 +809,12 @@ impl Endpoint {
         }
     }
 
+    /// §16.6 step 8's branch for fork branch `index` of `m`, with this
+    /// worker's tag (issue 19) so that its responses find their way back.
+    fn proxy_branch(&self, m: &Message<'_>, index: u32) -> String {
+        tagged_branch(self.config.worker, m, index)
+    }
+
     /// §16.11: the ACK of a 2xx goes on with no transaction.
     fn proxy_ack(
         &mut self,
@@ -796,7 +824,7 @@ impl Endpoint {
         targets: &[(String, Peer)],
     ) {
         let Some((target, peer)) = targets.first() else { return };
-        let branch = branch_for(m, 0);
+        let branch = self.proxy_branch(m, 0);
         let sent_by = self.sent_by(peer.transport);
         // §22.3: our realm's credentials stop here, the ACK's too.
         let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
@@ -989,10 +1017,12 @@ impl Endpoint {
         let Some(status) = m.status().filter(|s| s.is_success()) else { return false };
         let Some(server) = self.proxied_invite(out) else { return false };
         let Some(ours) = m.via().and_then(Result::ok).and_then(|v| v.branch().map(str::to_owned)) else { return false };
+        let worker = self.config.worker;
         let Some(p) = self.server.as_mut().and_then(|s| s.proxied.get_mut(&server)) else { return false };
         // The branch whose Via we wrote: same request, same index.
         let Ok(request) = Message::parse(&p.request) else { return false };
-        let Some(id) = p.branches.iter().map(|b| b.id).find(|id| branch_for(&request, id.index()) == ours) else {
+        let Some(id) = p.branches.iter().map(|b| b.id).find(|id| tagged_branch(worker, &request, id.index()) == ours)
+        else {
             return false;
         };
         let action = p.context.on_response(id, status, response);
@@ -1084,6 +1114,15 @@ fn split_host_port(s: &str) -> (&str, Option<u16>) {
     match s.rsplit_once(':') {
         Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
         _ => (s, None),
+    }
+}
+
+/// [`branch_for`] with `worker`'s tag, if any.
+fn tagged_branch(worker: Option<super::Worker>, m: &Message<'_>, index: u32) -> String {
+    let branch = branch_for(m, index);
+    match worker {
+        Some(w) => w.tag(&branch),
+        None => branch,
     }
 }
 

@@ -12,6 +12,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where a REGISTER came from, as the transport saw it: kept with the
@@ -354,5 +355,96 @@ impl Location for MemoryLocation {
 
     fn next_expiry(&self) -> Option<Instant> {
         self.expiries.first().map(|(t, _)| *t)
+    }
+}
+
+/// A [`MemoryLocation`] several endpoints share: the location service of
+/// a `serve` that runs one sans-IO core per CPU core (issue 19). Clones
+/// share one store; each call takes its lock for the call alone (reads
+/// share it), so no endpoint waits on another for longer than one table
+/// operation, and a worker that panicked leaves the store usable (a
+/// poisoned lock is taken over: every operation leaves the tables
+/// consistent before it returns).
+///
+/// The registrar reads an AOR's bindings, decides (§10.3 step 7) and
+/// writes them back with separate calls: two REGISTERs for one AOR handled
+/// at the same instant by two workers can each commit a set without the
+/// other's change (the last write wins; the lost binding returns with its
+/// device's next refresh). REGISTERs from one device arrive in order on
+/// one worker; the race needs two devices of one AOR registering within
+/// microseconds of each other.
+///
+/// ```
+/// use sipline::registrar::{Location, SharedLocation};
+/// let a = SharedLocation::new();
+/// let b = a.clone();
+/// assert_eq!(b.binding_count(), 0);
+/// # let _ = a;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SharedLocation(Arc<RwLock<MemoryLocation>>);
+
+impl SharedLocation {
+    /// An empty shared store.
+    pub fn new() -> SharedLocation {
+        SharedLocation::default()
+    }
+
+    /// How many bindings the store holds (expired ones not yet pruned
+    /// included).
+    pub fn binding_count(&self) -> usize {
+        self.read(MemoryLocation::binding_count)
+    }
+
+    /// How many addresses-of-record have bindings.
+    pub fn aor_count(&self) -> usize {
+        self.read(MemoryLocation::aor_count)
+    }
+
+    fn read<R>(&self, f: impl FnOnce(&MemoryLocation) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    fn write<R>(&self, f: impl FnOnce(&mut MemoryLocation) -> R) -> R {
+        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl Location for SharedLocation {
+    fn bindings(&self, aor: &str, now: Instant) -> Vec<Binding> {
+        self.read(|l| l.bindings(aor, now))
+    }
+
+    fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        self.write(|l| l.replace(aor, bindings))
+    }
+
+    fn find_gruu(&self, gruu: Gruu<'_>, now: Instant) -> Option<Binding> {
+        self.read(|l| l.find_gruu(gruu, now))
+    }
+
+    fn prune(&mut self, now: Instant) -> Vec<Binding> {
+        // Cheap when nothing is due: most calls only read the next expiry.
+        if self.next_expiry().is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        self.write(|l| l.prune(now))
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.read(Location::next_expiry)
+    }
+
+    // One lock for the read and the write, unlike the defaults.
+    fn insert(&mut self, now: Instant, binding: Binding) -> Result<(), LocationError> {
+        self.write(|l| l.insert(now, binding))
+    }
+
+    fn remove(&mut self, aor: &str, contact: &str, now: Instant) -> Result<Option<Binding>, LocationError> {
+        self.write(|l| l.remove(aor, contact, now))
+    }
+
+    fn remove_all(&mut self, aor: &str) -> Result<(), LocationError> {
+        self.write(|l| l.remove_all(aor))
     }
 }

@@ -95,7 +95,7 @@
 
 mod location;
 
-pub use location::{by_preference, Binding, Gruu, Location, LocationError, MemoryLocation, Source};
+pub use location::{by_preference, Binding, Gruu, Location, LocationError, MemoryLocation, SharedLocation, Source};
 
 use crate::message::grammar::{is_param_char, is_user_char};
 use crate::message::headers::{Address, CSeq, CallId, Contact, HeaderError};

@@ -239,6 +239,8 @@ pub struct TransactionLayer<P> {
     outputs: VecDeque<Output<P>>,
     effects: Vec<Effect>,
     last_now: Option<Instant>,
+    /// Appended to every new branch (a worker's tag; empty: none).
+    branch_tag: String,
 }
 
 impl<P: Clone> TransactionLayer<P> {
@@ -257,12 +259,22 @@ impl<P: Clone> TransactionLayer<P> {
             effects: Vec::new(),
             scratch: String::new(),
             last_now: None,
+            branch_tag: String::new(),
         }
     }
 
-    /// A fresh RFC 3261 branch (`z9hG4bK` and 20 random hex digits, §8.1.1.7).
+    /// Ends every branch [`new_branch`](Self::new_branch) makes with
+    /// `tag` (the worker's, [`crate::endpoint::Worker::tag`]); `None`: no tag.
+    #[must_use]
+    pub fn with_branch_tag(mut self, tag: Option<String>) -> Self {
+        self.branch_tag = tag.unwrap_or_default();
+        self
+    }
+
+    /// A fresh RFC 3261 branch (`z9hG4bK` and 20 random hex digits, §8.1.1.7,
+    /// then the tag if one was set).
     pub fn new_branch(&mut self) -> String {
-        format!("{}{}", crate::message::headers::MAGIC_COOKIE, self.rng.hex(20))
+        format!("{}{}{}", crate::message::headers::MAGIC_COOKIE, self.rng.hex(20), self.branch_tag)
     }
 
     /// Live client and server transactions.
