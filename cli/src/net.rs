@@ -50,9 +50,10 @@ serve --allow-guests: requests from outside the domain reach its users without a
        so a scanner cannot tell who exists or is online
 serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
        dropped unanswered (default 1000/2000; off for load tests)
-serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default 1): UDP on
-       every worker (SO_REUSEPORT: the kernel spreads senders over them), TCP and TLS on the first;
-       bans, flood limits and nonce replay checks count per worker
+serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default 1); each
+       listens on every address (SO_REUSEPORT: the kernel spreads senders and connections over
+       them) and hands the others what is theirs; bans, flood limits and nonce replay checks
+       count per worker
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered

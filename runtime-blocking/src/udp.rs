@@ -68,6 +68,23 @@ pub fn udp_socket_shared(addr: SocketAddr, buffer: usize, reuse_port: bool) -> s
     Ok((socket, granted))
 }
 
+/// A TCP listener bound at `addr` (blocking, as `std` makes them), with
+/// `SO_REUSEPORT` set before binding when `reuse_port` is true: the
+/// listeners of several workers share one address and the kernel spreads
+/// incoming connections over them (issue 19). `SO_REUSEADDR` too, as
+/// `std` sets it on Unix.
+pub fn tcp_listener_shared(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        set_reuse_port(&socket)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))))]
 fn set_reuse_port(socket: &Socket) -> std::io::Result<()> {
     socket.set_reuse_port(true)

@@ -107,15 +107,17 @@ fn start(driver: &mut Driver<TcpStream>) -> (Endpoint, Events) {
 /// streams, worker 0 first. Each config is given its
 /// [`Worker`](sipline::endpoint::Worker) identity here.
 ///
-/// Worker 0 binds every listener of its config. The others bind UDP only,
-/// at the addresses worker 0 got (`SO_REUSEPORT`: the kernel spreads
-/// senders over the workers, each sender always to the same one); TCP and
-/// TLS connections all live on worker 0 for now. A response that reaches
-/// another worker than the one that sent its request is handed over
-/// ([`Driver::set_workers`]). What the workers share (the location
-/// service, the nonce secret) is in their configs: clones of one
+/// Worker 0 binds every listener of its config; the others bind the same
+/// addresses (worker 0's, port 0 resolved), all with `SO_REUSEPORT`: the
+/// kernel spreads UDP senders and TCP/TLS connections over the workers,
+/// each sender or connection always to the same one. What reaches a
+/// worker but belongs to another goes there through the workers' queues
+/// ([`Driver::set_workers`]): a response to another worker's request, a
+/// message for a connection another worker accepted. What the workers
+/// share is in their configs: clones of one
 /// [`ServerConfig`](sipline::endpoint::ServerConfig) share its location
-/// service.
+/// service, clones of one [`TransportConfig`](sipline::transport::TransportConfig)
+/// the directory of accepted connections.
 ///
 /// A worker runs until its endpoint shuts down ([`Endpoint::shutdown`]).
 pub fn spawn_workers(configs: Vec<EndpointConfig>) -> Result<Vec<(Endpoint, Events)>, BindError> {
@@ -123,11 +125,12 @@ pub fn spawn_workers(configs: Vec<EndpointConfig>) -> Result<Vec<(Endpoint, Even
     let mut started = Vec::new();
     let mut queues = Vec::new();
     let mut handoffs = Vec::new();
-    let mut udp: Option<Vec<SocketAddr>> = None;
+    // Worker 0's bound addresses (the OS's choice for port 0), for the others.
+    let mut bound: Option<Vec<(Transport, SocketAddr)>> = None;
     for (id, mut config) in (0..count).zip(configs) {
         config.worker = Some(sipline::endpoint::Worker::new(id, count));
-        if let Some(addrs) = &udp {
-            config.listen = addrs.iter().map(|a| (Transport::Udp, *a)).collect();
+        if let Some(bound) = &bound {
+            config.listen.clone_from(bound);
         }
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (peers_tx, peers_rx) = std::sync::mpsc::channel::<Vec<Inputs<TcpStream>>>();
@@ -166,8 +169,8 @@ pub fn spawn_workers(configs: Vec<EndpointConfig>) -> Result<Vec<(Endpoint, Even
         let (endpoint, events, inputs) = ready_rx
             .recv()
             .map_err(|_| BindError::Worker(std::io::Error::other("a worker ended while starting")))??;
-        if udp.is_none() {
-            udp = Some(endpoint.local_addrs().iter().filter(|(t, _)| *t == Transport::Udp).map(|(_, a)| *a).collect());
+        if bound.is_none() {
+            bound = Some(endpoint.local_addrs().to_vec());
         }
         queues.push(inputs);
         handoffs.push(peers_tx);
@@ -229,7 +232,13 @@ impl TokioIo {
             self.readers.push(local, Udp(UdpSocket::from_std(socket)?));
             return Ok(local);
         }
-        let listener = TcpListener::bind(addr).await?;
+        let listener = if self.reuse_port {
+            let std = sipline_blocking::udp::tcp_listener_shared(addr, true)?;
+            std.set_nonblocking(true)?;
+            TcpListener::from_std(std)?
+        } else {
+            TcpListener::bind(addr).await?
+        };
         let local = listener.local_addr()?;
         self.tasks.spawn(driver::accept_streams(transport, local, Tcp(listener), inputs, tokio::time::sleep));
         Ok(local)

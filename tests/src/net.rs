@@ -352,6 +352,8 @@ impl<A: App> Net<A> {
             Output::Resolve { query, name, .. } => {
                 let _ = writeln!(self.trace, "{:>10.3} {h} resolve {query:?} {name}", self.stamp());
             }
+            // No host here is one of several workers.
+            Output::Worker { worker, .. } => panic!("host {h} handed a message to worker {worker}"),
             Output::Event(e) => {
                 let _ = writeln!(self.trace, "{:>10.3} {h} event {}", self.stamp(), describe(&e));
                 let host = &mut self.hosts[h];

@@ -86,6 +86,7 @@ impl Wire {
                         }
                         Output::Event(e) => self.events[i].push((self.now, e)),
                         Output::Resolve { .. } => {}
+                        Output::Worker { .. } => panic!("no endpoint here is one of several workers"),
                     }
                 }
             }

@@ -209,6 +209,7 @@ impl Harness {
                 }
                 Output::Event(e) => self.events.push((now, e)),
                 Output::Resolve { .. } => panic!("an address needs no lookup"),
+                Output::Worker { .. } => panic!("no endpoint here is one of several workers"),
             }
         }
     }

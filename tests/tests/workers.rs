@@ -245,3 +245,188 @@ fn without_the_hand_over_the_transaction_never_hears_its_responses() {
     assert_eq!(net.handed_over, 0);
     assert!(net.invites_to_bob > 1, "the INVITE went once: {}", net.invites_to_bob);
 }
+
+/// The phones of [`over_tcp`]: alice's connection is accepted by worker 0,
+/// bob's by worker 1.
+struct TcpNet {
+    now: Instant,
+    workers: Vec<Endpoint>,
+    phones: Vec<(SocketAddr, Endpoint)>,
+    /// (phone, its connection) ↔ (worker, the worker's connection).
+    links: Vec<((usize, sipline::transport::ConnId), (usize, sipline::transport::ConnId))>,
+    events: Vec<(usize, Event)>,
+    /// Messages one worker handed to another.
+    handed: Vec<(usize, sipline::transport::WorkerMessage)>,
+    /// Connections a worker tried to open (none should be needed).
+    opened: usize,
+}
+
+impl TcpNet {
+    fn new() -> TcpNet {
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let users = Users::from_passwords([("alice", "alice-pw"), ("bob", "bob-pw")]);
+        let config = ServerConfig::new("example.com", users);
+        let now = Instant::now();
+        // One endpoint config for both workers: its clones share the
+        // location service (ServerConfig) and the connection directory
+        // (TransportConfig).
+        let template = EndpointConfig::new("sip:sipline@example.com").serve(config);
+        let workers = (0..2)
+            .map(|id| {
+                let mut c = template.clone();
+                c.worker = Some(Worker::new(id, 2));
+                c.seed = 200 + u64::from(id);
+                let mut ep = Endpoint::new(c).unwrap();
+                ep.add_listener(Transport::Udp, server);
+                ep.add_listener(Transport::Tcp, server);
+                ep.start(now);
+                ep
+            })
+            .collect();
+        let phones = [("alice", 5071u16), ("bob", 5072)]
+            .into_iter()
+            .map(|(user, port)| {
+                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+                let mut c = EndpointConfig::new(&format!("sip:{user}@example.com"));
+                c.default_transport = Transport::Tcp;
+                let mut r = RegistrationConfig::new(&format!("sip:{SERVER};transport=tcp"));
+                r.expires = 600;
+                c.registration = Some(r);
+                c.credentials.push(DigestCredentials::new(user, format!("{user}-pw")));
+                c.seed = u64::from(port);
+                let mut ep = Endpoint::new(c).unwrap();
+                ep.add_listener(Transport::Udp, addr);
+                ep.add_listener(Transport::Tcp, addr);
+                ep.start(now);
+                (addr, ep)
+            })
+            .collect();
+        TcpNet { now, workers, phones, links: Vec::new(), events: Vec::new(), handed: Vec::new(), opened: 0 }
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..100_000 {
+            let mut moved = false;
+            for i in 0..self.phones.len() {
+                while let Some(o) = self.phones[i].1.poll_output() {
+                    moved = true;
+                    match o {
+                        Output::Open { conn, .. } => {
+                            // Phone i's connection lands on worker i.
+                            let addr = self.phones[i].0;
+                            let wc = self.workers[i].handle_accepted(self.now, Transport::Tcp, addr).unwrap();
+                            self.links.push(((i, conn), (i, wc)));
+                            self.phones[i].1.handle_connected(self.now, conn);
+                        }
+                        Output::Write { conn, bytes } => {
+                            let (w, wc) = self.links.iter().find(|(p, _)| *p == (i, conn)).expect("a link").1;
+                            self.workers[w].handle_stream_data(self.now, wc, &bytes);
+                        }
+                        Output::Event(e) => self.events.push((i, e)),
+                        _ => {}
+                    }
+                }
+            }
+            for w in 0..self.workers.len() {
+                while let Some(o) = self.workers[w].poll_output() {
+                    moved = true;
+                    match o {
+                        Output::Write { conn, bytes } => {
+                            let (p, pc) = self.links.iter().find(|(_, x)| *x == (w, conn)).expect("a link").0;
+                            self.phones[p].1.handle_stream_data(self.now, pc, &bytes);
+                        }
+                        Output::Worker { worker, message } => {
+                            self.handed.push((usize::from(worker), message.clone()));
+                            self.workers[usize::from(worker)].handle_worker_message(self.now, message);
+                        }
+                        Output::Open { conn, .. } => {
+                            self.opened += 1;
+                            self.workers[w].handle_connect_failed(self.now, conn);
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            if !moved {
+                return;
+            }
+        }
+        panic!("the network never settled");
+    }
+
+    fn advance(&mut self, by: Duration) {
+        let end = self.now + by;
+        for _ in 0..10_000 {
+            self.settle();
+            let next =
+                self.workers.iter().chain(self.phones.iter().map(|(_, e)| e)).filter_map(Endpoint::poll_timeout).min();
+            match next {
+                Some(at) if at <= end => {
+                    self.now = self.now.max(at);
+                    let now = self.now;
+                    self.workers.iter_mut().for_each(|e| e.handle_timeout(now));
+                    self.phones.iter_mut().for_each(|(_, e)| e.handle_timeout(now));
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.settle();
+    }
+
+    fn saw(&self, phone: usize, f: impl Fn(&Event) -> bool) -> bool {
+        self.events.iter().any(|(i, e)| *i == phone && f(e))
+    }
+}
+
+#[test]
+fn a_call_over_tcp_reaches_the_callee_through_the_worker_holding_its_connection() {
+    use sipline::transport::WorkerMessage;
+    let mut net = TcpNet::new();
+    net.advance(Duration::from_millis(100));
+    for p in 0..2 {
+        assert!(
+            net.saw(p, |e| matches!(e, Event::Registration(RegistrationState::Registered { .. }))),
+            "{:?}",
+            net.events
+        );
+    }
+    let session = net.phones[0]
+        .1
+        .invite(net.now, Request::invite("sip:bob@example.com", "application/sdp", b"v=0\r\n".to_vec()))
+        .unwrap();
+    net.advance(Duration::from_millis(50));
+    let incoming = net.events.iter().find_map(|(i, e)| match e {
+        Event::IncomingSession { session, .. } if *i == 1 => Some(*session),
+        _ => None,
+    });
+    let incoming = incoming.unwrap_or_else(|| panic!("bob was called: {:?} handed {:?}", net.events, net.handed));
+    net.phones[1].1.ring(net.now, incoming, 180, None).unwrap();
+    net.advance(Duration::from_millis(50));
+    net.phones[1].1.accept(net.now, incoming, None).unwrap();
+    net.advance(Duration::from_secs(1));
+    assert!(
+        net.saw(0, |e| matches!(e, Event::Session { event: SessionEvent::Progress(_), .. })),
+        "alice heard the 180"
+    );
+    assert!(
+        net.saw(0, |e| matches!(e, Event::Session { event: SessionEvent::Answered(_), .. })),
+        "answered: {:?}",
+        net.events
+    );
+    net.phones[0].1.hangup(net.now, session).unwrap();
+    net.advance(Duration::from_secs(40));
+    assert!(net.saw(1, |e| matches!(e, Event::Session { event: SessionEvent::Ended(_), .. })), "bob saw the BYE");
+    // Worker 0 (alice's) sent the INVITE, the ACK and the BYE through
+    // worker 1 (bob's connection), and worker 1 handed bob's responses
+    // back to the transactions of worker 0; no worker opened a connection.
+    let sends = net.handed.iter().filter(|(w, m)| *w == 1 && matches!(m, WorkerMessage::Send { .. })).count();
+    let received = net.handed.iter().filter(|(w, m)| *w == 0 && matches!(m, WorkerMessage::Received { .. })).count();
+    assert!(sends >= 3, "INVITE, ACK, BYE through worker 1: {sends}");
+    assert!(received >= 3, "180, 200 to the INVITE, 200 to the BYE back to worker 0: {received}");
+    assert_eq!(net.opened, 0);
+    for w in &net.workers {
+        let t = w.tables();
+        assert_eq!((t.client_transactions, t.server_transactions, t.proxied), (0, 0, 0), "{t:?}");
+    }
+}

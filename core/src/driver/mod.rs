@@ -41,7 +41,7 @@ use crate::endpoint::{
     response_worker, Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError,
     RequestId, RespondError, Response, SendError, SessionError, SessionId,
 };
-use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport};
+use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport, WorkerMessage};
 use futures_channel::{mpsc, oneshot};
 use futures_core::Stream;
 use futures_io::{AsyncRead, AsyncWrite};
@@ -116,6 +116,12 @@ pub enum Input<S> {
     Closed {
         /// The connection.
         conn: ConnId,
+    },
+    /// Another worker of the same server handed a message over (issue 19;
+    /// [`Driver::set_workers`]).
+    Worker {
+        /// What to do with it.
+        message: WorkerMessage,
     },
     /// An [`Io::resolve`] finished.
     Resolved {
@@ -645,6 +651,19 @@ impl<S> Driver<S> {
         self.workers = Some((me, peers));
     }
 
+    /// Carries a message to another worker's queue (dropped, as a lost
+    /// datagram, if that queue is full).
+    fn carry_to_worker(&mut self, worker: u16, message: WorkerMessage) {
+        let queue = self.workers.as_mut().and_then(|(_, peers)| peers.get_mut(usize::from(worker)));
+        let Some(queue) = queue else {
+            tracing::debug!(worker, "no such worker: a message handed over is dropped");
+            return;
+        };
+        if !queue.try_send(Input::Worker { message }) {
+            tracing::debug!(worker, "worker queue full: a message handed over is dropped");
+        }
+    }
+
     /// Hands a datagram to the worker it belongs to; `false`: it is ours.
     fn hand_over(&mut self, local: SocketAddr, remote: SocketAddr, bytes: &[u8]) -> bool {
         let Some((me, peers)) = self.workers.as_mut() else { return false };
@@ -880,6 +899,7 @@ impl<S> Driver<S> {
                 io.close(conn);
             }
             Input::Resolved { query, answer } => self.endpoint.handle_resolved(now, query, answer),
+            Input::Worker { message } => self.endpoint.handle_worker_message(now, message),
         }
     }
 
@@ -894,6 +914,7 @@ impl<S> Driver<S> {
                     io.connect(conn, remote);
                 }
                 Output::Write { conn, bytes } => io.write(conn, bytes),
+                Output::Worker { worker, message } => self.carry_to_worker(worker, message),
                 Output::Close { conn } => {
                     self.connecting.remove(&conn);
                     io.close(conn);

@@ -589,7 +589,10 @@ impl Endpoint {
         // The placeholder sent-by of requests from wildcard or no listeners
         // is ours when the answer carries it back (§18.1.2).
         transport_config.local_names.push(PLACEHOLDER_HOST.to_owned());
-        let transport = TransportLayer::new(transport_config, config.seed ^ 0x7a)?;
+        let mut transport = TransportLayer::new(transport_config, config.seed ^ 0x7a)?;
+        if let Some(w) = config.worker {
+            transport.set_worker(w.id);
+        }
         Ok(Endpoint {
             transactions: TransactionLayer::new(config.timers, config.seed)
                 .with_branch_tag(config.worker.map(|w| w.tag(""))),
@@ -1273,6 +1276,16 @@ impl Endpoint {
     pub fn handle_stream_data(&mut self, now: Instant, conn: ConnId, bytes: &[u8]) {
         let now = self.clamp(now);
         self.transport.handle_stream_data(now, conn, bytes);
+        self.pump(now);
+    }
+
+    /// A message another worker handed over ([`Output::Worker`] there;
+    /// issue 19): a message to send over a connection held here, or a
+    /// response received on another worker's connection that belongs to a
+    /// transaction here.
+    pub fn handle_worker_message(&mut self, now: Instant, message: transport::WorkerMessage) {
+        let now = self.clamp(now);
+        self.transport.handle_worker_message(now, message);
         self.pump(now);
     }
 

@@ -7,6 +7,7 @@ use super::inbound::{judge, Judged};
 use super::resolve::{Answer, Lookup, QueryId, ResolveError, Resolver};
 use super::target::{response_hop, ResponseHop, Target, Transport};
 use super::tls::{TlsConfig, TlsConfigError};
+use super::workers::{SharedFlows, WorkerMessage};
 use crate::message::{Message, ParseError, Salvaged, StatusCode};
 use crate::rng::Rng;
 use std::collections::VecDeque;
@@ -35,6 +36,10 @@ pub struct TransportConfig {
     /// may grant less (Linux: up to `net.core.rmem_max` / `wmem_max`); the
     /// runtime logs what it got. The core itself does not use it.
     pub udp_buffer: usize,
+    /// Which worker holds each accepted stream connection, when several
+    /// serve together ([`TransportLayer::set_worker`]). Clones of the config
+    /// share it.
+    pub flows: SharedFlows,
 }
 
 impl Default for TransportConfig {
@@ -44,6 +49,7 @@ impl Default for TransportConfig {
             tls: TlsConfig::default(),
             local_names: Vec::new(),
             udp_buffer: DEFAULT_UDP_BUFFER,
+            flows: SharedFlows::new(),
         }
     }
 }
@@ -228,6 +234,15 @@ pub enum Output<E = TransportEvent> {
         /// The connection.
         conn: ConnId,
     },
+    /// Carry `message` to worker `worker` (one of several serving
+    /// together) and feed it in there with
+    /// [`TransportLayer::handle_worker_message`].
+    Worker {
+        /// The worker, by id.
+        worker: u16,
+        /// What it is to do.
+        message: WorkerMessage,
+    },
     /// Look a name up; answer with [`TransportLayer::handle_resolved`].
     Resolve {
         /// The query to answer.
@@ -251,6 +266,7 @@ impl<E> Output<E> {
             }
             Output::Write { conn, bytes } => Output::Write { conn, bytes },
             Output::Close { conn } => Output::Close { conn },
+            Output::Worker { worker, message } => Output::Worker { worker, message },
             Output::Resolve { query, name, lookup } => Output::Resolve { query, name, lookup },
             Output::Event(e) => return Err(e),
         })
@@ -309,6 +325,13 @@ pub struct TransportLayer {
     rng: Rng,
     stats: TransportStats,
     last_now: Option<Instant>,
+    /// This worker's id, when several serve together, and the directory
+    /// of their accepted connections.
+    worker: Option<u16>,
+    flows: SharedFlows,
+    /// The accepted connections entered in `flows`, to take out when they
+    /// close.
+    flow_keys: std::collections::BTreeMap<ConnId, (Transport, SocketAddr)>,
 }
 
 impl TransportLayer {
@@ -326,7 +349,42 @@ impl TransportLayer {
             rng: Rng::new(seed),
             stats: TransportStats::default(),
             last_now: None,
+            worker: None,
+            flows: config.flows,
+            flow_keys: std::collections::BTreeMap::new(),
         })
+    }
+
+    /// Makes this layer worker `id` of several serving together (issue 19):
+    /// the connections it accepts enter the shared directory
+    /// ([`TransportConfig::flows`]); a stream message for a remote whose
+    /// connection another worker holds goes to that worker
+    /// ([`Output::Worker`]), and so does a response that arrives on a
+    /// connection here but names another worker in its branch.
+    pub fn set_worker(&mut self, id: u16) {
+        self.worker = Some(id);
+    }
+
+    /// A message from another worker ([`Output::Worker`] there).
+    pub fn handle_worker_message(&mut self, now: Instant, message: WorkerMessage) {
+        let now = self.clamp(now);
+        match message {
+            WorkerMessage::Send { transport, remote, server_name, bytes } => {
+                let mut peer = Peer::new(transport, remote);
+                peer.server_name = server_name;
+                // Over the connection here (opened anew if it has gone: a
+                // second hand-over would go round in circles).
+                if let Some(conn) = self.conns.find(transport, remote) {
+                    let _ = self.conns.send_on(now, conn, bytes.to_vec());
+                } else if let Err(e) = self.send_here(now, &peer, bytes) {
+                    tracing::debug!(%remote, error = %e, "a message handed over could not be sent");
+                }
+            }
+            WorkerMessage::Received { transport, remote, bytes } => {
+                let source = Source { transport, local: None, remote, conn: None };
+                self.arrived(source, &bytes);
+            }
+        }
     }
 
     /// Time never goes backwards: an earlier `now` is taken as the last.
@@ -438,6 +496,26 @@ impl TransportLayer {
                 return Ok(Some(conn));
             }
         }
+        if let Some(me) = self.worker {
+            // Another worker holds the connection this remote opened (the
+            // only way to reach it behind a NAT): that worker sends.
+            let theirs = self.flows.owner(peer.transport, peer.remote).filter(|w| *w != me);
+            if let Some(worker) = theirs.filter(|_| self.conns.find(peer.transport, peer.remote).is_none()) {
+                let message = WorkerMessage::Send {
+                    transport: peer.transport,
+                    remote: peer.remote,
+                    server_name: peer.server_name.clone(),
+                    bytes,
+                };
+                self.out.push_back(Output::Worker { worker, message });
+                return Ok(None);
+            }
+        }
+        self.send_here(now, peer, bytes)
+    }
+
+    /// Sends over a stream connection of this layer's own.
+    fn send_here(&mut self, now: Instant, peer: &Peer, bytes: Arc<[u8]>) -> Result<Option<ConnId>, TransportError> {
         let name = peer.server_name.as_deref();
         match self.conns.send(now, peer.transport, peer.remote, name, bytes.to_vec()) {
             Ok(conn) => Ok(Some(conn)),
@@ -480,7 +558,19 @@ impl TransportLayer {
     /// or TLS with no certificate: a [`TransportEvent::Closed`] says why).
     pub fn handle_accepted(&mut self, now: Instant, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
         let now = self.clamp(now);
-        self.conns.accepted(now, transport, remote)
+        let conn = self.conns.accepted(now, transport, remote)?;
+        if let Some(me) = self.worker {
+            self.flows.insert(transport, remote, me);
+            self.flow_keys.insert(conn, (transport, remote));
+        }
+        Some(conn)
+    }
+
+    /// A connection of ours ended: out of the shared directory.
+    fn forget_flow(&mut self, conn: ConnId) {
+        if let (Some(me), Some((transport, remote))) = (self.worker, self.flow_keys.remove(&conn)) {
+            self.flows.remove(transport, remote, me);
+        }
     }
 
     /// An [`Output::Open`] connected.
@@ -536,12 +626,23 @@ impl TransportLayer {
                     return Some(Output::Open { conn, transport, remote, server_name })
                 }
                 StreamOutput::Write { conn, bytes } => return Some(Output::Write { conn, bytes }),
-                StreamOutput::Close { conn } => return Some(Output::Close { conn }),
+                StreamOutput::Close { conn } => {
+                    self.forget_flow(conn);
+                    return Some(Output::Close { conn });
+                }
                 StreamOutput::Secured { conn } => return Some(Output::Event(TransportEvent::Secured { conn })),
                 StreamOutput::Closed { conn, reason } => {
-                    return Some(Output::Event(TransportEvent::Closed { conn, reason }))
+                    self.forget_flow(conn);
+                    return Some(Output::Event(TransportEvent::Closed { conn, reason }));
                 }
                 StreamOutput::Message { conn, transport, remote, bytes } => {
+                    // A response to another worker's request: theirs to handle.
+                    let owner =
+                        self.worker.and_then(|me| crate::endpoint::response_worker(&bytes).filter(|w| *w != me));
+                    if let Some(worker) = owner {
+                        let message = WorkerMessage::Received { transport, remote, bytes };
+                        return Some(Output::Worker { worker, message });
+                    }
                     let source = Source { transport, local: None, remote, conn: Some(conn) };
                     self.arrived(source, &bytes);
                 }

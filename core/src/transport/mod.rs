@@ -17,6 +17,7 @@ mod received;
 mod resolve;
 mod target;
 mod tls;
+mod workers;
 
 pub use connection::{CloseReason, ConnId, ConnectError, ConnectionConfig, Connections, StreamOutput, INTAKE_CHUNK};
 pub use inbound::{inbound, Inbound};
@@ -28,3 +29,4 @@ pub use received::stamp_received;
 pub use resolve::{Answer, Lookup, QueryId, ResolveError, SrvRecord};
 pub use target::{response_target, target_for, transport_for_size, Target, TargetError, Transport};
 pub use tls::{TlsConfig, TlsConfigError, TlsFailure};
+pub use workers::{SharedFlows, WorkerMessage};
