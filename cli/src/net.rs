@@ -22,7 +22,7 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
                      [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
                      [--udp-buffer BYTES] [--workers N] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
-                      [--require-client-cert] [options]
+                      [--require-client-cert] [--workers N] [options]
        sipline register URI --registrar URI [--user U] [--expires N] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U] [options]
        sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
@@ -50,10 +50,10 @@ serve --allow-guests: requests from outside the domain reach its users without a
        so a scanner cannot tell who exists or is online
 serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
        dropped unanswered (default 1000/2000; off for load tests)
-serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default 1); each
-       listens on every address (SO_REUSEPORT: the kernel spreads senders and connections over
-       them) and hands the others what is theirs; bans, flood limits and nonce replay checks
-       count per worker
+serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default: one per
+       CPU); each listens on every address (SO_REUSEPORT: the kernel spreads senders and
+       connections over them) and hands the others what is theirs; bans, flood limits and nonce
+       replay checks count per worker. listen --workers N: N answering endpoints (default 1)
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -361,6 +361,7 @@ async fn bind_endpoint(config: EndpointConfig) -> Result<(sipline_tokio::Endpoin
 
 /// What `listen` and `register` do with incoming sessions: answer them
 /// with `answer` (200 with that body), or reject them 486.
+#[derive(Clone)]
 struct Calls {
     answer: Option<Answer>,
     /// The caller of each live incoming session.
@@ -382,6 +383,7 @@ macro_rules! say {
 }
 
 /// The body `listen --answer` answers with.
+#[derive(Clone)]
 enum Answer {
     /// The `--body` file (`application/sdp`).
     File(Vec<u8>),
@@ -684,25 +686,42 @@ async fn serve_domain(o: &Options) -> ExitCode {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);
     }
-    let workers = o.workers.unwrap_or(1);
+    // Issue 19: one worker per core unless told.
+    let workers = o.workers.unwrap_or_else(default_workers);
     if workers > 1 {
         // One key for every worker's nonces (a nonce one issued is good
         // at another); clones of `server` share its location service.
         server.nonce_secret = Some(random_secret());
-        c = c.serve(server);
-        return serve_workers(c, workers, o.quiet).await;
     }
     c = c.serve(server);
-    let Ok((endpoint, events)) = bind_endpoint(c).await else { return ExitCode::from(1) };
-    println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16); Ctrl-C stops");
-    let calls = Calls { answer: None, callers: HashMap::new(), quiet: o.quiet, sdp: None };
-    serve(endpoint, events, calls).await
+    let quiet = o.quiet;
+    let calls = move || Calls { answer: None, callers: HashMap::new(), quiet, sdp: None };
+    let workers_note = if workers > 1 { format!(", {workers} workers") } else { String::new() };
+    let banner = format!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16){workers_note}; Ctrl-C stops");
+    run_workers(c, workers, calls, Some(&banner)).await
 }
 
-/// `serve --workers N` (issue 19): N endpoints on threads of their own,
-/// each one's events printed and answered here, all shut down together.
-async fn serve_workers(config: EndpointConfig, workers: u16, quiet: bool) -> ExitCode {
-    let domain = config.server.as_ref().map(|s| s.domain.clone()).unwrap_or_default();
+/// The machine's available parallelism (1 if unknown), at most 256.
+fn default_workers() -> u16 {
+    std::thread::available_parallelism().map_or(1, |n| u16::try_from(n.get()).unwrap_or(256).min(256))
+}
+
+/// Binds `config` as `workers` endpoints (issue 19; one: on this thread's
+/// runtime), prints the bound addresses and `banner`, and runs each
+/// worker's event loop (its own `Calls`) until all have shut down.
+async fn run_workers(
+    config: EndpointConfig,
+    workers: u16,
+    calls: impl Fn() -> Calls,
+    banner: Option<&str>,
+) -> ExitCode {
+    if workers <= 1 {
+        let Ok((endpoint, events)) = bind_endpoint(config).await else { return ExitCode::from(1) };
+        if let Some(b) = banner {
+            println!("{b}");
+        }
+        return serve(endpoint, events, calls()).await;
+    }
     let started = match sipline_tokio::spawn_workers(vec![config; usize::from(workers)]) {
         Ok(started) => started,
         Err(e) => {
@@ -715,14 +734,20 @@ async fn serve_workers(config: EndpointConfig, workers: u16, quiet: bool) -> Exi
             println!("bound {} {addr}", transport.as_str().to_ascii_lowercase());
         }
     }
-    println!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16), {workers} workers; Ctrl-C stops");
+    if let Some(b) = banner {
+        println!("{b}");
+    }
     let mut all = tokio::task::JoinSet::new();
     for (endpoint, events) in started {
-        let calls = Calls { answer: None, callers: HashMap::new(), quiet, sdp: None };
-        all.spawn(serve(endpoint, events, calls));
+        all.spawn(serve(endpoint, events, calls()));
     }
-    while all.join_next().await.is_some() {}
-    ExitCode::SUCCESS
+    let mut code = ExitCode::SUCCESS;
+    while let Some(done) = all.join_next().await {
+        if !matches!(done, Ok(c) if c == ExitCode::SUCCESS) {
+            code = ExitCode::from(1);
+        }
+    }
+    code
 }
 
 /// 32 random bytes from the process's randomly keyed hashers (the CLI may
@@ -777,10 +802,9 @@ async fn listen(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
-    match bind_endpoint(config).await {
-        Ok((endpoint, events)) => serve(endpoint, events, calls).await,
-        Err(code) => code,
-    }
+    // `--workers N` (issue 19): N answering endpoints on one address.
+    let workers = o.workers.unwrap_or(1);
+    run_workers(config, workers, || calls.clone(), None).await
 }
 
 async fn register(o: &Options) -> ExitCode {
