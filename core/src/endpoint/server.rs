@@ -75,6 +75,11 @@ pub struct ServerConfig {
     /// When failed digest answers ban a username or source (issue 18;
     /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
     pub bans: crate::auth::BanPolicy,
+    /// When new requests are refused with 503 for overload
+    /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
+    /// `None`: never. It acts only on messages the runtime stamped
+    /// ([`Endpoint::handle_datagram_received`]).
+    pub overload: Option<super::OverloadConfig>,
 }
 
 impl ServerConfig {
@@ -94,6 +99,7 @@ impl ServerConfig {
             allow_guests: false,
             flood: Some(FloodLimit::default()),
             bans: crate::auth::BanPolicy::default(),
+            overload: Some(super::OverloadConfig::default()),
         }
     }
 }
