@@ -258,15 +258,22 @@ fn refreshes_pass_longest() {
     assert!(first(out).starts_with("SIP/2.0 401"));
     let out = deliver(&mut ep, t0, ms(300), alice, &register("alice", alice, "new-1", 1, ""));
     assert!(first(out).starts_with("SIP/2.0 401"));
-    // Past 2·D: bob's refresh still, alice's new registration no more.
-    let out = deliver(&mut ep, t0, ms(700), bob_addr(), &register("bob", bob_addr(), "ref-2", 1, ""));
+    // Past 1.25·D: bob's refresh still, alice's new registration no more.
+    let out = deliver(&mut ep, t0, ms(340), bob_addr(), &register("bob", bob_addr(), "ref-2", 1, ""));
     assert!(first(out).starts_with("SIP/2.0 401"));
-    let out = deliver(&mut ep, t0, ms(700), alice, &register("alice", alice, "new-2", 1, ""));
+    let out = deliver(&mut ep, t0, ms(340), alice, &register("alice", alice, "new-2", 1, ""));
     assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
-    // Past 4·D: the refresh too.
-    let out = deliver(&mut ep, t0, ms(1100), bob_addr(), &register("bob", bob_addr(), "ref-3", 1, ""));
+    // Past 1.5·D: the refresh too; but an answer to a challenge (its
+    // first half already paid for) still goes on to the registrar...
+    let out = deliver(&mut ep, t0, ms(400), bob_addr(), &register("bob", bob_addr(), "ref-3", 1, ""));
     assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
-    assert_eq!(rejected(&ep), 2);
+    let answer = register("alice", alice, "new-3", 2, "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"x\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\"\r\n");
+    let out = deliver(&mut ep, t0, ms(450), alice, &answer);
+    assert!(!first(out).starts_with("SIP/2.0 503"));
+    // ...up to 2·D.
+    let out = deliver(&mut ep, t0, ms(510), alice, &answer.replace("new-3", "new-4"));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    assert_eq!(rejected(&ep), 3);
 }
 
 #[test]

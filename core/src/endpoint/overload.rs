@@ -35,14 +35,25 @@
 //! - `D`: is refused if it would start new work other than a
 //!   registration — INVITE, MESSAGE, SUBSCRIBE, OPTIONS, any request
 //!   without a To tag;
-//! - `2·D`: also if it is a REGISTER for an address of record that has no
-//!   binding yet (a new registration);
-//! - `4·D`: also if it is a REGISTER refreshing an existing registration.
-//!   A refresh refused makes a phone unreachable once its binding expires,
-//!   and it costs one registrar update; a new call costs a whole proxied
-//!   transaction and dialog. So refreshes go on longest (a choice of
-//!   ours: RFC 3261 §21.5.4 and RFC 7339 leave what to refuse to the
-//!   server).
+//! - `1.25·D`: also if it is a REGISTER for an address of record that has
+//!   no binding yet (a new registration);
+//! - `1.5·D`: also if it is a REGISTER refreshing an
+//!   existing registration. A refresh refused makes a phone unreachable
+//!   once its binding expires, and it costs one registrar update; a new
+//!   call costs a whole proxied transaction and dialog. So refreshes go
+//!   on longest (a choice of ours: RFC 3261 §21.5.4 and RFC 7339 leave
+//!   what to refuse to the server);
+//! - `2·D` (T1 by default): also if it carries credentials (`Authorization`,
+//!   `Proxy-Authorization`, §22): the second half of a digest round whose
+//!   first half (the challenge) was already paid for. Refusing it would
+//!   waste that; it is bounded all the same, since anyone can send
+//!   credentials.
+//!
+//! So nothing waits much past T1: a request answered within T1 is not
+//! retransmitted (§17.1.1.2), and the queue holds only work that can
+//! finish in time. (Refusing later, the queue sits past T1, every
+//! request in it is retransmitted once more, and goodput at 4× offered
+//! load loses a few percent to parsing copies: `overload_sim`.)
 //!
 //! Never refused: responses, ACK (never answered, §17.1.1.3), CANCEL and
 //! requests with a To tag (they finish work already accepted: ending a
@@ -88,7 +99,8 @@ use std::time::{Duration, Instant};
 #[non_exhaustive]
 pub struct OverloadConfig {
     /// `D`: new non-REGISTER requests that waited longer than this are
-    /// refused; new registrations past `2·D`, refreshes past `4·D`.
+    /// refused; new registrations past `1.25·D`, refreshes past `1.5·D`,
+    /// answers to a challenge past `2·D` (module docs).
     pub delay: Duration,
     /// `Retry-After` is drawn from `[retry_after, 2·retry_after)`, in
     /// whole seconds (at least 1).
@@ -152,6 +164,8 @@ pub struct OverloadStats {
 enum Work {
     /// Finishes work already accepted: CANCEL, ACK, a To tag.
     Finishing,
+    /// A request with credentials: the answer to our challenge.
+    Answer,
     /// A REGISTER for an AOR with a binding.
     Refresh,
     /// A REGISTER for an AOR without one.
@@ -161,13 +175,15 @@ enum Work {
 }
 
 impl Work {
-    /// How many `D` a request of this kind may wait before it is refused.
-    fn multiple(self) -> Option<u32> {
+    /// How many quarters of `D` a request of this kind may wait before it
+    /// is refused.
+    fn quarters(self) -> Option<u32> {
         match self {
             Work::Finishing => None,
-            Work::New => Some(1),
-            Work::Registration => Some(2),
-            Work::Refresh => Some(4),
+            Work::New => Some(4),
+            Work::Registration => Some(5),
+            Work::Refresh => Some(6),
+            Work::Answer => Some(8),
         }
     }
 }
@@ -459,8 +475,8 @@ impl Endpoint {
         config: &OverloadConfig,
     ) -> bool {
         let work = self.work_of(now, m, delay, config);
-        let Some(multiple) = work.multiple() else { return false };
-        if delay <= config.delay.saturating_mul(multiple) {
+        let Some(quarters) = work.quarters() else { return false };
+        if delay <= config.delay.saturating_mul(quarters) / 4 {
             return false;
         }
         self.overload.refused(now, delay, config);
@@ -472,14 +488,16 @@ impl Endpoint {
     }
 
     /// What `m` would start (module docs); the registrar is asked only
-    /// when it matters (a REGISTER that waited past `2·D`).
+    /// when it matters (a REGISTER that waited past `1.25·D`).
     fn work_of(&self, now: Instant, m: &Message<'_>, delay: Duration, config: &OverloadConfig) -> Work {
         let tagged = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
+        let answer = m.authorization().next().is_some() || m.proxy_authorization().next().is_some();
         match m.method() {
             Some(Method::Ack | Method::Cancel) => Work::Finishing,
             _ if tagged => Work::Finishing,
+            _ if answer => Work::Answer,
             Some(Method::Register) => {
-                if delay <= config.delay.saturating_mul(2) {
+                if delay <= config.delay.saturating_mul(5) / 4 {
                     return Work::Registration;
                 }
                 let bound = self.server.as_ref().is_some_and(|s| {
