@@ -50,6 +50,9 @@ serve --allow-guests: requests from outside the domain reach its users without a
        so a scanner cannot tell who exists or is online
 serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
        dropped unanswered (default 1000/2000; off for load tests)
+serve --overload-delay MS|off: new requests that waited longer than MS to be handled get 503 with
+       Retry-After (default 250, T1/2; registrations up to 1.5x, answers to a challenge up to 2x);
+       off: never
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -83,6 +86,8 @@ struct Options {
     allow_guests: bool,
     /// `serve --flood-limit`.
     flood: Option<FloodSetting>,
+    /// `serve --overload-delay MS|off` (issue 19): `Some(None)` is off.
+    overload: Option<Option<std::time::Duration>>,
     expires: Option<u32>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -155,6 +160,19 @@ fn parse_flood(v: &str) -> Result<FloodSetting, String> {
     Ok(FloodSetting::Limit(FloodLimit::new(rate, burst.unwrap_or(rate.saturating_mul(2)))))
 }
 
+/// `--overload-delay MS|off` (issue 19): the queueing delay past which
+/// new requests are refused; `None`: off.
+fn parse_overload(v: &str) -> Result<Option<std::time::Duration>, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    match v.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
+        Ok(_) => Err("--overload-delay: MS must be above 0 (off for none)".to_owned()),
+        Err(e) => Err(format!("--overload-delay {v:?}: {e} (MS or off)")),
+    }
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
     let mut it = args.iter();
@@ -181,6 +199,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--server-header" | "--user-agent" => o.user_agent = Some(value()?),
             "--allow-guests" => o.allow_guests = true,
             "--flood-limit" => o.flood = Some(parse_flood(&value()?)?),
+            "--overload-delay" => o.overload = Some(parse_overload(&value()?)?),
             "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
             "--cert" => o.cert = Some(value()?.into()),
             "--key" => o.key = Some(value()?.into()),
@@ -662,6 +681,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Some(FloodSetting::Off) => server.flood = None,
         Some(FloodSetting::Limit(l)) => server.flood = Some(l),
         None => {}
+    }
+    if let Some(delay) = o.overload {
+        server.overload = delay.map(sipline::endpoint::OverloadConfig::new);
     }
     // Issue 18: bans for password guessers (defaults: BanPolicy's).
     server.bans.max_failures = o.max_auth_failures.unwrap_or(server.bans.max_failures);
