@@ -56,7 +56,7 @@ fn deliver(
     text: &str,
 ) -> Vec<(SocketAddr, String)> {
     match waited {
-        Some(w) => ep.handle_datagram_received(now, now - w, server_addr(), from, text.as_bytes()),
+        Some(w) => ep.handle_datagram_received(now, now.checked_sub(w).unwrap(), server_addr(), from, text.as_bytes()),
         None => ep.handle_datagram(now, server_addr(), from, text.as_bytes()),
     }
     drain(ep)
@@ -72,6 +72,8 @@ fn drain(ep: &mut Endpoint) -> Vec<(SocketAddr, String)> {
     out
 }
 
+/// `Some(n ms)`: how long a message waited.
+#[allow(clippy::unnecessary_wraps)]
 fn ms(n: u64) -> Option<Duration> {
     Some(Duration::from_millis(n))
 }
