@@ -86,8 +86,8 @@ struct Options {
     allow_guests: bool,
     /// `serve --flood-limit`.
     flood: Option<FloodSetting>,
-    /// `serve --overload-delay MS|off` (issue 19): `Some(None)` is off.
-    overload: Option<Option<std::time::Duration>>,
+    /// `serve --overload-delay MS|off` (issue 19).
+    overload: Option<OverloadSetting>,
     expires: Option<u32>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -160,14 +160,21 @@ fn parse_flood(v: &str) -> Result<FloodSetting, String> {
     Ok(FloodSetting::Limit(FloodLimit::new(rate, burst.unwrap_or(rate.saturating_mul(2)))))
 }
 
-/// `--overload-delay MS|off` (issue 19): the queueing delay past which
-/// new requests are refused; `None`: off.
-fn parse_overload(v: &str) -> Result<Option<std::time::Duration>, String> {
+/// `serve --overload-delay`: the queueing delay past which new requests
+/// are refused, or off.
+#[derive(Debug, Clone, Copy)]
+enum OverloadSetting {
+    Off,
+    Delay(std::time::Duration),
+}
+
+/// `--overload-delay MS|off` (issue 19).
+fn parse_overload(v: &str) -> Result<OverloadSetting, String> {
     if v.eq_ignore_ascii_case("off") {
-        return Ok(None);
+        return Ok(OverloadSetting::Off);
     }
     match v.parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(Some(std::time::Duration::from_millis(ms))),
+        Ok(ms) if ms > 0 => Ok(OverloadSetting::Delay(std::time::Duration::from_millis(ms))),
         Ok(_) => Err("--overload-delay: MS must be above 0 (off for none)".to_owned()),
         Err(e) => Err(format!("--overload-delay {v:?}: {e} (MS or off)")),
     }
@@ -682,8 +689,10 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Some(FloodSetting::Limit(l)) => server.flood = Some(l),
         None => {}
     }
-    if let Some(delay) = o.overload {
-        server.overload = delay.map(sipline::endpoint::OverloadConfig::new);
+    match o.overload {
+        Some(OverloadSetting::Off) => server.overload = None,
+        Some(OverloadSetting::Delay(d)) => server.overload = Some(sipline::endpoint::OverloadConfig::new(d)),
+        None => {}
     }
     // Issue 18: bans for password guessers (defaults: BanPolicy's).
     server.bans.max_failures = o.max_auth_failures.unwrap_or(server.bans.max_failures);

@@ -42,6 +42,9 @@
 //! (1× is Poisson arrivals at exactly C: bursts queue past `D` now and
 //! then. At 4× what is lost is the parsing of the refused requests and of
 //! the ACKs of refused INVITEs: 3·C of them a second.)
+// Rates and counts here are small numbers turned into floats for
+// arrival times and percentages.
+#![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 
 use sipline::auth::{DigestClient, DigestCredentials, Users};
 use sipline::endpoint::{Endpoint, EndpointConfig, Output, OverloadConfig, ServerConfig};
@@ -197,7 +200,6 @@ struct Client {
     next: Option<Instant>,
     /// Mean time between offered transactions.
     gap: Duration,
-    load_from: Instant,
     load_until: Instant,
     /// Warm-up registrations still to send: (when, user).
     warm: VecDeque<(Instant, usize)>,
@@ -223,7 +225,6 @@ impl Client {
             rng: Rng::new(seed.wrapping_mul(31) ^ id as u64),
             next: Some(load_from),
             gap: Duration::from_secs_f64(CLIENTS as f64 / rate),
-            load_from,
             load_until: load_from + LOAD,
             warm,
             pending: BTreeMap::new(),
@@ -314,7 +315,7 @@ impl Client {
                     }
                     (_, 503) => self.finish(now, &purpose, Outcome::Refused),
                     (Purpose::Register { .. }, 200) | (Purpose::Invite, 486) => {
-                        self.finish(now, &purpose, Outcome::Done)
+                        self.finish(now, &purpose, Outcome::Done);
                     }
                     _ => self.finish(now, &purpose, Outcome::Failed),
                 }
