@@ -54,6 +54,9 @@ serve --workers N: N registrar/proxy cores, one thread each, sharing the binding
        CPU); each listens on every address (SO_REUSEPORT: the kernel spreads senders and
        connections over them) and hands the others what is theirs; bans, flood limits and nonce
        replay checks count per worker. listen --workers N: N answering endpoints (default 1)
+serve --overload-delay MS|off: new requests that waited longer than MS to be handled get 503 with
+       Retry-After (default 250, T1/2; registrations up to 1.5x, answers to a challenge up to 2x);
+       off: never
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -87,6 +90,8 @@ struct Options {
     allow_guests: bool,
     /// `serve --flood-limit`.
     flood: Option<FloodSetting>,
+    /// `serve --overload-delay MS|off` (issue 19).
+    overload: Option<OverloadSetting>,
     expires: Option<u32>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
@@ -161,6 +166,26 @@ fn parse_flood(v: &str) -> Result<FloodSetting, String> {
     Ok(FloodSetting::Limit(FloodLimit::new(rate, burst.unwrap_or(rate.saturating_mul(2)))))
 }
 
+/// `serve --overload-delay`: the queueing delay past which new requests
+/// are refused, or off.
+#[derive(Debug, Clone, Copy)]
+enum OverloadSetting {
+    Off,
+    Delay(std::time::Duration),
+}
+
+/// `--overload-delay MS|off` (issue 19).
+fn parse_overload(v: &str) -> Result<OverloadSetting, String> {
+    if v.eq_ignore_ascii_case("off") {
+        return Ok(OverloadSetting::Off);
+    }
+    match v.parse::<u64>() {
+        Ok(ms) if ms > 0 => Ok(OverloadSetting::Delay(std::time::Duration::from_millis(ms))),
+        Ok(_) => Err("--overload-delay: MS must be above 0 (off for none)".to_owned()),
+        Err(e) => Err(format!("--overload-delay {v:?}: {e} (MS or off)")),
+    }
+}
+
 fn parse(args: &[String]) -> Result<Options, String> {
     let mut o = Options::default();
     let mut it = args.iter();
@@ -187,6 +212,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--server-header" | "--user-agent" => o.user_agent = Some(value()?),
             "--allow-guests" => o.allow_guests = true,
             "--flood-limit" => o.flood = Some(parse_flood(&value()?)?),
+            "--overload-delay" => o.overload = Some(parse_overload(&value()?)?),
             "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
             "--cert" => o.cert = Some(value()?.into()),
             "--key" => o.key = Some(value()?.into()),
@@ -676,6 +702,11 @@ async fn serve_domain(o: &Options) -> ExitCode {
     match o.flood {
         Some(FloodSetting::Off) => server.flood = None,
         Some(FloodSetting::Limit(l)) => server.flood = Some(l),
+        None => {}
+    }
+    match o.overload {
+        Some(OverloadSetting::Off) => server.overload = None,
+        Some(OverloadSetting::Delay(d)) => server.overload = Some(sipline::endpoint::OverloadConfig::new(d)),
         None => {}
     }
     // Issue 18: bans for password guessers (defaults: BanPolicy's).

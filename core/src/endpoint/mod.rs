@@ -22,6 +22,7 @@
 //! ```
 
 mod flood;
+mod overload;
 mod registration;
 mod server;
 mod session;
@@ -29,6 +30,7 @@ mod uas;
 mod worker;
 
 pub use flood::FloodLimit;
+pub use overload::{wants_overload_control, OverloadConfig, OverloadStats};
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 pub use server::ServerConfig;
@@ -572,6 +574,8 @@ pub struct Endpoint {
     sessions: session::Sessions,
     /// The registrar and proxy, when serving (made on the first request).
     server: Option<server::Server>,
+    /// Overload control's state (issue 19, `overload.rs`).
+    overload: overload::Overload,
     out: VecDeque<Output>,
     shutting_down: bool,
     shut_down: bool,
@@ -613,6 +617,7 @@ impl Endpoint {
             responding: None,
             sessions: session::Sessions::default(),
             server: None,
+            overload: overload::Overload::default(),
             out: VecDeque::new(),
             shutting_down: false,
             shut_down: false,
@@ -1154,6 +1159,7 @@ impl Endpoint {
             self.transactions.transport_error(now, TxId::Server(server));
             return false;
         }
+        self.overload_mark(now, m, &mut response);
         self.transactions.respond(now, server, response).is_ok()
     }
 
@@ -1753,6 +1759,10 @@ impl Endpoint {
                     return;
                 }
                 let Some(source) = self.arriving else { return };
+                // Past capacity, new work is refused here (overload.rs).
+                if self.overload_refuses(now, server, &request, arrived) {
+                    return;
+                }
                 match arrived {
                     Some((bytes, m)) if bytes == &request[..] => {
                         self.incoming_request(now, server, &request, m, source);

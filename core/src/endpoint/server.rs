@@ -83,6 +83,11 @@ pub struct ServerConfig {
     /// one drawn from the endpoint's seeded generator. Workers of one
     /// domain share one, so that a nonce one issued is good at another.
     pub nonce_secret: Option<[u8; 32]>,
+    /// When new requests are refused with 503 for overload
+    /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
+    /// `None`: never. It acts only on messages the runtime stamped
+    /// ([`Endpoint::handle_datagram_received`]).
+    pub overload: Option<super::OverloadConfig>,
 }
 
 impl ServerConfig {
@@ -104,6 +109,7 @@ impl ServerConfig {
             bans: crate::auth::BanPolicy::default(),
             location: SharedLocation::new(),
             nonce_secret: None,
+            overload: Some(super::OverloadConfig::default()),
         }
     }
 }
