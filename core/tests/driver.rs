@@ -86,7 +86,7 @@ impl AsyncIo for Fake {
     async fn shutdown(&mut self) {
         self.log.borrow_mut().shut_down = true;
     }
-    fn poll_datagram(&mut self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+    fn poll_datagram(&mut self, _cx: &mut Context<'_>, _buf: &mut [u8]) -> Poll<sipline::driver::Received> {
         // No sockets: datagrams arrive as `Input::Datagram` in these tests.
         Poll::Pending
     }

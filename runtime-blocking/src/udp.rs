@@ -54,6 +54,7 @@ pub fn udp_socket_shared(addr: SocketAddr, buffer: usize, reuse_port: bool) -> s
         }
     }
     socket.bind(&addr.into())?;
+    enable_timestamps(&socket);
     let granted = Buffers { receive: socket.recv_buffer_size()?, send: socket.send_buffer_size()? };
     let socket = UdpSocket::from(socket);
     let local = socket.local_addr()?;
@@ -66,6 +67,77 @@ pub fn udp_socket_shared(addr: SocketAddr, buffer: usize, reuse_port: bool) -> s
         "UDP socket buffers"
     );
     Ok((socket, granted))
+}
+
+/// Asks the kernel to stamp each datagram with when it arrived
+/// (`SO_TIMESTAMPNS`, Linux), read back by [`recv_stamped`]; elsewhere, or
+/// if refused, datagrams come unstamped (overload control then has no
+/// signal: it never refuses).
+fn enable_timestamps(socket: &Socket) {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimestampns, &true) {
+        tracing::warn!(target: "sipline::net", error = %e, "no receive timestamps on a UDP socket");
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = socket;
+}
+
+/// Receives one datagram from `socket` (non-blocking or not, as it was
+/// set) with the instant it reached the machine, when the kernel stamped
+/// it (Linux, `SO_TIMESTAMPNS`): the time it waited in the socket's
+/// receive buffer is `Instant::now() - stamp`, the runtime's queueing delay
+/// (issue 19: overload control acts on it). A stamp from the future or
+/// more than a minute old (a wall clock that jumped) is left out.
+pub fn recv_stamped<S: std::os::fd::AsFd>(
+    socket: &S,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::Instant>)> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrLike, SockaddrStorage};
+        use std::os::fd::AsRawFd;
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let mut space = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        let fd = socket.as_fd().as_raw_fd();
+        let msg = recvmsg::<SockaddrStorage>(fd, &mut iov, Some(&mut space), MsgFlags::empty())
+            .map_err(std::io::Error::from)?;
+        let remote = msg
+            .address
+            .and_then(|a| match a.family() {
+                Some(nix::sys::socket::AddressFamily::Inet) => a.as_sockaddr_in().map(|s| SocketAddr::V4((*s).into())),
+                Some(nix::sys::socket::AddressFamily::Inet6) => {
+                    a.as_sockaddr_in6().map(|s| SocketAddr::V6((*s).into()))
+                }
+                _ => None,
+            })
+            .ok_or_else(|| std::io::Error::other("a datagram with no IP source address"))?;
+        let mut stamp = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    stamp = arrival(ts.tv_sec(), ts.tv_nsec());
+                }
+            }
+        }
+        Ok((msg.bytes, remote, stamp))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let std = socket.as_fd().try_clone_to_owned().map(UdpSocket::from)?;
+        let (n, remote) = std.recv_from(buf)?;
+        Ok((n, remote, None))
+    }
+}
+
+/// The `Instant` of a wall-clock arrival time (`CLOCK_REALTIME` seconds
+/// and nanoseconds), if it is within the last minute.
+#[cfg(target_os = "linux")]
+fn arrival(secs: i64, nanos: i64) -> Option<std::time::Instant> {
+    let at = std::time::UNIX_EPOCH
+        + std::time::Duration::from_secs(u64::try_from(secs).ok()?)
+        + std::time::Duration::from_nanos(u64::try_from(nanos).ok()?);
+    let waited = std::time::SystemTime::now().duration_since(at).ok()?;
+    (waited < std::time::Duration::from_secs(60)).then(|| std::time::Instant::now().checked_sub(waited)).flatten()
 }
 
 /// A TCP listener bound at `addr` (blocking, as `std` makes them), with
@@ -144,5 +216,34 @@ mod tests {
     fn zero_keeps_the_default() {
         let (_socket, granted) = udp_socket("127.0.0.1:0".parse().expect("address"), 0).expect("bind");
         assert_eq!(granted, default_buffers());
+    }
+
+    /// The kernel stamps a datagram when it arrives: one left 60 ms in
+    /// the receive buffer reads as having waited at least that long, and
+    /// the sender's address comes back as with `recv_from` (IPv4 and IPv6).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn datagrams_carry_when_they_arrived() {
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let addr: SocketAddr = addr.parse().expect("address");
+            let Ok((socket, _)) = udp_socket(addr, 0) else {
+                assert!(addr.is_ipv6(), "IPv4 loopback must bind");
+                continue; // no IPv6 here
+            };
+            let sender = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).expect("sender");
+            let before = std::time::Instant::now();
+            sender.send_to(b"OPTIONS", socket.local_addr().expect("bound")).expect("send");
+            // The datagram waits in the buffer meanwhile (a delay made on
+            // purpose, not a wait for something to happen).
+            std::thread::sleep(std::time::Duration::from_millis(60));
+            let mut buf = [0u8; 64];
+            let (len, from, at) = recv_stamped(&socket, &mut buf).expect("a datagram");
+            assert_eq!((&buf[..len], from), (&b"OPTIONS"[..], sender.local_addr().expect("sender")));
+            let at = at.expect("a kernel stamp");
+            // Wall-clock and monotonic readings differ by a few µs at most.
+            let slack = std::time::Duration::from_millis(5);
+            assert!(at + slack >= before, "stamped before it was sent");
+            assert!(at.elapsed() >= std::time::Duration::from_millis(60) - slack, "waited {:?}", at.elapsed());
+        }
     }
 }

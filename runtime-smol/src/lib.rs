@@ -193,7 +193,7 @@ impl AsyncIo for SmolIo {
         Timer::at(deadline)
     }
 
-    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<driver::Received> {
         self.readers.poll_recv(cx, buf)
     }
 
@@ -250,6 +250,19 @@ struct Udp(Arc<Async<UdpSocket>>);
 impl DatagramSocket for Udp {
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>> {
         poll_nonblocking(cx, || self.0.get_ref().recv_from(buf), |cx| self.0.poll_readable(cx))
+    }
+
+    // With the kernel's arrival stamp (overload control's signal).
+    fn poll_recv_stamped(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<(usize, SocketAddr, Option<std::time::Instant>)>> {
+        poll_nonblocking(
+            cx,
+            || sipline_blocking::udp::recv_stamped(self.0.get_ref(), buf),
+            |cx| self.0.poll_readable(cx),
+        )
     }
 }
 

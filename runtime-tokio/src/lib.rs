@@ -320,7 +320,7 @@ impl AsyncIo for TokioIo {
         tokio::time::sleep_until(deadline.into())
     }
 
-    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<driver::Received> {
         self.readers.poll_recv(cx, buf)
     }
 
@@ -345,6 +345,21 @@ impl DatagramSocket for Udp {
         let mut buf = tokio::io::ReadBuf::new(buf);
         let remote = ready!(self.0.poll_recv_from(cx, &mut buf))?;
         Poll::Ready(Ok((buf.filled().len(), remote)))
+    }
+
+    // With the kernel's arrival stamp (overload control's signal).
+    fn poll_recv_stamped(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<(usize, SocketAddr, Option<Instant>)>> {
+        loop {
+            ready!(self.0.poll_recv_ready(cx))?;
+            match self.0.try_io(tokio::io::Interest::READABLE, || sipline_blocking::udp::recv_stamped(&self.0, buf)) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
     }
 }
 

@@ -203,11 +203,26 @@ pub trait AsyncIo: Io {
     /// queued writes, and ends every task the runtime started.
     fn shutdown(&mut self) -> impl Future<Output = ()>;
     /// A datagram waiting on one of the runtime's UDP sockets, received
-    /// into `buf`: `(local, remote, length)`; `Pending` (the waker kept)
-    /// when none is. The driver reads datagrams itself this way, straight
-    /// into one buffer it reuses — no task, copy or queue per datagram
-    /// ([`DatagramReaders`] does the polling).
-    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)>;
+    /// into `buf`; `Pending` (the waker kept) when none is. The driver
+    /// reads datagrams itself this way, straight into one buffer it reuses
+    /// — no task, copy or queue per datagram ([`DatagramReaders`] does the
+    /// polling).
+    fn poll_datagram(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received>;
+}
+
+/// A datagram a runtime received ([`AsyncIo::poll_datagram`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The socket's bound address.
+    pub local: SocketAddr,
+    /// The sender.
+    pub remote: SocketAddr,
+    /// How many bytes of the buffer it filled.
+    pub len: usize,
+    /// When it reached the machine, if the socket tells (kernel receive
+    /// timestamps): the driver then hands the core how long it waited, the
+    /// load signal of overload control ([`Endpoint::handle_datagram_received`]).
+    pub at: Option<Instant>,
 }
 
 /// Why a request sent through a runtime did not end in a 2xx.
@@ -783,8 +798,8 @@ impl<S> Driver<S> {
                 if let Poll::Ready(m) = self.poll_message(cx) {
                     return Poll::Ready(Woke::Message(m));
                 }
-                if let Poll::Ready((local, remote, len)) = io.poll_datagram(cx, &mut datagram) {
-                    return Poll::Ready(Woke::Datagram(local, remote, len));
+                if let Poll::Ready(received) = io.poll_datagram(cx, &mut datagram) {
+                    return Poll::Ready(Woke::Datagram(received));
                 }
                 match timer.as_mut().map(|(_, s)| s.as_mut().poll(cx)) {
                     Some(Poll::Ready(_)) => Poll::Ready(Woke::Timer),
@@ -795,9 +810,13 @@ impl<S> Driver<S> {
             let now = io.now();
             match woken {
                 Woke::Message(m) => self.handle(now, m, &mut io),
-                Woke::Datagram(local, remote, len) => {
-                    if !self.hand_over(local, remote, &datagram[..len]) {
-                        self.endpoint.handle_datagram(now, local, remote, &datagram[..len]);
+                Woke::Datagram(Received { local, remote, len, at }) => {
+                    let bytes = &datagram[..len];
+                    if !self.hand_over(local, remote, bytes) {
+                        match at {
+                            Some(at) => self.endpoint.handle_datagram_received(now, at, local, remote, bytes),
+                            None => self.endpoint.handle_datagram(now, local, remote, bytes),
+                        }
                         self.drain(now, &mut io);
                     }
                 }
@@ -1021,8 +1040,8 @@ impl<T> UdpSockets<T> {
 /// What woke the driver's loop ([`Driver::run`]).
 enum Woke<S> {
     Message(Message<S>),
-    /// A datagram in the loop's buffer: local, remote, length.
-    Datagram(SocketAddr, SocketAddr, usize),
+    /// A datagram in the loop's buffer.
+    Datagram(Received),
     Timer,
 }
 
@@ -1054,16 +1073,16 @@ impl<U: DatagramSocket> DatagramReaders<U> {
     /// A receive error ends nothing (ICMP errors surface as such on some
     /// systems): the socket is read again, a few times, and if it keeps
     /// failing the task is woken to come back rather than lose its waker.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<(SocketAddr, SocketAddr, usize)> {
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<Received> {
         let n = self.sockets.len();
         for k in 0..n {
             let i = (self.next + k) % n;
             let (local, socket) = &self.sockets[i];
             for _ in 0..4 {
-                match socket.poll_recv_from(cx, buf) {
-                    Poll::Ready(Ok((len, remote))) => {
+                match socket.poll_recv_stamped(cx, buf) {
+                    Poll::Ready(Ok((len, remote, at))) => {
                         self.next = (i + 1) % n;
-                        return Poll::Ready((*local, remote, len));
+                        return Poll::Ready(Received { local: *local, remote, len, at });
                     }
                     Poll::Ready(Err(e)) => {
                         tracing::debug!(%local, error = %e, "UDP receive failed");
@@ -1081,6 +1100,16 @@ impl<U: DatagramSocket> DatagramReaders<U> {
 pub trait DatagramSocket {
     /// Receives one datagram into `buf`.
     fn poll_recv_from(&self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<std::io::Result<(usize, SocketAddr)>>;
+
+    /// Receives one datagram into `buf`, with when it reached the machine
+    /// if the socket can tell (default: it cannot).
+    fn poll_recv_stamped(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<(usize, SocketAddr, Option<Instant>)>> {
+        self.poll_recv_from(cx, buf).map(|r| r.map(|(len, remote)| (len, remote, None)))
+    }
 }
 
 /// A TCP listener as [`accept_streams`] accepts from it.
