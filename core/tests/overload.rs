@@ -214,8 +214,9 @@ fn what_finishes_accepted_work_passes_and_held_retransmissions_are_absorbed() {
     let out = deliver(&mut ep, t0, ms(10), carol_addr(), &invite("held", ""));
     let forwarded =
         out.iter().find(|(to, t)| *to == bob_addr() && t.starts_with("INVITE ")).expect("forwarded").1.clone();
-    // Far past every threshold (2 s) from here on.
-    let late = ms(2000);
+    // Past every threshold (the highest is 2·D = 500 ms) from here on,
+    // and under the 2·T1 at which request copies go unread.
+    let late = ms(900);
     let t = t0 + Duration::from_millis(300);
     // A new INVITE is refused, so the server is overloaded...
     assert_eq!(
@@ -370,4 +371,34 @@ fn rfc7339_oc_parameters_for_clients_that_ask() {
         &register("bob", bob_addr(), "ref-10", 1, "").replace(";branch=", ";oc;branch="),
     );
     assert!(oc_params(&out[0].1).is_none());
+}
+
+#[test]
+fn request_copies_that_waited_two_t1_go_unread_and_acks_never_do() {
+    // §17.1.1.2: a UDP client sends its request again after T1 (500 ms),
+    // then 2·T1…; a copy that waited a whole second has a newer one queued
+    // behind it. Deep in an overload such copies are dropped before any
+    // parse: no answer, no state.
+    let t0 = Instant::now();
+    let mut ep = server();
+    register_user(&mut ep, t0, "bob", bob_addr());
+    let before = ep.tables();
+    let out = deliver(&mut ep, t0, ms(1000), carol_addr(), &invite("stale", ""));
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(ep.tables(), before);
+    assert_eq!(ep.overload_stats().map(|s| (s.dropped, s.rejected)), Some((1, 0)));
+    // Just under 2·T1 it is read (and refused with a 503: past D).
+    let out = deliver(&mut ep, t0, ms(999), carol_addr(), &invite("late", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"], "{out:?}");
+    // An ACK that waited as long is still read (here one with a branch of
+    // its own, as for a 2xx: relayed on to bob).
+    let ack = follow_up("ACK", "late", Some(&to_tag(&out[0].1)));
+    let out = deliver(&mut ep, t0 + Duration::from_millis(600), ms(1500), carol_addr(), &ack);
+    assert!(out.iter().any(|(to, t)| *to == bob_addr() && t.starts_with("ACK ")), "{out:?}");
+    assert_eq!(ep.overload_stats().map(|s| s.dropped), Some(1));
+    // Unstamped datagrams are never dropped (this one is judged by the
+    // smoothed delay: a 503).
+    let out = deliver(&mut ep, t0 + Duration::from_millis(700), None, carol_addr(), &invite("plain", ""));
+    assert!(!out.is_empty());
+    assert_eq!(ep.overload_stats().map(|s| s.dropped), Some(1));
 }

@@ -157,6 +157,10 @@ pub struct OverloadStats {
     pub overloaded: bool,
     /// The smoothed queueing delay at the last stamped message.
     pub delay: Duration,
+    /// Request datagrams dropped unread because they had waited past
+    /// `2·T1`: their senders' retransmissions were already queued behind
+    /// them.
+    pub dropped: u64,
 }
 
 /// What a new request would start, for the policy (module docs).
@@ -211,6 +215,8 @@ pub(super) struct Overload {
     last_reject: Option<Instant>,
     overloaded: bool,
     rejected: u64,
+    /// Stale request copies dropped unread.
+    dropped: u64,
     episodes: u64,
     /// Refusals at the start of this episode (for the closing log line).
     episode_start_rejected: u64,
@@ -416,7 +422,18 @@ impl Endpoint {
     ) {
         if let Some(config) = self.overload_config() {
             let now = self.last_now.map_or(now, |l| l.max(now));
-            self.overload.sample(now, now.saturating_duration_since(received_at), &config);
+            let waited = now.saturating_duration_since(received_at);
+            self.overload.sample(now, waited, &config);
+            // §17.1.1.2, §17.1.2.2: a UDP client sends its request again
+            // after T1, 2·T1, …; a copy that waited 2·T1 has a newer one
+            // queued behind it (or its sender gave up). Reading it only
+            // takes time from the work that can still finish: deep in an
+            // overload, stale copies go unread, before any parse. ACKs
+            // and responses are never dropped (they finish accepted work).
+            if waited >= 2 * self.config.timers.t1 && is_request_copy(bytes) {
+                self.overload.dropped += 1;
+                return;
+            }
         }
         self.handle_datagram(now, local, remote, bytes);
         self.overload.current = None;
@@ -436,6 +453,7 @@ impl Endpoint {
             episodes: o.episodes,
             overloaded: o.overloaded,
             delay: Duration::from_nanos(o.smoothed),
+            dropped: o.dropped,
         })
     }
 
@@ -565,4 +583,10 @@ mod tests {
         assert_eq!(percent(5, 5), 100);
         assert_eq!(percent(9, 5), 100);
     }
+}
+
+/// A request other than ACK, by its first bytes (no parse): what a sender
+/// retransmits until answered.
+fn is_request_copy(bytes: &[u8]) -> bool {
+    !bytes.starts_with(b"SIP/") && !bytes.starts_with(b"ACK ") && bytes.first().is_some_and(u8::is_ascii_uppercase)
 }
