@@ -1,0 +1,395 @@
+//! Issue 19, "memory bounded by state": what an idle stream connection and
+//! a completed server transaction cost in heap, measured with a counting
+//! allocator.
+//!
+//! - 1 000 accepted TCP connections on a server-side [`TransportLayer`],
+//!   each of which carried one request (framed, so its framing buffer was
+//!   used), then idle: at most 2 KiB each; closed: back to where they
+//!   started.
+//! - 200 accepted TLS connections, each through a real handshake with a
+//!   client layer (shuttled in memory), each carrying one request, then
+//!   idle: at most 16 KiB each; closed: back to where they started.
+//! - The same TCP figure through a `serve` [`Endpoint`] (registrar and
+//!   proxy), each connection having carried a REGISTER that was answered.
+//! - Server transactions that sent their final response keep only what
+//!   retransmission needs (§17.2): over UDP the last response and the
+//!   matching keys, not the request; over TCP nothing (Timer J is zero,
+//!   §17.2.2).
+//!
+//! Kamailio/SIP-Router published 4.5 kB per TCP connection and 61 kB per
+//! TLS connection; these targets are below both.
+//!
+//! One binary, tests taking turns: the allocator counts the whole process.
+
+use sipline::auth::Users;
+use sipline::endpoint::{Endpoint, EndpointConfig, Output as EpOutput, ServerConfig};
+use sipline::transaction::{Event, Output as TxOutput, ServerId, TransactionLayer};
+use sipline::transport::{
+    ConnId, ConnectionConfig, Output, Peer, Transport, TransportConfig, TransportEvent, TransportLayer,
+};
+use sipline_tests::certs::{trusting, Ca, SIM_UNIX_TIME};
+use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
+use std::alloc::System;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// The allocator counts every thread: the tests take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Bytes held since `region` began (allocated minus freed).
+fn held(region: &Region<System>) -> i64 {
+    let c = region.change();
+    i64::try_from(c.bytes_allocated).unwrap() - i64::try_from(c.bytes_deallocated).unwrap()
+}
+
+fn per(bytes: i64, n: usize) -> i64 {
+    bytes / i64::try_from(n).unwrap()
+}
+
+/// The `i`th phone: its own address and port.
+fn phone(i: usize) -> SocketAddr {
+    let [_, _, hi, lo] = u32::try_from(i).unwrap().to_be_bytes();
+    SocketAddr::from(([10, 1, hi, lo], 40_000))
+}
+
+/// An OPTIONS as a phone sends it over `transport`.
+fn options(i: usize, transport: &str) -> Vec<u8> {
+    let p = phone(i);
+    format!(
+        "OPTIONS sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/{transport} {p};branch=z9hG4bK-conn-{i}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=a{i}\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: conn-{i}@10.1.0.1\r\nCSeq: 1 OPTIONS\r\nContact: <sip:alice@{p};transport={transport}>\r\n\
+         Accept: application/sdp\r\nUser-Agent: sipline connection_memory\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Drains a layer; returns the requests that arrived and what it wrote.
+fn drain(layer: &mut TransportLayer) -> (usize, Vec<u8>) {
+    let mut requests = 0;
+    let mut wire = Vec::new();
+    while let Some(o) = layer.poll_output() {
+        match o {
+            Output::Event(TransportEvent::Request { .. }) => requests += 1,
+            Output::Write { bytes, .. } => wire.extend_from_slice(&bytes),
+            _ => {}
+        }
+    }
+    (requests, wire)
+}
+
+fn server_config(tls: sipline::transport::TlsConfig) -> TransportConfig {
+    TransportConfig {
+        tls,
+        connections: ConnectionConfig { max_connections: 10_000, ..ConnectionConfig::default() },
+        ..TransportConfig::default()
+    }
+}
+
+/// The body of the larger request each connection carries (a presence
+/// document or an SDP offer with many codecs and candidates is this big).
+const LARGE_BODY: usize = 8_000;
+
+/// Accepts a TCP connection from phone `i`; an OPTIONS arrives in two
+/// reads (the framing buffer holds a partial message in between), then a
+/// MESSAGE with a large body.
+fn tcp_connection(layer: &mut TransportLayer, now: Instant, i: usize) -> ConnId {
+    let conn = layer.handle_accepted(now, Transport::Tcp, phone(i)).unwrap();
+    let request = options(i, "TCP");
+    let (head, tail) = request.split_at(request.len() / 2);
+    layer.handle_stream_data(now, conn, head);
+    assert_eq!(drain(layer).0, 0);
+    let mut rest = tail.to_vec();
+    rest.extend_from_slice(&message(i, "TCP", LARGE_BODY));
+    layer.handle_stream_data(now, conn, &rest);
+    assert_eq!(drain(layer).0, 2, "both requests arrived");
+    conn
+}
+
+#[test]
+fn an_idle_tcp_connection_holds_at_most_2_kib() {
+    let _turn = serial();
+    const N: usize = 1_000;
+    let now = Instant::now();
+    let mut layer = TransportLayer::new(server_config(Default::default()), 1).unwrap();
+    // Warm up what is shared by all connections (output queues).
+    let warm: Vec<ConnId> = (0..N).map(|i| tcp_connection(&mut layer, now, N + i)).collect();
+    for conn in warm {
+        layer.handle_closed(now, conn);
+    }
+    drain(&mut layer);
+
+    let region = Region::new(GLOBAL);
+    let conns: Vec<ConnId> = (0..N).map(|i| tcp_connection(&mut layer, now, i)).collect();
+    let idle = held(&region);
+    let request = i64::try_from(message(0, "TCP", LARGE_BODY).len()).unwrap();
+    eprintln!(
+        "tcp: {N} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
+        per(idle, N),
+        per(idle, N) as f64 / request as f64
+    );
+    for &conn in &conns {
+        layer.handle_closed(now, conn);
+    }
+    drain(&mut layer);
+    drop(conns);
+    let closed = held(&region);
+    eprintln!("tcp: closed, {closed} bytes left ({} per connection)", per(closed, N));
+    assert_eq!(layer.connections().len(), 0);
+    assert!(per(idle, N) <= 2048, "{} bytes per idle TCP connection", per(idle, N));
+    // Under a byte per connection: what is left (a few bytes of the
+    // harness's own) does not grow with the connections.
+    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+}
+
+/// A client and a server layer; the client's connections are dropped
+/// with it.
+struct TlsPair {
+    server: TransportLayer,
+    now: Instant,
+    ca: Ca,
+}
+
+impl TlsPair {
+    fn new() -> TlsPair {
+        let now = Instant::now();
+        let ca = Ca::new("connection memory CA");
+        let tls = ca.issue(&["bob.example.com"]).tls(&[]);
+        let mut server = TransportLayer::new(server_config(tls), 1).unwrap();
+        server.set_wall_clock(now, Duration::from_secs(SIM_UNIX_TIME));
+        TlsPair { server, now, ca }
+    }
+
+    fn client(&self) -> TransportLayer {
+        let config = TransportConfig { tls: trusting(&[&self.ca]), ..server_config(Default::default()) };
+        let mut client = TransportLayer::new(config, 2).unwrap();
+        client.set_wall_clock(self.now, Duration::from_secs(SIM_UNIX_TIME));
+        client
+    }
+
+    /// Phone `i` connects over TLS, completes the handshake and sends one
+    /// request; every byte is shuttled until both sides are quiet.
+    fn connect(&mut self, client: &mut TransportLayer, i: usize) -> ConnId {
+        let now = self.now;
+        let mut peer = Peer::new(Transport::Tls, SocketAddr::from(([192, 0, 2, 2], 5061)));
+        // One connection per phone: the client layer keys them by address.
+        peer.remote.set_port(u16::try_from(1024 + i).unwrap());
+        peer.server_name = Some("bob.example.com".into());
+        let c = client.send(now, &peer, options(i, "TLS").into()).unwrap().unwrap();
+        client.send(now, &peer, message(i, "TLS", LARGE_BODY).into()).unwrap();
+        let s = self.server.handle_accepted(now, Transport::Tls, phone(i)).unwrap();
+        client.handle_connected(now, c);
+        let mut requests = 0;
+        for _ in 0..20 {
+            let (_, to_server) = drain(client);
+            if !to_server.is_empty() {
+                self.server.handle_stream_data(now, s, &to_server);
+            }
+            let (arrived, to_client) = drain(&mut self.server);
+            requests += arrived;
+            if to_server.is_empty() && to_client.is_empty() {
+                break;
+            }
+            if !to_client.is_empty() {
+                client.handle_stream_data(now, c, &to_client);
+            }
+        }
+        assert_eq!(requests, 2, "both requests arrived over TLS");
+        s
+    }
+}
+
+#[test]
+fn an_idle_tls_connection_holds_at_most_16_kib() {
+    let _turn = serial();
+    const N: usize = 200;
+    let mut pair = TlsPair::new();
+    // Warm up what is shared by all connections: output queues, the
+    // plaintext buffer, the server's session cache (it holds at most 256
+    // sessions whatever the number of connections).
+    let mut client = pair.client();
+    let warm: Vec<ConnId> = (0..300).map(|i| pair.connect(&mut client, N + i)).collect();
+    drop(client);
+    for conn in warm {
+        pair.server.handle_closed(pair.now, conn);
+    }
+    drain(&mut pair.server);
+
+    let region = Region::new(GLOBAL);
+    let mut client = pair.client();
+    let conns: Vec<ConnId> = (0..N).map(|i| pair.connect(&mut client, i)).collect();
+    // The client and its connections go; the server's stay, idle.
+    drop(client);
+    let idle = held(&region);
+    let request = i64::try_from(message(0, "TLS", LARGE_BODY).len()).unwrap();
+    eprintln!(
+        "tls: {N} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
+        per(idle, N),
+        per(idle, N) as f64 / request as f64
+    );
+    for &conn in &conns {
+        pair.server.handle_closed(pair.now, conn);
+    }
+    drain(&mut pair.server);
+    drop(conns);
+    let closed = held(&region);
+    eprintln!("tls: closed, {closed} bytes left ({} per connection)", per(closed, N));
+    assert_eq!(pair.server.connections().len(), 0);
+    assert!(per(idle, N) <= 16 * 1024, "{} bytes per idle TLS connection", per(idle, N));
+    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+}
+
+/// A `serve` endpoint with a TCP listener.
+fn serving() -> (Endpoint, Instant) {
+    let users = Users::from_passwords([("alice".to_owned(), "secret".to_owned())]);
+    let mut server = ServerConfig::new("192.0.2.2", users);
+    server.flood = None;
+    let mut config = EndpointConfig::new("sip:sipline@192.0.2.2").serve(server);
+    config.transport.connections.max_connections = 10_000;
+    config.seed = 19;
+    let mut ep = Endpoint::new(config).unwrap();
+    ep.add_listener(Transport::Tcp, "192.0.2.2:5060".parse().unwrap());
+    let now = Instant::now();
+    ep.start(now);
+    while ep.poll_output().is_some() {}
+    (ep, now)
+}
+
+/// A REGISTER from phone `i` over TCP.
+fn register(i: usize) -> Vec<u8> {
+    let p = phone(i);
+    format!(
+        "REGISTER sip:192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/TCP {p};branch=z9hG4bK-reg-{i}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@192.0.2.2>;tag=r{i}\r\nTo: <sip:alice@192.0.2.2>\r\n\
+         Call-ID: reg-{i}@10.1.0.1\r\nCSeq: 1 REGISTER\r\nContact: <sip:alice@{p};transport=tcp>\r\n\
+         Expires: 3600\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Phone `i` connects and registers; the challenge comes back.
+fn endpoint_connection(ep: &mut Endpoint, now: Instant, i: usize) -> ConnId {
+    let conn = ep.handle_accepted(now, Transport::Tcp, phone(i)).unwrap();
+    ep.handle_stream_data(now, conn, &register(i));
+    let mut answered = false;
+    while let Some(o) = ep.poll_output() {
+        if let EpOutput::Write { bytes, .. } = o {
+            answered |= bytes.starts_with(b"SIP/2.0 401");
+        }
+    }
+    assert!(answered, "the REGISTER was challenged");
+    conn
+}
+
+#[test]
+fn an_idle_tcp_connection_at_a_serving_endpoint_holds_at_most_2_kib() {
+    let _turn = serial();
+    const N: usize = 1_000;
+    let (mut ep, mut now) = serving();
+    let warm: Vec<ConnId> = (0..N).map(|i| endpoint_connection(&mut ep, now, N + i)).collect();
+    for conn in warm {
+        ep.handle_closed(now, conn);
+    }
+    while ep.poll_output().is_some() {}
+
+    let region = Region::new(GLOBAL);
+    let conns: Vec<ConnId> = (0..N).map(|i| endpoint_connection(&mut ep, now, i)).collect();
+    // Past every transaction's end (Timer J is zero over TCP, §17.2.2).
+    now += Duration::from_secs(40);
+    ep.handle_timeout(now);
+    while ep.poll_output().is_some() {}
+    let idle = held(&region);
+    eprintln!("endpoint, tcp: {N} idle connections hold {idle} bytes: {} bytes each", per(idle, N));
+    for &conn in &conns {
+        ep.handle_closed(now, conn);
+    }
+    while ep.poll_output().is_some() {}
+    drop(conns);
+    let closed = held(&region);
+    eprintln!("endpoint, tcp: closed, {closed} bytes left ({} per connection)", per(closed, N));
+    assert!(per(idle, N) <= 2048, "{} bytes per idle TCP connection at the endpoint", per(idle, N));
+    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+}
+
+/// A MESSAGE with a body of `body` bytes, as a phone sends it.
+fn message(i: usize, via: &str, body: usize) -> Vec<u8> {
+    let p = phone(i);
+    let body = "x".repeat(body);
+    format!(
+        "MESSAGE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/{via} {p};branch=z9hG4bK-tx-{i}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=m{i}\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: tx-{i}@10.1.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn ok_for(i: usize, via: &str) -> Vec<u8> {
+    let p = phone(i);
+    format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/{via} {p};branch=z9hG4bK-tx-{i}\r\n\
+         From: <sip:alice@example.com>;tag=m{i}\r\nTo: <sip:bob@example.com>;tag=b{i}\r\n\
+         Call-ID: tx-{i}@10.1.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// `n` MESSAGE transactions, each answered 200 at once; the layer keeps
+/// them for Timer J. Returns what they hold.
+fn completed_transactions(layer: &mut TransactionLayer<usize>, now: Instant, n: usize, reliable: bool) -> i64 {
+    let via = if reliable { "TCP" } else { "UDP" };
+    let region = Region::new(GLOBAL);
+    for i in 0..n {
+        layer.handle_message(now, &message(i, via, 600), i, reliable);
+        let mut server: Option<ServerId> = None;
+        while let Some(o) = layer.poll_output() {
+            if let TxOutput::Event(Event::Request { server: s, .. }) = o {
+                server = Some(s);
+            }
+        }
+        layer.respond(now, server.expect("a new transaction"), ok_for(i, via)).unwrap();
+        while layer.poll_output().is_some() {}
+    }
+    held(&region)
+}
+
+#[test]
+fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
+    let _turn = serial();
+    const N: usize = 1_000;
+    let now = Instant::now();
+    let mut layer: TransactionLayer<usize> = TransactionLayer::new(Default::default(), 3);
+    // Warm up the layer's queues and tables.
+    completed_transactions(&mut layer, now, N, false);
+    layer.handle_timeout(now + Duration::from_secs(40));
+    while layer.poll_output().is_some() {}
+    assert!(layer.is_empty());
+
+    let later = now + Duration::from_secs(40);
+    let udp = completed_transactions(&mut layer, later, N, false);
+    assert_eq!(layer.len(), (0, N), "over UDP they stay in Completed for Timer J");
+    let request = i64::try_from(message(0, "UDP", 600).len()).unwrap();
+    let response = i64::try_from(ok_for(0, "UDP").len()).unwrap();
+    eprintln!(
+        "server transactions, udp: {} bytes each after the final response (request {request} bytes, response {response} bytes)",
+        per(udp, N)
+    );
+    layer.handle_timeout(later + Duration::from_secs(40));
+    while layer.poll_output().is_some() {}
+    assert!(layer.is_empty());
+
+    let tcp = completed_transactions(&mut layer, later + Duration::from_secs(40), N, true);
+    eprintln!("server transactions, tcp: {} bytes each after the final response", per(tcp, N));
+    assert!(layer.is_empty(), "over TCP Timer J is zero (§17.2.2)");
+    // The response (for retransmission) and the keys; not the request.
+    assert!(per(udp, N) < request, "{} bytes per completed transaction, request {request}", per(udp, N));
+    assert!(tcp <= 0, "{tcp} bytes left by terminated transactions");
+}
