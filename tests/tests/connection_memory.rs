@@ -332,64 +332,131 @@ fn message(i: usize, via: &str, body: usize) -> Vec<u8> {
     .into_bytes()
 }
 
-fn ok_for(i: usize, via: &str) -> Vec<u8> {
+/// A request of `method` from phone `i` with a body of `body` bytes.
+fn request(i: usize, method: &str, via: &str, body: usize) -> Vec<u8> {
     let p = phone(i);
+    let body = "v=0\r\n".repeat(body / 5);
     format!(
-        "SIP/2.0 200 OK\r\nVia: SIP/2.0/{via} {p};branch=z9hG4bK-tx-{i}\r\n\
-         From: <sip:alice@example.com>;tag=m{i}\r\nTo: <sip:bob@example.com>;tag=b{i}\r\n\
-         Call-ID: tx-{i}@10.1.0.1\r\nCSeq: 1 MESSAGE\r\nContent-Length: 0\r\n\r\n"
+        "{method} sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/{via} {p};branch=z9hG4bK-tx-{i}\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@example.com>;tag=m{i}\r\nTo: <sip:bob@example.com>\r\n\
+         Call-ID: tx-{i}@10.1.0.1\r\nCSeq: 1 {method}\r\nContact: <sip:alice@{p}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .into_bytes()
 }
 
-/// `n` MESSAGE transactions, each answered 200 at once; the layer keeps
-/// them for Timer J. Returns what they hold.
-fn completed_transactions(layer: &mut TransactionLayer<usize>, now: Instant, n: usize, reliable: bool) -> i64 {
-    let via = if reliable { "TCP" } else { "UDP" };
-    let region = Region::new(GLOBAL);
-    for i in 0..n {
-        layer.handle_message(now, &message(i, via, 600), i, reliable);
-        let mut server: Option<ServerId> = None;
-        while let Some(o) = layer.poll_output() {
-            if let TxOutput::Event(Event::Request { server: s, .. }) = o {
-                server = Some(s);
-            }
-        }
-        layer.respond(now, server.expect("a new transaction"), ok_for(i, via)).unwrap();
-        while layer.poll_output().is_some() {}
-    }
-    held(&region)
+/// The answer `code` to [`request`], with a body of `body` bytes.
+fn answer(i: usize, method: &str, via: &str, code: u16, body: usize) -> Vec<u8> {
+    let p = phone(i);
+    let body = "v=0\r\n".repeat(body / 5);
+    format!(
+        "SIP/2.0 {code} Answer\r\nVia: SIP/2.0/{via} {p};branch=z9hG4bK-tx-{i}\r\n\
+         From: <sip:alice@example.com>;tag=m{i}\r\nTo: <sip:bob@example.com>;tag=b{i}\r\n\
+         Call-ID: tx-{i}@10.1.0.1\r\nCSeq: 1 {method}\r\nContact: <sip:bob@192.0.2.2>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
+/// One kind of server transaction: a request, and the final answer the TU
+/// gives at once.
+#[derive(Clone, Copy)]
+struct Exchange {
+    method: &'static str,
+    reliable: bool,
+    code: u16,
+}
+
+impl Exchange {
+    fn via(self) -> &'static str {
+        if self.reliable {
+            "TCP"
+        } else {
+            "UDP"
+        }
+    }
+
+    /// `n` of these, every request and answer carrying `body` bytes of
+    /// body; returns the heap the layer holds for them afterwards (they
+    /// stay for their Timer J, H, L or I, or end at once).
+    fn run(self, layer: &mut TransactionLayer<usize>, now: Instant, n: usize, body: usize) -> i64 {
+        let region = Region::new(GLOBAL);
+        for i in 0..n {
+            layer.handle_message(now, &request(i, self.method, self.via(), body), i, self.reliable);
+            let mut server: Option<ServerId> = None;
+            while let Some(o) = layer.poll_output() {
+                if let TxOutput::Event(Event::Request { server: s, .. }) = o {
+                    server = Some(s);
+                }
+            }
+            let answer = answer(i, self.method, self.via(), self.code, body);
+            layer.respond(now, server.expect("a new transaction"), answer).unwrap();
+            while layer.poll_output().is_some() {}
+        }
+        held(&region)
+    }
+}
+
+/// Completed server transactions (§17.2) hold what retransmission needs:
+/// the last response and the matching keys while a retransmitted request
+/// must be answered with it (Completed), the keys alone where nothing is
+/// sent again (Accepted, RFC 6026 §8.5), nothing once ended (over TCP a
+/// non-INVITE ends at once: Timer J is zero, §17.2.2). Never the request:
+/// what they hold does not grow with its size.
 #[test]
 fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
     let _turn = serial();
     const N: usize = 1_000;
-    let now = Instant::now();
+    const SMALL: usize = 600;
+    const LARGE: usize = 6_000;
+    let mut now = Instant::now();
     let mut layer: TransactionLayer<usize> = TransactionLayer::new(Default::default(), 3);
+    let settle = |layer: &mut TransactionLayer<usize>, now: &mut Instant| {
+        *now += Duration::from_secs(40);
+        layer.handle_timeout(*now);
+        while layer.poll_output().is_some() {}
+        assert!(layer.is_empty());
+    };
+    let kinds = [
+        ("MESSAGE 200 over UDP (Completed, Timer J)", Exchange { method: "MESSAGE", reliable: false, code: 200 }),
+        ("INVITE 486 over UDP (Completed, Timers G and H)", Exchange { method: "INVITE", reliable: false, code: 486 }),
+        ("INVITE 200 over UDP (Accepted, Timer L)", Exchange { method: "INVITE", reliable: false, code: 200 }),
+        ("MESSAGE 200 over TCP (ended at once)", Exchange { method: "MESSAGE", reliable: true, code: 200 }),
+    ];
     // Warm up the layer's queues and tables.
-    completed_transactions(&mut layer, now, N, false);
-    layer.handle_timeout(now + Duration::from_secs(40));
-    while layer.poll_output().is_some() {}
-    assert!(layer.is_empty());
-
-    let later = now + Duration::from_secs(40);
-    let udp = completed_transactions(&mut layer, later, N, false);
-    assert_eq!(layer.len(), (0, N), "over UDP they stay in Completed for Timer J");
-    let request = i64::try_from(message(0, "UDP", 600).len()).unwrap();
-    let response = i64::try_from(ok_for(0, "UDP").len()).unwrap();
-    eprintln!(
-        "server transactions, udp: {} bytes each after the final response (request {request} bytes, response {response} bytes)",
-        per(udp, N)
-    );
-    layer.handle_timeout(later + Duration::from_secs(40));
-    while layer.poll_output().is_some() {}
-    assert!(layer.is_empty());
-
-    let tcp = completed_transactions(&mut layer, later + Duration::from_secs(40), N, true);
-    eprintln!("server transactions, tcp: {} bytes each after the final response", per(tcp, N));
-    assert!(layer.is_empty(), "over TCP Timer J is zero (§17.2.2)");
-    // The response (for retransmission) and the keys; not the request.
-    assert!(per(udp, N) < request, "{} bytes per completed transaction, request {request}", per(udp, N));
-    assert!(tcp <= 0, "{tcp} bytes left by terminated transactions");
+    kinds[0].1.run(&mut layer, now, N, SMALL);
+    settle(&mut layer, &mut now);
+    for (name, kind) in kinds {
+        let small = per(kind.run(&mut layer, now, N, SMALL), N);
+        settle(&mut layer, &mut now);
+        let large = per(kind.run(&mut layer, now, N, LARGE), N);
+        let request = request(0, kind.method, kind.via(), LARGE).len();
+        let response = answer(0, kind.method, kind.via(), kind.code, LARGE).len();
+        eprintln!(
+            "server transaction, {name}: {small} bytes each with a {SMALL}-byte body, {large} bytes with a \
+             {LARGE}-byte body (request {request} bytes, response {response} bytes)"
+        );
+        if kind.reliable {
+            assert!(layer.is_empty(), "{name}: Timer J is zero over TCP (§17.2.2)");
+            assert!(large <= 0, "{name}: {large} bytes left by ended transactions");
+        } else {
+            assert_eq!(layer.len(), (0, N), "{name}: they wait for their timers");
+        }
+        settle(&mut layer, &mut now);
+        let growth = large - small;
+        let grows_by = (LARGE - SMALL) as i64;
+        if kind.reliable {
+            // Ended: nothing held whatever the size.
+        } else if kind.code >= 300 || kind.method != "INVITE" {
+            // The last response grows with the body (it is what is sent
+            // again); nothing else may.
+            assert!((growth - grows_by).abs() <= 16, "{name}: {growth} more bytes each for {grows_by} more body");
+        } else {
+            // Accepted: the TU retransmits its 2xx; the transaction holds
+            // neither it nor the request.
+            assert!(growth.abs() <= 16, "{name}: {growth} more bytes each for {grows_by} more body");
+        }
+    }
 }
