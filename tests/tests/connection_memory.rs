@@ -23,9 +23,9 @@
 
 use sipline::auth::Users;
 use sipline::endpoint::{Endpoint, EndpointConfig, Output as EpOutput, ServerConfig};
-use sipline::transaction::{Event, Output as TxOutput, ServerId, TransactionLayer};
+use sipline::transaction::{Event, Output as TxOutput, ServerId, TimerConfig, TransactionLayer};
 use sipline::transport::{
-    ConnId, ConnectionConfig, Output, Peer, Transport, TransportConfig, TransportEvent, TransportLayer,
+    ConnId, ConnectionConfig, Output, Peer, TlsConfig, Transport, TransportConfig, TransportEvent, TransportLayer,
 };
 use sipline_tests::certs::{trusting, Ca, SIM_UNIX_TIME};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
@@ -52,6 +52,20 @@ fn held(region: &Region<System>) -> i64 {
 fn per(bytes: i64, n: usize) -> i64 {
     bytes / i64::try_from(n).unwrap()
 }
+
+fn ratio(a: i64, b: i64) -> f64 {
+    f64::from(i32::try_from(a).unwrap()) / f64::from(i32::try_from(b).unwrap())
+}
+
+/// Accepted TCP connections measured (at the layer and at the endpoint).
+const TCP_CONNECTIONS: usize = 1_000;
+/// Accepted TLS connections measured.
+const TLS_CONNECTIONS: usize = 200;
+/// Completed server transactions measured, of each kind.
+const TRANSACTIONS: usize = 1_000;
+/// The bodies of the transactions' requests and responses: small, large.
+const SMALL_BODY: usize = 600;
+const LARGE_BODY_TX: usize = 6_000;
 
 /// The `i`th phone: its own address and port.
 fn phone(i: usize) -> SocketAddr {
@@ -85,7 +99,7 @@ fn drain(layer: &mut TransportLayer) -> (usize, Vec<u8>) {
     (requests, wire)
 }
 
-fn server_config(tls: sipline::transport::TlsConfig) -> TransportConfig {
+fn server_config(tls: TlsConfig) -> TransportConfig {
     TransportConfig {
         tls,
         connections: ConnectionConfig { max_connections: 10_000, ..ConnectionConfig::default() },
@@ -116,24 +130,24 @@ fn tcp_connection(layer: &mut TransportLayer, now: Instant, i: usize) -> ConnId 
 #[test]
 fn an_idle_tcp_connection_holds_at_most_2_kib() {
     let _turn = serial();
-    const N: usize = 1_000;
     let now = Instant::now();
-    let mut layer = TransportLayer::new(server_config(Default::default()), 1).unwrap();
+    let mut layer = TransportLayer::new(server_config(TlsConfig::default()), 1).unwrap();
     // Warm up what is shared by all connections (output queues).
-    let warm: Vec<ConnId> = (0..N).map(|i| tcp_connection(&mut layer, now, N + i)).collect();
+    let warm: Vec<ConnId> =
+        (0..TCP_CONNECTIONS).map(|i| tcp_connection(&mut layer, now, TCP_CONNECTIONS + i)).collect();
     for conn in warm {
         layer.handle_closed(now, conn);
     }
     drain(&mut layer);
 
     let region = Region::new(GLOBAL);
-    let conns: Vec<ConnId> = (0..N).map(|i| tcp_connection(&mut layer, now, i)).collect();
+    let conns: Vec<ConnId> = (0..TCP_CONNECTIONS).map(|i| tcp_connection(&mut layer, now, i)).collect();
     let idle = held(&region);
     let request = i64::try_from(message(0, "TCP", LARGE_BODY).len()).unwrap();
     eprintln!(
-        "tcp: {N} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
-        per(idle, N),
-        per(idle, N) as f64 / request as f64
+        "tcp: {TCP_CONNECTIONS} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
+        per(idle, TCP_CONNECTIONS),
+        ratio(per(idle, TCP_CONNECTIONS), request)
     );
     for &conn in &conns {
         layer.handle_closed(now, conn);
@@ -141,12 +155,12 @@ fn an_idle_tcp_connection_holds_at_most_2_kib() {
     drain(&mut layer);
     drop(conns);
     let closed = held(&region);
-    eprintln!("tcp: closed, {closed} bytes left ({} per connection)", per(closed, N));
+    eprintln!("tcp: closed, {closed} bytes left ({} per connection)", per(closed, TCP_CONNECTIONS));
     assert_eq!(layer.connections().len(), 0);
-    assert!(per(idle, N) <= 2048, "{} bytes per idle TCP connection", per(idle, N));
+    assert!(per(idle, TCP_CONNECTIONS) <= 2048, "{} bytes per idle TCP connection", per(idle, TCP_CONNECTIONS));
     // Under a byte per connection: what is left (a few bytes of the
     // harness's own) does not grow with the connections.
-    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+    assert!(per(closed, TCP_CONNECTIONS) <= 0, "{closed} bytes left after the connections closed");
 }
 
 /// A client and a server layer; the client's connections are dropped
@@ -168,7 +182,7 @@ impl TlsPair {
     }
 
     fn client(&self) -> TransportLayer {
-        let config = TransportConfig { tls: trusting(&[&self.ca]), ..server_config(Default::default()) };
+        let config = TransportConfig { tls: trusting(&[&self.ca]), ..server_config(TlsConfig::default()) };
         let mut client = TransportLayer::new(config, 2).unwrap();
         client.set_wall_clock(self.now, Duration::from_secs(SIM_UNIX_TIME));
         client
@@ -209,13 +223,12 @@ impl TlsPair {
 #[test]
 fn an_idle_tls_connection_holds_at_most_16_kib() {
     let _turn = serial();
-    const N: usize = 200;
     let mut pair = TlsPair::new();
     // Warm up what is shared by all connections: output queues, the
     // plaintext buffer, the server's session cache (it holds at most 256
     // sessions whatever the number of connections).
     let mut client = pair.client();
-    let warm: Vec<ConnId> = (0..300).map(|i| pair.connect(&mut client, N + i)).collect();
+    let warm: Vec<ConnId> = (0..300).map(|i| pair.connect(&mut client, TLS_CONNECTIONS + i)).collect();
     drop(client);
     for conn in warm {
         pair.server.handle_closed(pair.now, conn);
@@ -224,15 +237,15 @@ fn an_idle_tls_connection_holds_at_most_16_kib() {
 
     let region = Region::new(GLOBAL);
     let mut client = pair.client();
-    let conns: Vec<ConnId> = (0..N).map(|i| pair.connect(&mut client, i)).collect();
+    let conns: Vec<ConnId> = (0..TLS_CONNECTIONS).map(|i| pair.connect(&mut client, i)).collect();
     // The client and its connections go; the server's stay, idle.
     drop(client);
     let idle = held(&region);
     let request = i64::try_from(message(0, "TLS", LARGE_BODY).len()).unwrap();
     eprintln!(
-        "tls: {N} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
-        per(idle, N),
-        per(idle, N) as f64 / request as f64
+        "tls: {TLS_CONNECTIONS} idle connections hold {idle} bytes: {} bytes each ({:.2} × the largest request carried, {request} bytes)",
+        per(idle, TLS_CONNECTIONS),
+        ratio(per(idle, TLS_CONNECTIONS), request)
     );
     for &conn in &conns {
         pair.server.handle_closed(pair.now, conn);
@@ -240,10 +253,10 @@ fn an_idle_tls_connection_holds_at_most_16_kib() {
     drain(&mut pair.server);
     drop(conns);
     let closed = held(&region);
-    eprintln!("tls: closed, {closed} bytes left ({} per connection)", per(closed, N));
+    eprintln!("tls: closed, {closed} bytes left ({} per connection)", per(closed, TLS_CONNECTIONS));
     assert_eq!(pair.server.connections().len(), 0);
-    assert!(per(idle, N) <= 16 * 1024, "{} bytes per idle TLS connection", per(idle, N));
-    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+    assert!(per(idle, TLS_CONNECTIONS) <= 16 * 1024, "{} bytes per idle TLS connection", per(idle, TLS_CONNECTIONS));
+    assert!(per(closed, TLS_CONNECTIONS) <= 0, "{closed} bytes left after the connections closed");
 }
 
 /// A `serve` endpoint with a TCP listener.
@@ -291,31 +304,38 @@ fn endpoint_connection(ep: &mut Endpoint, now: Instant, i: usize) -> ConnId {
 #[test]
 fn an_idle_tcp_connection_at_a_serving_endpoint_holds_at_most_2_kib() {
     let _turn = serial();
-    const N: usize = 1_000;
     let (mut ep, mut now) = serving();
-    let warm: Vec<ConnId> = (0..N).map(|i| endpoint_connection(&mut ep, now, N + i)).collect();
+    let warm: Vec<ConnId> =
+        (0..TCP_CONNECTIONS).map(|i| endpoint_connection(&mut ep, now, TCP_CONNECTIONS + i)).collect();
     for conn in warm {
         ep.handle_closed(now, conn);
     }
     while ep.poll_output().is_some() {}
 
     let region = Region::new(GLOBAL);
-    let conns: Vec<ConnId> = (0..N).map(|i| endpoint_connection(&mut ep, now, i)).collect();
+    let conns: Vec<ConnId> = (0..TCP_CONNECTIONS).map(|i| endpoint_connection(&mut ep, now, i)).collect();
     // Past every transaction's end (Timer J is zero over TCP, §17.2.2).
     now += Duration::from_secs(40);
     ep.handle_timeout(now);
     while ep.poll_output().is_some() {}
     let idle = held(&region);
-    eprintln!("endpoint, tcp: {N} idle connections hold {idle} bytes: {} bytes each", per(idle, N));
+    eprintln!(
+        "endpoint, tcp: {TCP_CONNECTIONS} idle connections hold {idle} bytes: {} bytes each",
+        per(idle, TCP_CONNECTIONS)
+    );
     for &conn in &conns {
         ep.handle_closed(now, conn);
     }
     while ep.poll_output().is_some() {}
     drop(conns);
     let closed = held(&region);
-    eprintln!("endpoint, tcp: closed, {closed} bytes left ({} per connection)", per(closed, N));
-    assert!(per(idle, N) <= 2048, "{} bytes per idle TCP connection at the endpoint", per(idle, N));
-    assert!(per(closed, N) <= 0, "{closed} bytes left after the connections closed");
+    eprintln!("endpoint, tcp: closed, {closed} bytes left ({} per connection)", per(closed, TCP_CONNECTIONS));
+    assert!(
+        per(idle, TCP_CONNECTIONS) <= 2048,
+        "{} bytes per idle TCP connection at the endpoint",
+        per(idle, TCP_CONNECTIONS)
+    );
+    assert!(per(closed, TCP_CONNECTIONS) <= 0, "{closed} bytes left after the connections closed");
 }
 
 /// A MESSAGE with a body of `body` bytes, as a phone sends it.
@@ -408,11 +428,8 @@ impl Exchange {
 #[test]
 fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
     let _turn = serial();
-    const N: usize = 1_000;
-    const SMALL: usize = 600;
-    const LARGE: usize = 6_000;
     let mut now = Instant::now();
-    let mut layer: TransactionLayer<usize> = TransactionLayer::new(Default::default(), 3);
+    let mut layer: TransactionLayer<usize> = TransactionLayer::new(TimerConfig::default(), 3);
     let settle = |layer: &mut TransactionLayer<usize>, now: &mut Instant| {
         *now += Duration::from_secs(40);
         layer.handle_timeout(*now);
@@ -421,35 +438,41 @@ fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
     };
     let kinds = [
         ("MESSAGE 200 over UDP (Completed, Timer J)", Exchange { method: "MESSAGE", reliable: false, code: 200 }),
-        ("INVITE 486 over UDP (Completed, Timers G and H)", Exchange { method: "INVITE", reliable: false, code: 486 }),
-        ("INVITE 200 over UDP (Accepted, Timer L)", Exchange { method: "INVITE", reliable: false, code: 200 }),
+        (
+            "ITRANSACTIONSVITE 486 over UDP (Completed, Timers G and H)",
+            Exchange { method: "ITRANSACTIONSVITE", reliable: false, code: 486 },
+        ),
+        (
+            "ITRANSACTIONSVITE 200 over UDP (Accepted, Timer L)",
+            Exchange { method: "ITRANSACTIONSVITE", reliable: false, code: 200 },
+        ),
         ("MESSAGE 200 over TCP (ended at once)", Exchange { method: "MESSAGE", reliable: true, code: 200 }),
     ];
     // Warm up the layer's queues and tables.
-    kinds[0].1.run(&mut layer, now, N, SMALL);
+    kinds[0].1.run(&mut layer, now, TRANSACTIONS, SMALL_BODY);
     settle(&mut layer, &mut now);
     for (name, kind) in kinds {
-        let small = per(kind.run(&mut layer, now, N, SMALL), N);
+        let small = per(kind.run(&mut layer, now, TRANSACTIONS, SMALL_BODY), TRANSACTIONS);
         settle(&mut layer, &mut now);
-        let large = per(kind.run(&mut layer, now, N, LARGE), N);
-        let request = request(0, kind.method, kind.via(), LARGE).len();
-        let response = answer(0, kind.method, kind.via(), kind.code, LARGE).len();
+        let large = per(kind.run(&mut layer, now, TRANSACTIONS, LARGE_BODY_TX), TRANSACTIONS);
+        let request = request(0, kind.method, kind.via(), LARGE_BODY_TX).len();
+        let response = answer(0, kind.method, kind.via(), kind.code, LARGE_BODY_TX).len();
         eprintln!(
-            "server transaction, {name}: {small} bytes each with a {SMALL}-byte body, {large} bytes with a \
-             {LARGE}-byte body (request {request} bytes, response {response} bytes)"
+            "server transaction, {name}: {small} bytes each with a {SMALL_BODY}-byte body, {large} bytes with a \
+             {LARGE_BODY_TX}-byte body (request {request} bytes, response {response} bytes)"
         );
         if kind.reliable {
             assert!(layer.is_empty(), "{name}: Timer J is zero over TCP (§17.2.2)");
             assert!(large <= 0, "{name}: {large} bytes left by ended transactions");
         } else {
-            assert_eq!(layer.len(), (0, N), "{name}: they wait for their timers");
+            assert_eq!(layer.len(), (0, TRANSACTIONS), "{name}: they wait for their timers");
         }
         settle(&mut layer, &mut now);
         let growth = large - small;
-        let grows_by = (LARGE - SMALL) as i64;
+        let grows_by = i64::try_from(LARGE_BODY_TX - SMALL_BODY).unwrap();
         if kind.reliable {
             // Ended: nothing held whatever the size.
-        } else if kind.code >= 300 || kind.method != "INVITE" {
+        } else if kind.code >= 300 || kind.method != "ITRANSACTIONSVITE" {
             // The last response grows with the body (it is what is sent
             // again); nothing else may.
             assert!((growth - grows_by).abs() <= 16, "{name}: {growth} more bytes each for {grows_by} more body");
