@@ -438,14 +438,8 @@ fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
     };
     let kinds = [
         ("MESSAGE 200 over UDP (Completed, Timer J)", Exchange { method: "MESSAGE", reliable: false, code: 200 }),
-        (
-            "ITRANSACTIONSVITE 486 over UDP (Completed, Timers G and H)",
-            Exchange { method: "ITRANSACTIONSVITE", reliable: false, code: 486 },
-        ),
-        (
-            "ITRANSACTIONSVITE 200 over UDP (Accepted, Timer L)",
-            Exchange { method: "ITRANSACTIONSVITE", reliable: false, code: 200 },
-        ),
+        ("INVITE 486 over UDP (Completed, Timers G and H)", Exchange { method: "INVITE", reliable: false, code: 486 }),
+        ("INVITE 200 over UDP (Accepted, Timer L)", Exchange { method: "INVITE", reliable: false, code: 200 }),
         ("MESSAGE 200 over TCP (ended at once)", Exchange { method: "MESSAGE", reliable: true, code: 200 }),
     ];
     // Warm up the layer's queues and tables.
@@ -472,7 +466,7 @@ fn a_completed_server_transaction_keeps_only_what_retransmission_needs() {
         let grows_by = i64::try_from(LARGE_BODY_TX - SMALL_BODY).unwrap();
         if kind.reliable {
             // Ended: nothing held whatever the size.
-        } else if kind.code >= 300 || kind.method != "ITRANSACTIONSVITE" {
+        } else if kind.code >= 300 || kind.method != "INVITE" {
             // The last response grows with the body (it is what is sent
             // again); nothing else may.
             assert!((growth - grows_by).abs() <= 16, "{name}: {growth} more bytes each for {grows_by} more body");
