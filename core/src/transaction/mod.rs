@@ -219,7 +219,11 @@ struct ServerEntry<P> {
     tx: ServerTransaction,
     key: String,
     merge: Option<String>,
-    request: Arc<[u8]>,
+    /// An INVITE until the TU first answers it: the 100 Trying the layer
+    /// sends on the TU's behalf is built from it (§17.2.1). Nothing else
+    /// needs the request once an answer went: retransmissions of the
+    /// request are answered with the last response (§17.2.1, §17.2.2).
+    trying_from: Option<Arc<[u8]>>,
     peer: P,
     deadline: Option<Instant>,
 }
@@ -378,6 +382,8 @@ impl<P: Clone> TransactionLayer<P> {
         if !entry.tx.accepts_response(code) {
             return Err(RespondError::WrongState(response));
         }
+        // Answered: the request is not needed any more (see `trying_from`).
+        entry.trying_from = None;
         let mut effects = std::mem::take(&mut self.effects);
         entry.tx.on_tu_response(now, code, Arc::from(response), &mut effects);
         self.apply(now, TxId::Server(server), &mut effects);
@@ -466,11 +472,12 @@ impl<P: Clone> TransactionLayer<P> {
                     let merged = merge.as_ref().is_some_and(|k| self.merge_keys.contains_key(k));
                     let request: Arc<[u8]> = Arc::from(bytes);
                     let tx = ServerTransaction::start(now, kind, reliable, self.config);
+                    let trying_from = (kind == ServerKind::Invite).then(|| request.clone());
                     let (index, generation) = self.servers.insert(ServerEntry {
                         tx,
                         key: key.clone(),
                         merge: if merged { None } else { merge.clone() },
-                        request: request.clone(),
+                        trying_from,
                         peer,
                         deadline: None,
                     });
@@ -604,7 +611,8 @@ impl<P: Clone> TransactionLayer<P> {
     fn send_trying(&mut self, now: Instant, id: TxId) {
         let TxId::Server(s) = id else { return };
         let Some(e) = self.servers.get_mut(s.index, s.generation) else { return };
-        let Some(trying) = Message::parse(&e.request).ok().and_then(|m| trying_for(&m)) else { return };
+        let Some(request) = e.trying_from.take() else { return };
+        let Some(trying) = Message::parse(&request).ok().and_then(|m| trying_for(&m)) else { return };
         let mut effects = Vec::new();
         e.tx.on_tu_response(now, 100, Arc::from(trying), &mut effects);
         for effect in effects {

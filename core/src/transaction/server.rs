@@ -41,7 +41,10 @@ pub struct ServerTransaction {
     state: ServerState,
     reliable: bool,
     config: TimerConfig,
-    /// The last response sent, for retransmission.
+    /// The last response sent, for retransmission: kept in Proceeding and
+    /// Completed only, the states that answer a retransmitted request with
+    /// it (§17.2.1, §17.2.2). Accepted and Confirmed never send it again
+    /// (RFC 6026 §8.5: the TU retransmits its 2xx), so it goes there.
     last: Option<Arc<[u8]>>,
     /// Current interval of timer G.
     interval: Duration,
@@ -139,6 +142,7 @@ impl ServerTransaction {
                     self.state = ServerState::Accepted;
                     self.arm(now, Timer::L);
                 }
+                self.last = None;
             }
             // §17.2.1: a non-2xx final: Completed, G (unreliable) and H.
             (ServerKind::Invite, _) => {
@@ -165,6 +169,7 @@ impl ServerTransaction {
                 ServerState::Completed => {
                     // §17.2.1: Confirmed, timer I; G stops.
                     self.state = ServerState::Confirmed;
+                    self.last = None;
                     self.disarm(Timer::G);
                     self.disarm(Timer::H);
                     self.arm(now, Timer::I);

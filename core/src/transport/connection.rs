@@ -9,7 +9,9 @@
 //! Memory per connection is bounded whatever the runtime hands in: bytes
 //! are taken [`INTAKE_CHUNK`] at a time and framed before more are taken,
 //! so a peer that floods a header is cut off at the framing limit plus one
-//! chunk.
+//! chunk. An idle connection holds no framing buffer at all (it is
+//! released whenever it empties), and a TLS session gives back what a
+//! large record made rustls' receive buffer grow to.
 
 use super::tls::{TlsConfig, TlsConfigError, TlsContext, TlsFailure, TlsSession};
 use super::Transport;
@@ -524,7 +526,15 @@ impl Connections {
                 }
             }
         }
-        c.partial_since = if c.buf.is_empty() { None } else { c.partial_since.or(Some(now)) };
+        if c.buf.is_empty() {
+            // Idle: the buffer goes, whatever size the last read or message
+            // made it (an idle connection holds no framing buffer; the next
+            // read allocates what it needs).
+            c.buf = Vec::new();
+            c.partial_since = None;
+        } else {
+            c.partial_since = c.partial_since.or(Some(now));
+        }
         for _ in 0..pings {
             self.write(conn, b"\r\n".to_vec());
         }

@@ -292,6 +292,15 @@ pub(crate) struct Decrypted {
     pub(crate) failure: Option<TlsFailure>,
 }
 
+/// A reader that has nothing yet (see [`TlsSession::shrink`]).
+struct NothingYet;
+
+impl std::io::Read for NothingYet {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::WouldBlock.into())
+    }
+}
+
 /// One TLS session on one connection.
 pub(crate) struct TlsSession {
     conn: rustls::Connection,
@@ -342,8 +351,23 @@ impl TlsSession {
             self.established = true;
             out.established = true;
         }
+        if out.failure.is_none() && !out.closed {
+            self.shrink();
+        }
         self.flush(wire);
         out
+    }
+
+    /// Gives back what a large record made rustls' receive buffer grow to.
+    ///
+    /// rustls keeps the buffer it deframes records in at its peak (up to a
+    /// whole record, 16 KiB and more) until the next `read_tls`, which first
+    /// shrinks it to one read's worth (4 KiB) when no record is pending,
+    /// then reads. Reading from [`NothingYet`] runs that first step alone:
+    /// the read would block, nothing is read, and no state changes. With a
+    /// partial record pending the buffer keeps what that record needs.
+    fn shrink(&mut self) {
+        let _ = self.conn.read_tls(&mut NothingYet);
     }
 
     /// Encrypts `plain` for the wire.
