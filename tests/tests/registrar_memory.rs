@@ -172,3 +172,61 @@ fn the_heap_held_per_binding() {
     eprintln!("{users} bindings: {empty} bytes before, {full} after: {per} bytes per binding");
     assert!(per <= 2048, "{per} bytes per binding");
 }
+
+#[test]
+fn workers_share_one_users_table_and_one_location_service() {
+    // Issue 19: `serve --workers N` makes N endpoints from clones of one
+    // ServerConfig. The users table (here 20 000 users) and the bindings
+    // must exist once, not once per worker.
+    let _turn = SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let region = Region::new(GLOBAL);
+    let users = Users::from_passwords((0..20_000).map(|i| (user(i), format!("pw{i}"))));
+    let table = held(&region);
+    let mut server = ServerConfig::new(DOMAIN, users);
+    server.flood = None;
+    server.nonce_secret = Some([9; 32]);
+    let local: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    let now = Instant::now();
+    let mut workers = Vec::new();
+    let mut per_worker = Vec::new();
+    for id in 0..4u16 {
+        let before = held(&region);
+        let mut c = EndpointConfig::new(&format!("sip:sipline@{DOMAIN}")).serve(server.clone());
+        c.worker = Some(sipline::endpoint::Worker::new(id, 4));
+        c.seed = u64::from(id) + 1;
+        let mut r = Registrar {
+            ep: Endpoint::new(c).unwrap(),
+            now,
+            local,
+            rng: Rng::new(u64::from(id)),
+            calls: u64::from(id) * 1000,
+        };
+        r.ep.add_listener(Transport::Udp, local);
+        r.ep.start(now);
+        // Its first request makes its server state (users, nonces); then
+        // 100 registrations each.
+        for k in 0..100 {
+            r.register(usize::from(id) * 100 + k);
+        }
+        r.idle(400);
+        per_worker.push(held(&region) - before);
+        workers.push(r);
+    }
+    eprintln!("users table {table} B; each worker with 100 bindings: {per_worker:?} B");
+    // A worker's own: its nonce replay ring (1 MiB) and its 100 bindings
+    // (~140 KB); a copy of the users table would add its 3 MB.
+    let own = i64::try_from(sipline::auth::DEFAULT_NONCE_CAPACITY * 16).unwrap() + 100 * 2048;
+    for cost in &per_worker {
+        assert!(*cost < own, "a worker costs {cost} B (users table {table} B, own state under {own} B)");
+    }
+    // One location service: every worker sees all 400 bindings.
+    let (first, last) = (format!("sip:{}@{DOMAIN}", user(0)), format!("sip:{}@{DOMAIN}", user(399)));
+    let first = sipline::message::Uri::parse(&first).unwrap();
+    let last = sipline::message::Uri::parse(&last).unwrap();
+    for w in &workers {
+        let reg = w.ep.registrar().unwrap();
+        for uri in [&first, &last] {
+            assert!(matches!(reg.targets(w.now, uri), sipline::registrar::Lookup::Aor(b) if b.len() == 1));
+        }
+    }
+}

@@ -110,7 +110,9 @@ impl fmt::Debug for User {
 /// ```
 #[derive(Clone, Default)]
 pub struct Users {
-    users: BTreeMap<String, User>,
+    /// Shared by clones (the workers of one server, issue 19: one table,
+    /// however many cores), copied on the first change after a clone.
+    users: std::sync::Arc<BTreeMap<String, User>>,
 }
 
 impl fmt::Debug for Users {
@@ -153,7 +155,7 @@ impl Users {
             if user.is_empty() {
                 return Err(UsersError::EmptyField { line, field: "user" });
             }
-            let known = users.users.entry(user.to_owned()).or_default();
+            let known = std::sync::Arc::make_mut(&mut users.users).entry(user.to_owned()).or_default();
             match fields.next() {
                 None => {
                     if second.is_empty() {
@@ -207,7 +209,7 @@ impl Users {
 
     /// Sets a user's password (replacing any earlier one).
     pub fn insert_password(&mut self, user: impl Into<String>, password: impl Into<String>) {
-        self.users.entry(user.into()).or_default().password = Some(password.into());
+        std::sync::Arc::make_mut(&mut self.users).entry(user.into()).or_default().password = Some(password.into());
     }
 
     /// Whether `user` is known (in any realm).
