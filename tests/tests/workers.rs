@@ -33,6 +33,9 @@ struct Net {
     /// Whether the router hands responses over (off: each stays where the
     /// kernel put it).
     hand_over: bool,
+    /// Route as the kernel does (each phone always to one worker: alice
+    /// to 0, bob to 1) instead of alternating requests.
+    by_source: bool,
     events: Vec<(usize, Event)>,
     /// INVITEs delivered to bob (copies included).
     invites_to_bob: usize,
@@ -81,6 +84,7 @@ impl Net {
             sent: vec![0; 2],
             handed_over: 0,
             hand_over,
+            by_source: false,
             events: Vec::new(),
             invites_to_bob: 0,
             queue: VecDeque::new(),
@@ -91,6 +95,9 @@ impl Net {
     /// requests alternate between the workers.
     fn worker_for(&mut self, from: SocketAddr, bytes: &[u8]) -> usize {
         let phone = self.phones.iter().position(|(a, _)| *a == from).expect("a phone");
+        if self.by_source {
+            return phone % 2;
+        }
         if bytes.starts_with(b"SIP/2.0 ") {
             // Responses: by the sender, as a kernel hashes its address —
             // bob's to worker 0, which the router keeps from the INVITE.
@@ -425,6 +432,66 @@ fn a_call_over_tcp_reaches_the_callee_through_the_worker_holding_its_connection(
     assert!(sends >= 3, "INVITE, ACK, BYE through worker 1: {sends}");
     assert!(received >= 3, "180, 200 to the INVITE, 200 to the BYE back to worker 0: {received}");
     assert_eq!(net.opened, 0);
+    for w in &net.workers {
+        let t = w.tables();
+        assert_eq!((t.client_transactions, t.server_transactions, t.proxied), (0, 0, 0), "{t:?}");
+    }
+}
+
+#[test]
+fn cancel_and_re_invite_across_workers_routed_by_source() {
+    // As the kernel routes: alice always reaches worker 0, bob worker 1.
+    // Every response of bob's to a request alice sent through worker 0
+    // lands on worker 1 and is handed over; the CANCEL follows its INVITE
+    // to worker 0 (same sender).
+    let mut net = Net::new(true);
+    net.by_source = true;
+    net.advance(Duration::from_millis(100));
+    assert!(net.registered(0) && net.registered(1), "both registered: {:?}", net.events);
+    let invite = |net: &mut Net| {
+        let r = Request::invite("sip:bob@example.com", "application/sdp", b"v=0\r\n".to_vec());
+        let s = net.phones[0].1.invite(net.now, r).unwrap();
+        net.advance(Duration::from_millis(50));
+        let incoming = net.events.iter().rev().find_map(|(i, e)| match e {
+            Event::IncomingSession { session, .. } if *i == 1 => Some(*session),
+            _ => None,
+        });
+        (s, incoming.expect("bob was called"))
+    };
+    // A call cancelled while ringing: both sides end.
+    let (first, ringing) = invite(&mut net);
+    net.phones[1].1.ring(net.now, ringing, 180, None).unwrap();
+    net.advance(Duration::from_millis(50));
+    net.phones[0].1.hangup(net.now, first).unwrap();
+    net.advance(Duration::from_secs(1));
+    let ended = |net: &Net, phone: usize, s| {
+        net.events.iter().any(|(i, e)| {
+            *i == phone && matches!(e, Event::Session { session, event: SessionEvent::Ended(_) } if *session == s)
+        })
+    };
+    assert!(ended(&net, 0, first) && ended(&net, 1, ringing), "cancelled on both sides: {:?}", net.events);
+    // A call answered, re-INVITEd by alice (an offer bob takes), hung up.
+    let (second, answered) = invite(&mut net);
+    net.phones[1].1.accept(net.now, answered, None).unwrap();
+    net.advance(Duration::from_secs(1));
+    net.phones[0].1.reinvite(net.now, second, None).unwrap();
+    net.advance(Duration::from_millis(50));
+    let reoffer = net.events.iter().any(|(i, e)| {
+        *i == 1 && matches!(e, Event::Session { session, event: SessionEvent::Reoffer { .. } } if *session == answered)
+    });
+    assert!(reoffer, "bob got the re-INVITE: {:?}", net.events);
+    net.phones[1].1.accept(net.now, answered, None).unwrap();
+    net.advance(Duration::from_secs(1));
+    let updated = net.events.iter().any(|(i, e)| {
+        *i == 0 && matches!(e, Event::Session { session, event: SessionEvent::Updated(Ok(_)) } if *session == second)
+    });
+    assert!(updated, "the re-INVITE was answered: {:?}", net.events);
+    net.phones[0].1.hangup(net.now, second).unwrap();
+    net.advance(Duration::from_secs(40));
+    assert!(ended(&net, 1, answered), "bob saw the BYE");
+    // The 180, the CANCEL's 200 and the 487, the 200s of the INVITE, the
+    // re-INVITE and the BYE: all crossed from worker 1 to worker 0.
+    assert!(net.handed_over >= 6, "{} handed over", net.handed_over);
     for w in &net.workers {
         let t = w.tables();
         assert_eq!((t.client_transactions, t.server_transactions, t.proxied), (0, 0, 0), "{t:?}");
