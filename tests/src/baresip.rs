@@ -711,6 +711,18 @@ impl Baresip {
         trace.iter().any(|m| m.is_response(200) && m.header("CSeq").is_some_and(|c| cseqs.contains(&c)))
     }
 
+    /// Whether baresip sent its unregistration with credentials (the
+    /// answer to the registrar's 401): the registrar accepts it even when
+    /// baresip exits before the 200 reaches it (or its log).
+    pub fn sent_unregistration_with_credentials(&self) -> bool {
+        self.sip_trace().iter().any(|m| {
+            m.is_request("REGISTER")
+                && m.header("Authorization").is_some()
+                && (m.header("Contact").is_some_and(|c| c.contains("expires=0"))
+                    || m.header("Expires").is_some_and(|e| e.trim() == "0"))
+        })
+    }
+
     /// Waits (at most `limit`) for a successful registration; false if
     /// none came, or it exited first.
     pub fn wait_registered(&mut self, limit: Duration) -> bool {

@@ -89,7 +89,10 @@ fn baresip_registers_at_kamailio_with_digest_auth() {
     // and quiet machines alike): then its binding stays until it expires
     // and the MESSAGE goes to a dead address (408). Kamailio answers 480
     // exactly when the unregistration was accepted.
-    let unregistered = carol.unregistered();
+    // The 200 to the unregistration may be lost to baresip's exit too
+    // (its log then lacks it): what counts is that the answer to the 401
+    // went out, which Kamailio, on loopback, receives and accepts.
+    let unregistered = carol.unregistered() || carol.sent_unregistration_with_credentials();
     eprintln!("baresip unregistered before exiting: {unregistered}");
     let out = message_to(&kamailio, "carol");
     assert!(!out.success(), "MESSAGE to carol succeeded after baresip stopped:\n{out}");
