@@ -726,3 +726,54 @@ fn glare_and_hangup_on_a_lossy_network_leave_nothing_behind() {
         assert_eq!(alice.ep.poll_timeout(), None, "seed {seed}: a timer left behind");
     });
 }
+
+#[test]
+fn a_481_to_our_request_in_an_early_dialog_ends_it_and_answers_the_invite_487() {
+    // §12.2.1.2: a 481 to a request inside the dialog ends it; the peer's
+    // INVITE, still unanswered, gets 487 (§15.1.2) — else its server
+    // transaction would wait for an answer forever (found by fuzzing the
+    // user agent, fuzz/fuzz_targets/ua_inputs.rs).
+    let mut r = Raw::new(|_| {});
+    // No Record-Route: the INFO goes straight to the Contact (an address).
+    r.feed(&raw_request("INVITE", "", 1, "inv").replace("Record-Route: <sip:p1.example.com;lr>\r\n", ""));
+    let session = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingSession { session, .. } => Some(*session),
+            _ => None,
+        })
+        .expect("an incoming session");
+    r.ep.send_in_session(r.now, session, Request::new(sipline::message::Method::Info, "sip:ignored")).unwrap();
+    r.drain();
+    let info = r.sent.iter().rev().find(|m| m.starts_with("INFO ")).expect("the INFO").clone();
+    let copy = |name: &str| {
+        info.split("\r\n").find(|l| l.starts_with(&format!("{name}:"))).map(|l| format!("{l}\r\n")).unwrap_or_default()
+    };
+    let answer = format!(
+        "SIP/2.0 481 Call/Transaction Does Not Exist\r\n{}{}{}{}{}Content-Length: 0\r\n\r\n",
+        copy("Via"),
+        copy("From"),
+        copy("To"),
+        copy("Call-ID"),
+        copy("CSeq")
+    );
+    let out = r.feed(&answer);
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 487 ") && m.contains("CSeq: 1 INVITE")), "{out:?}");
+    assert!(r.events.iter().any(|e| matches!(e,
+        Event::Session { session: s, event: SessionEvent::Ended(SessionEnd::Failed(RequestError::Failure(f))) }
+            if *s == session && f.code == 481)));
+    // Timer H (64·T1) ends the INVITE's server transaction, ACK or not.
+    for _ in 0..100 {
+        match r.ep.poll_timeout() {
+            Some(at) if at <= r.now + Duration::from_secs(40) => {
+                r.now = r.now.max(at);
+                r.ep.handle_timeout(r.now);
+                r.drain();
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(r.ep.tables().server_transactions, 0, "{:?}", r.ep.tables());
+    assert_eq!(r.ep.session_count(), 0);
+}

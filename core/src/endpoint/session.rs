@@ -483,6 +483,16 @@ impl Endpoint {
     /// Ends `s`: forgets it and its indexes, releases its connection, and
     /// reports `why`.
     fn end_session(&mut self, now: Instant, s: SessionId, why: SessionEnd) {
+        // An INVITE or re-INVITE of the peer still waiting for an answer
+        // gets one (§15.1.2: 487 to requests pending when the dialog
+        // ends): its server transaction has no timer of its own in
+        // Proceeding and would wait forever. The usual ends answer first
+        // (reject, CANCEL, the answer timer); this catches the others, such
+        // as a 481 to our own request in the dialog (§12.2.1.2; found by
+        // fuzzing the user agent).
+        if self.sessions.all.get(&s).is_some_and(|x| x.offer.is_some()) {
+            self.answer_offer(now, s, 487, "Request Terminated", &[], None);
+        }
         let Some(session) = self.sessions.all.remove(&s) else { return };
         if self.sessions.by_dialog.get(&session.local_tag) == Some(&s) {
             self.sessions.by_dialog.remove(&session.local_tag);
