@@ -154,23 +154,7 @@ impl Net {
 
     /// Time passes (timers of everyone), then the network settles.
     fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        for _ in 0..10_000 {
-            self.settle();
-            let next =
-                self.workers.iter().chain(self.phones.iter().map(|(_, e)| e)).filter_map(Endpoint::poll_timeout).min();
-            match next {
-                Some(at) if at <= end => {
-                    self.now = self.now.max(at);
-                    let now = self.now;
-                    self.workers.iter_mut().for_each(|e| e.handle_timeout(now));
-                    self.phones.iter_mut().for_each(|(_, e)| e.handle_timeout(now));
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.settle();
+        advance(self, by);
     }
 
     fn registered(&self, phone: usize) -> bool {
@@ -178,6 +162,45 @@ impl Net {
             .iter()
             .any(|(i, e)| *i == phone && matches!(e, Event::Registration(RegistrationState::Registered { .. })))
     }
+}
+
+/// What [`advance`] needs of a network: its clock, its endpoints, and
+/// a way to move every message until all are quiet.
+trait Network {
+    fn settle(&mut self);
+    fn clock(&mut self) -> &mut Instant;
+    fn endpoints(&mut self) -> Vec<&mut Endpoint>;
+}
+
+impl Network for Net {
+    fn settle(&mut self) {
+        Net::settle(self);
+    }
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn endpoints(&mut self) -> Vec<&mut Endpoint> {
+        self.workers.iter_mut().chain(self.phones.iter_mut().map(|(_, e)| e)).collect()
+    }
+}
+
+/// `by` passes, timer by timer (everyone's), the network settling after each.
+fn advance<N: Network>(net: &mut N, by: Duration) {
+    let end = *net.clock() + by;
+    for _ in 0..10_000 {
+        net.settle();
+        let next = net.endpoints().into_iter().filter_map(|e| e.poll_timeout()).min();
+        match next {
+            Some(at) if at <= end => {
+                let now = (*net.clock()).max(at);
+                *net.clock() = now;
+                net.endpoints().into_iter().for_each(|e| e.handle_timeout(now));
+            }
+            _ => break,
+        }
+    }
+    *net.clock() = end;
+    net.settle();
 }
 
 /// Alice calls bob and hangs up; returns the network after. The router
@@ -362,27 +385,23 @@ impl TcpNet {
     }
 
     fn advance(&mut self, by: Duration) {
-        let end = self.now + by;
-        for _ in 0..10_000 {
-            self.settle();
-            let next =
-                self.workers.iter().chain(self.phones.iter().map(|(_, e)| e)).filter_map(Endpoint::poll_timeout).min();
-            match next {
-                Some(at) if at <= end => {
-                    self.now = self.now.max(at);
-                    let now = self.now;
-                    self.workers.iter_mut().for_each(|e| e.handle_timeout(now));
-                    self.phones.iter_mut().for_each(|(_, e)| e.handle_timeout(now));
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
-        self.settle();
+        advance(self, by);
     }
 
     fn saw(&self, phone: usize, f: impl Fn(&Event) -> bool) -> bool {
         self.events.iter().any(|(i, e)| *i == phone && f(e))
+    }
+}
+
+impl Network for TcpNet {
+    fn settle(&mut self) {
+        TcpNet::settle(self);
+    }
+    fn clock(&mut self) -> &mut Instant {
+        &mut self.now
+    }
+    fn endpoints(&mut self) -> Vec<&mut Endpoint> {
+        self.workers.iter_mut().chain(self.phones.iter_mut().map(|(_, e)| e)).collect()
     }
 }
 
