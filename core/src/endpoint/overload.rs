@@ -551,6 +551,12 @@ impl Endpoint {
     }
 }
 
+/// A request other than ACK, by its first bytes (no parse): what a sender
+/// retransmits until answered.
+fn is_request_copy(bytes: &[u8]) -> bool {
+    !bytes.starts_with(b"SIP/") && !bytes.starts_with(b"ACK ") && bytes.first().is_some_and(u8::is_ascii_uppercase)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,10 +589,4 @@ mod tests {
         assert_eq!(percent(5, 5), 100);
         assert_eq!(percent(9, 5), 100);
     }
-}
-
-/// A request other than ACK, by its first bytes (no parse): what a sender
-/// retransmits until answered.
-fn is_request_copy(bytes: &[u8]) -> bool {
-    !bytes.starts_with(b"SIP/") && !bytes.starts_with(b"ACK ") && bytes.first().is_some_and(u8::is_ascii_uppercase)
 }
