@@ -231,19 +231,29 @@ mod tests {
                 continue; // no IPv6 here
             };
             let sender = UdpSocket::bind(SocketAddr::new(addr.ip(), 0)).expect("sender");
-            let before = std::time::Instant::now();
-            sender.send_to(b"OPTIONS", socket.local_addr().expect("bound")).expect("send");
-            // The datagram waits in the buffer meanwhile (a delay made on
-            // purpose, not a wait for something to happen).
-            std::thread::sleep(std::time::Duration::from_millis(60));
-            let mut buf = [0u8; 64];
-            let (len, from, at) = recv_stamped(&socket, &mut buf).expect("a datagram");
-            assert_eq!((&buf[..len], from), (&b"OPTIONS"[..], sender.local_addr().expect("sender")));
-            let at = at.expect("a kernel stamp");
-            // Wall-clock and monotonic readings differ by a few µs at most.
-            let slack = std::time::Duration::from_millis(5);
-            assert!(at + slack >= before, "stamped before it was sent");
-            assert!(at.elapsed() + slack >= std::time::Duration::from_millis(60), "waited {:?}", at.elapsed());
+            // Linux turns receive stamping on lazily after the first socket
+            // asks: until then a datagram is stamped when it is read. A few
+            // rounds, then, until one shows its wait (bounded).
+            let mut waited = std::time::Duration::ZERO;
+            for _ in 0..5 {
+                let before = std::time::Instant::now();
+                sender.send_to(b"OPTIONS", socket.local_addr().expect("bound")).expect("send");
+                // The datagram waits in the buffer meanwhile (a delay made on
+                // purpose, not a wait for something to happen).
+                std::thread::sleep(std::time::Duration::from_millis(60));
+                let mut buf = [0u8; 64];
+                let (len, from, at) = recv_stamped(&socket, &mut buf).expect("a datagram");
+                assert_eq!((&buf[..len], from), (&b"OPTIONS"[..], sender.local_addr().expect("sender")));
+                let at = at.expect("a kernel stamp");
+                // Wall-clock and monotonic readings differ by a few µs at most.
+                let slack = std::time::Duration::from_millis(5);
+                assert!(at + slack >= before, "stamped before it was sent");
+                waited = at.elapsed();
+                if waited + slack >= std::time::Duration::from_millis(60) {
+                    break;
+                }
+            }
+            assert!(waited >= std::time::Duration::from_millis(55), "waited {waited:?}");
         }
     }
 }

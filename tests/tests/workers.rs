@@ -22,6 +22,35 @@ use std::time::{Duration, Instant};
 
 const SERVER: &str = "127.0.0.1:5060";
 
+/// alice (127.0.0.1:5071) and bob (:5072), each registering at [`SERVER`]
+/// over `transport` (digest credentials `USER-pw`).
+fn phones(transport: Transport, now: Instant) -> Vec<(SocketAddr, Endpoint)> {
+    [("alice", 5071u16), ("bob", 5072)]
+        .into_iter()
+        .map(|(user, port)| {
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let mut c = EndpointConfig::new(&format!("sip:{user}@example.com"));
+            c.default_transport = transport;
+            let registrar = match transport {
+                Transport::Udp => format!("sip:{SERVER}"),
+                _ => format!("sip:{SERVER};transport=tcp"),
+            };
+            let mut r = RegistrationConfig::new(&registrar);
+            r.expires = 600;
+            c.registration = Some(r);
+            c.credentials.push(DigestCredentials::new(user, format!("{user}-pw")));
+            c.seed = u64::from(port);
+            let mut ep = Endpoint::new(c).unwrap();
+            ep.add_listener(Transport::Udp, addr);
+            if transport != Transport::Udp {
+                ep.add_listener(transport, addr);
+            }
+            ep.start(now);
+            (addr, ep)
+        })
+        .collect()
+}
+
 struct Net {
     now: Instant,
     workers: Vec<Endpoint>,
@@ -61,22 +90,7 @@ impl Net {
                 ep
             })
             .collect();
-        let phones = [("alice", 5071u16), ("bob", 5072)]
-            .into_iter()
-            .map(|(user, port)| {
-                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-                let mut c = EndpointConfig::new(&format!("sip:{user}@example.com"));
-                let mut r = RegistrationConfig::new(&format!("sip:{SERVER}"));
-                r.expires = 600;
-                c.registration = Some(r);
-                c.credentials.push(DigestCredentials::new(user, format!("{user}-pw")));
-                c.seed = u64::from(port);
-                let mut ep = Endpoint::new(c).unwrap();
-                ep.add_listener(Transport::Udp, addr);
-                ep.start(now);
-                (addr, ep)
-            })
-            .collect();
+        let phones = phones(Transport::Udp, now);
         Net {
             now,
             workers,
@@ -313,24 +327,7 @@ impl TcpNet {
                 ep
             })
             .collect();
-        let phones = [("alice", 5071u16), ("bob", 5072)]
-            .into_iter()
-            .map(|(user, port)| {
-                let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-                let mut c = EndpointConfig::new(&format!("sip:{user}@example.com"));
-                c.default_transport = Transport::Tcp;
-                let mut r = RegistrationConfig::new(&format!("sip:{SERVER};transport=tcp"));
-                r.expires = 600;
-                c.registration = Some(r);
-                c.credentials.push(DigestCredentials::new(user, format!("{user}-pw")));
-                c.seed = u64::from(port);
-                let mut ep = Endpoint::new(c).unwrap();
-                ep.add_listener(Transport::Udp, addr);
-                ep.add_listener(Transport::Tcp, addr);
-                ep.start(now);
-                (addr, ep)
-            })
-            .collect();
+        let phones = phones(Transport::Tcp, now);
         TcpNet { now, workers, phones, links: Vec::new(), events: Vec::new(), handed: Vec::new(), opened: 0 }
     }
 
