@@ -719,6 +719,11 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     // Issue 19: one worker per core unless told.
     let workers = o.workers.unwrap_or_else(default_workers);
+    // Table positions in the location service that callers choosing AORs
+    // cannot predict.
+    let keys = random_secret();
+    let key = |at: usize| u64::from_le_bytes(keys[at..at + 8].try_into().unwrap_or_default());
+    server.location = sipline::registrar::SharedLocation::with_keys(key(0), key(8));
     if workers > 1 {
         // One key for every worker's nonces (a nonce one issued is good
         // at another); clones of `server` share its location service.

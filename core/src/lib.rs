@@ -27,6 +27,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod auth;
+mod concurrent;
 pub mod dialog;
 #[cfg(feature = "driver")]
 pub mod driver;

@@ -179,3 +179,75 @@ fn debug_leaves_the_key_out() {
     let shown = format!("{n:?}");
     assert!(shown.contains("<redacted>") && !shown.contains("very secret"), "{shown}");
 }
+
+/// Issue 19: the workers of one server share a ledger. Nonces issued by
+/// any are distinct; an answer is accepted once among them all, a spent
+/// nonce is spent at every one, and a later nonce taking a shared entry
+/// makes the older stale at every one.
+#[test]
+fn workers_sharing_a_ledger_accept_each_answer_once_among_them() {
+    let t0 = start();
+    let ledger = NonceLedger::with_capacity(4);
+    let worker = || Nonces::with_secret(t0, b"one secret").with_ledger(&ledger);
+    let (mut a, mut b) = (worker(), worker());
+    let issued: Vec<String> = (0..4).map(|k| if k % 2 == 0 { a.issue(t0) } else { b.issue(t0) }).collect();
+    let mut distinct = issued.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "one counter: no two workers issue one nonce");
+
+    // Answered at b, replayed at a: refused (before: each worker's own table accepted it).
+    assert_eq!(b.record(t0, &issued[0], Some(1)), Ok(()));
+    assert_eq!(a.record(t0, &issued[0], Some(1)), Err(NonceError::Replayed));
+    assert_eq!(a.record(t0, &issued[0], Some(2)), Ok(()), "a higher count is a new request");
+    assert_eq!(b.record(t0, &issued[0], Some(2)), Err(NonceError::Replayed));
+    // No qop: one use among all.
+    assert_eq!(a.record(t0, &issued[1], None), Ok(()));
+    assert_eq!(b.record(t0, &issued[1], None), Err(NonceError::Replayed));
+    // A failed answer at a spends the nonce at b.
+    assert_eq!(a.spend(t0, &issued[2]), Ok(()));
+    assert_eq!(b.check(t0, &issued[2]), Err(NonceError::Spent));
+    assert_eq!(b.record(t0, &issued[2], Some(1)), Err(NonceError::Spent));
+    // Four entries: the fifth nonce takes the first's entry; the first is
+    // then stale at both workers.
+    let fifth = b.issue(t0);
+    assert_eq!(a.record(t0, &fifth, Some(1)), Ok(()));
+    assert_eq!(b.record(t0, &issued[0], Some(9)), Err(NonceError::Stale));
+    assert_eq!(a.check(t0, &issued[0]), Err(NonceError::Stale));
+}
+
+/// Issue 19: answers recorded by many threads at once, each nonce's counts
+/// offered by every thread: every (nonce, count) is accepted exactly once.
+#[test]
+fn concurrent_answers_are_each_accepted_exactly_once() {
+    let t0 = start();
+    let ledger = NonceLedger::with_capacity(64);
+    let mut issuer = Nonces::with_secret(t0, b"s").with_ledger(&ledger);
+    let issued: Vec<String> = (0..32).map(|_| issuer.issue(t0)).collect();
+    let accepted = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let mut mine = Nonces::with_secret(t0, b"s").with_ledger(&ledger);
+            let (issued, accepted) = (&issued, &accepted);
+            s.spawn(move || {
+                for nc in 1..=50 {
+                    for nonce in issued {
+                        if mine.record(t0, nonce, Some(nc)).is_ok() {
+                            accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    // Counts must rise, so a thread that lost a race for count k may
+    // still win k+1: at most 50 per nonce, at least one.
+    let accepted = accepted.into_inner();
+    assert!(accepted <= 32 * 50, "{accepted} accepted: a count accepted twice");
+    assert!(accepted >= 32, "{accepted}");
+    // Each nonce's highest count is taken: nothing above it is a replay.
+    for nonce in &issued {
+        assert_eq!(issuer.record(t0, nonce, Some(50)), Err(NonceError::Replayed));
+        assert_eq!(issuer.record(t0, nonce, Some(51)), Ok(()));
+    }
+}

@@ -5,6 +5,8 @@ use super::digest::lower_hex;
 use crate::rng::Rng;
 use ring::hmac;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// How long a nonce is accepted after it was issued, unless
@@ -16,11 +18,12 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_NONCE_LIFETIME: Duration = Duration::from_secs(300);
 
 /// How many answered nonces [`Nonces`] tracks at most, unless
-/// [`Nonces::with_capacity`] says otherwise: 65 536 entries of 16 bytes
-/// (1 MiB, allocated at the first answer and never grown), which covers
-/// some 200 newly answered nonces a second for the whole default lifetime
-/// — and any rate for nonces answered within a few seconds, as they are.
-pub const DEFAULT_NONCE_CAPACITY: usize = 65_536;
+/// [`NonceLedger::with_capacity`] says otherwise: 262 144 entries of 16
+/// bytes (4 MiB, allocated at the first answer and never grown, one for
+/// all the workers of a server), which covers some 870 newly answered
+/// nonces a second for the whole default lifetime — and answers that come
+/// within 18 s of their challenge at 14 000 challenges a second.
+pub const DEFAULT_NONCE_CAPACITY: usize = 1 << 18;
 
 /// The largest replay table: one entry per value of the issue counter's
 /// bits in the stamp.
@@ -68,17 +71,138 @@ pub enum NonceError {
     Spent,
 }
 
-/// One answered nonce in the replay table: 16 bytes.
-#[derive(Debug, Clone, Copy, Default)]
-struct Used {
-    /// The nonce's key ([`Nonces::open`]: its stamp plus one): which nonce
-    /// holds the entry; keys order nonces by issue. 0: the entry is free.
-    stamp: u64,
-    /// The highest `nc` accepted; `u32::MAX` once used without `qop`, so
-    /// nothing may follow.
-    last_nc: u32,
-    /// A failed answer came with it: refused from then on.
-    spent: bool,
+/// One entry of the replay table: 16 bytes, two atomic words, so that
+/// the workers of a server share one table without a lock (issue 19).
+///
+/// `stamp` holds the key ([`Nonces::open`]: the nonce's stamp plus one)
+/// of the nonce that owns the entry (0: free); it only grows, as later
+/// nonces take the entry over. `state` holds that nonce's replay state —
+/// the highest `nc` accepted (`u32::MAX` once used without `qop`), whether
+/// a failed answer spent it — under a tag of the key ([`tag`]), so that a
+/// compare-and-swap on it fails if the entry changed hands in between.
+#[derive(Debug, Default)]
+struct Slot {
+    stamp: AtomicU64,
+    state: AtomicU64,
+}
+
+/// The tag of `key` in a table of `2^bits` entries: the key's bits above
+/// the index, 30 of them — distinct for any two keys that share an entry
+/// within 2^28 ms (three days: longer than any nonce lifetime,
+/// [`MAX_NONCE_LIFETIME`]).
+fn tag(key: u64, bits: u32) -> u64 {
+    (key.saturating_sub(1) >> bits) & TAG_MASK
+}
+
+const TAG_MASK: u64 = (1 << 30) - 1;
+/// Set in every `state` word written (0: never answered).
+const OWNED: u64 = 1 << 63;
+
+/// A slot's `state` word: owned, tag, spent flag, highest `nc`.
+fn state(tag: u64, spent: bool, last_nc: u32) -> u64 {
+    OWNED | (tag << 33) | (u64::from(spent) << 32) | u64::from(last_nc)
+}
+
+/// The replay state a `state` word holds for the nonce with `tag`, if it
+/// is that nonce's: (spent, highest `nc`).
+fn parts(state: u64, tag: u64) -> Option<(bool, u32)> {
+    let last_nc = u32::try_from(state & 0xffff_ffff).unwrap_or(u32::MAX);
+    (state & OWNED != 0 && (state >> 33) & TAG_MASK == tag).then_some((state & (1 << 32) != 0, last_nc))
+}
+
+/// The longest nonce lifetime [`Nonces::with_lifetime`] takes: a day.
+pub const MAX_NONCE_LIFETIME: Duration = Duration::from_secs(86_400);
+
+/// How many times a table operation tries again when other workers change
+/// its entry at the same instant; past it the nonce reads as stale (its
+/// client is challenged again).
+const ATTEMPTS: usize = 64;
+
+struct Ledger {
+    /// When nonces are dated from: set by the first [`Nonces`] made with
+    /// the ledger, adopted by the others.
+    epoch: OnceLock<Instant>,
+    /// How many nonces were issued; never shown.
+    issued: AtomicU64,
+    /// log2 of the table's size.
+    bits: u32,
+    /// The answered (or spent) nonces, at their issue counter modulo the
+    /// size; allocated at the first answer.
+    slots: OnceLock<Box<[Slot]>>,
+}
+
+/// What the [`Nonces`] of several workers of one server share (issue 19):
+/// the issue counter, so no two workers issue the same stamp, and the
+/// replay table, so an answer replayed to another worker is refused there
+/// too. Clones share one ledger; every operation on it is an atomic
+/// instruction or a compare-and-swap, never a lock.
+///
+/// ```
+/// use sipline::auth::{NonceLedger, Nonces};
+/// use std::time::Instant;
+///
+/// let now = Instant::now();
+/// let ledger = NonceLedger::new();
+/// let mut a = Nonces::with_secret(now, b"one secret for both").with_ledger(&ledger);
+/// let mut b = Nonces::with_secret(now, b"one secret for both").with_ledger(&ledger);
+/// let nonce = a.issue(now);
+/// assert!(b.record(now, &nonce, Some(1)).is_ok());
+/// // The same answer again, at either worker: a replay.
+/// assert!(a.record(now, &nonce, Some(1)).is_err());
+/// assert!(b.record(now, &nonce, Some(1)).is_err());
+/// ```
+#[derive(Clone)]
+pub struct NonceLedger(Arc<Ledger>);
+
+impl fmt::Debug for NonceLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NonceLedger").field("capacity", &self.capacity()).finish_non_exhaustive()
+    }
+}
+
+impl Default for NonceLedger {
+    fn default() -> NonceLedger {
+        NonceLedger::new()
+    }
+}
+
+impl NonceLedger {
+    /// A ledger with a replay table of [`DEFAULT_NONCE_CAPACITY`] entries.
+    pub fn new() -> NonceLedger {
+        NonceLedger::with_capacity(DEFAULT_NONCE_CAPACITY)
+    }
+
+    /// A ledger whose replay table has `capacity` entries, rounded up to a
+    /// power of two, from 1 to 2^20, 16 bytes each.
+    pub fn with_capacity(capacity: usize) -> NonceLedger {
+        let bits = capacity.clamp(1, MAX_CAPACITY).next_power_of_two().trailing_zeros();
+        NonceLedger(Arc::new(Ledger {
+            epoch: OnceLock::new(),
+            issued: AtomicU64::new(0),
+            bits,
+            slots: OnceLock::new(),
+        }))
+    }
+
+    /// The size of the replay table.
+    pub fn capacity(&self) -> usize {
+        1 << self.0.bits
+    }
+
+    fn slot(&self, key: u64) -> Option<&Slot> {
+        self.0.slots.get().map(|slots| &slots[index(key, self.0.bits)])
+    }
+
+    fn slot_made(&self, key: u64) -> &Slot {
+        let slots = self.0.slots.get_or_init(|| (0..self.capacity()).map(|_| Slot::default()).collect());
+        &slots[index(key, self.0.bits)]
+    }
+}
+
+/// The entry of `key` in a table of `2^bits` entries: its issue counter's
+/// low bits.
+fn index(key: u64, bits: u32) -> usize {
+    usize::try_from(key.saturating_sub(1) & ((1 << SEQ_BITS) - 1)).unwrap_or(0) & ((1 << bits) - 1)
 }
 
 /// The nonces of a digest server (a registrar or proxy, RFC 3261 §22.1).
@@ -146,12 +270,8 @@ pub struct Nonces {
     salt: u64,
     epoch: Instant,
     lifetime: Duration,
-    capacity: usize,
-    /// How many nonces were issued; never shown.
-    issued: u64,
-    /// The answered (or spent) nonces, at their issue counter modulo the
-    /// capacity; empty until the first answer, then `capacity` entries.
-    used: Vec<Used>,
+    /// The issue counter and the replay table, perhaps shared.
+    ledger: NonceLedger,
     last_now: Option<Instant>,
 }
 
@@ -160,9 +280,7 @@ impl fmt::Debug for Nonces {
         f.debug_struct("Nonces")
             .field("keys", &"<redacted>")
             .field("lifetime", &self.lifetime)
-            .field("capacity", &self.capacity)
-            .field("issued", &self.issued)
-            .field("tracked", &self.used.iter().filter(|u| u.stamp != 0).count())
+            .field("capacity", &self.ledger.capacity())
             .finish_non_exhaustive()
     }
 }
@@ -199,39 +317,46 @@ impl Nonces {
             salt: 0,
             epoch,
             lifetime: DEFAULT_NONCE_LIFETIME,
-            capacity: DEFAULT_NONCE_CAPACITY,
-            issued: 0,
-            used: Vec::new(),
+            ledger: NonceLedger::new(),
             last_now: None,
         }
     }
 
-    /// Sets the salt mixed into identifiers: instances sharing a secret
-    /// (the workers of one server, issue 19) each take their own, so that
-    /// none issues a nonce another did. Each keeps its own replay table: an
-    /// answer carried to another worker is checked against that worker's
-    /// table, where at worst an entry of the same stamp makes it look
-    /// replayed, and the client is challenged again.
+    /// Sets the salt mixed into identifiers: two instances sharing a
+    /// secret but not a ledger (two servers) each take their own, so that
+    /// neither issues a nonce the other did.
     #[must_use]
     pub fn with_salt(mut self, salt: u64) -> Nonces {
         self.salt = salt;
         self
     }
 
-    /// Sets how long a nonce stays fresh after it is issued. A lifetime
-    /// shorter than a challenge round trip makes every answer stale.
+    /// Shares `ledger` (issue counter and replay table) with the other
+    /// [`Nonces`] made with it — the workers of one server, issue 19,
+    /// which also share a secret: a nonce issued by one is answered at
+    /// any, and an answer is accepted once among them all. The first
+    /// instance given a ledger sets the epoch every one dates from.
     #[must_use]
-    pub fn with_lifetime(mut self, lifetime: Duration) -> Nonces {
-        self.lifetime = lifetime;
+    pub fn with_ledger(mut self, ledger: &NonceLedger) -> Nonces {
+        self.epoch = *ledger.0.epoch.get_or_init(|| self.epoch);
+        self.ledger = ledger.clone();
         self
     }
 
-    /// Sets the size of the replay table: `capacity` rounded up to a power
-    /// of two, from 1 to 2^20 entries of 16 bytes.
+    /// Sets how long a nonce stays fresh after it is issued, at most
+    /// [`MAX_NONCE_LIFETIME`]. A lifetime shorter than a challenge round trip
+    /// makes every answer stale.
+    #[must_use]
+    pub fn with_lifetime(mut self, lifetime: Duration) -> Nonces {
+        self.lifetime = lifetime.min(MAX_NONCE_LIFETIME);
+        self
+    }
+
+    /// Gives these nonces a ledger of their own whose replay table has
+    /// `capacity` entries ([`NonceLedger::with_capacity`]).
     #[must_use]
     pub fn with_capacity(mut self, capacity: usize) -> Nonces {
-        self.capacity = capacity.clamp(1, MAX_CAPACITY).next_power_of_two();
-        self.used = Vec::new();
+        self.ledger = NonceLedger::with_capacity(capacity);
         self
     }
 
@@ -242,7 +367,7 @@ impl Nonces {
 
     /// The cap on the replay table.
     pub fn capacity(&self) -> usize {
-        self.capacity
+        self.ledger.capacity()
     }
 
     /// How many answered or spent nonces, still fresh at the latest `now`
@@ -250,7 +375,12 @@ impl Nonces {
     /// metrics).
     pub fn tracked(&self) -> usize {
         let Some(now) = self.last_now else { return 0 };
-        self.used.iter().filter(|u| u.stamp != 0 && !self.expired(now, u.stamp)).count()
+        let Some(slots) = self.ledger.0.slots.get() else { return 0 };
+        slots
+            .iter()
+            .map(|slot| slot.stamp.load(Ordering::Relaxed))
+            .filter(|&key| key != 0 && !self.expired(now, key))
+            .count()
     }
 
     /// A fresh nonce for a challenge (RFC 7616 §3.3). Nothing is stored:
@@ -259,10 +389,9 @@ impl Nonces {
         let now = self.advance(now);
         let millis = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
         let mut input = [0u8; 16];
-        let counter = self.issued;
+        let counter = self.ledger.0.issued.fetch_add(1, Ordering::Relaxed);
         input[..8].copy_from_slice(&counter.to_be_bytes());
         input[8..].copy_from_slice(&self.salt.to_be_bytes());
-        self.issued = self.issued.wrapping_add(1);
         let mut payload = [0u8; PAYLOAD];
         payload[..ID].copy_from_slice(&hmac::sign(&self.id_key, &input).as_ref()[..ID]);
         let stamp = (millis.min(MAX_MILLIS) << SEQ_BITS) | (counter & ((1 << SEQ_BITS) - 1));
@@ -280,9 +409,14 @@ impl Nonces {
     /// once the digest has been verified.
     pub fn check(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
         let now = self.advance(now);
-        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
-        self.judge(now, stamp)?;
-        if self.entry(stamp).is_some_and(|used| used.stamp == stamp && used.spent) {
+        let key = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, key)?;
+        let spent = self.ledger.slot(key).is_some_and(|slot| {
+            slot.stamp.load(Ordering::Acquire) == key
+                && parts(slot.state.load(Ordering::Acquire), tag(key, self.ledger.0.bits))
+                    .is_some_and(|(spent, _)| spent)
+        });
+        if spent {
             return Err(NonceError::Spent);
         }
         Ok(())
@@ -296,17 +430,13 @@ impl Nonces {
     /// [`Nonces::record`].
     pub fn spend(&mut self, now: Instant, nonce: &str) -> Result<(), NonceError> {
         let now = self.advance(now);
-        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
-        if self.judge(now, stamp).is_err() {
+        let key = self.open(nonce).ok_or(NonceError::Unknown)?;
+        if self.judge(now, key).is_err() {
             // Stale, or its entry taken by a later nonce: refused anyway.
             return Ok(());
         }
-        let used = self.entry_mut(stamp);
-        if used.stamp == stamp {
-            used.spent = true;
-        } else {
-            *used = Used { stamp, last_nc: u32::MAX, spent: true };
-        }
+        // Stale meanwhile (a later nonce took the entry): refused anyway.
+        let _ = self.update(key, |before| Ok((true, before.map_or(u32::MAX, |(_, last)| last))));
         Ok(())
     }
 
@@ -321,54 +451,53 @@ impl Nonces {
     /// (see [`Nonces`]).
     pub fn record(&mut self, now: Instant, nonce: &str, nc: Option<u32>) -> Result<(), NonceError> {
         let now = self.advance(now);
-        let stamp = self.open(nonce).ok_or(NonceError::Unknown)?;
-        self.judge(now, stamp)?;
-        let used = self.entry_mut(stamp);
-        if used.stamp == stamp {
-            if used.spent {
-                return Err(NonceError::Spent);
-            }
-            return match nc {
-                Some(nc) if nc > used.last_nc => {
-                    used.last_nc = nc;
-                    Ok(())
-                }
-                _ => Err(NonceError::Replayed),
-            };
-        }
-        if nc == Some(0) {
+        let key = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, key)?;
+        self.update(key, |before| match (before, nc) {
+            (Some((true, _)), _) => Err(NonceError::Spent),
+            (Some((false, last)), Some(nc)) if nc > last => Ok((false, nc)),
+            (Some(_), _) => Err(NonceError::Replayed),
             // Counts start at 00000001 (RFC 7616 §3.4).
-            return Err(NonceError::Replayed);
+            (None, Some(0)) => Err(NonceError::Replayed),
+            (None, nc) => Ok((false, nc.unwrap_or(u32::MAX))),
+        })
+    }
+
+    /// Moves `key`'s replay state in the shared table by `step` (given the
+    /// state so far, `None` before the first answer): takes the entry over
+    /// from an older nonce, and commits with a compare-and-swap that fails
+    /// if another worker changed the entry since it was read (then reads
+    /// again). [`NonceError::Stale`] if a later nonce owns the entry.
+    fn update(
+        &self,
+        key: u64,
+        step: impl Fn(Option<(bool, u32)>) -> Result<(bool, u32), NonceError>,
+    ) -> Result<(), NonceError> {
+        let slot = self.ledger.slot_made(key);
+        let mine = tag(key, self.ledger.0.bits);
+        for _ in 0..ATTEMPTS {
+            let owner = slot.stamp.load(Ordering::Acquire);
+            if owner > key {
+                return Err(NonceError::Stale);
+            }
+            if owner < key {
+                if owner != 0 {
+                    tracing::trace!("nonce replay entry taken over by a later nonce");
+                }
+                // Lost to another worker: look again.
+                let _ = slot.stamp.compare_exchange(owner, key, Ordering::AcqRel, Ordering::Acquire);
+                continue;
+            }
+            let current = slot.state.load(Ordering::Acquire);
+            let (spent, last_nc) = step(parts(current, mine))?;
+            let next = state(mine, spent, last_nc);
+            if slot.state.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return Ok(());
+            }
         }
-        if used.stamp != 0 {
-            tracing::trace!("nonce replay entry taken over by a later nonce");
-        }
-        *used = Used { stamp, last_nc: nc.unwrap_or(u32::MAX), spent: false };
-        Ok(())
+        Err(NonceError::Stale)
     }
 
-    /// The entry of the nonce with `stamp`'s index, if the table exists.
-    fn entry(&self, stamp: u64) -> Option<&Used> {
-        self.used.get(self.index(stamp))
-    }
-
-    /// The entry of the nonce with `stamp`'s index (the table made whole
-    /// at the first use).
-    fn entry_mut(&mut self, stamp: u64) -> &mut Used {
-        if self.used.is_empty() {
-            self.used = vec![Used::default(); self.capacity];
-        }
-        let at = self.index(stamp);
-        &mut self.used[at]
-    }
-
-    /// The issue counter's low bits (of the key's stamp), modulo the
-    /// (power of two) capacity.
-    fn index(&self, stamp: u64) -> usize {
-        usize::try_from(stamp.saturating_sub(1) & ((1 << SEQ_BITS) - 1)).unwrap_or(0) & (self.capacity - 1)
-    }
-
-    /// The mask of the time field of the nonce with identifier `id`.
     fn mask(&self, id: &[u8]) -> u64 {
         let mut mask = [0u8; TIME];
         mask.copy_from_slice(&hmac::sign(&self.mask_key, id).as_ref()[..TIME]);
@@ -399,8 +528,9 @@ impl Nonces {
 
     /// Fresh, and its entry not taken by a later nonce (stamps order
     /// nonces by issue).
-    fn judge(&self, now: Instant, stamp: u64) -> Result<(), NonceError> {
-        if self.expired(now, stamp) || self.entry(stamp).is_some_and(|used| used.stamp > stamp) {
+    fn judge(&self, now: Instant, key: u64) -> Result<(), NonceError> {
+        if self.expired(now, key) || self.ledger.slot(key).is_some_and(|slot| slot.stamp.load(Ordering::Acquire) > key)
+        {
             return Err(NonceError::Stale);
         }
         Ok(())

@@ -25,7 +25,7 @@
 
 use super::flood::{Flood, FloodLimit};
 use super::Endpoint;
-use crate::auth::{Decision, DigestServer, Nonces, Role, Users};
+use crate::auth::{Decision, DigestServer, NonceLedger, Nonces, Role, Users};
 use crate::message::{Message, Method, Uri};
 use crate::proxy::{
     branch_for, check_request, forward_cancel, forward_request, forward_response, preprocess_routes,
@@ -83,6 +83,11 @@ pub struct ServerConfig {
     /// one drawn from the endpoint's seeded generator. Workers of one
     /// domain share one, so that a nonce one issued is good at another.
     pub nonce_secret: Option<[u8; 32]>,
+    /// The nonce issue counter and replay table, with a `nonce_secret`.
+    /// Clones of the config share it: the workers of one `serve` (issue
+    /// 19) issue distinct nonces and accept each answer once among them
+    /// all, without a lock ([`NonceLedger`]).
+    pub nonce_ledger: NonceLedger,
     /// When new requests are refused with 503 for overload
     /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
     /// `None`: never. It acts only on messages the runtime stamped
@@ -109,6 +114,7 @@ impl ServerConfig {
             bans: crate::auth::BanPolicy::default(),
             location: SharedLocation::new(),
             nonce_secret: None,
+            nonce_ledger: NonceLedger::new(),
             overload: Some(super::OverloadConfig::default()),
         }
     }
@@ -198,18 +204,13 @@ struct Proxied {
 }
 
 impl Server {
-    fn new(
-        config: &ServerConfig,
-        worker: Option<super::Worker>,
-        now: Instant,
-        rng: &mut crate::rng::Rng,
-    ) -> Option<Server> {
-        let nonces = match (&config.nonce_secret, worker) {
+    fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
+        let nonces = match &config.nonce_secret {
             // Workers of one domain: one key (a nonce from one is good at
-            // another), a salt each (no two issue the same nonce).
-            (Some(secret), Some(w)) => Nonces::with_secret(now, secret).with_salt(w.id.into()),
-            (Some(secret), None) => Nonces::with_secret(now, secret),
-            (None, _) => Nonces::new(now, rng),
+            // another) and one ledger (no two issue the same nonce, an
+            // answer counts once among them).
+            Some(secret) => Nonces::with_secret(now, secret).with_ledger(&config.nonce_ledger),
+            None => Nonces::new(now, rng),
         }
         .with_lifetime(config.nonce_lifetime);
         let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces)
@@ -359,7 +360,7 @@ impl Endpoint {
     fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
         if self.server.is_none() {
             let config = self.config.server.as_ref()?;
-            self.server = Server::new(config, self.config.worker, now, &mut self.rng);
+            self.server = Server::new(config, now, &mut self.rng);
         }
         self.server.as_mut()
     }

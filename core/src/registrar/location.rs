@@ -12,7 +12,6 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 /// Where a REGISTER came from, as the transport saw it: kept with the
@@ -145,7 +144,16 @@ pub enum LocationError {
     /// down…). Nothing changed.
     #[error("location service unavailable")]
     Unavailable,
+    /// [`Location::replace_if`]: the AOR's bindings changed since the
+    /// version the caller read (another worker or instance wrote them).
+    /// Nothing changed; read again and decide again.
+    #[error("bindings changed since they were read")]
+    Changed,
 }
+
+/// How often [`Location::insert`] and [`Location::remove`] read again when
+/// other writers keep changing the AOR first.
+const WRITE_ATTEMPTS: usize = 16;
 
 /// A location service: the bindings of every address-of-record.
 ///
@@ -162,6 +170,26 @@ pub trait Location {
     /// `aor`, whatever its own `aor` field says), atomically. An empty list
     /// removes the AOR.
     fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError>;
+
+    /// The live bindings of `aor` (as [`Location::bindings`]) and the
+    /// version of the set they were read from, for
+    /// [`Location::replace_if`]. A store that only one caller writes may
+    /// keep the default: version 0 always.
+    fn snapshot(&self, aor: &str, now: Instant) -> (Vec<Binding>, u64) {
+        (self.bindings(aor, now), 0)
+    }
+
+    /// [`Location::replace`], but only if `aor`'s bindings are still the
+    /// set [`Location::snapshot`] read as `version`; else
+    /// [`LocationError::Changed`] and nothing changes. This makes the
+    /// registrar's read-decide-write of §10.3 step 7 atomic when several
+    /// endpoints share a store ([`SharedLocation`](super::SharedLocation)
+    /// overrides both). The default, for a store with one writer, always
+    /// replaces.
+    fn replace_if(&mut self, aor: &str, version: u64, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        let _ = version;
+        self.replace(aor, bindings)
+    }
 
     /// The live binding a GRUU designates at `now`: for a public GRUU the
     /// most preferred live binding of the AOR with that instance, for a
@@ -180,24 +208,39 @@ pub trait Location {
 
     /// Adds `binding` to its AOR, replacing one with the same key
     /// ([`Binding::same_key`]). Expired bindings of the AOR are dropped.
+    /// Read and write are one step ([`Location::replace_if`], retried when
+    /// another writer came between).
     fn insert(&mut self, now: Instant, binding: Binding) -> Result<(), LocationError> {
         let aor = binding.aor.clone();
-        let mut all = self.bindings(&aor, now);
-        all.retain(|b| !b.same_key(&binding));
-        all.push(binding);
-        self.replace(&aor, all)
+        for _ in 0..WRITE_ATTEMPTS {
+            let (mut all, version) = self.snapshot(&aor, now);
+            all.retain(|b| !b.same_key(&binding));
+            all.push(binding.clone());
+            match self.replace_if(&aor, version, all) {
+                Err(LocationError::Changed) => {}
+                done => return done,
+            }
+        }
+        Err(LocationError::Changed)
     }
 
     /// Removes the live binding of `aor` whose contact is `contact` (octet
-    /// for octet), returning it.
+    /// for octet), returning it. Read and write are one step, as for
+    /// [`Location::insert`].
     fn remove(&mut self, aor: &str, contact: &str, now: Instant) -> Result<Option<Binding>, LocationError> {
-        let mut all = self.bindings(aor, now);
-        let Some(at) = all.iter().position(|b| b.contact == contact) else {
-            return Ok(None);
-        };
-        let gone = all.remove(at);
-        self.replace(aor, all)?;
-        Ok(Some(gone))
+        for _ in 0..WRITE_ATTEMPTS {
+            let (mut all, version) = self.snapshot(aor, now);
+            let Some(at) = all.iter().position(|b| b.contact == contact) else {
+                return Ok(None);
+            };
+            let gone = all.remove(at);
+            match self.replace_if(aor, version, all) {
+                Err(LocationError::Changed) => {}
+                Err(e) => return Err(e),
+                Ok(()) => return Ok(Some(gone)),
+            }
+        }
+        Err(LocationError::Changed)
     }
 
     /// Removes every binding of `aor`.
@@ -212,6 +255,12 @@ impl<L: Location + ?Sized> Location for Box<L> {
     }
     fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError> {
         (**self).replace(aor, bindings)
+    }
+    fn snapshot(&self, aor: &str, now: Instant) -> (Vec<Binding>, u64) {
+        (**self).snapshot(aor, now)
+    }
+    fn replace_if(&mut self, aor: &str, version: u64, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        (**self).replace_if(aor, version, bindings)
     }
     fn find_gruu(&self, gruu: Gruu<'_>, now: Instant) -> Option<Binding> {
         (**self).find_gruu(gruu, now)
@@ -355,96 +404,5 @@ impl Location for MemoryLocation {
 
     fn next_expiry(&self) -> Option<Instant> {
         self.expiries.first().map(|(t, _)| *t)
-    }
-}
-
-/// A [`MemoryLocation`] several endpoints share: the location service of
-/// a `serve` that runs one sans-IO core per CPU core (issue 19). Clones
-/// share one store; each call takes its lock for the call alone (reads
-/// share it), so no endpoint waits on another for longer than one table
-/// operation, and a worker that panicked leaves the store usable (a
-/// poisoned lock is taken over: every operation leaves the tables
-/// consistent before it returns).
-///
-/// The registrar reads an AOR's bindings, decides (§10.3 step 7) and
-/// writes them back with separate calls: two REGISTERs for one AOR handled
-/// at the same instant by two workers can each commit a set without the
-/// other's change (the last write wins; the lost binding returns with its
-/// device's next refresh). REGISTERs from one device arrive in order on
-/// one worker; the race needs two devices of one AOR registering within
-/// microseconds of each other.
-///
-/// ```
-/// use sipline::registrar::{Location, SharedLocation};
-/// let a = SharedLocation::new();
-/// let b = a.clone();
-/// assert_eq!(b.binding_count(), 0);
-/// # let _ = a;
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct SharedLocation(Arc<RwLock<MemoryLocation>>);
-
-impl SharedLocation {
-    /// An empty shared store.
-    pub fn new() -> SharedLocation {
-        SharedLocation::default()
-    }
-
-    /// How many bindings the store holds (expired ones not yet pruned
-    /// included).
-    pub fn binding_count(&self) -> usize {
-        self.read(MemoryLocation::binding_count)
-    }
-
-    /// How many addresses-of-record have bindings.
-    pub fn aor_count(&self) -> usize {
-        self.read(MemoryLocation::aor_count)
-    }
-
-    fn read<R>(&self, f: impl FnOnce(&MemoryLocation) -> R) -> R {
-        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn write<R>(&self, f: impl FnOnce(&mut MemoryLocation) -> R) -> R {
-        f(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Location for SharedLocation {
-    fn bindings(&self, aor: &str, now: Instant) -> Vec<Binding> {
-        self.read(|l| l.bindings(aor, now))
-    }
-
-    fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError> {
-        self.write(|l| l.replace(aor, bindings))
-    }
-
-    fn find_gruu(&self, gruu: Gruu<'_>, now: Instant) -> Option<Binding> {
-        self.read(|l| l.find_gruu(gruu, now))
-    }
-
-    fn prune(&mut self, now: Instant) -> Vec<Binding> {
-        // Cheap when nothing is due: most calls only read the next expiry.
-        if self.next_expiry().is_none_or(|at| at > now) {
-            return Vec::new();
-        }
-        self.write(|l| l.prune(now))
-    }
-
-    fn next_expiry(&self) -> Option<Instant> {
-        self.read(Location::next_expiry)
-    }
-
-    // One lock for the read and the write, unlike the defaults.
-    fn insert(&mut self, now: Instant, binding: Binding) -> Result<(), LocationError> {
-        self.write(|l| l.insert(now, binding))
-    }
-
-    fn remove(&mut self, aor: &str, contact: &str, now: Instant) -> Result<Option<Binding>, LocationError> {
-        self.write(|l| l.remove(aor, contact, now))
-    }
-
-    fn remove_all(&mut self, aor: &str) -> Result<(), LocationError> {
-        self.write(|l| l.remove_all(aor))
     }
 }

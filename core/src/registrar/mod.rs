@@ -94,8 +94,10 @@
 //! is compiled; `core/tests/registrar.rs` runs these steps.)
 
 mod location;
+mod shared;
 
-pub use location::{by_preference, Binding, Gruu, Location, LocationError, MemoryLocation, SharedLocation, Source};
+pub use location::{by_preference, Binding, Gruu, Location, LocationError, MemoryLocation, Source};
+pub use shared::SharedLocation;
 
 use crate::message::grammar::{is_param_char, is_user_char};
 use crate::message::headers::{Address, CSeq, CallId, Contact, HeaderError};
@@ -591,8 +593,39 @@ impl<L: Location> Registrar<L> {
             }
         }
 
-        // §10.3 step 7: each contact in turn against the tentative set.
-        let mut set = self.location.bindings(&update.aor, now);
+        // §10.3 step 7: commit all or nothing, over the set the decision
+        // was made on. A store shared with other workers refuses the write
+        // if another REGISTER for this AOR committed meanwhile: decide
+        // again on the new set (its Call-ID and CSeq checks included).
+        for _ in 0..MAX_ATTEMPTS {
+            let (set, version) = self.location.snapshot(&update.aor, now);
+            let (set, counts) = self.decide(&update, set, &wanted, source, rng)?;
+            match self.location.replace_if(&update.aor, version, set.clone()) {
+                Ok(()) => {}
+                Err(LocationError::Changed) => continue,
+                Err(e) => return Err(RegisterError::Location(e)),
+            }
+            // §10.3 step 8: every current binding, as committed.
+            let (added, refreshed, removed) = counts;
+            let outcome =
+                RegisterOutcome::Updated { aor: update.aor.clone(), added, refreshed, removed, bindings: set.len() };
+            return Ok(ok(&update, &set, outcome));
+        }
+        Err(RegisterError::Location(LocationError::Changed))
+    }
+
+    /// §10.3 step 7 for one REGISTER over `set`, the AOR's live bindings:
+    /// the new set, sorted as the store keeps it, and how many bindings
+    /// were added, refreshed and removed.
+    fn decide(
+        &self,
+        update: &Update<'_>,
+        mut set: Vec<Binding>,
+        wanted: &[Wanted<'_>],
+        source: Option<&Source>,
+        rng: &mut Rng,
+    ) -> Result<(Vec<Binding>, Counts), RegisterError> {
+        let now = update.now;
         let (mut added, mut refreshed, mut removed) = (0, 0, 0);
         for w in wanted {
             match w.find(&set) {
@@ -608,7 +641,7 @@ impl<L: Location> Registrar<L> {
                         removed += 1;
                         continue;
                     }
-                    let temp = self.temp_gruu(&update, &w, rng);
+                    let temp = self.temp_gruu(update, w, rng);
                     let limit = self.config.temp_gruu_limit;
                     let b = &mut set[k];
                     // RFC 5627 §3.2: temporary GRUUs last while the
@@ -616,13 +649,13 @@ impl<L: Location> Registrar<L> {
                     if b.call_id != update.call_id || !same_instance(b.instance.as_deref(), w.instance.as_deref()) {
                         b.temp_gruus.clear();
                     }
-                    b.contact = w.uri.as_str().to_owned();
+                    w.uri.as_str().clone_into(&mut b.contact);
                     b.q = w.q;
                     b.expires = expiry(now, w.expires);
                     b.registered_at = now;
                     update.call_id.clone_into(&mut b.call_id);
                     b.cseq = update.cseq;
-                    b.instance = w.instance;
+                    b.instance.clone_from(&w.instance);
                     b.reg_id = w.reg_id;
                     b.temp_gruus.extend(temp);
                     if b.temp_gruus.len() > limit {
@@ -636,7 +669,7 @@ impl<L: Location> Registrar<L> {
                 // Removing a binding that does not exist changes nothing.
                 None if w.expires == 0 => {}
                 None => {
-                    let temp = self.temp_gruu(&update, &w, rng);
+                    let temp = self.temp_gruu(update, w, rng);
                     set.push(Binding {
                         aor: update.aor.clone(),
                         contact: w.uri.as_str().to_owned(),
@@ -645,7 +678,7 @@ impl<L: Location> Registrar<L> {
                         registered_at: now,
                         call_id: update.call_id.to_owned(),
                         cseq: update.cseq,
-                        instance: w.instance,
+                        instance: w.instance.clone(),
                         reg_id: w.reg_id,
                         temp_gruus: temp.into_iter().take(self.config.temp_gruu_limit).collect(),
                         source: source.cloned(),
@@ -659,13 +692,13 @@ impl<L: Location> Registrar<L> {
         if added > 0 && set.len() > self.config.max_bindings {
             return Err(RegisterError::TooManyBindings { limit: self.config.max_bindings });
         }
-        // §10.3 step 7: commit all or nothing.
-        self.location.replace(&update.aor, set).map_err(RegisterError::Location)?;
-        // §10.3 step 8: every current binding, as the store now has them.
-        let bindings = self.location.bindings(&update.aor, now);
-        let outcome =
-            RegisterOutcome::Updated { aor: update.aor.clone(), added, refreshed, removed, bindings: bindings.len() };
-        Ok(ok(&update, &bindings, outcome))
+        for b in &mut set {
+            if b.aor != update.aor {
+                b.aor.clone_from(&update.aor);
+            }
+        }
+        set.sort_by(by_preference);
+        Ok((set, (added, refreshed, removed)))
     }
 
     /// §10.3 step 6: `Contact: *`.
@@ -681,15 +714,22 @@ impl<L: Location> Registrar<L> {
         if expires_header != Some(0) {
             return Err(RegisterError::WildcardExpires);
         }
-        let current = self.location.bindings(&update.aor, update.now);
-        // A binding of another Call-ID goes; one of this Call-ID only if
-        // the CSeq is higher, else the whole request fails.
-        if let Some(b) = current.iter().find(|b| b.call_id == update.call_id && update.cseq <= b.cseq) {
-            return Err(RegisterError::OutOfOrder { stored: b.cseq, cseq: update.cseq });
+        for _ in 0..MAX_ATTEMPTS {
+            let (current, version) = self.location.snapshot(&update.aor, update.now);
+            // A binding of another Call-ID goes; one of this Call-ID only if
+            // the CSeq is higher, else the whole request fails.
+            if let Some(b) = current.iter().find(|b| b.call_id == update.call_id && update.cseq <= b.cseq) {
+                return Err(RegisterError::OutOfOrder { stored: b.cseq, cseq: update.cseq });
+            }
+            match self.location.replace_if(&update.aor, version, Vec::new()) {
+                Ok(()) => {}
+                Err(LocationError::Changed) => continue,
+                Err(e) => return Err(RegisterError::Location(e)),
+            }
+            let outcome = RegisterOutcome::Cleared { aor: update.aor.clone(), removed: current.len() };
+            return Ok(ok(update, &[], outcome));
         }
-        self.location.remove_all(&update.aor).map_err(RegisterError::Location)?;
-        let outcome = RegisterOutcome::Cleared { aor: update.aor.clone(), removed: current.len() };
-        Ok(ok(update, &[], outcome))
+        Err(RegisterError::Location(LocationError::Changed))
     }
 
     /// What one Contact asks for; the interval per §10.3 step 7.
@@ -804,6 +844,14 @@ const fn code(c: u16) -> StatusCode {
         None => unreachable!(),
     }
 }
+/// Bindings added, refreshed and removed by one REGISTER.
+type Counts = (usize, usize, usize);
+
+/// How many times a REGISTER decides again when workers sharing the
+/// location service keep committing to its AOR first (each retry means
+/// another REGISTER for the AOR committed in between): past it, 500.
+const MAX_ATTEMPTS: usize = 16;
+
 const OK: StatusCode = code(200);
 const BAD_REQUEST: StatusCode = code(400);
 const FORBIDDEN: StatusCode = code(403);

@@ -11,9 +11,11 @@
 //! worker as received ([`WorkerMessage::Received`]).
 
 use super::target::Transport;
-use std::collections::HashMap;
+use crate::concurrent::KeyedHash;
+use papaya::{HashMap, Operation};
+use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 /// What one worker asks another to do; the runtime carries it to the
 /// worker named in [`Output::Worker`](super::Output::Worker) and feeds it
@@ -48,24 +50,38 @@ pub enum WorkerMessage {
 /// address. Clones share one directory (it travels in
 /// [`TransportConfig`](super::TransportConfig), which each worker's config
 /// is cloned from); read on a send with no connection of one's own,
-/// written when a connection is accepted or closes.
-#[derive(Debug, Clone, Default)]
-pub struct SharedFlows(Arc<RwLock<HashMap<(Transport, SocketAddr), u16>>>);
+/// written when a connection is accepted or closes. A lock-free table
+/// ([`papaya`]): a read never waits for a writer.
+#[derive(Clone)]
+pub struct SharedFlows(Arc<HashMap<(Transport, SocketAddr), u16, KeyedHash>>);
+
+impl Default for SharedFlows {
+    fn default() -> SharedFlows {
+        SharedFlows::new()
+    }
+}
+
+impl fmt::Debug for SharedFlows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedFlows").field("connections", &self.len()).finish()
+    }
+}
 
 impl SharedFlows {
     /// An empty directory.
     pub fn new() -> SharedFlows {
-        SharedFlows::default()
+        let hash = KeyedHash::new(0x666c_6f77_735f_6b30, 0x666c_6f77_735f_6b31);
+        SharedFlows(Arc::new(HashMap::builder().hasher(hash).build()))
     }
 
     /// The worker holding the connection from `remote` over `transport`.
     pub fn owner(&self, transport: Transport, remote: SocketAddr) -> Option<u16> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).get(&(transport, remote)).copied()
+        self.0.pin().get(&(transport, remote)).copied()
     }
 
     /// How many connections the directory knows.
     pub fn len(&self) -> usize {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.0.len()
     }
 
     /// Whether it knows none.
@@ -76,16 +92,16 @@ impl SharedFlows {
     /// `worker` accepted a connection from `remote` (the latest wins: a
     /// phone that reconnects is reached over its new connection).
     pub(super) fn insert(&self, transport: Transport, remote: SocketAddr, worker: u16) {
-        self.0.write().unwrap_or_else(PoisonError::into_inner).insert((transport, remote), worker);
+        self.0.pin().insert((transport, remote), worker);
     }
 
     /// `worker`'s connection from `remote` closed: forgotten, unless
-    /// another worker holds a newer one.
+    /// another worker holds a newer one (one atomic step).
     pub(super) fn remove(&self, transport: Transport, remote: SocketAddr, worker: u16) {
-        let mut map = self.0.write().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&(transport, remote)) == Some(&worker) {
-            map.remove(&(transport, remote));
-        }
+        self.0.pin().compute((transport, remote), |current| match current {
+            Some((_, &owner)) if owner == worker => Operation::Remove,
+            _ => Operation::Abort(()),
+        });
     }
 }
 

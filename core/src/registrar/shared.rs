@@ -1,0 +1,443 @@
+//! The location service several workers share (issue 19): one store for
+//! every sans-IO core of a `serve --workers N`, read and written without a
+//! lock.
+//!
+//! - **Bindings** live in a concurrent hash table ([`papaya`]): a read
+//!   never waits and never writes shared memory (no reader count to bounce
+//!   between cores); a write replaces an AOR's entry with one atomic
+//!   compare-and-swap. Each entry carries a version, so the registrar's
+//!   read-decide-write of §10.3 step 7 commits only over the set it
+//!   decided on ([`Location::replace_if`]); a REGISTER that lost a race
+//!   with another worker's decides again on the new set.
+//! - **Expiries** are an ordered lock-free set of `(expiry, AOR)`
+//!   ([`crossbeam_skiplist`]): any worker may prune, and each due entry is
+//!   taken by exactly one. The set is an index, not the truth: pruning
+//!   re-reads the AOR and removes only what has expired, so an entry left
+//!   behind by two writers racing costs one wasted look when it falls due.
+//! - **Temporary GRUUs** (RFC 5627) map to their AOR in a second table,
+//!   checked against the AOR's bindings on every lookup for the same
+//!   reason.
+//!
+//! Table positions come from SipHash under keys the caller may set
+//! ([`SharedLocation::with_keys`]), so a peer that picks AORs cannot aim
+//! them at one slot.
+
+use super::location::{by_preference, Binding, Gruu, Location, LocationError};
+use crate::concurrent::KeyedHash;
+use crossbeam_skiplist::SkipSet;
+use papaya::{Compute, HashMap, Operation};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// One AOR's bindings as one write left them: sorted by
+/// [`by_preference`], never empty.
+#[derive(Debug)]
+struct Entry {
+    /// Unique among every write to the store (never 0: 0 is "no entry").
+    version: u64,
+    bindings: Box<[Binding]>,
+}
+
+impl Entry {
+    fn earliest(&self) -> Option<Instant> {
+        self.bindings.iter().map(|b| b.expires).min()
+    }
+}
+
+struct Store {
+    aors: HashMap<String, Arc<Entry>, KeyedHash>,
+    temp_gruus: HashMap<String, String, KeyedHash>,
+    expiries: SkipSet<(Instant, String)>,
+    /// The last version handed out.
+    versions: AtomicU64,
+    /// Bindings stored (expired but unpruned ones included).
+    bindings: AtomicUsize,
+}
+
+/// The location service every worker of a `serve` shares: clones share one
+/// store, and no operation takes a lock (see the [module
+/// docs](self)). Reads return only live bindings; [`Location::prune`]
+/// forgets expired ones and may be called by any clone.
+///
+/// Concurrent REGISTERs for one AOR on two workers are serialised by
+/// [`Location::replace_if`]: each commits only over the set it read, and
+/// the one that lost decides again on the winner's set (§10.3 step 7's
+/// Call-ID/CSeq checks see both).
+///
+/// ```
+/// use sipline::registrar::{Binding, Location, SharedLocation};
+/// use std::time::{Duration, Instant};
+///
+/// let now = Instant::now();
+/// let mut a = SharedLocation::new();
+/// let b = a.clone();
+/// let binding = Binding {
+///     aor: "sip:bob@example.com".into(),
+///     contact: "sip:bob@192.0.2.4:5060".into(),
+///     q: None,
+///     expires: now + Duration::from_secs(3600),
+///     registered_at: now,
+///     call_id: "c1".into(),
+///     cseq: 1,
+///     instance: None,
+///     reg_id: None,
+///     temp_gruus: Vec::new(),
+///     source: None,
+/// };
+/// a.insert(now, binding)?;
+/// assert_eq!(b.bindings("sip:bob@example.com", now).len(), 1);
+/// assert_eq!(b.binding_count(), 1);
+/// # Ok::<(), sipline::registrar::LocationError>(())
+/// ```
+#[derive(Clone)]
+pub struct SharedLocation(Arc<Store>);
+
+impl Default for SharedLocation {
+    fn default() -> SharedLocation {
+        SharedLocation::new()
+    }
+}
+
+impl fmt::Debug for SharedLocation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedLocation")
+            .field("aors", &self.aor_count())
+            .field("bindings", &self.binding_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedLocation {
+    /// An empty shared store whose tables hash under fixed keys
+    /// (deterministic; see [`SharedLocation::with_keys`] for a server that
+    /// registers AORs chosen by strangers).
+    pub fn new() -> SharedLocation {
+        SharedLocation::with_keys(0x7369_706c_696e_6531, 0x6c6f_6361_7469_6f6e)
+    }
+
+    /// An empty shared store whose tables hash under the secret keys
+    /// `k0`, `k1` (SipHash-1-3): draw them from the server's randomness.
+    pub fn with_keys(k0: u64, k1: u64) -> SharedLocation {
+        let hash = KeyedHash::new(k0, k1);
+        SharedLocation(Arc::new(Store {
+            aors: HashMap::builder().hasher(hash.clone()).build(),
+            temp_gruus: HashMap::builder().hasher(hash).build(),
+            expiries: SkipSet::new(),
+            versions: AtomicU64::new(0),
+            bindings: AtomicUsize::new(0),
+        }))
+    }
+
+    /// How many bindings the store holds (expired ones not yet pruned
+    /// included).
+    pub fn binding_count(&self) -> usize {
+        self.0.bindings.load(Ordering::Relaxed)
+    }
+
+    /// How many addresses-of-record have bindings.
+    pub fn aor_count(&self) -> usize {
+        self.0.aors.len()
+    }
+
+    /// The AOR's entry as stored now (expired bindings included).
+    fn entry(&self, aor: &str) -> Option<Arc<Entry>> {
+        self.0.aors.pin().get(aor).cloned()
+    }
+
+    /// Writes `bindings` as `aor`'s set if its entry's version is still
+    /// `expected` (`None`: whatever it is), then brings the indexes along.
+    fn write(&self, aor: &str, expected: Option<u64>, mut bindings: Vec<Binding>) -> Result<(), LocationError> {
+        for b in &mut bindings {
+            if b.aor != aor {
+                aor.clone_into(&mut b.aor);
+            }
+        }
+        bindings.sort_by(by_preference);
+        let store = &self.0;
+        let new = (!bindings.is_empty()).then(|| {
+            let version = store.versions.fetch_add(1, Ordering::Relaxed) + 1;
+            Arc::new(Entry { version, bindings: bindings.into_boxed_slice() })
+        });
+        let aors = store.aors.pin();
+        let decide = |current: Option<(&String, &Arc<Entry>)>| {
+            let found = current.map_or(0, |(_, e)| e.version);
+            if expected.is_some_and(|v| v != found) {
+                return Operation::Abort(Err(LocationError::Changed));
+            }
+            match (&new, current) {
+                (Some(new), _) => Operation::Insert(Arc::clone(new)),
+                (None, Some(_)) => Operation::Remove,
+                (None, None) => Operation::Abort(Ok(())),
+            }
+        };
+        let old = match aors.compute(aor.to_owned(), decide) {
+            Compute::Inserted(..) => None,
+            Compute::Updated { old: (_, old), .. } | Compute::Removed(_, old) => Some(Arc::clone(old)),
+            Compute::Aborted(result) => return result,
+        };
+        drop(aors);
+        self.reindex(aor, old.as_deref(), new.as_deref());
+        Ok(())
+    }
+
+    /// After `aor`'s entry went from `old` to `new`: the binding count, the
+    /// expiry index and the temporary GRUU index follow.
+    fn reindex(&self, aor: &str, old: Option<&Entry>, new: Option<&Entry>) {
+        let store = &self.0;
+        let count = |e: Option<&Entry>| e.map_or(0, |e| e.bindings.len());
+        let (before, after) = (count(old), count(new));
+        if after >= before {
+            store.bindings.fetch_add(after - before, Ordering::Relaxed);
+        } else {
+            store.bindings.fetch_sub(before - after, Ordering::Relaxed);
+        }
+        let (was, is) = (old.and_then(Entry::earliest), new.and_then(Entry::earliest));
+        if was != is {
+            if let Some(was) = was {
+                store.expiries.remove(&(was, aor.to_owned()));
+            }
+        }
+        if let Some(is) = is {
+            store.expiries.insert((is, aor.to_owned()));
+        }
+        let gruus = |e: Option<&Entry>| -> Vec<String> {
+            e.map(|e| e.bindings.iter().flat_map(|b| b.temp_gruus.iter().cloned()).collect()).unwrap_or_default()
+        };
+        let (was, is) = (gruus(old), gruus(new));
+        if was.is_empty() && is.is_empty() {
+            return;
+        }
+        let temp = store.temp_gruus.pin();
+        for t in was.iter().filter(|t| !is.contains(t)) {
+            temp.remove(t);
+        }
+        for t in is {
+            temp.insert(t, aor.to_owned());
+        }
+    }
+
+    /// Removes what of `aor` has expired at `now`, returning it.
+    fn prune_aor(&self, aor: &str, now: Instant) -> Vec<Binding> {
+        let store = &self.0;
+        let version = store.versions.fetch_add(1, Ordering::Relaxed) + 1;
+        let aors = store.aors.pin();
+        let changed = aors.compute(aor.to_owned(), |current: Option<(&String, &Arc<Entry>)>| {
+            let Some((_, entry)) = current else { return Operation::Abort(()) };
+            if entry.bindings.iter().all(|b| b.is_live(now)) {
+                return Operation::Abort(());
+            }
+            let live: Box<[Binding]> = entry.bindings.iter().filter(|b| b.is_live(now)).cloned().collect();
+            if live.is_empty() {
+                Operation::Remove
+            } else {
+                Operation::Insert(Arc::new(Entry { version, bindings: live }))
+            }
+        });
+        let (old, new) = match changed {
+            Compute::Updated { old: (_, old), new: (_, new) } => (Arc::clone(old), Some(Arc::clone(new))),
+            Compute::Removed(_, old) => (Arc::clone(old), None),
+            Compute::Inserted(..) | Compute::Aborted(()) => {
+                // Nothing expired: the index entry was a leftover. Make
+                // sure the current set's own expiry is indexed.
+                if let Some(at) = aors.get(aor).and_then(|e| e.earliest()) {
+                    store.expiries.insert((at, aor.to_owned()));
+                }
+                return Vec::new();
+            }
+        };
+        drop(aors);
+        self.reindex(aor, Some(&old), new.as_deref());
+        old.bindings.iter().filter(|b| !b.is_live(now)).cloned().collect()
+    }
+}
+
+impl Location for SharedLocation {
+    fn bindings(&self, aor: &str, now: Instant) -> Vec<Binding> {
+        self.snapshot(aor, now).0
+    }
+
+    fn snapshot(&self, aor: &str, now: Instant) -> (Vec<Binding>, u64) {
+        let aors = self.0.aors.pin();
+        match aors.get(aor) {
+            Some(e) => (e.bindings.iter().filter(|b| b.is_live(now)).cloned().collect(), e.version),
+            None => (Vec::new(), 0),
+        }
+    }
+
+    fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        self.write(aor, None, bindings)
+    }
+
+    fn replace_if(&mut self, aor: &str, version: u64, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        self.write(aor, Some(version), bindings)
+    }
+
+    fn find_gruu(&self, gruu: Gruu<'_>, now: Instant) -> Option<Binding> {
+        match gruu {
+            Gruu::Public { aor, instance } => self
+                .entry(aor)?
+                .bindings
+                .iter()
+                .find(|b| b.is_live(now) && b.instance.as_deref().is_some_and(|i| i.eq_ignore_ascii_case(instance)))
+                .cloned(),
+            Gruu::Temporary(t) => {
+                let aor = self.0.temp_gruus.pin().get(t)?.clone();
+                self.entry(&aor)?
+                    .bindings
+                    .iter()
+                    .find(|b| b.is_live(now) && b.temp_gruus.iter().any(|x| x == t))
+                    .cloned()
+            }
+        }
+    }
+
+    fn prune(&mut self, now: Instant) -> Vec<Binding> {
+        let mut gone = Vec::new();
+        // Bounded: each turn takes one due index entry out, and entries
+        // added meanwhile lie in the future of `now` (live bindings).
+        while let Some(due) = self.0.expiries.front().filter(|e| e.value().0 <= now) {
+            let aor = due.value().1.clone();
+            // Another worker may be pruning the same entry: one wins.
+            if !due.remove() {
+                continue;
+            }
+            gone.extend(self.prune_aor(&aor, now));
+        }
+        gone
+    }
+
+    fn next_expiry(&self) -> Option<Instant> {
+        self.0.expiries.front().map(|e| e.value().0)
+    }
+}
+
+#[cfg(test)]
+// Each test takes one arbitrary origin from the clock; time moves only as
+// the test says after that.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn binding(aor: &str, contact: &str, now: Instant, secs: u64) -> Binding {
+        Binding {
+            aor: aor.into(),
+            contact: contact.into(),
+            q: None,
+            expires: now + Duration::from_secs(secs),
+            registered_at: now,
+            call_id: "c".into(),
+            cseq: 1,
+            instance: None,
+            reg_id: None,
+            temp_gruus: Vec::new(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn a_write_over_a_set_that_changed_is_refused_and_changes_nothing() {
+        let now = Instant::now();
+        let mut a = SharedLocation::new();
+        let mut b = a.clone();
+        let (set, v0) = a.snapshot("sip:x@h", now);
+        assert!(set.is_empty());
+        assert_eq!(v0, 0);
+        // b commits first.
+        b.replace_if("sip:x@h", v0, vec![binding("sip:x@h", "sip:b@1", now, 60)]).unwrap();
+        // a decided on the empty set: refused.
+        let lost = a.replace_if("sip:x@h", v0, vec![binding("sip:x@h", "sip:a@1", now, 60)]);
+        assert_eq!(lost, Err(LocationError::Changed));
+        let (set, v1) = a.snapshot("sip:x@h", now);
+        assert_eq!(set.iter().map(|b| b.contact.as_str()).collect::<Vec<_>>(), ["sip:b@1"]);
+        assert_ne!(v1, 0);
+        // Decided again on b's set: committed.
+        let mut both = set;
+        both.push(binding("sip:x@h", "sip:a@1", now, 60));
+        a.replace_if("sip:x@h", v1, both).unwrap();
+        assert_eq!(b.bindings("sip:x@h", now).len(), 2);
+        assert_eq!(b.binding_count(), 2);
+        // Removing through a stale version is refused too.
+        assert_eq!(b.replace_if("sip:x@h", v1, Vec::new()), Err(LocationError::Changed));
+    }
+
+    #[test]
+    fn expiries_prune_once_across_clones_and_leave_nothing() {
+        let now = Instant::now();
+        let mut a = SharedLocation::new();
+        let mut b = a.clone();
+        a.insert(now, binding("sip:x@h", "sip:1@1", now, 10)).unwrap();
+        a.insert(now, binding("sip:x@h", "sip:2@1", now, 20)).unwrap();
+        a.insert(now, binding("sip:y@h", "sip:3@1", now, 30)).unwrap();
+        assert_eq!(a.next_expiry(), Some(now + Duration::from_secs(10)));
+        let t = now + Duration::from_secs(10);
+        assert_eq!(b.prune(t).len(), 1);
+        assert!(a.prune(t).is_empty());
+        assert_eq!(a.next_expiry(), Some(now + Duration::from_secs(20)));
+        assert_eq!(a.binding_count(), 2);
+        let end = now + Duration::from_secs(30);
+        let gone: Vec<String> = b.prune(end).into_iter().map(|b| b.contact).collect();
+        assert_eq!(gone, ["sip:2@1", "sip:3@1"]);
+        assert_eq!((a.binding_count(), a.aor_count(), a.next_expiry()), (0, 0, None));
+        assert!(a.0.expiries.is_empty());
+    }
+
+    #[test]
+    fn a_refresh_moves_the_expiry_index_instead_of_adding_to_it() {
+        let now = Instant::now();
+        let mut a = SharedLocation::new();
+        for k in 0..100u64 {
+            let t = now + Duration::from_secs(k);
+            a.insert(t, binding("sip:x@h", "sip:1@1", t, 60)).unwrap();
+        }
+        assert_eq!(a.0.expiries.len(), 1);
+        assert_eq!(a.next_expiry(), Some(now + Duration::from_secs(99 + 60)));
+    }
+
+    #[test]
+    fn temporary_gruus_follow_their_binding() {
+        let now = Instant::now();
+        let mut a = SharedLocation::new();
+        let mut b = binding("sip:x@h", "sip:1@1", now, 60);
+        b.instance = Some("urn:uuid:1".into());
+        b.temp_gruus = vec!["sip:tgruu.1@h".into()];
+        a.insert(now, b).unwrap();
+        assert!(a.find_gruu(Gruu::Temporary("sip:tgruu.1@h"), now).is_some());
+        assert!(a.find_gruu(Gruu::Public { aor: "sip:x@h", instance: "URN:uuid:1" }, now).is_some());
+        a.remove_all("sip:x@h").unwrap();
+        assert!(a.find_gruu(Gruu::Temporary("sip:tgruu.1@h"), now).is_none());
+        assert!(a.0.temp_gruus.is_empty());
+    }
+
+    #[test]
+    fn workers_writing_one_aor_at_once_lose_no_binding() {
+        // Four threads each add their own contacts to one AOR with
+        // read-decide-write over versions: every binding survives.
+        let now = Instant::now();
+        let store = SharedLocation::new();
+        std::thread::scope(|s| {
+            for w in 0..4 {
+                let mut mine = store.clone();
+                s.spawn(move || {
+                    for k in 0..200 {
+                        let contact = format!("sip:{w}.{k}@1");
+                        for _attempt in 0..1000 {
+                            let (mut set, v) = mine.snapshot("sip:x@h", now);
+                            set.push(binding("sip:x@h", &contact, now, 60));
+                            match mine.replace_if("sip:x@h", v, set) {
+                                Ok(()) => break,
+                                Err(LocationError::Changed) => {}
+                                Err(e) => panic!("{e}"),
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(store.bindings("sip:x@h", now).len(), 800);
+        assert_eq!(store.binding_count(), 800);
+        assert_eq!(store.0.expiries.len(), 1);
+    }
+}
