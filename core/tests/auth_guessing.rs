@@ -477,3 +477,40 @@ fn spending_refuses_the_nonce_and_the_table_keeps_counting_right() {
     assert_eq!(n.tracked(), 0, "the expired entries were pruned");
     assert_eq!(n.check(late, &old), Err(NonceError::Stale));
 }
+
+/// Issue 19: the workers of one server share one table of failed answers.
+/// A guesser whose requests the kernel spreads over two workers is banned
+/// after `max_failures` failures in all, at both workers — not after
+/// `max_failures` at each. Workers with tables of their own let it guess
+/// twice as often.
+#[test]
+fn workers_sharing_a_ban_table_ban_a_guesser_spread_over_them_once() {
+    let (t0, _turn) = start();
+    let policy = BanPolicy::new(4, Duration::from_secs(60), Duration::from_secs(300));
+    let table = BanTable::new();
+    let worker = |seed| {
+        DigestServer::new(REALM, users(), Nonces::new(t0, &mut Rng::new(seed))).unwrap().with_ban_table(policy, &table)
+    };
+    let (mut a, mut b) = (worker(3), worker(4));
+    let src = ip(66);
+    for k in 0..4 {
+        let w = if k % 2 == 0 { &mut a } else { &mut b };
+        assert!(!is_banned(&guess(w, t0, "bob", "guess", src), Banned::User), "failure {k} is counted, not refused");
+    }
+    for w in [&mut a, &mut b] {
+        assert!(is_banned(&guess(w, t0, "bob", "zanzibar", src), Banned::User), "banned at both workers");
+        assert_eq!(w.bans().tracked(), 2, "one entry per key, whichever worker counted");
+    }
+    // The ban ends at both; whichever worker sweeps, the table empties.
+    let later = t0 + Duration::from_secs(301);
+    assert_eq!(guess(&mut b, later, "bob", "zanzibar", src), Decision::Authenticated { username: "bob".into() });
+    a.handle_timeout(t0 + Duration::from_secs(3600));
+    assert_eq!(b.bans().tracked(), 0);
+
+    // Tables of their own: eight guesses before a ban.
+    let (mut c, mut d) = (server(t0, policy), server(t0, policy));
+    for k in 0..6 {
+        let w = if k % 2 == 0 { &mut c } else { &mut d };
+        assert!(!is_banned(&guess(w, t0, "alice", "guess", ip(77)), Banned::User));
+    }
+}

@@ -2,9 +2,12 @@
 //! they lead to (issue 18: a password guesser found a 200-word list's
 //! password in 1.24 s). See [`Bans`].
 
-use std::collections::BTreeMap;
+use crate::concurrent::KeyedHash;
+use papaya::{Compute, HashMap, Operation};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Failed answers allowed within [`DEFAULT_FAILURE_WINDOW`] before a ban,
@@ -81,7 +84,7 @@ impl Default for BanPolicy {
 }
 
 /// What a count is kept for.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
     /// A username (its first [`MAX_USER_KEY`] bytes), known or not.
     User(String),
@@ -118,7 +121,8 @@ struct Entry {
     failures: u32,
     /// Banned until then.
     banned_until: Option<Instant>,
-    /// Its place in [`Bans::order`]: last failure or refusal.
+    /// Last failure or refusal, with a sequence number ordering those of
+    /// one instant: the oldest is evicted first.
     order: (Instant, u64),
 }
 
@@ -157,27 +161,63 @@ pub enum Banned {
 /// of stopping a guesser that spreads over many sources.
 pub struct Bans {
     policy: BanPolicy,
-    entries: BTreeMap<Key, Entry>,
-    /// Keys by last failure or refusal: the front is evicted first.
-    order: BTreeMap<(Instant, u64), Key>,
-    /// Orders entries touched at the same instant.
-    seq: u64,
+    table: BanTable,
+    /// When an entry this instance wrote (or saw at its last sweep) is
+    /// done: the next sweep.
+    next_sweep: Option<Instant>,
+}
+
+/// The table of failed answers that the [`Bans`] of several workers of
+/// one server share (issue 19): a guesser whose requests the kernel
+/// spreads over the workers is counted and banned once, not once per
+/// worker. Clones share one table; it is lock-free ([`papaya`]): every
+/// count is one atomic update of one entry.
+#[derive(Clone)]
+pub struct BanTable(Arc<Table>);
+
+struct Table {
+    entries: HashMap<Key, Entry, KeyedHash>,
+    /// Orders touches across workers.
+    seq: AtomicU64,
+}
+
+impl Default for BanTable {
+    fn default() -> BanTable {
+        BanTable::new()
+    }
+}
+
+impl fmt::Debug for BanTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BanTable").field("tracked", &self.0.entries.len()).finish()
+    }
+}
+
+impl BanTable {
+    /// An empty table.
+    pub fn new() -> BanTable {
+        let hash = KeyedHash::new(0x6261_6e73_5f6b_6579, 0x7461_626c_655f_6b31);
+        BanTable(Arc::new(Table { entries: HashMap::builder().hasher(hash).build(), seq: AtomicU64::new(0) }))
+    }
 }
 
 impl fmt::Debug for Bans {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Bans")
-            .field("policy", &self.policy)
-            .field("tracked", &self.entries.len())
-            .finish_non_exhaustive()
+        f.debug_struct("Bans").field("policy", &self.policy).field("tracked", &self.tracked()).finish_non_exhaustive()
     }
 }
 
 impl Bans {
     /// An empty table under `policy`.
     pub fn new(policy: BanPolicy) -> Bans {
+        Bans::with_table(policy, &BanTable::new())
+    }
+
+    /// Counts into `table`, shared with the other [`Bans`] made with it
+    /// (the workers of one server, issue 19).
+    pub fn with_table(policy: BanPolicy, table: &BanTable) -> Bans {
         let policy = BanPolicy { capacity: policy.capacity.max(1), ..policy };
-        Bans { policy, entries: BTreeMap::new(), order: BTreeMap::new(), seq: 0 }
+        Bans { policy, table: table.clone(), next_sweep: None }
     }
 
     /// The policy.
@@ -187,7 +227,7 @@ impl Bans {
 
     /// How many users and sources are tracked now.
     pub fn tracked(&self) -> usize {
-        self.entries.len()
+        self.table.0.entries.len()
     }
 
     /// Which of `user` and `source` is banned at `now`, if any; the user
@@ -196,7 +236,8 @@ impl Bans {
         if !self.policy.is_enabled() {
             return None;
         }
-        let is_banned = |key: &Key| self.entries.get(key).and_then(|e| e.banned_until).is_some_and(|until| now < until);
+        let entries = self.table.0.entries.pin();
+        let is_banned = |key: &Key| entries.get(key).and_then(|e| e.banned_until).is_some_and(|until| now < until);
         if is_banned(&Key::user(user)) {
             return Some(Banned::User);
         }
@@ -249,22 +290,28 @@ impl Bans {
     /// Drops the entries whose window and ban are over, oldest first.
     /// Idempotent; safe to call at any time.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some((_, key)) = self.order.first_key_value() {
-            let done = self.entries.get(key).is_none_or(|e| self.done_at(e) <= now);
-            if !done {
-                break;
-            }
-            if let Some((_, key)) = self.order.pop_first() {
-                self.entries.remove(&key);
-            }
+        if self.next_sweep.is_none_or(|at| at > now) {
+            return;
         }
+        // A sweep of the whole table (bounded by its capacity), at most
+        // once per entry this instance wrote falling due: entries whose
+        // window and ban are over go, whoever wrote them; the next sweep
+        // is when the first of the others is done.
+        let entries = self.table.0.entries.pin();
+        let done: Vec<Key> = entries.iter().filter(|(_, e)| self.done_at(e) <= now).map(|(k, _)| k.clone()).collect();
+        for key in done {
+            entries.compute(key, |current| match current {
+                Some((_, e)) if self.done_at(e) <= now => Operation::Remove,
+                _ => Operation::Abort(()),
+            });
+        }
+        self.next_sweep = entries.iter().map(|(_, e)| self.done_at(e)).min();
     }
 
     /// When [`Bans::handle_timeout`] next has an entry to drop (the least
     /// recently touched one's end); `None` while nothing is tracked.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let (_, key) = self.order.first_key_value()?;
-        self.entries.get(key).map(|e| self.done_at(e))
+        self.next_sweep
     }
 
     /// When an entry's window and ban are both over.
@@ -277,45 +324,68 @@ impl Bans {
     fn count(&mut self, now: Instant, key: Key) -> bool {
         let order = self.next_order(now);
         let policy = self.policy;
-        let entry =
-            self.entries.entry(key.clone()).or_insert(Entry { first: now, failures: 0, banned_until: None, order });
-        let old = std::mem::replace(&mut entry.order, order);
-        let ban_over = entry.banned_until.is_some_and(|until| now >= until);
-        let window_over = entry.first.checked_add(policy.window).is_none_or(|end| now >= end);
-        if ban_over || (entry.banned_until.is_none() && window_over) {
-            *entry = Entry { first: now, failures: 0, banned_until: None, order };
-        }
-        entry.failures = entry.failures.saturating_add(1);
-        let starts = entry.banned_until.is_none() && entry.failures >= policy.max_failures;
-        if starts {
-            entry.banned_until = Some(now.checked_add(policy.ban).unwrap_or(now));
-        }
-        self.order.remove(&old);
-        self.order.insert(order, key);
+        let entries = self.table.0.entries.pin();
+        // One atomic step per failure, whichever worker counts it.
+        let counted = entries.compute(key, |current| {
+            let fresh = Entry { first: now, failures: 0, banned_until: None, order };
+            let mut entry = current.map_or(fresh, |(_, e)| *e);
+            entry.order = order;
+            let ban_over = entry.banned_until.is_some_and(|until| now >= until);
+            let window_over = entry.first.checked_add(policy.window).is_none_or(|end| now >= end);
+            if ban_over || (entry.banned_until.is_none() && window_over) {
+                entry = fresh;
+            }
+            entry.failures = entry.failures.saturating_add(1);
+            let starts = entry.banned_until.is_none() && entry.failures >= policy.max_failures;
+            if starts {
+                entry.banned_until = Some(now.checked_add(policy.ban).unwrap_or(now));
+            }
+            Operation::<Entry, ()>::Insert(entry)
+        });
+        let (starts, done) = match counted {
+            Compute::Inserted(_, e) => (e.banned_until.is_some(), self.done_at(e)),
+            Compute::Updated { old: (_, old), new: (_, new) } => {
+                (old.banned_until.is_none() && new.banned_until.is_some(), self.done_at(new))
+            }
+            Compute::Removed(..) | Compute::Aborted(()) => (false, now),
+        };
+        self.next_sweep = Some(self.next_sweep.map_or(done, |at| at.min(done)));
         starts
     }
 
     /// Moves `key` to the young end of the eviction order.
     fn touch(&mut self, now: Instant, key: &Key) {
         let order = self.next_order(now);
-        if let Some(entry) = self.entries.get_mut(key) {
-            let old = std::mem::replace(&mut entry.order, order);
-            self.order.remove(&old);
-            self.order.insert(order, key.clone());
-        }
+        self.table.0.entries.pin().compute(key.clone(), |current| match current {
+            Some((_, e)) => Operation::Insert(Entry { order, ..*e }),
+            None => Operation::Abort(()),
+        });
     }
 
     fn next_order(&mut self, now: Instant) -> (Instant, u64) {
-        self.seq = self.seq.wrapping_add(1);
-        (now, self.seq)
+        (now, self.table.0.seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Drops the least recently touched entries past the capacity.
     fn evict(&mut self) {
-        while self.entries.len() > self.policy.capacity {
-            let Some((_, key)) = self.order.pop_first() else { break };
-            self.entries.remove(&key);
-            tracing::debug!("failed-answer table full: dropped the oldest entry");
+        let entries = self.table.0.entries.pin();
+        if entries.len() <= self.policy.capacity {
+            return;
         }
+        // Over capacity (a flood of keys): drop the least recently failed
+        // or refused down to 15/16 of it, so that the sort is paid once per
+        // capacity/16 new keys, not per key.
+        let keep = self.policy.capacity - self.policy.capacity / 16;
+        let mut all: Vec<((Instant, u64), Key)> = entries.iter().map(|(k, e)| (e.order, k.clone())).collect();
+        all.sort();
+        let excess = all.len().saturating_sub(keep);
+        for (order, key) in all.into_iter().take(excess) {
+            // Unless another worker touched it meanwhile.
+            entries.compute(key, |current| match current {
+                Some((_, e)) if e.order == order => Operation::Remove,
+                _ => Operation::Abort(()),
+            });
+        }
+        tracing::debug!("failed-answer table full: dropped the oldest entries");
     }
 }

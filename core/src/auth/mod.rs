@@ -61,7 +61,7 @@ mod server;
 mod users;
 
 pub use bans::{
-    BanPolicy, Banned, Bans, DEFAULT_BAN, DEFAULT_BAN_CAPACITY, DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES,
+    BanPolicy, BanTable, Banned, Bans, DEFAULT_BAN, DEFAULT_BAN_CAPACITY, DEFAULT_FAILURE_WINDOW, DEFAULT_MAX_FAILURES,
 };
 pub use digest::{
     best_challenge, ha1, Algorithm, ChallengeError, DigestChallenge, DigestClient, DigestCredentials, DigestError,

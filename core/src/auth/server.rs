@@ -1,7 +1,7 @@
 //! The server side put together: a registrar or proxy deciding whether a
 //! request is authenticated (RFC 3261 §22.1–22.3). See [`DigestServer`].
 
-use super::bans::{BanPolicy, Banned, Bans};
+use super::bans::{BanPolicy, BanTable, Banned, Bans};
 use super::digest::{ha1, Algorithm, ChallengeError, DigestChallenge, Secret, VerifyError};
 use super::nonce::{NonceError, Nonces};
 use super::users::Users;
@@ -318,6 +318,15 @@ impl DigestServer {
     #[must_use]
     pub fn with_bans(mut self, policy: BanPolicy) -> DigestServer {
         self.bans = Bans::new(policy);
+        self
+    }
+
+    /// [`DigestServer::with_bans`], counting into `table`, shared with the
+    /// other servers given it (the workers of one `serve`, issue 19): a
+    /// guesser spread over the workers is banned at all of them at once.
+    #[must_use]
+    pub fn with_ban_table(mut self, policy: BanPolicy, table: &BanTable) -> DigestServer {
+        self.bans = Bans::with_table(policy, table);
         self
     }
 

@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// When failed digest answers ban a username or source (issue 18;
     /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
     pub bans: crate::auth::BanPolicy,
+    /// Where failed answers are counted. Clones of the config share it:
+    /// the workers of one `serve` (issue 19) count a guesser once, and
+    /// ban it at all of them, without a lock ([`crate::auth::BanTable`]).
+    pub ban_table: crate::auth::BanTable,
     /// The location service. Clones of the config share it: endpoints
     /// made from clones (the workers of one `serve`, issue 19) serve one
     /// set of bindings.
@@ -112,6 +116,7 @@ impl ServerConfig {
             allow_guests: false,
             flood: Some(FloodLimit::default()),
             bans: crate::auth::BanPolicy::default(),
+            ban_table: crate::auth::BanTable::new(),
             location: SharedLocation::new(),
             nonce_secret: None,
             nonce_ledger: NonceLedger::new(),
@@ -216,7 +221,7 @@ impl Server {
         let auth = DigestServer::new(config.domain.as_str(), config.users.clone(), nonces)
             .ok()?
             .offer(&config.algorithms)
-            .with_bans(config.bans);
+            .with_ban_table(config.bans, &config.ban_table);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
         Some(Server {
