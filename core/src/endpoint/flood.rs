@@ -5,12 +5,18 @@
 //! module does).
 //!
 //! One token bucket per source IP address, in a table of bounded size:
-//! when it is full, the source seen least recently is forgotten. A source
+//! when it is full, the sources seen least recently are forgotten. A source
 //! that starts being limited is logged once (at `warn`), until its bucket
-//! refills.
+//! refills. The workers of one `serve` share the table ([`FloodTable`],
+//! lock-free, issue 19): a source's requests spread over the workers
+//! draw on one bucket.
 
-use std::collections::{BTreeMap, BTreeSet};
+use crate::concurrent::KeyedHash;
+use papaya::{Compute, HashMap, Operation};
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How many requests one source address may send (see the module docs).
@@ -56,70 +62,171 @@ struct Bucket {
     at: Instant,
     /// Requests are being dropped (logged once when it started).
     limited: bool,
+    /// The last request took a token (it was let through).
+    allowed: bool,
 }
 
-/// The buckets of every source seen.
+/// The buckets of every source seen, shared by clones: the workers of one
+/// server (issue 19) limit a source once, not once each. Every request is
+/// one atomic update of its source's bucket ([`papaya`]), never a lock.
+#[derive(Clone)]
+pub struct FloodTable(Arc<Table>);
+
+struct Table {
+    buckets: HashMap<IpAddr, Bucket, KeyedHash>,
+    /// Requests dropped so far, by every worker.
+    dropped: AtomicU64,
+}
+
+impl Default for FloodTable {
+    fn default() -> FloodTable {
+        FloodTable::new()
+    }
+}
+
+impl fmt::Debug for FloodTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FloodTable").field("sources", &self.0.buckets.len()).finish_non_exhaustive()
+    }
+}
+
+impl FloodTable {
+    /// An empty table.
+    pub fn new() -> FloodTable {
+        let hash = KeyedHash::new(0x666c_6f6f_645f_6b30, 0x666c_6f6f_645f_6b31);
+        FloodTable(Arc::new(Table { buckets: HashMap::builder().hasher(hash).build(), dropped: AtomicU64::new(0) }))
+    }
+}
+
+/// A worker's view of the flood limit: its limit over a shared table.
 #[derive(Debug)]
 pub(super) struct Flood {
     limit: FloodLimit,
-    buckets: BTreeMap<IpAddr, Bucket>,
-    /// (last seen, source): the least recently seen first.
-    seen: BTreeSet<(Instant, IpAddr)>,
-    /// Requests dropped so far.
-    dropped: u64,
+    table: FloodTable,
 }
 
 impl Flood {
-    pub(super) fn new(limit: FloodLimit) -> Flood {
-        Flood { limit, buckets: BTreeMap::new(), seen: BTreeSet::new(), dropped: 0 }
+    pub(super) fn new(limit: FloodLimit, table: &FloodTable) -> Flood {
+        Flood { limit, table: table.clone() }
     }
 
     /// Whether a request from `source` at `now` may go on; takes a token.
     pub(super) fn allow(&mut self, now: Instant, source: IpAddr) -> bool {
-        let full = u64::from(self.limit.burst) * 1000;
-        let bucket = if let Some(b) = self.buckets.get(&source).copied() {
-            self.seen.remove(&(b.at, source));
-            b
-        } else {
-            if self.buckets.len() >= self.limit.max_sources.max(1) {
-                if let Some((_, oldest)) = self.seen.pop_first() {
-                    self.buckets.remove(&oldest);
+        let limit = self.limit;
+        let full = u64::from(limit.burst) * 1000;
+        let buckets = self.table.0.buckets.pin();
+        let taken = buckets.compute(source, |current| {
+            let bucket = current.map_or(Bucket { milli: full, at: now, limited: false, allowed: true }, |(_, b)| *b);
+            // Refill for the time since the last request.
+            let elapsed = now.saturating_duration_since(bucket.at).min(Duration::from_secs(3600));
+            let refill = elapsed.as_millis().saturating_mul(u128::from(limit.per_second));
+            let milli = u64::try_from(u128::from(bucket.milli).saturating_add(refill)).unwrap_or(u64::MAX).min(full);
+            let mut bucket = Bucket { milli, at: now.max(bucket.at), limited: bucket.limited, allowed: milli >= 1000 };
+            if bucket.allowed {
+                bucket.milli -= 1000;
+                if bucket.limited && bucket.milli >= full / 2 {
+                    bucket.limited = false;
                 }
-            }
-            Bucket { milli: full, at: now, limited: false }
-        };
-        // Refill for the time since the last request.
-        let elapsed = now.saturating_duration_since(bucket.at).min(Duration::from_secs(3600));
-        let refill = elapsed.as_millis().saturating_mul(u128::from(self.limit.per_second));
-        let milli = u64::try_from(u128::from(bucket.milli).saturating_add(refill)).unwrap_or(u64::MAX).min(full);
-        let mut bucket = Bucket { milli, at: now, limited: bucket.limited };
-        let allowed = bucket.milli >= 1000;
-        if allowed {
-            bucket.milli -= 1000;
-            if bucket.limited && bucket.milli >= full / 2 {
-                bucket.limited = false;
-                tracing::info!(target: "sipline::serve", %source, "flood over: requests taken again");
-            }
-        } else {
-            self.dropped += 1;
-            if !bucket.limited {
+            } else {
                 bucket.limited = true;
+            }
+            Operation::<Bucket, ()>::Insert(bucket)
+        });
+        let (was_limited, bucket) = match taken {
+            Compute::Inserted(_, new) => (false, *new),
+            Compute::Updated { old: (_, old), new: (_, new) } => (old.limited, *new),
+            Compute::Removed(..) | Compute::Aborted(()) => return true,
+        };
+        let allowed = bucket.allowed;
+        if was_limited && !bucket.limited {
+            tracing::info!(target: "sipline::serve", %source, "flood over: requests taken again");
+        }
+        if !allowed {
+            self.table.0.dropped.fetch_add(1, Ordering::Relaxed);
+            if !was_limited && bucket.limited {
                 tracing::warn!(
                     target: "sipline::serve",
                     %source,
-                    per_second = self.limit.per_second,
-                    burst = self.limit.burst,
+                    per_second = limit.per_second,
+                    burst = limit.burst,
                     "flood: requests over the limit dropped"
                 );
             }
         }
-        self.buckets.insert(source, bucket);
-        self.seen.insert((now, source));
+        if buckets.len() > limit.max_sources.max(1) {
+            evict(&buckets, limit.max_sources.max(1));
+        }
         allowed
     }
 
-    /// (sources tracked, requests dropped so far).
+    /// (sources tracked, requests dropped so far), over every worker.
     pub(super) fn stats(&self) -> (usize, u64) {
-        (self.buckets.len(), self.dropped)
+        (self.table.0.buckets.len(), self.table.0.dropped.load(Ordering::Relaxed))
+    }
+}
+
+/// Forgets the sources seen least recently, down to 15/16 of `max` (the
+/// sort is paid once per `max/16` new sources, not per source).
+fn evict<G: papaya::Guard>(buckets: &papaya::HashMapRef<'_, IpAddr, Bucket, KeyedHash, G>, max: usize) {
+    let keep = max - max / 16;
+    let mut all: Vec<(Instant, IpAddr)> = buckets.iter().map(|(source, b)| (b.at, *source)).collect();
+    all.sort();
+    let excess = all.len().saturating_sub(keep);
+    for (at, source) in all.into_iter().take(excess) {
+        // Unless it sent again meanwhile.
+        buckets.compute(source, |current| match current {
+            Some((_, b)) if b.at == at => Operation::Remove,
+            _ => Operation::Abort(()),
+        });
+    }
+}
+
+#[cfg(test)]
+// One arbitrary origin from the clock; time moves as each test says.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    /// Issue 19: two workers sharing a table draw on one bucket per
+    /// source: a burst of 10 is 10 in all, not 10 at each.
+    #[test]
+    fn workers_sharing_a_table_draw_on_one_bucket() {
+        let now = Instant::now();
+        let table = FloodTable::new();
+        let limit = FloodLimit::new(1, 10);
+        let (mut a, mut b) = (Flood::new(limit, &table), Flood::new(limit, &table));
+        let allowed = (0..40).filter(|k| if k % 2 == 0 { a.allow(now, ip(1)) } else { b.allow(now, ip(1)) }).count();
+        assert_eq!(allowed, 10);
+        assert_eq!(a.stats(), (1, 30));
+        assert_eq!(b.stats(), (1, 30));
+        // A second later one token came back, for either worker.
+        let later = now + Duration::from_secs(1);
+        assert!(b.allow(later, ip(1)));
+        assert!(!a.allow(later, ip(1)));
+        // Tables of their own: twice the burst.
+        let (mut c, mut d) = (Flood::new(limit, &FloodTable::new()), Flood::new(limit, &FloodTable::new()));
+        let allowed = (0..40).filter(|k| if k % 2 == 0 { c.allow(now, ip(1)) } else { d.allow(now, ip(1)) }).count();
+        assert_eq!(allowed, 20);
+    }
+
+    #[test]
+    fn the_table_forgets_the_sources_seen_least_recently() {
+        let now = Instant::now();
+        let mut limit = FloodLimit::new(1, 1);
+        limit.max_sources = 32;
+        let mut f = Flood::new(limit, &FloodTable::new());
+        for k in 0..33u8 {
+            assert!(f.allow(now + Duration::from_millis(u64::from(k)), ip(k)));
+        }
+        // Over 32: down to 30 (15/16), the oldest gone.
+        assert_eq!(f.stats().0, 30);
+        let later = now + Duration::from_millis(40);
+        assert!(f.allow(later, ip(0)), "source 0 was forgotten: a full bucket again");
+        assert!(!f.allow(later, ip(32)), "source 32 is remembered: its bucket is empty");
     }
 }

@@ -29,7 +29,7 @@ mod session;
 mod uas;
 mod worker;
 
-pub use flood::FloodLimit;
+pub use flood::{FloodLimit, FloodTable};
 pub use overload::{wants_overload_control, OverloadConfig, OverloadStats};
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};

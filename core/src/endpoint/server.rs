@@ -23,7 +23,7 @@
 //! CANCEL goes (and §9.1 ends the branch 64·T1 later if nothing answers);
 //! a branch that never answered ends by its Timer B well before.
 
-use super::flood::{Flood, FloodLimit};
+use super::flood::{Flood, FloodLimit, FloodTable};
 use super::Endpoint;
 use crate::auth::{Decision, DigestServer, NonceLedger, Nonces, Role, Users};
 use crate::message::{Message, Method, Uri};
@@ -72,6 +72,10 @@ pub struct ServerConfig {
     /// Requests per source address beyond this rate are dropped before
     /// they cost a transaction ([`FloodLimit`]); `None`: no limit.
     pub flood: Option<FloodLimit>,
+    /// The flood limit's buckets. Clones of the config share them: the
+    /// workers of one `serve` (issue 19) limit a source once
+    /// ([`FloodTable`], lock-free).
+    pub flood_table: FloodTable,
     /// When failed digest answers ban a username or source (issue 18;
     /// default 10 per 60 s ban for 5 min, [`crate::auth::BanPolicy`]).
     pub bans: crate::auth::BanPolicy,
@@ -115,6 +119,7 @@ impl ServerConfig {
             aliases: Vec::new(),
             allow_guests: false,
             flood: Some(FloodLimit::default()),
+            flood_table: FloodTable::new(),
             bans: crate::auth::BanPolicy::default(),
             ban_table: crate::auth::BanTable::new(),
             location: SharedLocation::new(),
@@ -232,7 +237,7 @@ impl Server {
             by_branch: BTreeMap::new(),
             timer_c: BTreeSet::new(),
             over_streams: BTreeSet::new(),
-            flood: config.flood.map(Flood::new),
+            flood: config.flood.map(|limit| Flood::new(limit, &config.flood_table)),
         })
     }
 
