@@ -3,8 +3,13 @@
 //! sockets on the same addresses (`SO_REUSEPORT`: the kernel spreads
 //! datagrams over the workers by the sender's address, so a sender's
 //! requests and their retransmissions stay on one worker). What the
-//! workers share lives behind [`crate::registrar::SharedLocation`] and the
-//! nonce secret ([`super::ServerConfig::nonce_secret`]).
+//! workers share travels in clones of [`super::ServerConfig`], every table
+//! lock-free: the bindings ([`crate::registrar::SharedLocation`]), the
+//! nonce secret and ledger ([`super::ServerConfig::nonce_secret`],
+//! [`crate::auth::NonceLedger`]), failed answers and bans
+//! ([`crate::auth::BanTable`]), flood buckets ([`super::FloodTable`]),
+//! and the directory of accepted connections
+//! ([`crate::transport::SharedFlows`]).
 //!
 //! A response comes back from the peer the request went to, which the
 //! kernel may hand to another worker than the one that holds the client
