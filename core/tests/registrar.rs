@@ -791,3 +791,35 @@ fn location_defaults_insert_remove_and_find() {
     loc.replace("sip:bob@example.com", vec![binding("sip:b@1", None, None, 10)]).unwrap();
     assert_eq!(loc.bindings("sip:bob@example.com", t0)[0].aor, "sip:bob@example.com");
 }
+
+/// Issue 19: registrars of several workers over one `SharedLocation`,
+/// REGISTERing different contacts of one AOR at the same moment. Each
+/// commits only over the set it decided on (`Location::replace_if`), so
+/// no binding is lost to another worker's write (with a read, then a
+/// blind `replace`, the last writer won and the others' bindings were
+/// gone until their next refresh).
+#[test]
+fn concurrent_registers_for_one_aor_on_several_workers_lose_no_binding() {
+    let t0 = epoch();
+    let store = SharedLocation::new();
+    let mut config = RegistrarConfig::new(["example.com"]);
+    config.max_bindings = 1000;
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let (store, config) = (store.clone(), config.clone());
+            s.spawn(move || {
+                let mut registrar = Registrar::with_location(config, store);
+                let mut rng = Rng::new(w);
+                for k in 0..50 {
+                    let contact = format!("Contact: <sip:alice@192.0.2.{w}:{}>\r\n", 5000 + k);
+                    let bytes = request(&format!("w{w}-{k}"), 1, &contact);
+                    let message = Message::parse(&bytes).unwrap();
+                    let reply = registrar.register(t0, &message, &mut rng);
+                    assert_eq!(reply.status.as_u16(), 200, "{reply:?}");
+                }
+            });
+        }
+    });
+    assert_eq!(store.bindings("sip:alice@example.com", t0).len(), 200);
+    assert_eq!(store.binding_count(), 200);
+}
