@@ -97,7 +97,7 @@ mod location;
 mod shared;
 
 pub use location::{by_preference, Binding, Gruu, Location, LocationError, MemoryLocation, Source};
-pub use shared::SharedLocation;
+pub use shared::{LocationChange, LocationJournal, SharedLocation};
 
 use crate::message::grammar::{is_param_char, is_user_char};
 use crate::message::headers::{Address, CSeq, CallId, Contact, HeaderError};

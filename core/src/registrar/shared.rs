@@ -28,6 +28,7 @@ use crossbeam_skiplist::SkipSet;
 use papaya::{Compute, HashMap, Operation};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -37,7 +38,7 @@ use std::time::Instant;
 struct Entry {
     /// Unique among every write to the store (never 0: 0 is "no entry").
     version: u64,
-    bindings: Box<[Binding]>,
+    bindings: Arc<[Binding]>,
 }
 
 impl Entry {
@@ -47,6 +48,9 @@ impl Entry {
 }
 
 struct Store {
+    /// Where committed changes go, when something outside the core
+    /// mirrors the store (issue 20).
+    journal: Option<Journal>,
     aors: HashMap<String, Arc<Entry>, KeyedHash>,
     temp_gruus: HashMap<String, String, KeyedHash>,
     expiries: SkipSet<(Instant, String)>,
@@ -54,6 +58,41 @@ struct Store {
     versions: AtomicU64,
     /// Bindings stored (expired but unpruned ones included).
     bindings: AtomicUsize,
+}
+
+/// One committed change to an AOR's bindings, as [`LocationJournal`] hands
+/// it to whatever mirrors the store elsewhere (a shared database: issue
+/// 20). Both sets are whole, sorted by [`by_preference`], expired
+/// bindings included until pruned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocationChange {
+    /// The canonical AOR.
+    pub aor: String,
+    /// Its bindings before the change (empty: it had none).
+    pub before: Arc<[Binding]>,
+    /// Its bindings after (empty: it has none left).
+    pub after: Arc<[Binding]>,
+}
+
+struct Journal {
+    changes: Sender<LocationChange>,
+    /// Told after each change is queued (the runtime wakes its task).
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+/// The receiving end of a [`SharedLocation`]'s journal
+/// ([`SharedLocation::with_journal`]): every change committed by any clone,
+/// in commit order per AOR, except those made with
+/// [`SharedLocation::apply`] (changes that came from the mirror itself).
+/// Reading it is the runtime's job; the core only queues.
+#[derive(Debug)]
+pub struct LocationJournal(Receiver<LocationChange>);
+
+impl LocationJournal {
+    /// The next change, if one is queued.
+    pub fn try_next(&self) -> Option<LocationChange> {
+        self.0.try_recv().ok()
+    }
 }
 
 /// The location service every worker of a `serve` shares: clones share one
@@ -120,8 +159,29 @@ impl SharedLocation {
     /// An empty shared store whose tables hash under the secret keys
     /// `k0`, `k1` (SipHash-1-3): draw them from the server's randomness.
     pub fn with_keys(k0: u64, k1: u64) -> SharedLocation {
+        SharedLocation::build(k0, k1, None)
+    }
+
+    /// [`SharedLocation::with_keys`], with a journal of every change
+    /// committed from now on ([`LocationJournal`]); `wake` is called after
+    /// each change is queued (from whichever worker committed it: keep it
+    /// short, e.g. a notify). For a store mirrored elsewhere (issue 20:
+    /// a Redis shared by several instances): the core decides from memory
+    /// and never waits on the mirror.
+    pub fn with_journal(
+        k0: u64,
+        k1: u64,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> (SharedLocation, LocationJournal) {
+        let (changes, receiver) = channel();
+        let journal = Journal { changes, wake: Arc::new(wake) };
+        (SharedLocation::build(k0, k1, Some(journal)), LocationJournal(receiver))
+    }
+
+    fn build(k0: u64, k1: u64, journal: Option<Journal>) -> SharedLocation {
         let hash = KeyedHash::new(k0, k1);
         SharedLocation(Arc::new(Store {
+            journal,
             aors: HashMap::builder().hasher(hash.clone()).build(),
             temp_gruus: HashMap::builder().hasher(hash).build(),
             expiries: SkipSet::new(),
@@ -148,7 +208,13 @@ impl SharedLocation {
 
     /// Writes `bindings` as `aor`'s set if its entry's version is still
     /// `expected` (`None`: whatever it is), then brings the indexes along.
-    fn write(&self, aor: &str, expected: Option<u64>, mut bindings: Vec<Binding>) -> Result<(), LocationError> {
+    fn write(
+        &self,
+        aor: &str,
+        expected: Option<u64>,
+        mut bindings: Vec<Binding>,
+        journal: bool,
+    ) -> Result<(), LocationError> {
         for b in &mut bindings {
             if b.aor != aor {
                 aor.clone_into(&mut b.aor);
@@ -158,7 +224,7 @@ impl SharedLocation {
         let store = &self.0;
         let new = (!bindings.is_empty()).then(|| {
             let version = store.versions.fetch_add(1, Ordering::Relaxed) + 1;
-            Arc::new(Entry { version, bindings: bindings.into_boxed_slice() })
+            Arc::new(Entry { version, bindings: bindings.into() })
         });
         let aors = store.aors.pin();
         let decide = |current: Option<(&String, &Arc<Entry>)>| {
@@ -179,7 +245,33 @@ impl SharedLocation {
         };
         drop(aors);
         self.reindex(aor, old.as_deref(), new.as_deref());
+        if journal {
+            self.journal(aor, old.as_deref(), new.as_deref());
+        }
         Ok(())
+    }
+
+    /// Queues the change of `aor` from `old` to `new` on the journal, if
+    /// there is one.
+    fn journal(&self, aor: &str, old: Option<&Entry>, new: Option<&Entry>) {
+        let Some(journal) = &self.0.journal else { return };
+        let set = |e: Option<&Entry>| e.map_or_else(|| Arc::from(Vec::new()), |e| Arc::clone(&e.bindings));
+        let change = LocationChange { aor: aor.to_owned(), before: set(old), after: set(new) };
+        // The receiver gone (the mirror stopped): nothing to tell.
+        if journal.changes.send(change).is_ok() {
+            (journal.wake)();
+        }
+    }
+
+    /// Replaces `aor`'s bindings with `bindings` as a mirror of the store
+    /// reports them (issue 20: another instance changed them), without
+    /// journaling the change back; only if the AOR's version is still
+    /// `version` when given ([`Location::snapshot`]), so that a change
+    /// committed here meanwhile is not overwritten
+    /// ([`LocationError::Changed`]: read the mirror again after it has
+    /// that change).
+    pub fn apply(&self, aor: &str, version: Option<u64>, bindings: Vec<Binding>) -> Result<(), LocationError> {
+        self.write(aor, version, bindings, false)
     }
 
     /// After `aor`'s entry went from `old` to `new`: the binding count, the
@@ -228,7 +320,7 @@ impl SharedLocation {
             if entry.bindings.iter().all(|b| b.is_live(now)) {
                 return Operation::Abort(());
             }
-            let live: Box<[Binding]> = entry.bindings.iter().filter(|b| b.is_live(now)).cloned().collect();
+            let live: Arc<[Binding]> = entry.bindings.iter().filter(|b| b.is_live(now)).cloned().collect();
             if live.is_empty() {
                 Operation::Remove
             } else {
@@ -249,6 +341,7 @@ impl SharedLocation {
         };
         drop(aors);
         self.reindex(aor, Some(&old), new.as_deref());
+        self.journal(aor, Some(&old), new.as_deref());
         old.bindings.iter().filter(|b| !b.is_live(now)).cloned().collect()
     }
 }
@@ -267,11 +360,11 @@ impl Location for SharedLocation {
     }
 
     fn replace(&mut self, aor: &str, bindings: Vec<Binding>) -> Result<(), LocationError> {
-        self.write(aor, None, bindings)
+        self.write(aor, None, bindings, true)
     }
 
     fn replace_if(&mut self, aor: &str, version: u64, bindings: Vec<Binding>) -> Result<(), LocationError> {
-        self.write(aor, Some(version), bindings)
+        self.write(aor, Some(version), bindings, true)
     }
 
     fn find_gruu(&self, gruu: Gruu<'_>, now: Instant) -> Option<Binding> {
@@ -439,5 +532,41 @@ mod tests {
         assert_eq!(store.bindings("sip:x@h", now).len(), 800);
         assert_eq!(store.binding_count(), 800);
         assert_eq!(store.0.expiries.len(), 1);
+    }
+
+    #[test]
+    fn the_journal_carries_every_committed_change_but_applied_ones() {
+        use std::sync::atomic::AtomicUsize;
+        let now = Instant::now();
+        let woken = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&woken);
+        let (mut a, journal) = SharedLocation::with_journal(1, 2, move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+        });
+        let mut b = a.clone();
+        a.insert(now, binding("sip:x@h", "sip:1@1", now, 10)).unwrap();
+        b.insert(now, binding("sip:x@h", "sip:2@1", now, 60)).unwrap();
+        let first = journal.try_next().unwrap();
+        assert_eq!((first.aor.as_str(), first.before.len(), first.after.len()), ("sip:x@h", 0, 1));
+        let second = journal.try_next().unwrap();
+        assert_eq!((second.before.len(), second.after.len()), (1, 2));
+        assert_eq!(woken.load(Ordering::Relaxed), 2);
+        // What the mirror reports is applied, not echoed back.
+        a.apply("sip:y@h", None, vec![binding("sip:y@h", "sip:3@1", now, 60)]).unwrap();
+        assert_eq!(b.bindings("sip:y@h", now).len(), 1);
+        assert!(journal.try_next().is_none());
+        // Applied over a version that moved on: refused, nothing changes.
+        let (_, v) = a.snapshot("sip:x@h", now);
+        b.remove_all("sip:x@h").unwrap();
+        assert_eq!(a.apply("sip:x@h", Some(v), Vec::new()), Err(LocationError::Changed));
+        let removed = journal.try_next().unwrap();
+        assert_eq!((removed.before.len(), removed.after.len()), (2, 0));
+        // Expiry is a change too.
+        a.insert(now, binding("sip:z@h", "sip:4@1", now, 10)).unwrap();
+        let _ = journal.try_next().unwrap();
+        assert_eq!(b.prune(now + Duration::from_secs(10)).len(), 1);
+        let expired = journal.try_next().unwrap();
+        assert_eq!((expired.aor.as_str(), expired.before.len(), expired.after.len()), ("sip:z@h", 1, 0));
+        assert!(journal.try_next().is_none());
     }
 }
