@@ -51,6 +51,9 @@
 //!
 //! Call [`bind`] inside a tokio runtime (it spawns the driver task there).
 
+#[cfg(feature = "redis")]
+pub mod redis_location;
+
 pub use sipline;
 pub use sipline::driver::{BindError, Error, Events, Handle as Endpoint};
 

@@ -110,6 +110,9 @@ pub struct Programs {
     pub svwar: PathBuf,
     /// sipvicious's password cracker `svcrack`.
     pub svcrack: PathBuf,
+    /// `redis-server` (package redis-server): the location store several
+    /// `serve` instances share (issue 20, [`crate::redis`]).
+    pub redis_server: PathBuf,
 }
 
 fn is_executable(path: &Path) -> bool {
@@ -185,6 +188,10 @@ fn locate() -> Result<Programs, String> {
     if svwar.is_none() || svcrack.is_none() {
         missing.push("svwar and svcrack (package sipvicious)".to_owned());
     }
+    let redis_server = find_program("redis-server");
+    if redis_server.is_none() {
+        missing.push("redis-server (package redis-server)".to_owned());
+    }
     let tls_module = match (&kamailio, &timeout) {
         (Some(k), Some(t)) => {
             let module = kamailio_module_dir(k, t).map(|d| d.join("tls.so"));
@@ -202,7 +209,7 @@ fn locate() -> Result<Programs, String> {
         }
         _ => None,
     };
-    match (kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack) {
+    match (kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack, redis_server) {
         (
             Some(kamailio),
             Some(sipp),
@@ -212,8 +219,9 @@ fn locate() -> Result<Programs, String> {
             Some(baresip_modules),
             Some(svwar),
             Some(svcrack),
+            Some(redis_server),
         ) if missing.is_empty() => {
-            Ok(Programs { kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack })
+            Ok(Programs { kamailio, sipp, timeout, tls_module, baresip, baresip_modules, svwar, svcrack, redis_server })
         }
         _ => Err(missing.join(", ")),
     }

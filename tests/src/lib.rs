@@ -21,6 +21,7 @@ pub mod kamailio;
 pub mod linphone;
 pub mod net;
 pub mod pair;
+pub mod redis;
 pub mod registered;
 pub mod runtimes;
 pub mod sim;

@@ -201,6 +201,14 @@ impl SharedLocation {
         self.0.aors.len()
     }
 
+    /// Every AOR with stored bindings, sorted (a scan of the table: for a
+    /// mirror's resynchronisation, not for the per-message path).
+    pub fn aors(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.0.aors.pin().iter().map(|(aor, _)| aor.clone()).collect();
+        all.sort();
+        all
+    }
+
     /// The AOR's entry as stored now (expired bindings included).
     fn entry(&self, aor: &str) -> Option<Arc<Entry>> {
         self.0.aors.pin().get(aor).cloned()

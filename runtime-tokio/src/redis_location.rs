@@ -1,0 +1,474 @@
+//! A location service shared by several `serve` instances over Redis
+//! (issue 20; feature `redis`).
+//!
+//! The sans-IO core never waits on Redis: every instance keeps the whole
+//! store in memory (a [`SharedLocation`] with a journal), decides from it,
+//! and this module mirrors it on a thread of its own:
+//!
+//! - **Out.** Each change the core commits ([`LocationChange`]) is written
+//!   to Redis by one Lua script per AOR, atomically: the AOR's hash
+//!   `PREFIX:loc:AOR` gets one field per binding (its key: the instance
+//!   and `reg-id` of RFC 5626, else the contact), fields of removed
+//!   bindings are deleted, the key's expiry is pushed out to the latest
+//!   binding's (`PEXPIREAT`, never pulled in: another instance's binding
+//!   may last longer), and `INSTANCE AOR` is published on `PREFIX:loc`.
+//!   A dead instance leaves nothing stale: its keys expire with their
+//!   bindings.
+//! - **In.** Every instance subscribes to `PREFIX:loc`; on another
+//!   instance's change it reads the AOR's hash and applies it
+//!   ([`SharedLocation::apply`]) over the version it read before, so that
+//!   a change committed here meanwhile is never overwritten (the AOR is
+//!   read again once that change is written).
+//! - **Start and failure.** At start, and after every reconnection, the
+//!   mirror first writes what changed here while Redis was away, then reads
+//!   every AOR back (`SCAN`) and drops AORs Redis no longer has. While Redis
+//!   is away the instance serves from memory, logs once, and retries with
+//!   back-off (100 ms doubling to 5 s); changes wait merged per AOR.
+//!
+//! Bindings carry times as `Instant`s; Redis holds wall-clock milliseconds
+//! (instances on different machines share the wall clock, not an
+//! `Instant`), converted at this boundary.
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, Script};
+use serde::{Deserialize, Serialize};
+use sipline::registrar::{Binding, LocationChange, LocationJournal, SharedLocation, Source};
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+
+/// The script that writes one AOR's change (see the module docs).
+/// KEYS[1]: the AOR's hash. ARGV: expiry (Unix ms), channel, message,
+/// number of fields to delete, those fields, then field/value pairs.
+const WRITE: &str = r"
+local key = KEYS[1]
+local deletes = tonumber(ARGV[4])
+for i = 5, 4 + deletes do redis.call('HDEL', key, ARGV[i]) end
+local i = 5 + deletes
+while i < #ARGV do
+  redis.call('HSET', key, ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+if redis.call('EXISTS', key) == 1 then
+  local at = redis.call('PEXPIRETIME', key)
+  if at < tonumber(ARGV[1]) then redis.call('PEXPIREAT', key, ARGV[1]) end
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+";
+
+/// How long one Redis operation may take before the connection is taken
+/// for lost.
+const OP_TIMEOUT: Duration = Duration::from_secs(2);
+/// The first and the longest wait between reconnection attempts.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Why the mirror could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MirrorError {
+    /// The URL is not a Redis URL (`redis://HOST:PORT[/DB]`).
+    #[error("bad Redis URL: {0}")]
+    Url(#[source] redis::RedisError),
+    /// The mirror's thread could not be started.
+    #[error("cannot start the Redis mirror: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Where the mirror stands, as [`MirrorHandle::status`] reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MirrorStatus {
+    /// Not connected yet, or reconnecting.
+    Connecting,
+    /// Connected; every AOR was read at least once since.
+    Synced,
+}
+
+/// A running mirror ([`mirror`]); dropping it stops the thread.
+#[derive(Debug)]
+pub struct MirrorHandle {
+    status: tokio::sync::watch::Receiver<MirrorStatus>,
+    stop: Arc<Notify>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MirrorHandle {
+    /// Where the mirror stands now.
+    pub fn status(&self) -> MirrorStatus {
+        *self.status.borrow()
+    }
+
+    /// Waits (blocking, at most `limit`) until the mirror has read the
+    /// store from Redis once: what `serve` does before it takes requests,
+    /// so that a restarted instance knows every binding at once. False if
+    /// Redis did not answer in time (the instance serves from memory and
+    /// reads the store when Redis comes back).
+    pub fn wait_synced(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self.status() == MirrorStatus::Synced {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.status() == MirrorStatus::Synced
+    }
+}
+
+impl Drop for MirrorHandle {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A [`SharedLocation`] mirrored to Redis at `url`
+/// (`redis://HOST:PORT[/DB]`), as instance `instance` (unique among the
+/// instances sharing the store), under key prefix `prefix` (`sipline` by
+/// default in the CLI). Hand the location to every worker's
+/// `ServerConfig::location`; keep the handle as long as they serve.
+///
+/// ```no_run
+/// let (location, mirror) =
+///     sipline_tokio::redis_location::mirror("redis://127.0.0.1:6379", "a", "sipline", (1, 2)).unwrap();
+/// mirror.wait_synced(std::time::Duration::from_secs(3));
+/// # let _ = location;
+/// ```
+pub fn mirror(
+    url: &str,
+    instance: &str,
+    prefix: &str,
+    keys: (u64, u64),
+) -> Result<(SharedLocation, MirrorHandle), MirrorError> {
+    let client = redis::Client::open(url).map_err(MirrorError::Url)?;
+    let wake = Arc::new(Notify::new());
+    let woken = Arc::clone(&wake);
+    let (location, journal) = SharedLocation::with_journal(keys.0, keys.1, move || woken.notify_one());
+    let (status_tx, status) = tokio::sync::watch::channel(MirrorStatus::Connecting);
+    let stop = Arc::new(Notify::new());
+    let mirror = Mirror {
+        client,
+        instance: instance.to_owned(),
+        prefix: prefix.to_owned(),
+        location: location.clone(),
+        journal,
+        wake,
+        stop: Arc::clone(&stop),
+        status: status_tx,
+        pending: BTreeMap::new(),
+        refetch: BTreeSet::new(),
+        script: Script::new(WRITE),
+    };
+    let thread = std::thread::Builder::new()
+        .name("sipline-redis".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(mirror.run()),
+                Err(e) => tracing::error!(error = %e, "redis mirror: no runtime"),
+            }
+        })
+        .map_err(MirrorError::Thread)?;
+    Ok((location, MirrorHandle { status, stop, thread: Some(thread) }))
+}
+
+/// One binding as Redis holds it (JSON).
+#[derive(Debug, Serialize, Deserialize)]
+struct Record {
+    contact: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    q: Option<u16>,
+    /// Wall-clock expiry, Unix milliseconds.
+    expires: u64,
+    /// Wall-clock registration time, Unix milliseconds.
+    registered: u64,
+    call_id: String,
+    cseq: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instance: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reg_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    temp_gruus: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<(SocketAddr, String)>,
+}
+
+/// Wall-clock Unix milliseconds of `at`.
+fn wall_ms(at: Instant) -> u64 {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let wall_at = if at >= now { wall + (at - now) } else { wall.checked_sub(now - at).unwrap_or(UNIX_EPOCH) };
+    u64::try_from(wall_at.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The `Instant` of wall-clock Unix milliseconds `ms`.
+fn instant_of(ms: u64) -> Instant {
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let wall_now = u64::try_from(wall.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(0);
+    if ms >= wall_now {
+        now + Duration::from_millis(ms - wall_now)
+    } else {
+        now.checked_sub(Duration::from_millis(wall_now - ms)).unwrap_or(now)
+    }
+}
+
+/// The hash field of a binding: one per binding key of the registrar
+/// (`Binding::same_key`: RFC 5626 instance and reg-id, else the contact).
+fn field(b: &Binding) -> String {
+    match &b.instance {
+        Some(instance) => format!("i:{}:{}", instance.to_ascii_lowercase(), b.reg_id.unwrap_or(0)),
+        None => format!("c:{}", b.contact),
+    }
+}
+
+fn record(b: &Binding) -> Record {
+    Record {
+        contact: b.contact.clone(),
+        q: b.q,
+        expires: wall_ms(b.expires),
+        registered: wall_ms(b.registered_at),
+        call_id: b.call_id.clone(),
+        cseq: b.cseq,
+        instance: b.instance.clone(),
+        reg_id: b.reg_id,
+        temp_gruus: b.temp_gruus.clone(),
+        source: b.source.as_ref().map(|s| (s.addr, s.transport.clone())),
+    }
+}
+
+fn binding(aor: &str, r: Record) -> Binding {
+    Binding {
+        aor: aor.to_owned(),
+        contact: r.contact,
+        q: r.q,
+        expires: instant_of(r.expires),
+        registered_at: instant_of(r.registered),
+        call_id: r.call_id,
+        cseq: r.cseq,
+        instance: r.instance,
+        reg_id: r.reg_id,
+        temp_gruus: r.temp_gruus,
+        source: r.source.map(|(addr, transport)| Source { addr, transport }),
+    }
+}
+
+/// Why a connected session with Redis ended.
+type Lost = redis::RedisError;
+
+struct Mirror {
+    client: redis::Client,
+    instance: String,
+    prefix: String,
+    location: SharedLocation,
+    journal: LocationJournal,
+    wake: Arc<Notify>,
+    stop: Arc<Notify>,
+    status: tokio::sync::watch::Sender<MirrorStatus>,
+    /// Changes not yet written, merged per AOR: (first before, last after).
+    pending: BTreeMap<String, (Arc<[Binding]>, Arc<[Binding]>)>,
+    /// AORs to read again once the pending changes are written.
+    refetch: BTreeSet<String>,
+    script: Script,
+}
+
+impl Mirror {
+    async fn run(mut self) {
+        let mut backoff = BACKOFF.0;
+        let mut down_logged = false;
+        let stop = Arc::clone(&self.stop);
+        loop {
+            let result = tokio::select! {
+                () = stop.notified() => return,
+                r = self.session() => r,
+            };
+            // A session that got in sync ends an outage's back-off.
+            let was_synced = *self.status.borrow() == MirrorStatus::Synced;
+            let _ = self.status.send(MirrorStatus::Connecting);
+            if was_synced {
+                backoff = BACKOFF.0;
+                down_logged = false;
+            }
+            if let Err(e) = result {
+                // Logged once per outage.
+                if !down_logged {
+                    tracing::warn!(error = %e, "redis location store unreachable: serving from memory, retrying");
+                    down_logged = true;
+                }
+            }
+            // Keep collecting changes while away.
+            tokio::select! {
+                () = stop.notified() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            self.collect();
+            backoff = (backoff * 2).min(BACKOFF.1);
+        }
+    }
+
+    /// Takes every queued change into `pending`.
+    fn collect(&mut self) {
+        while let Some(LocationChange { aor, before, after }) = self.journal.try_next() {
+            self.pending.entry(aor).and_modify(|(_, last)| last.clone_from(&after)).or_insert((before, after));
+        }
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:loc", self.prefix)
+    }
+
+    fn key(&self, aor: &str) -> String {
+        format!("{}:loc:{aor}", self.prefix)
+    }
+
+    /// One connection's life: subscribe, write what waited, read
+    /// everything, then follow both directions until something fails.
+    async fn session(&mut self) -> Result<(), Lost> {
+        let mut con = timed(self.client.get_multiplexed_async_connection()).await?;
+        let mut pubsub = timed(self.client.get_async_pubsub()).await?;
+        timed(pubsub.subscribe(self.channel())).await?;
+        let mut messages = Box::pin(pubsub.into_on_message());
+        self.collect();
+        self.flush(&mut con).await?;
+        self.resync(&mut con).await?;
+        let _ = self.status.send(MirrorStatus::Synced);
+        tracing::info!("redis location store in sync");
+        loop {
+            let next = poll_fn(|cx| futures_core::Stream::poll_next(Pin::as_mut(&mut messages), cx));
+            tokio::select! {
+                () = self.wake.notified() => {
+                    self.collect();
+                    self.flush(&mut con).await?;
+                }
+                message = next => {
+                    let Some(message) = message else {
+                        return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")));
+                    };
+                    let text = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
+                    let Some((from, aor)) = text.split_once(' ') else { continue };
+                    if from != self.instance {
+                        self.collect();
+                        if self.pending.contains_key(aor) {
+                            // Ours first, then theirs.
+                            self.flush(&mut con).await?;
+                        }
+                        self.fetch(&mut con, aor).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes every pending change, then reads again the AORs whose
+    /// remote change could not be applied over ours.
+    async fn flush(&mut self, con: &mut MultiplexedConnection) -> Result<(), Lost> {
+        while let Some((aor, (before, after))) = self.pending.pop_first() {
+            if let Err(e) = self.write(con, &aor, &before, &after).await {
+                self.pending.insert(aor, (before, after));
+                return Err(e);
+            }
+        }
+        for aor in std::mem::take(&mut self.refetch) {
+            self.fetch(con, &aor).await?;
+        }
+        Ok(())
+    }
+
+    async fn write(
+        &self,
+        con: &mut MultiplexedConnection,
+        aor: &str,
+        before: &[Binding],
+        after: &[Binding],
+    ) -> Result<(), Lost> {
+        let kept: BTreeSet<String> = after.iter().map(field).collect();
+        let deleted: Vec<String> = before.iter().map(field).filter(|f| !kept.contains(f)).collect();
+        let expires = after.iter().map(|b| wall_ms(b.expires)).max().unwrap_or(0);
+        let mut call = self.script.key(self.key(aor));
+        call.arg(expires).arg(self.channel()).arg(format!("{} {aor}", self.instance)).arg(deleted.len());
+        for f in &deleted {
+            call.arg(f);
+        }
+        for b in after {
+            let json = serde_json::to_string(&record(b)).unwrap_or_default();
+            call.arg(field(b)).arg(json);
+        }
+        let _: i64 = timed(call.invoke_async(con)).await?;
+        Ok(())
+    }
+
+    /// Reads `aor` from Redis and applies it over the version read first.
+    async fn fetch(&mut self, con: &mut MultiplexedConnection, aor: &str) -> Result<(), Lost> {
+        let (_, version) = sipline::registrar::Location::snapshot(&self.location, aor, Instant::now());
+        let fields: BTreeMap<String, String> = timed(con.hgetall(self.key(aor))).await?;
+        let bindings = parse(aor, fields);
+        if self.location.apply(aor, Some(version), bindings).is_err() {
+            // Changed here meanwhile: read again after ours is written.
+            self.refetch.insert(aor.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Reads every AOR from Redis, and forgets AORs it no longer has.
+    async fn resync(&mut self, con: &mut MultiplexedConnection) -> Result<(), Lost> {
+        let pattern = format!("{}:loc:*", self.prefix);
+        let strip = format!("{}:loc:", self.prefix);
+        let mut seen = BTreeSet::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) =
+                timed(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(con))
+                    .await?;
+            for key in keys {
+                if let Some(aor) = key.strip_prefix(&strip) {
+                    self.fetch(con, aor).await?;
+                    seen.insert(aor.to_owned());
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.collect();
+        for aor in self.location.aors() {
+            if !seen.contains(&aor) && !self.pending.contains_key(&aor) {
+                let (_, version) = sipline::registrar::Location::snapshot(&self.location, &aor, Instant::now());
+                let _ = self.location.apply(&aor, Some(version), Vec::new());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The live bindings of `aor` in its Redis hash (malformed fields are
+/// skipped and logged).
+fn parse(aor: &str, fields: BTreeMap<String, String>) -> Vec<Binding> {
+    let now = wall_ms(Instant::now());
+    fields
+        .into_values()
+        .filter_map(|json| match serde_json::from_str::<Record>(&json) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(%aor, error = %e, "redis location store: a malformed binding skipped");
+                None
+            }
+        })
+        .filter(|r| r.expires > now)
+        .map(|r| binding(aor, r))
+        .collect()
+}
+
+/// `op`, failing if Redis takes longer than [`OP_TIMEOUT`].
+async fn timed<T>(op: impl std::future::Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    match tokio::time::timeout(OP_TIMEOUT, op).await {
+        Ok(result) => result,
+        Err(_) => Err(redis::RedisError::from((redis::ErrorKind::Io, "redis operation timed out"))),
+    }
+}
