@@ -20,7 +20,8 @@ pub(crate) const USAGE: &str = "\
 usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
                      [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
-                     [--udp-buffer BYTES] [--workers N] [-v] [-q]
+                     [--udp-buffer BYTES] [--workers N] [--location memory|redis://HOST:PORT[/DB]]
+                     [--instance NAME] [--secret-file FILE] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [--workers N] [options]
        sipline register URI --registrar URI [--user U] [--expires N] [options]
@@ -53,7 +54,13 @@ serve --flood-limit RATE[/BURST]|off: requests a second from one address before 
 serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default: one per
        CPU); each listens on every address (SO_REUSEPORT: the kernel spreads senders and
        connections over them) and hands the others what is theirs; bans, flood limits and nonce
-       replay checks count per worker. listen --workers N: N answering endpoints (default 1)
+       replay checks count once for all workers. listen --workers N: N answering endpoints (default 1)
+serve --location redis://HOST:PORT[/DB] --instance NAME --secret-file FILE: several instances serve one
+       domain: bindings are kept in memory and mirrored to Redis (each instance reads the others'
+       changes at once; a restarted instance reads them all back; without Redis it serves from
+       memory and catches up when Redis returns); NAME tells the instances apart (default: random);
+       FILE (16 bytes or more, the same at every instance) keys the nonces, so a challenge from one
+       is answered at another. Default --location: memory
 serve --overload-delay MS|off: new requests that waited longer than MS to be handled get 503 with
        Retry-After (default 250, T1/2; registrations up to 1.5x, answers to a challenge up to 2x);
        off: never
@@ -131,6 +138,13 @@ struct Options {
     udp_buffer: Option<usize>,
     /// `serve`: how many workers (issue 19).
     workers: Option<u16>,
+    /// `serve`: the location store, `redis://…` (issue 20); memory if none.
+    location: Option<String>,
+    /// `serve`: this instance's name among those sharing the store.
+    instance: Option<String>,
+    /// `serve`: the file whose SHA-256 keys the nonces (instances of one
+    /// domain share it).
+    secret_file: Option<PathBuf>,
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -237,6 +251,15 @@ fn parse(args: &[String]) -> Result<Options, String> {
             }
             "--ban" => o.ban = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--ban: {e}"))?)),
             "--udp-buffer" => o.udp_buffer = Some(value()?.parse().map_err(|e| format!("--udp-buffer: {e}"))?),
+            "--location" => {
+                let url = value()?;
+                if !(url == "memory" || url.starts_with("redis://") || url.starts_with("rediss://")) {
+                    return Err(format!("--location {url:?}: memory or redis://HOST:PORT[/DB]"));
+                }
+                o.location = Some(url);
+            }
+            "--instance" => o.instance = Some(value()?),
+            "--secret-file" => o.secret_file = Some(value()?.into()),
             "--workers" => {
                 let n: u16 = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
                 if n == 0 {
@@ -723,11 +746,54 @@ async fn serve_domain(o: &Options) -> ExitCode {
     // cannot predict.
     let keys = random_secret();
     let key = |at: usize| u64::from_le_bytes(keys[at..at + 8].try_into().unwrap_or_default());
-    server.location = sipline::registrar::SharedLocation::with_keys(key(0), key(8));
-    if workers > 1 {
+    // Issue 20: a store shared with other instances, mirrored from memory.
+    let mut _mirror = None;
+    match o.location.as_deref() {
+        Some(url) if url != "memory" => {
+            let instance = o.instance.clone().unwrap_or_else(|| lower_hex(&random_secret()[..6]));
+            match sipline_tokio::redis_location::mirror(url, &instance, "sipline", (key(0), key(8))) {
+                Ok((location, mirror)) => {
+                    if !mirror.wait_synced(Duration::from_secs(3)) {
+                        eprintln!("location store {url} not answering yet: serving from memory until it does");
+                    }
+                    server.location = location;
+                    _mirror = Some(mirror);
+                }
+                Err(e) => {
+                    eprintln!("--location: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        _ => server.location = sipline::registrar::SharedLocation::with_keys(key(0), key(8)),
+    }
+    match &o.secret_file {
+        // Instances of one domain: one key, and nonces dated by the wall
+        // clock, so that a nonce one issued is good at another.
+        Some(path) => {
+            let text = match std::fs::read(path) {
+                Ok(text) if text.len() >= 16 => text,
+                Ok(_) => {
+                    eprintln!("--secret-file {}: at least 16 bytes of secret", path.display());
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("--secret-file {}: {e}", path.display());
+                    return ExitCode::from(1);
+                }
+            };
+            let mut secret = [0u8; 32];
+            secret.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, &text).as_ref());
+            server.nonce_secret = Some(secret);
+            let unix_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            server.nonce_clock = Some((std::time::Instant::now(), unix_ms));
+        }
         // One key for every worker's nonces (a nonce one issued is good
         // at another); clones of `server` share its location service.
-        server.nonce_secret = Some(random_secret());
+        None if workers > 1 => server.nonce_secret = Some(random_secret()),
+        None => {}
     }
     c = c.serve(server);
     let quiet = o.quiet;
@@ -1083,4 +1149,13 @@ async fn follow_call(
             }
         }
     }
+}
+
+/// `bytes` as lower-case hex (a default instance name).
+fn lower_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::new(), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
 }

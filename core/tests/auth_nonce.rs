@@ -251,3 +251,27 @@ fn concurrent_answers_are_each_accepted_exactly_once() {
         assert_eq!(issuer.record(t0, nonce, Some(51)), Ok(()));
     }
 }
+
+/// Issue 20: instances on two machines sharing a secret date nonces by the
+/// wall clock: a nonce issued by one is fresh at the other for exactly its
+/// lifetime, though their `Instant`s have nothing in common.
+#[test]
+fn instances_dating_by_the_wall_clock_read_each_others_nonces_alike() {
+    // Some Unix time in ms.
+    const WALL: u64 = 1_796_000_000_000;
+    let t0 = start();
+    // Machine A's clock reading at t0; machine B read its clock 7 s later
+    // (in this process's Instants) and found the wall clock 7 s on.
+    let mut a = Nonces::with_secret(t0, b"shared").with_wall_clock(t0, WALL);
+    let mut b = Nonces::with_secret(t0 + Duration::from_secs(7), b"shared")
+        .with_wall_clock(t0 + Duration::from_secs(7), WALL + 7_000);
+    let nonce = a.issue(t0 + Duration::from_secs(10));
+    assert_eq!(b.check(t0 + Duration::from_secs(10), &nonce), Ok(()));
+    assert_eq!(b.check(t0 + Duration::from_millis(309_999), &nonce), Ok(()));
+    assert_eq!(b.check(t0 + Duration::from_secs(310), &nonce), Err(NonceError::Stale));
+    // Dated from its own start instead, an instance judges A's nonce by
+    // another origin: here it would take it for fresh long past its
+    // lifetime.
+    let mut c = Nonces::with_secret(t0 + Duration::from_secs(7), b"shared");
+    assert_eq!(c.check(t0 + Duration::from_secs(400), &nonce), Ok(()));
+}

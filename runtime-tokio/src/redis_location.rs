@@ -259,6 +259,10 @@ fn binding(aor: &str, r: Record) -> Binding {
     }
 }
 
+/// An AOR's change waiting to be written: (the bindings Redis was last
+/// given, the bindings now).
+type Pending = (Arc<[Binding]>, Arc<[Binding]>);
+
 /// Why a connected session with Redis ended.
 type Lost = redis::RedisError;
 
@@ -272,7 +276,7 @@ struct Mirror {
     stop: Arc<Notify>,
     status: tokio::sync::watch::Sender<MirrorStatus>,
     /// Changes not yet written, merged per AOR: (first before, last after).
-    pending: BTreeMap<String, (Arc<[Binding]>, Arc<[Binding]>)>,
+    pending: BTreeMap<String, Pending>,
     /// AORs to read again once the pending changes are written.
     refetch: BTreeSet<String>,
     script: Script,

@@ -12,6 +12,7 @@
 //! ```
 
 use crate::kamailio::{free_port, programs, wait_until, TempDir, LOOPBACK_V4};
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -55,7 +56,7 @@ impl Redis {
         stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
         let mut request = format!("*{}\r\n", args.len());
         for a in args {
-            request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            let _ = write!(request, "${}\r\n{a}\r\n", a.len());
         }
         stream.write_all(request.as_bytes()).ok()?;
         let mut reply = vec![0u8; 65_536];

@@ -121,7 +121,7 @@ const ATTEMPTS: usize = 64;
 struct Ledger {
     /// When nonces are dated from: set by the first [`Nonces`] made with
     /// the ledger, adopted by the others.
-    epoch: OnceLock<Instant>,
+    origin: OnceLock<(Instant, u64)>,
     /// How many nonces were issued; never shown.
     issued: AtomicU64,
     /// log2 of the table's size.
@@ -177,7 +177,7 @@ impl NonceLedger {
     pub fn with_capacity(capacity: usize) -> NonceLedger {
         let bits = capacity.clamp(1, MAX_CAPACITY).next_power_of_two().trailing_zeros();
         NonceLedger(Arc::new(Ledger {
-            epoch: OnceLock::new(),
+            origin: OnceLock::new(),
             issued: AtomicU64::new(0),
             bits,
             slots: OnceLock::new(),
@@ -268,7 +268,10 @@ pub struct Nonces {
     /// Mixed into every identifier: two instances with one secret issue
     /// different identifiers.
     salt: u64,
-    epoch: Instant,
+    /// An instant and the time it is dated as, in milliseconds: the
+    /// epoch itself and 0, or a wall-clock reading
+    /// ([`Nonces::with_wall_clock`]).
+    origin: (Instant, u64),
     lifetime: Duration,
     /// The issue counter and the replay table, perhaps shared.
     ledger: NonceLedger,
@@ -315,7 +318,7 @@ impl Nonces {
             mask_key: derive(b"sipline nonce time mask"),
             tag_key: derive(b"sipline nonce tag"),
             salt: 0,
-            epoch,
+            origin: (epoch, 0),
             lifetime: DEFAULT_NONCE_LIFETIME,
             ledger: NonceLedger::new(),
             last_now: None,
@@ -331,6 +334,19 @@ impl Nonces {
         self
     }
 
+    /// Dates nonces in wall-clock time: `at` was `unix_ms` milliseconds
+    /// after the Unix epoch (the runtime reads both clocks together). For
+    /// instances on several machines that share a secret (issue 20): each
+    /// dates the others' nonces as they did, so a nonce issued by one is
+    /// fresh at another for the same lifetime. Without it, nonces are
+    /// dated from the `epoch` given at construction, which only instances
+    /// of one process share.
+    #[must_use]
+    pub fn with_wall_clock(mut self, at: Instant, unix_ms: u64) -> Nonces {
+        self.origin = (at, unix_ms.min(MAX_MILLIS));
+        self
+    }
+
     /// Shares `ledger` (issue counter and replay table) with the other
     /// [`Nonces`] made with it — the workers of one server, issue 19,
     /// which also share a secret: a nonce issued by one is answered at
@@ -338,7 +354,7 @@ impl Nonces {
     /// instance given a ledger sets the epoch every one dates from.
     #[must_use]
     pub fn with_ledger(mut self, ledger: &NonceLedger) -> Nonces {
-        self.epoch = *ledger.0.epoch.get_or_init(|| self.epoch);
+        self.origin = *ledger.0.origin.get_or_init(|| self.origin);
         self.ledger = ledger.clone();
         self
     }
@@ -387,7 +403,7 @@ impl Nonces {
     /// the nonce enters the replay table when first answered.
     pub fn issue(&mut self, now: Instant) -> String {
         let now = self.advance(now);
-        let millis = u64::try_from(now.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        let millis = self.millis(now);
         let mut input = [0u8; 16];
         let counter = self.ledger.0.issued.fetch_add(1, Ordering::Relaxed);
         input[..8].copy_from_slice(&counter.to_be_bytes());
@@ -517,13 +533,24 @@ impl Nonces {
         now
     }
 
-    /// Whether the nonce with key `stamp` is past its lifetime at `now` (an
-    /// issue time or expiry beyond what `Instant` holds: never).
+    /// `now` in the nonces' milliseconds (see `origin`).
+    fn millis(&self, now: Instant) -> u64 {
+        let (at, ms) = self.origin;
+        let ms_of = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        if now >= at {
+            ms.saturating_add(ms_of(now - at))
+        } else {
+            ms.saturating_sub(ms_of(at - now))
+        }
+    }
+
+    /// Whether the nonce with key `stamp` is past its lifetime at `now`. A
+    /// nonce dated after `now` (another instance's clock ahead of ours)
+    /// is fresh until its lifetime has passed from its date.
     fn expired(&self, now: Instant, stamp: u64) -> bool {
-        self.epoch
-            .checked_add(Duration::from_millis(stamp.saturating_sub(1) >> SEQ_BITS))
-            .and_then(|issued| issued.checked_add(self.lifetime))
-            .is_some_and(|expiry| now >= expiry)
+        let issued = stamp.saturating_sub(1) >> SEQ_BITS;
+        let lifetime = u64::try_from(self.lifetime.as_millis()).unwrap_or(u64::MAX);
+        self.millis(now) >= issued.saturating_add(lifetime)
     }
 
     /// Fresh, and its entry not taken by a later nonce (stamps order

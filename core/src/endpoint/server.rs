@@ -96,6 +96,12 @@ pub struct ServerConfig {
     /// 19) issue distinct nonces and accept each answer once among them
     /// all, without a lock ([`NonceLedger`]).
     pub nonce_ledger: NonceLedger,
+    /// A reading of the wall clock — an instant and the Unix time it was,
+    /// in milliseconds — to date nonces by ([`Nonces::with_wall_clock`]).
+    /// For instances on several machines sharing a `nonce_secret` (issue
+    /// 20): each dates the others' nonces as they did. `None`: nonces are
+    /// dated from the server's first request, good within one process.
+    pub nonce_clock: Option<(Instant, u64)>,
     /// When new requests are refused with 503 for overload
     /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
     /// `None`: never. It acts only on messages the runtime stamped
@@ -125,6 +131,7 @@ impl ServerConfig {
             location: SharedLocation::new(),
             nonce_secret: None,
             nonce_ledger: NonceLedger::new(),
+            nonce_clock: None,
             overload: Some(super::OverloadConfig::default()),
         }
     }
@@ -219,7 +226,14 @@ impl Server {
             // Workers of one domain: one key (a nonce from one is good at
             // another) and one ledger (no two issue the same nonce, an
             // answer counts once among them).
-            Some(secret) => Nonces::with_secret(now, secret).with_ledger(&config.nonce_ledger),
+            Some(secret) => {
+                let nonces = Nonces::with_secret(now, secret);
+                match config.nonce_clock {
+                    Some((at, unix_ms)) => nonces.with_wall_clock(at, unix_ms),
+                    None => nonces,
+                }
+                .with_ledger(&config.nonce_ledger)
+            }
             None => Nonces::new(now, rng),
         }
         .with_lifetime(config.nonce_lifetime);

@@ -1,0 +1,184 @@
+//! Issue 20: two `sipline serve` processes serve one domain over one Redis
+//! (`--location redis://… --secret-file FILE`), with a `redis-server` of
+//! the test's own on loopback.
+//!
+//! - bob registers at A; alice's MESSAGE through B reaches him;
+//! - a challenge from A is answered at B (one secret, nonces dated by the
+//!   wall clock), and the same answer replayed to B is refused;
+//! - A restarts: bob is reached through the new A without registering
+//!   again;
+//! - Redis stops: B still routes to bob from memory; carol registers at A
+//!   meanwhile, and once Redis is back B reaches her too.
+
+mod support;
+
+use sipline::auth::{DigestClient, DigestCredentials};
+use sipline::message::headers::{Challenge, HeaderValue};
+use sipline::rng::Rng;
+use sipline_tests::kamailio::{programs, wait_until, TempDir, DOMAIN};
+use sipline_tests::redis::Redis;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::Listener;
+
+const STEP: Duration = Duration::from_secs(20);
+
+/// `sipline serve` as instance `name` of the domain, over `redis`.
+fn instance(redis: &Redis, dir: &TempDir, name: &str) -> (Listener, SocketAddr) {
+    let users = support::users_file(dir);
+    let secret = dir.write("secret", "one secret for the whole domain, shared by its instances\n");
+    let url = redis.url();
+    let secret = secret.to_str().expect("utf-8").to_owned();
+    let args = [
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--domain",
+        DOMAIN,
+        "--users",
+        &users,
+        "--min-expires",
+        "10",
+        "--location",
+        &url,
+        "--instance",
+        name,
+        "--secret-file",
+        &secret,
+        "--workers",
+        "2",
+    ];
+    let mut out = Listener::start_for(&args, 120);
+    let udp = out.bound("udp");
+    out.lines_starting("serving ", 1);
+    (out, udp)
+}
+
+/// `sipline ARGS` to its end (bounded).
+fn run(args: &[&str]) -> Output {
+    Command::new(&programs().timeout)
+        .args(["--kill-after=2", "30", env!("CARGO_BIN_EXE_sipline")])
+        .args(args)
+        .output()
+        .expect("run sipline")
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// A `sipline register` for `user`, registered at `registrar`.
+fn register(user: &str, password: &str, registrar: SocketAddr) -> Listener {
+    let aor = format!("sip:{user}@{DOMAIN}");
+    let registrar = format!("sip:{registrar}");
+    let args =
+        ["register", &aor, "--registrar", &registrar, "--user", user, "--password", password, "--bind", "127.0.0.1:0"];
+    let mut out = Listener::start_for(&args, 120);
+    out.lines_starting("registration: registered as ", 1);
+    out
+}
+
+/// alice's MESSAGE `body` to `to` through the proxy at `via`: its output.
+fn message(to: &str, body: &str, via: SocketAddr) -> Output {
+    let target = format!("sip:{to}@{DOMAIN}");
+    let (from, proxy) = (format!("sip:alice@{DOMAIN}"), format!("sip:{via}"));
+    let args = [
+        "message",
+        &target,
+        body,
+        "--from",
+        &from,
+        "--proxy",
+        &proxy,
+        "--user",
+        "alice",
+        "--password",
+        "alicepw",
+        "--bind",
+        "127.0.0.1:0",
+    ];
+    run(&args)
+}
+
+fn delivered(to: &mut Listener, body: &str) {
+    let line = format!("MESSAGE from sip:alice@{DOMAIN} (text/plain): {body}");
+    to.lines_starting(&line, 1);
+}
+
+/// A REGISTER for carol from `socket`, with `authorization` if given.
+fn register_request(socket: &UdpSocket, cseq: u32, authorization: Option<&str>) -> Vec<u8> {
+    let me = socket.local_addr().expect("bound");
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inst-{cseq};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carol@{DOMAIN}>;tag=c1\r\nTo: <sip:carol@{DOMAIN}>\r\n\
+         Call-ID: instances-carol\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:carol@{me}>\r\nExpires: 60\r\n\
+         {auth}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// Sends `bytes` to `to` and returns the first final response's text.
+fn exchange(socket: &UdpSocket, to: SocketAddr, bytes: &[u8]) -> String {
+    socket.send_to(bytes, to).expect("send");
+    let mut buf = vec![0u8; 65_536];
+    for _ in 0..20 {
+        let Ok((n, _)) = socket.recv_from(&mut buf) else { break };
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !text.starts_with("SIP/2.0 1") {
+            return text;
+        }
+    }
+    panic!("no final response from {to}");
+}
+
+#[test]
+fn two_instances_serve_one_domain_over_redis() {
+    let dir = TempDir::new("instances");
+    let mut redis = Redis::start();
+    let (a, a_addr) = instance(&redis, &dir, "a");
+    let (_b, b_addr) = instance(&redis, &dir, "b");
+
+    // bob registers at A; alice's MESSAGE through B reaches him.
+    let mut bob = register("bob", "bobpw", a_addr);
+    let out = message("bob", "through b", b_addr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    delivered(&mut bob, "through b");
+
+    // A's challenge answered at B: 200; the same answer again at B: 401.
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let challenge = exchange(&socket, a_addr, &register_request(&socket, 1, None));
+    assert!(challenge.starts_with("SIP/2.0 401"), "{challenge}");
+    let value = challenge
+        .lines()
+        .find_map(|l| l.strip_prefix("WWW-Authenticate: "))
+        .unwrap_or_else(|| panic!("a challenge: {challenge}"));
+    let parsed = Challenge::parse_value(value.as_bytes()).expect("a challenge");
+    let mut digest = DigestClient::new(DigestCredentials::new("carol", "carolpw"));
+    let answer = digest.authorize(&parsed, "REGISTER", &format!("sip:{DOMAIN}"), &mut Rng::new(5)).expect("answer");
+    let accepted = exchange(&socket, b_addr, &register_request(&socket, 2, Some(&answer)));
+    assert!(accepted.starts_with("SIP/2.0 200"), "A's nonce refused at B: {accepted}");
+    let replayed = exchange(&socket, b_addr, &register_request(&socket, 3, Some(&answer)));
+    assert!(replayed.starts_with("SIP/2.0 401"), "a replayed answer accepted: {replayed}");
+
+    // A restarts; bob is reached through the new A without registering again.
+    drop(a);
+    let (_a, a_addr) = instance(&redis, &dir, "a");
+    let out = message("bob", "through the new a", a_addr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    delivered(&mut bob, "through the new a");
+
+    // Redis stops: B still routes to bob from memory. carol registers at
+    // A meanwhile; once Redis is back, B reaches her too.
+    redis.stop();
+    let out = message("bob", "without redis", b_addr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    delivered(&mut bob, "without redis");
+    let mut carol = register("carol", "carolpw", a_addr);
+    redis.resume();
+    let reached = wait_until(STEP, || message("carol", "after redis came back", b_addr).status.code() == Some(0));
+    assert!(reached, "B never reached carol after Redis came back");
+    delivered(&mut carol, "after redis came back");
+}
