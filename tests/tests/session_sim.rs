@@ -7,7 +7,8 @@
 
 use sipline::auth::{Algorithm, DigestChallenge, DigestCredentials, Secret};
 use sipline::endpoint::{
-    Body, Endpoint, EndpointConfig, Event, Output, Request, RequestError, SessionEnd, SessionEvent, SessionId,
+    Body, Endpoint, EndpointConfig, EndpointState, Event, Output, RegistrationConfig, Request, RequestError,
+    SessionEnd, SessionEvent, SessionId, Tables,
 };
 use sipline::message::Message;
 use sipline::transport::Transport;
@@ -30,6 +31,9 @@ struct Ua {
     wire: Vec<String>,
     /// The first line of every message received, in order.
     received: Vec<String>,
+    /// Every message sent (`> …`, dropped or not) and received (`< …`),
+    /// with when.
+    log: Vec<(Instant, String)>,
     /// Outgoing messages whose first line starts with this are dropped
     /// (this many times).
     drop: Option<(&'static str, usize)>,
@@ -66,6 +70,7 @@ impl Ua {
             out: VecDeque::new(),
             wire: Vec::new(),
             received: Vec::new(),
+            log: Vec::new(),
             drop: None,
         }
     }
@@ -77,6 +82,7 @@ impl Ua {
                 match o {
                     Output::Datagram { remote, bytes, .. } => {
                         let text = String::from_utf8_lossy(&bytes).into_owned();
+                        self.log.push((self.now, format!("> {text}")));
                         if let Some((prefix, n)) = &mut self.drop {
                             if *n > 0 && text.starts_with(*prefix) {
                                 *n -= 1;
@@ -130,6 +136,7 @@ impl Node for Ua {
         self.now = now;
         let first = bytes.split(|&b| b == b'\r').next().unwrap_or_default();
         self.received.push(String::from_utf8_lossy(first).into_owned());
+        self.log.push((now, format!("< {}", String::from_utf8_lossy(bytes))));
         let local = self.ep.transport().listeners()[0].1;
         self.ep.handle_datagram(now, local, addr(from), bytes);
         self.pump();
@@ -522,6 +529,8 @@ struct Raw {
     ep: Endpoint,
     now: Instant,
     sent: Vec<String>,
+    /// When each of `sent` went.
+    sent_at: Vec<Instant>,
     events: Vec<Event>,
 }
 
@@ -536,7 +545,7 @@ impl Raw {
         let mut ep = Endpoint::new(c).unwrap();
         ep.add_listener(Transport::Udp, addr(1));
         ep.start(now);
-        let mut r = Raw { ep, now, sent: Vec::new(), events: Vec::new() };
+        let mut r = Raw { ep, now, sent: Vec::new(), sent_at: Vec::new(), events: Vec::new() };
         r.drain();
         r
     }
@@ -544,11 +553,36 @@ impl Raw {
     fn drain(&mut self) {
         while let Some(o) = self.ep.poll_output() {
             match o {
-                Output::Datagram { bytes, .. } => self.sent.push(String::from_utf8_lossy(&bytes).into_owned()),
+                Output::Datagram { bytes, .. } => {
+                    self.sent.push(String::from_utf8_lossy(&bytes).into_owned());
+                    self.sent_at.push(self.now);
+                }
                 Output::Event(e) => self.events.push(e),
                 _ => {}
             }
         }
+    }
+
+    /// Lets time pass up to `until`, timer by timer.
+    fn run_until(&mut self, until: Instant) {
+        for _ in 0..100_000 {
+            match self.ep.poll_timeout() {
+                Some(at) if at <= until => {
+                    self.now = self.now.max(at);
+                    self.ep.handle_timeout(self.now);
+                    self.drain();
+                }
+                _ => break,
+            }
+        }
+        self.now = self.now.max(until);
+        self.ep.handle_timeout(self.now);
+        self.drain();
+    }
+
+    /// The messages sent whose first line starts with `prefix`.
+    fn sent_starting(&self, prefix: &str) -> Vec<&String> {
+        self.sent.iter().filter(|m| m.starts_with(prefix)).collect()
     }
 
     fn feed(&mut self, text: &str) -> Vec<String> {
@@ -776,4 +810,258 @@ fn a_481_to_our_request_in_an_early_dialog_ends_it_and_answers_the_invite_487() 
     }
     assert_eq!(r.ep.tables().server_transactions, 0, "{:?}", r.ep.tables());
     assert_eq!(r.ep.session_count(), 0);
+}
+
+// ----- shutdown while a session waits for its ACK (§15, §13.3.1.4) -----
+
+/// An INVITE from Carol (no Record-Route: requests in the dialog go straight
+/// to her Contact), accepted; returns the session and Bob's tag.
+fn accepted_incoming(r: &mut Raw) -> (SessionId, String) {
+    r.feed(&raw_request("INVITE", "", 1, "inv").replace("Record-Route: <sip:p1.example.com;lr>\r\n", ""));
+    let session = r
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::IncomingSession { session, .. } => Some(*session),
+            _ => None,
+        })
+        .expect("an incoming session");
+    r.ep.accept(r.now, session, Some(&Body::sdp(ANSWER))).unwrap();
+    r.drain();
+    let ok = r.sent.iter().find(|m| m.starts_with("SIP/2.0 200")).expect("the 200").clone();
+    let tag = header(&ok, "To").unwrap().split("tag=").nth(1).unwrap().to_owned();
+    (session, tag)
+}
+
+fn ended_with(events: &[Event], session: SessionId) -> Option<SessionEnd> {
+    events.iter().find_map(|e| match e {
+        Event::Session { session: s, event: SessionEvent::Ended(why) } if *s == session => Some(why.clone()),
+        _ => None,
+    })
+}
+
+fn shut_down_events(events: &[Event]) -> usize {
+    events.iter().filter(|e| matches!(e, Event::ShutDown)).count()
+}
+
+/// Two hours pass: every transaction and timer runs out.
+fn nothing_left_after_hours(r: &mut Raw) {
+    let end = r.now + Duration::from_secs(7200);
+    r.run_until(end);
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    assert_eq!(r.ep.tables(), Tables::default());
+    assert_eq!(r.ep.poll_timeout(), None, "a timer left after shutdown");
+    assert_eq!(shut_down_events(&r.events), 1, "ShutDown once");
+}
+
+#[test]
+fn shutdown_holds_the_bye_of_an_unacknowledged_session_until_the_ack() {
+    // §15: the callee MUST NOT send BYE on a confirmed dialog before the
+    // ACK for its 2xx; shutdown used to send it at once.
+    let mut r = Raw::new(|_| {});
+    let (session, tag) = accepted_incoming(&mut r);
+    let t0 = r.now;
+    r.ep.shutdown(r.now);
+    r.drain();
+    assert!(r.sent_starting("BYE ").is_empty(), "no BYE before the ACK: {:?}", r.sent);
+    assert_eq!(r.ep.state(), EndpointState::Draining);
+    assert_eq!(r.ep.session_count(), 1);
+    assert_eq!(shut_down_events(&r.events), 0);
+    assert_eq!(ended_with(&r.events, session), None);
+    // The 2xx goes on being retransmitted meanwhile (T1, then 2·T1).
+    r.run_until(t0 + Duration::from_secs(2));
+    assert_eq!(r.sent_starting("SIP/2.0 200").len(), 3, "{:?}", r.sent);
+    assert!(r.sent_starting("BYE ").is_empty());
+    // The ACK: the BYE goes right away, and shutdown finishes.
+    let before = r.events.len();
+    let out = r.feed(&raw_request("ACK", &tag, 1, "ack"));
+    assert_eq!(out.len(), 1, "{out:?}");
+    let bye = &out[0];
+    assert!(bye.starts_with(&format!("BYE sip:carol@{FAR} ")), "{bye}");
+    assert_eq!(header(bye, "Call-ID"), Some("raw-call"));
+    assert!(header(bye, "From").unwrap().ends_with(&format!("tag={tag}")), "{bye}");
+    assert!(header(bye, "To").unwrap().ends_with("tag=c1"), "{bye}");
+    let after: Vec<&Event> = r.events[before..].iter().collect();
+    assert!(matches!(after[0], Event::Session { event: SessionEvent::Confirmed { .. }, .. }), "{after:?}");
+    assert_eq!(ended_with(&r.events, session), Some(SessionEnd::ShutDown));
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    assert_eq!(r.ep.session_count(), 0);
+    assert_eq!(shut_down_events(&r.events), 1);
+    // No 2xx after the ACK; the BYE only retransmitted (Timer E), itself.
+    r.run_until(r.now + Duration::from_secs(60));
+    assert_eq!(r.sent_starting("SIP/2.0 200").len(), 3);
+    assert!(r.sent_starting("BYE ").iter().all(|b| *b == bye));
+    nothing_left_after_hours(&mut r);
+}
+
+#[test]
+fn shutdown_with_no_ack_byes_when_the_2xx_gives_up_at_64_t1() {
+    let mut r = Raw::new(|_| {});
+    let (session, _) = accepted_incoming(&mut r);
+    let t0 = r.now;
+    r.ep.shutdown(r.now);
+    r.drain();
+    let t1 = sipline::transaction::TimerConfig::default().t1;
+    let give_up = t0 + t1 * 64;
+    r.run_until(t0 + t1 * 63);
+    assert!(r.sent_starting("BYE ").is_empty(), "no BYE before 64·T1: {:?}", r.sent);
+    assert_eq!(r.ep.state(), EndpointState::Draining);
+    // 0, then T1·(1, 2, 4, 8, 8, …) until 64·T1 = 32 s: 11 copies.
+    assert_eq!(r.sent_starting("SIP/2.0 200").len(), 11);
+    r.run_until(give_up);
+    let byes: Vec<usize> = (0..r.sent.len()).filter(|&i| r.sent[i].starts_with("BYE ")).collect();
+    assert_eq!(byes.len(), 1, "§13.3.1.4: BYE at 64·T1: {:?}", r.sent);
+    assert_eq!(r.sent_at[byes[0]], give_up);
+    assert_eq!(ended_with(&r.events, session), Some(SessionEnd::NoAck));
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    assert_eq!(shut_down_events(&r.events), 1);
+    nothing_left_after_hours(&mut r);
+}
+
+#[test]
+fn a_bye_from_the_caller_while_shutdown_waits_for_the_ack_ends_the_session() {
+    let mut r = Raw::new(|_| {});
+    let (session, tag) = accepted_incoming(&mut r);
+    r.ep.shutdown(r.now);
+    r.drain();
+    // Other new requests are refused while shutting down…
+    let out = r.feed(&raw_request("OPTIONS", "", 1, "opt"));
+    assert!(out[0].starts_with("SIP/2.0 503"), "{out:?}");
+    // …but the BYE of the session waiting for its ACK is taken (§15.1.2).
+    let out = r.feed(&raw_request("BYE", &tag, 2, "bye"));
+    assert!(out.iter().any(|m| m.starts_with("SIP/2.0 200") && m.contains("CSeq: 2 BYE")), "{out:?}");
+    assert_eq!(ended_with(&r.events, session), Some(SessionEnd::PeerHungUp));
+    assert!(r.sent_starting("BYE ").is_empty(), "no BYE of ours: {:?}", r.sent);
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    nothing_left_after_hours(&mut r);
+}
+
+#[test]
+fn a_registered_endpoint_shuts_down_after_both_the_unregistration_and_the_ack() {
+    let mut r = Raw::new(|c| c.registration = Some(RegistrationConfig::new(&format!("sip:{FAR}"))));
+    let register = r.sent_starting("REGISTER ")[0].clone();
+    r.feed(&raw_response(&register, 200, "reg", ""));
+    assert_eq!(r.ep.state(), EndpointState::Established);
+    let (session, tag) = accepted_incoming(&mut r);
+    r.ep.shutdown(r.now);
+    r.drain();
+    let unregister = (*r.sent_starting("REGISTER ").last().unwrap()).clone();
+    assert_eq!(header(&unregister, "Expires"), Some("0"));
+    assert_eq!(r.ep.state(), EndpointState::Draining);
+    // The ACK first: its BYE goes, the unregistration still pending.
+    let out = r.feed(&raw_request("ACK", &tag, 1, "ack"));
+    assert!(out[0].starts_with("BYE "), "{out:?}");
+    assert_eq!(ended_with(&r.events, session), Some(SessionEnd::ShutDown));
+    assert_eq!(r.ep.state(), EndpointState::Draining);
+    r.feed(&raw_response(&unregister, 200, "reg", ""));
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    assert_eq!(shut_down_events(&r.events), 1);
+    // And the other order: unregistered first, then the ACK ends it.
+    let mut r = Raw::new(|c| c.registration = Some(RegistrationConfig::new(&format!("sip:{FAR}"))));
+    let register = r.sent_starting("REGISTER ")[0].clone();
+    r.feed(&raw_response(&register, 200, "reg", ""));
+    let (_, tag) = accepted_incoming(&mut r);
+    r.ep.shutdown(r.now);
+    r.drain();
+    let unregister = (*r.sent_starting("REGISTER ").last().unwrap()).clone();
+    r.feed(&raw_response(&unregister, 200, "reg", ""));
+    assert_eq!(r.ep.state(), EndpointState::Draining, "the session still waits for its ACK");
+    assert!(r.sent_starting("BYE ").is_empty());
+    let out = r.feed(&raw_request("ACK", &tag, 1, "ack"));
+    assert!(out[0].starts_with("BYE "), "{out:?}");
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    nothing_left_after_hours(&mut r);
+}
+
+/// A 200 to `invite` with Carol's Contact and `body` (an SDP offer when
+/// the INVITE had none).
+fn ok_with_body(invite: &str, body: &str) -> String {
+    raw_response(invite, 200, "t", &format!("Contact: <sip:carol@{FAR}>\r\n")).replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}", body.len()),
+    )
+}
+
+#[test]
+fn shutdown_after_our_invite_was_answered_acks_before_it_byes() {
+    // The caller's side: the ACK goes when the 2xx comes (§13.2.2.4), so
+    // the BYE of shutdown follows it.
+    let mut r = Raw::new(|_| {});
+    let s =
+        r.ep.invite(r.now, Request::invite(&format!("sip:carol@{FAR}"), "application/sdp", OFFER.to_vec())).unwrap();
+    r.drain();
+    let invite = r.sent_starting("INVITE ")[0].clone();
+    r.feed(&ok_with_body(&invite, "v=0\r\n"));
+    r.ep.shutdown(r.now);
+    r.drain();
+    let first = |p: &str| r.sent.iter().position(|m| m.starts_with(p));
+    let (ack, bye) = (first("ACK ").expect("an ACK"), first("BYE ").expect("a BYE"));
+    assert!(ack < bye, "{:?}", r.sent);
+    assert_eq!(cseq(&r.sent[ack]), cseq(&invite));
+    assert_eq!(cseq(&r.sent[bye]), cseq(&invite) + 1);
+    assert_eq!(ended_with(&r.events, s), Some(SessionEnd::ShutDown));
+    assert_eq!(r.ep.state(), EndpointState::Terminated, "nothing to wait for");
+
+    // A late offer: the 2xx carries the offer and its ACK waits for
+    // `acknowledge`. Shutdown must not BYE a 2xx it never ACKed.
+    let mut r = Raw::new(|_| {});
+    let s = r.ep.invite(r.now, Request::invite(&format!("sip:carol@{FAR}"), "application/sdp", Vec::new())).unwrap();
+    r.drain();
+    let invite = r.sent_starting("INVITE ")[0].clone();
+    r.feed(&ok_with_body(&invite, "v=0\r\n"));
+    assert!(r.sent_starting("ACK ").is_empty(), "the ACK waits for acknowledge()");
+    r.ep.shutdown(r.now);
+    r.drain();
+    let first = |p: &str| r.sent.iter().position(|m| m.starts_with(p));
+    let (ack, bye) = (first("ACK ").expect("an ACK"), first("BYE ").expect("a BYE"));
+    assert!(ack < bye, "§13.2.2.4: the 2xx ACKed before the BYE: {:?}", r.sent);
+    assert_eq!(cseq(&r.sent[ack]), cseq(&invite));
+    assert!(header(&r.sent[ack], "To").unwrap().ends_with("tag=t"));
+    assert_eq!(ended_with(&r.events, s), Some(SessionEnd::ShutDown));
+    assert_eq!(r.ep.state(), EndpointState::Terminated);
+    nothing_left_after_hours(&mut r);
+}
+
+#[test]
+fn shutdown_right_after_answering_never_byes_before_the_ack_on_a_lossy_network() {
+    // Bob answers and shuts down at once. His BYE goes the moment the
+    // first ACK reaches him, or, if none does, when his 2xx gives up at
+    // 64·T1 (§13.3.1.4, §15); either way his shutdown finishes.
+    for_each_seed(20, |seed| {
+        let answer_and_quit: Policy = Box::new(|ep, now, e| {
+            if let Event::IncomingSession { session, .. } = e {
+                ep.accept(now, *session, Some(&Body::sdp(ANSWER))).unwrap();
+                ep.shutdown(now);
+            }
+        });
+        let mut s = sim(idle(), answer_and_quit, LinkConfig::lossy(), seed);
+        invite(&mut s);
+        go(&mut s, 200);
+        let bob = &s.nodes[1];
+        let at = |prefix: &str| bob.log.iter().find(|(_, m)| m.starts_with(prefix)).map(|(t, _)| *t);
+        let Some(answered) = at("> SIP/2.0 200") else {
+            // The INVITE never reached Bob (Timer B).
+            assert!(bob.events.iter().all(|(_, e)| !matches!(e, Event::IncomingSession { .. })));
+            return;
+        };
+        let give_up = answered + sipline::transaction::TimerConfig::default().t1 * 64;
+        let (ack, bye) = (at("< ACK "), at("> BYE "));
+        let bye = bye.unwrap_or_else(|| panic!("seed {seed}: no BYE\n{}", s.trace()));
+        match bob.ended() {
+            Some(SessionEnd::ShutDown) => {
+                assert_eq!(Some(bye), ack, "seed {seed}: BYE right at the first ACK\n{}", s.trace());
+                assert!(bye <= give_up);
+            }
+            Some(SessionEnd::NoAck) => {
+                assert_eq!(bye, give_up, "seed {seed}: BYE at 64·T1\n{}", s.trace());
+                assert!(ack.is_none_or(|a| a >= give_up), "seed {seed}: an ACK came in time\n{}", s.trace());
+            }
+            other => panic!("seed {seed}: {other:?}\n{}", s.trace()),
+        }
+        assert_eq!(bob.ep.state(), EndpointState::Terminated, "seed {seed}");
+        assert_eq!(bob.ep.session_count(), 0);
+        assert_eq!(bob.events.iter().filter(|(_, e)| matches!(e, Event::ShutDown)).count(), 1);
+        go(&mut s, 600);
+        assert_eq!(s.nodes[1].ep.tables(), Tables::default(), "seed {seed}");
+    });
 }

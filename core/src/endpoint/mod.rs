@@ -390,7 +390,8 @@ pub enum Event {
 
 /// An endpoint's life: `Idle` until started, `Establishing` while its first
 /// registration is under way (peer-to-peer endpoints go straight on),
-/// `Established`, `Draining` while shutdown unregisters, `Terminated`.
+/// `Established`, `Draining` while shutdown unregisters or waits for the
+/// ACK of an answered session, `Terminated`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EndpointState {
     /// Created, not started.
@@ -399,7 +400,8 @@ pub enum EndpointState {
     Establishing,
     /// Ready.
     Established,
-    /// Shutting down (unregistering first).
+    /// Shutting down: unregistering, or waiting for the ACK of a 2xx
+    /// already sent (at most 64·T1, §13.3.1.4, §15).
     Draining,
     /// Shut down.
     Terminated,
@@ -942,9 +944,7 @@ impl Endpoint {
                 self.transport.unpin(now, conn);
             }
             self.set_registration(RegistrationState::Unregistered);
-            if self.state == EndpointState::Draining {
-                self.complete_shutdown(now);
-            }
+            self.shutdown_progress(now);
             return;
         }
         match result {
@@ -1168,7 +1168,12 @@ impl Endpoint {
     /// [`Event::ShutDown`] follows.
     ///
     /// A registered endpoint unregisters first (state `Draining`): the
-    /// rest follows the registrar's answer (or its Timer F).
+    /// rest follows the registrar's answer (or its Timer F). An incoming
+    /// session whose 2xx still waits for its ACK also keeps the endpoint
+    /// `Draining`: §15 forbids its BYE before the ACK, so the BYE goes when
+    /// the ACK comes, or when the 2xx retransmission gives up at 64·T1
+    /// ([`SessionEnd::NoAck`], §13.3.1.4) — shutdown ends within 64·T1
+    /// (or the unregistration's Timer F, whichever is later).
     pub fn shutdown(&mut self, now: Instant) {
         let now = self.clamp(now);
         if self.shutting_down {
@@ -1190,11 +1195,27 @@ impl Endpoint {
             matches!(r.state, RegistrationState::Registered { .. } | RegistrationState::Registering)
                 || r.request.is_some()
         });
-        if bound {
+        // Sessions still here wait for their ACK (`shutdown_sessions`).
+        if bound || self.sessions.len() > 0 {
             self.set_state(EndpointState::Draining);
-            self.register(true);
-            self.pump(now);
+            if bound {
+                self.register(true);
+                self.pump(now);
+            }
+            self.shutdown_progress(now);
         } else {
+            self.complete_shutdown(now);
+        }
+    }
+
+    /// While `Draining`: completes shutdown once the unregistration has
+    /// ended and no session waits for its ACK any more.
+    fn shutdown_progress(&mut self, now: Instant) {
+        if self.state != EndpointState::Draining {
+            return;
+        }
+        let unregistering = self.registration.as_ref().is_some_and(|r| r.request.is_some());
+        if !unregistering && self.sessions.len() == 0 {
             self.complete_shutdown(now);
         }
     }
@@ -1750,6 +1771,21 @@ impl Endpoint {
                 }
             }
             E::Request { server, request, merged } => {
+                // A BYE for a session shutdown keeps for its ACK ends it.
+                if self.shutting_down && !merged && self.sessions.len() > 0 {
+                    if let Some(source) = self.arriving {
+                        let handled = match arrived {
+                            Some((bytes, m)) if bytes == &request[..] => {
+                                self.shutdown_bye(now, server, &request, m, source)
+                            }
+                            _ => Message::parse(&request)
+                                .is_ok_and(|m| self.shutdown_bye(now, server, &request, &m, source)),
+                        };
+                        if handled {
+                            return;
+                        }
+                    }
+                }
                 if self.shutting_down || merged {
                     // §8.2.2.2: a merged request gets 482; while shutting
                     // down, 503.

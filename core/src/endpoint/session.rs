@@ -16,6 +16,8 @@
 //! is retransmitted until the ACK comes (§13.3.1.4); with none in 64·T1
 //! the session ends with a BYE ([`SessionEnd::NoAck`]). A CANCEL ends a
 //! session not yet answered: 200 to the CANCEL, 487 to the INVITE (§9.2).
+//! Shutdown ends every session at once but such an accepted one: its BYE
+//! waits for the ACK, or for the 64·T1 give-up (§15).
 //! An incoming session the application leaves untouched for
 //! [`EndpointConfig::answer_within`](super::EndpointConfig::answer_within)
 //! gets 480; once it rang, it waits for the caller.
@@ -130,7 +132,8 @@ pub enum SessionEnd {
     /// Incoming: the application neither rang nor answered in time; 480
     /// sent.
     Unanswered,
-    /// The endpoint shut down.
+    /// The endpoint shut down (an incoming session whose 2xx was not yet
+    /// acknowledged ends so when its ACK comes, BYE following, §15).
     ShutDown,
 }
 
@@ -522,6 +525,8 @@ impl Endpoint {
             self.abandon(id);
         }
         self.emit(s, SessionEvent::Ended(why));
+        // The last session kept for its ACK may let shutdown finish.
+        self.shutdown_progress(now);
     }
 
     /// Pins `conn` for `s` (once).
@@ -823,6 +828,25 @@ impl Endpoint {
         self.pump(now);
     }
 
+    /// Sends BYE in the dialog of `s` as a request no session keeps (at
+    /// shutdown: the session ends without waiting for the answer).
+    fn bye_detached(&mut self, now: Instant, s: SessionId) {
+        let head = self.sessions.all.get_mut(&s).and_then(|x| x.dialog.as_mut()).map(Dialog::next_request);
+        if let Some(head) = head {
+            self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
+        }
+    }
+
+    /// Sends the ACK (no body) for the 2xx with CSeq `cseq` of `s` as a
+    /// request no session keeps, so that ending `s` does not drop it.
+    fn ack_detached(&mut self, now: Instant, s: SessionId, cseq: u32) {
+        let Some(x) = self.sessions.all.get(&s) else { return };
+        let Some(head) = x.dialog.as_ref().map(|d| d.head(cseq)) else { return };
+        let mut ack = Request::new(Method::Ack, &head.uri);
+        ack.headers.clone_from(&x.credentials);
+        self.send_detached(now, ack, head);
+    }
+
     /// A response that matched no transaction: a 2xx copy for one of our
     /// sessions after its INVITE transaction ended.
     pub(super) fn stray_response(&mut self, now: Instant, bytes: &Arc<[u8]>) {
@@ -1056,6 +1080,10 @@ impl Endpoint {
         let now = self.clamp(now);
         if matches!(request.method, Method::Invite | Method::Ack | Method::Cancel | Method::Bye) {
             return Err(SessionError::Send(SendError::Method(request.method.as_str().to_owned())));
+        }
+        // A session shutdown keeps for its ACK only waits to end.
+        if self.shutting_down {
+            return Err(SessionError::Send(SendError::ShuttingDown));
         }
         let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
         let Some(dialog) = x.dialog.as_mut() else { return Err(SessionError::State) };
@@ -1332,7 +1360,12 @@ impl Endpoint {
         self.sessions.clear_timer(s, Timer::Retransmit);
         self.sessions.clear_timer(s, Timer::NoAck);
         self.emit(s, SessionEvent::Confirmed { body: Body::of(m) });
-        if bye {
+        if self.shutting_down {
+            // §15: the ACK came: the BYE shutdown held back goes now, and
+            // the session ends as the others did at shutdown.
+            self.bye_detached(now, s);
+            self.end_session(now, s, SessionEnd::ShutDown);
+        } else if bye {
             self.send_bye(now, s);
         }
     }
@@ -1368,12 +1401,10 @@ impl Endpoint {
                 if x.unacked.take().is_none() {
                     return;
                 }
-                let head = x.dialog.as_mut().map(Dialog::next_request);
                 self.sessions.clear_timer(s, Timer::Retransmit);
-                // §13.3.1.4: confirmed but useless: BYE, and it is over.
-                if let Some(head) = head {
-                    self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
-                }
+                // §13.3.1.4: confirmed but useless: BYE, and it is over
+                // (also for a session shutdown kept for its ACK).
+                self.bye_detached(now, s);
                 self.end_session(now, s, SessionEnd::NoAck);
             }
             Timer::Unanswered => {
@@ -1409,19 +1440,27 @@ impl Endpoint {
 
     /// Shutdown: every session ends ([`SessionEnd::ShutDown`]) with the
     /// message its state calls for — BYE, CANCEL, or 503 to an INVITE not
-    /// answered.
+    /// answered — but one whose 2xx still waits for its ACK: §15 forbids
+    /// the BYE until the ACK comes or the 2xx retransmission gives up at
+    /// 64·T1 (§13.3.1.4), so that session stays until either (it alone
+    /// keeps its timers) and the endpoint drains until it ends.
     pub(super) fn shutdown_sessions(&mut self, now: Instant) {
         for s in self.sessions.ids() {
             let Some(x) = self.sessions.all.get(&s) else { continue };
             match (x.role, x.phase) {
                 (Role::Uac, Phase::Calling) if x.provisional && x.cancel != Some(true) => self.send_cancel(now, s),
                 (_, Phase::Offered) => self.answer_offer(now, s, 503, "Service Unavailable", &[], None),
-                (_, Phase::Accepted | Phase::Confirmed) => {
-                    if let Some(head) =
-                        self.sessions.all.get_mut(&s).and_then(|x| x.dialog.as_mut()).map(Dialog::next_request)
-                    {
-                        self.send_detached(now, Request::new(Method::Bye, &head.uri), head);
+                // §15: no BYE before the ACK (`ack_arrived`) or the
+                // 64·T1 give-up (`Timer::NoAck`); either ends it.
+                (_, Phase::Accepted) => continue,
+                (_, Phase::Confirmed) => {
+                    // §13.2.2.4: a 2xx of a late offer still waiting for
+                    // `acknowledge` gets its ACK before the BYE.
+                    if let Some(cseq) = self.sessions.all.get_mut(&s).and_then(|x| x.ack_wait.take()) {
+                        self.sessions.clear_timer(s, Timer::AckWait);
+                        self.ack_detached(now, s, cseq);
                     }
+                    self.bye_detached(now, s);
                 }
                 _ => {}
             }
@@ -1430,6 +1469,35 @@ impl Endpoint {
             }
             self.end_session(now, s, SessionEnd::ShutDown);
         }
+    }
+
+    /// While shutting down every new request gets 503, but a BYE in the
+    /// dialog of a session kept for its ACK is answered and ends it
+    /// (§15.1.2); `true` if `m` was one.
+    pub(super) fn shutdown_bye(
+        &mut self,
+        now: Instant,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) -> bool {
+        if m.method().copied() != Some(Method::Bye) {
+            return false;
+        }
+        let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned());
+        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+        let (Some(call_id), Some(tag)) = (call_id, tag) else { return false };
+        let live = self
+            .sessions
+            .find(&call_id, &tag)
+            .and_then(|s| self.sessions.all.get(&s))
+            .and_then(|x| x.dialog.as_ref())
+            .is_some_and(|d| d.matches_request(m));
+        if live {
+            self.in_dialog_request(now, server, bytes, m, source, &tag);
+        }
+        live
     }
 
     /// Dialog state of a session (for tests and the application).
