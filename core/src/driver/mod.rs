@@ -375,6 +375,11 @@ impl Handle {
     /// [`RequestError::ShutDown`], unanswered incoming requests get 503,
     /// connections and listeners close. Resolves when every task the
     /// runtime started has ended (at once if that already happened).
+    ///
+    /// A call this endpoint answered whose ACK has not come yet holds the
+    /// shutdown until the ACK arrives (then BYE) or the 2xx is given up
+    /// after 64·T1, 32 s by default (RFC 3261 §15: no BYE before the
+    /// ACK); so does a registration's removal (see `Endpoint::shutdown`).
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         let (done, finished) = oneshot::channel();
         let queued = self.commands.unbounded_send(Command::Shutdown { done }).is_ok();
