@@ -757,6 +757,9 @@ async fn serve_domain(o: &Options) -> ExitCode {
                         eprintln!("location store {url} not answering yet: serving from memory until it does");
                     }
                     server.location = location;
+                    // Bindings made here are reached through here (RFC 3327
+                    // Path): the other instances cannot use our flows.
+                    server.path = true;
                     _mirror = Some(mirror);
                 }
                 Err(e) => {

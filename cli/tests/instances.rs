@@ -26,6 +26,11 @@ const STEP: Duration = Duration::from_secs(20);
 
 /// `sipline serve` as instance `name` of the domain, over `redis`.
 fn instance(redis: &Redis, dir: &TempDir, name: &str) -> (Listener, SocketAddr) {
+    instance_at(redis, dir, name, "127.0.0.1:0")
+}
+
+/// [`instance`] bound to `bind` (a restart keeps its address).
+fn instance_at(redis: &Redis, dir: &TempDir, name: &str, bind: &str) -> (Listener, SocketAddr) {
     let users = support::users_file(dir);
     let secret = dir.write("secret", "one secret for the whole domain, shared by its instances\n");
     let url = redis.url();
@@ -33,7 +38,7 @@ fn instance(redis: &Redis, dir: &TempDir, name: &str) -> (Listener, SocketAddr) 
     let args = [
         "serve",
         "--bind",
-        "127.0.0.1:0",
+        bind,
         "--domain",
         DOMAIN,
         "--users",
@@ -68,12 +73,29 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// A `sipline register` for `user`, registered at `registrar`.
+/// A `sipline register` for `user`, registered at `registrar` over UDP.
 fn register(user: &str, password: &str, registrar: SocketAddr) -> Listener {
+    register_over(user, password, &format!("sip:{registrar}"), "udp")
+}
+
+/// A `sipline register` for `user`, registered at `registrar` (a URI) over
+/// `transport`.
+fn register_over(user: &str, password: &str, registrar: &str, transport: &str) -> Listener {
     let aor = format!("sip:{user}@{DOMAIN}");
-    let registrar = format!("sip:{registrar}");
-    let args =
-        ["register", &aor, "--registrar", &registrar, "--user", user, "--password", password, "--bind", "127.0.0.1:0"];
+    let args = [
+        "register",
+        &aor,
+        "--registrar",
+        registrar,
+        "--user",
+        user,
+        "--password",
+        password,
+        "--bind",
+        "127.0.0.1:0",
+        "--transport",
+        transport,
+    ];
     let mut out = Listener::start_for(&args, 120);
     out.lines_starting("registration: registered as ", 1);
     out
@@ -106,14 +128,36 @@ fn delivered(to: &mut Listener, body: &str) {
     to.lines_starting(&line, 1);
 }
 
+/// bob registers at A over TCP: only A holds his connection. alice's
+/// MESSAGE through B goes to A (the binding's Path, RFC 3327) and on over
+/// bob's connection; A takes it from B without a second challenge (B's
+/// route token), and bob sees who sent it.
+#[test]
+fn an_instance_reaches_a_user_over_the_connection_another_holds() {
+    let dir = TempDir::new("instances-tcp");
+    let redis = Redis::start();
+    let (mut a, _) = instance(&redis, &dir, "a");
+    let a_tcp = a.bound("tcp");
+    let (_b, b_addr) = instance(&redis, &dir, "b");
+    let mut bob = register_over("bob", "bobpw", &format!("sip:{a_tcp};transport=tcp"), "tcp");
+    let out = message("bob", "over a's connection", b_addr);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    delivered(&mut bob, "over a's connection");
+}
+
 /// A REGISTER for carol from `socket`, with `authorization` if given.
 fn register_request(socket: &UdpSocket, cseq: u32, authorization: Option<&str>) -> Vec<u8> {
+    register_request_for(socket, cseq, authorization, 60)
+}
+
+/// [`register_request`] asking for `expires` seconds (0: unregister).
+fn register_request_for(socket: &UdpSocket, cseq: u32, authorization: Option<&str>, expires: u32) -> Vec<u8> {
     let me = socket.local_addr().expect("bound");
     let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     format!(
         "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-inst-{cseq};rport\r\n\
          Max-Forwards: 70\r\nFrom: <sip:carol@{DOMAIN}>;tag=c1\r\nTo: <sip:carol@{DOMAIN}>\r\n\
-         Call-ID: instances-carol\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:carol@{me}>\r\nExpires: 60\r\n\
+         Call-ID: instances-carol\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:carol@{me}>\r\nExpires: {expires}\r\n\
          {auth}Content-Length: 0\r\n\r\n"
     )
     .into_bytes()
@@ -138,7 +182,7 @@ fn two_instances_serve_one_domain_over_redis() {
     let dir = TempDir::new("instances");
     let mut redis = Redis::start();
     let (a, a_addr) = instance(&redis, &dir, "a");
-    let (_b, b_addr) = instance(&redis, &dir, "b");
+    let (mut b, b_addr) = instance(&redis, &dir, "b");
 
     // bob registers at A; alice's MESSAGE through B reaches him.
     let mut bob = register("bob", "bobpw", a_addr);
@@ -162,12 +206,19 @@ fn two_instances_serve_one_domain_over_redis() {
     assert!(accepted.starts_with("SIP/2.0 200"), "A's nonce refused at B: {accepted}");
     let replayed = exchange(&socket, b_addr, &register_request(&socket, 3, Some(&answer)));
     assert!(replayed.starts_with("SIP/2.0 401"), "a replayed answer accepted: {replayed}");
+    // A new count on the same nonce is a new request: this socket's
+    // binding goes (nobody answers here).
+    let again = digest.authorize(&parsed, "REGISTER", &format!("sip:{DOMAIN}"), &mut Rng::new(6)).expect("answer");
+    let removed = exchange(&socket, b_addr, &register_request_for(&socket, 4, Some(&again), 0));
+    assert!(removed.starts_with("SIP/2.0 200"), "{removed}");
 
-    // A restarts; bob is reached through the new A without registering again.
+    // A restarts (at its address); bob is reached through the new A
+    // without registering again.
     drop(a);
-    let (_a, a_addr) = instance(&redis, &dir, "a");
+    let (mut new_a, a_addr) = instance_at(&redis, &dir, "a", &a_addr.to_string());
     let out = message("bob", "through the new a", a_addr);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    new_a.drain();
+    assert_eq!(out.status.code(), Some(0), "{}\n--- new a ---\n{}", text(&out), new_a.seen.join("\n"));
     delivered(&mut bob, "through the new a");
 
     // Redis stops: B still routes to bob from memory. carol registers at
@@ -178,7 +229,21 @@ fn two_instances_serve_one_domain_over_redis() {
     delivered(&mut bob, "without redis");
     let mut carol = register("carol", "carolpw", a_addr);
     redis.resume();
-    let reached = wait_until(STEP, || message("carol", "after redis came back", b_addr).status.code() == Some(0));
-    assert!(reached, "B never reached carol after Redis came back");
+    let mut last = None;
+    let reached = wait_until(STEP, || {
+        let out = message("carol", "after redis came back", b_addr);
+        let ok = out.status.code() == Some(0);
+        last = Some(out);
+        ok
+    });
+    b.drain();
+    new_a.drain();
+    assert!(
+        reached,
+        "B never reached carol after Redis came back: {}\n--- b ---\n{}\n--- a ---\n{}",
+        last.as_ref().map(text).unwrap_or_default(),
+        b.seen.join("\n"),
+        new_a.seen.join("\n")
+    );
     delivered(&mut carol, "after redis came back");
 }

@@ -767,6 +767,7 @@ fn location_defaults_insert_remove_and_find() {
         reg_id: None,
         temp_gruus: instance.map(|_| vec!["sip:tgruu.1@example.com".to_owned()]).unwrap_or_default(),
         source: None,
+        path: Vec::new(),
     };
     let mut loc = MemoryLocation::new();
     let aor = "sip:alice@example.com";

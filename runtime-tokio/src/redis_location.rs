@@ -199,6 +199,8 @@ struct Record {
     temp_gruus: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     source: Option<(SocketAddr, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    path: Vec<String>,
 }
 
 /// Wall-clock Unix milliseconds of `at`.
@@ -240,6 +242,7 @@ fn record(b: &Binding) -> Record {
         reg_id: b.reg_id,
         temp_gruus: b.temp_gruus.clone(),
         source: b.source.as_ref().map(|s| (s.addr, s.transport.clone())),
+        path: b.path.clone(),
     }
 }
 
@@ -256,6 +259,7 @@ fn binding(aor: &str, r: Record) -> Binding {
         reg_id: r.reg_id,
         temp_gruus: r.temp_gruus,
         source: r.source.map(|(addr, transport)| Source { addr, transport }),
+        path: r.path,
     }
 }
 

@@ -36,6 +36,7 @@ fn binding(aor: &str, contact: &str, secs: u64) -> Binding {
         reg_id: None,
         temp_gruus: Vec::new(),
         source: Some(Source { addr: "127.0.0.1:5099".parse().unwrap(), transport: "TCP".into() }),
+        path: Vec::new(),
     }
 }
 

@@ -92,7 +92,7 @@ impl fmt::Display for Algorithm {
 }
 
 /// Bytes as lower-case hex digits.
-pub(super) fn lower_hex(bytes: &[u8]) -> String {
+pub(crate) fn lower_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {

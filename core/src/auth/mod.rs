@@ -55,7 +55,7 @@
 //! ```
 
 mod bans;
-mod digest;
+pub(crate) mod digest;
 mod nonce;
 mod server;
 mod users;

@@ -102,6 +102,14 @@ pub struct ServerConfig {
     /// 20): each dates the others' nonces as they did. `None`: nonces are
     /// dated from the server's first request, good within one process.
     pub nonce_clock: Option<(Instant, u64)>,
+    /// Whether bindings made here carry this instance's address as their
+    /// Path (RFC 3327): on when other instances of the domain share the
+    /// location service (issue 20). Another instance then reaches such a
+    /// binding through this one — the only way to a UA behind a NAT or
+    /// over a connection this one holds — and marks the request with a
+    /// token keyed by `nonce_secret`, by which this one knows it for a
+    /// sibling's and forwards it without challenging it again.
+    pub path: bool,
     /// When new requests are refused with 503 for overload
     /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
     /// `None`: never. It acts only on messages the runtime stamped
@@ -132,6 +140,7 @@ impl ServerConfig {
             nonce_secret: None,
             nonce_ledger: NonceLedger::new(),
             nonce_clock: None,
+            path: false,
             overload: Some(super::OverloadConfig::default()),
         }
     }
@@ -140,6 +149,9 @@ impl ServerConfig {
 /// The server role's state, made on the first request (nonces date from it).
 pub(super) struct Server {
     registrar: Registrar<SharedLocation>,
+    /// Signs and checks the tokens of routes between instances of the
+    /// domain (from `nonce_secret`; `None` without one).
+    route_key: Option<ring::hmac::Key>,
     auth: DigestServer,
     /// Proxied requests by their server transaction.
     proxied: BTreeMap<ServerId, Proxied>,
@@ -221,7 +233,7 @@ struct Proxied {
 }
 
 impl Server {
-    fn new(config: &ServerConfig, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
+    fn new(config: &ServerConfig, path: Option<String>, now: Instant, rng: &mut crate::rng::Rng) -> Option<Server> {
         let nonces = match &config.nonce_secret {
             // Workers of one domain: one key (a nonce from one is good at
             // another) and one ledger (no two issue the same nonce, an
@@ -243,8 +255,16 @@ impl Server {
             .with_ban_table(config.bans, &config.ban_table);
         let mut registrar_config = config.registrar.clone();
         registrar_config.domains = vec![config.domain.clone()];
+        if config.path {
+            registrar_config.path = path;
+        }
+        let route_key = config.nonce_secret.as_ref().map(|secret| {
+            let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+            ring::hmac::Key::new(ring::hmac::HMAC_SHA256, ring::hmac::sign(&root, b"sipline instance route").as_ref())
+        });
         Some(Server {
             registrar: Registrar::with_location(registrar_config, config.location.clone()),
+            route_key,
             auth,
             proxied: BTreeMap::new(),
             by_client: BTreeMap::new(),
@@ -384,7 +404,9 @@ impl Endpoint {
     fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
         if self.server.is_none() {
             let config = self.config.server.as_ref()?;
-            self.server = Server::new(config, now, &mut self.rng);
+            // Our address, as the Path of the bindings made here (issue 20).
+            let path = format!("sip:{};lr", self.sent_by(Transport::Udp));
+            self.server = Server::new(config, Some(path), now, &mut self.rng);
         }
         self.server.as_mut()
     }
@@ -489,8 +511,18 @@ impl Endpoint {
         let from_uri = from_uri.as_deref().and_then(|u| Uri::parse(u).ok());
         let from_here = from_uri.as_ref().is_some_and(|f| me.is_responsible_for(f) && user_of(f).is_some());
         let initial = !in_dialog && method != Some(Method::Ack);
-        let authenticated = initial && (from_here || (dest == Destination::User && !guests));
+        // Issue 20: a request another instance of the domain routed here
+        // for a binding whose flow we hold was authenticated there.
+        let key = self.server_state(now).and_then(|s| s.route_key.clone());
+        let sibling = from_sibling(key.as_ref(), &me, m);
+        let authenticated = initial && !sibling && (from_here || (dest == Destination::User && !guests));
         let mut asserted = None;
+        if sibling {
+            // The identity it checked (RFC 3325: the instances are one
+            // trust domain).
+            asserted =
+                m.headers().get("P-Asserted-Identity").and_then(crate::message::Header::value_str).map(str::to_owned);
+        }
         if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
             match srv.auth.authenticate_from(now, m, Role::Proxy, None, Some(source.remote.ip())) {
@@ -515,7 +547,8 @@ impl Endpoint {
         }
         // Requests leaving the domain: only for our own (authenticated)
         // users, or within a dialog we record-routed — no open relay.
-        if dest == Destination::Elsewhere && !authenticated && !(in_dialog && routes.removes_own_route()) {
+        let relay_allowed = authenticated || sibling || (in_dialog && routes.removes_own_route());
+        if dest == Destination::Elsewhere && !relay_allowed {
             self.reply(now, server, m, code(403), "Relaying Forbidden", &[]);
             return true;
         }
@@ -534,7 +567,7 @@ impl Endpoint {
         // RFC 3325: the identity we checked goes to the domain's own users
         // (our trust domain) as P-Asserted-Identity; one asserted by anyone
         // else is never passed on, nor does ours leave the domain.
-        let asserted = asserted.filter(|_| dest == Destination::User);
+        let asserted = asserted.filter(|_| dest == Destination::User || sibling);
         self.fork(now, server, request, m, &routes, targets, in_dialog, source, asserted.as_deref());
         true
     }
@@ -553,7 +586,7 @@ impl Endpoint {
         ruri: &Uri<'_>,
         routes: &crate::proxy::RouteInfo,
         dest: Destination,
-    ) -> Result<Vec<(String, Peer)>, (u16, &'static str)> {
+    ) -> Result<Vec<Hop>, (u16, &'static str)> {
         let domain = self.config.server.as_ref().map_or_else(String::new, |c| c.domain.clone());
         if dest == Destination::User {
             // A Request-URI naming one of our addresses or aliases means
@@ -577,10 +610,12 @@ impl Endpoint {
             let secure = ruri.as_sip().is_some_and(crate::message::SipUri::is_secure);
             return match lookup {
                 Lookup::Aor(b) | Lookup::Gruu(b) => {
-                    let t: Vec<(String, Peer)> = b
+                    let me = self.identity();
+                    let key = self.server.as_ref().and_then(|s| s.route_key.as_ref());
+                    let t: Vec<Hop> = b
                         .into_iter()
-                        .filter_map(|b| Some((b.contact.clone(), binding_peer(&b)?)))
-                        .filter(|(_, p)| !secure || p.transport == Transport::Tls)
+                        .filter_map(|b| binding_hop(&me, key, m, &b))
+                        .filter(|h| !secure || h.peer.transport == Transport::Tls)
                         .collect();
                     match (t.is_empty(), secure) {
                         (false, _) => Ok(t),
@@ -598,13 +633,14 @@ impl Endpoint {
         };
         let Ok(hop) = Uri::parse(&hop) else { return Err((416, "Unsupported URI Scheme")) };
         if matches!(routes.next_hop(), NextHop::Target) {
-            if let Some(peer) = self.registered_flow(now, m, &hop) {
-                return Ok(vec![(String::new(), peer)]);
+            if let Some(mut flow) = self.registered_flow(now, m, &hop) {
+                flow.uri = String::new();
+                return Ok(vec![flow]);
             }
         }
         let Ok(t) = target_for(&hop, Transport::Udp) else { return Err((416, "Unsupported URI Scheme")) };
         let Some(addr) = t.socket_addr() else { return Err((502, "Bad Gateway (names are not resolved)")) };
-        Ok(vec![(String::new(), Peer::new(t.transport, addr))])
+        Ok(vec![Hop { uri: String::new(), peer: Peer::new(t.transport, addr), route: None }])
     }
 
     /// The flow of the binding whose contact is `target`, when the
@@ -612,11 +648,13 @@ impl Endpoint {
     /// goes to the peer's Contact, which for our users is a registered
     /// contact: §16.12 with RFC 5626 §5.3 — reach it the way its REGISTER
     /// came, not at an address it may not be reachable at).
-    fn registered_flow(&mut self, now: Instant, m: &Message<'_>, target: &Uri<'_>) -> Option<Peer> {
+    fn registered_flow(&mut self, now: Instant, m: &Message<'_>, target: &Uri<'_>) -> Option<Hop> {
         let to = m.to().and_then(Result::ok)?;
+        let me = self.identity();
         let srv = self.server_state(now)?;
         let Lookup::Aor(bindings) = srv.registrar.targets(now, to.uri()) else { return None };
-        bindings.iter().find(|b| Uri::parse(&b.contact).is_ok_and(|c| c.equivalent(target))).and_then(binding_peer)
+        let b = bindings.iter().find(|b| Uri::parse(&b.contact).is_ok_and(|c| c.equivalent(target)))?;
+        binding_hop(&me, srv.route_key.as_ref(), m, b)
     }
 
     /// The ACK of a 2xx (no transaction), when serving: forwarded on if it
@@ -707,7 +745,7 @@ impl Endpoint {
         request: &Arc<[u8]>,
         m: &Message<'_>,
         routes: &crate::proxy::RouteInfo,
-        targets: Vec<(String, Peer)>,
+        targets: Vec<Hop>,
         in_dialog: bool,
         inbound: Source,
         asserted: Option<&str>,
@@ -719,16 +757,22 @@ impl Endpoint {
         let mut branches = Vec::new();
         // The realm is the domain; credentials for it were ours to check.
         let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
-        for (index, (target, peer)) in (0u32..).zip(targets) {
+        for (index, Hop { uri: target, peer, route }) in (0u32..).zip(targets) {
             let Some(id) = context.add_branch() else { break };
             let branch = self.proxy_branch(m, index);
             let sent_by = self.sent_by(peer.transport);
             let rr = self.record_route_pair(m, &inbound, &peer);
-            let pai = asserted.map(|a| [("P-Asserted-Identity", a)]);
+            // RFC 3327 §5.3: a binding's Path is the route set of requests
+            // for it (one value: the instance that holds its flow).
+            let extra: Vec<(&str, &str)> = asserted
+                .map(|a| ("P-Asserted-Identity", a))
+                .into_iter()
+                .chain(route.as_deref().map(|r| ("Route", r)))
+                .collect();
             let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch)
                 .consume_credentials(realm)
                 .remove_headers(&UNTRUSTED_IDENTITY)
-                .extra_headers(pai.as_ref().map_or(&[][..], |p| &p[..]));
+                .extra_headers(&extra);
             if !target.is_empty() {
                 f = f.target(&target);
             }
@@ -847,21 +891,17 @@ impl Endpoint {
     }
 
     /// §16.11: the ACK of a 2xx goes on with no transaction.
-    fn proxy_ack(
-        &mut self,
-        now: Instant,
-        m: &Message<'_>,
-        routes: &crate::proxy::RouteInfo,
-        targets: &[(String, Peer)],
-    ) {
-        let Some((target, peer)) = targets.first() else { return };
+    fn proxy_ack(&mut self, now: Instant, m: &Message<'_>, routes: &crate::proxy::RouteInfo, targets: &[Hop]) {
+        let Some(Hop { uri: target, peer, route }) = targets.first() else { return };
         let branch = self.proxy_branch(m, 0);
         let sent_by = self.sent_by(peer.transport);
         // §22.3: our realm's credentials stop here, the ACK's too.
         let realm = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
+        let extra: Vec<(&str, &str)> = route.as_deref().map(|r| ("Route", r)).into_iter().collect();
         let mut f = Forward::new(routes, peer.transport.as_str(), &sent_by, &branch)
             .consume_credentials(realm)
-            .remove_headers(&UNTRUSTED_IDENTITY);
+            .remove_headers(&UNTRUSTED_IDENTITY)
+            .extra_headers(&extra);
         if !target.is_empty() {
             f = f.target(target);
         }
@@ -1155,6 +1195,71 @@ fn tagged_branch(worker: Option<super::Worker>, m: &Message<'_>, index: u32) -> 
         Some(w) => w.tag(&branch),
         None => branch,
     }
+}
+
+/// Where one branch of a proxied request goes.
+struct Hop {
+    /// The new Request-URI (a binding's contact); empty: kept.
+    uri: String,
+    /// The next hop.
+    peer: Peer,
+    /// A Route value to put on top: a binding's Path (RFC 3327 §5.3).
+    route: Option<String>,
+}
+
+/// Where a request for binding `b` goes: through the instance of the
+/// domain in its Path when that is not us (issue 20; the Route carries a
+/// token by which that instance knows the request for ours, see
+/// [`route_token`]); else where its REGISTER came from (crossing any NAT),
+/// else its contact when that is an IP literal.
+fn binding_hop(
+    me: &ProxyIdentity,
+    key: Option<&ring::hmac::Key>,
+    m: &Message<'_>,
+    b: &registrar::Binding,
+) -> Option<Hop> {
+    let uri = b.contact.clone();
+    if let Some(first) = b.path.first() {
+        let via = Uri::parse(first).ok()?;
+        if !me.is_me_uri(&via) {
+            let target = target_for(&via, Transport::Udp).ok()?;
+            let peer = Peer::new(target.transport, target.socket_addr()?);
+            let token = key.map(|k| format!(";inst={}", route_token(k, m, &b.contact))).unwrap_or_default();
+            return Some(Hop { uri, peer, route: Some(format!("<{first}{token}>")) });
+        }
+    }
+    Some(Hop { uri, peer: binding_peer(b)?, route: None })
+}
+
+/// The token of a request routed to another instance of the domain for
+/// the binding with `contact` (issue 20): HMAC-SHA256 of its Call-ID and
+/// the contact under a key derived from the domain's nonce secret, 16
+/// bytes in hex. Only instances holding the secret make it; it is good
+/// for that request's Call-ID and target only.
+fn route_token(key: &ring::hmac::Key, m: &Message<'_>, contact: &str) -> String {
+    let call_id = m.call_id().and_then(Result::ok).map(|c| c.as_str().to_owned()).unwrap_or_default();
+    let mut input = Vec::with_capacity(call_id.len() + contact.len() + 1);
+    input.extend_from_slice(call_id.as_bytes());
+    input.push(b'\n');
+    input.extend_from_slice(contact.as_bytes());
+    crate::auth::digest::lower_hex(&ring::hmac::sign(key, &input).as_ref()[..16])
+}
+
+/// Whether `m` came from another instance of the domain (issue 20): its
+/// top Route names us and carries the token of its Call-ID and
+/// Request-URI ([`route_token`]), compared in constant time.
+fn from_sibling(key: Option<&ring::hmac::Key>, me: &ProxyIdentity, m: &Message<'_>) -> bool {
+    let Some(key) = key else { return false };
+    let Some(Ok(top)) = m.routes().next() else { return false };
+    if !me.is_me_uri(top.uri()) {
+        return false;
+    }
+    let Some(token) = top.uri().as_sip().and_then(|s| s.params().value("inst").map(str::to_owned)) else {
+        return false;
+    };
+    let Some(Ok(ruri)) = m.request_uri() else { return false };
+    let expected = route_token(key, m, ruri.as_str());
+    expected.len() == token.len() && expected.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// Where a binding's requests go: where its REGISTER came from (crossing

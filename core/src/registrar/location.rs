@@ -61,6 +61,12 @@ pub struct Binding {
     pub temp_gruus: Vec<String>,
     /// Where the REGISTER came from, if the caller said.
     pub source: Option<Source>,
+    /// The route to the binding (RFC 3327 Path): loose-routing URIs a
+    /// request for it goes through first; empty: straight to it. An
+    /// instance of a domain several serve (issue 20) puts its own address
+    /// here, so that the others reach a UA behind a NAT, or over a
+    /// connection only it holds, through it.
+    pub path: Vec<String>,
 }
 
 impl Binding {

@@ -136,6 +136,10 @@ pub struct RegistrarConfig {
     /// month would grow one without bound, so the oldest are forgotten past
     /// this many).
     pub temp_gruu_limit: usize,
+    /// The Path (RFC 3327) every binding made here gets: this registrar's
+    /// own loose-routing URI when other instances of the domain share its
+    /// location service (issue 20); `None`: bindings are reached directly.
+    pub path: Option<String>,
 }
 
 impl RegistrarConfig {
@@ -151,6 +155,7 @@ impl RegistrarConfig {
             max_bindings: 32,
             gruu: true,
             temp_gruu_limit: 64,
+            path: None,
         }
     }
 }
@@ -664,6 +669,8 @@ impl<L: Location> Registrar<L> {
                     if let Some(source) = source {
                         b.source = Some(source.clone());
                     }
+                    // The instance that took the refresh holds its flow now.
+                    b.path = self.config.path.iter().cloned().collect();
                     refreshed += 1;
                 }
                 // Removing a binding that does not exist changes nothing.
@@ -682,6 +689,7 @@ impl<L: Location> Registrar<L> {
                         reg_id: w.reg_id,
                         temp_gruus: temp.into_iter().take(self.config.temp_gruu_limit).collect(),
                         source: source.cloned(),
+                        path: self.config.path.iter().cloned().collect(),
                     });
                     added += 1;
                 }

@@ -124,6 +124,7 @@ impl LocationJournal {
 ///     reg_id: None,
 ///     temp_gruus: Vec::new(),
 ///     source: None,
+///     path: Vec::new(),
 /// };
 /// a.insert(now, binding)?;
 /// assert_eq!(b.bindings("sip:bob@example.com", now).len(), 1);
@@ -435,6 +436,7 @@ mod tests {
             reg_id: None,
             temp_gruus: Vec::new(),
             source: None,
+            path: Vec::new(),
         }
     }
 
