@@ -30,7 +30,7 @@
 //! `Instant`), converted at this boundary.
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Script};
+use redis::Script;
 use serde::{Deserialize, Serialize};
 use sipline::registrar::{Binding, LocationChange, LocationJournal, SharedLocation, Source};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,6 +60,9 @@ end
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
+
+/// How many AORs one round trip writes or reads at most.
+const BATCH: usize = 256;
 
 /// How long one Redis operation may take before the connection is taken
 /// for lost.
@@ -342,6 +345,7 @@ impl Mirror {
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
         timed(pubsub.subscribe(self.channel())).await?;
         let mut messages = Box::pin(pubsub.into_on_message());
+        let _: String = timed(self.script.prepare_invoke().load_async(&mut con)).await?;
         self.collect();
         self.flush(&mut con).await?;
         self.resync(&mut con).await?;
@@ -358,15 +362,32 @@ impl Mirror {
                     let Some(message) = message else {
                         return Err(redis::RedisError::from((redis::ErrorKind::Io, "subscription closed")));
                     };
-                    let text = String::from_utf8_lossy(message.get_payload_bytes()).into_owned();
-                    let Some((from, aor)) = text.split_once(' ') else { continue };
-                    if from != self.instance {
-                        self.collect();
-                        if self.pending.contains_key(aor) {
-                            // Ours first, then theirs.
-                            self.flush(&mut con).await?;
+                    // This one and every other already here: one batch.
+                    let mut theirs = BTreeSet::new();
+                    let mut message = Some(message);
+                    while let Some(m) = message.take() {
+                        let text = String::from_utf8_lossy(m.get_payload_bytes()).into_owned();
+                        if let Some((from, aor)) = text.split_once(' ') {
+                            if from != self.instance {
+                                theirs.insert(aor.to_owned());
+                            }
                         }
-                        self.fetch(&mut con, aor).await?;
+                        if theirs.len() >= BATCH {
+                            break;
+                        }
+                        // Already here, or not: no waiting.
+                        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                        message = match futures_core::Stream::poll_next(Pin::as_mut(&mut messages), &mut cx) {
+                            std::task::Poll::Ready(m) => m,
+                            std::task::Poll::Pending => None,
+                        };
+                    }
+                    if !theirs.is_empty() {
+                        // Ours first, then theirs.
+                        self.collect();
+                        self.flush(&mut con).await?;
+                        let theirs: Vec<String> = theirs.into_iter().collect();
+                        self.fetch_all(&mut con, &theirs).await?;
                     }
                 }
             }
@@ -376,29 +397,41 @@ impl Mirror {
     /// Writes every pending change, then reads again the AORs whose
     /// remote change could not be applied over ours.
     async fn flush(&mut self, con: &mut MultiplexedConnection) -> Result<(), Lost> {
-        while let Some((aor, (before, after))) = self.pending.pop_first() {
-            if let Err(e) = self.write(con, &aor, &before, &after).await {
-                self.pending.insert(aor, (before, after));
+        // In batches, one round trip each (a busy server commits faster
+        // than one script per round trip goes).
+        while !self.pending.is_empty() {
+            let mut batch = Vec::new();
+            while batch.len() < BATCH {
+                let Some(entry) = self.pending.pop_first() else { break };
+                batch.push(entry);
+            }
+            let mut pipe = redis::pipe();
+            for (aor, (before, after)) in &batch {
+                self.write(&mut pipe, aor, before, after);
+            }
+            if let Err(e) = timed(pipe.query_async::<()>(con)).await {
+                // Not written: they wait for the next connection (merged
+                // with what changed since).
+                for (aor, (before, after)) in batch {
+                    let merged = match self.pending.remove(&aor) {
+                        Some((_, newer)) => (before, newer),
+                        None => (before, after),
+                    };
+                    self.pending.insert(aor, merged);
+                }
                 return Err(e);
             }
         }
-        for aor in std::mem::take(&mut self.refetch) {
-            self.fetch(con, &aor).await?;
-        }
-        Ok(())
+        let again: Vec<String> = std::mem::take(&mut self.refetch).into_iter().collect();
+        self.fetch_all(con, &again).await
     }
 
-    async fn write(
-        &self,
-        con: &mut MultiplexedConnection,
-        aor: &str,
-        before: &[Binding],
-        after: &[Binding],
-    ) -> Result<(), Lost> {
+    /// Adds the script call that writes `aor`'s change to `pipe`.
+    fn write(&self, pipe: &mut redis::Pipeline, aor: &str, before: &[Binding], after: &[Binding]) {
         let kept: BTreeSet<String> = after.iter().map(field).collect();
         let deleted: Vec<String> = before.iter().map(field).filter(|f| !kept.contains(f)).collect();
         let expires = after.iter().map(|b| wall_ms(b.expires)).max().unwrap_or(0);
-        let mut call = self.script.key(self.key(aor));
+        let call = pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(1).arg(self.key(aor));
         call.arg(expires).arg(self.channel()).arg(format!("{} {aor}", self.instance)).arg(deleted.len());
         for f in &deleted {
             call.arg(f);
@@ -407,18 +440,28 @@ impl Mirror {
             let json = serde_json::to_string(&record(b)).unwrap_or_default();
             call.arg(field(b)).arg(json);
         }
-        let _: i64 = timed(call.invoke_async(con)).await?;
-        Ok(())
+        call.ignore();
     }
 
-    /// Reads `aor` from Redis and applies it over the version read first.
-    async fn fetch(&mut self, con: &mut MultiplexedConnection, aor: &str) -> Result<(), Lost> {
-        let (_, version) = sipline::registrar::Location::snapshot(&self.location, aor, Instant::now());
-        let fields: BTreeMap<String, String> = timed(con.hgetall(self.key(aor))).await?;
-        let bindings = parse(aor, fields);
-        if self.location.apply(aor, Some(version), bindings).is_err() {
-            // Changed here meanwhile: read again after ours is written.
-            self.refetch.insert(aor.to_owned());
+    /// Reads `aors` from Redis (one round trip per batch) and applies each
+    /// over the version read first.
+    async fn fetch_all(&mut self, con: &mut MultiplexedConnection, aors: &[String]) -> Result<(), Lost> {
+        for chunk in aors.chunks(BATCH) {
+            let versions: Vec<u64> = chunk
+                .iter()
+                .map(|aor| sipline::registrar::Location::snapshot(&self.location, aor, Instant::now()).1)
+                .collect();
+            let mut pipe = redis::pipe();
+            for aor in chunk {
+                pipe.cmd("HGETALL").arg(self.key(aor));
+            }
+            let all: Vec<BTreeMap<String, String>> = timed(pipe.query_async(con)).await?;
+            for ((aor, fields), version) in chunk.iter().zip(all).zip(versions) {
+                if self.location.apply(aor, Some(version), parse(aor, fields)).is_err() {
+                    // Changed here meanwhile: read again after ours is written.
+                    self.refetch.insert(aor.clone());
+                }
+            }
         }
         Ok(())
     }
@@ -433,12 +476,9 @@ impl Mirror {
             let (next, keys): (u64, Vec<String>) =
                 timed(redis::cmd("SCAN").arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(500).query_async(con))
                     .await?;
-            for key in keys {
-                if let Some(aor) = key.strip_prefix(&strip) {
-                    self.fetch(con, aor).await?;
-                    seen.insert(aor.to_owned());
-                }
-            }
+            let aors: Vec<String> = keys.iter().filter_map(|k| k.strip_prefix(&strip)).map(str::to_owned).collect();
+            self.fetch_all(con, &aors).await?;
+            seen.extend(aors);
             if next == 0 {
                 break;
             }

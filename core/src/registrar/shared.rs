@@ -27,7 +27,7 @@ use crate::concurrent::KeyedHash;
 use crossbeam_skiplist::SkipSet;
 use papaya::{Compute, HashMap, Operation};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
@@ -76,8 +76,14 @@ pub struct LocationChange {
 
 struct Journal {
     changes: Sender<LocationChange>,
-    /// Told after each change is queued (the runtime wakes its task).
+    /// Told after a change is queued into an empty journal (the runtime
+    /// wakes its task).
     wake: Arc<dyn Fn() + Send + Sync>,
+    /// Set by the first change queued since the reader last found the
+    /// journal empty: only that one wakes the reader, so a busy server
+    /// pays one wake-up per batch, not one per change (a wake-up is a
+    /// system call that costs more than the commit itself).
+    armed: Arc<AtomicBool>,
 }
 
 /// The receiving end of a [`SharedLocation`]'s journal
@@ -86,12 +92,24 @@ struct Journal {
 /// [`SharedLocation::apply`] (changes that came from the mirror itself).
 /// Reading it is the runtime's job; the core only queues.
 #[derive(Debug)]
-pub struct LocationJournal(Receiver<LocationChange>);
+pub struct LocationJournal {
+    changes: Receiver<LocationChange>,
+    armed: Arc<AtomicBool>,
+}
 
 impl LocationJournal {
-    /// The next change, if one is queued.
+    /// The next change, if one is queued. Read until `None`: the `wake`
+    /// given to [`SharedLocation::with_journal`] is called again only
+    /// for a change queued after that.
     pub fn try_next(&self) -> Option<LocationChange> {
-        self.0.try_recv().ok()
+        if let Ok(change) = self.changes.try_recv() {
+            return Some(change);
+        }
+        // Empty: the next change wakes the reader. Looked at once more, for
+        // a change queued just before the flag went down (its writer may
+        // not have woken anyone).
+        self.armed.store(false, Ordering::SeqCst);
+        self.changes.try_recv().ok()
     }
 }
 
@@ -175,8 +193,9 @@ impl SharedLocation {
         wake: impl Fn() + Send + Sync + 'static,
     ) -> (SharedLocation, LocationJournal) {
         let (changes, receiver) = channel();
-        let journal = Journal { changes, wake: Arc::new(wake) };
-        (SharedLocation::build(k0, k1, Some(journal)), LocationJournal(receiver))
+        let armed = Arc::new(AtomicBool::new(false));
+        let journal = Journal { changes, wake: Arc::new(wake), armed: Arc::clone(&armed) };
+        (SharedLocation::build(k0, k1, Some(journal)), LocationJournal { changes: receiver, armed })
     }
 
     fn build(k0: u64, k1: u64, journal: Option<Journal>) -> SharedLocation {
@@ -267,7 +286,7 @@ impl SharedLocation {
         let set = |e: Option<&Entry>| e.map_or_else(|| Arc::from(Vec::new()), |e| Arc::clone(&e.bindings));
         let change = LocationChange { aor: aor.to_owned(), before: set(old), after: set(new) };
         // The receiver gone (the mirror stopped): nothing to tell.
-        if journal.changes.send(change).is_ok() {
+        if journal.changes.send(change).is_ok() && !journal.armed.swap(true, Ordering::SeqCst) {
             (journal.wake)();
         }
     }
@@ -560,7 +579,13 @@ mod tests {
         assert_eq!((first.aor.as_str(), first.before.len(), first.after.len()), ("sip:x@h", 0, 1));
         let second = journal.try_next().unwrap();
         assert_eq!((second.before.len(), second.after.len()), (1, 2));
+        // One wake-up for the batch; the next after the reader found the
+        // journal empty.
+        assert_eq!(woken.load(Ordering::Relaxed), 1);
+        assert!(journal.try_next().is_none());
+        b.insert(now, binding("sip:x@h", "sip:2@1", now, 60)).unwrap();
         assert_eq!(woken.load(Ordering::Relaxed), 2);
+        assert!(journal.try_next().is_some());
         // What the mirror reports is applied, not echoed back.
         a.apply("sip:y@h", None, vec![binding("sip:y@h", "sip:3@1", now, 60)]).unwrap();
         assert_eq!(b.bindings("sip:y@h", now).len(), 1);
