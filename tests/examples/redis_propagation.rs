@@ -85,7 +85,10 @@ fn main() {
         }
         let all = t0.elapsed();
         println!("{count} bindings committed at a at once, read at b:");
-        println!("  the last one readable at b {all:?} after the first commit ({:.0} bindings/s)", count as f64 / all.as_secs_f64());
+        println!(
+            "  the last one readable at b {all:?} after the first commit ({:.0} bindings/s)",
+            count as f64 / all.as_secs_f64()
+        );
         println!(
             "  commit at a: {:.2} µs mirrored, {:.2} µs without a mirror ({:.2}×)",
             mirrored_took.as_secs_f64() * 1e6 / count as f64,

@@ -241,7 +241,10 @@ impl Server {
             Some(secret) => {
                 let nonces = Nonces::with_secret(now, secret);
                 match config.nonce_clock {
-                    Some((at, unix_ms)) => nonces.with_wall_clock(at, unix_ms),
+                    // Instances of a domain (issue 20) share the secret but
+                    // not the ledger's counter: a salt of their own keeps
+                    // two from issuing one nonce in the same millisecond.
+                    Some((at, unix_ms)) => nonces.with_wall_clock(at, unix_ms).with_salt(rng.next_u64()),
                     None => nonces,
                 }
                 .with_ledger(&config.nonce_ledger)
