@@ -752,11 +752,14 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Some(url) if url != "memory" => {
             let instance = o.instance.clone().unwrap_or_else(|| lower_hex(&random_secret()[..6]));
             match sipline_tokio::redis_location::mirror(url, &instance, "sipline", (key(0), key(8))) {
-                Ok((location, mirror)) => {
+                Ok(mirrored) => {
+                    let mirror = mirrored.handle;
                     if !mirror.wait_synced(Duration::from_secs(3)) {
                         eprintln!("location store {url} not answering yet: serving from memory until it does");
                     }
-                    server.location = location;
+                    server.location = mirrored.location;
+                    // Answers recorded here are told to the other instances.
+                    server.nonce_ledger = mirrored.nonce_ledger;
                     // Bindings made here are reached through here (RFC 3327
                     // Path): the other instances cannot use our flows.
                     server.path = true;

@@ -275,3 +275,35 @@ fn instances_dating_by_the_wall_clock_read_each_others_nonces_alike() {
     let mut c = Nonces::with_secret(t0 + Duration::from_secs(7), b"shared");
     assert_eq!(c.check(t0 + Duration::from_secs(400), &nonce), Ok(()));
 }
+
+/// Issue 20: instances of a domain tell each other the answers they
+/// recorded (`NonceLedger::with_journal`, `NonceLedger::apply`): once the
+/// use has arrived, the same answer is refused at the other instance, and
+/// a nonce spent at one is spent at the other.
+#[test]
+fn uses_told_to_another_instance_refuse_the_replay_there() {
+    let t0 = start();
+    let (ledger_a, journal_a) = NonceLedger::with_journal(1 << 40, || {});
+    let ledger_b = NonceLedger::new();
+    let mut a = Nonces::with_secret(t0, b"domain").with_salt(1).with_ledger(&ledger_a);
+    let mut b = Nonces::with_secret(t0, b"domain").with_salt(2).with_ledger(&ledger_b);
+    let nonce = a.issue(t0);
+    let other = a.issue(t0);
+    assert_eq!(a.record(t0, &nonce, Some(1)), Ok(()));
+    assert_eq!(a.spend(t0, &other), Ok(()));
+    // Not told yet: b would take the replay.
+    assert_eq!(b.check_count(t0, &nonce, Some(1)), Ok(()));
+    assert_eq!(b.check(t0, &other), Ok(()));
+    let told: Vec<NonceUse> = std::iter::from_fn(|| journal_a.try_next()).collect();
+    assert_eq!(told.len(), 2);
+    assert_eq!((told[0].last_nc, told[0].spent, told[1].spent), (1, false, true));
+    for u in told {
+        ledger_b.apply(u);
+    }
+    assert_eq!(b.check_count(t0, &nonce, Some(1)), Err(NonceError::Replayed));
+    assert_eq!(b.record(t0, &nonce, Some(1)), Err(NonceError::Replayed));
+    assert_eq!(b.check_count(t0, &nonce, Some(2)), Ok(()), "a higher count is a new request");
+    assert_eq!(b.check(t0, &other), Err(NonceError::Spent));
+    // What b learned by being told is not told again.
+    assert!(journal_a.try_next().is_none());
+}

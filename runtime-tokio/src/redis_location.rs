@@ -32,6 +32,7 @@
 use redis::aio::MultiplexedConnection;
 use redis::Script;
 use serde::{Deserialize, Serialize};
+use sipline::auth::{NonceJournal, NonceLedger, NonceUse};
 use sipline::registrar::{Binding, LocationChange, LocationJournal, SharedLocation, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::poll_fn;
@@ -132,28 +133,43 @@ impl Drop for MirrorHandle {
     }
 }
 
-/// A [`SharedLocation`] mirrored to Redis at `url`
+/// What [`mirror`] makes: the stores to give every worker's
+/// `ServerConfig` (`location`, `nonce_ledger`), and the mirror's handle to
+/// keep as long as they serve.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Mirrored {
+    /// The location service, mirrored.
+    pub location: SharedLocation,
+    /// The nonce ledger, whose recorded answers are told to the other
+    /// instances and theirs to it (a replayed answer is refused at every
+    /// instance once the use has arrived).
+    pub nonce_ledger: NonceLedger,
+    /// The running mirror.
+    pub handle: MirrorHandle,
+}
+
+/// A [`SharedLocation`] and a [`NonceLedger`] mirrored to Redis at `url`
 /// (`redis://HOST:PORT[/DB]`), as instance `instance` (unique among the
-/// instances sharing the store), under key prefix `prefix` (`sipline` by
-/// default in the CLI). Hand the location to every worker's
-/// `ServerConfig::location`; keep the handle as long as they serve.
+/// instances sharing the store), under key prefix `prefix` (`sipline` in
+/// the CLI). `keys` are the instance's own secret random numbers: they key
+/// the tables' hashing and start its nonce counter.
 ///
 /// ```no_run
-/// let (location, mirror) =
-///     sipline_tokio::redis_location::mirror("redis://127.0.0.1:6379", "a", "sipline", (1, 2)).unwrap();
-/// mirror.wait_synced(std::time::Duration::from_secs(3));
-/// # let _ = location;
+/// let m = sipline_tokio::redis_location::mirror("redis://127.0.0.1:6379", "a", "sipline", (1, 2)).unwrap();
+/// m.handle.wait_synced(std::time::Duration::from_secs(3));
+/// # let _ = (m.location, m.nonce_ledger);
 /// ```
-pub fn mirror(
-    url: &str,
-    instance: &str,
-    prefix: &str,
-    keys: (u64, u64),
-) -> Result<(SharedLocation, MirrorHandle), MirrorError> {
+pub fn mirror(url: &str, instance: &str, prefix: &str, keys: (u64, u64)) -> Result<Mirrored, MirrorError> {
     let client = redis::Client::open(url).map_err(MirrorError::Url)?;
     let wake = Arc::new(Notify::new());
     let woken = Arc::clone(&wake);
     let (location, journal) = SharedLocation::with_journal(keys.0, keys.1, move || woken.notify_one());
+    let woken = Arc::clone(&wake);
+    // The keys are the instance's own random numbers: its nonce counter
+    // starts somewhere no other instance's does.
+    let first = (keys.0 ^ keys.1.rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    let (nonce_ledger, nonces) = NonceLedger::with_journal(first, move || woken.notify_one());
     let (status_tx, status) = tokio::sync::watch::channel(MirrorStatus::Connecting);
     let stop = Arc::new(Notify::new());
     let mirror = Mirror {
@@ -162,6 +178,9 @@ pub fn mirror(
         prefix: prefix.to_owned(),
         location: location.clone(),
         journal,
+        ledger: nonce_ledger.clone(),
+        nonces,
+        uses: std::collections::VecDeque::new(),
         wake,
         stop: Arc::clone(&stop),
         status: status_tx,
@@ -179,7 +198,7 @@ pub fn mirror(
             }
         })
         .map_err(MirrorError::Thread)?;
-    Ok((location, MirrorHandle { status, stop, thread: Some(thread) }))
+    Ok(Mirrored { location, nonce_ledger, handle: MirrorHandle { status, stop, thread: Some(thread) } })
 }
 
 /// One binding as Redis holds it (JSON).
@@ -279,6 +298,11 @@ struct Mirror {
     prefix: String,
     location: SharedLocation,
     journal: LocationJournal,
+    /// The nonce ledger the workers share, and its journal.
+    ledger: NonceLedger,
+    nonces: NonceJournal,
+    /// Nonce uses not yet told (while Redis is away, the newest 65 536).
+    uses: std::collections::VecDeque<NonceUse>,
     wake: Arc<Notify>,
     stop: Arc<Notify>,
     status: tokio::sync::watch::Sender<MirrorStatus>,
@@ -328,6 +352,17 @@ impl Mirror {
         while let Some(LocationChange { aor, before, after }) = self.journal.try_next() {
             self.pending.entry(aor).and_modify(|(_, last)| last.clone_from(&after)).or_insert((before, after));
         }
+        while let Some(used) = self.nonces.try_next() {
+            // Bounded while away: the newest are the ones worth telling.
+            if self.uses.len() >= 65_536 {
+                self.uses.pop_front();
+            }
+            self.uses.push_back(used);
+        }
+    }
+
+    fn nonce_channel(&self) -> String {
+        format!("{}:nonce", self.prefix)
     }
 
     fn channel(&self) -> String {
@@ -343,7 +378,7 @@ impl Mirror {
     async fn session(&mut self) -> Result<(), Lost> {
         let mut con = timed(self.client.get_multiplexed_async_connection()).await?;
         let mut pubsub = timed(self.client.get_async_pubsub()).await?;
-        timed(pubsub.subscribe(self.channel())).await?;
+        timed(pubsub.subscribe(&[self.channel(), self.nonce_channel()])).await?;
         let mut messages = Box::pin(pubsub.into_on_message());
         let _: String = timed(self.script.prepare_invoke().load_async(&mut con)).await?;
         self.collect();
@@ -365,9 +400,12 @@ impl Mirror {
                     // This one and every other already here: one batch.
                     let mut theirs = BTreeSet::new();
                     let mut message = Some(message);
+                    let nonce_channel = self.nonce_channel();
                     while let Some(m) = message.take() {
                         let text = String::from_utf8_lossy(m.get_payload_bytes()).into_owned();
-                        if let Some((from, aor)) = text.split_once(' ') {
+                        if m.get_channel_name() == nonce_channel {
+                            self.told(&text);
+                        } else if let Some((from, aor)) = text.split_once(' ') {
                             if from != self.instance {
                                 theirs.insert(aor.to_owned());
                             }
@@ -394,9 +432,34 @@ impl Mirror {
         }
     }
 
+    /// A nonce use another instance told: into our ledger.
+    fn told(&self, text: &str) {
+        let mut parts = text.split(' ');
+        let (Some(from), Some(stamp), Some(nc), Some(spent)) = (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return;
+        };
+        if from == self.instance {
+            return;
+        }
+        if let (Ok(stamp), Ok(last_nc)) = (stamp.parse(), nc.parse()) {
+            self.ledger.apply(NonceUse { stamp, last_nc, spent: spent == "1" });
+        }
+    }
+
     /// Writes every pending change, then reads again the AORs whose
     /// remote change could not be applied over ours.
     async fn flush(&mut self, con: &mut MultiplexedConnection) -> Result<(), Lost> {
+        // The answers recorded here, to the other instances' ledgers.
+        let uses: Vec<NonceUse> = std::mem::take(&mut self.uses).into();
+        for chunk in uses.chunks(BATCH) {
+            let mut pipe = redis::pipe();
+            for u in chunk {
+                let text = format!("{} {} {} {}", self.instance, u.stamp, u.last_nc, u8::from(u.spent));
+                pipe.cmd("PUBLISH").arg(self.nonce_channel()).arg(text).ignore();
+            }
+            timed(pipe.query_async::<()>(con)).await?;
+        }
         // In batches, one round trip each (a busy server commits faster
         // than one script per round trip goes).
         while !self.pending.is_empty() {

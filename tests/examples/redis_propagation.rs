@@ -14,7 +14,12 @@
 //!     cargo run --release -p sipline-tests --example redis_propagation -- --count 2000
 //!     cargo run --release -p sipline-tests --example redis_propagation -- --count 20000 --burst
 // A benchmark program: it reads the clock.
-#![allow(clippy::disallowed_methods, clippy::cast_precision_loss)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
 
 use sipline::registrar::{Binding, Location, SharedLocation};
 use sipline_tests::redis::Redis;
@@ -61,8 +66,9 @@ fn main() {
         }
     }
     let redis = Redis::start();
-    let (mut a, ma) = mirror(&redis.url(), "a", "bench", (1, 2)).expect("mirror a");
-    let (b, mb) = mirror(&redis.url(), "b", "bench", (1, 2)).expect("mirror b");
+    let ma = mirror(&redis.url(), "a", "bench", (1, 2)).expect("mirror a");
+    let mb = mirror(&redis.url(), "b", "bench", (1, 2)).expect("mirror b");
+    let (mut a, b, ma, mb) = (ma.location, mb.location, ma.handle, mb.handle);
     assert!(ma.wait_synced(Duration::from_secs(10)) && mb.wait_synced(Duration::from_secs(10)));
     let mut plain = SharedLocation::new();
     if burst {

@@ -8,6 +8,7 @@
 // to wall-clock times for Redis.
 #![allow(clippy::disallowed_methods)]
 
+use sipline::auth::{NonceError, NonceLedger, Nonces};
 use sipline::registrar::{Binding, Location, SharedLocation, Source};
 use sipline_tests::kamailio::wait_until;
 use sipline_tests::redis::Redis;
@@ -17,9 +18,16 @@ use std::time::{Duration, Instant};
 const SYNC: Duration = Duration::from_secs(10);
 
 fn instance(redis: &Redis, name: &str) -> (SharedLocation, MirrorHandle) {
-    let (location, handle) = mirror(&redis.url(), name, "sipline", (3, 4)).expect("a mirror");
-    assert!(handle.wait_synced(SYNC), "{name} never got in sync");
+    let (location, _, handle) = instance_with_ledger(redis, name);
     (location, handle)
+}
+
+fn instance_with_ledger(redis: &Redis, name: &str) -> (SharedLocation, NonceLedger, MirrorHandle) {
+    // Keys of its own per instance, as the CLI draws them.
+    let k = name.bytes().fold(0x5eed_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let m = mirror(&redis.url(), name, "sipline", (k, k.rotate_left(31))).expect("a mirror");
+    assert!(m.handle.wait_synced(SYNC), "{name} never got in sync");
+    (m.location, m.nonce_ledger, m.handle)
 }
 
 fn binding(aor: &str, contact: &str, secs: u64) -> Binding {
@@ -139,4 +147,35 @@ fn redis_keys_expire_with_their_bindings() {
     // A dead instance leaves nothing: the key goes with the binding.
     assert!(wait_until(Duration::from_secs(5), || redis.command(&["EXISTS", key]).as_deref() == Some(":0\r\n")));
     let _ = &mut a;
+}
+
+/// An answer recorded at one instance is refused at the other once the
+/// use has arrived through Redis; a nonce spent at one is spent at the
+/// other.
+#[test]
+fn an_answer_taken_at_one_instance_is_refused_at_the_other() {
+    let redis = Redis::start();
+    let (_la, ledger_a, _ma) = instance_with_ledger(&redis, "a");
+    let (_lb, ledger_b, _mb) = instance_with_ledger(&redis, "b");
+    let t0 = Instant::now();
+    let clock = |t: Instant| {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+        (t, u64::try_from(ms).unwrap())
+    };
+    let (at, ms) = clock(t0);
+    let mut a = Nonces::with_secret(t0, b"domain").with_wall_clock(at, ms).with_salt(1).with_ledger(&ledger_a);
+    let mut b = Nonces::with_secret(t0, b"domain").with_wall_clock(at, ms).with_salt(2).with_ledger(&ledger_b);
+    let nonce = a.issue(t0);
+    let other = b.issue(t0);
+    assert_eq!(b.check_count(t0, &nonce, Some(1)), Ok(()));
+    assert_eq!(a.record(t0, &nonce, Some(1)), Ok(()));
+    assert_eq!(b.spend(t0, &other), Ok(()));
+    assert!(
+        wait_until(SYNC, || b.check_count(t0, &nonce, Some(1)) == Err(NonceError::Replayed)),
+        "b never learned that a took the answer; channels {:?}, numsub {:?}",
+        redis.command(&["PUBSUB", "CHANNELS"]),
+        redis.command(&["PUBSUB", "NUMSUB", "sipline:nonce", "sipline:loc"])
+    );
+    assert!(wait_until(SYNC, || a.check(t0, &other) == Err(NonceError::Spent)), "a never learned the spent nonce");
+    assert_eq!(b.check_count(t0, &nonce, Some(2)), Ok(()));
 }

@@ -67,6 +67,9 @@ pub use digest::{
     best_challenge, ha1, Algorithm, ChallengeError, DigestChallenge, DigestClient, DigestCredentials, DigestError,
     Secret, Verified, VerifyError,
 };
-pub use nonce::{NonceError, NonceLedger, Nonces, DEFAULT_NONCE_CAPACITY, DEFAULT_NONCE_LIFETIME, MAX_NONCE_LIFETIME};
+pub use nonce::{
+    NonceError, NonceJournal, NonceLedger, NonceUse, Nonces, DEFAULT_NONCE_CAPACITY, DEFAULT_NONCE_LIFETIME,
+    MAX_NONCE_LIFETIME,
+};
 pub use server::{ChallengeReason, Decision, DigestServer, ForbiddenReason, Role, DEFAULT_ALGORITHMS};
 pub use users::{Users, UsersError};

@@ -5,7 +5,8 @@ use super::digest::lower_hex;
 use crate::rng::Rng;
 use ring::hmac;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -129,6 +130,52 @@ struct Ledger {
     /// The answered (or spent) nonces, at their issue counter modulo the
     /// size; allocated at the first answer.
     slots: OnceLock<Box<[Slot]>>,
+    /// Where each answer recorded here is told, when other instances of
+    /// the domain mirror the table (issue 20).
+    journal: Option<Journal>,
+}
+
+struct Journal {
+    uses: Sender<NonceUse>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+    /// Set by the first use queued since the reader found the journal
+    /// empty: one wake-up per batch.
+    armed: Arc<AtomicBool>,
+}
+
+/// One answer a ledger recorded (or one failed answer that spent its
+/// nonce), as [`NonceJournal`] hands it to the other instances of a
+/// domain, which [`NonceLedger::apply`] it to theirs (issue 20): an answer
+/// replayed to another instance is refused there too, once the use has
+/// arrived (a millisecond or so over a network: the window a replay has).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NonceUse {
+    /// Which nonce (its stamp, opaque).
+    pub stamp: u64,
+    /// The highest nonce count accepted (`u32::MAX` for an answer
+    /// without `qop`).
+    pub last_nc: u32,
+    /// A failed answer spent the nonce.
+    pub spent: bool,
+}
+
+/// The receiving end of a ledger's journal ([`NonceLedger::with_journal`]).
+#[derive(Debug)]
+pub struct NonceJournal {
+    uses: Receiver<NonceUse>,
+    armed: Arc<AtomicBool>,
+}
+
+impl NonceJournal {
+    /// The next use, if one is queued. Read until `None`: `wake` is called
+    /// again only for a use queued after that.
+    pub fn try_next(&self) -> Option<NonceUse> {
+        if let Ok(u) = self.uses.try_recv() {
+            return Some(u);
+        }
+        self.armed.store(false, Ordering::SeqCst);
+        self.uses.try_recv().ok()
+    }
 }
 
 /// What the [`Nonces`] of several workers of one server share (issue 19):
@@ -175,13 +222,70 @@ impl NonceLedger {
     /// A ledger whose replay table has `capacity` entries, rounded up to a
     /// power of two, from 1 to 2^20, 16 bytes each.
     pub fn with_capacity(capacity: usize) -> NonceLedger {
+        NonceLedger::build(capacity, 0, None)
+    }
+
+    /// A ledger of [`DEFAULT_NONCE_CAPACITY`] entries that tells every
+    /// answer it records ([`NonceJournal`]; `wake` is called when one is
+    /// queued into an empty journal), for instances of a domain that tell
+    /// each other (issue 20). Its issue counter starts at `first` — a
+    /// random number per instance, so that two instances rarely issue
+    /// nonces of one stamp in one millisecond (their uses would be taken
+    /// for each other's: refused, and the client challenged again).
+    pub fn with_journal(first: u64, wake: impl Fn() + Send + Sync + 'static) -> (NonceLedger, NonceJournal) {
+        let (uses, receiver) = channel();
+        let armed = Arc::new(AtomicBool::new(false));
+        let journal = Journal { uses, wake: Arc::new(wake), armed: Arc::clone(&armed) };
+        (NonceLedger::build(DEFAULT_NONCE_CAPACITY, first, Some(journal)), NonceJournal { uses: receiver, armed })
+    }
+
+    fn build(capacity: usize, first: u64, journal: Option<Journal>) -> NonceLedger {
         let bits = capacity.clamp(1, MAX_CAPACITY).next_power_of_two().trailing_zeros();
         NonceLedger(Arc::new(Ledger {
             origin: OnceLock::new(),
-            issued: AtomicU64::new(0),
+            issued: AtomicU64::new(first),
             bits,
             slots: OnceLock::new(),
+            journal,
         }))
+    }
+
+    /// Records a use another instance told (its [`NonceJournal`]): the
+    /// highest count and the spent mark join what this ledger knows of the
+    /// nonce, unless a later nonce owns its entry here. Never journaled
+    /// again.
+    pub fn apply(&self, used: NonceUse) {
+        let key = used.stamp;
+        let slot = self.slot_made(key);
+        let mine = tag(key, self.0.bits);
+        for _ in 0..ATTEMPTS {
+            let owner = slot.stamp.load(Ordering::Acquire);
+            if owner > key {
+                return;
+            }
+            if owner < key {
+                let _ = slot.stamp.compare_exchange(owner, key, Ordering::AcqRel, Ordering::Acquire);
+                continue;
+            }
+            let current = slot.state.load(Ordering::Acquire);
+            let next = match parts(current, mine) {
+                Some((spent, last)) => state(mine, spent || used.spent, last.max(used.last_nc)),
+                None => state(mine, used.spent, used.last_nc),
+            };
+            if current == next
+                || slot.state.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                return;
+            }
+        }
+    }
+
+    fn tell(&self, stamp: u64, spent: bool, last_nc: u32) {
+        let Some(journal) = &self.0.journal else { return };
+        if journal.uses.send(NonceUse { stamp, last_nc, spent }).is_ok() && !journal.armed.swap(true, Ordering::SeqCst)
+        {
+            (journal.wake)();
+        }
     }
 
     /// The size of the replay table.
@@ -419,6 +523,25 @@ impl Nonces {
         nonce
     }
 
+    /// Whether an answer with `nonce` and count `nc` (`None`: without
+    /// `qop`) would be recorded now ([`Nonces::record`]'s verdict), recording
+    /// nothing: fresh, not spent, and the count above every one seen here.
+    pub fn check_count(&mut self, now: Instant, nonce: &str, nc: Option<u32>) -> Result<(), NonceError> {
+        let now = self.advance(now);
+        let key = self.open(nonce).ok_or(NonceError::Unknown)?;
+        self.judge(now, key)?;
+        let Some(slot) = self.ledger.slot(key) else { return Ok(()) };
+        if slot.stamp.load(Ordering::Acquire) != key {
+            return if nc == Some(0) { Err(NonceError::Replayed) } else { Ok(()) };
+        }
+        match (parts(slot.state.load(Ordering::Acquire), tag(key, self.ledger.0.bits)), nc) {
+            (Some((true, _)), _) => Err(NonceError::Spent),
+            (Some((false, last)), Some(nc)) if nc > last => Ok(()),
+            (Some(_), _) | (None, Some(0)) => Err(NonceError::Replayed),
+            (None, _) => Ok(()),
+        }
+    }
+
     /// Whether `nonce` may be answered now: issued here, fresh, not
     /// dropped from the replay table, not spent by a failed answer.
     /// Records nothing; the nonce count is judged by [`Nonces::record`]
@@ -508,6 +631,7 @@ impl Nonces {
             let (spent, last_nc) = step(parts(current, mine))?;
             let next = state(mine, spent, last_nc);
             if slot.state.compare_exchange(current, next, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                self.ledger.tell(key, spent, last_nc);
                 return Ok(());
             }
         }
