@@ -62,6 +62,9 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return 1
 ";
 
+/// How long the mirror lets changes gather after the first wakes it.
+const COALESCE: Duration = Duration::from_millis(1);
+
 /// How many AORs one round trip writes or reads at most.
 const BATCH: usize = 256;
 
@@ -390,6 +393,11 @@ impl Mirror {
             let next = poll_fn(|cx| futures_core::Stream::poll_next(Pin::as_mut(&mut messages), cx));
             tokio::select! {
                 () = self.wake.notified() => {
+                    // Let a busy server's changes gather first: the workers
+                    // do not wake this thread again meanwhile (the journal
+                    // is armed), so a burst costs one wake-up and one round
+                    // trip per COALESCE, not one per registration.
+                    tokio::time::sleep(COALESCE).await;
                     self.collect();
                     self.flush(&mut con).await?;
                 }
