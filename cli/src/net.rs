@@ -62,7 +62,8 @@ serve --location redis://HOST:PORT[/DB] --instance NAME --secret-file FILE: seve
        FILE (16 bytes or more, the same at every instance) keys the nonces, so a challenge from one
        is answered at another. Default --location: memory
 serve --overload-delay MS|off: new requests that waited longer than MS to be handled get 503 with
-       Retry-After (default 250, T1/2; registrations up to 1.5x, answers to a challenge up to 2x);
+       Retry-After (default 125, T1/4, twice that before the first refusal; registrations up to
+       1.5x, answers to a challenge up to 3x; refused statelessly, before the full parse);
        off: never
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)

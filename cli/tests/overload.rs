@@ -1,8 +1,9 @@
 //! Issue 19: overload control in the real binary. `sipline serve` is
 //! stopped (SIGSTOP) while a request waits in its UDP socket's buffer;
 //! continued, it reads the request with the kernel's arrival stamp, sees
-//! it waited past the overload delay (250 ms by default), and answers 503
-//! with Retry-After instead of doing the work. A request that did not wait
+//! it waited past the overload delay (by default 125 ms during an
+//! overload, 250 ms to start one), and answers 503 with Retry-After
+//! instead of doing the work. A request that did not wait
 //! is handled as usual (a 407 challenge); with `--overload-delay off` the
 //! late one is too.
 

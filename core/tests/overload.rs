@@ -1,15 +1,18 @@
 //! Issue 19, overload control of the server role (`ServerConfig::overload`,
 //! `Endpoint::handle_datagram_received`): past `D` of queueing delay new
-//! requests get one 503 with Retry-After and no more state than their
-//! server transaction; what finishes accepted work passes; retransmissions
-//! of held transactions are absorbed; refreshes are preferred; RFC 7339
-//! `oc` Via parameters for clients that ask.
+//! requests get one 503 with Retry-After, statelessly from a glance at the
+//! datagram (or, with `stateless` off, with no more state than their
+//! server transaction); retransmissions of a refused request get the same
+//! 503 and its ACK is absorbed; what finishes accepted work passes;
+//! retransmissions of held transactions are absorbed; refreshes are
+//! preferred; Retry-After grows with the overload; RFC 7339 `oc` Via
+//! parameters for clients that ask.
 // Each test takes one arbitrary origin from the clock (core/src never reads
 // one); after that, time only moves when a test says so.
 #![allow(clippy::disallowed_methods)]
 
 use sipline::auth::{DigestClient, DigestCredentials, Users};
-use sipline::endpoint::{Endpoint, EndpointConfig, Output, ServerConfig};
+use sipline::endpoint::{Endpoint, EndpointConfig, Output, OverloadConfig, ServerConfig};
 use sipline::message::headers::{Challenge, HeaderValue};
 use sipline::message::Message;
 use sipline::rng::Rng;
@@ -33,11 +36,20 @@ fn carol_addr() -> SocketAddr {
 }
 
 /// The server (guests allowed, so an INVITE from outside is proxied at
-/// once), seed fixed.
+/// once), seed fixed, overload control as by default (`D` = 125 ms,
+/// stateless refusals).
 fn server() -> Endpoint {
+    server_with(true)
+}
+
+/// [`server`], refusing statelessly or through a server transaction.
+fn server_with(stateless: bool) -> Endpoint {
     let users = Users::from_passwords([("alice", "alice-pw"), ("bob", "bob-pw")]);
     let mut config = ServerConfig::new(DOMAIN, users);
     config.allow_guests = true;
+    let mut overload = OverloadConfig::default();
+    overload.stateless = stateless;
+    config.overload = Some(overload);
     let mut c = EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config);
     c.seed = 7;
     let mut ep = Endpoint::new(c).unwrap();
@@ -147,7 +159,7 @@ fn rejected(ep: &Endpoint) -> u64 {
 #[test]
 fn below_the_threshold_nothing_changes() {
     let t0 = Instant::now();
-    // The same inputs, unstamped and stamped just under D (250 ms):
+    // The same inputs, unstamped and stamped just under D (125 ms):
     // byte-identical outputs.
     let mut plain = server();
     let mut stamped = server();
@@ -156,7 +168,7 @@ fn below_the_threshold_nothing_changes() {
     for (i, branch) in ["a", "b", "c"].into_iter().enumerate() {
         let now = t0 + Duration::from_millis(10 * i as u64);
         let a = deliver(&mut plain, now, None, carol_addr(), &invite(branch, ""));
-        let b = deliver(&mut stamped, now, ms(249), carol_addr(), &invite(branch, ""));
+        let b = deliver(&mut stamped, now, ms(124), carol_addr(), &invite(branch, ""));
         assert_eq!(a, b);
         assert!(b.iter().any(|(to, t)| *to == bob_addr() && t.starts_with("INVITE ")), "{b:?}");
     }
@@ -165,9 +177,53 @@ fn below_the_threshold_nothing_changes() {
 }
 
 #[test]
-fn a_new_invite_past_the_threshold_gets_one_503_and_only_a_transaction() {
+fn a_new_invite_past_the_threshold_gets_one_503_and_no_state() {
     let t0 = Instant::now();
     let mut ep = server();
+    register_user(&mut ep, t0, "bob", bob_addr());
+    let before = ep.tables();
+    // The first refusal of an overload: past 2·D (250 ms).
+    let out = deliver(&mut ep, t0, ms(251), carol_addr(), &invite("x", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"], "{out:?}");
+    assert_eq!(out[0].0, carol_addr());
+    let retry: u64 = header(&out[0].1, "Retry-After").parse().unwrap();
+    assert!((5..10).contains(&retry), "Retry-After {retry}");
+    assert!(!out[0].1.contains("oc="), "no RFC 7339 parameters for a client that did not ask");
+    // §8.2.6.2: what a response copies, copied; a To tag added.
+    let request = invite("x", "");
+    for name in ["Via", "From", "Call-ID", "CSeq"] {
+        assert_eq!(header(&out[0].1, name), header(&request, name), "{name}");
+    }
+    let tag = to_tag(&out[0].1);
+    assert!(!tag.is_empty());
+    assert_eq!(rejected(&ep), 1);
+    let stats = ep.overload_stats().unwrap();
+    assert!(stats.overloaded);
+    assert_eq!((stats.stateless, stats.absorbed), (1, 0));
+    // No state at all: no transaction, no proxy context, nothing to bob.
+    assert_eq!(ep.tables(), before);
+    // Its retransmission gets the same 503, byte for byte, however long
+    // it waited (§17.2.1: what its transaction would have sent), and no
+    // second decision; the ACK is absorbed, answered by nothing.
+    let again = deliver(&mut ep, t0 + Duration::from_millis(500), ms(10), carol_addr(), &invite("x", ""));
+    assert_eq!(again, out);
+    assert_eq!(rejected(&ep), 1);
+    let ack = invite("x", "").replace("INVITE sip:", "ACK sip:").replace("1 INVITE", "1 ACK");
+    let ack = ack.replacen("To: <sip:bob@example.com>", &format!("To: <sip:bob@example.com>;tag={tag}"), 1);
+    assert!(deliver(&mut ep, t0 + Duration::from_millis(600), ms(10), carol_addr(), &ack).is_empty());
+    let stats = ep.overload_stats().unwrap();
+    assert_eq!((stats.rejected, stats.stateless, stats.absorbed), (1, 1, 2));
+    assert_eq!(ep.tables(), before);
+    // Another request with the same Call-ID but its own branch is a new
+    // request, judged afresh (here: taken, it did not wait).
+    let out = deliver(&mut ep, t0 + Duration::from_millis(700), ms(10), carol_addr(), &invite("x2", ""));
+    assert!(out.iter().any(|(to, t)| *to == bob_addr() && t.starts_with("INVITE ")), "{out:?}");
+}
+
+#[test]
+fn stateful_refusal_gets_one_503_and_only_a_transaction() {
+    let t0 = Instant::now();
+    let mut ep = server_with(false);
     register_user(&mut ep, t0, "bob", bob_addr());
     let before = ep.tables();
     let out = deliver(&mut ep, t0, ms(251), carol_addr(), &invite("x", ""));
@@ -214,7 +270,7 @@ fn what_finishes_accepted_work_passes_and_held_retransmissions_are_absorbed() {
     let out = deliver(&mut ep, t0, ms(10), carol_addr(), &invite("held", ""));
     let forwarded =
         out.iter().find(|(to, t)| *to == bob_addr() && t.starts_with("INVITE ")).expect("forwarded").1.clone();
-    // Past every threshold (the highest is 2·D = 500 ms) from here on,
+    // Past every threshold (the highest is 3·D = 375 ms) from here on,
     // and under the 2·T1 at which request copies go unread.
     let late = ms(900);
     let t = t0 + Duration::from_millis(300);
@@ -256,27 +312,92 @@ fn refreshes_pass_longest() {
     register_user(&mut ep, t0, "bob", bob_addr());
     let alice: SocketAddr = "192.0.2.30:5060".parse().unwrap();
     let first = |out: Vec<(SocketAddr, String)>| out[0].1.split("\r\n").next().unwrap().to_owned();
-    // Past D: a REGISTER (refresh or not) still goes on to its challenge.
-    let out = deliver(&mut ep, t0, ms(300), bob_addr(), &register("bob", bob_addr(), "ref-1", 1, ""));
+    // An overload begins (the thresholds below hold during one).
+    let out = deliver(&mut ep, t0, ms(400), carol_addr(), &invite("start", ""));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    // D = 125 ms. Past D: a REGISTER (refresh or not) still goes on to
+    // its challenge.
+    let out = deliver(&mut ep, t0, ms(150), bob_addr(), &register("bob", bob_addr(), "ref-1", 1, ""));
     assert!(first(out).starts_with("SIP/2.0 401"));
-    let out = deliver(&mut ep, t0, ms(300), alice, &register("alice", alice, "new-1", 1, ""));
+    let out = deliver(&mut ep, t0, ms(150), alice, &register("alice", alice, "new-1", 1, ""));
     assert!(first(out).starts_with("SIP/2.0 401"));
     // Past 1.25·D: bob's refresh still, alice's new registration no more.
-    let out = deliver(&mut ep, t0, ms(340), bob_addr(), &register("bob", bob_addr(), "ref-2", 1, ""));
+    let out = deliver(&mut ep, t0, ms(170), bob_addr(), &register("bob", bob_addr(), "ref-2", 1, ""));
     assert!(first(out).starts_with("SIP/2.0 401"));
-    let out = deliver(&mut ep, t0, ms(340), alice, &register("alice", alice, "new-2", 1, ""));
+    let out = deliver(&mut ep, t0, ms(170), alice, &register("alice", alice, "new-2", 1, ""));
     assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
     // Past 1.5·D: the refresh too; but an answer to a challenge (its
     // first half already paid for) still goes on to the registrar...
-    let out = deliver(&mut ep, t0, ms(400), bob_addr(), &register("bob", bob_addr(), "ref-3", 1, ""));
+    let out = deliver(&mut ep, t0, ms(200), bob_addr(), &register("bob", bob_addr(), "ref-3", 1, ""));
     assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
     let answer = register("alice", alice, "new-3", 2, "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"x\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\"\r\n");
-    let out = deliver(&mut ep, t0, ms(450), alice, &answer);
+    let out = deliver(&mut ep, t0, ms(370), alice, &answer);
     assert!(!first(out).starts_with("SIP/2.0 503"));
-    // ...up to 2·D.
-    let out = deliver(&mut ep, t0, ms(510), alice, &answer.replace("new-3", "new-4"));
+    let proxy_answer = answer.replace("new-3", "new-5").replace("Authorization:", "Proxy-Authorization:");
+    let out = deliver(&mut ep, t0, ms(370), alice, &proxy_answer);
+    assert!(!first(out).starts_with("SIP/2.0 503"));
+    // ...up to 3·D.
+    let out = deliver(&mut ep, t0, ms(380), alice, &answer.replace("new-3", "new-4"));
     assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
-    assert_eq!(rejected(&ep), 3);
+    assert_eq!(rejected(&ep), 4);
+}
+
+#[test]
+fn refreshes_pass_longest_when_refused_statefully_too() {
+    let t0 = Instant::now();
+    let mut ep = server_with(false);
+    register_user(&mut ep, t0, "bob", bob_addr());
+    let alice: SocketAddr = "192.0.2.30:5060".parse().unwrap();
+    let first = |out: Vec<(SocketAddr, String)>| out[0].1.split("\r\n").next().unwrap().to_owned();
+    let out = deliver(&mut ep, t0, ms(400), carol_addr(), &invite("start", ""));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    let out = deliver(&mut ep, t0, ms(170), bob_addr(), &register("bob", bob_addr(), "ref-2", 1, ""));
+    assert!(first(out).starts_with("SIP/2.0 401"));
+    let out = deliver(&mut ep, t0, ms(170), alice, &register("alice", alice, "new-2", 1, ""));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    let out = deliver(&mut ep, t0, ms(200), bob_addr(), &register("bob", bob_addr(), "ref-3", 1, ""));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    let answer = register("alice", alice, "new-3", 2, "Authorization: Digest username=\"alice\", realm=\"example.com\", nonce=\"x\", uri=\"sip:example.com\", response=\"00000000000000000000000000000000\"\r\n");
+    let out = deliver(&mut ep, t0, ms(370), alice, &answer);
+    assert!(!first(out).starts_with("SIP/2.0 503"));
+    let out = deliver(&mut ep, t0, ms(380), alice, &answer.replace("new-3", "new-4"));
+    assert_eq!(first(out), "SIP/2.0 503 Service Unavailable");
+    let stats = ep.overload_stats().unwrap();
+    assert_eq!((stats.rejected, stats.stateless, stats.screened), (4, 0, 0));
+}
+
+#[test]
+fn a_burst_passes_and_the_first_refusal_waits_for_twice_d() {
+    // Outside an overload the thresholds are doubled: a new INVITE that
+    // waited 200 ms (past D = 125 ms, under 2·D) is taken...
+    let t0 = Instant::now();
+    let mut ep = server();
+    register_user(&mut ep, t0, "bob", bob_addr());
+    let taken = |out: &[(SocketAddr, String)]| out.iter().any(|(to, t)| *to == bob_addr() && t.starts_with("INVITE "));
+    let out = deliver(&mut ep, t0, ms(200), carol_addr(), &invite("b1", ""));
+    assert!(taken(&out), "{out:?}");
+    // ...one past 2·D is refused, and the overload begins...
+    let out = deliver(&mut ep, t0, ms(260), carol_addr(), &invite("b2", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"]);
+    assert!(ep.overload_stats().unwrap().overloaded);
+    // ...during which D holds: 130 ms is too long.
+    let t = t0 + Duration::from_millis(500);
+    let out = deliver(&mut ep, t, ms(130), carol_addr(), &invite("b3", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"]);
+    // A validity (1 s) without a refusal ends it: 200 ms passes again.
+    let t = t + Duration::from_millis(1100);
+    let out = deliver(&mut ep, t, ms(200), carol_addr(), &invite("b4", ""));
+    assert!(taken(&out), "{out:?}");
+    assert!(!ep.overload_stats().unwrap().overloaded);
+    // The same with refusals through server transactions.
+    let mut ep = server_with(false);
+    register_user(&mut ep, t0, "bob", bob_addr());
+    assert!(taken(&deliver(&mut ep, t0, ms(200), carol_addr(), &invite("s1", ""))));
+    let out = deliver(&mut ep, t0, ms(260), carol_addr(), &invite("s2", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"]);
+    let out = deliver(&mut ep, t0, ms(130), carol_addr(), &invite("s3", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"]);
+    assert_eq!(rejected(&ep), 2);
 }
 
 #[test]
@@ -401,4 +522,99 @@ fn request_copies_that_waited_two_t1_go_unread_and_acks_never_do() {
     let out = deliver(&mut ep, t0 + Duration::from_millis(700), None, carol_addr(), &invite("plain", ""));
     assert!(!out.is_empty());
     assert_eq!(ep.overload_stats().map(|s| s.dropped), Some(1));
+}
+
+/// Every header line of `text` named `name` (or its compact form `short`),
+/// values trimmed.
+fn header_lines(text: &str, name: &str, short: &str) -> Vec<String> {
+    text.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            let n = n.trim();
+            (n.eq_ignore_ascii_case(name) || n.eq_ignore_ascii_case(short)).then(|| v.trim().to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_stateless_refusal_answers_as_the_stateful_one_would() {
+    // Compact header names, a Via folded over two lines and a second Via
+    // value, `rport` from behind a NAT (§7.3.3, §18.2.1, RFC 3581): the
+    // glance copies what a response copies and stamps the top Via as the
+    // transport does, and the 503 goes where the stateful one goes.
+    let nat: SocketAddr = "203.0.113.9:40000".parse().unwrap();
+    let request = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nv: SIP/2.0/UDP 10.0.0.5:5062;rport\r\n ;branch=z9hG4bK-nat1, SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK-2\r\n\
+         Max-Forwards: 70\r\nf: <sip:carol@example.net>;tag=n1\r\nt: <sip:bob@{DOMAIN}>\r\ni: nat-call-1\r\n\
+         CSeq: 7 INVITE\r\nl: 0\r\n\r\n"
+    );
+    let t0 = Instant::now();
+    let mut answers = Vec::new();
+    for stateless in [true, false] {
+        let mut ep = server_with(stateless);
+        let out = deliver(&mut ep, t0, ms(300), nat, &request);
+        assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"], "{out:?}");
+        assert_eq!(out[0].0, nat, "to the address and port it came from");
+        assert_eq!(ep.overload_stats().unwrap().stateless, u64::from(stateless));
+        answers.push(out[0].1.clone());
+    }
+    let vias = |t: &str| header_lines(t, "Via", "v");
+    assert_eq!(vias(&answers[0]), vias(&answers[1]));
+    let m = Message::parse(answers[0].as_bytes()).unwrap();
+    let top = m.via().unwrap().unwrap();
+    assert_eq!((top.rport(), top.received()), (Some(Some(40000)), Some(nat.ip())));
+    assert_eq!(m.vias().count(), 2);
+    for (name, short) in [("From", "f"), ("Call-ID", "i"), ("CSeq", "")] {
+        assert_eq!(header_lines(&answers[0], name, short), header_lines(&answers[1], name, short), "{name}");
+    }
+    assert_eq!(m.call_id().unwrap().unwrap().as_str(), "nat-call-1");
+    assert!(m.to().unwrap().unwrap().tag().is_some());
+}
+
+#[test]
+fn retry_after_grows_with_the_share_refused() {
+    let t0 = Instant::now();
+    let mut ep = server();
+    let retry = |out: &[(SocketAddr, String)]| header(&out[0].1, "Retry-After").parse::<u64>().unwrap();
+    // The first refusals of an overload get the least: 5–9 s.
+    let out = deliver(&mut ep, t0, ms(400), carol_addr(), &invite("r0", ""));
+    assert!((5..10).contains(&retry(&out)), "{}", retry(&out));
+    // A second in which nine new requests in ten are refused...
+    for i in 1..9 {
+        let t = t0 + Duration::from_millis(100 * i);
+        deliver(&mut ep, t, ms(400), carol_addr(), &invite(&format!("r{i}"), ""));
+    }
+    deliver(&mut ep, t0 + Duration::from_millis(950), ms(10), carol_addr(), &invite("taken", ""));
+    assert_eq!(rejected(&ep), 9);
+    // ...and the next ones are told to stay away ten times as long:
+    // b = 5 s / (1 − 0.9) = 50 s, drawn from [50, 100).
+    let out = deliver(&mut ep, t0 + Duration::from_millis(1100), ms(400), carol_addr(), &invite("r9", ""));
+    assert!((50..100).contains(&retry(&out)), "{}", retry(&out));
+    // The stateful refusal follows the same rule.
+    let mut ep = server_with(false);
+    for i in 0..9 {
+        deliver(&mut ep, t0 + Duration::from_millis(100 * i), ms(400), carol_addr(), &invite(&format!("s{i}"), ""));
+    }
+    deliver(&mut ep, t0 + Duration::from_millis(950), ms(10), carol_addr(), &invite("taken", ""));
+    let out = deliver(&mut ep, t0 + Duration::from_millis(1100), ms(400), carol_addr(), &invite("s9", ""));
+    assert!((50..100).contains(&retry(&out)), "{}", retry(&out));
+}
+
+#[test]
+fn refusals_are_remembered_for_64_t1_only() {
+    let t0 = Instant::now();
+    let mut ep = server();
+    register_user(&mut ep, t0, "bob", bob_addr());
+    let out = deliver(&mut ep, t0, ms(400), carol_addr(), &invite("once", ""));
+    assert_eq!(statuses(&out), ["SIP/2.0 503 Service Unavailable"]);
+    // Within 64·T1 (32 s) a copy gets the 503 again...
+    let t = t0 + Duration::from_secs(31);
+    assert_eq!(deliver(&mut ep, t, ms(10), carol_addr(), &invite("once", "")), out);
+    // ...after it, the request is new again to a stateless server (§8.2.7),
+    // judged afresh: here taken and proxied.
+    let t = t0 + Duration::from_secs(33);
+    let again = deliver(&mut ep, t, ms(10), carol_addr(), &invite("once", ""));
+    assert!(again.iter().any(|(to, t)| *to == bob_addr() && t.starts_with("INVITE ")), "{again:?}");
+    assert_eq!(ep.overload_stats().map(|s| (s.rejected, s.absorbed)), Some((1, 1)));
 }

@@ -9,42 +9,65 @@
 //! the server with its arrival time (`handle_datagram_received`), as a
 //! runtime stamps it when it reads the socket.
 //!
-//! The cost model: a message the server only parses and answers from its
-//! transaction layer (a retransmission absorbed, an ACK, a 503 refusal)
-//! costs `PARSE`; a new request it works on (digest check, registrar,
-//! location service, forwarding) costs `PARSE + WORK`, `WORK = 50·PARSE`
-//! (a server whose per-request work — a remote location store, say —
-//! dominates parsing); a challenge (401) or a response relayed upstream
-//! costs `PARSE + RELAY`, `RELAY = WORK/4`. A refresh (challenge, then
-//! the answer) and a call attempt (INVITE, the 486 relayed, its ACK) cost
-//! about the same.
+//! The cost model: a message the server parses and answers from its
+//! transaction layer (a retransmission absorbed, an ACK, a 503 through a
+//! server transaction) costs `PARSE`; a new request it works on (digest
+//! check, registrar, location service, forwarding) costs `PARSE + WORK`,
+//! `WORK = 50·PARSE` (a server whose per-request work — a remote location
+//! store, say — dominates parsing); a challenge (401) or a response
+//! relayed upstream costs `PARSE + RELAY`, `RELAY = WORK/4`. A refresh
+//! (challenge, then the answer) and a call attempt (INVITE, the 486
+//! relayed, its ACK) cost about the same. A stateless refusal from the
+//! glance (`OverloadConfig::stateless`, the default) and the ACK of one
+//! cost `PARSE` times the stateless ÷ stateful ratio that
+//! `cargo bench -p sipline --bench overload -- ratios` measures (0.41 for
+//! an INVITE, 0.51 for a REGISTER, 0.29 for the ACK), and a request
+//! glanced at and then handled the full way pays `0.06·PARSE` more
+//! (`STATELESS_*`, `GLANCE_THEN_PASS`).
 //!
 //! Goodput: transactions that complete at their client (a REGISTER's 200,
 //! the callee's final answer to an INVITE) per second, over the second
-//! half of the load. With overload control, the queue settles near
-//! `D = T1/2`: goodput at 2× stays at capacity (asserted ≥ 90 % of 1×);
-//! at 4× it loses what reading and refusing 3·C requests a second costs
-//! (asserted ≥ 75 % of 1×: over 300 seeds 0.80–1.04 of 1×, median 0.88;
-//! 0.78–0.89 of C, median 0.83 — short of issue 19's 90 % of capacity).
-//! Without it, the queue grows without bound: past T1 each
-//! request is retransmitted again and again (every copy costs a parse),
-//! REGISTERs need two passes through the queue, and past 64·T1 the server
-//! works only for clients that gave up — goodput collapses (asserted
-//! below 60 % of the controlled run at 2×).
+//! half of the load. With overload control the queue settles near the
+//! threshold of the new work still taken (`1.5·D` at most, `D = T1/4`;
+//! twice that until the first refusal), below T1, so nothing is
+//! retransmitted: goodput at 2× and 4× stays at capacity (asserted ≥ 90 %
+//! of C, and every wait under T1). Without it, the queue grows without
+//! bound: past T1 each request is retransmitted again and again (every
+//! copy costs a parse), REGISTERs need two passes through the queue, and
+//! past 64·T1 the server works only for clients that gave up — goodput
+//! collapses (asserted below 60 % of the controlled run at 2×).
 //!
 //! Seed 0 (`cargo test -p sipline-tests --test overload_sim -- --nocapture`),
 //! C = 19.2 transactions/s:
 //!
 //! | offered | control | goodput | of C | refused | longest wait |
 //! |---|---|---:|---:|---:|---:|
-//! | 1× | on | 16.8/s | 88 % | 11 | 0.33 s |
-//! | 2× | on | 18.8/s | 98 % | 475 | 0.53 s |
-//! | 4× | on | 16.3/s | 85 % | 1 449 | 0.54 s |
+//! | 1× | on | 17.2/s | 89 % | 40 | 0.34 s |
+//! | 2× | on | 19.2/s | 100 % | 484 | 0.37 s |
+//! | 4× | on | 18.3/s | 95 % | 1 371 | 0.41 s |
 //! | 2× | off | 5.8/s | 30 % | 0 | 13.6 s |
 //!
-//! (1× is Poisson arrivals at exactly C: bursts queue past `D` now and
-//! then. At 4× what is lost is the parsing of the refused requests and of
-//! the ACKs of refused INVITEs: 3·C of them a second.)
+//! Over 2 000 seeds (`SIPLINE_SEEDS=2000`, release; the spread is printed
+//! at the end): 2× 0.966–1.005 of C (median 0.992), 4× 0.936–0.984
+//! (median 0.962), the longest wait 0.42 s; 1× 0.75–1.00 (median 0.91:
+//! Poisson arrivals at exactly C, whose bursts queue past `2·D` now and
+//! then); 2× without control 0.26–0.42 of 2× with it. Before (`D = T1/2`,
+//! answers to a challenge taken to `2·D`, every refusal through a server
+//! transaction; 300 seeds): 4× 0.78–0.89 of C (median 0.83), 2× 0.94–1.00
+//! (median 0.97), 1× median 0.94. The new thresholds with refusals
+//! through server transactions (`OVERLOAD_STATEFUL=1`, 300 seeds): 4×
+//! 0.897–0.940 (median 0.919), under 0.90 on one seed.
+//!
+//! Where the server's time goes over the measured window
+//! (`OVERLOAD_SPENT=1` prints it per run), seed 0 at 4×, now / with
+//! refusals through transactions / before: the work that completes —
+//! answers, INVITEs, their challenges and relays — 95.8 / 90.4 / 85.2 %;
+//! the refusals and the ACKs of refused INVITEs 3.0 / 8.2 / 8.5 % (before
+//! with a quarter more ACKs than refusals: Timer G resent 503s whose ACKs
+//! waited near T1); the glance of requests it let go the full way
+//! 0.2 / — / — %; challenges whose answers were then refused
+//! 0.9 / 1.3 / 3.5 %; copies of requests and of the callee's 486,
+//! absorbed, 0 / 0 / 2.9 %; idle 0.1 / 0.2 / 0.1 %.
 // Rates and counts here are small numbers turned into floats for
 // arrival times and percentages.
 #![allow(clippy::cast_precision_loss, clippy::cast_possible_truncation, clippy::cast_sign_loss)]
@@ -69,6 +92,18 @@ const WORK: Duration = Duration::from_millis(40);
 /// What relaying a response, or challenging a request (a nonce, a 401),
 /// costs on top.
 const RELAY: Duration = Duration::from_millis(10);
+/// What a stateless refusal of an INVITE (with its timers), of a
+/// REGISTER, and absorbing the ACK of a stateless 503 cost, each against
+/// the same through a server transaction (which the model charges
+/// `PARSE`); and what the glance adds to a request it lets go the full
+/// way, against that request's cost. From
+/// `cargo bench -p sipline --bench overload -- ratios` (interleaved
+/// stateless ÷ stateful; the highest median of three runs, BENCHMARKS.md
+/// "Overload").
+const STATELESS_INVITE: f64 = 0.41;
+const STATELESS_ACK: f64 = 0.29;
+const STATELESS_REGISTER: f64 = 0.51;
+const GLANCE_THEN_PASS: f64 = 0.06;
 /// Client nodes (each a phone for `USERS` users, and a caller).
 const CLIENTS: usize = 6;
 const USERS: usize = 10;
@@ -83,6 +118,12 @@ fn mean_cost() -> Duration {
     let refresh = (PARSE + RELAY) + (PARSE + WORK);
     let invite = (PARSE + WORK) + (PARSE + RELAY) + PARSE;
     (refresh + invite) / 2
+}
+
+/// The first token of a request line.
+fn first_token(bytes: &[u8]) -> &str {
+    let n = bytes.iter().position(|&b| b == b' ').unwrap_or(0);
+    std::str::from_utf8(&bytes[..n]).unwrap_or_default()
 }
 
 fn addr(id: NodeId) -> SocketAddr {
@@ -112,6 +153,39 @@ struct Server {
     busy: Duration,
     /// The longest wait seen.
     max_wait: Duration,
+    /// Where the time went over the measured window.
+    spent: Spent,
+    /// Call-IDs of the INVITEs refused (to tell their ACKs apart).
+    refused_calls: std::collections::BTreeSet<Vec<u8>>,
+}
+
+/// The server's time over the measured window, by what it was spent on:
+/// (messages, time) per category.
+#[derive(Debug, Clone, Default)]
+struct Spent {
+    window: Option<(Instant, Instant)>,
+    by: BTreeMap<&'static str, (u64, Duration)>,
+}
+
+impl Spent {
+    /// A message of kind `what` taken at `now` cost `cost` (the part of
+    /// it within the window counted).
+    fn add(&mut self, now: Instant, what: &'static str, cost: Duration) {
+        if let Some((_, b)) = self.window.filter(|(a, b)| now >= *a && now < *b) {
+            let e = self.by.entry(what).or_default();
+            e.0 += 1;
+            e.1 += cost.min(b - now);
+        }
+    }
+}
+
+/// The value of header `name` in `bytes` (first match), raw.
+fn raw_header<'a>(bytes: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    bytes.split(|&b| b == b'\n').find_map(|l| {
+        let l = l.strip_suffix(b"\r").unwrap_or(l);
+        let colon = l.iter().position(|&b| b == b':')?;
+        l[..colon].trim_ascii().eq_ignore_ascii_case(name.as_bytes()).then(|| l[colon + 1..].trim_ascii())
+    })
 }
 
 impl Server {
@@ -126,7 +200,11 @@ impl Server {
         let mut config = ServerConfig::new(DOMAIN, users);
         config.allow_guests = true;
         config.flood = None;
-        config.overload = overload.then(OverloadConfig::default);
+        // OVERLOAD_STATEFUL=1: refusals through server transactions, to
+        // compare.
+        let mut control = OverloadConfig::default();
+        control.stateless = std::env::var_os("OVERLOAD_STATEFUL").is_none();
+        config.overload = overload.then_some(control);
         let mut c = EndpointConfig::new(&format!("sip:server@{DOMAIN}")).serve(config);
         c.seed = 1;
         let mut ep = Endpoint::new(c).unwrap();
@@ -138,6 +216,8 @@ impl Server {
             out: VecDeque::new(),
             busy: Duration::ZERO,
             max_wait: Duration::ZERO,
+            spent: Spent::default(),
+            refused_calls: std::collections::BTreeSet::new(),
         }
     }
 
@@ -155,17 +235,70 @@ impl Server {
         let Some((arrived, from, bytes)) = self.queue.pop_front() else { return };
         self.max_wait = self.max_wait.max(now - arrived);
         let sent = self.out.len();
-        let before = (self.ep.tables().server_transactions, self.ep.overload_stats().map_or(0, |s| s.rejected));
+        let stats = |ep: &Endpoint| {
+            let o = ep.overload_stats().unwrap_or_default();
+            let server_transactions = ep.tables().server_transactions as u64;
+            [server_transactions, o.rejected, o.dropped, o.stateless, o.absorbed, o.screened]
+        };
+        let before = stats(&self.ep);
         self.ep.handle_datagram_received(now, arrived, addr(0), addr(from), &bytes);
         self.drain();
-        let after = (self.ep.tables().server_transactions, self.ep.overload_stats().map_or(0, |s| s.rejected));
+        let after = stats(&self.ep);
+        let grew = |k: usize| after[k] > before[k];
         let challenged = self.out.range(sent..).any(|(_, b)| b.starts_with(b"SIP/2.0 401"));
-        let cost = if bytes.starts_with(b"SIP/2.0 ") || challenged {
-            PARSE + RELAY
-        } else if after.1 > before.1 || after.0 <= before.0 {
-            PARSE // refused, absorbed, or an ACK
+        let method = if bytes.starts_with(b"SIP/2.0 ") { "" } else { first_token(&bytes) };
+        let answer = raw_header(&bytes, "Authorization").is_some();
+        let call = raw_header(&bytes, "Call-ID").unwrap_or_default().to_vec();
+        // What a stateless refusal, or an ACK absorbed at the glance, costs
+        // against its stateful counterpart (`benches/overload.rs`).
+        let glanced = |ratio: f64| PARSE.mul_f64(ratio);
+        let (cost, what) = if bytes.starts_with(b"SIP/2.0 ") {
+            // (A callee's copy of its 486 is absorbed by the client
+            // transaction, not relayed; the model charges it as relayed.)
+            let relayed = self.out.range(sent..).any(|(_, b)| b.starts_with(b"SIP/2.0 "));
+            (PARSE + RELAY, if relayed { "response relayed" } else { "response copy (charged as relayed)" })
+        } else if challenged {
+            (PARSE + RELAY, "challenge (401)")
+        } else if grew(1) {
+            let invite = method == "INVITE";
+            if invite {
+                self.refused_calls.insert(call);
+            }
+            let what = match (invite, answer, grew(3)) {
+                (true, _, true) => "503: INVITE, stateless",
+                (true, _, false) => "503: INVITE",
+                (false, true, _) => "503: REGISTER answering a challenge",
+                (false, false, true) => "503: REGISTER, stateless",
+                (false, false, false) => "503: REGISTER",
+            };
+            let cost = match (grew(3), invite) {
+                (false, _) => PARSE,
+                (true, true) => glanced(STATELESS_INVITE),
+                (true, false) => glanced(STATELESS_REGISTER),
+            };
+            (cost, what)
+        } else if grew(4) {
+            if method == "ACK" {
+                (glanced(STATELESS_ACK), "ACK of a 503, at the glance")
+            } else {
+                (glanced(STATELESS_INVITE), "503 again to a copy, at the glance")
+            }
+        } else if grew(2) {
+            (PARSE, "stale copy dropped")
+        } else if method == "ACK" {
+            (PARSE, if self.refused_calls.contains(&call) { "ACK of a 503" } else { "ACK of a 486" })
+        } else if after[0] <= before[0] {
+            (PARSE, "retransmission absorbed")
         } else {
-            PARSE + WORK
+            (PARSE + WORK, if method == "INVITE" { "INVITE proxied" } else { "REGISTER answer (200)" })
+        };
+        self.spent.add(now, what, cost);
+        // A request glanced at and then handled the full way pays for both.
+        let cost = if grew(5) && !grew(3) && !grew(4) {
+            self.spent.add(now, "glance, then the full way", glanced(GLANCE_THEN_PASS));
+            cost + glanced(GLANCE_THEN_PASS)
+        } else {
+            cost
         };
         self.busy += cost;
         self.busy_until = now + cost;
@@ -443,8 +576,10 @@ impl Node for Peer {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Run {
+    /// Where the server's time went over the measured window.
+    spent: Spent,
     /// Completed transactions per second over the second half of the load.
     goodput: f64,
     refused: usize,
@@ -458,7 +593,9 @@ struct Run {
 fn run(seed: u64, load: f64, overload: bool) -> Run {
     let t0 = Instant::now();
     let capacity = 1.0 / mean_cost().as_secs_f64();
-    let mut nodes = vec![Peer::Server(Box::new(Server::new(t0, overload)))];
+    let mut server = Server::new(t0, overload);
+    server.spent.window = Some((t0 + WARM_UP + LOAD / 2, t0 + WARM_UP + LOAD));
+    let mut nodes = vec![Peer::Server(Box::new(server))];
     for id in 1..=CLIENTS {
         nodes.push(Peer::Client(Box::new(Client::new(id, t0, capacity * load, seed))));
     }
@@ -486,6 +623,7 @@ fn run(seed: u64, load: f64, overload: bool) -> Run {
     assert_eq!(registered, CLIENTS * USERS, "every user registered in the warm-up");
     let Peer::Server(s) = &sim.nodes[0] else { unreachable!() };
     Run {
+        spent: s.spent.clone(),
         goodput: done as f64 / (LOAD / 2).as_secs_f64(),
         refused,
         failed,
@@ -504,40 +642,107 @@ fn show(label: &str, r: &Run, capacity: f64) {
         r.max_wait.as_secs_f64(),
         100.0 * r.utilisation
     );
+    if std::env::var_os("OVERLOAD_SPENT").is_some() {
+        print_spent(&r.spent);
+    }
 }
 
-/// Goodput at 2× offered load stays ≥ 90 % of goodput at 1× with
-/// overload control, at 4× ≥ 75 % (module docs: the spread over seeds);
-/// without it, 2× collapses below 60 % of the controlled run.
+/// Where the server's time went over the window, per category: messages
+/// a second and share of the time.
+fn print_spent(spent: &Spent) {
+    let Some((a, b)) = spent.window else { return };
+    let window = (b - a).as_secs_f64();
+    let mut rows: Vec<_> = spent.by.iter().collect();
+    rows.sort_by_key(|(_, (_, t))| std::cmp::Reverse(*t));
+    let mut busy = 0.0;
+    for (what, (n, t)) in rows {
+        busy += t.as_secs_f64();
+        println!("    {what:<36} {:>6.1}/s {:>6.1} %", *n as f64 / window, 100.0 * t.as_secs_f64() / window);
+    }
+    println!("    {:<36} {:>8} {:>6.1} %", "idle", "", 100.0 * (1.0 - busy / window));
+    // The challenges whose answers were then refused: work wasted.
+    if let Some((n, _)) = spent.by.get("503: REGISTER answering a challenge") {
+        let wasted = (PARSE + RELAY).as_secs_f64() * *n as f64;
+        println!(
+            "    {:<36} {:>6.1}/s {:>6.1} %",
+            "(challenges wasted: answer refused)",
+            *n as f64 / window,
+            100.0 * wasted / window
+        );
+    }
+}
+
+/// The spread over seeds of goodput ÷ C at 1×, 2×, 4×, and of 2× without
+/// control ÷ 2× with it.
+fn report(ratios: &[[f64; 4]]) {
+    if ratios.len() < 2 {
+        return;
+    }
+    for (k, label) in ["1x / C", "2x / C", "4x / C", "2x off / 2x on"].iter().enumerate() {
+        let mut v: Vec<f64> = ratios.iter().map(|r| r[k]).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        println!(
+            "{label}: {:.3}–{:.3}, median {:.3}, 1st percentile {:.3} over {n} seeds",
+            v[0],
+            v[n - 1],
+            v[n / 2],
+            v[n / 100]
+        );
+    }
+}
+
+/// Goodput at 2× and 4× offered load stays ≥ 90 % of capacity with
+/// overload control (module docs: the spread over seeds), no request waits
+/// into its client's first retransmission (T1); without control, 2×
+/// collapses below 60 % of the controlled run. With more than one seed,
+/// the spread of each ratio is printed at the end.
 #[test]
 fn goodput_stays_at_capacity_past_overload() {
-    for_each_seed(1, |seed| {
-        let capacity = 1.0 / mean_cost().as_secs_f64();
-        println!("seed {seed}: capacity C = {capacity:.1} transactions/s");
-        let one = run(seed, 1.0, true);
-        show("1x, control", &one, capacity);
-        let two = run(seed, 2.0, true);
-        show("2x, control", &two, capacity);
-        let four = run(seed, 4.0, true);
-        show("4x, control", &four, capacity);
-        let two_off = run(seed, 2.0, false);
-        show("2x, no control", &two_off, capacity);
-        assert!(two.goodput >= 0.9 * one.goodput, "2x: {:.1}/s against {:.1}/s at 1x", two.goodput, one.goodput);
-        assert!(four.goodput >= 0.75 * one.goodput, "4x: {:.1}/s against {:.1}/s at 1x", four.goodput, one.goodput);
-        assert!(
-            two.refused > 0 && four.refused > two.refused,
-            "refusals: {} at 2x, {} at 4x",
-            two.refused,
-            four.refused
-        );
-        // Refusals keep the wait near D: no request waits into its
-        // client's retransmissions for long.
-        assert!(four.max_wait < Duration::from_secs(2), "longest wait at 4x: {:?}", four.max_wait);
-        assert!(
-            two_off.goodput < 0.6 * two.goodput,
-            "without control 2x should collapse: {:.1}/s against {:.1}/s",
-            two_off.goodput,
-            two.goodput
-        );
-    });
+    let mut ratios: Vec<[f64; 4]> = Vec::new();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        for_each_seed(1, |seed| {
+            let capacity = 1.0 / mean_cost().as_secs_f64();
+            println!("seed {seed}: capacity C = {capacity:.1} transactions/s");
+            let one = run(seed, 1.0, true);
+            show("1x, control", &one, capacity);
+            let two = run(seed, 2.0, true);
+            show("2x, control", &two, capacity);
+            let four = run(seed, 4.0, true);
+            show("4x, control", &four, capacity);
+            let two_off = run(seed, 2.0, false);
+            show("2x, no control", &two_off, capacity);
+            ratios.push([
+                one.goodput / capacity,
+                two.goodput / capacity,
+                four.goodput / capacity,
+                two_off.goodput / two.goodput,
+            ]);
+            println!("ratios seed {seed}: {:?}", ratios.last().unwrap());
+            for (label, r) in [("2x", &two), ("4x", &four)] {
+                assert!(r.goodput >= 0.9 * capacity, "{label}: {:.1}/s against C = {capacity:.1}/s", r.goodput);
+            }
+            assert!(
+                two.refused > 0 && four.refused > two.refused,
+                "refusals: {} at 2x, {} at 4x",
+                two.refused,
+                four.refused
+            );
+            // Refusals keep the wait under T1: nothing waits into its
+            // sender's retransmissions (§17.1.1.2, §17.2.1 Timer G).
+            for (label, r) in [("2x", &two), ("4x", &four)] {
+                assert!(r.max_wait < TimerConfig::default().t1, "longest wait at {label}: {:?}", r.max_wait);
+            }
+            assert!(
+                two_off.goodput < 0.6 * two.goodput,
+                "without control 2x should collapse: {:.1}/s against {:.1}/s",
+                two_off.goodput,
+                two.goodput
+            );
+        });
+    }));
+    report(&ratios);
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e);
+    }
 }

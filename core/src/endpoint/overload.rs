@@ -29,7 +29,7 @@
 //!
 //! # The policy
 //!
-//! With `D` the configured delay ([`OverloadConfig::delay`], `T1/2` by
+//! With `D` the configured delay ([`OverloadConfig::delay`], `T1/4` by
 //! default), a new request that waited longer than:
 //!
 //! - `D`: is refused if it would start new work other than a
@@ -43,33 +43,88 @@
 //!   call costs a whole proxied transaction and dialog. So refreshes go
 //!   on longest (a choice of ours: RFC 3261 §21.5.4 and RFC 7339 leave
 //!   what to refuse to the server);
-//! - `2·D` (T1 by default): also if it carries credentials (`Authorization`,
-//!   `Proxy-Authorization`, §22): the second half of a digest round whose
-//!   first half (the challenge) was already paid for. Refusing it would
-//!   waste that; it is bounded all the same, since anyone can send
-//!   credentials.
+//! - `3·D` (`0.75·T1` by default): also if it carries credentials
+//!   (`Authorization`, `Proxy-Authorization`, §22): the second half of a
+//!   digest round whose first half (the challenge) was already paid for.
+//!   The queue settles near the threshold of the new work it takes (at
+//!   most `1.5·D`), well below this one, so an answer to a challenge is
+//!   refused only when answers alone would overflow the server — bounded
+//!   all the same, since anyone can send credentials.
 //!
-//! So nothing waits much past T1: a request answered within T1 is not
-//! retransmitted (§17.1.1.2), and the queue holds only work that can
-//! finish in time. (Refusing later, the queue sits past T1, every
-//! request in it is retransmitted once more, and goodput at 4× offered
-//! load loses a few percent to parsing copies: `overload_sim`.)
+//! Outside an overload (no refusal for [`OverloadConfig::validity`]) these
+//! thresholds are doubled, up to the highest (`2·D` for new work, `2.5·D`
+//! for a new registration, `3·D` for a refresh or an answer): a burst is
+//! let through, and the first refusal of an overload waits for a queue
+//! twice as long; from there on the thresholds above hold until the
+//! overload ends. (At exactly the capacity, Poisson arrivals queue past `D`
+//! now and then; refusing there costs goodput that a longer queue keeps.
+//! And an idle server refuses nothing that waited less than `2·D`, `T1/2`
+//! by default.)
+//!
+//! So nothing waits until T1: a request answered within T1 is not
+//! retransmitted (§17.1.1.2), a response relayed or an ACK handled within
+//! T1 is not retransmitted by its sender either (§17.2.1 Timer G), and
+//! the queue holds only work that can finish in time. (With thresholds
+//! reaching T1 — `D = T1/2`, answers to `2·D` — the queue sat near T1,
+//! and at 4× offered load 7 % of the server's time went to copies of
+//! requests and responses, ACKs of 503s sent again and challenges whose
+//! answers were then refused: `overload_sim`.)
 //!
 //! Never refused: responses, ACK (never answered, §17.1.1.3), CANCEL and
 //! requests with a To tag (they finish work already accepted: ending a
 //! call frees the server), and retransmissions of a request whose server
-//! transaction is held — the transaction layer absorbs those before any
-//! of this runs (§17.2.3), as cheaply as without overload.
+//! transaction is held — the transaction layer absorbs those (§17.2.3),
+//! as cheaply as without overload.
 //!
-//! A refused request costs a server transaction and no more: the `503` is
-//! sent through it (§16.7/§17.2: a stateful element answers statefully),
-//! so its retransmissions get the `503` again from the transaction and an
-//! INVITE's ACK is absorbed there; no proxy context, no authentication,
-//! no location lookup.
+//! # Refusing without state
 //!
-//! `Retry-After` (§20.33) is drawn from `[retry_after, 2·retry_after)`
-//! with the endpoint's seeded generator, so refused clients do not all
-//! come back in the same second.
+//! A refusal must cost far less than the work it saves, or at 4× offered
+//! load reading and refusing three requests for every one taken eats the
+//! capacity. So a stamped datagram is first *glanced* at
+//! ([`OverloadConfig::stateless`], on by default): the method from the
+//! request line, and, found line by line without parsing their values,
+//! the Via, From, To, Call-ID and CSeq fields a response copies (§8.2.6.2)
+//! and whether credentials are present. A request is identified by its
+//! method (ACK standing for INVITE) and its top Via value as sent, hashed
+//! with a key of the endpoint's: a retransmission repeats that value, and
+//! the ACK of a non-2xx response copies it (§17.1.1.3). Values are parsed
+//! only to refuse: the top Via (its branch and sent-by, to find a held
+//! transaction, §17.2.3) and, for a REGISTER, the To address. This runs
+//! only while it can matter: for a request that waited past `D`, and,
+//! while refusals are remembered (below), for every request.
+//!
+//! A request the policy refuses is answered there, before the full parse,
+//! without a server transaction, as a stateless UAS does (§8.2.7): the To
+//! tag is a function of the request's identity, so the same request
+//! always gets the same tag, and the top Via is stamped with
+//! `received`/`rport` as the transport would (§18.2.1, RFC 3581). The
+//! refusal is remembered by that identity, with its `Retry-After`, for
+//! `64·T1` (as long as a client retransmits, §17.1.1.2) and at most 65 536
+//! of them: a retransmission of a refused request gets the same 503 again
+//! (§17.2.1, §17.2.2: what its transaction would have sent) however long
+//! it waited, and the ACK of a refused INVITE is absorbed there (§8.2.7:
+//! a stateless UAS ignores ACK; §17.2.1) — a table lookup each, no parse,
+//! no transaction, no timer. A request refused and forgotten (the table
+//! full) is judged afresh, as a stateless server judges every request; an
+//! ACK that does not repeat its INVITE's top Via byte for byte goes the
+//! full way, as one without a transaction.
+//!
+//! Anything the glance cannot settle goes the full way, judged there by
+//! the same policy: a request without an RFC 3261 branch, without the
+//! fields a response copies, arriving while shutting down; stream
+//! messages; and, with `stateless` off, every request — refused through a
+//! server transaction (§16.7/§17.2: as a stateful element answers).
+//! `benches/overload.rs` measures what each costs.
+//!
+//! `Retry-After` (§20.33) grows with the overload, so that refused clients
+//! come back spread over a time in proportion to it: with `p` the share of
+//! new requests refused over the last whole `oc-validity` window (the
+//! `oc` value below; at most 95 %), it is drawn
+//! from `[b, 2·b)` whole seconds with `b = retry_after / (1 − p)` — 5–9 s
+//! at the start of an overload, 20–39 s when three requests in four are
+//! refused. The draw is the endpoint's seeded generator for a stateful
+//! refusal, the request's identity for a stateless one (remembered with
+//! it: a retransmission reads the same value).
 //!
 //! # RFC 7339
 //!
@@ -85,11 +140,17 @@
 //! overload, until the last value sent expires, responses carry
 //! `oc=0;oc-validity=0` so clients stop throttling at once rather than
 //! when the old value runs out. Responses relayed from downstream keep
-//! what the downstream server put there (not ours to change).
+//! what the downstream server put there (not ours to change). A 503 sent
+//! again to a retransmission carries the values current then.
 
 use super::{Arrived, Endpoint, UNAVAILABLE};
-use crate::message::{Message, Method, Uri};
-use crate::transaction::ServerId;
+use crate::message::grammar::{is_token, is_wsp, offset_of, trim};
+use crate::message::headers::{Address, HeaderValue, ListIter, Via, MAGIC_COOKIE};
+use crate::message::{HeaderName, Message, Method, Salvaged};
+use crate::transaction::{has_tag, ServerId};
+use crate::transport::{stamped_via, Peer, Source, Transport};
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -98,21 +159,30 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OverloadConfig {
-    /// `D`: new non-REGISTER requests that waited longer than this are
-    /// refused; new registrations past `1.25·D`, refreshes past `1.5·D`,
-    /// answers to a challenge past `2·D` (module docs).
+    /// `D`: during an overload, new non-REGISTER requests that waited
+    /// longer than this are refused; new registrations past `1.25·D`,
+    /// refreshes past `1.5·D`, answers to a challenge past `3·D`. The first
+    /// refusal of an overload takes twice as long (up to `3·D`; module
+    /// docs).
     pub delay: Duration,
-    /// `Retry-After` is drawn from `[retry_after, 2·retry_after)`, in
-    /// whole seconds (at least 1).
+    /// The least `Retry-After`, in whole seconds (at least 1): it is drawn
+    /// from `[b, 2·b)`, `b` this over the share of new requests not refused
+    /// (module docs).
     pub retry_after: Duration,
     /// How long an RFC 7339 `oc` value holds (`oc-validity`), and how long
     /// without a refusal ends an overload.
     pub validity: Duration,
+    /// Refuse from a glance at the datagram, before the full parse and
+    /// without a server transaction (§8.2.7), remembering the refusal so
+    /// that retransmissions get the same 503 and ACKs are absorbed (module
+    /// docs, "Refusing without state"); `false`: refuse after the full
+    /// parse, through a server transaction. On by default.
+    pub stateless: bool,
 }
 
 impl OverloadConfig {
-    /// Refusing past `delay` (see [`delay`](Self::delay)), `Retry-After`
-    /// of 5–9 s, one-second validity.
+    /// Refusing past `delay` (see [`delay`](Self::delay)), statelessly,
+    /// `Retry-After` from 5–9 s, one-second validity.
     ///
     /// ```
     /// use sipline::endpoint::OverloadConfig;
@@ -121,24 +191,25 @@ impl OverloadConfig {
     /// assert_eq!(c.delay, Duration::from_millis(100));
     /// ```
     pub fn new(delay: Duration) -> OverloadConfig {
-        OverloadConfig { delay, retry_after: Duration::from_secs(5), validity: Duration::from_secs(1) }
+        OverloadConfig { delay, retry_after: Duration::from_secs(5), validity: Duration::from_secs(1), stateless: true }
     }
 
-    /// The defaults for a timer `t1` (RFC 3261 §17.1.1.1): `D = T1/2`, so a
-    /// request is answered before its client's first retransmission.
+    /// The defaults for a timer `t1` (RFC 3261 §17.1.1.1): `D = T1/4`, so
+    /// that even an answer to a challenge, taken up to `3·D`, is answered
+    /// before its client's first retransmission.
     ///
     /// ```
     /// use sipline::endpoint::OverloadConfig;
     /// use std::time::Duration;
-    /// assert_eq!(OverloadConfig::for_t1(Duration::from_millis(500)).delay, Duration::from_millis(250));
+    /// assert_eq!(OverloadConfig::for_t1(Duration::from_millis(500)).delay, Duration::from_millis(125));
     /// ```
     pub fn for_t1(t1: Duration) -> OverloadConfig {
-        OverloadConfig::new(t1 / 2)
+        OverloadConfig::new(t1 / 4)
     }
 }
 
 impl Default for OverloadConfig {
-    /// [`OverloadConfig::for_t1`] of the default T1, 500 ms: `D` = 250 ms.
+    /// [`OverloadConfig::for_t1`] of the default T1, 500 ms: `D` = 125 ms.
     fn default() -> OverloadConfig {
         OverloadConfig::for_t1(Duration::from_millis(500))
     }
@@ -148,8 +219,16 @@ impl Default for OverloadConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OverloadStats {
-    /// Requests refused with 503 for overload, in all.
+    /// Requests refused with 503 for overload, in all (retransmissions of
+    /// a refused request answered again not counted).
     pub rejected: u64,
+    /// Of those, refused statelessly, from a glance (module docs).
+    pub stateless: u64,
+    /// Retransmissions of statelessly refused requests answered with their
+    /// 503 again, and ACKs of such refusals absorbed, from a glance.
+    pub absorbed: u64,
+    /// Request datagrams glanced at before their full parse.
+    pub screened: u64,
     /// Overloads begun (a first refusal after a quiet spell).
     pub episodes: u64,
     /// Overloaded at the last message handled (a refusal within the
@@ -187,9 +266,186 @@ impl Work {
             Work::New => Some(4),
             Work::Registration => Some(5),
             Work::Refresh => Some(6),
-            Work::Answer => Some(8),
+            Work::Answer => Some(12),
         }
     }
+
+    /// Whether a request of this kind that waited `delay` is refused;
+    /// `calm`: no overload going on, the thresholds doubled up to the
+    /// highest (module docs).
+    fn refused_after(self, delay: Duration, config: &OverloadConfig, calm: bool) -> bool {
+        let top = Work::Answer.quarters().unwrap_or(12);
+        let quarters = self.quarters().map(|q| if calm { (2 * q).min(top) } else { q });
+        quarters.is_some_and(|q| delay > config.delay.saturating_mul(q) / 4)
+    }
+}
+
+/// How many stateless refusals are remembered at most (module docs).
+const REFUSED_MAX: usize = 65_536;
+
+/// Requests refused statelessly, by a keyed hash of what identifies them
+/// ([`key_hash`]), with the `Retry-After` each was sent.
+#[derive(Debug, Default)]
+struct Refusals {
+    /// A hash table: the keys are hashes already (a tree of 65 536 of them
+    /// cost more than the rest of a refusal).
+    by_key: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// (refused at, key), oldest first.
+    order: VecDeque<(Instant, u64)>,
+    /// The hash key, drawn from the endpoint's generator at first use.
+    salt: Option<u64>,
+}
+
+impl Refusals {
+    /// Forgets refusals older than `keep`, and the oldest beyond room for
+    /// one more.
+    fn expire(&mut self, now: Instant, keep: Duration) {
+        while let Some(&(at, key)) = self.order.front() {
+            if now.saturating_duration_since(at) < keep && self.order.len() < REFUSED_MAX {
+                break;
+            }
+            self.order.pop_front();
+            self.by_key.remove(&key);
+        }
+    }
+
+    fn insert(&mut self, now: Instant, key: u64, retry: u32) {
+        if self.by_key.insert(key, retry).is_none() {
+            self.order.push_back((now, key));
+        }
+    }
+}
+
+/// The hasher of [`Refusals`]: its keys are hashes, taken as they are.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// What identifies a request refused here: its method (ACK standing for
+/// INVITE) and its top Via value as sent (its branch, §17.2.3; a
+/// retransmission repeats it, and the ACK of a non-2xx copies it,
+/// §17.1.1.3), hashed with `salt`: eight bytes at a time, each round
+/// finished with the SplitMix64 finaliser. Read raw, so that a copy or an
+/// ACK is recognised without a parse.
+fn key_hash(salt: u64, method: &str, top_via: &[u8]) -> u64 {
+    let mut h = mix(salt ^ method.len() as u64);
+    let mut eat = |chunk: &[u8]| {
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        h = mix(h ^ u64::from_le_bytes(word));
+    };
+    method.as_bytes().chunks(8).for_each(&mut eat);
+    eat(&top_via.len().to_le_bytes());
+    top_via.chunks(8).for_each(&mut eat);
+    h
+}
+
+/// `x` as 16 lower-case hex digits.
+fn hex16(x: u64) -> String {
+    (0..16).rev().map(|i| char::from(b"0123456789abcdef"[((x >> (4 * i)) & 0xf) as usize])).collect()
+}
+
+/// The SplitMix64 finaliser: every bit of `x` moves every bit of the result.
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// What the glance reads of a request (module docs): the fields a
+/// response copies (§8.2.6.2), raw (trimmed of surrounding whitespace),
+/// and whether credentials are present (§22). No value is parsed.
+#[derive(Debug, Default)]
+struct Glance<'a> {
+    vias: Vec<&'a [u8]>,
+    from: Option<&'a [u8]>,
+    to: Option<&'a [u8]>,
+    call_id: Option<&'a [u8]>,
+    cseq: Option<&'a [u8]>,
+    credentials: bool,
+}
+
+impl<'a> Glance<'a> {
+    /// Reads the header section of `bytes`, whose first line (the request
+    /// line) is skipped; lines that are not `name: value` are skipped too.
+    fn scan(bytes: &'a [u8]) -> Glance<'a> {
+        let mut g = Glance::default();
+        let Some(first) = memchr::memchr(b'\n', bytes) else { return g };
+        let mut rest = &bytes[first + 1..];
+        while !rest.is_empty() {
+            // A logical line: up to a line end not followed by a fold.
+            let mut from = 0;
+            let (end, next) = loop {
+                match memchr::memchr(b'\n', &rest[from..]) {
+                    None => break (rest.len(), rest.len()),
+                    Some(n) => {
+                        let e = from + n;
+                        let content = rest[..e].strip_suffix(b"\r").unwrap_or(&rest[..e]);
+                        if !content.is_empty() && rest.get(e + 1).is_some_and(|&c| is_wsp(c)) {
+                            from = e + 1;
+                            continue;
+                        }
+                        break (e, e + 1);
+                    }
+                }
+            };
+            let line = rest[..end].strip_suffix(b"\r").unwrap_or(&rest[..end]);
+            rest = &rest[next..];
+            if line.is_empty() {
+                break; // the end of the header section
+            }
+            let n = line.iter().take_while(|&&c| is_token(c)).count();
+            let colon = n + line[n..].iter().take_while(|&&c| is_wsp(c)).count();
+            if n == 0 || line.get(colon) != Some(&b':') {
+                continue;
+            }
+            let value = trim(&line[colon + 1..]);
+            match HeaderName::from_token(&line[..n]) {
+                HeaderName::Via => g.vias.push(value),
+                HeaderName::From => g.from = g.from.or(Some(value)),
+                HeaderName::To => g.to = g.to.or(Some(value)),
+                HeaderName::CallId => g.call_id = g.call_id.or(Some(value)),
+                HeaderName::CSeq => g.cseq = g.cseq.or(Some(value)),
+                HeaderName::Authorization | HeaderName::ProxyAuthorization => g.credentials = true,
+                _ => {}
+            }
+        }
+        g
+    }
+
+    /// Whether a response can be built from what was found (§8.2.6.2).
+    fn answerable(&self) -> bool {
+        !self.vias.is_empty()
+            && self.from.is_some()
+            && self.to.is_some()
+            && self.call_id.is_some()
+            && self.cseq.is_some()
+    }
+}
+
+/// The method token of a request line, by its first bytes; `None` for a
+/// response or anything else.
+fn request_method(bytes: &[u8]) -> Option<&str> {
+    if bytes.starts_with(b"SIP/") {
+        return None;
+    }
+    let n = bytes.iter().take(32).take_while(|&&c| is_token(c)).count();
+    (n > 0 && bytes.get(n) == Some(&b' ')).then(|| std::str::from_utf8(&bytes[..n]).ok()).flatten()
 }
 
 /// The overload state of an endpoint.
@@ -217,6 +473,16 @@ pub(super) struct Overload {
     rejected: u64,
     /// Stale request copies dropped unread.
     dropped: u64,
+    /// Refused statelessly; absorbed from the refusals remembered;
+    /// glanced at (see [`OverloadStats`]).
+    stateless: u64,
+    absorbed: u64,
+    screened: u64,
+    /// The glance judged the datagram being handled and let it pass: the
+    /// full path does not judge it again.
+    passed: bool,
+    /// The stateless refusals remembered.
+    refusals: Refusals,
     episodes: u64,
     /// Refusals at the start of this episode (for the closing log line).
     episode_start_rejected: u64,
@@ -300,6 +566,17 @@ impl Overload {
     fn oc_percent(&self) -> u8 {
         let now_percent = percent(self.window_rejected, self.window_seen);
         now_percent.max(self.last_percent).max(1)
+    }
+
+    /// The `Retry-After` for a refusal now, in seconds (module docs):
+    /// `b + entropy mod b`, `b` the configured least over the share of new
+    /// requests not refused in the last whole window (so the first
+    /// refusals of an overload get the least).
+    fn retry_after(&self, entropy: u64, config: &OverloadConfig) -> u32 {
+        let base = config.retry_after.as_secs().max(1);
+        let refused = u64::from(self.last_percent.min(95));
+        let b = (base * 100).div_ceil(100 - refused);
+        u32::try_from(b + entropy % b).unwrap_or(u32::MAX)
     }
 
     /// The Via parameters for a response to an `oc` client (module docs),
@@ -411,7 +688,10 @@ impl Endpoint {
     /// and `now - received_at` is how long it waited, the server role's
     /// overload signal ([`super::ServerConfig::overload`]; module docs of
     /// `overload`). Runtimes stamp each datagram as they read it and call
-    /// this; an endpoint that is not serving ignores the stamp.
+    /// this; an endpoint that is not serving ignores the stamp. Serving,
+    /// a request that waited past the overload delay, or any request while
+    /// stateless refusals are remembered, is glanced at before the full
+    /// parse and may be answered (or absorbed) there.
     pub fn handle_datagram_received(
         &mut self,
         now: Instant,
@@ -434,9 +714,177 @@ impl Endpoint {
                 self.overload.dropped += 1;
                 return;
             }
+            if config.stateless && self.refuse_early(now, local, remote, bytes, waited, &config) {
+                self.overload.current = None;
+                return;
+            }
         }
         self.handle_datagram(now, local, remote, bytes);
         self.overload.current = None;
+        self.overload.passed = false;
+    }
+
+    /// The glance (module docs, "Refusing without state"): `true` if the
+    /// datagram, a request that waited `waited`, was dealt with here —
+    /// refused, or a retransmission or ACK of a request refused here —
+    /// and `false` if it goes the full way.
+    fn refuse_early(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        bytes: &[u8],
+        waited: Duration,
+        config: &OverloadConfig,
+    ) -> bool {
+        if self.shutting_down {
+            return false;
+        }
+        let Some(method) = request_method(bytes) else { return false };
+        let ack = method == "ACK";
+        // Nothing remembered, nothing waited: nothing to see.
+        if self.overload.refusals.by_key.is_empty() && (ack || waited <= config.delay) {
+            return false;
+        }
+        let now = self.clamp(now);
+        self.overload.screened += 1;
+        self.overload.refusals.expire(now, self.config.timers.t1.saturating_mul(64));
+        let glance = Glance::scan(bytes);
+        let Some(top) = glance.vias.first().and_then(|v| ListIter::new(v).next()) else { return false };
+        let salt = *self.overload.refusals.salt.get_or_insert_with(|| self.rng.next_u64());
+        let key = key_hash(salt, if ack { "INVITE" } else { method }, top);
+        let remembered = self.overload.refusals.by_key.get(&key).copied();
+        if ack {
+            // §8.2.7, §17.2.1: the ACK of a 503 sent here ends there.
+            if remembered.is_some() {
+                trace_glanced(remote, bytes, "ACK of a 503 absorbed");
+                self.overload.absorbed += 1;
+            }
+            return remembered.is_some();
+        }
+        if let Some(retry) = remembered {
+            // §17.2.1, §17.2.2: a retransmission gets the answer its
+            // request got.
+            let Some(via) = Via::parse_value(top) else { return false };
+            trace_glanced(remote, bytes, "copy of a refused request: its 503 again");
+            self.overload.absorbed += 1;
+            self.send_refusal(now, local, remote, &glance, method, &via, top, key, retry);
+            return true;
+        }
+        if waited <= config.delay || !glance.answerable() || glance.to.is_some_and(has_tag) {
+            return false;
+        }
+        let Some(m) = Method::from_token(method).filter(|m| *m != Method::Cancel) else { return false };
+        // Only with an RFC 3261 branch can a held transaction be found
+        // from the top Via alone (§17.2.3).
+        let Some(via) = Via::parse_value(top) else { return false };
+        let rfc3261 = via.branch().is_some_and(|b| b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len());
+        if !rfc3261 || self.transactions.holds_server(m, &via) {
+            return false;
+        }
+        self.overload.tick(now, config);
+        let work = if glance.credentials {
+            Work::Answer
+        } else if m == Method::Register {
+            match glance.to.and_then(Address::parse_value) {
+                Some(to) => self.registration_work(now, &to, waited, config),
+                None => return false,
+            }
+        } else {
+            Work::New
+        };
+        if !work.refused_after(waited, config, !self.overload.overloaded) {
+            self.overload.passed = true;
+            return false;
+        }
+        // A flood from one source is dropped unanswered, as on the full way.
+        if !self.flood_allows(now, remote.ip()) {
+            return true;
+        }
+        trace_glanced(remote, bytes, "refused with 503, stateless");
+        self.overload.window_seen += 1;
+        self.overload.refused(now, waited, config);
+        self.overload.stateless += 1;
+        let retry = self.overload.retry_after(key, config);
+        self.overload.refusals.insert(now, key, retry);
+        self.send_refusal(now, local, remote, &glance, method, &via, top, key, retry);
+        true
+    }
+
+    /// Sends the stateless 503 for a request from `remote` (module docs):
+    /// its fields copied from `glance` (§8.2.6.2), the top Via (`via`,
+    /// the element `top` of the first Via line) stamped (§18.2.1), a To
+    /// tag and `Retry-After: retry` that depend on the request's `key`
+    /// alone, and RFC 7339 parameters if its client asked.
+    #[allow(clippy::too_many_arguments)]
+    fn send_refusal(
+        &mut self,
+        now: Instant,
+        local: SocketAddr,
+        remote: SocketAddr,
+        glance: &Glance<'_>,
+        method: &str,
+        via: &Via<'_>,
+        top: &[u8],
+        key: u64,
+        retry: u32,
+    ) {
+        let stamped = stamped_via(via, remote);
+        let first_line = stamped.as_ref().and_then(|s| {
+            let line = glance.vias.first()?;
+            let start = offset_of(line, top)?;
+            Some([&line[..start], s.as_bytes(), &line[start + top.len()..]].concat())
+        });
+        let mut vias = glance.vias.clone();
+        if let (Some(line), Some(v)) = (first_line.as_deref(), vias.first_mut()) {
+            *v = line;
+        }
+        let salvaged = Salvaged {
+            method: Some(method),
+            vias,
+            from: glance.from,
+            to: glance.to,
+            call_id: glance.call_id,
+            cseq: glance.cseq,
+            to_tagged: Some(false),
+        };
+        // §8.2.7: the same tag for the same request, every time.
+        let tag = hex16(mix(key ^ 0x6f76_6c64_3530_3300));
+        let retry = retry.to_string();
+        let mut extra = vec![("Retry-After", retry.as_str())];
+        if let Some(ua) = self.config.user_agent.as_deref() {
+            extra.push(("Server", ua));
+        }
+        let mut response = Vec::new();
+        if !salvaged.write_response_with(&mut response, UNAVAILABLE, "Service Unavailable", &tag, &extra) {
+            return;
+        }
+        if via.params().contains("oc") {
+            if let Some(config) = self.overload_config() {
+                self.overload.tick(now, &config);
+                if let Some(params) = self.overload.via_params(now, &config) {
+                    set_oc_params(&mut response, &params);
+                }
+            }
+        }
+        // §18.2.2, RFC 3581 §4: where the stamped Via sends the response —
+        // the source address, at the source port if `rport` asked for it,
+        // else the sent-by port (`maddr` as the transport layer reads it).
+        let peer = if stamped.is_some() && via.maddr().is_none() {
+            let port = if via.rport().is_some() { remote.port() } else { via.port().unwrap_or(5060) };
+            Peer {
+                transport: Transport::Udp,
+                remote: SocketAddr::new(remote.ip(), port),
+                local: Some(local),
+                conn: None,
+                server_name: None,
+            }
+        } else {
+            let source = Source { transport: Transport::Udp, local: Some(local), remote, conn: None };
+            Peer::reply_to_via(&source, via)
+        };
+        let _ = self.transport.send(now, &peer, response.into());
+        self.pump(now);
     }
 
     /// The overload policy, when serving with one.
@@ -454,6 +902,9 @@ impl Endpoint {
             overloaded: o.overloaded,
             delay: Duration::from_nanos(o.smoothed),
             dropped: o.dropped,
+            stateless: o.stateless,
+            absorbed: o.absorbed,
+            screened: o.screened,
         })
     }
 
@@ -470,6 +921,9 @@ impl Endpoint {
         let Some(config) = self.overload_config() else { return false };
         self.overload.tick(now, &config);
         self.overload.window_seen += 1;
+        if self.overload.passed {
+            return false; // judged at the glance already
+        }
         let Some(delay) = self.overload.delay(now, &config) else { return false };
         // The common case, below the lowest threshold: nothing to read.
         if delay <= config.delay {
@@ -493,14 +947,11 @@ impl Endpoint {
         config: &OverloadConfig,
     ) -> bool {
         let work = self.work_of(now, m, delay, config);
-        let Some(quarters) = work.quarters() else { return false };
-        if delay <= config.delay.saturating_mul(quarters) / 4 {
+        if !work.refused_after(delay, config, !self.overload.overloaded) {
             return false;
         }
         self.overload.refused(now, delay, config);
-        let base = config.retry_after.as_secs().max(1);
-        let retry = base + self.rng.next_u64() % base;
-        let retry = retry.to_string();
+        let retry = self.overload.retry_after(self.rng.next_u64(), config).to_string();
         self.answer_with(now, server, m, UNAVAILABLE, "Service Unavailable", &[("Retry-After", &retry)]);
         true
     }
@@ -508,32 +959,39 @@ impl Endpoint {
     /// What `m` would start (module docs); the registrar is asked only
     /// when it matters (a REGISTER that waited past `1.25·D`).
     fn work_of(&self, now: Instant, m: &Message<'_>, delay: Duration, config: &OverloadConfig) -> Work {
-        let tagged = m.to().and_then(Result::ok).is_some_and(|t| t.tag().is_some());
+        let to = m.to().and_then(Result::ok);
+        let tagged = to.as_ref().is_some_and(|t| t.tag().is_some());
         let answer = m.authorization().next().is_some() || m.proxy_authorization().next().is_some();
         match m.method() {
             Some(Method::Ack | Method::Cancel) => Work::Finishing,
             _ if tagged => Work::Finishing,
             _ if answer => Work::Answer,
-            Some(Method::Register) => {
-                if delay <= config.delay.saturating_mul(5) / 4 {
-                    return Work::Registration;
-                }
-                let bound = self.server.as_ref().is_some_and(|s| {
-                    let registrar = s.registrar();
-                    let to = m.to().and_then(Result::ok).map(|t| t.uri().as_str().to_owned());
-                    let aor = to.as_deref().and_then(|u| Uri::parse(u).ok()).and_then(|u| registrar.local_aor(&u));
-                    aor.is_some_and(|aor| {
-                        use crate::registrar::Location as _;
-                        !registrar.location().bindings(&aor, now).is_empty()
-                    })
-                });
-                if bound {
-                    Work::Refresh
-                } else {
-                    Work::Registration
-                }
-            }
+            Some(Method::Register) => match to {
+                Some(to) => self.registration_work(now, &to, delay, config),
+                None => Work::Registration,
+            },
             _ => Work::New,
+        }
+    }
+
+    /// A REGISTER to `to` that waited `delay`: a refresh if its address of
+    /// record has a binding (the registrar is asked only past `1.25·D`,
+    /// where it matters).
+    fn registration_work(&self, now: Instant, to: &Address<'_>, delay: Duration, config: &OverloadConfig) -> Work {
+        if delay <= config.delay.saturating_mul(5) / 4 {
+            return Work::Registration;
+        }
+        let bound = self.server.as_ref().is_some_and(|s| {
+            let registrar = s.registrar();
+            registrar.local_aor(to.uri()).is_some_and(|aor| {
+                use crate::registrar::Location as _;
+                !registrar.location().bindings(&aor, now).is_empty()
+            })
+        });
+        if bound {
+            Work::Refresh
+        } else {
+            Work::Registration
         }
     }
 
@@ -549,6 +1007,13 @@ impl Endpoint {
             set_oc_params(response, &params);
         }
     }
+}
+
+/// The wire log of a datagram dealt with at the glance (the transport logs
+/// the others as it reads them), with what became of it.
+fn trace_glanced(remote: SocketAddr, bytes: &[u8], fate: &str) {
+    tracing::trace!(target: "sipline::wire", transport = "UDP", %remote, fate,
+        "received\n{}", String::from_utf8_lossy(bytes));
 }
 
 /// A request other than ACK, by its first bytes (no parse): what a sender

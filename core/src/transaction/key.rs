@@ -2,7 +2,7 @@
 //! (RFC 3261 §17.1.3) and requests to server transactions (§17.2.3),
 //! including the RFC 2543 fallback for branches without the magic cookie.
 
-use crate::message::headers::MAGIC_COOKIE;
+use crate::message::headers::{Via, MAGIC_COOKIE};
 use crate::message::{HeaderName, Message, Method};
 
 /// §17.1.3: a response matches the client transaction whose request had
@@ -65,44 +65,55 @@ impl ServerKey {
         let Some(method) = m.method() else { return false };
         let method = if *method == Method::Ack { Method::Invite } else { *method };
         let Some(Ok(via)) = m.via() else { return false };
-        out.push_str(method.as_str());
-        match via.branch() {
-            // "z9hG4bK" alone is no identifier (RFC 4475 §3.2.1): fall back.
-            Some(b) if b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len() => {
-                out.push(' ');
-                out.push_str(b);
-                out.push(' ');
-                for c in via.host_str().chars() {
-                    out.push(c.to_ascii_lowercase());
-                }
-                if let Some(p) = via.port() {
-                    let _ = write!(out, ":{p}");
-                }
-                true
-            }
-            _ => {
-                let (Some(rl), Some(Ok(from)), Some(Ok(call_id)), Some(Ok(cseq))) =
-                    (m.request_line(), m.from(), m.call_id(), m.cseq())
-                else {
-                    return false;
-                };
-                let _ = write!(
-                    out,
-                    "\n2543\n{}\n{}\n{}\n{}\n{}",
-                    rl.uri,
-                    from.tag().unwrap_or_default(),
-                    call_id,
-                    cseq.seq(),
-                    via.as_str()
-                );
-                true
-            }
+        if ServerKey::write_branch(method, &via, out) {
+            return true;
         }
+        out.push_str(method.as_str());
+        let (Some(rl), Some(Ok(from)), Some(Ok(call_id)), Some(Ok(cseq))) =
+            (m.request_line(), m.from(), m.call_id(), m.cseq())
+        else {
+            return false;
+        };
+        let _ = write!(
+            out,
+            "\n2543\n{}\n{}\n{}\n{}\n{}",
+            rl.uri,
+            from.tag().unwrap_or_default(),
+            call_id,
+            cseq.seq(),
+            via.as_str()
+        );
+        true
     }
 
     /// The key as a string.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Writes the key of a request of `method` (ACK standing for INVITE)
+    /// whose top Via is `via`, into `out` (cleared first), when `via` has
+    /// an RFC 3261 branch; `false` otherwise (the RFC 2543 fallback needs
+    /// more of the message).
+    pub(crate) fn write_branch(method: Method<'_>, via: &Via<'_>, out: &mut String) -> bool {
+        use std::fmt::Write as _;
+        out.clear();
+        let method = if method == Method::Ack { Method::Invite } else { method };
+        // "z9hG4bK" alone is no identifier (RFC 4475 §3.2.1): fall back.
+        let Some(b) = via.branch().filter(|b| b.starts_with(MAGIC_COOKIE) && b.len() > MAGIC_COOKIE.len()) else {
+            return false;
+        };
+        out.push_str(method.as_str());
+        out.push(' ');
+        out.push_str(b);
+        out.push(' ');
+        for c in via.host_str().chars() {
+            out.push(c.to_ascii_lowercase());
+        }
+        if let Some(p) = via.port() {
+            let _ = write!(out, ":{p}");
+        }
+        true
     }
 }
 
@@ -142,7 +153,7 @@ impl MergeKey {
 /// Whether a From/To value carries a `tag` header parameter: the
 /// parameters follow the last `>` of a name-addr, or the first `;` of an
 /// addr-spec (§20.10).
-fn has_tag(v: &[u8]) -> bool {
+pub(crate) fn has_tag(v: &[u8]) -> bool {
     let params = match memchr::memrchr(b'>', v) {
         Some(p) => &v[p + 1..],
         None => v,

@@ -37,6 +37,7 @@ mod timer;
 
 pub use ack::{ack_for, trying_for};
 pub use client::{ClientKind, ClientState, ClientTransaction};
+pub(crate) use key::has_tag;
 pub use key::{ClientKey, MergeKey, ServerKey};
 pub use server::{Absorbed, ServerKind, ServerState, ServerTransaction};
 pub use timer::{Timer, TimerConfig};
@@ -294,6 +295,13 @@ impl<P: Clone> TransactionLayer<P> {
     /// The state of a client transaction, if it is alive.
     pub fn client_state(&mut self, id: ClientId) -> Option<ClientState> {
         self.clients.get_mut(id.index, id.generation).map(|e| e.tx.state())
+    }
+
+    /// Whether a server transaction is held for a request of `method`
+    /// whose top Via is `via` (§17.2.3, RFC 3261 branches only: `false`
+    /// without one), found without the rest of the request.
+    pub(crate) fn holds_server(&mut self, method: Method<'_>, via: &crate::message::headers::Via<'_>) -> bool {
+        ServerKey::write_branch(method, via, &mut self.scratch) && self.server_keys.contains_key(self.scratch.as_str())
     }
 
     /// The state of a server transaction, if it is alive.

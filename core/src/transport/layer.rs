@@ -103,6 +103,12 @@ impl Peer {
         Peer::reply_to_hop(source, via.as_ref().and_then(response_hop).as_ref())
     }
 
+    /// [`Peer::reply_to`] given the request's top Via alone (`via`, as
+    /// stamped, §18.2.2).
+    pub(crate) fn reply_to_via(source: &Source, via: &crate::message::headers::Via<'_>) -> Peer {
+        Peer::reply_to_hop(source, response_hop(via).as_ref())
+    }
+
     fn reply_to_hop(source: &Source, hop: Option<&ResponseHop<'_>>) -> Peer {
         // Over a stream this is where a new connection goes if the one the
         // request came on has closed: the sent-by port is where the peer

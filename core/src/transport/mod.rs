@@ -26,6 +26,7 @@ pub use layer::{
     DEFAULT_UDP_BUFFER,
 };
 pub use received::stamp_received;
+pub(crate) use received::stamped_via;
 pub use resolve::{Answer, Lookup, QueryId, ResolveError, SrvRecord};
 pub use target::{response_target, target_for, transport_for_size, Target, TargetError, Transport};
 pub use tls::{TlsConfig, TlsConfigError, TlsFailure};
