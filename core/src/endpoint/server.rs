@@ -111,7 +111,7 @@ pub struct ServerConfig {
     /// sibling's and forwards it without challenging it again.
     pub path: bool,
     /// When new requests are refused with 503 for overload
-    /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/2);
+    /// ([`super::OverloadConfig`], issue 19; on by default, `D` = T1/4);
     /// `None`: never. It acts only on messages the runtime stamped
     /// ([`Endpoint::handle_datagram_received`]).
     pub overload: Option<super::OverloadConfig>,
