@@ -24,10 +24,12 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
                      [--instance NAME] [--secret-file FILE] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--require-client-cert] [--workers N] [options]
-       sipline register URI --registrar URI [--user U] [--expires N] [options]
-       sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U] [options]
+       sipline register URI --registrar URI... [--user U] [--expires N] [options]
+       sipline message TARGET TEXT [--from URI] [--registrar URI... | --proxy URI] [--user U] [options]
        sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
-                    [--registrar URI | --proxy URI] [--user U] [options]
+                    [--registrar URI... | --proxy URI] [--user U] [options]
+--registrar URI (repeatable): registrars in order of preference; when the one in use stops
+       answering, the next takes the registration (RFC 3263 §4.3), and the first again once it answers
 listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
                  without it INVITEs are rejected 486
 serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
@@ -86,6 +88,8 @@ struct Options {
     bind: Option<SocketAddr>,
     transport: Option<Transport>,
     registrar: Option<String>,
+    /// `--registrar` given again: the fallbacks, in order.
+    registrar_fallbacks: Vec<String>,
     proxy: Option<String>,
     from: Option<String>,
     user: Option<String>,
@@ -218,7 +222,14 @@ fn parse(args: &[String]) -> Result<Options, String> {
                     t => return Err(format!("unknown transport {t}")),
                 });
             }
-            "--registrar" => o.registrar = Some(value()?),
+            "--registrar" => {
+                let uri = value()?;
+                if o.registrar.is_none() {
+                    o.registrar = Some(uri);
+                } else {
+                    o.registrar_fallbacks.push(uri);
+                }
+            }
             "--proxy" => o.proxy = Some(value()?),
             "--from" => o.from = Some(value()?),
             "--user" => o.user = Some(value()?),
@@ -346,7 +357,7 @@ impl Options {
         }
         c.outbound_proxy.clone_from(&self.proxy);
         if let Some(registrar) = &self.registrar {
-            let mut r = RegistrationConfig::new(registrar);
+            let mut r = RegistrationConfig::new(registrar).with_fallbacks(self.registrar_fallbacks.clone());
             if let Some(e) = self.expires {
                 r.expires = e;
             }
@@ -952,7 +963,8 @@ async fn registered(events: &mut sipline_tokio::Events) -> bool {
                 println!("registration: {}", describe(&state));
                 match state {
                     RegistrationState::Registered { .. } => return true,
-                    RegistrationState::Failed { .. } => return false,
+                    // Zero: the next --registrar is being tried at once.
+                    RegistrationState::Failed { retry_in, .. } if !retry_in.is_zero() => return false,
                     _ => {}
                 }
             }

@@ -188,6 +188,58 @@ fn message_to_a_dead_port_fails() {
     assert_eq!(run(&["message", "sip:x@127.0.0.1"]).status.code(), Some(2));
 }
 
+/// `--registrar` twice (issue 20, RFC 3263 §4.3): the first refuses the
+/// connection, so `register` goes on to the second at once and registers
+/// there.
+#[test]
+fn register_goes_on_to_the_next_registrar() {
+    let serve = Proc::spawn(&["serve", "--bind", "127.0.0.1:0", "-q"]);
+    let tcp = serve.bound("tcp");
+    let demo = serve.wait_line("the demo account", STEP, |l| l.starts_with("no --users file: one-time demo account"));
+    let password = demo.split(" / ").nth(1).and_then(|r| r.split(' ').next()).expect("a password").to_owned();
+    let dead = TcpListener::bind((LOOPBACK_V4, 0)).and_then(|l| l.local_addr()).expect("probe port").port();
+    let first = format!("sip:127.0.0.1:{dead};transport=tcp");
+    let second = format!("sip:{tcp};transport=tcp");
+    let started = Instant::now();
+    let register = Proc::spawn(&[
+        "register",
+        "sip:demo@127.0.0.1",
+        "--registrar",
+        &first,
+        "--registrar",
+        &second,
+        "--user",
+        "demo",
+        "--password",
+        &password,
+        "--transport",
+        "tcp",
+        "--bind",
+        "127.0.0.1:0",
+    ]);
+    let line = register.wait_line("registered", STEP, |l| l.starts_with("registration: registered as "));
+    assert!(line.contains(";transport=tcp"), "{line}");
+    // Not after a timer: the refused connection moved it on.
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let output = register.output();
+    let failed = output.iter().position(|l| l.starts_with("registration: failed (connection failed"));
+    let registered = output.iter().position(|l| l.starts_with("registration: registered as "));
+    assert!(failed.is_some() && failed < registered, "{output:#?}");
+    assert!(output[failed.unwrap_or(0)].ends_with("retrying in 0 s"), "{output:#?}");
+    // `message` with the same list registers at the second too, and its
+    // MESSAGE reaches `register` through it.
+    let args = ["message", "sip:demo@127.0.0.1", "over the second", "--registrar", &first, "--registrar", &second];
+    let mut args = args.to_vec();
+    args.extend(["--user", "demo", "--password", &password, "--transport", "tcp", "--bind", "127.0.0.1:0"]);
+    let done = run(&args);
+    assert_eq!(done.status.code(), Some(0), "{done}");
+    assert!(done.stdout.lines().any(|l| l == "200 OK"), "{done}");
+    let line = "MESSAGE from sip:demo@127.0.0.1 (text/plain): over the second";
+    register.wait_line(line, STEP, |l| l == line);
+    let (status, output) = register.terminate(STEP);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{output:#?}");
+}
+
 /// A SIPp UAC sends MESSAGE to `sipline listen`: SIPp gets its 200 and
 /// `listen` prints the body.
 #[test]

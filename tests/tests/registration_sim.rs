@@ -344,6 +344,7 @@ fn registers_with_instance_and_gruu_and_refreshes_before_expiry() {
     assert_eq!(
         states[1],
         RegistrationState::Registered {
+            registrar: format!("sip:{REGISTRAR};transport=udp"),
             expires: Duration::from_secs(600),
             contact: format!("sip:alice@{UA}"),
             pub_gruu: Some(format!("sip:alice@example.com;gr=urn:uuid:{INSTANCE}")),

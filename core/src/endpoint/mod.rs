@@ -450,6 +450,21 @@ const UNAVAILABLE: StatusCode = match StatusCode::new(503) {
     None => unreachable!(),
 };
 
+/// At most this many addresses rest after a 503 at once (the soonest back
+/// make room).
+const RESTING_MAX: usize = 256;
+
+/// The longest Retry-After honoured: a server asking for more is tried
+/// again after this.
+const RESTING_LONGEST: Duration = Duration::from_secs(3600);
+
+/// A 503's Retry-After (§20.33), if it has one.
+fn retry_after(response: &Response) -> Option<Duration> {
+    let m = Message::parse(&response.bytes).ok()?;
+    let seconds = m.retry_after()?.ok()?.seconds();
+    Some(Duration::from_secs(u64::from(seconds)))
+}
+
 /// The Via sent-by host when no listening address names us (a wildcard
 /// listener, or none): RFC 6761's reserved `.invalid`, so nothing resolves
 /// it; answers come back by `received`/`rport` (RFC 3581) or on the
@@ -533,6 +548,15 @@ struct Pending {
     peer: Option<(Transport, SocketAddr)>,
     /// A transport failure seen for this request's connection.
     failure: Option<RequestError>,
+    /// RFC 3263 §4.3: the addresses still to try, in order, should the
+    /// attempt under way time out, fail at the transport or get a 503.
+    alternates: VecDeque<Peer>,
+    /// Next hops to try once `alternates` run out: the other registrars,
+    /// for a request routed through the registrar.
+    hops: VecDeque<String>,
+    /// A provisional response came for the attempt under way: the server
+    /// has the request, so it is not tried elsewhere.
+    provisional: bool,
 }
 
 impl Pending {
@@ -578,6 +602,9 @@ pub struct Endpoint {
     server: Option<server::Server>,
     /// Overload control's state (issue 19, `overload.rs`).
     overload: overload::Overload,
+    /// Addresses that answered 503 with Retry-After (RFC 3261 §21.5.4):
+    /// until when, and the 503. Requests outside a dialog skip them.
+    resting: BTreeMap<SocketAddr, (Instant, Response)>,
     out: VecDeque<Output>,
     shutting_down: bool,
     shut_down: bool,
@@ -620,6 +647,7 @@ impl Endpoint {
             sessions: session::Sessions::default(),
             server: None,
             overload: overload::Overload::default(),
+            resting: BTreeMap::new(),
             out: VecDeque::new(),
             shutting_down: false,
             shut_down: false,
@@ -722,9 +750,26 @@ impl Endpoint {
         }
     }
 
-    /// The proxy every request goes through, if any.
+    /// The proxy every request goes through, if any: the outbound proxy,
+    /// else the registrar in use.
     fn next_hop(&self) -> Option<String> {
-        self.config.outbound_proxy.clone().or_else(|| self.config.registration.as_ref().map(|r| r.registrar.clone()))
+        self.config.outbound_proxy.clone().or_else(|| {
+            let reg = self.registration.as_ref()?;
+            Some(reg.config.registrar_at(reg.bound.unwrap_or(reg.at)).to_owned())
+        })
+    }
+
+    /// For a request whose first hop is `hop`: the other registrars, in
+    /// order, when `hop` is the registrar in use and there is no outbound
+    /// proxy (RFC 3263 §4.3 across registrars); else none.
+    fn fallback_hops(&self, hop: &str) -> VecDeque<String> {
+        let Some(reg) = self.registration.as_ref().filter(|_| self.config.outbound_proxy.is_none()) else {
+            return VecDeque::new();
+        };
+        if reg.config.registrar_at(reg.bound.unwrap_or(reg.at)) != hop {
+            return VecDeque::new();
+        }
+        reg.config.registrars().filter(|r| *r != hop).map(str::to_owned).collect()
     }
 
     /// Records a request bound for `hop` (resolved per RFC 3263).
@@ -740,6 +785,10 @@ impl Endpoint {
         let uri = Uri::parse(hop).map_err(|_| SendError::InvalidUri)?;
         let target = target_for(&uri, self.config.default_transport)?;
         let target_forced = uri.as_sip().is_some_and(|s| s.transport().is_some());
+        // Only the application's requests and INVITEs move on to another
+        // registrar (a REGISTER's registrar is the registration's choice).
+        let hops =
+            if matches!(origin, Origin::App | Origin::Invite) { self.fallback_hops(hop) } else { VecDeque::new() };
         self.next_id += 1;
         let id = RequestId(self.next_id);
         let pending = Pending {
@@ -760,6 +809,9 @@ impl Endpoint {
             stage: Stage::Queued,
             peer: None,
             failure: None,
+            alternates: VecDeque::new(),
+            hops,
+            provisional: false,
         };
         self.pending.insert(id, pending);
         Ok(id)
@@ -809,7 +861,7 @@ impl Endpoint {
         }
         if self.registration.is_some() {
             self.set_state(EndpointState::Establishing);
-            self.register(false);
+            self.register(now, false);
         } else {
             self.set_state(EndpointState::Established);
         }
@@ -821,7 +873,7 @@ impl Endpoint {
     pub fn unregister(&mut self, now: Instant) {
         let now = self.clamp(now);
         if self.registration.as_ref().is_some_and(|r| !matches!(r.state, RegistrationState::Unregistered)) {
-            self.register(true);
+            self.register(now, true);
             self.pump(now);
         }
     }
@@ -831,13 +883,19 @@ impl Endpoint {
     pub fn reregister(&mut self, now: Instant) {
         let now = self.clamp(now);
         if self.registration.is_some() && !self.shutting_down {
-            self.register(false);
+            self.register(now, false);
             self.pump(now);
         }
     }
 
-    /// Sends a REGISTER (§10.2) for the binding, or to remove it.
-    fn register(&mut self, unregister: bool) {
+    /// Sends a REGISTER (§10.2) for the binding, or to remove it, to the
+    /// registrar in turn (`Registration::at`).
+    fn register(&mut self, now: Instant, unregister: bool) {
+        // A try to go back to the first registrar gives way to a refresh
+        // or an unregistration where the binding is (counted as failed).
+        if self.registration.as_ref().is_some_and(|r| r.returning && r.request.is_some()) {
+            self.return_failed(now);
+        }
         let contact = self.contact_uri();
         let instance = self.instance();
         let display = self.config.display_name.clone();
@@ -851,9 +909,10 @@ impl Endpoint {
         let expires = if unregister { 0 } else { reg.expires };
         reg.contact.clone_from(&contact);
         let value = contact_value(display.as_deref(), &contact, instance.as_deref());
+        let registrar = reg.config.registrar_at(reg.at).to_owned();
         let request = Request {
             method: Method::Register,
-            uri: reg.config.registrar.clone(),
+            uri: registrar.clone(),
             headers: vec![
                 ("Contact".to_owned(), value),
                 ("Expires".to_owned(), expires.to_string()),
@@ -863,15 +922,20 @@ impl Endpoint {
             body: Vec::new(),
         };
         let ids = (reg.call_id.clone(), reg.tag.clone(), reg.cseq);
-        let registrar = reg.config.registrar.clone();
+        let several = reg.config.count() > 1;
         if let Some(old) = previous {
             self.abandon(old);
         }
         let Ok(id) = self.enqueue(&registrar, request, Origin::Register { unregister }, ids, Some(aor), Vec::new())
         else {
-            // A registrar URI that is not a target: nothing will fix it.
+            // A registrar URI that is not a target: nothing will fix it
+            // (with others to try, it counts as one not answering).
             let error = RequestError::Resolve(ResolveError::NotFound(registrar));
-            self.set_registration(RegistrationState::Failed { error, retry_in: Duration::MAX });
+            if several && !unregister {
+                self.registration_failed(now, error);
+            } else {
+                self.set_registration(RegistrationState::Failed { error, retry_in: Duration::MAX });
+            }
             return;
         };
         let refreshing = matches!(self.registration(), Some(RegistrationState::Registered { .. }));
@@ -920,7 +984,8 @@ impl Endpoint {
             .registration
             .as_ref()
             .and_then(|r| {
-                Uri::parse(&r.config.registrar).ok().and_then(|u| target_for(&u, self.config.default_transport).ok())
+                let registrar = r.config.registrar_at(r.at);
+                Uri::parse(registrar).ok().and_then(|u| target_for(&u, self.config.default_transport).ok())
             })
             .map_or(self.config.default_transport, |t| t.transport);
         let at = match self.registration.as_ref().and_then(|r| r.public) {
@@ -934,11 +999,37 @@ impl Endpoint {
         }
     }
 
-    /// A REGISTER ended (§10.2.4).
-    fn registered(&mut self, now: Instant, unregister: bool, result: Result<Response, RequestError>) {
+    /// A REGISTER ended (§10.2.4); it went last to `peer`.
+    fn registered(
+        &mut self,
+        now: Instant,
+        unregister: bool,
+        result: Result<Response, RequestError>,
+        peer: Option<(Transport, SocketAddr)>,
+    ) {
         let instance = self.instance();
         let Some(reg) = self.registration.as_mut() else { return };
         reg.request = None;
+        if reg.returning && !unregister {
+            if let Err(e) = &result {
+                // §10.2.8: the next try asks for what the first registrar takes.
+                if let RequestError::Failure(r) = e {
+                    let min = Message::parse(&r.bytes).ok().and_then(|m| m.min_expires().and_then(Result::ok));
+                    if let Some(min) = min.filter(|m| r.code == 423 && *m > reg.expires) {
+                        reg.expires = min;
+                    }
+                }
+                // Not back yet: the fallback keeps the binding (its
+                // refresh still runs); the next try backs off.
+                self.return_failed(now);
+                return;
+            }
+            // Back at the first registrar: its connection is the one kept.
+            reg.returning = false;
+            reg.peer = peer;
+            self.repin_registrar(now);
+        }
+        let Some(reg) = self.registration.as_mut() else { return };
         if unregister {
             if let Some(conn) = reg.conn.take() {
                 self.transport.unpin(now, conn);
@@ -952,6 +1043,15 @@ impl Endpoint {
                 let Ok(m) = Message::parse(&response.bytes) else { return };
                 let g = registration::granted(&m, instance.as_deref(), &reg.contact, reg.expires);
                 reg.failures = 0;
+                reg.tried = 0;
+                reg.bound = Some(reg.at);
+                if reg.at == 0 {
+                    reg.home_at = None;
+                    reg.home_failures = 0;
+                } else if reg.home_at.is_none() {
+                    let wait = registration::home_after(&reg.config, reg.home_failures, self.rng.next_u64());
+                    reg.home_at = Some(now + wait);
+                }
                 // RFC 3581: registered from behind a NAT, our Contact says
                 // the wrong address: register the one the registrar saw.
                 let seen = registration::public_address(&m);
@@ -963,6 +1063,7 @@ impl Endpoint {
                 let reliable = reg.peer.is_some_and(|(t, _)| t.is_reliable());
                 reg.keepalive_at = reg.config.keepalive.filter(|_| reliable).map(|k| now + k);
                 let state = RegistrationState::Registered {
+                    registrar: reg.config.registrar_at(reg.at).to_owned(),
                     expires: g.expires,
                     contact: reg.contact.clone(),
                     pub_gruu: g.pub_gruu,
@@ -979,7 +1080,7 @@ impl Endpoint {
                 match min {
                     Some(min) if min > reg.expires => {
                         reg.expires = min;
-                        self.register(false);
+                        self.register(now, false);
                     }
                     _ => self.registration_failed(now, RequestError::Failure(r)),
                 }
@@ -1067,12 +1168,87 @@ impl Endpoint {
         let _ = self.transport.send(now, &peer, Arc::from(&b"\r\n\r\n"[..]));
     }
 
+    /// A REGISTER failed with `error`. With several registrars, one that
+    /// does not answer (`registration::unreachable`) hands over to the next
+    /// at once; when all failed in a row, the next round starts with the
+    /// first after the back-off (see `registration.rs`).
     fn registration_failed(&mut self, now: Instant, error: RequestError) {
         let Some(reg) = self.registration.as_mut() else { return };
+        let count = reg.config.count();
+        if count > 1 && registration::unreachable(&error) {
+            reg.bound = None;
+            reg.tried += 1;
+            if reg.tried < count {
+                reg.at = (reg.at + 1) % count;
+                tracing::info!(%error, next = reg.config.registrar_at(reg.at), "registrar not answering: trying the next");
+                self.set_registration(RegistrationState::Failed { error, retry_in: Duration::ZERO });
+                self.register(now, false);
+                return;
+            }
+            reg.tried = 0;
+            reg.at = 0;
+        }
         reg.failures += 1;
-        let retry_in = registration::retry_after(&reg.config, reg.failures);
+        let mut retry_in = registration::retry_after(&reg.config, reg.failures);
+        // §21.5.4: a 503 that says when to come back is waited out.
+        if let RequestError::Failure(r) = &error {
+            if let Some(wait) = retry_after(r).filter(|_| r.code == 503) {
+                retry_in = retry_in.max(wait.min(RESTING_LONGEST));
+            }
+        }
         reg.refresh_at = Some(now + retry_in);
         self.set_registration(RegistrationState::Failed { error, retry_in });
+    }
+
+    /// Registered with a fallback: tries to register with the first
+    /// registrar again (the fallback's binding and refresh stay as they
+    /// are until it succeeds).
+    fn start_return(&mut self, now: Instant) {
+        let Some(reg) = self.registration.as_mut() else { return };
+        let keep = reg.refresh_at;
+        reg.at = 0;
+        reg.returning = true;
+        tracing::debug!(registrar = reg.config.registrar_at(0), "trying the first registrar again");
+        self.register(now, false);
+        if let Some(reg) = self.registration.as_mut() {
+            reg.refresh_at = keep;
+            if reg.request.is_none() {
+                reg.returning = false;
+                reg.at = reg.bound.unwrap_or(0);
+            }
+        }
+    }
+
+    /// A try to go back to the first registrar failed or gave way: the
+    /// registrar in use stays, the next try waits longer (RFC 5626 §4.5).
+    fn return_failed(&mut self, now: Instant) {
+        let draw = self.rng.next_u64();
+        let Some(reg) = self.registration.as_mut() else { return };
+        let old = if reg.returning { reg.request.take() } else { None };
+        if let Some(old) = old {
+            self.abandon(old);
+        }
+        let Some(reg) = self.registration.as_mut() else { return };
+        reg.returning = false;
+        reg.at = reg.bound.unwrap_or(0);
+        reg.home_failures = reg.home_failures.saturating_add(1);
+        reg.home_at = Some(now + registration::home_after(&reg.config, reg.home_failures, draw));
+    }
+
+    /// Pins the connection to the registrar in use (`Registration::peer`),
+    /// if one is open, in place of the one pinned before.
+    fn repin_registrar(&mut self, now: Instant) {
+        let Some(reg) = self.registration.as_mut() else { return };
+        let Some(key) = reg.peer.filter(|(t, _)| t.is_reliable()) else { return };
+        let conn = self.conn_peer.iter().filter(|(_, k)| **k == key).map(|(c, _)| *c).max();
+        if conn.is_some() && conn != reg.conn {
+            if let Some(old) = std::mem::replace(&mut reg.conn, conn) {
+                self.transport.unpin(now, old);
+            }
+            if let Some(c) = conn {
+                self.transport.pin(c);
+            }
+        }
     }
 
     /// Requests under way (resolving or sent).
@@ -1199,7 +1375,7 @@ impl Endpoint {
         if bound || self.sessions.len() > 0 {
             self.set_state(EndpointState::Draining);
             if bound {
-                self.register(true);
+                self.register(now, true);
                 self.pump(now);
             }
             self.shutdown_progress(now);
@@ -1344,7 +1520,16 @@ impl Endpoint {
         // Registration refresh or retry (§10.2.4).
         let due = self.registration.as_ref().is_some_and(|r| r.refresh_at.is_some_and(|t| t <= now));
         if due && !self.shutting_down {
-            self.register(false);
+            self.register(now, false);
+        }
+        // Time to try the first registrar again (registration.rs).
+        if let Some(reg) = self.registration.as_mut().filter(|r| r.home_at.is_some_and(|t| t <= now)) {
+            reg.home_at = None;
+            let settled = matches!(reg.state, RegistrationState::Registered { .. }) && reg.request.is_none();
+            if settled && reg.bound.is_some_and(|b| b > 0) && !self.shutting_down {
+                self.start_return(now);
+            }
+            // Otherwise the next success with a fallback sets it again.
         }
         // Incoming requests the application let lie get 408 (§21.4.9).
         while let Some(&(deadline, server)) = self.answer_deadlines.first() {
@@ -1368,6 +1553,7 @@ impl Endpoint {
             self.answer_deadlines.first().map(|d| d.0),
             self.sessions.poll_timeout(),
             refresh.filter(|_| !self.shutting_down),
+            self.registration.as_ref().and_then(|r| r.home_at).filter(|_| !self.shutting_down),
             self.registration.as_ref().and_then(|r| r.keepalive_at),
             self.server.as_ref().and_then(server::Server::poll_timeout),
         ]
@@ -1421,6 +1607,7 @@ impl Endpoint {
         shed(&mut self.incoming);
         shed(&mut self.answer_deadlines);
         shed(&mut self.queued);
+        shed(&mut self.resting);
     }
 
     /// One output of the transaction layer; `arrived` is the message being
@@ -1473,14 +1660,13 @@ impl Endpoint {
             TransportEvent::Resolved { query, result } => {
                 let Some(id) = self.by_query.remove(&query) else { return };
                 match result {
-                    Ok(peers) => {
-                        if let Some(peer) = peers.into_iter().next() {
-                            self.dispatch(now, id, peer);
-                        } else {
-                            self.finish(now, id, Err(RequestError::Resolve(ResolveError::NotFound(String::new()))));
+                    Ok(peers) => self.resolved(now, id, peers),
+                    Err(e) => {
+                        let e = RequestError::Resolve(e);
+                        if !self.fail_over(now, id, &e) {
+                            self.finish(now, id, Err(e));
                         }
                     }
-                    Err(e) => self.finish(now, id, Err(RequestError::Resolve(e))),
                 }
             }
             TransportEvent::Closed { conn, reason } => {
@@ -1504,6 +1690,119 @@ impl Endpoint {
             }
             _ => {}
         }
+    }
+
+    /// The next hop of request `id` resolved to `peers` (RFC 3263 §4): the
+    /// first goes now; outside a dialog the others are kept, in order, to
+    /// fail over to (§4.3), and addresses resting after a 503 with
+    /// Retry-After are skipped. A dialog's request goes to the first, as
+    /// its route says.
+    fn resolved(&mut self, now: Instant, id: RequestId, peers: Vec<Peer>) {
+        let Some(in_dialog) = self.pending.get(&id).map(|p| p.dialog_head.is_some()) else { return };
+        let mut peers: VecDeque<Peer> = peers.into();
+        let mut rested = None;
+        if !in_dialog {
+            self.resting.retain(|_, (until, _)| *until > now);
+            peers.retain(|peer| match self.resting.get(&peer.remote) {
+                Some((_, response)) => {
+                    rested.get_or_insert_with(|| response.clone());
+                    false
+                }
+                None => true,
+            });
+        }
+        let Some(first) = peers.pop_front() else {
+            // Nothing to try: every address rests (their 503 is the
+            // answer), or there were none.
+            let e = match rested {
+                Some(response) => RequestError::Failure(response),
+                None => RequestError::Resolve(ResolveError::NotFound(String::new())),
+            };
+            if !self.fail_over(now, id, &e) {
+                self.finish(now, id, Err(e));
+            }
+            return;
+        };
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.alternates = if in_dialog { VecDeque::new() } else { peers };
+        }
+        self.dispatch(now, id, first);
+    }
+
+    /// RFC 3263 §4.3: the attempt of request `id` under way failed with
+    /// `error` (a timeout, a transport failure, a 503, a name that did not
+    /// resolve): "the client SHOULD create a new request, which is
+    /// identical to the previous, but has a different value of the Via
+    /// branch ID" and send it to the next address in the list — or, the
+    /// list spent, to the next hop (another registrar) once resolved.
+    /// Returns whether another attempt is under way. Requests inside a
+    /// dialog keep their route; a request a server already answered
+    /// provisionally, or an INVITE being cancelled, is not sent elsewhere.
+    fn fail_over(&mut self, now: Instant, id: RequestId, error: &RequestError) -> bool {
+        let Some(p) = self.pending.get(&id) else { return false };
+        let cancelling = p.session.is_some_and(|s| self.sessions.cancelling(s));
+        if p.dialog_head.is_some() || p.provisional || cancelling {
+            return false;
+        }
+        self.resting.retain(|_, (until, _)| *until > now);
+        let Some(p) = self.pending.get_mut(&id) else { return false };
+        let mut next = None;
+        while let Some(peer) = p.alternates.pop_front() {
+            if !self.resting.contains_key(&peer.remote) {
+                next = Some(peer);
+                break;
+            }
+        }
+        let hop = if next.is_none() { p.hops.pop_front() } else { None };
+        if next.is_none() && hop.is_none() {
+            return false;
+        }
+        // A new attempt: the old transaction is left to end on its own.
+        if let Stage::Sent(client) = p.stage {
+            self.by_client.remove(&client);
+        }
+        p.auth_rounds = 0;
+        p.failure = None;
+        if let Some(peer) = next {
+            tracing::debug!(%error, next = %peer.remote, "RFC 3263 §4.3: trying the next address");
+            self.dispatch(now, id, peer);
+            return true;
+        }
+        let Some(hop) = hop else { return false };
+        let target = Uri::parse(&hop).ok().and_then(|u| {
+            let forced = u.as_sip().is_some_and(|s| s.transport().is_some());
+            target_for(&u, self.config.default_transport).ok().map(|t| (t, forced))
+        });
+        let Some((target, forced)) = target else {
+            // Not a usable URI: on to the one after, if any.
+            return self.fail_over(now, id, error);
+        };
+        tracing::debug!(%error, next = %hop, "RFC 3263 §4.3: trying the next registrar");
+        p.routes = vec![loose_route(&hop)];
+        p.target = target;
+        p.target_forced = forced;
+        let query = self.transport.resolve(&p.target);
+        p.stage = Stage::Resolving(query);
+        self.by_query.insert(query, id);
+        true
+    }
+
+    /// A 503 with Retry-After for request `id` (RFC 3261 §21.5.4): its
+    /// address rests that long (at most [`RESTING_LONGEST`]); requests
+    /// outside a dialog skip it meanwhile.
+    fn rest(&mut self, now: Instant, id: RequestId, response: &Response) {
+        let Some((_, remote)) = self.pending.get(&id).and_then(|p| p.peer) else { return };
+        let Some(wait) = retry_after(response).filter(|w| !w.is_zero()) else { return };
+        let Some(until) = now.checked_add(wait.min(RESTING_LONGEST)) else { return };
+        self.resting.retain(|_, (u, _)| *u > now);
+        if self.resting.len() >= RESTING_MAX && !self.resting.contains_key(&remote) {
+            let soonest = self.resting.iter().min_by_key(|(_, (u, _))| *u).map(|(a, _)| *a);
+            if let Some(a) = soonest {
+                self.resting.remove(&a);
+            }
+        }
+        tracing::debug!(%remote, ?wait, "503 with Retry-After: the address rests");
+        self.resting.insert(remote, (until, response.clone()));
     }
 
     /// A stream connection ended or could not be opened: requests sent to
@@ -1550,6 +1849,8 @@ impl Endpoint {
         let key = (peer.transport, peer.remote);
         let Some(p) = self.pending.get_mut(&id) else { return };
         p.last_peer = Some(peer.clone());
+        // A new transaction: no provisional answer to it yet.
+        p.provisional = false;
         match (p.request.method, p.origin, p.session) {
             (Method::Ack, _, session) => {
                 // §17.1.1.3: the ACK of a 2xx has no transaction.
@@ -1572,7 +1873,11 @@ impl Endpoint {
                     p.stage = Stage::Sent(client);
                     p.peer = Some(key);
                     if let (Origin::Register { .. }, Some(reg)) = (p.origin, self.registration.as_mut()) {
-                        reg.peer = Some(key);
+                        // A try to go back to the first registrar keeps
+                        // the fallback's connection until it succeeds.
+                        if !reg.returning {
+                            reg.peer = Some(key);
+                        }
                     }
                 }
             }
@@ -1653,7 +1958,7 @@ impl Endpoint {
             (Origin::Register { unregister }, _) => {
                 // Only the REGISTER the registration waits for counts.
                 if self.registration.as_ref().is_some_and(|r| r.request == Some(id)) {
-                    self.registered(now, unregister, result);
+                    self.registered(now, unregister, result, p.peer);
                 }
             }
         }
@@ -1731,6 +2036,9 @@ impl Endpoint {
                 let (origin, session) =
                     self.pending.get(&id).map_or((Origin::Detached, None), |p| (p.origin, p.session));
                 if response.code < 200 {
+                    if let Some(p) = self.pending.get_mut(&id) {
+                        p.provisional = true;
+                    }
                     match (origin, session) {
                         (Origin::Invite, Some(s)) => {
                             let conn = self.responding.and_then(|src| src.conn);
@@ -1745,6 +2053,14 @@ impl Endpoint {
                     // Sent again with credentials.
                 } else if response.code < 300 {
                     self.finish(now, id, Ok(response));
+                } else if response.code == 503 {
+                    // RFC 3263 §4.3, §21.5.4: the next address, and this
+                    // one rests for its Retry-After.
+                    self.rest(now, id, &response);
+                    let e = RequestError::Failure(response);
+                    if !self.fail_over(now, id, &e) {
+                        self.finish(now, id, Err(e));
+                    }
                 } else {
                     self.finish(now, id, Err(RequestError::Failure(response)));
                 }
@@ -1754,7 +2070,10 @@ impl Endpoint {
                     return;
                 }
                 if let Some(&id) = self.by_client.get(&client) {
-                    self.finish(now, id, Err(RequestError::Timeout));
+                    // Timer B or F (64·T1): RFC 3263 §4.3, the next address.
+                    if !self.fail_over(now, id, &RequestError::Timeout) {
+                        self.finish(now, id, Err(RequestError::Timeout));
+                    }
                 }
             }
             E::TransportError { tx: TxId::Client(client) } => {
@@ -1767,7 +2086,10 @@ impl Endpoint {
                         .get_mut(&id)
                         .and_then(|p| p.failure.take())
                         .unwrap_or(RequestError::ConnectionFailed(CloseReason::Closed));
-                    self.finish(now, id, Err(failure));
+                    // §17.1.4 / RFC 3263 §4.3: the next address.
+                    if !self.fail_over(now, id, &failure) {
+                        self.finish(now, id, Err(failure));
+                    }
                 }
             }
             E::Request { server, request, merged } => {

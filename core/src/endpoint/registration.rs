@@ -2,6 +2,33 @@
 //! RFC 5626 §4.1 and the GRUUs of RFC 5627: what a REGISTER carries, what
 //! its 200 OK grants, and when to refresh or retry. The endpoint sends the
 //! requests and owns the timers; this module holds the rules.
+//!
+//! Several registrars (issue 20, RFC 3263 §4.3): [`RegistrationConfig::fallbacks`]
+//! follow [`RegistrationConfig::registrar`] in order of preference. Each
+//! REGISTER tries every address of its registrar's name (SRV targets by
+//! priority and weight, then their addresses) before giving up. The policy:
+//!
+//! - A REGISTER to the registrar in use that times out (Timer F), fails at
+//!   the transport, gets a 503, or whose name does not resolve
+//!   ([`unreachable`]): the next registrar is tried at once
+//!   ([`RegistrationState::Failed`] with `retry_in` zero, then
+//!   `Registering`). Once every registrar failed in a row, the round
+//!   ends: the next starts with the first after `retry_base` doubling per
+//!   round up to `retry_max` (RFC 5626 §4.5; a 503's Retry-After, if
+//!   longer, is waited out). Any other failure (403, a failed digest…)
+//!   means the registrar answers: it is retried after the back-off.
+//! - Registered with a fallback, the endpoint tries to go back to the
+//!   first registrar after [`RegistrationConfig::home_base`] (RFC 5626
+//!   §4.5's base time when a flow still works: 90 s), doubling per failed
+//!   try up to `retry_max`, each wait drawn between 50 and 100 % of that
+//!   (§4.5). The try is a REGISTER to the first registrar while the
+//!   fallback's binding stays refreshed; if it fails nothing changes; if
+//!   it succeeds the endpoint uses the first registrar again. The
+//!   fallback's binding is left to expire (removing it could remove the
+//!   new one where both registrars share a location service).
+//! - Requests routed through the registrar (no outbound proxy) go through
+//!   the one in use, and fail over to the others in order (RFC 3263 §4.3)
+//!   when it does not answer; requests inside a dialog keep their route.
 
 use crate::message::headers::Contact;
 use crate::message::Message;
@@ -12,8 +39,11 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationConfig {
     /// The registrar's URI (`sip:example.com`, `sip:192.0.2.1:5060;transport=tcp`);
-    /// its host is resolved per RFC 3263.
+    /// its host is resolved per RFC 3263. The preferred one of several.
     pub registrar: String,
+    /// Further registrars, in order of preference, used when the ones
+    /// before them stop answering (see the module's policy).
+    pub fallbacks: Vec<String>,
     /// The registration interval asked for, in seconds (§10.2.1.1).
     pub expires: u32,
     /// The first retry delay after a failed registration; it doubles per
@@ -26,6 +56,11 @@ pub struct RegistrationConfig {
     /// so that neither side's idle timer closes it (Kamailio's
     /// `tcp_connection_lifetime` is 120 s by default). `None`: none.
     pub keepalive: Option<Duration>,
+    /// Registered with a fallback: the first wait before trying the first
+    /// registrar again; it doubles per failed try up to
+    /// [`retry_max`](Self::retry_max), each wait drawn between 50 and
+    /// 100 % of that (RFC 5626 §4.5, base time 90 s when a flow works).
+    pub home_base: Duration,
 }
 
 impl RegistrationConfig {
@@ -34,11 +69,42 @@ impl RegistrationConfig {
     pub fn new(registrar: &str) -> RegistrationConfig {
         RegistrationConfig {
             registrar: registrar.to_owned(),
+            fallbacks: Vec::new(),
             expires: 3600,
             retry_base: Duration::from_secs(30),
             retry_max: Duration::from_secs(1800),
             keepalive: Some(Duration::from_secs(90)),
+            home_base: Duration::from_secs(90),
         }
+    }
+
+    /// The same, with `fallbacks` after the registrar, in order of
+    /// preference.
+    ///
+    /// ```
+    /// use sipline::endpoint::RegistrationConfig;
+    /// let c = RegistrationConfig::new("sip:a.example.com").with_fallbacks(vec!["sip:b.example.com".into()]);
+    /// assert_eq!(c.registrars().collect::<Vec<_>>(), ["sip:a.example.com", "sip:b.example.com"]);
+    /// ```
+    #[must_use]
+    pub fn with_fallbacks(mut self, fallbacks: Vec<String>) -> RegistrationConfig {
+        self.fallbacks = fallbacks;
+        self
+    }
+
+    /// Every registrar, the preferred first.
+    pub fn registrars(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.registrar.as_str()).chain(self.fallbacks.iter().map(String::as_str))
+    }
+
+    /// Registrar number `i` (0: the preferred), or the preferred one.
+    pub(super) fn registrar_at(&self, i: usize) -> &str {
+        i.checked_sub(1).and_then(|j| self.fallbacks.get(j)).map_or(self.registrar.as_str(), String::as_str)
+    }
+
+    /// How many registrars there are.
+    pub(super) fn count(&self) -> usize {
+        1 + self.fallbacks.len()
     }
 }
 
@@ -52,6 +118,9 @@ pub enum RegistrationState {
     Registering,
     /// The registrar holds our binding.
     Registered {
+        /// The registrar that holds it (one of
+        /// [`RegistrationConfig::registrars`]).
+        registrar: String,
         /// The interval granted.
         expires: Duration,
         /// The Contact registered.
@@ -61,7 +130,8 @@ pub enum RegistrationState {
         /// The temporary GRUU the registrar assigned.
         temp_gruu: Option<String>,
     },
-    /// Registering failed; another attempt follows after `retry_in`.
+    /// Registering failed; another attempt follows after `retry_in` (zero:
+    /// the next registrar is tried at once).
     Failed {
         /// Why.
         error: super::RequestError,
@@ -97,6 +167,20 @@ pub(super) struct Registration {
     pub contact: String,
     /// When the next keep-alive goes.
     pub keepalive_at: Option<std::time::Instant>,
+    /// The registrar (index into [`RegistrationConfig::registrars`]) the
+    /// REGISTER under way, or the next, goes to.
+    pub at: usize,
+    /// The registrar that accepted the last REGISTER, while registered.
+    pub bound: Option<usize>,
+    /// Registrars that failed in a row since the last success or back-off.
+    pub tried: usize,
+    /// The REGISTER under way is a try to go back to the first registrar
+    /// while `bound` is a fallback.
+    pub returning: bool,
+    /// When to try the first registrar again (while with a fallback).
+    pub home_at: Option<std::time::Instant>,
+    /// Failed tries to go back, since the last success there.
+    pub home_failures: u32,
 }
 
 impl Registration {
@@ -116,6 +200,12 @@ impl Registration {
             peer: None,
             contact: String::new(),
             keepalive_at: None,
+            at: 0,
+            bound: None,
+            tried: 0,
+            returning: false,
+            home_at: None,
+            home_failures: 0,
         }
     }
 }
@@ -135,6 +225,30 @@ pub(super) fn refresh_after(granted: Duration) -> Duration {
 pub(super) fn retry_after(config: &RegistrationConfig, failures: u32) -> Duration {
     let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
     config.retry_base.saturating_mul(factor).min(config.retry_max)
+}
+
+/// How long to wait before try number `failures + 1` to go back to the
+/// first registrar (RFC 5626 §4.5): `home_base · 2^failures` up to
+/// `retry_max`, then 50–100 % of that by `draw` (the caller's seeded
+/// generator).
+pub(super) fn home_after(config: &RegistrationConfig, failures: u32, draw: u64) -> Duration {
+    let factor = 1u32.checked_shl(failures.min(16)).unwrap_or(u32::MAX);
+    let wait = config.home_base.saturating_mul(factor).min(config.retry_max);
+    // §4.5: "a random number between 50 and 100 percent of the wait".
+    let percent = 50 + u32::try_from(draw % 51).unwrap_or(0);
+    wait.saturating_mul(percent) / 100
+}
+
+/// Whether `error` says the registrar did not answer (RFC 3263 §4.3: a
+/// timeout, a transport failure, a 503), or could not be found: the cases
+/// that move a registration to the next registrar.
+pub(super) fn unreachable(error: &super::RequestError) -> bool {
+    use super::RequestError as E;
+    match error {
+        E::Timeout | E::ConnectionFailed(_) | E::Tls(_) | E::TooManyConnections | E::Resolve(_) => true,
+        E::Failure(r) => r.code == 503,
+        _ => false,
+    }
 }
 
 /// What a 2xx to our REGISTER says about our binding (§10.2.4): the
@@ -193,6 +307,28 @@ mod tests {
         let delays: Vec<u64> = (1..=8).map(|n| retry_after(&c, n).as_secs()).collect();
         assert_eq!(delays, [30, 60, 120, 240, 480, 960, 1800, 1800]);
         assert_eq!(retry_after(&c, 1000), Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn going_back_to_the_first_registrar_backs_off_with_jitter_5626_4_5() {
+        let c = RegistrationConfig::new("sip:192.0.2.1");
+        // draw 50 → 100 %, draw 0 → 50 %.
+        let full: Vec<u64> = (0..6).map(|n| home_after(&c, n, 50).as_secs()).collect();
+        assert_eq!(full, [90, 180, 360, 720, 1440, 1800]);
+        assert_eq!(home_after(&c, 0, 0), Duration::from_secs(45));
+        assert_eq!(home_after(&c, 1000, 101), Duration::from_secs(1800));
+        for draw in 0..200 {
+            let d = home_after(&c, 2, draw);
+            assert!(d >= Duration::from_secs(180) && d <= Duration::from_secs(360), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn registrars_in_order_of_preference() {
+        let c = RegistrationConfig::new("sip:a").with_fallbacks(vec!["sip:b".into(), "sip:c".into()]);
+        assert_eq!(c.count(), 3);
+        assert_eq!([c.registrar_at(0), c.registrar_at(1), c.registrar_at(2)], ["sip:a", "sip:b", "sip:c"]);
+        assert_eq!(c.registrar_at(9), "sip:a");
     }
 
     #[test]

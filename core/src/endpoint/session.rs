@@ -329,6 +329,12 @@ impl Sessions {
         crate::shed::shed(&mut self.timers);
     }
 
+    /// Whether the application asked for the INVITE of `s` to be
+    /// cancelled (then it is not tried elsewhere, RFC 3263 §4.3).
+    pub(super) fn cancelling(&self, s: SessionId) -> bool {
+        self.all.get(&s).is_some_and(|x| x.cancel.is_some())
+    }
+
     /// Live sessions.
     pub(super) fn len(&self) -> usize {
         self.all.len()

@@ -184,7 +184,12 @@ impl Resolver {
                 }
             }
         }
-        if let Some(addrs) = done {
+        if let Some(mut addrs) = done {
+            // An address named twice (two SRV records for one host, say)
+            // is tried once, where it came first (§4.3 moves on to the
+            // next element, not the same one again).
+            let mut seen = std::collections::BTreeSet::new();
+            addrs.retain(|a| seen.insert(*a));
             if let Some(job) = self.jobs.remove(&job_id) {
                 let result = if addrs.is_empty() {
                     Err(match job.failure {
@@ -338,6 +343,42 @@ mod tests {
         );
         // A stale or unknown query is ignored.
         assert!(r.answer(QueryId(999), Answer::NotFound, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn an_address_named_twice_is_tried_once_4_3() {
+        let mut r = Resolver::default();
+        let mut rng = Rng::new(5);
+        let (_, out) = r.start(&target("sip:bob@example.com"));
+        let srv = |priority, target: &str| SrvRecord { priority, weight: 0, port: 5060, target: target.into() };
+        let out = r.answer(asked(&out)[0].0, Answer::Srv(vec![srv(10, "a"), srv(20, "b")]), &mut rng);
+        let q = asked(&out);
+        let ip = |s: &str| Answer::Ips(vec![s.parse().unwrap()]);
+        assert!(r.answer(q[0].0, ip("192.0.2.1"), &mut rng).is_empty());
+        let out = r.answer(q[1].0, ip("192.0.2.1"), &mut rng);
+        assert_eq!(resolved(&out), Some(Ok(vec!["192.0.2.1:5060".parse().unwrap()])));
+    }
+
+    #[test]
+    fn priorities_are_never_mixed_whatever_the_weights_2782() {
+        let mut rng = Rng::new(21);
+        let rec = |priority, weight, target: &str| SrvRecord { priority, weight, port: 5060, target: target.into() };
+        for _ in 0..500 {
+            let order = order_srv(
+                vec![
+                    rec(20, 1000, "late"),
+                    rec(10, 0, "zero"),
+                    rec(10, 5, "small"),
+                    rec(30, 0, "."),
+                    rec(5, 1, "first"),
+                ],
+                &mut rng,
+            );
+            let names: Vec<&str> = order.iter().map(|r| r.target.as_str()).collect();
+            assert_eq!(names[0], "first");
+            assert_eq!(names[3], "late");
+            assert_eq!(names.len(), 4, "the \".\" target means no service (RFC 2782)");
+        }
     }
 
     #[test]
