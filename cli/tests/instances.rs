@@ -158,6 +158,61 @@ fn an_instance_reaches_a_user_over_the_connection_another_holds() {
     delivered(&mut bob, "over a's connection");
 }
 
+/// bob registers over TCP with A first and B second (`--registrar`
+/// twice, RFC 3263 §4.3); A is killed: within one registration refresh
+/// (10 s here; in practice at once, as bob's connection to A closes and
+/// a new one is refused) bob is registered at B, and alice reaches him
+/// through B.
+#[test]
+fn an_endpoint_with_two_registrars_moves_to_the_other_instance_when_one_dies() {
+    let dir = TempDir::new("instances-failover");
+    let redis = Redis::start();
+    let (mut a, _) = instance(&redis, &dir, "a");
+    let a_tcp = a.bound("tcp");
+    let (mut b, b_addr) = instance(&redis, &dir, "b");
+    let b_tcp = b.bound("tcp");
+    let aor = format!("sip:bob@{DOMAIN}");
+    let (first, second) = (format!("sip:{a_tcp};transport=tcp"), format!("sip:{b_tcp};transport=tcp"));
+    let args = [
+        "register",
+        &aor,
+        "--registrar",
+        &first,
+        "--registrar",
+        &second,
+        "--user",
+        "bob",
+        "--password",
+        "bobpw",
+        "--bind",
+        "127.0.0.1:0",
+        "--transport",
+        "tcp",
+        "--expires",
+        "10",
+    ];
+    let mut bob = Listener::start_for(&args, 120);
+    bob.lines_starting("registration: registered as ", 1);
+    reach("bob", "before", b_addr);
+    delivered(&mut bob, "before");
+    let killed = std::time::Instant::now();
+    drop(a);
+    // The next REGISTER (at the latest the refresh, within 10 s) finds A
+    // gone and goes to B.
+    bob.lines_starting("registration: registered as ", 2);
+    let moved = killed.elapsed();
+    assert!(moved < Duration::from_secs(12), "took {moved:?}");
+    eprintln!("registered at b {moved:?} after a was killed");
+    b.drain();
+    assert!(
+        b.seen.iter().any(|l| l.starts_with("REGISTER ") && l.contains("for sip:bob@") && l.contains("200 OK")),
+        "B never registered bob: {:#?}",
+        b.seen
+    );
+    reach("bob", "after a died", b_addr);
+    delivered(&mut bob, "after a died");
+}
+
 /// A REGISTER for carol from `socket`, with `authorization` if given.
 fn register_request(socket: &UdpSocket, cseq: u32, authorization: Option<&str>) -> Vec<u8> {
     register_request_for(socket, cseq, authorization, 60)
