@@ -158,6 +158,67 @@ fn an_instance_reaches_a_user_over_the_connection_another_holds() {
     delivered(&mut bob, "over a's connection");
 }
 
+/// A call across instances: bob registered over TCP at A answers; alice
+/// calls through B. The INVITE goes B → A (bob's Path) → bob's connection,
+/// both instances record-route, and the ACK and alice's BYE follow that
+/// route set back to bob.
+#[test]
+fn a_call_through_one_instance_reaches_a_user_whose_connection_another_holds() {
+    let dir = TempDir::new("instances-call");
+    let redis = Redis::start();
+    let (mut a, _) = instance(&redis, &dir, "a");
+    let a_tcp = a.bound("tcp");
+    let (_b, b_addr) = instance(&redis, &dir, "b");
+    let aor = format!("sip:bob@{DOMAIN}");
+    let registrar = format!("sip:{a_tcp};transport=tcp");
+    let args = [
+        "register",
+        &aor,
+        "--registrar",
+        &registrar,
+        "--user",
+        "bob",
+        "--password",
+        "bobpw",
+        "--bind",
+        "127.0.0.1:0",
+        "--transport",
+        "tcp",
+        "--answer",
+    ];
+    let mut bob = Listener::start_for(&args, 120);
+    bob.lines_starting("registration: registered as ", 1);
+    let (from, proxy) = (format!("sip:alice@{DOMAIN}"), format!("sip:{b_addr}"));
+    let call = [
+        "call",
+        &aor,
+        "--from",
+        &from,
+        "--proxy",
+        &proxy,
+        "--user",
+        "alice",
+        "--password",
+        "alicepw",
+        "--bind",
+        "127.0.0.1:0",
+        "--hangup-after",
+        "0.5",
+    ];
+    // 480 until B has bob's binding (milliseconds).
+    let mut last = None;
+    let answered = wait_until(STEP, || {
+        let out = run(&call);
+        let ok = out.status.code() == Some(0);
+        last = Some(out);
+        ok
+    });
+    assert!(answered, "{}", last.as_ref().map(text).unwrap_or_default());
+    bob.lines_starting(&format!("INVITE from {from}"), 1);
+    bob.lines_starting("ACK", 1);
+    bob.lines_starting(&format!("BYE from {from}"), 1);
+}
+
 /// bob registers over TCP with A first and B second (`--registrar`
 /// twice, RFC 3263 §4.3); A is killed: within one registration refresh
 /// (10 s here; in practice at once, as bob's connection to A closes and
