@@ -36,6 +36,7 @@ pub mod message;
 pub mod proxy;
 pub mod registrar;
 pub mod rng;
+pub mod sdp;
 mod shed;
 mod slab;
 pub mod transaction;
