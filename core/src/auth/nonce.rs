@@ -188,7 +188,8 @@ impl NonceJournal {
 /// use sipline::auth::{NonceLedger, Nonces};
 /// use std::time::Instant;
 ///
-/// let now = Instant::now();
+/// // `now` comes from the caller (the core reads no clock).
+/// fn example(now: Instant) {
 /// let ledger = NonceLedger::new();
 /// let mut a = Nonces::with_secret(now, b"one secret for both").with_ledger(&ledger);
 /// let mut b = Nonces::with_secret(now, b"one secret for both").with_ledger(&ledger);
@@ -197,6 +198,7 @@ impl NonceJournal {
 /// // The same answer again, at either worker: a replay.
 /// assert!(a.record(now, &nonce, Some(1)).is_err());
 /// assert!(b.record(now, &nonce, Some(1)).is_err());
+/// }
 /// ```
 #[derive(Clone)]
 pub struct NonceLedger(Arc<Ledger>);

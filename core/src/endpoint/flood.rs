@@ -96,25 +96,13 @@ impl FloodTable {
         let hash = KeyedHash::new(0x666c_6f6f_645f_6b30, 0x666c_6f6f_645f_6b31);
         FloodTable(Arc::new(Table { buckets: HashMap::builder().hasher(hash).build(), dropped: AtomicU64::new(0) }))
     }
-}
-
-/// A worker's view of the flood limit: its limit over a shared table.
-#[derive(Debug)]
-pub(super) struct Flood {
-    limit: FloodLimit,
-    table: FloodTable,
-}
-
-impl Flood {
-    pub(super) fn new(limit: FloodLimit, table: &FloodTable) -> Flood {
-        Flood { limit, table: table.clone() }
-    }
 
     /// Whether a request from `source` at `now` may go on; takes a token.
-    pub(super) fn allow(&mut self, now: Instant, source: IpAddr) -> bool {
-        let limit = self.limit;
+    /// Whether a request from `source` at `now` may go on under `limit`;
+    /// takes a token from its bucket (one atomic update of one entry).
+    pub fn allow(&self, limit: FloodLimit, now: Instant, source: IpAddr) -> bool {
         let full = u64::from(limit.burst) * 1000;
-        let buckets = self.table.0.buckets.pin();
+        let buckets = self.0.buckets.pin();
         let taken = buckets.compute(source, |current| {
             let bucket = current.map_or(Bucket { milli: full, at: now, limited: false, allowed: true }, |(_, b)| *b);
             // Refill for the time since the last request.
@@ -142,7 +130,7 @@ impl Flood {
             tracing::info!(target: "sipline::serve", %source, "flood over: requests taken again");
         }
         if !allowed {
-            self.table.0.dropped.fetch_add(1, Ordering::Relaxed);
+            self.0.dropped.fetch_add(1, Ordering::Relaxed);
             if !was_limited && bucket.limited {
                 tracing::warn!(
                     target: "sipline::serve",
@@ -160,8 +148,31 @@ impl Flood {
     }
 
     /// (sources tracked, requests dropped so far), over every worker.
+    pub fn stats(&self) -> (usize, u64) {
+        (self.0.buckets.len(), self.0.dropped.load(Ordering::Relaxed))
+    }
+}
+
+/// A worker's view of the flood limit: its limit over a shared table.
+#[derive(Debug)]
+pub(super) struct Flood {
+    limit: FloodLimit,
+    table: FloodTable,
+}
+
+impl Flood {
+    pub(super) fn new(limit: FloodLimit, table: &FloodTable) -> Flood {
+        Flood { limit, table: table.clone() }
+    }
+
+    /// Whether a request from `source` at `now` may go on; takes a token.
+    pub(super) fn allow(&mut self, now: Instant, source: IpAddr) -> bool {
+        self.table.allow(self.limit, now, source)
+    }
+
+    /// (sources tracked, requests dropped so far), over every worker.
     pub(super) fn stats(&self) -> (usize, u64) {
-        (self.table.0.buckets.len(), self.table.0.dropped.load(Ordering::Relaxed))
+        self.table.stats()
     }
 }
 
@@ -178,55 +189,5 @@ fn evict<G: papaya::Guard>(buckets: &papaya::HashMapRef<'_, IpAddr, Bucket, Keye
             Some((_, b)) if b.at == at => Operation::Remove,
             _ => Operation::Abort(()),
         });
-    }
-}
-
-#[cfg(test)]
-// One arbitrary origin from the clock; time moves as each test says.
-#[allow(clippy::disallowed_methods)]
-mod tests {
-    use super::*;
-    use std::net::Ipv4Addr;
-
-    fn ip(last: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
-    }
-
-    /// Issue 19: two workers sharing a table draw on one bucket per
-    /// source: a burst of 10 is 10 in all, not 10 at each.
-    #[test]
-    fn workers_sharing_a_table_draw_on_one_bucket() {
-        let now = Instant::now();
-        let table = FloodTable::new();
-        let limit = FloodLimit::new(1, 10);
-        let (mut a, mut b) = (Flood::new(limit, &table), Flood::new(limit, &table));
-        let allowed = (0..40).filter(|k| if k % 2 == 0 { a.allow(now, ip(1)) } else { b.allow(now, ip(1)) }).count();
-        assert_eq!(allowed, 10);
-        assert_eq!(a.stats(), (1, 30));
-        assert_eq!(b.stats(), (1, 30));
-        // A second later one token came back, for either worker.
-        let later = now + Duration::from_secs(1);
-        assert!(b.allow(later, ip(1)));
-        assert!(!a.allow(later, ip(1)));
-        // Tables of their own: twice the burst.
-        let (mut c, mut d) = (Flood::new(limit, &FloodTable::new()), Flood::new(limit, &FloodTable::new()));
-        let allowed = (0..40).filter(|k| if k % 2 == 0 { c.allow(now, ip(1)) } else { d.allow(now, ip(1)) }).count();
-        assert_eq!(allowed, 20);
-    }
-
-    #[test]
-    fn the_table_forgets_the_sources_seen_least_recently() {
-        let now = Instant::now();
-        let mut limit = FloodLimit::new(1, 1);
-        limit.max_sources = 32;
-        let mut f = Flood::new(limit, &FloodTable::new());
-        for k in 0..33u8 {
-            assert!(f.allow(now + Duration::from_millis(u64::from(k)), ip(k)));
-        }
-        // Over 32: down to 30 (15/16), the oldest gone.
-        assert_eq!(f.stats().0, 30);
-        let later = now + Duration::from_millis(40);
-        assert!(f.allow(later, ip(0)), "source 0 was forgotten: a full bucket again");
-        assert!(!f.allow(later, ip(32)), "source 32 is remembered: its bucket is empty");
     }
 }

@@ -262,7 +262,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The next line, which must be of type `kind`.
-    fn expect(&mut self, kind: char, expected: &'static str) -> Result<(usize, &'a str), SdpError> {
+    fn need(&mut self, kind: char, expected: &'static str) -> Result<(usize, &'a str), SdpError> {
         match self.peek() {
             Some((n, k, v)) if k == kind => {
                 self.at += 1;
@@ -290,13 +290,13 @@ impl<'a> Parser<'a> {
 
     fn description(mut self) -> Result<SessionDescription<'a>, SdpError> {
         // §5: v=, o=, s=, then the optional lines in their order.
-        let (_, v) = self.expect('v', "v=")?;
+        let (_, v) = self.need('v', "v=")?;
         if v != "0" {
             return Err(SdpError::Version);
         }
-        let (n, o) = self.expect('o', "o=")?;
+        let (n, o) = self.need('o', "o=")?;
         let origin = parse_origin(n, o)?;
-        let (_, name) = self.expect('s', "s=")?;
+        let (_, name) = self.need('s', "s=")?;
         let info = self.optional('i');
         let uri = self.optional('u');
         let emails = self.many('e');
