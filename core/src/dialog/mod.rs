@@ -241,6 +241,13 @@ impl Dialog {
         self.local_seq
     }
 
+    /// Sets the last CSeq number we used: a dialog formed by a request of
+    /// the peer that answers one of ours (a NOTIFY before the 2xx of our
+    /// SUBSCRIBE, RFC 6665 §4.1.2.4) goes on from that request's number.
+    pub fn set_local_seq(&mut self, seq: u32) {
+        self.local_seq = Some(seq);
+    }
+
     /// Marks the dialog confirmed (a 2xx sent or received).
     pub fn confirm(&mut self) {
         self.state = DialogState::Confirmed;

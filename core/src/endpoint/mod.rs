@@ -26,6 +26,7 @@ mod overload;
 mod registration;
 mod server;
 mod session;
+mod subscription;
 mod uas;
 mod worker;
 
@@ -35,6 +36,9 @@ use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 pub use server::ServerConfig;
 pub use session::{Body, SessionEnd, SessionError, SessionEvent, SessionId};
+pub use subscription::{
+    Notification, SubState, Subscribe, SubscriptionEnd, SubscriptionError, SubscriptionEvent, SubscriptionId,
+};
 pub use worker::{response_worker, Worker};
 
 use crate::auth::{DigestClient, DigestCredentials};
@@ -112,6 +116,31 @@ pub struct EndpointConfig {
     /// it writes carries its tag, so that a response another worker
     /// received can be handed to it ([`response_worker`]).
     pub worker: Option<Worker>,
+    /// Event packages the application serves as a notifier (RFC 6665:
+    /// `presence`, `message-summary`…): a SUBSCRIBE for one arrives as
+    /// [`Event::IncomingSubscription`]; for any other, 489 with these in
+    /// `Allow-Events` (§4.2.1.1). Empty (the default): SUBSCRIBE is not
+    /// allowed (405).
+    pub events: Vec<String>,
+    /// Durations a notifier grants (seconds).
+    pub subscription_expires: SubscriptionExpires,
+}
+
+/// The durations a notifier grants (RFC 6665 §4.2.1.1), in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionExpires {
+    /// Shorter than this (but not 0): 423 with `Min-Expires`.
+    pub min: u32,
+    /// When the SUBSCRIBE has no `Expires`.
+    pub default: u32,
+    /// Longer is cut to this.
+    pub max: u32,
+}
+
+impl Default for SubscriptionExpires {
+    fn default() -> SubscriptionExpires {
+        SubscriptionExpires { min: 60, default: 3600, max: 7200 }
+    }
 }
 
 impl EndpointConfig {
@@ -137,6 +166,8 @@ impl EndpointConfig {
             outbound_proxy: None,
             server: None,
             worker: None,
+            events: Vec::new(),
+            subscription_expires: SubscriptionExpires::default(),
         }
     }
 
@@ -297,6 +328,9 @@ pub enum SendError {
     /// The endpoint is shutting down.
     #[error("the endpoint is shutting down")]
     ShuttingDown,
+    /// A header field value the request needs is malformed (its name).
+    #[error("malformed {0} value")]
+    Header(String),
 }
 
 /// Why [`Endpoint::respond`] refused; the transaction layer's reason.
@@ -373,6 +407,36 @@ pub enum Event {
         /// The INVITE.
         request: Arc<[u8]>,
     },
+    /// A SUBSCRIBE for a package in [`EndpointConfig::events`]: answer
+    /// with [`Endpoint::accept_subscription`] (which sends the first
+    /// NOTIFY) or [`Endpoint::reject_subscription`].
+    IncomingSubscription {
+        /// The subscription's handle.
+        subscription: SubscriptionId,
+        /// The `Event` value (package and parameters).
+        event: String,
+        /// The subscriber (From URI).
+        from: String,
+        /// Whose state (To URI).
+        to: String,
+        /// The duration that accepting grants, in seconds (0: a fetch).
+        expires: u32,
+        /// The body types the subscriber takes (`Accept`).
+        accept: Vec<String>,
+        /// The SUBSCRIBE's body, if any.
+        body: Option<Body>,
+        /// Where it came from.
+        source: Source,
+        /// The SUBSCRIBE.
+        request: Arc<[u8]>,
+    },
+    /// Something happened in a subscription.
+    Subscription {
+        /// The subscription.
+        subscription: SubscriptionId,
+        /// What.
+        event: SubscriptionEvent,
+    },
     /// Something happened in a session.
     Session {
         /// The session.
@@ -428,6 +492,10 @@ pub struct Tables {
     pub session_index: usize,
     /// Session timers armed.
     pub session_timers: usize,
+    /// Live subscriptions (both roles).
+    pub subscriptions: usize,
+    /// Entries of the subscription indexes and timers.
+    pub subscription_index: usize,
     /// Requests being proxied (server role).
     pub proxied: usize,
     /// Entries of the proxy's indexes (by branch transaction, by INVITE
@@ -506,6 +574,10 @@ enum Origin {
     Ack,
     /// A request of a dialog no session keeps (ending another fork).
     Detached,
+    /// A subscription's SUBSCRIBE.
+    Subscribe,
+    /// A subscription's NOTIFY.
+    Notify,
 }
 
 enum Stage {
@@ -536,6 +608,8 @@ struct Pending {
     contact: bool,
     /// The session the request belongs to, if any.
     session: Option<SessionId>,
+    /// The subscription the request belongs to, if any.
+    subscription: Option<SubscriptionId>,
     /// Where it goes (RFC 3263 target of the next hop).
     target: transport::Target,
     /// Where the last attempt went (a retry with credentials goes there too).
@@ -598,6 +672,7 @@ pub struct Endpoint {
     /// The source of the response being handed to the transaction layer.
     responding: Option<Source>,
     sessions: session::Sessions,
+    subscriptions: subscription::Subscriptions,
     /// The registrar and proxy, when serving (made on the first request).
     server: Option<server::Server>,
     /// Overload control's state (issue 19, `overload.rs`).
@@ -645,6 +720,7 @@ impl Endpoint {
             arriving: None,
             responding: None,
             sessions: session::Sessions::default(),
+            subscriptions: subscription::Subscriptions::default(),
             server: None,
             overload: overload::Overload::default(),
             resting: BTreeMap::new(),
@@ -683,6 +759,7 @@ impl Endpoint {
     pub fn tables(&self) -> Tables {
         let (client_transactions, server_transactions) = self.transactions.len();
         let (sessions, session_index, session_timers) = self.sessions.sizes();
+        let (subscriptions, subscription_index) = self.subscriptions.sizes();
         let (proxied, proxy_index) = self.server.as_ref().map_or((0, 0), server::Server::sizes);
         Tables {
             client_transactions,
@@ -692,6 +769,8 @@ impl Endpoint {
             sessions,
             session_index,
             session_timers,
+            subscriptions,
+            subscription_index,
             proxied,
             proxy_index,
             connections: self.transport.connections().len(),
@@ -802,6 +881,7 @@ impl Endpoint {
             dialog_head: None,
             contact: false,
             session: None,
+            subscription: None,
             target,
             last_peer: None,
             auth_rounds: 0,
@@ -1306,7 +1386,13 @@ impl Endpoint {
     fn allow_value(&self) -> String {
         let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
         let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
-        Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions }.allow()
+        Abilities {
+            handled: &self.config.handle_methods,
+            accept: &accept,
+            extensions: &extensions,
+            events: !self.config.events.is_empty(),
+        }
+        .allow()
     }
 
     /// [`answer`](Self::answer) with extra header fields.
@@ -1357,6 +1443,7 @@ impl Endpoint {
         }
         self.shutting_down = true;
         self.shutdown_sessions(now);
+        self.shutdown_subscriptions(now);
         let apps: Vec<RequestId> =
             self.pending.iter().filter(|(_, p)| p.origin == Origin::App).map(|(id, _)| *id).collect();
         for id in apps {
@@ -1371,8 +1458,9 @@ impl Endpoint {
             matches!(r.state, RegistrationState::Registered { .. } | RegistrationState::Registering)
                 || r.request.is_some()
         });
-        // Sessions still here wait for their ACK (`shutdown_sessions`).
-        if bound || self.sessions.len() > 0 {
+        // Sessions still here wait for their ACK (`shutdown_sessions`),
+        // subscriptions for their last request.
+        if bound || self.sessions.len() > 0 || self.subscriptions.len() > 0 {
             self.set_state(EndpointState::Draining);
             if bound {
                 self.register(now, true);
@@ -1391,7 +1479,7 @@ impl Endpoint {
             return;
         }
         let unregistering = self.registration.as_ref().is_some_and(|r| r.request.is_some());
-        if !unregistering && self.sessions.len() == 0 {
+        if !unregistering && self.sessions.len() == 0 && self.subscriptions.len() == 0 {
             self.complete_shutdown(now);
         }
     }
@@ -1517,6 +1605,7 @@ impl Endpoint {
         self.proxy_timer_c(now);
         self.keepalive(now);
         self.session_timeouts(now);
+        self.subscription_timeouts(now);
         // Registration refresh or retry (§10.2.4).
         let due = self.registration.as_ref().is_some_and(|r| r.refresh_at.is_some_and(|t| t <= now));
         if due && !self.shutting_down {
@@ -1552,6 +1641,7 @@ impl Endpoint {
             self.transport.poll_timeout(),
             self.answer_deadlines.first().map(|d| d.0),
             self.sessions.poll_timeout(),
+            self.subscriptions.poll_timeout(),
             refresh.filter(|_| !self.shutting_down),
             self.registration.as_ref().and_then(|r| r.home_at).filter(|_| !self.shutting_down),
             self.registration.as_ref().and_then(|r| r.keepalive_at),
@@ -1597,6 +1687,7 @@ impl Endpoint {
         self.transactions.shed();
         self.transport.shed();
         self.sessions.shed();
+        self.subscriptions.shed();
         if let Some(s) = self.server.as_mut() {
             s.shed();
         }
@@ -1864,6 +1955,11 @@ impl Endpoint {
                 return;
             }
             (_, Origin::Invite, Some(s)) => self.session_sent(s, &bytes, &peer),
+            (_, Origin::Subscribe, _) => {
+                if let Some(s) = p.subscription {
+                    self.subscription_sent(now, s, &bytes);
+                }
+            }
             _ => {}
         }
         match self.transactions.send_request(now, bytes, peer, reliable) {
@@ -1954,6 +2050,11 @@ impl Endpoint {
             }
             (Origin::Invite | Origin::Reinvite, Some(s)) => self.invite_finished(now, s, p, client, result),
             (Origin::Bye, Some(s)) => self.bye_finished(now, s),
+            (Origin::Subscribe | Origin::Notify, _) => {
+                if let Some(s) = p.subscription {
+                    self.subscription_finished(now, s, result);
+                }
+            }
             (Origin::Invite | Origin::Reinvite | Origin::Bye | Origin::Ack | Origin::Detached, _) => {}
             (Origin::Register { unregister }, _) => {
                 // Only the REGISTER the registration waits for counts.
@@ -1982,9 +2083,19 @@ impl Endpoint {
         }
         let extensions: Vec<&str> = self.config.extensions.iter().map(String::as_str).collect();
         let accept: Vec<&str> = self.config.accept.iter().map(String::as_str).collect();
-        let abilities = Abilities { handled: &self.config.handle_methods, accept: &accept, extensions: &extensions };
+        let abilities = Abilities {
+            handled: &self.config.handle_methods,
+            accept: &accept,
+            extensions: &extensions,
+            events: !self.config.events.is_empty(),
+        };
         match abilities.judge(m) {
             Verdict::Absorb => {}
+            Verdict::Subscription => {
+                if !self.subscription_request(now, server, request, m, source) {
+                    self.session_request(now, server, request, m, source);
+                }
+            }
             Verdict::Session => self.session_request(now, server, request, m, source),
             Verdict::Reply { code, reason, headers } => {
                 let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
@@ -2104,6 +2215,15 @@ impl Endpoint {
                                 .is_ok_and(|m| self.shutdown_bye(now, server, &request, &m, source)),
                         };
                         if handled {
+                            return;
+                        }
+                    }
+                }
+                // The last NOTIFY of a subscription shutdown unsubscribed.
+                if self.shutting_down && !merged && self.subscriptions.len() > 0 {
+                    if let (Some(source), Ok(m)) = (self.arriving, Message::parse(&request)) {
+                        let ours = matches!(m.method(), Some(Method::Notify | Method::Subscribe));
+                        if ours && self.subscription_request(now, server, &request, &m, source) {
                             return;
                         }
                     }

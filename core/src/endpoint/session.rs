@@ -464,6 +464,11 @@ impl Endpoint {
         self.sessions.len()
     }
 
+    /// Whether a live session has our tag `tag`.
+    pub(super) fn session_uses_tag(&self, tag: &str) -> bool {
+        self.sessions.by_dialog.contains_key(tag)
+    }
+
     /// A local tag (§19.3: random, 40 bits here) no live session uses.
     fn fresh_tag(&mut self) -> String {
         let mut tag = self.rng.hex(10);

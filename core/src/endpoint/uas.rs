@@ -8,9 +8,10 @@
 use crate::message::validate::{inspect_request, Capabilities, Invalid};
 use crate::message::{Message, Method, StatusCode};
 
-/// The methods every endpoint takes (Allow, §20.5).
-const BUILT_IN: [Method<'static>; 6] =
-    [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message];
+/// The methods every endpoint takes (Allow, §20.5): NOTIFY for the
+/// subscriptions it makes (RFC 6665 §4.1.3).
+const BUILT_IN: [Method<'static>; 7] =
+    [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message, Method::Notify];
 
 /// What the endpoint is able to take, from its configuration.
 pub(super) struct Abilities<'c> {
@@ -20,6 +21,9 @@ pub(super) struct Abilities<'c> {
     pub accept: &'c [&'c str],
     /// Option tags supported (Require, §8.2.2.3).
     pub extensions: &'c [&'c str],
+    /// Whether the application serves event packages (then SUBSCRIBE is
+    /// taken, RFC 6665 §4.2.1).
+    pub events: bool,
 }
 
 /// The decision about one arriving request.
@@ -34,16 +38,22 @@ pub(super) enum Verdict {
     /// Sessions take it: INVITE, CANCEL, BYE, or any request with a To
     /// tag (inside a dialog, §12.2.2).
     Session,
+    /// Subscriptions take it (SUBSCRIBE, NOTIFY; RFC 6665), or sessions
+    /// if it is in the dialog of one.
+    Subscription,
     /// Nothing to answer (an ACK: §17.1.1.3, never answered).
     Absorb,
 }
 
 impl Abilities<'_> {
     /// Methods the endpoint takes: sessions (INVITE, ACK, BYE, CANCEL),
-    /// OPTIONS and MESSAGE always, plus those the application handles.
+    /// OPTIONS, MESSAGE and NOTIFY always, SUBSCRIBE when it serves
+    /// events, plus those the application handles.
     pub(super) fn methods(&self) -> Vec<Method<'static>> {
         let mut all = BUILT_IN.to_vec();
-        for m in self.handled {
+        let subscribe = [Method::Subscribe];
+        let extra: &[Method<'static>] = if self.events { &subscribe } else { &[] };
+        for m in self.handled.iter().chain(extra) {
             if !all.contains(m) {
                 all.push(*m);
             }
@@ -70,16 +80,24 @@ impl Abilities<'_> {
         // The common case needs no list built (one fewer allocation per
         // request): the built-in methods when the application adds none.
         let built;
-        let methods: &[Method<'static>] = if self.handled.iter().all(|m| BUILT_IN.contains(m)) {
+        let methods: &[Method<'static>] = if !self.events && self.handled.iter().all(|m| BUILT_IN.contains(m)) {
             &BUILT_IN
         } else {
             built = self.methods();
             &built
         };
-        let caps =
-            Capabilities { methods, schemes: &["sip", "sips"], extensions: self.extensions, media_types: self.accept };
+        // RFC 6665 §4.1.3: a NOTIFY carries whatever its subscription's
+        // Accept asked for (PIDF, reginfo, sipfrag…), not what the
+        // endpoint takes in sessions and messages.
+        let media_types = if method == Method::Notify { &["*/*"][..] } else { self.accept };
+        let caps = Capabilities { methods, schemes: &["sip", "sips"], extensions: self.extensions, media_types };
         if let Err(why) = inspect_request(m, &caps) {
             return self.refusal(&why);
+        }
+        // RFC 6665: SUBSCRIBE and NOTIFY go to the subscriptions (unless
+        // the application takes them itself).
+        if matches!(method, Method::Subscribe | Method::Notify) && !self.handled.contains(&method) {
+            return Verdict::Subscription;
         }
         // §12.2.2: a request with a To tag belongs to a dialog: the
         // sessions find it (or answer 481).
@@ -151,7 +169,8 @@ mod tests {
         abilities.judge(&Message::parse(bytes).unwrap())
     }
 
-    const UA: Abilities<'static> = Abilities { handled: &[], accept: &["text/plain"], extensions: &["gruu"] };
+    const UA: Abilities<'static> =
+        Abilities { handled: &[], accept: &["text/plain"], extensions: &["gruu"], events: false };
 
     fn code(v: &Verdict) -> u16 {
         match v {
@@ -172,23 +191,23 @@ mod tests {
         assert_eq!(judge(&UA, &request("MESSAGE", "Content-Type: text/plain\r\n", "hi")), Verdict::Message);
         let v = judge(&UA, &request("OPTIONS", "", ""));
         assert_eq!(code(&v), 200);
-        assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"));
+        assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY"));
         assert_eq!(header(&v, "Accept"), Some("text/plain"));
         assert_eq!(header(&v, "Supported"), Some("gruu"));
     }
 
     #[test]
     fn unknown_and_unhandled_methods_get_405_with_allow() {
-        for method in ["INFO", "SUBSCRIBE", "FOOBAR"] {
+        for method in ["INFO", "SUBSCRIBE", "PUBLISH", "FOOBAR"] {
             let v = judge(&UA, &request(method, "", ""));
             assert_eq!(code(&v), 405, "{method}");
-            assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE"));
+            assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY"));
         }
         let info = Abilities { handled: &[Method::Info], ..UA };
         assert_eq!(judge(&info, &request("INFO", "", "")), Verdict::Deliver);
         assert_eq!(
             header(&judge(&info, &request("PUBLISH", "", "")), "Allow"),
-            Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, INFO")
+            Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY, INFO")
         );
     }
 

@@ -156,7 +156,8 @@ pub struct Capabilities<'c> {
     pub schemes: &'c [&'c str],
     /// Option tags it supports (Require checks, §8.2.2.3).
     pub extensions: &'c [&'c str],
-    /// Body types it understands and produces (`type/subtype`).
+    /// Body types it understands and produces (`type/subtype`; `*/*`:
+    /// any).
     pub media_types: &'c [&'c str],
 }
 
@@ -220,8 +221,9 @@ pub fn inspect_request<'a>(m: &Message<'a>, caps: &Capabilities<'_>) -> Result<(
         }
     }
     // §8.2.3 Content processing.
-    let understood =
-        |t: &MediaType<'_>| caps.media_types.iter().any(|s| s.split_once('/').is_some_and(|(a, b)| t.is(a, b)));
+    let understood = |t: &MediaType<'_>| {
+        caps.media_types.iter().any(|s| *s == "*/*" || s.split_once('/').is_some_and(|(a, b)| t.is(a, b)))
+    };
     if !m.body().is_empty() {
         let ok_type = match m.content_type() {
             Some(Ok(t)) => understood(&t) || t.top().eq_ignore_ascii_case("multipart"),
