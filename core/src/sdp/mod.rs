@@ -1,5 +1,6 @@
 //! SDP, the Session Description Protocol (RFC 8866): a zero-copy parser
-//! and a writer (issue 21; offer/answer, RFC 3264, builds on it).
+//! and a writer, owned descriptions with a typed builder, and the
+//! offer/answer model of RFC 3264 (issue 21).
 //!
 //! [`SessionDescription::parse`] borrows every value from the input; its
 //! [`Display`](std::fmt::Display) writes the description back in the
@@ -19,8 +20,32 @@
 //! assert_eq!(sdp.to_string().as_bytes(), &offer[..]);
 //! # Ok::<(), sipline::sdp::SdpError>(())
 //! ```
+//!
+//! [`OwnedDescription`] is the owned form (`OwnedDescription::from(&sdp)`
+//! keeps a parsed one; [`OwnedOrigin::new`], [`OwnedMedia::with_codec`]
+//! and the other `with_*` methods build one), written by the same writer.
+//!
+//! Offer/answer (RFC 3264): our [`Capabilities`] list the [`Codec`]s we
+//! support per media type; [`answer`] answers an offer (§6: one `m=` line
+//! per offered one, unsupported streams at port 0, the offer's payload
+//! type numbers, directions mirrored); [`offer`] makes an offer and
+//! [`negotiated`] reads the answer to it (codec, remote RTP address and
+//! direction per stream). A [`LocalSession`] owns our `o=` line (§8: the
+//! version goes up by one exactly when the description changes) and
+//! puts the session on hold and back (§8.4).
 
 use std::fmt;
+
+mod builder;
+mod codec;
+mod offer_answer;
+
+pub use builder::{OwnedAttribute, OwnedConnection, OwnedDescription, OwnedMedia, OwnedOrigin};
+pub use codec::{static_payload_type, Capabilities, Codec, Encoding, MediaCapability};
+pub use offer_answer::{
+    answer, held, negotiated, offer, resumed, ActiveStream, LocalSession, Negotiated, NegotiatedCodec,
+    OfferAnswerError, Stream,
+};
 
 /// Why a description was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +155,53 @@ pub enum Direction {
     RecvOnly,
     /// Neither way.
     Inactive,
+}
+
+impl Direction {
+    /// The attribute's name (`sendrecv`, `sendonly`, `recvonly`,
+    /// `inactive`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction that sends when `send` and receives when `receive`.
+    pub fn from_flags(send: bool, receive: bool) -> Direction {
+        match (send, receive) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    /// Whether the describer sends.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    /// Whether the describer receives.
+    pub fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
+    }
+
+    /// The same flow seen from the other side: `sendonly` ↔ `recvonly`
+    /// (RFC 3264 §6.1).
+    #[must_use]
+    pub fn reversed(self) -> Direction {
+        Direction::from_flags(self.receives(), self.sends())
+    }
+
+    /// What both allow: sends only if both send, receives only if both
+    /// receive.
+    #[must_use]
+    pub fn and(self, other: Direction) -> Direction {
+        Direction::from_flags(self.sends() && other.sends(), self.receives() && other.receives())
+    }
 }
 
 /// One media description: an `m=` line and what follows it (§5.14).
@@ -421,7 +493,7 @@ fn parse_rtpmap(value: &str) -> Option<RtpMap<'_>> {
     Some(RtpMap { payload, encoding, clock_rate, parameters: parts.next() })
 }
 
-fn direction_in(attributes: &[Attribute<'_>]) -> Option<Direction> {
+pub(crate) fn direction_in(attributes: &[Attribute<'_>]) -> Option<Direction> {
     attributes.iter().find_map(|a| match (a.name, a.value) {
         ("sendrecv", None) => Some(Direction::SendRecv),
         ("sendonly", None) => Some(Direction::SendOnly),
