@@ -32,6 +32,7 @@ pub mod dialog;
 #[cfg(feature = "driver")]
 pub mod driver;
 pub mod endpoint;
+pub mod event;
 pub mod message;
 pub mod proxy;
 pub mod registrar;
