@@ -430,6 +430,27 @@ pub enum Event {
         /// The SUBSCRIBE.
         request: Arc<[u8]>,
     },
+    /// A REFER (RFC 3515): the peer asks us to call `refer_to`. Accept
+    /// with [`Endpoint::accept_refer`] (then report the new call's progress
+    /// with [`Endpoint::refer_progress`]) or refuse with
+    /// [`Endpoint::reject_subscription`]. Taken when
+    /// [`EndpointConfig::events`] lists `refer`.
+    Refer {
+        /// The implicit subscription (its NOTIFYs carry the progress).
+        subscription: SubscriptionId,
+        /// The session whose dialog it came in, if any (a transfer of a
+        /// call).
+        session: Option<SessionId>,
+        /// The `Refer-To` URI, with any headers it carries (`?Replaces=…`;
+        /// read them with [`crate::event::ReferTo`]).
+        refer_to: String,
+        /// The `Referred-By` value (RFC 3892), if any.
+        referred_by: Option<String>,
+        /// Where it came from.
+        source: Source,
+        /// The REFER.
+        request: Arc<[u8]>,
+    },
     /// Something happened in a subscription.
     Subscription {
         /// The subscription.
@@ -1391,6 +1412,7 @@ impl Endpoint {
             accept: &accept,
             extensions: &extensions,
             events: !self.config.events.is_empty(),
+            refer: self.config.events.iter().any(|e| e == "refer"),
         }
         .allow()
     }
@@ -2088,6 +2110,7 @@ impl Endpoint {
             accept: &accept,
             extensions: &extensions,
             events: !self.config.events.is_empty(),
+            refer: self.config.events.iter().any(|e| e == "refer"),
         };
         match abilities.judge(m) {
             Verdict::Absorb => {}

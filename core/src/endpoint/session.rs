@@ -361,9 +361,14 @@ impl Sessions {
     }
 
     /// The session a request with this Call-ID and our tag belongs to.
-    fn find(&self, call_id: &str, local_tag: &str) -> Option<SessionId> {
+    pub(super) fn find(&self, call_id: &str, local_tag: &str) -> Option<SessionId> {
         let s = *self.by_dialog.get(local_tag)?;
         (self.all.get(&s)?.call_id == call_id).then_some(s)
+    }
+
+    /// The dialog of `s`, if it has one (subscriptions sharing it, REFER).
+    pub(super) fn dialog_mut(&mut self, s: SessionId) -> Option<&mut Dialog> {
+        self.all.get_mut(&s)?.dialog.as_mut()
     }
 
     /// Which sessions are alive (for shutdown).
@@ -508,6 +513,10 @@ impl Endpoint {
             self.answer_offer(now, s, 487, "Request Terminated", &[], None);
         }
         let Some(session) = self.sessions.all.remove(&s) else { return };
+        if let Some(d) = &session.dialog {
+            // Subscriptions in the dialog (REFER) outlive the session.
+            self.subscriptions.detach(s, d);
+        }
         if self.sessions.by_dialog.get(&session.local_tag) == Some(&s) {
             self.sessions.by_dialog.remove(&session.local_tag);
         }

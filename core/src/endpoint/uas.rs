@@ -24,6 +24,8 @@ pub(super) struct Abilities<'c> {
     /// Whether the application serves event packages (then SUBSCRIBE is
     /// taken, RFC 6665 §4.2.1).
     pub events: bool,
+    /// Whether the application takes transfers (REFER, RFC 3515).
+    pub refer: bool,
 }
 
 /// The decision about one arriving request.
@@ -51,9 +53,13 @@ impl Abilities<'_> {
     /// events, plus those the application handles.
     pub(super) fn methods(&self) -> Vec<Method<'static>> {
         let mut all = BUILT_IN.to_vec();
-        let subscribe = [Method::Subscribe];
-        let extra: &[Method<'static>] = if self.events { &subscribe } else { &[] };
-        for m in self.handled.iter().chain(extra) {
+        let events: &[Method<'static>] = match (self.events, self.refer) {
+            (true, true) => &[Method::Subscribe, Method::Refer],
+            (true, false) => &[Method::Subscribe],
+            (false, true) => &[Method::Refer],
+            (false, false) => &[],
+        };
+        for m in self.handled.iter().chain(events) {
             if !all.contains(m) {
                 all.push(*m);
             }
@@ -80,7 +86,8 @@ impl Abilities<'_> {
         // The common case needs no list built (one fewer allocation per
         // request): the built-in methods when the application adds none.
         let built;
-        let methods: &[Method<'static>] = if !self.events && self.handled.iter().all(|m| BUILT_IN.contains(m)) {
+        let plain = !self.events && !self.refer;
+        let methods: &[Method<'static>] = if plain && self.handled.iter().all(|m| BUILT_IN.contains(m)) {
             &BUILT_IN
         } else {
             built = self.methods();
@@ -95,8 +102,10 @@ impl Abilities<'_> {
             return self.refusal(&why);
         }
         // RFC 6665: SUBSCRIBE and NOTIFY go to the subscriptions (unless
-        // the application takes them itself).
-        if matches!(method, Method::Subscribe | Method::Notify) && !self.handled.contains(&method) {
+        // the application takes them itself), and REFER (RFC 3515) when
+        // transfers are taken.
+        let taken = matches!(method, Method::Subscribe | Method::Notify) || (method == Method::Refer && self.refer);
+        if taken && !self.handled.contains(&method) {
             return Verdict::Subscription;
         }
         // §12.2.2: a request with a To tag belongs to a dialog: the
@@ -170,7 +179,7 @@ mod tests {
     }
 
     const UA: Abilities<'static> =
-        Abilities { handled: &[], accept: &["text/plain"], extensions: &["gruu"], events: false };
+        Abilities { handled: &[], accept: &["text/plain"], extensions: &["gruu"], events: false, refer: false };
 
     fn code(v: &Verdict) -> u16 {
         match v {

@@ -29,7 +29,7 @@
 //! subscription (§4.2.2).
 
 use super::{loose_route, uas, Body, Endpoint, Event, Origin, Output, RequestError, RequestId, Response, SendError};
-use super::{Pending, Request};
+use super::{Pending, Request, SessionId};
 use crate::dialog::{Dialog, DialogError};
 use crate::message::{HeaderName, Message, Method, ResponseHead};
 use crate::transaction::ServerId;
@@ -37,6 +37,8 @@ use crate::transport::{ConnId, Peer, Source};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod refer;
 
 /// A subscription handle (either role); what happens to it comes as
 /// [`Event::Subscription`] events carrying it.
@@ -264,6 +266,12 @@ struct Subscription {
     /// The peer's tag, once known (the index key with ours).
     remote_tag: Option<String>,
     dialog: Option<Dialog>,
+    /// The INVITE session whose dialog it shares (REFER in a call); its
+    /// dialog is used instead of `dialog` while the session lives.
+    usage: Option<SessionId>,
+    /// Subscriber: refreshes it (not the implicit subscription of a
+    /// REFER, which the notifier ends, RFC 3515 §2.4.6).
+    refreshes: bool,
     /// Seconds asked for (subscriber: every refresh asks the same) or
     /// granted (notifier).
     expires: u32,
@@ -309,6 +317,8 @@ impl Subscription {
             local_tag,
             remote_tag: None,
             dialog: None,
+            usage: None,
+            refreshes: true,
             expires: 0,
             accept: Vec::new(),
             headers: Vec::new(),
@@ -329,13 +339,18 @@ impl Subscription {
     }
 }
 
+/// (our tag, the peer's tag, event key).
+type Key = (String, String, String);
+
 /// Every subscription of an endpoint, and the indexes to find them.
 #[derive(Default)]
 pub(super) struct Subscriptions {
     next: u64,
     all: BTreeMap<SubscriptionId, Subscription>,
-    /// (our tag, the peer's tag or "" while unknown) → subscription.
-    by_tags: BTreeMap<(String, String), SubscriptionId>,
+    /// (our tag, the peer's tag or "" while unknown, event key) →
+    /// subscription: several may share a dialog (an INVITE session's, for
+    /// REFER), told apart by event type and `id` (§4.1.2.4).
+    by_tags: BTreeMap<Key, SubscriptionId>,
     /// Subscriber: our tag → the subscription whose SUBSCRIBE may still
     /// fork (until Timer N after it went).
     forking: BTreeMap<String, (SubscriptionId, Instant)>,
@@ -363,7 +378,10 @@ impl Subscriptions {
 
     /// Whether our tag `tag` is taken by a subscription.
     pub(super) fn uses_tag(&self, tag: &str) -> bool {
-        self.by_tags.range((tag.to_owned(), String::new())..).next().is_some_and(|((t, _), _)| t == tag)
+        self.by_tags
+            .range((tag.to_owned(), String::new(), String::new())..)
+            .next()
+            .is_some_and(|((t, _, _), _)| t == tag)
     }
 
     /// The next deadline.
@@ -390,48 +408,72 @@ impl Subscriptions {
     fn rekey(&mut self, s: SubscriptionId, remote_tag: &str) {
         let Some(x) = self.all.get_mut(&s) else { return };
         let old = x.remote_tag.replace(remote_tag.to_owned()).unwrap_or_default();
-        let local = x.local_tag.clone();
-        self.by_tags.remove(&(local.clone(), old));
-        self.by_tags.insert((local, remote_tag.to_owned()), s);
+        let (local, event) = (x.local_tag.clone(), event_key(&x.package, x.id.as_deref()));
+        self.by_tags.remove(&(local.clone(), old, event.clone()));
+        self.by_tags.insert((local, remote_tag.to_owned(), event), s);
+    }
+
+    /// The subscription in dialog (`local`, `remote`) for `event`: the
+    /// exact key, else for a `refer` NOTIFY without `id` (RFC 3515
+    /// §2.4.6 lets the first REFER's omit it) the dialog's refer
+    /// subscription.
+    fn find(&self, local: &str, remote: &str, package: &str, id: Option<&str>) -> Option<SubscriptionId> {
+        let key = (local.to_owned(), remote.to_owned(), event_key(package, id));
+        if let Some(&s) = self.by_tags.get(&key) {
+            return Some(s);
+        }
+        if package != "refer" || id.is_some() {
+            return None;
+        }
+        let from = (local.to_owned(), remote.to_owned(), "refer".to_owned());
+        self.by_tags
+            .range(from..)
+            .next()
+            .filter(|((l, r, e), _)| l == local && r == remote && e.starts_with("refer;"))
+            .map(|(_, s)| *s)
+    }
+
+    /// A session ended: the subscriptions in its dialog keep a copy of it
+    /// (RFC 5057: BYE ends the INVITE usage, not the others).
+    pub(super) fn detach(&mut self, session: SessionId, dialog: &Dialog) {
+        for x in self.all.values_mut().filter(|x| x.usage == Some(session)) {
+            x.usage = None;
+            x.dialog = Some(dialog.clone());
+        }
     }
 }
 
-/// `Event` (RFC 6665 §8.2.1): the package (lower case) and the `id`.
+/// `Event` (RFC 6665 §8.2.1): the event type (package and templates,
+/// compared as written, §8.2.1) and the `id`.
 fn parse_event(value: &str) -> Option<(String, Option<String>)> {
-    let mut parts = value.split(';');
-    let package = parts.next()?.trim();
-    if package.is_empty() || !package.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)) {
-        return None;
-    }
-    let id = parts.filter_map(|p| p.split_once('=')).find(|(n, _)| n.trim().eq_ignore_ascii_case("id"));
-    Some((package.to_ascii_lowercase(), id.map(|(_, v)| v.trim().trim_matches('"').to_owned())))
+    let e = crate::event::Event::parse(value).ok()?;
+    Some((e.event_type().to_owned(), e.id().map(str::to_owned)))
 }
 
 /// A `Subscription-State` value: state, expires, reason, retry-after.
 type StateValue = (SubState, Option<u32>, Option<String>, Option<u32>);
 
-/// `Subscription-State` (§8.2.3): the state and its parameters.
+/// `Subscription-State` (§8.2.3): the state and its parameters. An
+/// extension state counts as pending (§8.2.3: not yet active, not over).
 fn parse_state(value: &str) -> Option<StateValue> {
-    let mut parts = value.split(';');
-    let state = match parts.next()?.trim().to_ascii_lowercase().as_str() {
-        "active" => SubState::Active,
-        "pending" => SubState::Pending,
-        "terminated" => SubState::Terminated,
-        // §8.2.3: an unknown state is treated as pending? No: RFC 6665
-        // names only these three; anything else is malformed.
-        _ => return None,
+    use crate::event::SubState as S;
+    let v = crate::event::SubscriptionState::parse(value).ok()?;
+    let state = match v.state() {
+        S::Active => SubState::Active,
+        S::Terminated => SubState::Terminated,
+        _ => SubState::Pending,
     };
-    let (mut expires, mut reason, mut retry) = (None, None, None);
-    for p in parts {
-        let (name, value) = p.split_once('=').map_or((p.trim(), ""), |(n, v)| (n.trim(), v.trim()));
-        match name.to_ascii_lowercase().as_str() {
-            "expires" => expires = value.parse().ok(),
-            "reason" => reason = Some(value.to_ascii_lowercase()),
-            "retry-after" => retry = value.parse().ok(),
-            _ => {}
-        }
+    let reason = v.reason().map(|r| r.as_str().to_ascii_lowercase());
+    Some((state, v.expires(), reason, v.retry_after()))
+}
+
+/// The key telling subscriptions in one dialog apart: event type and `id`
+/// (§4.1.2.4, §8.2.1).
+fn event_key(package: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{package};id={id}"),
+        None => package.to_owned(),
     }
-    Some((state, expires, reason, retry))
 }
 
 /// The Expires of a message, in seconds.
@@ -484,7 +526,8 @@ impl Endpoint {
         }
         let id = self.enqueue(&hop, request, Origin::Subscribe, (call_id.clone(), tag.clone(), 1), None, routes)?;
         let s = self.new_subscription(Role::Subscriber, Phase::Subscribing, sub.event, call_id, tag.clone());
-        self.subscriptions.by_tags.insert((tag, String::new()), s);
+        let event = self.subscriptions.all.get(&s).map(|x| event_key(&x.package, x.id.as_deref())).unwrap_or_default();
+        self.subscriptions.by_tags.insert((tag, String::new(), event), s);
         if let Some(x) = self.subscriptions.all.get_mut(&s) {
             x.expires = sub.expires;
             x.accept = sub.accept;
@@ -512,7 +555,7 @@ impl Endpoint {
         }
         match x.phase {
             Phase::Ending => Ok(()),
-            Phase::Subscribing if x.dialog.is_none() => {
+            Phase::Subscribing if x.dialog.is_none() && x.usage.is_none() => {
                 // Nothing to send it in yet: once the dialog exists.
                 x.unsubscribe_when_ready = true;
                 Ok(())
@@ -542,6 +585,19 @@ impl Endpoint {
         body: Option<Body>,
     ) -> Result<(), SubscriptionError> {
         let now = self.clamp(now);
+        self.accept_as(now, subscription, (200, "OK"), state, body)
+    }
+
+    /// Accepts the SUBSCRIBE (or REFER) `subscription` waits to answer
+    /// with `status` and sends the first NOTIFY (§4.2.1.2).
+    fn accept_as(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        (code, reason): (u16, &str),
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
         if state == SubState::Terminated {
             return Err(SubscriptionError::State);
         }
@@ -551,11 +607,11 @@ impl Endpoint {
         }
         let expires = x.expires;
         let header = expires.to_string();
-        self.answer_subscribe(now, subscription, 200, "OK", &[("Expires", &header)]);
+        self.answer_subscribe(now, subscription, code, reason, &[("Expires", &header)]);
         self.subscriptions.clear_timer(subscription, Timer::Unanswered);
         let Some(x) = self.subscriptions.all.get_mut(&subscription) else { return Ok(()) };
         x.phase = Phase::Active;
-        if let Some(d) = x.dialog.as_mut() {
+        if let Some(d) = x.dialog.as_mut().filter(|_| x.usage.is_none()) {
             d.confirm();
         }
         if expires == 0 {
@@ -678,7 +734,8 @@ impl Endpoint {
             self.answer_subscribe(now, s, 480, "Temporarily Unavailable", &[]);
         }
         let Some(x) = self.subscriptions.all.remove(&s) else { return };
-        let key = (x.local_tag.clone(), x.remote_tag.clone().unwrap_or_default());
+        let key =
+            (x.local_tag.clone(), x.remote_tag.clone().unwrap_or_default(), event_key(&x.package, x.id.as_deref()));
         if self.subscriptions.by_tags.get(&key) == Some(&s) {
             self.subscriptions.by_tags.remove(&key);
         }
@@ -715,21 +772,33 @@ impl Endpoint {
         }
     }
 
+    /// Where a request in a dialog with `head` goes first, and its Route
+    /// values: the route set, or with none the outbound proxy or registrar
+    /// if there is one (§8.1.2, §12.2.1.1).
+    fn in_dialog_hop(&self, head: &crate::dialog::RequestHead) -> (String, Vec<String>) {
+        if !head.routes.is_empty() {
+            return (head.next_hop(), head.routes.clone());
+        }
+        match self.next_hop() {
+            Some(proxy) => (proxy.clone(), vec![loose_route(&proxy)]),
+            None => (head.uri.clone(), Vec::new()),
+        }
+    }
+
+    /// The dialog `s` lives in: its own, or its session's.
+    fn dialog_of(&mut self, s: SubscriptionId) -> Option<&mut Dialog> {
+        match self.subscriptions.all.get(&s)?.usage {
+            Some(session) => self.sessions.dialog_mut(session),
+            None => self.subscriptions.all.get_mut(&s)?.dialog.as_mut(),
+        }
+    }
+
     /// Sends `request` inside the dialog of `s` (SUBSCRIBE or NOTIFY).
     fn send_in_subscription(&mut self, now: Instant, s: SubscriptionId, mut request: Request) -> Option<RequestId> {
         let origin = if request.method == Method::Notify { Origin::Notify } else { Origin::Subscribe };
-        let head = self.subscriptions.all.get_mut(&s)?.dialog.as_mut()?.next_request();
+        let head = self.dialog_of(s)?.next_request();
         request.uri.clone_from(&head.uri);
-        // §8.1.2: with no route set, through the outbound proxy or
-        // registrar if there is one.
-        let (hop, routes) = if head.routes.is_empty() {
-            match self.next_hop() {
-                Some(proxy) => (proxy.clone(), vec![loose_route(&proxy)]),
-                None => (head.uri.clone(), Vec::new()),
-            }
-        } else {
-            (head.next_hop(), head.routes.clone())
-        };
+        let (hop, routes) = self.in_dialog_hop(&head);
         let ids = (head.call_id.clone(), String::new(), head.cseq);
         let id = self.enqueue(&hop, request, origin, ids, None, routes).ok()?;
         if let Some(p) = self.pending.get_mut(&id) {
@@ -758,7 +827,11 @@ impl Endpoint {
                 x.sent = Some(Arc::from(bytes));
                 let until = now + t1 * 64;
                 let tag = x.local_tag.clone();
-                self.subscriptions.forking.insert(tag, (s, until));
+                // A request in an existing dialog (REFER in a call) does
+                // not fork.
+                if x.usage.is_none() {
+                    self.subscriptions.forking.insert(tag, (s, until));
+                }
                 if !self.subscriptions.all.get(&s).is_some_and(|x| x.notified) {
                     self.subscriptions.set_timer(s, Timer::N, until);
                 }
@@ -793,7 +866,7 @@ impl Endpoint {
                 let Ok(m) = Message::parse(&response.bytes) else { return };
                 self.pin_subscription(now, s, self.responding.and_then(|src| src.conn));
                 let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
-                if x.dialog.is_none() {
+                if x.dialog.is_none() && x.usage.is_none() {
                     let formed = x.sent.as_ref().and_then(|b| Message::parse(b).ok()).map(|r| Dialog::from_uac(&r, &m));
                     match formed {
                         Some(Ok(d)) => {
@@ -814,7 +887,9 @@ impl Endpoint {
                 }
                 let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
                 // §4.1.2.1: the 2xx's Expires is the duration granted.
-                let granted = expires_of(&m).unwrap_or(x.expires).min(x.expires.max(1));
+                let granted = expires_of(&m).unwrap_or(x.expires);
+                // (Never longer than asked; a REFER asks nothing.)
+                let granted = if x.refreshes { granted.min(x.expires) } else { granted };
                 if x.phase == Phase::Subscribing {
                     x.phase = Phase::Active;
                 }
@@ -857,16 +932,19 @@ impl Endpoint {
     /// Arms the refresh and expiry of a subscription granted `secs`.
     fn schedule_refresh(&mut self, now: Instant, s: SubscriptionId, secs: u32) {
         let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
-        if x.phase == Phase::Ending {
+        if x.phase == Phase::Ending || (!x.refreshes && secs == 0) {
             return;
         }
+        let refreshes = x.refreshes;
         // (`expires` stays what the subscriber asks for: each refresh asks
         // it again, §4.1.2.2.)
         let at = now + Duration::from_secs(u64::from(secs));
         x.expires_at = Some(at);
         let refresh = now + refresh_after(secs);
         self.subscriptions.set_timer(s, Timer::Expiry, at);
-        self.subscriptions.set_timer(s, Timer::Refresh, refresh);
+        if refreshes {
+            self.subscriptions.set_timer(s, Timer::Refresh, refresh);
+        }
     }
 
     /// Sends `Expires: 0` in the dialog of `s` (§4.1.2.3), once a refresh
@@ -922,13 +1000,15 @@ impl Endpoint {
         let matches = |x: &Subscription| {
             x.role == Role::Subscriber
                 && x.call_id == call_id
-                && event.as_ref().is_some_and(|(p, id)| *p == x.package && *id == x.id)
+                && event
+                    .as_ref()
+                    .is_some_and(|(p, id)| *p == x.package && (*id == x.id || (p == "refer" && id.is_none())))
         };
-        let key = (local.clone(), remote.clone());
+        let (package, id) = event.clone().unwrap_or_default();
         let mut forked = None;
-        let s = if let Some(&s) = self.subscriptions.by_tags.get(&key) {
+        let s = if let Some(s) = self.subscriptions.find(&local, &remote, &package, id.as_deref()) {
             s
-        } else if let Some(&s) = self.subscriptions.by_tags.get(&(local.clone(), String::new())) {
+        } else if let Some(s) = self.subscriptions.find(&local, "", &package, id.as_deref()) {
             s
         } else if let Some(&(s, until)) = self.subscriptions.forking.get(&local) {
             if until < now {
@@ -964,7 +1044,8 @@ impl Endpoint {
             s
         };
         let Some(x) = self.subscriptions.all.get_mut(&s) else { return true };
-        if let Some(d) = x.dialog.as_mut() {
+        if x.dialog.is_some() || x.usage.is_some() {
+            let Some(d) = self.dialog_of(s) else { return true };
             // §12.2.2: order, and NOTIFY refreshes the target (§4.1.3).
             if forked.is_none() && d.check_remote_seq(seq).is_err() {
                 self.answer(now, server, m, uas::status(500), "CSeq Out of Order");
@@ -1068,7 +1149,9 @@ impl Endpoint {
         source: Source,
     ) {
         let value = m.headers().first(HeaderName::Event).and_then(crate::message::Header::value_str).map(str::to_owned);
-        let served = value.as_deref().and_then(parse_event).filter(|(p, _)| self.serves_event(p));
+        // RFC 3515 §2.4.4: the refer package comes with REFER, not asked
+        // for by SUBSCRIBE.
+        let served = value.as_deref().and_then(parse_event).filter(|(p, _)| p != "refer" && self.serves_event(p));
         let (Some(value), Some(_)) = (value, served) else {
             // §4.2.1.1, §8.3.2: Allow-Events lists what we serve.
             let allow = self.config.events.join(", ");
@@ -1143,16 +1226,16 @@ impl Endpoint {
         let local = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
         let remote = m.from().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
         let (Some(local), Some(remote)) = (local, remote) else { return false };
-        let Some(&s) = self.subscriptions.by_tags.get(&(local, remote)) else { return false };
         let event =
             m.headers().first(HeaderName::Event).and_then(crate::message::Header::value_str).and_then(parse_event);
+        let Some((package, id)) = event else { return false };
+        let Some(s) = self.subscriptions.find(&local, &remote, &package, id.as_deref()) else { return false };
         let limits = self.config.subscription_expires;
-        let Some(x) = self.subscriptions.all.get_mut(&s) else { return false };
-        if x.role != Role::Notifier || !event.is_some_and(|(p, id)| p == x.package && id == x.id) {
+        if self.subscriptions.all.get(&s).is_none_or(|x| x.role != Role::Notifier) {
             self.answer(now, server, m, uas::status(481), "Subscription Does Not Exist");
             return true;
         }
-        let Some(d) = x.dialog.as_mut() else { return false };
+        let Some(d) = self.dialog_of(s) else { return false };
         if !d.matches_request(m) {
             return false;
         }
@@ -1162,6 +1245,7 @@ impl Endpoint {
             return true;
         }
         d.refresh_target(m);
+        let Some(x) = self.subscriptions.all.get_mut(&s) else { return true };
         let asked = expires_of(m).unwrap_or(limits.default);
         if x.phase != Phase::Active {
             // Ending already: its last NOTIFY is under way.
@@ -1309,6 +1393,7 @@ impl Endpoint {
                 self.subscribe_arrived(now, server, bytes, m, source);
                 true
             }
+            (Some(Method::Refer), _) => self.refer_arrived(now, server, bytes, m, source),
             (Some(Method::Notify), false) => {
                 // §4.1.3: a NOTIFY outside any dialog matches nothing.
                 self.answer(now, server, m, uas::status(481), "Subscription Does Not Exist");
@@ -1403,8 +1488,8 @@ mod tests {
     #[test]
     fn event_header_package_and_id() {
         assert_eq!(parse_event("presence"), Some(("presence".into(), None)));
-        assert_eq!(parse_event(" Refer ;id=93809824"), Some(("refer".into(), Some("93809824".into()))));
-        assert_eq!(parse_event("dialog;ID=\"x\";foo"), Some(("dialog".into(), Some("x".into()))));
+        assert_eq!(parse_event("refer;id=93809824"), Some(("refer".into(), Some("93809824".into()))));
+        assert_eq!(parse_event("presence.winfo"), Some(("presence.winfo".into(), None)));
         assert_eq!(parse_event(""), None);
         assert_eq!(parse_event("a b"), None);
     }
@@ -1417,7 +1502,9 @@ mod tests {
             Some((SubState::Terminated, None, Some("probation".into()), Some(30)))
         );
         assert_eq!(parse_state("Pending"), Some((SubState::Pending, None, None, None)));
-        assert_eq!(parse_state("waiting"), None);
+        // An extension state counts as pending; garbage is refused.
+        assert_eq!(parse_state("waiting"), Some((SubState::Pending, None, None, None)));
+        assert_eq!(parse_state(";;"), None);
     }
 
     #[test]
