@@ -39,7 +39,8 @@
 
 use crate::endpoint::{
     response_worker, Body, ConfigError, Endpoint, EndpointConfig, Event, IncomingId, Output, Request, RequestError,
-    RequestId, RespondError, Response, SendError, SessionError, SessionId,
+    RequestId, RespondError, Response, SendError, SessionError, SessionId, Subscribe, SubscriptionError,
+    SubscriptionId,
 };
 use crate::transport::{Answer, ConnId, Lookup, QueryId, Transport, WorkerMessage};
 use futures_channel::{mpsc, oneshot};
@@ -52,6 +53,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use subscriptions::SubscriptionAction;
+
+mod subscriptions;
 
 /// How long a runtime waits for an outbound TCP connection before it
 /// reports the attempt failed: 64·T1 with the default T1, the time a
@@ -273,14 +277,49 @@ pub enum BindError {
 }
 
 enum Command {
-    Send { request: Box<Request>, reply: oneshot::Sender<Result<Response, Error>> },
-    Respond { incoming: IncomingId, code: u16, reason: String, reply: oneshot::Sender<Result<(), RespondError>> },
-    Shutdown { done: oneshot::Sender<()> },
+    Send {
+        request: Box<Request>,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Respond {
+        incoming: IncomingId,
+        code: u16,
+        reason: String,
+        reply: oneshot::Sender<Result<(), RespondError>>,
+    },
+    Shutdown {
+        done: oneshot::Sender<()>,
+    },
     Unregister,
     Reregister,
-    Invite { request: Box<Request>, reply: oneshot::Sender<Result<SessionId, SendError>> },
-    Session { session: SessionId, action: SessionAction, reply: oneshot::Sender<Result<(), SessionError>> },
-    SendInSession { session: SessionId, request: Box<Request>, reply: oneshot::Sender<Result<Response, Error>> },
+    Invite {
+        request: Box<Request>,
+        reply: oneshot::Sender<Result<SessionId, SendError>>,
+    },
+    Session {
+        session: SessionId,
+        action: SessionAction,
+        reply: oneshot::Sender<Result<(), SessionError>>,
+    },
+    SendInSession {
+        session: SessionId,
+        request: Box<Request>,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Subscribe {
+        sub: Box<Subscribe>,
+        reply: oneshot::Sender<Result<SubscriptionId, SendError>>,
+    },
+    Refer {
+        session: SessionId,
+        refer_to: String,
+        reply: oneshot::Sender<Result<SubscriptionId, SubscriptionError>>,
+    },
+    Subscription {
+        subscription: SubscriptionId,
+        action: SubscriptionAction,
+        reply: oneshot::Sender<Result<(), SubscriptionError>>,
+    },
 }
 
 /// A session command's arguments, owned to cross the channel.
@@ -326,6 +365,9 @@ impl std::fmt::Debug for Command {
             Command::Unregister => "Unregister",
             Command::Reregister => "Reregister",
             Command::Invite { .. } => "Invite",
+            Command::Subscribe { .. } => "Subscribe",
+            Command::Refer { .. } => "Refer",
+            Command::Subscription { action, .. } => action.name(),
             Command::Session { action, .. } => match action {
                 SessionAction::Ring { .. } => "Ring",
                 SessionAction::Accept { .. } => "Accept",
@@ -860,6 +902,15 @@ impl<S> Driver<S> {
             }
             Command::Session { session, action, reply } => {
                 let _ = reply.send(self.session_command(now, session, action));
+            }
+            Command::Subscribe { sub, reply } => {
+                let _ = reply.send(self.endpoint.subscribe(now, *sub));
+            }
+            Command::Refer { session, refer_to, reply } => {
+                let _ = reply.send(self.endpoint.refer(now, session, &refer_to));
+            }
+            Command::Subscription { subscription, action, reply } => {
+                let _ = reply.send(action.run(&mut self.endpoint, now, subscription));
             }
             Command::SendInSession { session, request, reply } => {
                 match self.endpoint.send_in_session(now, session, *request) {
