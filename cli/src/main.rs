@@ -6,7 +6,9 @@
 //! sipline register URI --registrar URI [--user U --password P] [--expires N] [...]
 //! sipline message TARGET TEXT [--from URI] [--registrar URI | --proxy URI] [--user U --password P] [...]
 //! sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
+//!              [--hold-after SECS] [--transfer-to URI [--transfer-after SECS]]
 //!              [--registrar URI | --proxy URI] [--user U --password P] [...]
+//! sipline subscribe TARGET --event EVENT [--expires N] [--accept TYPE]... [...]
 //! ```
 //!
 //! `listen` is a peer-to-peer endpoint that prints the MESSAGE requests it
@@ -45,8 +47,11 @@
 
 mod heap;
 mod json;
+mod media;
 mod net;
+mod subscribe;
 mod tls_files;
+mod transfer;
 mod wire_log;
 
 use sipline::message::validate::validate;
@@ -60,7 +65,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.split_first() {
         Some((cmd, rest)) if cmd == "parse" => parse_cmd(rest),
-        Some((cmd, rest)) if ["serve", "listen", "register", "message", "call"].contains(&cmd.as_str()) => {
+        Some((cmd, rest))
+            if ["serve", "listen", "register", "message", "call", "subscribe"].contains(&cmd.as_str()) =>
+        {
             net::run(cmd, rest)
         }
         Some((h, _)) if h == "-h" || h == "--help" => {

@@ -1,14 +1,17 @@
 //! The commands that talk to the network: `listen`, `register`, `message`,
 //! `call`. Each is one endpoint on `sipline-tokio`.
 
+use crate::media::Media;
 use crate::tls_files;
 use sipline::auth::Users;
 use sipline::auth::{Algorithm, DigestCredentials};
 use sipline::driver::Error;
 use sipline::endpoint::{
     Body, EndpointConfig, EndpointState, Event, FloodLimit, RegistrationConfig, RegistrationState, Request,
-    RequestError, ServerConfig, SessionEnd, SessionEvent, SessionId,
+    RequestError, ServerConfig, SessionEnd, SessionEvent, SessionId, SubState, SubscriptionEnd, SubscriptionEvent,
+    SubscriptionId,
 };
+use sipline::event::{Basic, Note, Presence, Tuple};
 use sipline::transport::{TlsConfig, Transport};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
@@ -23,15 +26,33 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
                      [--udp-buffer BYTES] [--workers N] [--location memory|redis://HOST:PORT[/DB]]
                      [--instance NAME] [--secret-file FILE] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
-                      [--require-client-cert] [--workers N] [options]
-       sipline register URI --registrar URI... [--user U] [--expires N] [options]
+                      [--presence open|closed[:NOTE]] [--require-client-cert] [--workers N] [options]
+       sipline register URI --registrar URI... [--user U] [--expires N] [--answer]
+                        [--presence open|closed[:NOTE]] [options]
        sipline message TARGET TEXT [--from URI] [--registrar URI... | --proxy URI] [--user U] [options]
-       sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--from URI]
+       sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--hold-after SECS]
+                    [--transfer-to URI [--transfer-after SECS]] [--from URI]
                     [--registrar URI... | --proxy URI] [--user U] [options]
+       sipline subscribe TARGET --event EVENT [--expires N] [--accept TYPE]... [--from URI]
+                         [--registrar URI... | --proxy URI] [--user U] [options]
 --registrar URI (repeatable): registrars in order of preference; when the one in use stops
        answering, the next takes the registration (RFC 3263 §4.3), and the first again once it answers
-listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: a minimal SDP);
-                 without it INVITEs are rejected 486
+listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: the
+                 answer to the caller's offer, RFC 3264: PCMU, PCMA or telephone-event on the discard
+                 port; 488 if none of those is offered); without it INVITEs are rejected 486. With it a
+                 REFER (RFC 3515, a transfer) is accepted: the Refer-To target is called (with
+                 Referred-By) and that call's progress reported to the transferor; without it, 603
+listen, register --presence open|closed[:NOTE]: answer presence subscriptions (RFC 3856) with a
+                 PIDF document (RFC 3863) saying open or closed, with the note
+subscribe: subscribes to EVENT (presence, reg, message-summary…, RFC 6665) at TARGET for --expires
+                 seconds (default 3600, refreshed), prints each NOTIFY (state, and the body: presence,
+                 registrations, message counts, or as text) until the notifier ends it or Ctrl-C
+                 (which unsubscribes first); exit 0 if it was accepted; --accept: the body types taken
+                 (default: the package's)
+call --hold-after SECS: puts the call on hold SECS after the answer (re-INVITE, sendonly, RFC 3264
+                 §8.4); --transfer-to URI: SECS after the answer (--transfer-after, default 0) asks
+                 the peer to call URI (REFER), prints its progress, hangs up when it ends; exit 0
+                 if the transfer got a 2xx
 serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
        (default 127.0.0.1:5060), and TLS 1.2/1.3 on the next port with --cert/--key or
        --tls-self-signed (a certificate for D and ADDR made on the spot; its authority's
@@ -150,6 +171,38 @@ struct Options {
     /// `serve`: the file whose SHA-256 keys the nonces (instances of one
     /// domain share it).
     secret_file: Option<PathBuf>,
+    /// `subscribe`: the event package (RFC 6665).
+    event: Option<String>,
+    /// `subscribe`: the body types taken in NOTIFYs.
+    accept: Vec<String>,
+    /// `listen`, `register`: answer presence subscriptions with this
+    /// status (open or not) and note (RFC 3856).
+    presence: Option<(bool, Option<String>)>,
+    /// `call`: transfer the answered call there (REFER, RFC 3515).
+    transfer_to: Option<String>,
+    /// `call`: how long after the answer to transfer.
+    transfer_after: Option<Duration>,
+    /// `call`: how long after the answer to put the call on hold.
+    hold_after: Option<Duration>,
+}
+
+/// `--hangup-after`-style seconds (fractions allowed).
+fn parse_secs(option: &str, v: &str) -> Result<Duration, String> {
+    let secs: f64 = v.parse().map_err(|e| format!("{option}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{option}: {e}"))
+}
+
+/// `--presence open|closed[:NOTE]`.
+fn parse_presence(v: &str) -> Result<(bool, Option<String>), String> {
+    let (status, note) = match v.split_once(':') {
+        Some((s, n)) => (s, Some(n.to_owned())),
+        None => (v, None),
+    };
+    match status {
+        "open" => Ok((true, note)),
+        "closed" => Ok((false, note)),
+        _ => Err(format!("--presence {v:?}: open or closed, with :NOTE if wanted")),
+    }
 }
 
 /// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
@@ -279,11 +332,13 @@ fn parse(args: &[String]) -> Result<Options, String> {
                 }
                 o.workers = Some(n);
             }
-            "--hangup-after" => {
-                let secs: f64 = value()?.parse().map_err(|e| format!("--hangup-after: {e}"))?;
-                let after = Duration::try_from_secs_f64(secs).map_err(|e| format!("--hangup-after: {e}"))?;
-                o.hangup_after = Some(after);
-            }
+            "--hangup-after" => o.hangup_after = Some(parse_secs(a, &value()?)?),
+            "--transfer-after" => o.transfer_after = Some(parse_secs(a, &value()?)?),
+            "--hold-after" => o.hold_after = Some(parse_secs(a, &value()?)?),
+            "--transfer-to" => o.transfer_to = Some(value()?),
+            "--event" => o.event = Some(value()?),
+            "--accept" => o.accept.push(value()?),
+            "--presence" => o.presence = Some(parse_presence(&value()?)?),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => o.positional.push(s.to_owned()),
         }
@@ -400,6 +455,7 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
             "serve" => serve_domain(&options).await,
             "register" => register(&options).await,
             "call" => call(&options).await,
+            "subscribe" => subscribe(&options).await,
             _ => message(&options).await,
         }
     })
@@ -421,17 +477,25 @@ async fn bind_endpoint(config: EndpointConfig) -> Result<(sipline_tokio::Endpoin
 }
 
 /// What `listen` and `register` do with incoming sessions: answer them
-/// with `answer` (200 with that body), or reject them 486.
+/// with `answer` (200 with that body), or reject them 486; with
+/// `--presence`, presence subscriptions; with `--answer`, transfers.
 #[derive(Clone)]
-struct Calls {
+pub(crate) struct Calls {
     answer: Option<Answer>,
     /// The caller of each live incoming session.
     callers: HashMap<SessionId, String>,
     /// Print nothing per request or call (`--quiet`).
     quiet: bool,
-    /// The built-in SDP last written, for the address it names (the same
-    /// for every call reaching the same address: written once).
-    sdp: Option<(IpAddr, Vec<u8>)>,
+    /// `--presence`: open or not, and the note.
+    presence: Option<(bool, Option<String>)>,
+    /// Calls placed for a transfer, and the transfer's subscription.
+    transfers: HashMap<SessionId, SubscriptionId>,
+}
+
+/// How an incoming INVITE or re-INVITE is answered.
+enum Reply {
+    Accept(Body),
+    Reject(u16, &'static str),
 }
 
 /// `println!` unless `calls` is quiet.
@@ -453,7 +517,8 @@ enum Answer {
 }
 
 impl Calls {
-    /// Incoming sessions answered as `o` says (`--answer`, `--body`).
+    /// Incoming sessions answered as `o` says (`--answer`, `--body`,
+    /// `--presence`).
     fn new(o: &Options) -> Result<Calls, String> {
         let answer = match (&o.body, o.answer) {
             (Some(_), false) => return Err("--body needs --answer".to_owned()),
@@ -463,37 +528,87 @@ impl Calls {
             (None, true) => Some(Answer::Builtin),
             (None, false) => None,
         };
-        Ok(Calls { answer, callers: HashMap::new(), quiet: o.quiet, sdp: None })
+        Ok(Calls {
+            answer,
+            callers: HashMap::new(),
+            quiet: o.quiet,
+            presence: o.presence.clone(),
+            transfers: HashMap::new(),
+        })
     }
 
-    /// The answer body for a session that reached `local` from `remote`.
-    fn body(&mut self, local: Option<SocketAddr>, remote: SocketAddr) -> Option<Body> {
-        match self.answer.as_ref()? {
-            Answer::File(bytes) => Some(Body::sdp(bytes.clone())),
-            Answer::Builtin => {
-                let ip = media_ip(local, remote);
-                let sdp = match &self.sdp {
-                    Some((at, sdp)) if *at == ip => sdp.clone(),
-                    _ => self.sdp.insert((ip, minimal_sdp(ip))).1.clone(),
-                };
-                Some(Body::sdp(sdp))
+    /// The event packages served (`EndpointConfig::events`): presence with
+    /// `--presence`, transfers (REFER) with `--answer`.
+    fn events(&self) -> Vec<String> {
+        let mut events = Vec::new();
+        if self.presence.is_some() {
+            events.push("presence".to_owned());
+        }
+        if self.answer.is_some() {
+            events.push("refer".to_owned());
+        }
+        events
+    }
+
+    /// The answer to an INVITE (or re-INVITE) with `offer` that reached
+    /// `local` from `remote`.
+    fn reply(local: Option<SocketAddr>, remote: SocketAddr, answer: Option<&Answer>, offer: Option<&Body>) -> Reply {
+        match answer {
+            None => Reply::Reject(486, "Busy Here"),
+            Some(Answer::File(bytes)) => Reply::Accept(Body::sdp(bytes.clone())),
+            Some(Answer::Builtin) => {
+                let offer = offer.filter(|b| b.content_type.eq_ignore_ascii_case("application/sdp"));
+                match Media::new(media_ip(local, remote)).answer(offer.map(|b| b.bytes.as_slice())) {
+                    Some(sdp) => Reply::Accept(Body::sdp(sdp)),
+                    None => Reply::Reject(488, "Not Acceptable Here"),
+                }
             }
         }
     }
-}
 
-/// A minimal SDP offer or answer: one audio stream (PCMU) on the discard
-/// port, enough for user agents that insist on a body.
-fn minimal_sdp(ip: IpAddr) -> Vec<u8> {
-    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
-    format!("v=0\r\no=- 0 0 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n")
-        .into_bytes()
+    /// Whether incoming calls (and transfers) are answered.
+    pub(crate) fn answers(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    /// Prints `line` unless quiet.
+    pub(crate) fn say(&self, line: &str) {
+        say!(self, "{line}");
+    }
+
+    /// A call placed to `target` for the transfer `subscription`.
+    pub(crate) fn placed(&mut self, call: SessionId, subscription: SubscriptionId, target: &str) {
+        self.transfers.insert(call, subscription);
+        self.callers.insert(call, target.to_owned());
+    }
+
+    /// The transfer a placed call reports to, while it does.
+    pub(crate) fn transfer_of(&self, call: SessionId) -> Option<SubscriptionId> {
+        self.transfers.get(&call).copied()
+    }
+
+    /// The placed call's outcome is reported: no more reports.
+    pub(crate) fn transferred(&mut self, call: SessionId) {
+        self.transfers.remove(&call);
+    }
+
+    /// Our presence document for `entity` (RFC 3863).
+    fn pidf(&self, entity: &str) -> Option<Body> {
+        let (open, note) = self.presence.as_ref()?;
+        let basic = if *open { Basic::Open } else { Basic::Closed };
+        let mut tuple = Tuple::new("sipline", basic);
+        if let Some(n) = note {
+            tuple = tuple.with_note(Note::new(n.as_str()));
+        }
+        let doc = Presence::new(entity, tuple).to_body().ok()?;
+        Some(Body::new(Presence::CONTENT_TYPE, doc))
+    }
 }
 
 /// The address to name in SDP: the bound one, or for a wildcard the one
 /// the system would send to `remote` from (asked of a connected UDP
 /// socket, which sends nothing), or loopback.
-fn media_ip(local: Option<SocketAddr>, remote: SocketAddr) -> IpAddr {
+pub(crate) fn media_ip(local: Option<SocketAddr>, remote: SocketAddr) -> IpAddr {
     if let Some(l) = local.filter(|l| !l.ip().is_unspecified()) {
         return l.ip();
     }
@@ -544,12 +659,18 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
             say!(calls, "{method} request:\n{}", String::from_utf8_lossy(&request));
             let _ = endpoint.respond(incoming, 200, "OK").await;
         }
-        Event::IncomingSession { session, from, source, .. } => {
+        Event::IncomingSession { session, from, source, body, .. } => {
             say!(calls, "INVITE from {from}");
             let local = source.local.or_else(|| endpoint.local_addr(source.transport));
-            let answered = match calls.body(local, source.remote) {
-                Some(body) => endpoint.accept(session, Some(&body)).await.map(|()| "200 OK"),
-                None => endpoint.reject(session, 486, "Busy Here", &[]).await.map(|()| "486 Busy Here"),
+            let answered = match Calls::reply(local, source.remote, calls.answer.as_ref(), body.as_ref()) {
+                Reply::Accept(body) => endpoint.accept(session, Some(&body)).await.map(|()| "200 OK"),
+                Reply::Reject(code, reason) => endpoint.reject(session, code, reason, &[]).await.map(|()| {
+                    if code == 486 {
+                        "486 Busy Here"
+                    } else {
+                        "488 Not Acceptable Here"
+                    }
+                }),
             };
             match answered {
                 Ok(line) => {
@@ -560,6 +681,30 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
             }
         }
         Event::Session { session, event } => show_session(endpoint, calls, session, event).await,
+        Event::IncomingSubscription { subscription, event, from, to, .. } => {
+            // --presence: the status, to whoever asks (RFC 3856).
+            match calls.pidf(&to).filter(|_| event.split(';').next() == Some("presence")) {
+                Some(doc) => {
+                    say!(calls, "SUBSCRIBE {event} from {from}");
+                    if let Err(e) = endpoint.accept_subscription(subscription, SubState::Active, Some(doc)).await {
+                        println!("cannot accept the subscription: {e}");
+                    }
+                }
+                None => {
+                    let _ = endpoint.reject_subscription(subscription, 489, "Bad Event").await;
+                }
+            }
+        }
+        Event::Refer { subscription, refer_to, referred_by, source, .. } => {
+            crate::transfer::transferred(endpoint, calls, subscription, &refer_to, referred_by, source).await;
+        }
+        Event::Subscription { subscription, event: SubscriptionEvent::Ended(why) } => {
+            if matches!(why, SubscriptionEnd::Unsubscribed | SubscriptionEnd::Ended) {
+                say!(calls, "subscription ended");
+            } else {
+                say!(calls, "subscription {subscription:?} ended: {why:?}");
+            }
+        }
         Event::Registration(state) => println!("registration: {}", describe(&state)),
         Event::State(state) => println!("endpoint: {state:?}"),
         Event::ShutDown => return false,
@@ -572,15 +717,27 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
 async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, session: SessionId, event: SessionEvent) {
     match event {
         SessionEvent::Confirmed { .. } => say!(calls, "ACK"),
-        SessionEvent::Reoffer { .. } => {
+        SessionEvent::Reoffer { body, .. } => {
             // A re-INVITE (a hold, a refresh): answered like the INVITE.
             let remote = SocketAddr::from(([127, 0, 0, 1], 9));
             let local = endpoint.local_addrs().first().map(|(_, a)| *a);
-            let result = match calls.body(local, remote) {
-                Some(body) => endpoint.accept(session, Some(&body)).await,
-                None => endpoint.reject(session, 488, "Not Acceptable Here", &[]).await,
+            let answer = calls.answer.clone().or(Some(Answer::Builtin));
+            let (result, held) = match Calls::reply(local, remote, answer.as_ref(), body.as_ref()) {
+                Reply::Accept(body) => {
+                    let held = String::from_utf8_lossy(&body.bytes).contains("a=recvonly");
+                    (endpoint.accept(session, Some(&body)).await, held)
+                }
+                Reply::Reject(code, reason) => (endpoint.reject(session, code, reason, &[]).await, false),
             };
-            say!(calls, "re-INVITE: {}", if result.is_ok() { "answered" } else { "not answered" });
+            let what = match (result.is_ok(), held) {
+                (true, true) => "answered (held: recvonly)",
+                (true, false) => "answered",
+                (false, _) => "not answered",
+            };
+            say!(calls, "re-INVITE: {what}");
+        }
+        event if calls.transfers.contains_key(&session) => {
+            crate::transfer::progress(endpoint, calls, session, event).await;
         }
         SessionEvent::Ended(why) => {
             let from = calls.callers.remove(&session).unwrap_or_default();
@@ -815,7 +972,8 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     c = c.serve(server);
     let quiet = o.quiet;
-    let calls = move || Calls { answer: None, callers: HashMap::new(), quiet, sdp: None };
+    let calls =
+        move || Calls { answer: None, callers: HashMap::new(), quiet, presence: None, transfers: HashMap::new() };
     let workers_note = if workers > 1 { format!(", {workers} workers") } else { String::new() };
     let banner = format!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16){workers_note}; Ctrl-C stops");
     run_workers(c, workers, calls, Some(&banner)).await
@@ -914,7 +1072,7 @@ async fn listen(o: &Options) -> ExitCode {
     }
     // A listener with no --bind is there for anyone: every interface.
     let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let config = match o.config("sip:sipline@sipline.invalid", bind) {
+    let mut config = match o.config("sip:sipline@sipline.invalid", bind) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
@@ -922,6 +1080,7 @@ async fn listen(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    config.events = calls.events();
     // `--workers N` (issue 19): N answering endpoints on one address.
     let workers = o.workers.unwrap_or(1);
     run_workers(config, workers, || calls.clone(), None).await
@@ -941,7 +1100,7 @@ async fn register(o: &Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let config = match o.config(aor, bind) {
+    let mut config = match o.config(aor, bind) {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
@@ -949,6 +1108,7 @@ async fn register(o: &Options) -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(&e),
     };
+    config.events = calls.events();
     match bind_endpoint(config).await {
         Ok((endpoint, events)) => serve(endpoint, events, calls).await,
         Err(code) => code,
@@ -1046,6 +1206,25 @@ async fn message(o: &Options) -> ExitCode {
     code
 }
 
+/// `subscribe TARGET --event EVENT`: prints each NOTIFY until the end.
+async fn subscribe(o: &Options) -> ExitCode {
+    let ([target], Some(event)) = (o.positional.as_slice(), &o.event) else {
+        return usage_error("subscribe needs a TARGET and --event");
+    };
+    let (endpoint, mut events) = match client(o).await {
+        Ok(pair) => pair,
+        Err(code) => return code,
+    };
+    let asked = crate::subscribe::Asked { target, event, expires: o.expires, accept: &o.accept };
+    let accepted = crate::subscribe::run(&endpoint, &mut events, &asked, stop_signal()).await;
+    endpoint.shutdown().await;
+    if accepted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 /// How long `call` waits for its BYE or CANCEL to finish (64·T1 with the
 /// default T1, and a little more).
 const HANGUP_WAIT: Duration = Duration::from_secs(35);
@@ -1072,13 +1251,14 @@ async fn call(o: &Options) -> ExitCode {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    // Without --body, a minimal SDP offer (user agents insist on one).
+    // Without --body, an SDP offer of our own (user agents insist on one).
+    let local = endpoint.local_addrs().first().map(|(_, a)| *a);
+    let ip = local.filter(|a| !a.ip().is_unspecified()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
+    let mut media = Media::new(ip);
     let (content_type, offer) = if let Some(b) = body {
         (o.content_type.clone().unwrap_or_else(|| "application/sdp".to_owned()), b)
     } else {
-        let local = endpoint.local_addrs().first().map(|(_, a)| *a);
-        let ip = local.filter(|a| !a.ip().is_unspecified()).map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), |a| a.ip());
-        ("application/sdp".to_owned(), minimal_sdp(ip))
+        ("application/sdp".to_owned(), media.offer())
     };
     let session = match endpoint.invite(Request::invite(target, &content_type, offer)).await {
         Ok(s) => s,
@@ -1088,7 +1268,7 @@ async fn call(o: &Options) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let answered = follow_call(o, &endpoint, &mut events, session).await;
+    let answered = follow_call(o, &endpoint, &mut events, session, &mut media).await;
     endpoint.shutdown().await;
     if answered {
         ExitCode::SUCCESS
@@ -1097,21 +1277,29 @@ async fn call(o: &Options) -> ExitCode {
     }
 }
 
-/// Prints the session's responses, hangs up when told to, and waits for
-/// its end; whether it was answered.
+/// Prints the session's responses; puts it on hold, transfers it and hangs
+/// up when told to, and waits for its end. Whether it was answered (and
+/// transferred, with `--transfer-to`).
 async fn follow_call(
     o: &Options,
     endpoint: &sipline_tokio::Endpoint,
     events: &mut sipline_tokio::Events,
     session: SessionId,
+    media: &mut Media,
 ) -> bool {
     let stop = stop_signal();
     tokio::pin!(stop);
     let mut answered = false;
     let mut hanging_up = false;
-    // Armed at the answer with --hangup-after; far away until then.
-    let hangup_at = tokio::time::sleep(Duration::from_secs(86_400 * 365));
-    tokio::pin!(hangup_at);
+    // Armed at the answer with --hangup-after, --hold-after and
+    // --transfer-to; far away until then.
+    let never = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+    let hangup_at = tokio::time::sleep_until(never());
+    let hold_at = tokio::time::sleep_until(never());
+    let transfer_at = tokio::time::sleep_until(never());
+    tokio::pin!(hangup_at, hold_at, transfer_at);
+    let (mut hold_armed, mut transfer_armed) = (false, false);
+    let mut transfer = crate::transfer::Transferor::default();
     let mut ending_by: Option<tokio::time::Instant> = None;
     loop {
         let give_up = async {
@@ -1123,21 +1311,60 @@ async fn follow_call(
         let hang_up_now = tokio::select! {
             () = &mut stop, if !hanging_up => true,
             () = &mut hangup_at, if !hanging_up => true,
+            () = &mut hold_at, if hold_armed => {
+                hold_armed = false;
+                // RFC 3264 §8.4: a new offer, sendonly.
+                let held = media.hold().map(Body::sdp);
+                println!("hold");
+                if let Err(e) = endpoint.reinvite(session, held).await {
+                    println!("cannot hold: {e}");
+                }
+                false
+            }
+            () = &mut transfer_at, if transfer_armed => {
+                transfer_armed = false;
+                let target = o.transfer_to.as_deref().unwrap_or_default();
+                transfer.start(endpoint, session, target).await
+            }
             () = give_up => {
                 println!("no end to the hangup in {} s", HANGUP_WAIT.as_secs());
-                return answered;
+                return answered && transfer.succeeded();
             }
             event = events.next() => {
-                let Some(event) = event else { return answered };
+                let Some(event) = event else { return answered && transfer.succeeded() };
                 match event {
                     Event::Session { session: s, event } if s == session => match event {
                         SessionEvent::Progress(r) => println!("{} {}", r.code, r.reason),
                         SessionEvent::Answered(r) => {
                             println!("{} {}", r.code, r.reason);
                             answered = true;
+                            let now = tokio::time::Instant::now();
                             if let Some(after) = o.hangup_after {
-                                hangup_at.as_mut().reset(tokio::time::Instant::now() + after);
+                                hangup_at.as_mut().reset(now + after);
                             }
+                            if let Some(after) = o.hold_after {
+                                hold_at.as_mut().reset(now + after);
+                                hold_armed = true;
+                            }
+                            if o.transfer_to.is_some() {
+                                transfer_at.as_mut().reset(now + o.transfer_after.unwrap_or_default());
+                                transfer_armed = true;
+                            }
+                        }
+                        SessionEvent::Updated(result) => match result {
+                            Ok(r) => {
+                                let held = String::from_utf8_lossy(&r.bytes).contains("a=recvonly");
+                                println!("re-INVITE: {} {}{}", r.code, r.reason, if held { " (held)" } else { "" });
+                            }
+                            Err(e) => println!("re-INVITE failed: {e}"),
+                        },
+                        SessionEvent::Reoffer { body, .. } => {
+                            // The peer's re-INVITE: answered from our side.
+                            let answer = media.answer(body.as_ref().map(|b| b.bytes.as_slice()));
+                            let _ = match answer {
+                                Some(sdp) => endpoint.accept(session, Some(&Body::sdp(sdp))).await,
+                                None => endpoint.reject(session, 488, "Not Acceptable Here", &[]).await,
+                            };
                         }
                         SessionEvent::Ended(why) => {
                             match why {
@@ -1148,23 +1375,35 @@ async fn follow_call(
                                 SessionEnd::PeerHungUp => println!("BYE from the peer"),
                                 other => println!("call {}", end_text(&other)),
                             }
-                            return answered;
+                            return answered && transfer.succeeded();
                         }
                         _ => {}
                     },
-                    Event::ShutDown => return answered,
+                    // The transfer's NOTIFYs (RFC 3515 §2.4.5): its end
+                    // hangs up the call.
+                    Event::Subscription { subscription, event } => transfer.event(subscription, event),
+                    Event::ShutDown => return answered && transfer.succeeded(),
                     _ => {}
                 }
                 false
             }
         };
-        if hang_up_now {
+        if hang_up_now && !hanging_up {
             hanging_up = true;
             ending_by = Some(tokio::time::Instant::now() + HANGUP_WAIT);
             println!("{}", if answered { "BYE" } else { "CANCEL" });
             if let Err(e) = endpoint.hangup(session).await {
                 println!("cannot hang up: {e}");
-                return answered;
+                return answered && transfer.succeeded();
+            }
+        }
+        if transfer.finished() && !hanging_up {
+            // The transferee took it (or not): the call is ours to end.
+            hanging_up = true;
+            ending_by = Some(tokio::time::Instant::now() + HANGUP_WAIT);
+            println!("BYE");
+            if endpoint.hangup(session).await.is_err() {
+                return answered && transfer.succeeded();
             }
         }
     }
