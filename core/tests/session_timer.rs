@@ -96,7 +96,7 @@ fn the_refresher_updates_at_half_the_interval_and_the_session_lives_on() {
     assert_eq!(header(&update, "Session-Expires"), Some("90;refresher=uac"));
     assert_eq!(header(&update, "Content-Length"), Some("0"));
     assert!(header(&update, "Contact").is_some(), "RFC 3311 §5.1: a target refresh");
-    let ok = p.nodes[1].sent("SIP/2.0 200", "UPDATE").remove(0).1;
+    let ok = p.nodes[1].sent("SIP/2.0 200", "CSeq: 2 UPDATE").remove(0).1;
     assert_eq!(header(&ok, "Session-Expires"), Some("90;refresher=uac"));
     assert!(p.nodes[0].sent("INVITE ", "").len() == 1, "no re-INVITE");
     assert_eq!(refreshed(&p, 1).len(), 9);
