@@ -1941,7 +1941,11 @@ impl Endpoint {
                 if last.body {
                     r.early_answer = true;
                 }
-                (r.deferred.take(), r.queue.pop_front())
+                // The next waiting one goes first; a 2xx held for the
+                // PRACKs goes once none is left (§3).
+                let next = r.queue.pop_front();
+                let deferred = if next.is_none() { r.deferred.take() } else { None };
+                (deferred, next)
             })
         });
         let Some((deferred, next)) = hit else {
@@ -1956,11 +1960,23 @@ impl Endpoint {
         if !offered {
             return;
         }
-        if let Some(body) = deferred {
+        if let Some((code, body)) = next {
+            self.send_reliable(now, s, code, body.as_ref());
+            // A 2xx held for one with a body waits on; else it goes now.
+            let hold = self.sessions.all.get(&s).and_then(|x| x.reliable.as_ref()).is_some_and(Reliable::unacked_body);
+            let deferred = self.sessions.all.get_mut(&s).and_then(|x| x.reliable.as_mut()).and_then(|r| {
+                if hold {
+                    None
+                } else {
+                    r.deferred.take()
+                }
+            });
+            if let Some(body) = deferred {
+                let _ = self.send_accept(now, s, body.as_ref());
+            }
+        } else if let Some(body) = deferred {
             // §3: the 2xx waited for this PRACK.
             let _ = self.send_accept(now, s, body.as_ref());
-        } else if let Some((code, body)) = next {
-            self.send_reliable(now, s, code, body.as_ref());
         }
     }
 

@@ -136,9 +136,10 @@ impl Reliable {
         self.last.as_ref().is_some_and(|l| !l.acked)
     }
 
-    /// An unacknowledged one carries a body (a 2xx must wait, §3).
+    /// An unacknowledged one carries a body, or one with a body waits its
+    /// turn: a 2xx must wait (§3; the application's order kept).
     pub(super) fn unacked_body(&self) -> bool {
-        self.last.as_ref().is_some_and(|l| !l.acked && l.body)
+        self.unacked() && (self.last.as_ref().is_some_and(|l| l.body) || self.queue.iter().any(|(_, b)| b.is_some()))
     }
 }
 
