@@ -370,6 +370,9 @@ pub(super) struct Session {
     /// The last session description we sent (offer or answer): a refresh
     /// re-INVITE carries it again (RFC 4028 §10).
     local_body: Option<Body>,
+    /// When our INVITE, re-INVITE or UPDATE under way was sent: the session
+    /// timer its 2xx sets runs from then (the peer's started in between).
+    sent_at: Option<Instant>,
 }
 
 impl Session {
@@ -406,6 +409,7 @@ impl Session {
             refreshing: false,
             peer_update: false,
             local_body: None,
+            sent_at: None,
         }
     }
 
@@ -605,6 +609,7 @@ impl Endpoint {
             session.invite = Some(id);
             session.late_offer = late_offer;
             session.local_body = offer;
+            session.sent_at = Some(now);
         }
         self.queued.push_back(id);
         self.start_queued();
@@ -644,20 +649,24 @@ impl Endpoint {
         h
     }
 
-    /// Arms the session timer `agreed` on `s` (RFC 4028 §10): the refresh
-    /// at half the interval when we refresh, the expiry either way; `None`
+    /// Arms the session timer `agreed` on `s` (RFC 4028 §10), counted from
+    /// `since` (now, or when our request that set it was sent: a refresh
+    /// delayed by loss must not make the next one late for the peer,
+    /// whose timer started when the request reached it): the refresh at
+    /// half the interval when we refresh, the expiry either way; `None`
     /// disarms it. Reports it.
-    fn arm_session_timer(&mut self, now: Instant, s: SessionId, agreed: Option<Agreed>) {
+    fn arm_session_timer(&mut self, now: Instant, since: Instant, s: SessionId, agreed: Option<Agreed>) {
         let Some(x) = self.sessions.all.get_mut(&s) else { return };
         x.timer = agreed;
         x.refreshing = false;
         self.sessions.clear_timer(s, Timer::Refresh);
         self.sessions.clear_timer(s, Timer::Expiry);
         let Some(a) = agreed else { return };
+        let since = since.min(now);
         if a.we_refresh {
-            self.sessions.set_timer(s, Timer::Refresh, now + a.refresh_in());
+            self.sessions.set_timer(s, Timer::Refresh, (since + a.refresh_in()).max(now));
         }
-        self.sessions.set_timer(s, Timer::Expiry, now + a.expires_in());
+        self.sessions.set_timer(s, Timer::Expiry, (since + a.expires_in()).max(now));
         let interval = Duration::from_secs(u64::from(a.interval));
         self.emit(s, SessionEvent::Refreshed { interval, we_refresh: a.we_refresh });
     }
@@ -1003,7 +1012,8 @@ impl Endpoint {
             // timer stays as it was.
             let keep = x.timer.filter(|a| a.we_refresh && !reliable::supports(m, timer::TAG));
             let agreed = timer::from_response(m).or(keep);
-            self.arm_session_timer(now, s, agreed);
+            let since = x.sent_at.take().unwrap_or(now);
+            self.arm_session_timer(now, since, s, agreed);
         }
     }
 
@@ -1415,7 +1425,7 @@ impl Endpoint {
         }
         self.sessions.set_timer(session, Timer::NoAck, now + t1 * 64);
         if self.config.session_timers.is_some() {
-            self.arm_session_timer(now, session, agreed);
+            self.arm_session_timer(now, now, session, agreed);
         }
         Ok(())
     }
@@ -1501,6 +1511,7 @@ impl Endpoint {
         let Some(dialog) = x.dialog.as_mut() else { return };
         let head = dialog.next_request();
         x.glare_body = Some(OurOffer(body.clone()));
+        x.sent_at = Some(now);
         let mut request = Request::new(Method::Invite, &head.uri);
         request.headers = headers;
         if let Some(b) = body {
@@ -1549,6 +1560,7 @@ impl Endpoint {
         let offer = body.is_some();
         x.glare_update = Some(OurOffer(body.clone()));
         x.refreshing = refresh;
+        x.sent_at = Some(now);
         if let Some(b) = body {
             request.content_type = Some(b.content_type);
             request.body = b.bytes;
@@ -2055,7 +2067,7 @@ impl Endpoint {
             }
         }
         if success && self.config.session_timers.is_some() {
-            self.arm_session_timer(now, s, agreed);
+            self.arm_session_timer(now, now, s, agreed);
         }
         sent
     }
