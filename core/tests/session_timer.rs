@@ -37,6 +37,7 @@ fn reoffer_ok() -> Policy {
     })
 }
 
+#[allow(clippy::unnecessary_wraps)] // the config field's type
 fn timers(expires: u32, min_se: u32) -> Option<SessionTimerConfig> {
     Some(SessionTimerConfig::new(expires, min_se))
 }

@@ -80,7 +80,8 @@ fn reliable_provisionals_are_pracked_under_loss_and_the_call_completes() {
                 racks.push(rack);
             }
         }
-        let expected: Vec<String> = (0..racks.len()).map(|i| format!("{} 1 INVITE", n + i as u32)).collect();
+        let expected: Vec<String> =
+            (0..racks.len()).map(|i| format!("{} 1 INVITE", n + u32::try_from(i).unwrap())).collect();
         assert_eq!(racks, expected, "§7.2\n{trace}");
         let progress = alice
             .session_events()

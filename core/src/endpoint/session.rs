@@ -77,7 +77,7 @@ mod reliable;
 mod timer;
 
 pub use reliable::PrackMode;
-use reliable::{InFlight, Reliable};
+use reliable::{Held, InFlight, Reliable};
 pub use timer::SessionTimerConfig;
 use timer::{Agreed, Negotiation, Side};
 
@@ -308,6 +308,9 @@ impl Offer {
 }
 
 /// One session.
+// Its flags are independent facts of the protocol (a provisional came, the
+// offer was late, BYE waits for the ACK…), not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 pub(super) struct Session {
     role: Role,
     phase: Phase,
@@ -416,8 +419,7 @@ impl Session {
     /// An offer-answer exchange is under way, either way (RFC 3311 §5.2,
     /// RFC 3261 §14).
     fn offer_pending(&self) -> bool {
-        (self.invite.is_some() && self.phase == Phase::Confirmed)
-            || (self.offer.is_some() && self.phase == Phase::Confirmed)
+        ((self.invite.is_some() || self.offer.is_some()) && self.phase == Phase::Confirmed)
             || self.update_out.is_some()
             || self.update_offer.is_some()
             || self.glare_body.is_some()
@@ -907,7 +909,7 @@ impl Endpoint {
         // it (once per larger value).
         if let Err(RequestError::Failure(r)) = &result {
             let min = Message::parse(&r.bytes).ok().and_then(|m| timer::min_se(&m));
-            let asked = self.config.session_timers.map_or(0, |t| t.floor()).max(session.min_se);
+            let asked = self.config.session_timers.map_or(0, SessionTimerConfig::floor).max(session.min_se);
             if let Some(min) = min.filter(|m| r.code == 422 && *m > asked && self.config.session_timers.is_some()) {
                 session.min_se = min;
                 if reinvite {
@@ -1383,7 +1385,7 @@ impl Endpoint {
             if r.deferred.is_some() {
                 return Err(SessionError::State);
             }
-            r.deferred = Some(body.cloned());
+            r.deferred = Some(Held(body.cloned()));
             self.sessions.clear_timer(session, Timer::Unanswered);
             return Ok(());
         }
@@ -1605,7 +1607,7 @@ impl Endpoint {
                 // RFC 4028 §7.4: a 422: again with the larger Min-SE.
                 if let RequestError::Failure(r) = &e {
                     let min = Message::parse(&r.bytes).ok().and_then(|m| timer::min_se(&m));
-                    let asked = self.config.session_timers.map_or(0, |t| t.floor()).max(x.min_se);
+                    let asked = self.config.session_timers.map_or(0, SessionTimerConfig::floor).max(x.min_se);
                     if let Some(min) = min.filter(|m| r.code == 422 && *m > asked) {
                         x.min_se = min;
                         let body = x.glare_update.take().and_then(|OurOffer(b)| b);
@@ -1864,7 +1866,7 @@ impl Endpoint {
     /// (its interval is below our Min-SE, which the 422 names).
     fn timer_check(&mut self, now: Instant, server: ServerId, m: &Message<'_>) -> Option<Negotiation> {
         let Some(config) = self.config.session_timers else { return Some(Negotiation::None) };
-        match timer::negotiate(m, &config) {
+        match timer::negotiate(m, config) {
             Negotiation::TooSmall(min) => {
                 let min = min.to_string();
                 let headers = [("Min-SE", min.as_str())];
@@ -1983,10 +1985,10 @@ impl Endpoint {
                     r.deferred.take()
                 }
             });
-            if let Some(body) = deferred {
+            if let Some(Held(body)) = deferred {
                 let _ = self.send_accept(now, s, body.as_ref());
             }
-        } else if let Some(body) = deferred {
+        } else if let Some(Held(body)) = deferred {
             // §3: the 2xx waited for this PRACK.
             let _ = self.send_accept(now, s, body.as_ref());
         }

@@ -128,7 +128,7 @@ impl Pair {
                             let lost = (self.drop)(id, &text);
                             let at = self.now - self.start;
                             self.nodes[id].wire.push((at, lost, text));
-                            let to = if remote == addr(0) { 0 } else { 1 };
+                            let to = usize::from(remote != addr(0));
                             if !lost && (remote == addr(0) || remote == addr(1)) {
                                 self.queue.push_back((to, bytes.to_vec()));
                             }

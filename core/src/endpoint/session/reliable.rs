@@ -82,6 +82,9 @@ pub(super) fn first_rseq(draw: u64) -> u32 {
     u32::try_from(draw % u64::from(MAX_RSEQ)).unwrap_or(0) + 1
 }
 
+/// The body of a 2xx held back until a PRACK (§3).
+pub(super) struct Held(pub(super) Option<Body>);
+
 /// A reliable provisional response in flight (§3).
 pub(super) struct InFlight {
     /// Its RSeq.
@@ -110,8 +113,8 @@ pub(super) struct Reliable {
     /// §3: one unacknowledged at a time; the next ones wait here.
     pub(super) queue: VecDeque<(u16, Option<Body>)>,
     /// `accept` came while one with a body was unacknowledged: its 2xx
-    /// (with this body) goes when the PRACK comes (§3).
-    pub(super) deferred: Option<Option<Body>>,
+    /// goes when the PRACK comes (§3).
+    pub(super) deferred: Option<Held>,
     /// A reliable provisional response with a body was acknowledged (the
     /// offer-answer of the INVITE is done in the early dialog).
     pub(super) early_answer: bool,

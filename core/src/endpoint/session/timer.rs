@@ -38,7 +38,7 @@ impl SessionTimerConfig {
     }
 
     /// The Min-SE in force (at least 90, §4).
-    pub(super) fn floor(&self) -> u32 {
+    pub(super) fn floor(self) -> u32 {
         self.min_se.max(MIN_SE_FLOOR)
     }
 }
@@ -111,7 +111,7 @@ impl Agreed {
         if self.we_refresh {
             interval
         } else {
-            interval - (interval / 3).min(Duration::from_secs(32))
+            interval.saturating_sub((interval / 3).min(Duration::from_secs(32)))
         }
     }
 }
@@ -131,7 +131,7 @@ pub(super) enum Negotiation {
 }
 
 /// §9: the UAS's decision on `request`, with our configuration.
-pub(super) fn negotiate(request: &Message<'_>, config: &SessionTimerConfig) -> Negotiation {
+pub(super) fn negotiate(request: &Message<'_>, config: SessionTimerConfig) -> Negotiation {
     let ours = config.floor();
     let theirs_min = min_se(request).unwrap_or(0).max(MIN_SE_FLOOR);
     let uac_supports = supports(request, TAG);
@@ -179,7 +179,7 @@ mod tests {
         .into_bytes()
     }
 
-    fn judge(extra: &str, config: &SessionTimerConfig) -> Negotiation {
+    fn judge(extra: &str, config: SessionTimerConfig) -> Negotiation {
         negotiate(&Message::parse(&request(extra)).unwrap(), config)
     }
 
@@ -196,9 +196,9 @@ mod tests {
     #[test]
     fn too_small_an_interval_gets_422_with_our_min_se_section_9() {
         let c = SessionTimerConfig::new(1800, 300);
-        assert_eq!(judge("Supported: timer\r\nSession-Expires: 200\r\n", &c), Negotiation::TooSmall(300));
+        assert_eq!(judge("Supported: timer\r\nSession-Expires: 200\r\n", c), Negotiation::TooSmall(300));
         assert_eq!(
-            judge("Supported: timer\r\nSession-Expires: 300\r\n", &c),
+            judge("Supported: timer\r\nSession-Expires: 300\r\n", c),
             Negotiation::Use { interval: 300, refresher: Side::Uac }
         );
     }
@@ -207,19 +207,19 @@ mod tests {
     fn the_uas_keeps_a_named_refresher_and_picks_one_left_open_section_9() {
         let c = SessionTimerConfig::default();
         assert_eq!(
-            judge("Supported: timer\r\nSession-Expires: 600;refresher=uas\r\n", &c),
+            judge("Supported: timer\r\nSession-Expires: 600;refresher=uas\r\n", c),
             Negotiation::Use { interval: 600, refresher: Side::Uas }
         );
         // Open, the UAC supports timers: it refreshes.
         assert_eq!(
-            judge("Supported: timer\r\nSession-Expires: 600\r\n", &c),
+            judge("Supported: timer\r\nSession-Expires: 600\r\n", c),
             Negotiation::Use { interval: 600, refresher: Side::Uac }
         );
         // A UAC without the extension: we refresh, with our interval.
-        assert_eq!(judge("", &c), Negotiation::Use { interval: 1800, refresher: Side::Uas });
+        assert_eq!(judge("", c), Negotiation::Use { interval: 1800, refresher: Side::Uas });
         // Asked for more than we want: lowered, not below their Min-SE.
         assert_eq!(
-            judge("Supported: timer\r\nSession-Expires: 7200\r\nMin-SE: 3600\r\n", &c),
+            judge("Supported: timer\r\nSession-Expires: 7200\r\nMin-SE: 3600\r\n", c),
             Negotiation::Use { interval: 3600, refresher: Side::Uac }
         );
     }
