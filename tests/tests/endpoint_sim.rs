@@ -358,10 +358,10 @@ fn options_and_unsupported_requests_are_answered_per_8_2() {
     assert_eq!(responses.len(), 4);
     let find = |code: &str| responses.iter().find(|r| r.starts_with(&format!("SIP/2.0 {code} "))).unwrap().clone();
     let ok = find("200");
-    assert!(ok.contains("\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE\r\n"), "{ok}");
+    assert!(ok.contains("\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, PRACK, UPDATE, NOTIFY\r\n"), "{ok}");
     assert!(ok.contains("\r\nAccept: text/plain, application/sdp, message/cpim\r\n"), "{ok}");
     assert!(ok.contains("\r\nSupported: gruu\r\n"), "{ok}");
-    assert!(find("405").contains("\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE\r\n"));
+    assert!(find("405").contains("\r\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, PRACK, UPDATE, NOTIFY\r\n"));
     assert!(find("420").contains("\r\nUnsupported: 100rel\r\n"));
     assert!(find("415").contains("\r\nAccept: text/plain, application/sdp, message/cpim\r\n"));
     // Nothing reached the application.

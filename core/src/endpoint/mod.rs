@@ -35,7 +35,7 @@ pub use overload::{wants_overload_control, OverloadConfig, OverloadStats};
 use registration::Registration;
 pub use registration::{RegistrationConfig, RegistrationState};
 pub use server::ServerConfig;
-pub use session::{Body, SessionEnd, SessionError, SessionEvent, SessionId};
+pub use session::{Body, PrackMode, SessionEnd, SessionError, SessionEvent, SessionId, SessionTimerConfig};
 pub use subscription::{
     Notification, SubState, Subscribe, SubscriptionEnd, SubscriptionError, SubscriptionEvent, SubscriptionId,
 };
@@ -88,6 +88,12 @@ pub struct EndpointConfig {
     pub accept: Vec<String>,
     /// Option tags it supports (Supported, and Require checks §8.2.2.3).
     pub extensions: Vec<String>,
+    /// Reliable provisional responses (RFC 3262, PRACK); off by default.
+    /// On, `100rel` joins the supported option tags.
+    pub prack: PrackMode,
+    /// Session timers (RFC 4028); none by default. Set, `timer` joins the
+    /// supported option tags.
+    pub session_timers: Option<SessionTimerConfig>,
     /// How long the application has to answer an [`Event::Incoming`]
     /// before the endpoint answers 408 for it (default 16 s: half of
     /// Timer F, so the sender still hears it).
@@ -158,6 +164,8 @@ impl EndpointConfig {
             handle_methods: Vec::new(),
             accept: vec!["text/plain".to_owned(), "application/sdp".to_owned(), "message/cpim".to_owned()],
             extensions: vec!["gruu".to_owned()],
+            prack: PrackMode::Off,
+            session_timers: None,
             answer_within: Duration::from_secs(16),
             max_outstanding: Some(20),
             instance: None,
@@ -599,6 +607,10 @@ enum Origin {
     Subscribe,
     /// A subscription's NOTIFY.
     Notify,
+    /// A session's PRACK (RFC 3262).
+    Prack,
+    /// A session's UPDATE (RFC 3311).
+    Update,
 }
 
 enum Stage {
@@ -709,7 +721,8 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint with `config`.
-    pub fn new(config: EndpointConfig) -> Result<Endpoint, ConfigError> {
+    pub fn new(mut config: EndpointConfig) -> Result<Endpoint, ConfigError> {
+        session::add_option_tags(&mut config);
         match Uri::parse(&config.aor) {
             Ok(u) if u.as_sip().is_some() => {}
             _ => return Err(ConfigError::Aor),
@@ -2072,12 +2085,14 @@ impl Endpoint {
             }
             (Origin::Invite | Origin::Reinvite, Some(s)) => self.invite_finished(now, s, p, client, result),
             (Origin::Bye, Some(s)) => self.bye_finished(now, s),
+            (Origin::Update, Some(s)) => self.update_finished(now, s, result),
             (Origin::Subscribe | Origin::Notify, _) => {
                 if let Some(s) = p.subscription {
                     self.subscription_finished(now, s, result);
                 }
             }
             (Origin::Invite | Origin::Reinvite | Origin::Bye | Origin::Ack | Origin::Detached, _) => {}
+            (Origin::Prack | Origin::Update, _) => {}
             (Origin::Register { unregister }, _) => {
                 // Only the REGISTER the registration waits for counts.
                 if self.registration.as_ref().is_some_and(|r| r.request == Some(id)) {

@@ -30,6 +30,35 @@
 //! requests that match no dialog, 500 for a CSeq lower than the last
 //! (§12.2.2); route sets from Record-Route (§12.1). A session over TCP or
 //! TLS pins its connection while it lives.
+//!
+//! Reliable provisional responses (RFC 3262, [`PrackMode`] in
+//! [`EndpointConfig::prack`](super::EndpointConfig::prack)): our INVITEs
+//! say `Supported` (or `Require`) `100rel`; a provisional response that
+//! requires it is PRACKed in its early dialog (RAck, §7.2), its
+//! retransmissions absorbed and one out of order ignored (§4). As UAS,
+//! [`Endpoint::ring`] sends reliably when the INVITE asks for it (RSeq
+//! from a random start, §3): again at T1, 2·T1… until the PRACK
+//! ([`SessionEvent::Pracked`]); with none in 64·T1 the INVITE gets 500 and
+//! the session ends ([`SessionEnd::NoPrack`]). One is unacknowledged at a
+//! time (the next waits its turn), and a 2xx waits for the PRACK of one
+//! that carried a body (§3). A PRACK matching nothing gets 481.
+//!
+//! UPDATE (RFC 3311) both ways in early and confirmed dialogs:
+//! [`Endpoint::update`] ([`SessionEvent::Updated`] follows), and the
+//! peer's as [`SessionEvent::UpdateOffer`], answered with
+//! [`Endpoint::accept_update`] or [`Endpoint::reject_update`]; one with no
+//! body is answered 200 at once. An offer while another is under way gets
+//! 491 or 500 (§5.2).
+//!
+//! Session timers (RFC 4028, [`SessionTimerConfig`] in
+//! [`EndpointConfig::session_timers`](super::EndpointConfig::session_timers)):
+//! our INVITEs ask for Session-Expires (again with the larger Min-SE after
+//! a 422, §7.4); as UAS the interval is checked (422, §9) and the refresher
+//! chosen (§9). The refresher sends UPDATE (or a re-INVITE with the last
+//! session description when the peer does not allow UPDATE) at half the
+//! interval; the other side sends BYE when no refresh came by the interval
+//! less min(32 s, interval/3) ([`SessionEnd::Expired`], §10). Each agreed
+//! interval is reported as [`SessionEvent::Refreshed`].
 
 use super::{
     loose_route, uas, Endpoint, Event, IncomingId, Origin, Output, Pending, Request, RequestError, RequestId, Response,
@@ -43,6 +72,14 @@ use crate::transport::{ConnId, Peer, Source, Transport};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+mod reliable;
+mod timer;
+
+pub use reliable::PrackMode;
+use reliable::{Held, InFlight, Reliable};
+pub use timer::SessionTimerConfig;
+use timer::{Agreed, Negotiation, Side};
 
 /// A session handle, returned at once; what happens to the session comes
 /// as [`Event::Session`] events carrying it.
@@ -103,9 +140,31 @@ pub enum SessionEvent {
         /// The whole request.
         request: Arc<[u8]>,
     },
-    /// Our re-INVITE ended: its 2xx (ACK sent), or why not. The session
-    /// goes on unless [`SessionEvent::Ended`] follows.
+    /// Our re-INVITE or UPDATE ended: its 2xx (ACK sent), or why not. The
+    /// session goes on unless [`SessionEvent::Ended`] follows.
     Updated(Result<Response, RequestError>),
+    /// Incoming: the PRACK for our reliable provisional response arrived
+    /// and was answered 200 (RFC 3262 §3), with its body, if any.
+    Pracked {
+        /// The PRACK's body.
+        body: Option<Body>,
+    },
+    /// The peer sent an UPDATE with an offer (RFC 3311 §5.2): answer it
+    /// with [`Endpoint::accept_update`] or [`Endpoint::reject_update`].
+    UpdateOffer {
+        /// The offer.
+        body: Option<Body>,
+        /// The whole request.
+        request: Arc<[u8]>,
+    },
+    /// A session timer was agreed or refreshed (RFC 4028): the session
+    /// ends unless refreshed within `interval`.
+    Refreshed {
+        /// The session interval (Session-Expires).
+        interval: Duration,
+        /// We send the refreshes (else the peer does).
+        we_refresh: bool,
+    },
     /// The session is over; its handle is no longer valid.
     Ended(SessionEnd),
 }
@@ -135,6 +194,11 @@ pub enum SessionEnd {
     /// The endpoint shut down (an incoming session whose 2xx was not yet
     /// acknowledged ends so when its ACK comes, BYE following, §15).
     ShutDown,
+    /// Incoming: no PRACK came for our reliable provisional response
+    /// within 64·T1; the INVITE got 500 (RFC 3262 §3).
+    NoPrack,
+    /// No session refresh came in time: BYE sent (RFC 4028 §10).
+    Expired,
 }
 
 /// Why a session command was refused.
@@ -191,6 +255,18 @@ pub(super) enum Timer {
     Glare,
     /// Late offer: the application did not give the ACK's body in time.
     AckWait,
+    /// RFC 3262 §3: the reliable provisional response again.
+    PrackRetransmit,
+    /// RFC 3262 §3: no PRACK in 64·T1.
+    PrackGiveUp,
+    /// RFC 4028 §10: time to refresh (we are the refresher).
+    Refresh,
+    /// RFC 4028 §10: the session expires.
+    Expiry,
+    /// RFC 3311 §5.1: try the UPDATE again after a 491.
+    GlareUpdate,
+    /// The application did not answer the peer's UPDATE in time.
+    UpdateUnanswered,
 }
 
 /// The offer of our re-INVITE (none: the peer makes one in its 2xx).
@@ -212,22 +288,29 @@ struct Offer {
     /// The INVITE's CSeq number (its ACK carries the same, §13.2.2.4).
     cseq: u32,
     peer: Peer,
+    /// What its 2xx says about the session timer (RFC 4028 §9).
+    timer: Negotiation,
 }
 
 impl Offer {
-    /// The INVITE (or re-INVITE) `m` waiting in transaction `server` for
-    /// the application's answer; `None` if it cannot be answered.
+    /// The INVITE (or re-INVITE, or UPDATE) `m` waiting in transaction
+    /// `server` for the application's answer; `None` if it cannot be
+    /// answered.
     fn of(server: ServerId, m: &Message<'_>, local_tag: &str, source: &Source) -> Option<Offer> {
         Some(Offer {
             server,
             head: ResponseHead::of(m, local_tag)?,
             cseq: m.cseq().and_then(Result::ok).map_or(0, |c| c.seq()),
             peer: Peer::reply_to_message(source, m),
+            timer: Negotiation::None,
         })
     }
 }
 
 /// One session.
+// Its flags are independent facts of the protocol (a provisional came, the
+// offer was late, BYE waits for the ACK…), not states of one machine.
+#[allow(clippy::struct_excessive_bools)]
 pub(super) struct Session {
     role: Role,
     phase: Phase,
@@ -265,6 +348,34 @@ pub(super) struct Session {
     /// The stream connection pinned for the session.
     conn: Option<ConnId>,
     timers: BTreeMap<Timer, Instant>,
+    /// Incoming: the reliable provisional responses of the INVITE, when
+    /// they go reliably (RFC 3262 §3).
+    reliable: Option<Reliable>,
+    /// Outgoing: the last RSeq PRACKed, per early dialog (To tag), RFC
+    /// 3262 §4.
+    rseq_in: BTreeMap<String, u32>,
+    /// Outgoing: a reliable provisional response carried the answer.
+    early_answer: bool,
+    /// An UPDATE of the peer with an offer, to answer (RFC 3311 §5.2).
+    update_offer: Option<Offer>,
+    /// Our UPDATE under way, and whether it carries an offer.
+    update_out: Option<(RequestId, bool)>,
+    /// Our UPDATE's offer, kept to try again after a 491 (RFC 3311 §5.1).
+    glare_update: Option<OurOffer>,
+    /// The session timer in force (RFC 4028).
+    timer: Option<Agreed>,
+    /// The Min-SE a 422 asked of us (RFC 4028 §7.4).
+    min_se: u32,
+    /// Our re-INVITE or UPDATE under way is a session refresh.
+    refreshing: bool,
+    /// The peer allows UPDATE (its Allow).
+    peer_update: bool,
+    /// The last session description we sent (offer or answer): a refresh
+    /// re-INVITE carries it again (RFC 4028 §10).
+    local_body: Option<Body>,
+    /// When our INVITE, re-INVITE or UPDATE under way was sent: the session
+    /// timer its 2xx sets runs from then (the peer's started in between).
+    sent_at: Option<Instant>,
 }
 
 impl Session {
@@ -290,7 +401,29 @@ impl Session {
             branch: None,
             conn: None,
             timers: BTreeMap::new(),
+            reliable: None,
+            rseq_in: BTreeMap::new(),
+            early_answer: false,
+            update_offer: None,
+            update_out: None,
+            glare_update: None,
+            timer: None,
+            min_se: 0,
+            refreshing: false,
+            peer_update: false,
+            local_body: None,
+            sent_at: None,
         }
+    }
+
+    /// An offer-answer exchange is under way, either way (RFC 3311 §5.2,
+    /// RFC 3261 §14).
+    fn offer_pending(&self) -> bool {
+        ((self.invite.is_some() || self.offer.is_some()) && self.phase == Phase::Confirmed)
+            || self.update_out.is_some()
+            || self.update_offer.is_some()
+            || self.glare_body.is_some()
+            || self.glare_update.is_some()
     }
 }
 
@@ -377,6 +510,24 @@ impl Sessions {
     }
 }
 
+/// Adds the option tags of the extensions `config` turns on (`100rel`,
+/// `timer`) to its supported ones, so that Supported and the Require
+/// checks (§8.2.2.3) say so.
+pub(super) fn add_option_tags(config: &mut super::EndpointConfig) {
+    let mut tags = Vec::new();
+    if config.prack.enabled() {
+        tags.push(reliable::TAG);
+    }
+    if config.session_timers.is_some() {
+        tags.push(timer::TAG);
+    }
+    for tag in tags {
+        if !config.extensions.iter().any(|e| e.eq_ignore_ascii_case(tag)) {
+            config.extensions.push(tag.to_owned());
+        }
+    }
+}
+
 /// The status code `code` (a constant known to be valid).
 fn status(code: u16) -> StatusCode {
     uas::status(code)
@@ -408,6 +559,10 @@ fn cancel_for(invite: &Message<'_>) -> Option<Vec<u8>> {
 fn branch_of(m: &Message<'_>) -> Option<String> {
     m.via().and_then(Result::ok).and_then(|v| v.branch().map(str::to_owned))
 }
+
+/// RFC 4028 §10: a refresh that failed (not fatally) is tried again
+/// after this.
+const REFRESH_RETRY: Duration = Duration::from_secs(2);
 
 /// §14.1: how long to wait before trying a re-INVITE again after a 491:
 /// 2.1–4 s for the owner of the Call-ID (who sent the first INVITE),
@@ -444,9 +599,12 @@ impl Endpoint {
         crate::message::Uri::parse(&request.uri).map_err(|_| SendError::InvalidUri)?;
         let mut request = request;
         request.method = Method::Invite;
+        request.headers.extend(self.session_headers(None, true));
         let (hop, routes) = self.first_hop(&request.uri);
         let (call_id, tag) = (self.rng.hex(20), self.fresh_tag());
         let late_offer = request.body.is_empty();
+        let offer =
+            (!late_offer).then(|| Body::new(request.content_type.as_deref().unwrap_or_default(), request.body.clone()));
         let ids = (call_id.clone(), tag.clone(), 1);
         let id = self.enqueue(&hop, request, Origin::Invite, ids, None, routes)?;
         let s = self.new_session(Role::Uac, Phase::Calling, call_id, tag);
@@ -457,11 +615,67 @@ impl Endpoint {
         if let Some(session) = self.sessions.all.get_mut(&s) {
             session.invite = Some(id);
             session.late_offer = late_offer;
+            session.local_body = offer;
+            session.sent_at = Some(now);
         }
         self.queued.push_back(id);
         self.start_queued();
         self.pump(now);
         Ok(s)
+    }
+
+    /// Header fields of our INVITE, re-INVITE or UPDATE for the extensions
+    /// in use (none when neither is configured): Supported and Allow;
+    /// `Require: 100rel` on an initial INVITE in [`PrackMode::Required`]
+    /// (RFC 3262 §4); Session-Expires and Min-SE (RFC 4028 §7.1, §7.4),
+    /// naming the refresher once one is agreed (we are the UAC of this
+    /// request: `uac` when we refresh).
+    fn session_headers(&self, x: Option<&Session>, initial: bool) -> Vec<(String, String)> {
+        let mut h = Vec::new();
+        let timers = self.config.session_timers;
+        if !self.config.prack.enabled() && timers.is_none() {
+            return h;
+        }
+        h.push(("Supported".to_owned(), self.config.extensions.join(", ")));
+        h.push(("Allow".to_owned(), self.allow_value()));
+        if initial && self.config.prack == PrackMode::Required {
+            h.push(("Require".to_owned(), reliable::TAG.to_owned()));
+        }
+        if let Some(t) = timers {
+            let min = t.floor().max(x.map_or(0, |x| x.min_se));
+            let agreed = x.and_then(|x| x.timer);
+            let interval = agreed.map_or(t.expires, |a| a.interval).max(min);
+            let se = match agreed {
+                Some(a) if a.we_refresh => format!("{interval};refresher=uac"),
+                Some(_) => format!("{interval};refresher=uas"),
+                None => interval.to_string(),
+            };
+            h.push(("Session-Expires".to_owned(), se));
+            h.push(("Min-SE".to_owned(), min.to_string()));
+        }
+        h
+    }
+
+    /// Arms the session timer `agreed` on `s` (RFC 4028 §10), counted from
+    /// `since` (now, or when our request that set it was sent: a refresh
+    /// delayed by loss must not make the next one late for the peer,
+    /// whose timer started when the request reached it): the refresh at
+    /// half the interval when we refresh, the expiry either way; `None`
+    /// disarms it. Reports it.
+    fn arm_session_timer(&mut self, now: Instant, since: Instant, s: SessionId, agreed: Option<Agreed>) {
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        x.timer = agreed;
+        x.refreshing = false;
+        self.sessions.clear_timer(s, Timer::Refresh);
+        self.sessions.clear_timer(s, Timer::Expiry);
+        let Some(a) = agreed else { return };
+        let since = since.min(now);
+        if a.we_refresh {
+            self.sessions.set_timer(s, Timer::Refresh, (since + a.refresh_in()).max(now));
+        }
+        self.sessions.set_timer(s, Timer::Expiry, (since + a.expires_in()).max(now));
+        let interval = Duration::from_secs(u64::from(a.interval));
+        self.emit(s, SessionEvent::Refreshed { interval, we_refresh: a.we_refresh });
     }
 
     /// Live sessions (ringing, answered or established).
@@ -511,6 +725,9 @@ impl Endpoint {
         // fuzzing the user agent).
         if self.sessions.all.get(&s).is_some_and(|x| x.offer.is_some()) {
             self.answer_offer(now, s, 487, "Request Terminated", &[], None);
+        }
+        if self.sessions.all.get(&s).is_some_and(|x| x.update_offer.is_some()) {
+            self.answer_update(now, s, 487, "Request Terminated", None);
         }
         let Some(session) = self.sessions.all.remove(&s) else { return };
         if let Some(d) = &session.dialog {
@@ -594,21 +811,72 @@ impl Endpoint {
     /// A provisional response to the INVITE of `s` (§13.2.2.1).
     pub(super) fn session_progress(&mut self, now: Instant, s: SessionId, response: Response, conn: Option<ConnId>) {
         self.pin_for(now, s, conn);
+        let Ok(m) = Message::parse(&response.bytes) else { return };
+        // RFC 3262 §4: a reliable provisional response (Require: 100rel
+        // and an RSeq), when we support the extension.
+        let reliable = response.code > 100 && self.config.prack.enabled() && reliable::requires(&m, reliable::TAG);
+        let rseq = if reliable { reliable::rseq(&m) } else { None };
+        let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         session.provisional = true;
+        if let (Some(rseq), Some(tag)) = (rseq, &tag) {
+            match session.rseq_in.get(tag) {
+                // §4: a retransmission (or an older one): absorbed, its
+                // PRACK is under way.
+                Some(&last) if rseq <= last => return,
+                // §4: not one more than the last: neither PRACKed nor
+                // processed further.
+                Some(&last) if Some(rseq) != last.checked_add(1) => return,
+                _ => {}
+            }
+            session.rseq_in.insert(tag.clone(), rseq);
+        }
         // §12.1.2: a 1xx with a To tag (and a Contact) makes an early dialog.
         if session.dialog.is_none() && response.code > 100 {
-            if let (Some((sent, _)), Ok(m)) = (&session.sent, Message::parse(&response.bytes)) {
+            if let Some((sent, _)) = &session.sent {
                 if let Ok(request) = Message::parse(sent) {
                     session.dialog = Dialog::from_uac(&request, &m).ok();
                 }
             }
         }
+        if let (Some(rseq), Some(tag)) = (rseq, tag) {
+            if !m.body().is_empty() {
+                // The answer (early media) came in it: the early
+                // offer-answer is done (RFC 3311 §5.1 allows UPDATE).
+                session.early_answer = true;
+            }
+            let cseq = m.cseq().and_then(Result::ok).map_or(0, |c| c.seq());
+            self.send_prack(now, s, &m, &tag, rseq, cseq);
+        }
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
         let cancel_now = session.cancel == Some(false);
         self.emit(s, SessionEvent::Progress(response));
         if cancel_now {
             self.send_cancel(now, s);
         }
+    }
+
+    /// RFC 3262 §7.2: PRACKs the reliable provisional response `m` (RSeq
+    /// `rseq`, to the INVITE with CSeq number `cseq`) in its early dialog
+    /// (the one of `s`, or another fork's).
+    fn send_prack(&mut self, now: Instant, s: SessionId, m: &Message<'_>, tag: &str, rseq: u32, cseq: u32) {
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
+        let mut request = Request::new(Method::Prack, "");
+        request.headers.push(("RAck".to_owned(), format!("{rseq} {cseq} INVITE")));
+        let ours = session.dialog.as_mut().filter(|d| d.id().remote_tag == tag);
+        if let Some(dialog) = ours {
+            let head = dialog.next_request();
+            request.uri.clone_from(&head.uri);
+            self.send_in_dialog(now, s, request, head, Origin::Prack);
+            return;
+        }
+        // Another fork's early dialog: the PRACK goes in it, kept by no
+        // session.
+        let Some(sent) = session.sent.as_ref().and_then(|(b, _)| Message::parse(b).ok()) else { return };
+        let Ok(mut fork) = Dialog::from_uac(&sent, m) else { return };
+        let head = fork.next_request();
+        request.uri.clone_from(&head.uri);
+        self.send_detached(now, request, head);
     }
 
     /// §9.1: sends the CANCEL of the INVITE of `s`.
@@ -644,12 +912,30 @@ impl Endpoint {
         let credentials = p
             .request
             .headers
-            .into_iter()
+            .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization") || n.eq_ignore_ascii_case("Proxy-Authorization"))
+            .cloned()
             .collect();
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         session.invite = None;
         session.credentials = credentials;
+        // RFC 4028 §7.4: a 422 names the Min-SE the peer takes: again with
+        // it (once per larger value).
+        if let Err(RequestError::Failure(r)) = &result {
+            let min = Message::parse(&r.bytes).ok().and_then(|m| timer::min_se(&m));
+            let asked = self.config.session_timers.map_or(0, SessionTimerConfig::floor).max(session.min_se);
+            if let Some(min) = min.filter(|m| r.code == 422 && *m > asked && self.config.session_timers.is_some()) {
+                session.min_se = min;
+                if reinvite {
+                    let body = session.glare_body.take().and_then(|OurOffer(b)| b);
+                    self.start_reinvite(now, s, body);
+                } else {
+                    self.resend_invite(now, s, p);
+                }
+                return;
+            }
+        }
+        let Some(session) = self.sessions.all.get_mut(&s) else { return };
         match result {
             Ok(response) => {
                 if let Some(c) = client {
@@ -666,8 +952,12 @@ impl Endpoint {
                     return;
                 }
                 session.glare_body = None;
+                let refreshing = std::mem::take(&mut session.refreshing);
                 let lost =
                     matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
+                if refreshing {
+                    return self.refresh_failed(now, s, e, lost);
+                }
                 self.emit(s, SessionEvent::Updated(Err(e.clone())));
                 if lost {
                     // §12.2.1.2: the dialog is gone.
@@ -683,6 +973,66 @@ impl Endpoint {
         }
     }
 
+    /// RFC 4028 §7.4: the initial INVITE `p` of `s` again after a 422,
+    /// with the larger Session-Expires and Min-SE (same Call-ID and tag,
+    /// the next CSeq).
+    fn resend_invite(&mut self, now: Instant, s: SessionId, p: Pending) {
+        let headers = self.session_headers(self.sessions.all.get(&s), true);
+        let mut request = p.request;
+        request.headers.retain(|(n, _)| {
+            !["Supported", "Allow", "Require", "Session-Expires", "Min-SE"].iter().any(|h| n.eq_ignore_ascii_case(h))
+        });
+        request.headers.extend(headers);
+        let (hop, routes) = self.first_hop(&request.uri);
+        let ids = (p.call_id, p.tag, p.cseq.wrapping_add(1));
+        let Ok(id) = self.enqueue(&hop, request, Origin::Invite, ids, None, routes) else {
+            return self.end_session(now, s, SessionEnd::Failed(RequestError::Timeout));
+        };
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.contact = true;
+            p.session = Some(s);
+        }
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.invite = Some(id);
+            x.provisional = false;
+        }
+        self.start_now(id);
+    }
+
+    /// Our session refresh failed with `e` (RFC 4028 §10): a timeout, 408
+    /// or 481 ends the session (BYE but after 481); anything else tries
+    /// again shortly, until the expiry.
+    fn refresh_failed(&mut self, now: Instant, s: SessionId, e: RequestError, lost: bool) {
+        if lost {
+            if !matches!(&e, RequestError::Failure(r) if r.code == 481) {
+                self.bye_detached(now, s);
+            }
+            self.end_session(now, s, SessionEnd::Failed(e));
+        } else {
+            self.sessions.set_timer(s, Timer::Refresh, now + REFRESH_RETRY);
+        }
+    }
+
+    /// What the 2xx `m` to our INVITE, re-INVITE or UPDATE on `s` tells of
+    /// the peer and the session timer (RFC 4028 §7.2): arms it, or none.
+    fn learn_from_2xx(&mut self, now: Instant, s: SessionId, m: &Message<'_>) {
+        let allows = m.allow().filter_map(Result::ok).any(|x| x == Method::Update);
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        if m.headers().first(HeaderName::Allow).is_some() {
+            x.peer_update = allows;
+        }
+        if self.config.session_timers.is_some() {
+            // §7.2: no Session-Expires in the 2xx: no session timer. But a
+            // peer that does not support the extension cannot say so: when
+            // we refresh already (§9: a UAS refreshing for such a UAC), the
+            // timer stays as it was.
+            let keep = x.timer.filter(|a| a.we_refresh && !reliable::supports(m, timer::TAG));
+            let agreed = timer::from_response(m).or(keep);
+            let since = x.sent_at.take().unwrap_or(now);
+            self.arm_session_timer(now, since, s, agreed);
+        }
+    }
+
     /// A 2xx to our INVITE or re-INVITE: the dialog is confirmed (or its
     /// target refreshed) and the ACK goes (§13.2.2.4).
     fn invite_accepted(&mut self, now: Instant, s: SessionId, reinvite: bool, cseq: u32, response: Response) {
@@ -691,12 +1041,18 @@ impl Endpoint {
         self.pin_for(now, s, self.responding.and_then(|src| src.conn));
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         if reinvite {
-            session.glare_body = None;
+            if let Some(OurOffer(Some(b))) = session.glare_body.take() {
+                session.local_body = Some(b);
+            }
             if let Some(d) = session.dialog.as_mut() {
                 d.refresh_target(&m);
             }
+            let refreshing = session.refreshing;
             self.send_ack(now, s, cseq, None);
-            self.emit(s, SessionEvent::Updated(Ok(response)));
+            self.learn_from_2xx(now, s, &m);
+            if !refreshing {
+                self.emit(s, SessionEvent::Updated(Ok(response)));
+            }
             return;
         }
         let tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
@@ -718,7 +1074,10 @@ impl Endpoint {
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         let cancelled = session.cancel.is_some();
         let wait = session.late_offer && !m.body().is_empty() && !cancelled;
-        self.emit(s, SessionEvent::Answered(response));
+        if !cancelled {
+            self.learn_from_2xx(now, s, &m);
+        }
+        self.emit(s, SessionEvent::Answered(response.clone()));
         if wait {
             if let Some(session) = self.sessions.all.get_mut(&s) {
                 session.ack_wait = Some(cseq);
@@ -767,7 +1126,9 @@ impl Endpoint {
         } else {
             (head.next_hop(), head.routes.clone())
         };
-        let contact = matches!(request.method, Method::Invite);
+        // A target refresh carries our Contact (§12.2.1.1; UPDATE: RFC
+        // 3311 §5.1).
+        let contact = matches!(request.method, Method::Invite | Method::Update);
         let ids = (head.call_id.clone(), String::new(), head.cseq);
         let id = self.enqueue(&hop, request, origin, ids, None, routes).ok()?;
         if let Some(p) = self.pending.get_mut(&id) {
@@ -973,30 +1334,97 @@ impl Endpoint {
             return Err(SessionError::Status);
         }
         let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
-        if x.phase != Phase::Offered {
+        if x.phase != Phase::Offered || x.reliable.as_ref().is_some_and(|r| r.deferred.is_some()) {
             return Err(SessionError::State);
         }
+        let state = x.reliable.as_ref().map(Reliable::unacked);
+        if state == Some(true) {
+            if let Some(r) = x.reliable.as_mut() {
+                r.queue.push_back((code, body.cloned()));
+            }
+        }
         self.sessions.clear_timer(session, Timer::Unanswered);
-        let reason = status(code).canonical_reason();
-        self.respond_offer(now, session, code, reason, &[], body);
+        match state {
+            // RFC 3262 §3: one unacknowledged at a time; this one waits.
+            Some(true) => {}
+            Some(false) => self.send_reliable(now, session, code, body),
+            None => {
+                let reason = status(code).canonical_reason();
+                self.respond_offer(now, session, code, reason, &[], body);
+            }
+        }
         self.pump(now);
         Ok(())
     }
 
+    /// RFC 3262 §3: sends a reliable provisional response (Require:
+    /// 100rel, the next RSeq), again at T1, 2·T1… over UDP until its PRACK,
+    /// and gives up after 64·T1.
+    fn send_reliable(&mut self, now: Instant, s: SessionId, code: u16, body: Option<&Body>) {
+        let Some(r) = self.sessions.all.get_mut(&s).and_then(|x| x.reliable.as_mut()) else { return };
+        let rseq = r.next;
+        r.next = if rseq >= reliable::MAX_RSEQ { 1 } else { rseq + 1 };
+        let rseq_value = rseq.to_string();
+        let supported = self.config.extensions.join(", ");
+        let headers = [("Require", reliable::TAG), ("RSeq", rseq_value.as_str()), ("Supported", supported.as_str())];
+        let reason = status(code).canonical_reason();
+        let Some(bytes) = self.respond_offer(now, s, code, reason, &headers, body) else { return };
+        let t1 = self.config.timers.t1;
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        let Some(peer) = x.offer.as_ref().map(|o| o.peer.clone()) else { return };
+        if let Some(b) = body {
+            x.local_body = Some(b.clone());
+        }
+        let over_udp = !peer.transport.is_reliable();
+        let Some(r) = x.reliable.as_mut() else { return };
+        let body = body.is_some();
+        r.last = Some(InFlight { rseq, bytes: Arc::from(bytes), peer, interval: t1, body, acked: false });
+        if over_udp {
+            self.sessions.set_timer(s, Timer::PrackRetransmit, now + t1);
+        }
+        self.sessions.set_timer(s, Timer::PrackGiveUp, now + t1 * 64);
+    }
+
     /// Accepts an incoming session (200 with the answer, or with the offer
-    /// when the INVITE had none), or the peer's re-INVITE.
+    /// when the INVITE had none), or the peer's re-INVITE. While a reliable
+    /// provisional response with a body waits for its PRACK, the 200 waits
+    /// too (RFC 3262 §3).
     pub fn accept(&mut self, now: Instant, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
         let now = self.clamp(now);
         let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
         if x.offer.is_none() {
             return Err(SessionError::State);
         }
+        if let Some(r) = x.reliable.as_mut().filter(|r| r.unacked_body() && x.phase == Phase::Offered) {
+            if r.deferred.is_some() {
+                return Err(SessionError::State);
+            }
+            r.deferred = Some(Held(body.cloned()));
+            self.sessions.clear_timer(session, Timer::Unanswered);
+            return Ok(());
+        }
         self.sessions.clear_timer(session, Timer::Unanswered);
-        let Some(bytes) = self.respond_offer(now, session, 200, "OK", &[], body) else {
+        self.send_accept(now, session, body)?;
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Sends the 2xx of [`accept`](Self::accept): with the session timer
+    /// the INVITE led to (RFC 4028 §9), retransmitted until the ACK.
+    fn send_accept(&mut self, now: Instant, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        let x = self.sessions.all.get_mut(&session).ok_or(SessionError::Unknown)?;
+        let negotiation = x.offer.as_ref().map_or(Negotiation::None, |o| o.timer);
+        let (headers, agreed) = self.timer_response_headers(negotiation);
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let Some(bytes) = self.respond_offer(now, session, 200, "OK", &headers, body) else {
             return Err(SessionError::State);
         };
+        self.final_sent(session);
         let Some(x) = self.sessions.all.get_mut(&session) else { return Ok(()) };
         let Some(offer) = x.offer.take() else { return Ok(()) };
+        if let Some(b) = body {
+            x.local_body = Some(b.clone());
+        }
         if x.phase == Phase::Offered {
             x.phase = Phase::Accepted;
         }
@@ -1012,8 +1440,40 @@ impl Endpoint {
             self.sessions.set_timer(session, Timer::Retransmit, now + t1);
         }
         self.sessions.set_timer(session, Timer::NoAck, now + t1 * 64);
-        self.pump(now);
+        if self.config.session_timers.is_some() {
+            self.arm_session_timer(now, now, session, agreed);
+        }
         Ok(())
+    }
+
+    /// The final response to the INVITE went: reliable provisional
+    /// responses are no longer sent (again), nor waited for (RFC 3262 §3);
+    /// a PRACK for the last one is still answered 200.
+    fn final_sent(&mut self, s: SessionId) {
+        if let Some(r) = self.sessions.all.get_mut(&s).and_then(|x| x.reliable.as_mut()) {
+            r.queue.clear();
+            r.deferred = None;
+            self.sessions.clear_timer(s, Timer::PrackRetransmit);
+            self.sessions.clear_timer(s, Timer::PrackGiveUp);
+        }
+    }
+
+    /// The header fields of a 2xx for the session timer `negotiation`
+    /// (RFC 4028 §9: Session-Expires with the refresher, `Require: timer`
+    /// when the UAC refreshes), and the timer it sets for us.
+    fn timer_response_headers(&self, negotiation: Negotiation) -> (Vec<(&'static str, String)>, Option<Agreed>) {
+        let Negotiation::Use { interval, refresher } = negotiation else { return (Vec::new(), None) };
+        if self.config.session_timers.is_none() {
+            return (Vec::new(), None);
+        }
+        let mut h = vec![
+            ("Session-Expires", format!("{interval};refresher={}", refresher.as_str())),
+            ("Supported", self.config.extensions.join(", ")),
+        ];
+        if refresher == Side::Uac {
+            h.push(("Require", timer::TAG.to_owned()));
+        }
+        (h, Some(Agreed { interval, we_refresh: refresher == Side::Uas }))
     }
 
     /// Rejects an incoming session or the peer's re-INVITE with a final
@@ -1051,8 +1511,9 @@ impl Endpoint {
     pub fn reinvite(&mut self, now: Instant, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
         let now = self.clamp(now);
         let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
-        // §14.1: not while another INVITE transaction is under way either way.
-        if x.phase != Phase::Confirmed || x.invite.is_some() || x.offer.is_some() || x.glare_body.is_some() {
+        // §14.1: not while another INVITE transaction is under way either
+        // way (nor an UPDATE's offer, RFC 3311 §5.1).
+        if x.phase != Phase::Confirmed || x.invite.is_some() || x.offer.is_some() || x.offer_pending() {
             return Err(SessionError::State);
         }
         self.start_reinvite(now, session, body);
@@ -1061,11 +1522,14 @@ impl Endpoint {
     }
 
     fn start_reinvite(&mut self, now: Instant, s: SessionId, body: Option<Body>) {
+        let headers = self.session_headers(self.sessions.all.get(&s), false);
         let Some(x) = self.sessions.all.get_mut(&s) else { return };
         let Some(dialog) = x.dialog.as_mut() else { return };
         let head = dialog.next_request();
         x.glare_body = Some(OurOffer(body.clone()));
+        x.sent_at = Some(now);
         let mut request = Request::new(Method::Invite, &head.uri);
+        request.headers = headers;
         if let Some(b) = body {
             request.content_type = Some(b.content_type);
             request.body = b.bytes;
@@ -1074,6 +1538,149 @@ impl Endpoint {
         if let Some(x) = self.sessions.all.get_mut(&s) {
             x.invite = id;
         }
+    }
+
+    /// Sends an UPDATE (RFC 3311) in the session's dialog, early or
+    /// confirmed, with an offer (or none: a target or session refresh);
+    /// [`SessionEvent::Updated`] follows. Refused while an offer-answer
+    /// exchange is under way (§5.1), or in an early dialog before the
+    /// INVITE's offer was answered reliably. After a 491 it is tried again
+    /// after the RFC 3261 §14.1 back-off.
+    pub fn update(&mut self, now: Instant, session: SessionId, body: Option<Body>) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        if self.shutting_down {
+            return Err(SessionError::Send(SendError::ShuttingDown));
+        }
+        let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
+        let early_ok = match x.phase {
+            Phase::Calling => x.dialog.is_some() && (x.early_answer || body.is_none()),
+            Phase::Offered => x.reliable.as_ref().is_some_and(|r| r.early_answer) || body.is_none(),
+            Phase::Accepted | Phase::Confirmed => true,
+            Phase::Ending => false,
+        };
+        if !early_ok || x.offer_pending() {
+            return Err(SessionError::State);
+        }
+        self.start_update(now, session, body, false);
+        self.pump(now);
+        Ok(())
+    }
+
+    fn start_update(&mut self, now: Instant, s: SessionId, body: Option<Body>, refresh: bool) {
+        let headers = self.session_headers(self.sessions.all.get(&s), false);
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        let Some(dialog) = x.dialog.as_mut() else { return };
+        let head = dialog.next_request();
+        let mut request = Request::new(Method::Update, &head.uri);
+        request.headers = headers;
+        let offer = body.is_some();
+        x.glare_update = Some(OurOffer(body.clone()));
+        x.refreshing = refresh;
+        x.sent_at = Some(now);
+        if let Some(b) = body {
+            request.content_type = Some(b.content_type);
+            request.body = b.bytes;
+        }
+        let id = self.send_in_dialog(now, s, request, head, Origin::Update);
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.update_out = id.map(|id| (id, offer));
+            if id.is_none() {
+                x.glare_update = None;
+            }
+        }
+    }
+
+    /// Our UPDATE on `s` ended (RFC 3311 §5.1): a 2xx refreshes the target
+    /// and the session timer; 491 tries again after the back-off; 481, 408
+    /// or a timeout end the session (§12.2.1.2).
+    pub(super) fn update_finished(&mut self, now: Instant, s: SessionId, result: Result<Response, RequestError>) {
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        x.update_out = None;
+        match result {
+            Ok(response) => {
+                let Ok(m) = Message::parse(&response.bytes) else { return };
+                if let Some(d) = x.dialog.as_mut() {
+                    d.refresh_target(&m);
+                }
+                if let Some(OurOffer(Some(b))) = x.glare_update.take() {
+                    x.local_body = Some(b);
+                }
+                let refreshing = x.refreshing;
+                self.learn_from_2xx(now, s, &m);
+                if !refreshing {
+                    self.emit(s, SessionEvent::Updated(Ok(response)));
+                }
+            }
+            Err(e) => {
+                if matches!(&e, RequestError::Failure(r) if r.code == 491) {
+                    let owner = x.role == Role::Uac;
+                    let wait = glare_backoff(owner, self.rng.next_u64());
+                    self.sessions.set_timer(s, Timer::GlareUpdate, now + wait);
+                    return;
+                }
+                // RFC 4028 §7.4: a 422: again with the larger Min-SE.
+                if let RequestError::Failure(r) = &e {
+                    let min = Message::parse(&r.bytes).ok().and_then(|m| timer::min_se(&m));
+                    let asked = self.config.session_timers.map_or(0, SessionTimerConfig::floor).max(x.min_se);
+                    if let Some(min) = min.filter(|m| r.code == 422 && *m > asked) {
+                        x.min_se = min;
+                        let body = x.glare_update.take().and_then(|OurOffer(b)| b);
+                        let refresh = x.refreshing;
+                        self.start_update(now, s, body, refresh);
+                        return;
+                    }
+                }
+                x.glare_update = None;
+                let refreshing = std::mem::take(&mut x.refreshing);
+                let lost =
+                    matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
+                if refreshing {
+                    return self.refresh_failed(now, s, e, lost);
+                }
+                self.emit(s, SessionEvent::Updated(Err(e.clone())));
+                if lost {
+                    self.end_session(now, s, SessionEnd::Failed(e));
+                }
+            }
+        }
+    }
+
+    /// Accepts the peer's UPDATE ([`SessionEvent::UpdateOffer`]) with 200
+    /// and the answer (RFC 3311 §5.2).
+    pub fn accept_update(&mut self, now: Instant, session: SessionId, body: Option<&Body>) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
+        if x.update_offer.is_none() {
+            return Err(SessionError::State);
+        }
+        if !self.answer_update(now, session, 200, "OK", body) {
+            return Err(SessionError::State);
+        }
+        self.pump(now);
+        Ok(())
+    }
+
+    /// Rejects the peer's UPDATE ([`SessionEvent::UpdateOffer`]) with a
+    /// final `code` of 300–699; the session stays as it was (RFC 3311
+    /// §5.2).
+    pub fn reject_update(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SessionError> {
+        let now = self.clamp(now);
+        if !(300..700).contains(&code) {
+            return Err(SessionError::Status);
+        }
+        let x = self.sessions.all.get(&session).ok_or(SessionError::Unknown)?;
+        if x.update_offer.is_none() {
+            return Err(SessionError::State);
+        }
+        self.answer_update(now, session, code, reason, None);
+        self.pump(now);
+        Ok(())
     }
 
     /// Gives the body of the ACK for a late offer (the answer to the
@@ -1128,6 +1735,7 @@ impl Endpoint {
     ) {
         self.respond_offer(now, s, code, reason, headers, body);
         self.sessions.clear_timer(s, Timer::Unanswered);
+        self.final_sent(s);
         if let Some(x) = self.sessions.all.get_mut(&s) {
             x.offer = None;
         }
@@ -1145,8 +1753,24 @@ impl Endpoint {
         headers: &[(&str, &str)],
         body: Option<&Body>,
     ) -> Option<Vec<u8>> {
+        self.respond_pending(now, s, false, code, reason, headers, body)
+    }
+
+    /// [`respond_offer`](Self::respond_offer) for the INVITE, or (`update`)
+    /// for the peer's UPDATE waiting for its answer.
+    #[allow(clippy::too_many_arguments)]
+    fn respond_pending(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        update: bool,
+        code: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+        body: Option<&Body>,
+    ) -> Option<Vec<u8>> {
         let x = self.sessions.all.get(&s)?;
-        let offer = x.offer.as_ref()?;
+        let offer = if update { x.update_offer.as_ref()? } else { x.offer.as_ref()? };
         let dialog_forming = (101..300).contains(&code);
         let contact = dialog_forming.then(|| format!("<{}>", self.contact_for(offer.peer.transport)));
         let mut extra: Vec<(&str, &str)> = Vec::with_capacity(headers.len() + 4);
@@ -1210,6 +1834,19 @@ impl Endpoint {
                 return;
             }
         };
+        let Some(negotiation) = self.timer_check(now, server, m) else { return };
+        // RFC 3262 §3: provisional responses go reliably when the INVITE
+        // requires it (or, with `PrackMode::Required`, supports it).
+        let reliably = match self.config.prack {
+            PrackMode::Off => false,
+            PrackMode::Supported => reliable::requires(m, reliable::TAG),
+            PrackMode::Required => reliable::supports(m, reliable::TAG),
+        };
+        let reliable = reliably.then(|| {
+            let cseq = m.cseq().and_then(Result::ok).map_or(0, |c| c.seq());
+            Reliable::new(cseq, self.rng.next_u64())
+        });
+        let peer_update = m.allow().filter_map(Result::ok).any(|x| x == Method::Update);
         let call_id = dialog.id().call_id.clone();
         let s = self.new_session(Role::Uas, Phase::Offered, call_id.clone(), tag);
         let branch = branch_of(m);
@@ -1219,7 +1856,9 @@ impl Endpoint {
         if let Some(x) = self.sessions.all.get_mut(&s) {
             x.dialog = Some(dialog);
             x.branch = branch;
-            x.offer = Offer::of(server, m, &x.local_tag, &source);
+            x.offer = Offer::of(server, m, &x.local_tag, &source).map(|o| Offer { timer: negotiation, ..o });
+            x.reliable = reliable;
+            x.peer_update = peer_update;
         }
         self.pin_for(now, s, source.conn);
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
@@ -1234,6 +1873,22 @@ impl Endpoint {
             source,
             request: bytes.clone(),
         }));
+    }
+
+    /// RFC 4028 §9: what our 2xx to the INVITE, re-INVITE or UPDATE `m`
+    /// will say of the session timer; `None` when `m` was answered 422
+    /// (its interval is below our Min-SE, which the 422 names).
+    fn timer_check(&mut self, now: Instant, server: ServerId, m: &Message<'_>) -> Option<Negotiation> {
+        let Some(config) = self.config.session_timers else { return Some(Negotiation::None) };
+        match timer::negotiate(m, config) {
+            Negotiation::TooSmall(min) => {
+                let min = min.to_string();
+                let headers = [("Min-SE", min.as_str())];
+                self.answer_with(now, server, m, status(422), "Session Interval Too Small", &headers);
+                None
+            }
+            n => Some(n),
+        }
     }
 
     /// §9.2: a CANCEL ends the matching INVITE not yet answered (487) and
@@ -1289,8 +1944,148 @@ impl Endpoint {
                 self.end_session(now, s, SessionEnd::PeerHungUp);
             }
             Some(Method::Invite) => self.reinvite_arrived(now, s, server, bytes, m, source),
+            Some(Method::Prack) => self.prack_arrived(now, s, server, m),
+            Some(Method::Update) if !self.config.handle_methods.contains(&Method::Update) => {
+                self.update_arrived(now, s, server, bytes, m, source);
+            }
             _ => self.deliver_in_session(now, s, server, bytes, m, source),
         }
+    }
+
+    /// RFC 3262 §3: a PRACK: 200 when its RAck names our reliable
+    /// provisional response not yet acknowledged (its retransmissions
+    /// stop; a 2xx waiting for it goes, or the next provisional response),
+    /// else 481.
+    fn prack_arrived(&mut self, now: Instant, s: SessionId, server: ServerId, m: &Message<'_>) {
+        let rack = reliable::rack(m);
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        let r = x.reliable.as_mut();
+        let hit = r.and_then(|r| {
+            let (rseq, cseq, method) = rack?;
+            let last = r.last.as_mut()?;
+            let matches = last.rseq == rseq && r.cseq == cseq && method.eq_ignore_ascii_case("INVITE");
+            (matches && !last.acked).then(|| {
+                last.acked = true;
+                if last.body {
+                    r.early_answer = true;
+                }
+                // The next waiting one goes first; a 2xx held for the
+                // PRACKs goes once none is left (§3).
+                let next = r.queue.pop_front();
+                let deferred = if next.is_none() { r.deferred.take() } else { None };
+                (deferred, next)
+            })
+        });
+        let Some((deferred, next)) = hit else {
+            self.answer(now, server, m, status(481), "Call/Transaction Does Not Exist");
+            return;
+        };
+        self.answer(now, server, m, status(200), "OK");
+        self.sessions.clear_timer(s, Timer::PrackRetransmit);
+        self.sessions.clear_timer(s, Timer::PrackGiveUp);
+        self.emit(s, SessionEvent::Pracked { body: Body::of(m) });
+        let offered = self.sessions.all.get(&s).is_some_and(|x| x.phase == Phase::Offered && x.offer.is_some());
+        if !offered {
+            return;
+        }
+        if let Some((code, body)) = next {
+            self.send_reliable(now, s, code, body.as_ref());
+            // A 2xx held for one with a body waits on; else it goes now.
+            let hold = self.sessions.all.get(&s).and_then(|x| x.reliable.as_ref()).is_some_and(Reliable::unacked_body);
+            let deferred = self.sessions.all.get_mut(&s).and_then(|x| x.reliable.as_mut()).and_then(|r| {
+                if hold {
+                    None
+                } else {
+                    r.deferred.take()
+                }
+            });
+            if let Some(Held(body)) = deferred {
+                let _ = self.send_accept(now, s, body.as_ref());
+            }
+        } else if let Some(Held(body)) = deferred {
+            // §3: the 2xx waited for this PRACK.
+            let _ = self.send_accept(now, s, body.as_ref());
+        }
+    }
+
+    /// RFC 3311 §5.2: an UPDATE from the peer (a target refresh, and a
+    /// session refresh, RFC 4028 §10). With no body it is answered 200 at
+    /// once; an offer goes to the application, unless one is under way:
+    /// 491 when ours waits for its answer, 500 with Retry-After when
+    /// theirs does.
+    fn update_arrived(
+        &mut self,
+        now: Instant,
+        s: SessionId,
+        server: ServerId,
+        bytes: &Arc<[u8]>,
+        m: &Message<'_>,
+        source: Source,
+    ) {
+        let has_offer = !m.body().is_empty();
+        let Some(x) = self.sessions.all.get(&s) else { return };
+        if has_offer {
+            // Ours: an UPDATE or re-INVITE with an offer, or the initial
+            // INVITE's offer not answered yet (no reliable answer).
+            let ours = x.update_out.is_some_and(|(_, offer)| offer)
+                || (x.invite.is_some() && x.phase == Phase::Confirmed)
+                || (x.role == Role::Uac && x.phase == Phase::Calling && !x.early_answer);
+            let theirs = x.update_offer.is_some()
+                || (x.offer.is_some() && x.phase == Phase::Confirmed)
+                || (x.phase == Phase::Offered && !x.reliable.as_ref().is_some_and(|r| r.early_answer));
+            if ours {
+                self.answer(now, server, m, status(491), "Request Pending");
+                return;
+            }
+            if theirs {
+                let wait = format!("{}", 1 + self.rng.next_u64() % 10);
+                self.answer_with(now, server, m, status(500), "Server Internal Error", &[("Retry-After", &wait)]);
+                return;
+            }
+        } else if x.update_offer.is_some() {
+            self.answer(now, server, m, status(500), "Server Internal Error");
+            return;
+        }
+        let Some(negotiation) = self.timer_check(now, server, m) else { return };
+        let allows = m.allow().filter_map(Result::ok).any(|x| x == Method::Update);
+        let listed = m.headers().first(HeaderName::Allow).is_some();
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        if let Some(d) = x.dialog.as_mut() {
+            d.refresh_target(m);
+        }
+        if listed {
+            x.peer_update = allows;
+        }
+        x.update_offer = Offer::of(server, m, &x.local_tag, &source).map(|o| Offer { timer: negotiation, ..o });
+        if has_offer {
+            self.sessions.set_timer(s, Timer::UpdateUnanswered, now + self.config.answer_within);
+            self.emit(s, SessionEvent::UpdateOffer { body: Body::of(m), request: bytes.clone() });
+        } else {
+            self.answer_update(now, s, 200, "OK", None);
+        }
+    }
+
+    /// Answers the peer's UPDATE of `s` with `code`: a 2xx with Contact
+    /// (RFC 3311 §5.2), `body` and the session timer (RFC 4028 §9), which
+    /// it then arms.
+    fn answer_update(&mut self, now: Instant, s: SessionId, code: u16, reason: &str, body: Option<&Body>) -> bool {
+        let Some(x) = self.sessions.all.get(&s) else { return false };
+        let Some(negotiation) = x.update_offer.as_ref().map(|o| o.timer) else { return false };
+        let success = (200..300).contains(&code);
+        let (headers, agreed) = if success { self.timer_response_headers(negotiation) } else { (Vec::new(), None) };
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let sent = self.respond_pending(now, s, true, code, reason, &headers, body).is_some();
+        self.sessions.clear_timer(s, Timer::UpdateUnanswered);
+        if let Some(x) = self.sessions.all.get_mut(&s) {
+            x.update_offer = None;
+            if let (true, Some(b)) = (success, body) {
+                x.local_body = Some(b.clone());
+            }
+        }
+        if success && self.config.session_timers.is_some() {
+            self.arm_session_timer(now, now, s, agreed);
+        }
+        sent
     }
 
     /// §14.2: a re-INVITE from the peer.
@@ -1304,22 +2099,25 @@ impl Endpoint {
         source: Source,
     ) {
         let Some(x) = self.sessions.all.get_mut(&s) else { return };
-        if x.invite.is_some() {
-            // §14.2: ours is under way: glare. (While ours waits out its
-            // §14.1 back-off, theirs goes ahead.)
+        if x.invite.is_some() || x.update_out.is_some_and(|(_, offer)| offer) {
+            // §14.2: ours is under way: glare (RFC 3311 §5.2 for an
+            // UPDATE's offer). (While ours waits out its §14.1 back-off,
+            // theirs goes ahead.)
             self.answer(now, server, m, status(491), "Request Pending");
             return;
         }
-        if x.offer.is_some() || x.unacked.is_some() || x.phase != Phase::Confirmed {
+        if x.offer.is_some() || x.unacked.is_some() || x.update_offer.is_some() || x.phase != Phase::Confirmed {
             // §14.2: one of theirs is still unanswered (or unacknowledged).
             let wait = format!("{}", 1 + self.rng.next_u64() % 10);
             self.answer_with(now, server, m, status(500), "Server Internal Error", &[("Retry-After", &wait)]);
             return;
         }
+        let Some(negotiation) = self.timer_check(now, server, m) else { return };
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
         if let Some(d) = x.dialog.as_mut() {
             d.refresh_target(m);
         }
-        x.offer = Offer::of(server, m, &x.local_tag, &source);
+        x.offer = Offer::of(server, m, &x.local_tag, &source).map(|o| Offer { timer: negotiation, ..o });
         self.sessions.set_timer(s, Timer::Unanswered, now + self.config.answer_within);
         self.emit(s, SessionEvent::Reoffer { body: Body::of(m), request: bytes.clone() });
     }
@@ -1455,6 +2253,66 @@ impl Endpoint {
                     self.send_ack(now, s, cseq, None);
                 }
             }
+            Timer::PrackRetransmit => {
+                // RFC 3262 §3: T1, doubling each time (no T2 cap).
+                let Some(last) = x.reliable.as_mut().and_then(|r| r.last.as_mut()).filter(|l| !l.acked) else {
+                    return;
+                };
+                last.interval *= 2;
+                let (bytes, peer, next) = (last.bytes.clone(), last.peer.clone(), now + last.interval);
+                let _ = self.transport.send(now, &peer, bytes);
+                self.sessions.set_timer(s, Timer::PrackRetransmit, next);
+            }
+            Timer::PrackGiveUp => {
+                // RFC 3262 §3: no PRACK in 64·T1: the INVITE gets a 5xx.
+                if !x.reliable.as_ref().is_some_and(Reliable::unacked) || x.phase != Phase::Offered {
+                    return;
+                }
+                self.answer_offer(now, s, 500, "Reliable Provisional Response Not Acknowledged", &[], None);
+                self.end_session(now, s, SessionEnd::NoPrack);
+            }
+            Timer::Refresh => self.refresh(now, s),
+            Timer::Expiry => {
+                // RFC 4028 §10: no refresh in time: BYE, and it is over.
+                if x.timer.is_none() {
+                    return;
+                }
+                self.bye_detached(now, s);
+                self.end_session(now, s, SessionEnd::Expired);
+            }
+            Timer::GlareUpdate => {
+                if let Some(OurOffer(body)) = x.glare_update.take() {
+                    let refresh = x.refreshing;
+                    self.start_update(now, s, body, refresh);
+                }
+            }
+            Timer::UpdateUnanswered => {
+                // The rule for every request the application lets lie
+                // (§21.4.9).
+                self.answer_update(now, s, 408, "Request Timeout", None);
+            }
+        }
+    }
+
+    /// RFC 4028 §10: our refresh is due: an UPDATE with no body when the
+    /// peer allows it, else a re-INVITE with the last session description
+    /// we sent. While another exchange is under way, a little later.
+    fn refresh(&mut self, now: Instant, s: SessionId) {
+        let Some(x) = self.sessions.all.get_mut(&s) else { return };
+        if x.timer.is_none() || x.phase == Phase::Ending {
+            return;
+        }
+        let busy = x.phase != Phase::Confirmed || x.invite.is_some() || x.offer.is_some() || x.offer_pending();
+        if busy || x.unacked.is_some() {
+            self.sessions.set_timer(s, Timer::Refresh, now + REFRESH_RETRY);
+            return;
+        }
+        if x.peer_update {
+            self.start_update(now, s, None, true);
+        } else {
+            x.refreshing = true;
+            let body = x.local_body.clone();
+            self.start_reinvite(now, s, body);
         }
     }
 

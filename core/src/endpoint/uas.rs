@@ -8,10 +8,20 @@
 use crate::message::validate::{inspect_request, Capabilities, Invalid};
 use crate::message::{Message, Method, StatusCode};
 
-/// The methods every endpoint takes (Allow, §20.5): NOTIFY for the
-/// subscriptions it makes (RFC 6665 §4.1.3).
-const BUILT_IN: [Method<'static>; 7] =
-    [Method::Invite, Method::Ack, Method::Bye, Method::Cancel, Method::Options, Method::Message, Method::Notify];
+/// The methods every endpoint takes (Allow, §20.5): PRACK (RFC 3262) and
+/// UPDATE (RFC 3311) belong to sessions too, NOTIFY to the subscriptions
+/// it makes (RFC 6665 §4.1.3).
+const BUILT_IN: [Method<'static>; 9] = [
+    Method::Invite,
+    Method::Ack,
+    Method::Bye,
+    Method::Cancel,
+    Method::Options,
+    Method::Message,
+    Method::Prack,
+    Method::Update,
+    Method::Notify,
+];
 
 /// What the endpoint is able to take, from its configuration.
 pub(super) struct Abilities<'c> {
@@ -111,7 +121,8 @@ impl Abilities<'_> {
         // §12.2.2: a request with a To tag belongs to a dialog: the
         // sessions find it (or answer 481).
         let in_dialog = m.to().and_then(Result::ok).is_some_and(|to| to.tag().is_some());
-        if in_dialog || matches!(method, Method::Invite | Method::Cancel | Method::Bye) {
+        if in_dialog || matches!(method, Method::Invite | Method::Cancel | Method::Bye | Method::Prack | Method::Update)
+        {
             return Verdict::Session;
         }
         if self.handled.contains(&method) {
@@ -200,7 +211,7 @@ mod tests {
         assert_eq!(judge(&UA, &request("MESSAGE", "Content-Type: text/plain\r\n", "hi")), Verdict::Message);
         let v = judge(&UA, &request("OPTIONS", "", ""));
         assert_eq!(code(&v), 200);
-        assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY"));
+        assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, PRACK, UPDATE, NOTIFY"));
         assert_eq!(header(&v, "Accept"), Some("text/plain"));
         assert_eq!(header(&v, "Supported"), Some("gruu"));
     }
@@ -210,19 +221,19 @@ mod tests {
         for method in ["INFO", "SUBSCRIBE", "PUBLISH", "FOOBAR"] {
             let v = judge(&UA, &request(method, "", ""));
             assert_eq!(code(&v), 405, "{method}");
-            assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY"));
+            assert_eq!(header(&v, "Allow"), Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, PRACK, UPDATE, NOTIFY"));
         }
         let info = Abilities { handled: &[Method::Info], ..UA };
         assert_eq!(judge(&info, &request("INFO", "", "")), Verdict::Deliver);
         assert_eq!(
             header(&judge(&info, &request("PUBLISH", "", "")), "Allow"),
-            Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, NOTIFY, INFO")
+            Some("INVITE, ACK, BYE, CANCEL, OPTIONS, MESSAGE, PRACK, UPDATE, NOTIFY, INFO")
         );
     }
 
     #[test]
     fn sessions_take_invite_cancel_bye_and_in_dialog_requests() {
-        for method in ["INVITE", "CANCEL", "BYE"] {
+        for method in ["INVITE", "CANCEL", "BYE", "PRACK", "UPDATE"] {
             assert_eq!(judge(&UA, &request(method, "", "")), Verdict::Session, "{method}");
         }
         // In a dialog (a To tag): the sessions answer, 481 when none matches.
