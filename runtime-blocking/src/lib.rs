@@ -25,8 +25,10 @@
 //! Every blocking call is bounded: [`Endpoint::send`] and
 //! [`Endpoint::send_in_session`] by the request's own timers (64·T1 at
 //! most) or its connection's failure, the session commands
-//! ([`Endpoint::invite`], [`Endpoint::accept`]…) by one turn of the
-//! driver (they return before the peer answers), [`Endpoint::shutdown`]
+//! ([`Endpoint::invite`], [`Endpoint::accept`]…) and the subscription
+//! commands ([`Endpoint::subscribe`], [`Endpoint::notify`],
+//! [`Endpoint::refer`]…) by one turn of the driver (they return before
+//! the peer answers), [`Endpoint::shutdown`]
 //! by [`driver::SHUTDOWN_GRACE`], and [`Events::recv_timeout`] by its argument.
 
 pub mod udp;
@@ -38,6 +40,7 @@ pub use std::sync::mpsc::RecvTimeoutError;
 use sipline::driver::{self, answer_from, Driver, Handle, Input, Inputs, Io, UdpSockets};
 use sipline::endpoint::{
     Body, EndpointConfig, Event, IncomingId, Request, RespondError, Response, SendError, SessionError, SessionId,
+    SubState, Subscribe, SubscriptionError, SubscriptionId,
 };
 use sipline::transport::{ConnId, QueryId, Transport};
 use std::collections::BTreeMap;
@@ -166,6 +169,122 @@ impl Endpoint {
     /// why there is none (see [`Handle::send_in_session`]).
     pub fn send_in_session(&self, session: SessionId, request: Request) -> Result<Response, Error> {
         block_on(self.handle.send_in_session(session, request))
+    }
+
+    /// Subscribes to an event package at a target (RFC 6665; see
+    /// [`Handle::subscribe`]): sends the SUBSCRIBE and returns the
+    /// subscription's handle at once; its answer and NOTIFYs come as
+    /// [`Event::Subscription`] events.
+    ///
+    /// ```no_run
+    /// # use sipline::endpoint::{Event, Subscribe, SubscriptionEnd, SubscriptionEvent};
+    /// # use sipline::event::Presence;
+    /// # fn demo(endpoint: sipline_blocking::Endpoint, mut events: sipline_blocking::Events) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut presence = Subscribe::new("sip:bob@127.0.0.1:5060", "presence");
+    /// presence.accept = vec![Presence::CONTENT_TYPE.to_owned()];
+    /// presence.expires = 600;
+    /// let watching = endpoint.subscribe(presence)?;
+    /// for event in events.by_ref() {
+    ///     let Event::Subscription { subscription, event } = event else { continue };
+    ///     if subscription != watching {
+    ///         continue;
+    ///     }
+    ///     match event {
+    ///         SubscriptionEvent::Notified(n) => {
+    ///             let open = n.body.as_ref().and_then(|b| Presence::parse(&b.bytes).ok()).map(|p| p.is_open());
+    ///             println!("{:?}: open {open:?}", n.state);
+    ///         }
+    ///         SubscriptionEvent::Ended(SubscriptionEnd::Terminated { reason, .. }) => {
+    ///             println!("terminated: {reason:?}");
+    ///             break;
+    ///         }
+    ///         SubscriptionEvent::Ended(why) => {
+    ///             println!("ended: {why:?}");
+    ///             break;
+    ///         }
+    ///         _ => {}
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn subscribe(&self, sub: Subscribe) -> Result<SubscriptionId, SendError> {
+        block_on(self.handle.subscribe(sub))
+    }
+
+    /// Ends a subscription of ours with `Expires: 0` (see
+    /// [`Handle::unsubscribe`]); it ends when the last NOTIFY comes.
+    pub fn unsubscribe(&self, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        block_on(self.handle.unsubscribe(subscription))
+    }
+
+    /// Accepts an incoming subscription ([`Event::IncomingSubscription`])
+    /// and sends its first NOTIFY with `state` and `body` (see
+    /// [`Handle::accept_subscription`]).
+    pub fn accept_subscription(
+        &self,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        block_on(self.handle.accept_subscription(subscription, state, body))
+    }
+
+    /// Refuses an incoming subscription or REFER with a final status
+    /// 300–699 (see [`Handle::reject_subscription`]).
+    pub fn reject_subscription(
+        &self,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        block_on(self.handle.reject_subscription(subscription, code, reason))
+    }
+
+    /// Tells a subscriber a new state with a NOTIFY (see
+    /// [`Handle::notify`]).
+    pub fn notify(
+        &self,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        block_on(self.handle.notify(subscription, state, body))
+    }
+
+    /// Ends a subscription we serve with a last NOTIFY,
+    /// `terminated;reason=REASON` (see [`Handle::terminate_subscription`]).
+    pub fn terminate_subscription(
+        &self,
+        subscription: SubscriptionId,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        block_on(self.handle.terminate_subscription(subscription, reason, body))
+    }
+
+    /// Asks the peer of `session` to call `refer_to`, a blind transfer
+    /// (RFC 3515; see [`Handle::refer`]); returns the implicit
+    /// subscription whose NOTIFYs tell how the new call goes.
+    pub fn refer(&self, session: SessionId, refer_to: &str) -> Result<SubscriptionId, SubscriptionError> {
+        block_on(self.handle.refer(session, refer_to))
+    }
+
+    /// Accepts a transfer ([`Event::Refer`]): 202, then the first NOTIFY,
+    /// `SIP/2.0 100 Trying` (see [`Handle::accept_refer`]).
+    pub fn accept_refer(&self, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        block_on(self.handle.accept_refer(subscription))
+    }
+
+    /// Reports how the call a transfer asked for goes, as
+    /// `SIP/2.0 CODE REASON`; a final status ends the subscription (see
+    /// [`Handle::refer_progress`]).
+    pub fn refer_progress(
+        &self,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        block_on(self.handle.refer_progress(subscription, code, reason))
     }
 
     /// Shuts down (see [`Handle::shutdown`]) and waits until every thread

@@ -3,11 +3,14 @@
 //! and run against each. The facade only adapts calling conventions
 //! (`block_on` for the async ones); every scenario goes through the
 //! runtime's own public API, sessions included (`invite`, `ring`,
-//! `accept`, `reject`, `hangup`, `send_in_session`).
+//! `accept`, `reject`, `hangup`, `send_in_session`), and subscriptions and
+//! transfer (`subscribe`, `accept_subscription`, `notify`, `refer`,
+//! `accept_refer`, `refer_progress`…).
 
 use sipline::driver::{BindError, Error};
 use sipline::endpoint::{
     Body, EndpointConfig, Event, IncomingId, Request, RespondError, Response, SendError, SessionError, SessionId,
+    SubState, Subscribe, SubscriptionError, SubscriptionId,
 };
 use sipline::transport::Transport;
 use std::net::SocketAddr;
@@ -70,6 +73,59 @@ pub trait Runtime: Send + Sync + 'static {
         session: SessionId,
         request: Request,
     ) -> Result<Response, Error>;
+    /// `subscribe`.
+    fn subscribe(&self, endpoint: &Self::Endpoint, sub: Subscribe) -> Result<SubscriptionId, SendError>;
+    /// `unsubscribe`.
+    fn unsubscribe(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError>;
+    /// `accept_subscription`.
+    fn accept_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError>;
+    /// `reject_subscription`.
+    fn reject_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError>;
+    /// `notify`.
+    fn notify(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError>;
+    /// `terminate_subscription`.
+    fn terminate_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError>;
+    /// `refer`.
+    fn refer(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        refer_to: &str,
+    ) -> Result<SubscriptionId, SubscriptionError>;
+    /// `accept_refer`.
+    fn accept_refer(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError>;
+    /// `refer_progress`.
+    fn refer_progress(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError>;
     /// Tasks still alive in the runtime, where the runtime can tell.
     fn tasks_alive(&self) -> Option<usize> {
         None
@@ -152,6 +208,68 @@ impl Runtime for Tokio {
     ) -> Result<Response, Error> {
         self.0.block_on(endpoint.send_in_session(session, request))
     }
+    fn subscribe(&self, endpoint: &Self::Endpoint, sub: Subscribe) -> Result<SubscriptionId, SendError> {
+        self.0.block_on(endpoint.subscribe(sub))
+    }
+    fn unsubscribe(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.unsubscribe(subscription))
+    }
+    fn accept_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.accept_subscription(subscription, state, body))
+    }
+    fn reject_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.reject_subscription(subscription, code, reason))
+    }
+    fn notify(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.notify(subscription, state, body))
+    }
+    fn terminate_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.terminate_subscription(subscription, reason, body))
+    }
+    fn refer(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        refer_to: &str,
+    ) -> Result<SubscriptionId, SubscriptionError> {
+        self.0.block_on(endpoint.refer(session, refer_to))
+    }
+    fn accept_refer(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.accept_refer(subscription))
+    }
+    fn refer_progress(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        self.0.block_on(endpoint.refer_progress(subscription, code, reason))
+    }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)
     }
@@ -231,6 +349,68 @@ impl Runtime for Smol {
     ) -> Result<Response, Error> {
         smol::block_on(endpoint.send_in_session(session, request))
     }
+    fn subscribe(&self, endpoint: &Self::Endpoint, sub: Subscribe) -> Result<SubscriptionId, SendError> {
+        smol::block_on(endpoint.subscribe(sub))
+    }
+    fn unsubscribe(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.unsubscribe(subscription))
+    }
+    fn accept_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.accept_subscription(subscription, state, body))
+    }
+    fn reject_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.reject_subscription(subscription, code, reason))
+    }
+    fn notify(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.notify(subscription, state, body))
+    }
+    fn terminate_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.terminate_subscription(subscription, reason, body))
+    }
+    fn refer(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        refer_to: &str,
+    ) -> Result<SubscriptionId, SubscriptionError> {
+        smol::block_on(endpoint.refer(session, refer_to))
+    }
+    fn accept_refer(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.accept_refer(subscription))
+    }
+    fn refer_progress(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        smol::block_on(endpoint.refer_progress(subscription, code, reason))
+    }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)
     }
@@ -300,6 +480,68 @@ impl Runtime for Blocking {
         request: Request,
     ) -> Result<Response, Error> {
         endpoint.send_in_session(session, request)
+    }
+    fn subscribe(&self, endpoint: &Self::Endpoint, sub: Subscribe) -> Result<SubscriptionId, SendError> {
+        endpoint.subscribe(sub)
+    }
+    fn unsubscribe(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        endpoint.unsubscribe(subscription)
+    }
+    fn accept_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        endpoint.accept_subscription(subscription, state, body)
+    }
+    fn reject_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        endpoint.reject_subscription(subscription, code, reason)
+    }
+    fn notify(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        state: SubState,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        endpoint.notify(subscription, state, body)
+    }
+    fn terminate_subscription(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        reason: &str,
+        body: Option<Body>,
+    ) -> Result<(), SubscriptionError> {
+        endpoint.terminate_subscription(subscription, reason, body)
+    }
+    fn refer(
+        &self,
+        endpoint: &Self::Endpoint,
+        session: SessionId,
+        refer_to: &str,
+    ) -> Result<SubscriptionId, SubscriptionError> {
+        endpoint.refer(session, refer_to)
+    }
+    fn accept_refer(&self, endpoint: &Self::Endpoint, subscription: SubscriptionId) -> Result<(), SubscriptionError> {
+        endpoint.accept_refer(subscription)
+    }
+    fn refer_progress(
+        &self,
+        endpoint: &Self::Endpoint,
+        subscription: SubscriptionId,
+        code: u16,
+        reason: &str,
+    ) -> Result<(), SubscriptionError> {
+        endpoint.refer_progress(subscription, code, reason)
     }
     fn local_addr(endpoint: &Self::Endpoint, transport: Transport) -> Option<SocketAddr> {
         endpoint.local_addr(transport)

@@ -8,12 +8,16 @@
 //! 64·T1, RFC 3261 §17.1.2.2) comes after 1.28 s.
 //!
 //! Sessions (INVITE dialogs) run between two endpoints of one runtime:
-//! answered and hung up, rejected, cancelled while ringing.
+//! answered and hung up, rejected, cancelled while ringing. Subscriptions
+//! (RFC 6665: presence with PIDF bodies, a refused one) and a blind
+//! transfer (REFER, RFC 3515, between three endpoints) run the same way.
 
 use sipline::driver::Error;
 use sipline::endpoint::{
-    Body, EndpointConfig, EndpointState, Event, Request, RequestError, SessionEnd, SessionEvent, SessionId,
+    Body, EndpointConfig, EndpointState, Event, Request, RequestError, SessionEnd, SessionEvent, SessionId, SubState,
+    Subscribe, SubscriptionEnd, SubscriptionError, SubscriptionEvent, SubscriptionId,
 };
+use sipline::event::{Basic, Note, Presence, StatusFrag, Tuple};
 use sipline::message::Method;
 use sipline::transport::{CloseReason, TlsConfig, Transport};
 use sipline_tests::certs::Ca;
@@ -665,6 +669,389 @@ fn call_cancelled_while_ringing<R: Runtime>(transport: Transport) {
     call.finish();
 }
 
+/// T1 of the subscription scenarios: Timer N (64·T1, RFC 6665 §4.1.2.4)
+/// bounds the wait for a first NOTIFY, and 6.4 s keeps a loaded machine
+/// from failing it. Nothing is lost on loopback, so T1 delays nothing.
+const EVENTS_T1: Duration = Duration::from_millis(100);
+
+/// An endpoint for the subscription scenarios, listening on `transport`
+/// at 127.0.0.1 (so that its Contact is reachable), serving `events`.
+fn events_config(aor: &str, transport: Transport, events: &[&str]) -> EndpointConfig {
+    let mut c = config(aor).listen(transport, any(V4));
+    c.timers.t1 = EVENTS_T1;
+    c.events = events.iter().map(|e| (*e).to_owned()).collect();
+    c
+}
+
+fn sip_uri(user: &str, transport: Transport, at: SocketAddr) -> String {
+    format!("sip:{user}@{at};transport={}", transport.as_str().to_ascii_lowercase())
+}
+
+/// An endpoint's events, kept so that a scenario with several dialogs can
+/// wait for the one it wants: [`Inbox::take`] returns the earliest event
+/// it picks, past or future, and keeps the others in order.
+struct Inbox<R: Runtime> {
+    name: &'static str,
+    events: R::Events,
+    kept: Vec<Event>,
+}
+
+impl<R: Runtime> Inbox<R> {
+    fn new(name: &'static str, events: R::Events) -> Inbox<R> {
+        Inbox { name, events, kept: Vec::new() }
+    }
+
+    /// The earliest event `pick` takes (bounded: panics after
+    /// [`SESSION_WAIT`] without one).
+    fn take<T>(&mut self, rt: &R, what: &str, pick: impl Fn(&Event) -> Option<T>) -> T {
+        if let Some(i) = self.kept.iter().position(|e| pick(e).is_some()) {
+            let event = self.kept.remove(i);
+            return pick(&event).expect("picked");
+        }
+        let deadline = Instant::now() + SESSION_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some(event) = rt.next_event(&mut self.events, left) else {
+                panic!("{}: {} timed out waiting for {what}; other events: {:?}", R::NAME, self.name, self.kept)
+            };
+            if let Some(t) = pick(&event) {
+                return t;
+            }
+            self.kept.push(event);
+            assert!(self.kept.len() < 100, "{}: too many events: {:?}", R::NAME, self.kept);
+        }
+    }
+
+    /// The next event of `subscription`.
+    fn subscription(&mut self, rt: &R, subscription: SubscriptionId) -> SubscriptionEvent {
+        self.take(rt, "a subscription event", |e| match e {
+            Event::Subscription { subscription: s, event } if *s == subscription => Some(event.clone()),
+            _ => None,
+        })
+    }
+
+    /// The next event of `session`.
+    fn session(&mut self, rt: &R, session: SessionId) -> SessionEvent {
+        self.take(rt, "a session event", |e| match e {
+            Event::Session { session: s, event } if *s == session => Some(event.clone()),
+            _ => None,
+        })
+    }
+
+    /// The events of `session` up to and including the first `last` takes.
+    fn session_until(&mut self, rt: &R, session: SessionId, last: impl Fn(&SessionEvent) -> bool) -> Vec<SessionEvent> {
+        let mut seen = Vec::new();
+        while seen.last().is_none_or(|e| !last(e)) {
+            seen.push(self.session(rt, session));
+            assert!(seen.len() < 20, "{}: {seen:?}", R::NAME);
+        }
+        seen
+    }
+
+    /// The next incoming session: its handle and INVITE.
+    fn incoming_session(&mut self, rt: &R) -> (SessionId, Arc<[u8]>) {
+        self.take(rt, "an incoming session", |e| match e {
+            Event::IncomingSession { session, request, .. } => Some((*session, request.clone())),
+            _ => None,
+        })
+    }
+
+    /// The subscription events left unread (taken ones aside): a scenario
+    /// asserts there are none it did not expect.
+    fn stray_subscription_events(&self) -> Vec<&Event> {
+        self.kept.iter().filter(|e| matches!(e, Event::Subscription { .. })).collect()
+    }
+}
+
+/// A one-tuple PIDF document for Bob (RFC 3863).
+fn pidf(basic: Basic, note: &str) -> Body {
+    let doc = Presence::new("sip:bob@127.0.0.1", Tuple::new("t1", basic).with_note(Note::new(note)));
+    Body::new(Presence::CONTENT_TYPE, doc.to_body().expect("a writable PIDF document"))
+}
+
+/// The basic status and the first tuple note of a NOTIFY's PIDF body.
+fn presence_of<R: Runtime>(n: &sipline::endpoint::Notification) -> (Option<Basic>, String) {
+    let body = n.body.as_ref().unwrap_or_else(|| panic!("{}: a NOTIFY without a body: {n:?}", R::NAME));
+    assert_eq!(body.content_type, Presence::CONTENT_TYPE, "{}", R::NAME);
+    let doc = Presence::parse(&body.bytes).unwrap_or_else(|e| panic!("{}: bad PIDF ({e}): {body:?}", R::NAME));
+    assert_eq!(doc.entity, "sip:bob@127.0.0.1", "{}", R::NAME);
+    assert_eq!(doc.tuples.len(), 1, "{}: {doc:?}", R::NAME);
+    let tuple = &doc.tuples[0];
+    assert_eq!(tuple.id, "t1", "{}", R::NAME);
+    let note = tuple.notes.first().map(|n| n.text.to_string()).unwrap_or_default();
+    (tuple.basic, note)
+}
+
+/// A header field's value in a whole message (the first of its name).
+fn header_value(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = text.split("\r\n\r\n").next().unwrap_or_default();
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Presence (RFC 6665, RFC 3856): Alice subscribes to Bob's presence;
+/// Bob accepts with an `open` PIDF document (the first NOTIFY goes at
+/// once, §4.2.1.2), then tells `closed`; Alice unsubscribes (§4.1.2.3) and
+/// hears the last NOTIFY, terminated; both subscriptions end.
+fn presence_subscription<R: Runtime>(transport: Transport) {
+    let rt = R::new();
+    let (bob, bob_events) = rt.bind(events_config("sip:bob@127.0.0.1", transport, &["presence"])).expect("bind Bob");
+    let (alice, alice_events) = rt.bind(events_config("sip:alice@127.0.0.1", transport, &[])).expect("bind Alice");
+    let (mut bob_in, mut alice_in) = (Inbox::<R>::new("Bob", bob_events), Inbox::<R>::new("Alice", alice_events));
+    let bob_at = R::local_addr(&bob, transport).expect("Bob's address");
+
+    let mut ask = Subscribe::new(&sip_uri("bob", transport, bob_at), "presence");
+    ask.accept = vec![Presence::CONTENT_TYPE.to_owned()];
+    ask.expires = 600;
+    let watching = rt.subscribe(&alice, ask).expect("SUBSCRIBE sent");
+
+    // Bob is asked (§4.2.1): the package, the subscriber, the duration.
+    let (offered, subscribe) = bob_in.take(&rt, "the SUBSCRIBE", |e| match e {
+        Event::IncomingSubscription { subscription, event, from, expires, accept, body, request, .. } => Some((
+            *subscription,
+            (event.clone(), from.clone(), *expires, accept.clone(), body.clone(), request.clone()),
+        )),
+        _ => None,
+    });
+    let (event, from, expires, accept, body, request) = subscribe;
+    assert_eq!(event, "presence", "{}", R::NAME);
+    assert_eq!(from, "sip:alice@127.0.0.1", "{}", R::NAME);
+    assert_eq!(expires, 600, "{}: the duration asked for is granted", R::NAME);
+    assert_eq!(accept, [Presence::CONTENT_TYPE], "{}", R::NAME);
+    assert_eq!(body, None, "{}", R::NAME);
+    assert_eq!(header_value(&request, "Event").as_deref(), Some("presence"), "{}", R::NAME);
+    rt.accept_subscription(&bob, offered, SubState::Active, Some(pidf(Basic::Open, "at my desk")))
+        .expect("accept the subscription");
+
+    // Alice: the 200 and the first NOTIFY, in either order (a NOTIFY may
+    // overtake the 2xx, §4.1.2.4: over TCP it may come on a connection of
+    // its own).
+    let mut first = None;
+    let mut accepted = None;
+    while first.is_none() || accepted.is_none() {
+        match alice_in.subscription(&rt, watching) {
+            SubscriptionEvent::Accepted(ok) if accepted.is_none() => accepted = Some(ok),
+            SubscriptionEvent::Notified(n) if first.is_none() => first = Some(n),
+            other => panic!("{}: unexpected {other:?}", R::NAME),
+        }
+    }
+    let (ok, first) = (accepted.expect("2xx"), first.expect("NOTIFY"));
+    assert_eq!(ok.code, 200, "{}", R::NAME);
+    assert_eq!(header_value(&ok.bytes, "Expires").as_deref(), Some("600"), "{}", R::NAME);
+    assert_eq!(first.state, SubState::Active, "{}", R::NAME);
+    assert!(first.expires.is_some_and(|e| (590..=600).contains(&e)), "{}: {first:?}", R::NAME);
+    assert_eq!(header_value(&first.request, "Event").as_deref(), Some("presence"), "{}", R::NAME);
+    assert_eq!(presence_of::<R>(&first), (Some(Basic::Open), "at my desk".to_owned()), "{}", R::NAME);
+
+    // A new state (§4.2.2).
+    rt.notify(&bob, offered, SubState::Active, Some(pidf(Basic::Closed, "gone home"))).expect("NOTIFY");
+    match alice_in.subscription(&rt, watching) {
+        SubscriptionEvent::Notified(n) => {
+            assert_eq!(n.state, SubState::Active, "{}", R::NAME);
+            assert_eq!(presence_of::<R>(&n), (Some(Basic::Closed), "gone home".to_owned()), "{}", R::NAME);
+        }
+        other => panic!("{}: expected the closed NOTIFY, got {other:?}", R::NAME),
+    }
+
+    // §4.1.2.3: Expires: 0; the last NOTIFY says terminated and still
+    // tells the current state; then the subscription is over on both sides.
+    rt.unsubscribe(&alice, watching).expect("unsubscribe");
+    match alice_in.subscription(&rt, watching) {
+        SubscriptionEvent::Notified(n) => {
+            assert_eq!(n.state, SubState::Terminated, "{}: {n:?}", R::NAME);
+            assert_eq!(presence_of::<R>(&n), (Some(Basic::Closed), "gone home".to_owned()), "{}", R::NAME);
+        }
+        other => panic!("{}: expected the terminated NOTIFY, got {other:?}", R::NAME),
+    }
+    assert_eq!(
+        alice_in.subscription(&rt, watching),
+        SubscriptionEvent::Ended(SubscriptionEnd::Unsubscribed),
+        "{}",
+        R::NAME
+    );
+    assert_eq!(
+        bob_in.subscription(&rt, offered),
+        SubscriptionEvent::Ended(SubscriptionEnd::Unsubscribed),
+        "{}",
+        R::NAME
+    );
+    // The handles are gone: commands on them are refused.
+    assert_eq!(rt.unsubscribe(&alice, watching), Err(SubscriptionError::Unknown), "{}", R::NAME);
+    assert_eq!(rt.notify(&bob, offered, SubState::Active, None), Err(SubscriptionError::Unknown), "{}", R::NAME);
+    assert!(alice_in.stray_subscription_events().is_empty(), "{}: {:?}", R::NAME, alice_in.kept);
+    assert!(bob_in.stray_subscription_events().is_empty(), "{}: {:?}", R::NAME, bob_in.kept);
+    rt.shutdown(&alice);
+    rt.shutdown(&bob);
+}
+
+/// Bob refuses Alice's subscription with 403: her SUBSCRIBE fails with it
+/// (§4.1.2.1), his subscription ends rejected.
+///
+/// Over TCP this is ignored for now: `Endpoint::reject_subscription` hands
+/// the 403 to the transaction layer without draining it (no `pump`), so
+/// it is sent only when some later input comes; over UDP that is Alice's
+/// retransmission (Timer E, T1 later), over TCP nothing, and Alice's
+/// subscription ends on Timer N (`NoNotify`) instead.
+fn subscription_rejected<R: Runtime>(transport: Transport) {
+    let rt = R::new();
+    let (bob, bob_events) = rt.bind(events_config("sip:bob@127.0.0.1", transport, &["presence"])).expect("bind Bob");
+    let (alice, alice_events) = rt.bind(events_config("sip:alice@127.0.0.1", transport, &[])).expect("bind Alice");
+    let (mut bob_in, mut alice_in) = (Inbox::<R>::new("Bob", bob_events), Inbox::<R>::new("Alice", alice_events));
+    let bob_at = R::local_addr(&bob, transport).expect("Bob's address");
+    let watching = rt.subscribe(&alice, Subscribe::new(&sip_uri("bob", transport, bob_at), "presence")).expect("sent");
+    let offered = bob_in.take(&rt, "the SUBSCRIBE", |e| match e {
+        Event::IncomingSubscription { subscription, .. } => Some(*subscription),
+        _ => None,
+    });
+    assert_eq!(rt.reject_subscription(&bob, offered, 200, "OK"), Err(SubscriptionError::Status), "{}", R::NAME);
+    rt.reject_subscription(&bob, offered, 403, "Forbidden").expect("reject");
+    assert_eq!(bob_in.subscription(&rt, offered), SubscriptionEvent::Ended(SubscriptionEnd::Rejected), "{}", R::NAME);
+    match alice_in.subscription(&rt, watching) {
+        SubscriptionEvent::Ended(SubscriptionEnd::Failed(RequestError::Failure(r))) => {
+            assert_eq!((r.code, r.reason.as_str()), (403, "Forbidden"), "{}", R::NAME);
+        }
+        other => panic!("{}: expected a 403 failure, got {other:?}", R::NAME),
+    }
+    rt.shutdown(&alice);
+    rt.shutdown(&bob);
+}
+
+/// The status line of a refer NOTIFY's sipfrag body (RFC 3515 §2.4.5).
+fn frag_of<R: Runtime>(n: &sipline::endpoint::Notification) -> (u16, String) {
+    let body = n.body.as_ref().unwrap_or_else(|| panic!("{}: a refer NOTIFY without a body: {n:?}", R::NAME));
+    assert_eq!(body.content_type, StatusFrag::CONTENT_TYPE, "{}", R::NAME);
+    let frag = StatusFrag::parse(&body.bytes).unwrap_or_else(|e| panic!("{}: bad sipfrag ({e}): {body:?}", R::NAME));
+    (frag.code, frag.reason.into_owned())
+}
+
+/// A blind transfer (RFC 3515, RFC 3892): Alice calls Bob, then REFERs
+/// him to Carol inside the call; Bob accepts (202, `SIP/2.0 100 Trying`),
+/// calls Carol with Alice's Referred-By and reports 180 and 200; Alice
+/// hears each as a NOTIFY, the last terminated with `noresource`
+/// (§2.4.7). Then both calls are hung up.
+fn blind_transfer<R: Runtime>(transport: Transport) {
+    let rt = R::new();
+    let (alice, alice_events) = rt.bind(events_config("sip:alice@127.0.0.1", transport, &[])).expect("bind Alice");
+    let (bob, bob_events) = rt.bind(events_config("sip:bob@127.0.0.1", transport, &["refer"])).expect("bind Bob");
+    let (carol, carol_events) = rt.bind(events_config("sip:carol@127.0.0.1", transport, &[])).expect("bind Carol");
+    let mut alice_in = Inbox::<R>::new("Alice", alice_events);
+    let mut bob_in = Inbox::<R>::new("Bob", bob_events);
+    let mut carol_in = Inbox::<R>::new("Carol", carol_events);
+    let bob_at = R::local_addr(&bob, transport).expect("Bob's address");
+    let carol_uri = sip_uri("carol", transport, R::local_addr(&carol, transport).expect("Carol's address"));
+
+    // Alice calls Bob; he answers.
+    let invite = Request::invite(&sip_uri("bob", transport, bob_at), "application/sdp", OFFER.to_vec());
+    let call = rt.invite(&alice, invite).expect("INVITE sent");
+    let (bob_call, _) = bob_in.incoming_session(&rt);
+    rt.accept(&bob, bob_call, Some(&Body::sdp(ANSWER))).expect("Bob answers");
+    let answered = alice_in.session_until(&rt, call, |e| matches!(e, SessionEvent::Answered(_)));
+    assert!(matches!(answered.last(), Some(SessionEvent::Answered(ok)) if ok.code == 200), "{}", R::NAME);
+    let confirmed = bob_in.session_until(&rt, bob_call, |e| matches!(e, SessionEvent::Confirmed { .. }));
+    assert_eq!(confirmed, [SessionEvent::Confirmed { body: None }], "{}", R::NAME);
+
+    // The REFER, in the call's dialog.
+    let transfer = rt.refer(&alice, call, &carol_uri).expect("REFER sent");
+    let (asked, session, refer_to, referred_by, refer) = bob_in.take(&rt, "the REFER", |e| match e {
+        Event::Refer { subscription, session, refer_to, referred_by, request, .. } => {
+            Some((*subscription, *session, refer_to.clone(), referred_by.clone(), request.clone()))
+        }
+        _ => None,
+    });
+    assert_eq!(session, Some(bob_call), "{}: the REFER came in the call", R::NAME);
+    assert_eq!(refer_to, carol_uri, "{}", R::NAME);
+    assert_eq!(referred_by.as_deref(), Some("<sip:alice@127.0.0.1>"), "{}", R::NAME);
+    assert_eq!(header_value(&refer, "Refer-To"), Some(format!("<{carol_uri}>")), "{}", R::NAME);
+    rt.accept_refer(&bob, asked).expect("accept the REFER");
+
+    // Alice: the 202 and `SIP/2.0 100 Trying` (§2.4.4), in either order.
+    let mut trying = None;
+    let mut accepted = None;
+    while trying.is_none() || accepted.is_none() {
+        match alice_in.subscription(&rt, transfer) {
+            SubscriptionEvent::Accepted(ok) if accepted.is_none() => accepted = Some(ok),
+            SubscriptionEvent::Notified(n) if trying.is_none() => trying = Some(n),
+            other => panic!("{}: unexpected {other:?}", R::NAME),
+        }
+    }
+    assert_eq!(accepted.map(|ok| (ok.code, ok.reason)), Some((202, "Accepted".to_owned())), "{}", R::NAME);
+    let trying = trying.expect("NOTIFY");
+    assert_eq!(trying.state, SubState::Active, "{}", R::NAME);
+    assert_eq!(frag_of::<R>(&trying), (100, "Trying".to_owned()), "{}", R::NAME);
+    // §2.4.6: the NOTIFYs' Event carries the REFER's CSeq as `id`.
+    let refer_seq = header_value(&refer, "CSeq").and_then(|c| c.split_whitespace().next().map(str::to_owned));
+    let event = header_value(&trying.request, "Event");
+    assert_eq!(event, refer_seq.map(|n| format!("refer;id={n}")), "{}", R::NAME);
+
+    // Bob calls Carol as asked, with Referred-By (RFC 3892 §3).
+    let mut invite = Request::invite(&refer_to, "application/sdp", OFFER.to_vec());
+    invite.headers.push(("Referred-By".to_owned(), referred_by.clone().unwrap_or_default()));
+    let new_call = rt.invite(&bob, invite).expect("INVITE to Carol sent");
+    let (carol_call, carol_invite) = carol_in.incoming_session(&rt);
+    assert_eq!(header_value(&carol_invite, "Referred-By").as_deref(), Some("<sip:alice@127.0.0.1>"), "{}", R::NAME);
+
+    // Carol rings: Bob tells Alice (§2.4.5), and Alice hears it before
+    // Carol answers (a newer state would replace a NOTIFY still waiting,
+    // RFC 6665 §4.2.2).
+    rt.ring(&carol, carol_call, 180).expect("ring");
+    let ringing = bob_in.session_until(&rt, new_call, |e| matches!(e, SessionEvent::Progress(r) if r.code == 180));
+    let Some(SessionEvent::Progress(r)) = ringing.last() else { unreachable!() };
+    rt.refer_progress(&bob, asked, r.code, &r.reason).expect("report 180");
+    match alice_in.subscription(&rt, transfer) {
+        SubscriptionEvent::Notified(n) => {
+            assert_eq!(n.state, SubState::Active, "{}", R::NAME);
+            assert_eq!(frag_of::<R>(&n), (180, "Ringing".to_owned()), "{}", R::NAME);
+        }
+        other => panic!("{}: expected the 180 NOTIFY, got {other:?}", R::NAME),
+    }
+
+    // Carol answers: the final status ends the subscription (§2.4.7).
+    rt.accept(&carol, carol_call, Some(&Body::sdp(ANSWER))).expect("Carol answers");
+    let answered = bob_in.session_until(&rt, new_call, |e| matches!(e, SessionEvent::Answered(_)));
+    let Some(SessionEvent::Answered(ok)) = answered.last() else { unreachable!() };
+    assert_eq!(ok.code, 200, "{}", R::NAME);
+    rt.refer_progress(&bob, asked, ok.code, &ok.reason).expect("report 200");
+    match alice_in.subscription(&rt, transfer) {
+        SubscriptionEvent::Notified(n) => {
+            assert_eq!((n.state, n.reason.as_deref()), (SubState::Terminated, Some("noresource")), "{}", R::NAME);
+            assert_eq!(frag_of::<R>(&n), (200, "OK".to_owned()), "{}", R::NAME);
+        }
+        other => panic!("{}: expected the 200 NOTIFY, got {other:?}", R::NAME),
+    }
+    let terminated = SubscriptionEnd::Terminated { reason: Some("noresource".to_owned()), retry_after: None };
+    assert_eq!(alice_in.subscription(&rt, transfer), SubscriptionEvent::Ended(terminated), "{}", R::NAME);
+    assert_eq!(bob_in.subscription(&rt, asked), SubscriptionEvent::Ended(SubscriptionEnd::Ended), "{}", R::NAME);
+    assert_eq!(rt.refer_progress(&bob, asked, 200, "OK"), Err(SubscriptionError::Unknown), "{}", R::NAME);
+    let confirmed = carol_in.session_until(&rt, carol_call, |e| matches!(e, SessionEvent::Confirmed { .. }));
+    assert_eq!(confirmed, [SessionEvent::Confirmed { body: None }], "{}", R::NAME);
+
+    // Both calls end.
+    rt.hangup(&alice, call).expect("Alice hangs up");
+    assert_eq!(
+        bob_in.session_until(&rt, bob_call, ended),
+        [SessionEvent::Ended(SessionEnd::PeerHungUp)],
+        "{}",
+        R::NAME
+    );
+    assert_eq!(alice_in.session_until(&rt, call, ended), [SessionEvent::Ended(SessionEnd::HungUp)], "{}", R::NAME);
+    rt.hangup(&bob, new_call).expect("Bob hangs up");
+    let carol_end = carol_in.session_until(&rt, carol_call, ended);
+    assert_eq!(carol_end, [SessionEvent::Ended(SessionEnd::PeerHungUp)], "{}", R::NAME);
+    let bob_end = bob_in.session_until(&rt, new_call, ended);
+    assert_eq!(bob_end.last(), Some(&SessionEvent::Ended(SessionEnd::HungUp)), "{}: {bob_end:?}", R::NAME);
+    // No transfer in a call that is over.
+    assert_eq!(rt.refer(&alice, call, &carol_uri), Err(SubscriptionError::Unknown), "{}", R::NAME);
+    for inbox in [&alice_in, &bob_in, &carol_in] {
+        assert!(inbox.stray_subscription_events().is_empty(), "{}: {}: {:?}", R::NAME, inbox.name, inbox.kept);
+    }
+    rt.shutdown(&alice);
+    rt.shutdown(&bob);
+    rt.shutdown(&carol);
+}
+
 macro_rules! suite {
     ($($name:ident => $rt:ty),* $(,)?) => {$(
         mod $name {
@@ -773,6 +1160,31 @@ macro_rules! suite {
             #[test]
             fn call_cancelled_while_ringing_over_tcp() {
                 call_cancelled_while_ringing::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn presence_subscription_over_udp() {
+                presence_subscription::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn presence_subscription_over_tcp() {
+                presence_subscription::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn subscription_rejected_over_udp() {
+                subscription_rejected::<$rt>(Transport::Udp);
+            }
+            #[test]
+            #[ignore = "core: reject_subscription does not send its 403 until another input (no pump)"]
+            fn subscription_rejected_over_tcp() {
+                subscription_rejected::<$rt>(Transport::Tcp);
+            }
+            #[test]
+            fn blind_transfer_over_udp() {
+                blind_transfer::<$rt>(Transport::Udp);
+            }
+            #[test]
+            fn blind_transfer_over_tcp() {
+                blind_transfer::<$rt>(Transport::Tcp);
             }
         }
     )*};
