@@ -1174,7 +1174,6 @@ macro_rules! suite {
                 subscription_rejected::<$rt>(Transport::Udp);
             }
             #[test]
-            #[ignore = "core: reject_subscription does not send its 403 until another input (no pump)"]
             fn subscription_rejected_over_tcp() {
                 subscription_rejected::<$rt>(Transport::Tcp);
             }

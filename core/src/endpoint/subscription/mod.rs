@@ -1295,6 +1295,8 @@ impl Endpoint {
         let mut bytes = Vec::new();
         offer.head.write(&mut bytes, uas::status(code), reason, ok, &extra, b"");
         let _ = self.transactions.respond(now, offer.server, bytes);
+        // Out at once (a refusal sends nothing else that would carry it).
+        self.pump(now);
     }
 
     /// Sends (or queues) a NOTIFY with `notice` on `s` (§4.2.2).
