@@ -1403,3 +1403,105 @@ fn regression_issue_17_soak_seeds() {
         interface_change_call(seed);
     }
 }
+
+/// A reginfo document as told: (version, registration state, [(contact
+/// URI, state, event)]).
+type Told = (u32, String, Vec<(String, String, String)>);
+
+/// The reginfo documents `peer` was told, parsed.
+fn reginfos(peer: &Peer) -> Vec<Told> {
+    peer.events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Subscription { event: sipline::endpoint::SubscriptionEvent::Notified(n), .. } => n.body.clone(),
+            _ => None,
+        })
+        .map(|b| {
+            let doc = sipline::event::Reginfo::parse(&b.bytes).unwrap();
+            let reg = &doc.registrations[0];
+            assert_eq!(reg.aor, format!("sip:bob@{DOMAIN}"));
+            let contacts = reg
+                .contacts
+                .iter()
+                .map(|c| (c.uri.to_string(), c.state.as_str().to_owned(), c.event.as_str().to_owned()))
+                .collect();
+            (doc.version, reg.state.as_str().to_owned(), contacts)
+        })
+        .collect()
+}
+
+/// RFC 3680: the registrar tells a user its registrations (`reg`): the
+/// bindings at once, then each change (a device unregistering) in a new
+/// version of the full document; only the AOR's owner may watch (§5);
+/// unsubscribing ends it.
+#[test]
+fn the_registrar_serves_the_reg_event_to_the_owner() {
+    let t0 = Instant::now();
+    let nodes = vec![
+        server(t0),
+        device(1, "bob", "urn:uuid:00000000-0000-4000-8000-00000000000b", t0, idle()),
+        device(2, "bob", "urn:uuid:00000000-0000-4000-8000-00000000000c", t0, idle()),
+        device(3, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+    s.run(Duration::from_secs(5), 100_000);
+    assert_eq!(bindings(&s, "bob"), 2);
+    let now = s.now();
+    let mut sub = sipline::endpoint::Subscribe::new(&format!("sip:bob@{DOMAIN}"), "reg");
+    sub.accept = vec!["application/reginfo+xml".to_owned()];
+    let watch = s.nodes[1].ep.subscribe(now, sub.clone()).unwrap();
+    let snoop = s.nodes[3].ep.subscribe(now, sub).unwrap();
+    s.nodes[1].pump();
+    s.nodes[3].pump();
+    let until = s.elapsed() + Duration::from_secs(5);
+    s.run(until, 100_000);
+    // Alice may not watch Bob's registrations.
+    let refused = s.nodes[3].events.iter().find_map(|e| match e {
+        Event::Subscription { subscription, event: sipline::endpoint::SubscriptionEvent::Ended(why) }
+            if *subscription == snoop =>
+        {
+            Some(why.clone())
+        }
+        _ => None,
+    });
+    assert!(
+        matches!(&refused, Some(sipline::endpoint::SubscriptionEnd::Failed(sipline::endpoint::RequestError::Failure(r))) if r.code == 403),
+        "{refused:?}"
+    );
+    // Bob's first document: both devices, active.
+    let told = reginfos(&s.nodes[1]);
+    assert_eq!(told.len(), 1, "{told:?}");
+    let (version, state, contacts) = &told[0];
+    assert_eq!((*version, state.as_str(), contacts.len()), (0, "active", 2), "{told:?}");
+    assert!(contacts.iter().all(|(_, st, ev)| st == "active" && ev == "registered"), "{contacts:?}");
+    // Device 2 unregisters: a new version, its contact terminated.
+    let now = s.now();
+    s.nodes[2].ep.unregister(now);
+    s.nodes[2].pump();
+    let until = s.elapsed() + Duration::from_secs(5);
+    s.run(until, 100_000);
+    let told = reginfos(&s.nodes[1]);
+    let (version, state, contacts) = told.last().unwrap();
+    assert_eq!((*version, state.as_str()), (1, "active"), "{told:?}");
+    let ended: Vec<_> = contacts.iter().filter(|(_, st, _)| st == "terminated").collect();
+    assert_eq!(ended.len(), 1, "{contacts:?}");
+    assert_eq!(ended[0].2, "unregistered");
+    // The NOTIFYs come from the registrar's own address (no user part: a
+    // user part would name one of the domain's users).
+    let notify = s.nodes[0].wire.iter().find(|m| m.starts_with("NOTIFY ")).unwrap().clone();
+    let contact = notify.split("\r\n").find(|l| l.starts_with("Contact: ")).unwrap();
+    assert_eq!(contact, format!("Contact: <sip:{}>", addr(0)));
+    // Bob unsubscribes: the refresh path (in the dialog, to the
+    // registrar's address) ends it with a last document.
+    let now = s.now();
+    s.nodes[1].ep.unsubscribe(now, watch).unwrap();
+    s.nodes[1].pump();
+    let until = s.elapsed() + Duration::from_secs(5);
+    s.run(until, 100_000);
+    let ended = s.nodes[1].events.iter().any(|e| {
+        matches!(e, Event::Subscription { subscription, event: sipline::endpoint::SubscriptionEvent::Ended(sipline::endpoint::SubscriptionEnd::Unsubscribed) } if *subscription == watch)
+    });
+    assert!(ended, "{:?}", reginfos(&s.nodes[1]));
+    assert_eq!(reginfos(&s.nodes[1]).last().unwrap().0, 2);
+    assert_eq!(s.nodes[0].ep.subscription_count(), 0);
+}

@@ -1424,7 +1424,7 @@ impl Endpoint {
             handled: &self.config.handle_methods,
             accept: &accept,
             extensions: &extensions,
-            events: !self.config.events.is_empty(),
+            events: !self.config.events.is_empty() || self.config.server.is_some(),
             refer: self.config.events.iter().any(|e| e == "refer"),
         }
         .allow()
@@ -2124,7 +2124,7 @@ impl Endpoint {
             handled: &self.config.handle_methods,
             accept: &accept,
             extensions: &extensions,
-            events: !self.config.events.is_empty(),
+            events: !self.config.events.is_empty() || self.config.server.is_some(),
             refer: self.config.events.iter().any(|e| e == "refer"),
         };
         match abilities.judge(m) {

@@ -360,6 +360,15 @@ impl Destination {
     }
 }
 
+/// Whether `m` subscribes to the `reg` package (RFC 3680).
+fn asks_for_reg(m: &Message<'_>) -> bool {
+    m.headers()
+        .first(crate::message::HeaderName::Event)
+        .and_then(crate::message::Header::value_str)
+        .and_then(|v| crate::event::Event::parse(v).ok())
+        .is_some_and(|e| e.event_type() == "reg")
+}
+
 /// A request in one line for the summaries: `METHOD Request-URI from
 /// FROM-URI` (`for TO-URI` for a REGISTER), written only when a log line is.
 struct Summary<'r, 'a>(&'r Message<'a>);
@@ -404,7 +413,7 @@ impl Endpoint {
     }
 
     /// The server role's state, made on first use.
-    fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
+    pub(super) fn server_state(&mut self, now: Instant) -> Option<&mut Server> {
         if self.server.is_none() {
             let config = self.config.server.as_ref()?;
             // Our address, as the Path of the bindings made here (issue 20).
@@ -547,6 +556,19 @@ impl Endpoint {
                     return true;
                 }
             }
+        }
+        // RFC 3680: the registrar serves the `reg` package of its users,
+        // to the owner of the address of record only (§5).
+        if method == Some(Method::Subscribe) && initial && dest == Destination::User && asks_for_reg(m) {
+            let owner = user_of(&ruri);
+            if !authenticated || owner.is_none() || owner != from_uri.as_ref().and_then(user_of) {
+                self.reply(now, server, m, code(403), "Forbidden (registrations are told to their owner)", &[]);
+                return true;
+            }
+            let domain = self.config.server.as_ref().map_or("", |c| c.domain.as_str());
+            let aor = format!("sip:{}@{domain}", owner.unwrap_or_default());
+            self.reg_subscribe(now, server, m, source, aor);
+            return true;
         }
         // Requests leaving the domain: only for our own (authenticated)
         // users, or within a dialog we record-routed — no open relay.

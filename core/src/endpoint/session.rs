@@ -784,6 +784,15 @@ impl Endpoint {
     /// registered Contact when registered, else the user of the AOR at a
     /// listening address.
     pub(super) fn contact_for(&self, transport: Transport) -> String {
+        if self.config.server.is_some() {
+            // The registrar and proxy: its own address, no user (a user
+            // part would name one of the domain's users).
+            let at = self.sent_by(transport);
+            return match transport {
+                Transport::Udp => format!("sip:{at}"),
+                t => format!("sip:{at};transport={}", t.as_str().to_ascii_lowercase()),
+            };
+        }
         if let Some(super::RegistrationState::Registered { contact, .. }) = self.registration() {
             return contact.clone();
         }

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 mod refer;
+mod reg;
 
 /// A subscription handle (either role); what happens to it comes as
 /// [`Event::Subscription`] events carrying it.
@@ -232,6 +233,8 @@ enum Timer {
     N,
     /// Notifier: the application did not answer the SUBSCRIBE.
     Unanswered,
+    /// Notifier of `reg`: time to look at the bindings again.
+    RegPoll,
 }
 
 /// What the SUBSCRIBE under way (subscriber) asks.
@@ -300,6 +303,8 @@ struct Subscription {
     ending: Option<SubscriptionEnd>,
     /// When it runs out.
     expires_at: Option<Instant>,
+    /// Notifier of `reg` (RFC 3680): the AOR watched, and what was told.
+    reg: Option<Box<reg::RegWatch>>,
     conn: Option<ConnId>,
     timers: BTreeMap<Timer, Instant>,
 }
@@ -333,6 +338,7 @@ impl Subscription {
             queued: None,
             ending: None,
             expires_at: None,
+            reg: None,
             conn: None,
             timers: BTreeMap::new(),
         }
@@ -1254,7 +1260,11 @@ impl Endpoint {
         }
         if asked == 0 {
             // §4.2.1.2: unsubscribed: 200 and a last NOTIFY.
-            let body = x.current.as_ref().and_then(|c| c.1.clone());
+            let reg = x.reg.is_some();
+            let mut body = x.current.as_ref().and_then(|c| c.1.clone());
+            if reg {
+                body = self.reg_document(now, s, true);
+            }
             self.answer_with(now, server, m, uas::status(200), "OK", &[("Expires", "0")]);
             self.end_with_notify(now, s, "timeout", body, SubscriptionEnd::Unsubscribed);
             return true;
@@ -1268,7 +1278,11 @@ impl Endpoint {
         x.expires = granted;
         let at = now + Duration::from_secs(u64::from(granted));
         x.expires_at = Some(at);
-        let current = x.current.clone().unwrap_or((SubState::Active, None));
+        let mut current = x.current.clone().unwrap_or((SubState::Active, None));
+        if x.reg.is_some() {
+            // RFC 3680 §5.1: each document a new version, in full.
+            current.1 = self.reg_document(now, s, true);
+        }
         let header = granted.to_string();
         self.answer_with(now, server, m, uas::status(200), "OK", &[("Expires", &header)]);
         self.subscriptions.set_timer(s, Timer::Expiry, at);
@@ -1439,6 +1453,7 @@ impl Endpoint {
                 }
             }
             (Timer::Unanswered, _) => self.end_subscription(now, s, SubscriptionEnd::Unanswered),
+            (Timer::RegPoll, _) => self.reg_poll(now, s),
             (Timer::Refresh, Role::Notifier) => {}
         }
     }
