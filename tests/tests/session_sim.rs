@@ -1065,3 +1065,45 @@ fn shutdown_right_after_answering_never_byes_before_the_ack_on_a_lossy_network()
         assert_eq!(s.nodes[1].ep.tables(), Tables::default(), "seed {seed}");
     });
 }
+
+/// The session API carries typed SDP: Bob answers Alice's offer with
+/// `sipline::sdp::answer`, Alice reads the answer out of the 200 with
+/// `Response::description` and the negotiated codec with
+/// `sipline::sdp::negotiated` (RFC 3264 §6.1: the offer's payload type).
+#[test]
+fn typed_sdp_offer_and_answer_through_a_call() {
+    use sipline::sdp::{self, Capabilities, Codec, LocalSession, MediaCapability};
+    let caps = Capabilities::new(vec![MediaCapability::audio(vec![Codec::pcma(), Codec::telephone_event(101)])]);
+    let answering_sdp: Policy = Box::new(move |ep, now, e| {
+        if let Event::IncomingSession { session, body, .. } = e {
+            let offer = body.as_ref().unwrap().description().unwrap().unwrap();
+            let mut ours = LocalSession::new("bob", 7, 7, [192, 0, 2, 2].into());
+            let answer = sdp::answer(&offer, &caps, &["192.0.2.2:40000".parse().unwrap()], &mut ours).unwrap();
+            ep.accept(now, *session, Some(&Body::from(&answer))).unwrap();
+        }
+    });
+    let mut s = sim(idle(), answering_sdp, LinkConfig::default(), 1);
+    let mut mine = LocalSession::new("alice", 1, 1, [192, 0, 2, 1].into());
+    let offer = sdp::offer(&Capabilities::telephony(), &["192.0.2.1:30000".parse().unwrap()], &mut mine).unwrap();
+    let now = s.now();
+    let call =
+        s.nodes[0].ep.invite(now, Request::invite(&uri(1, "bob"), "application/sdp", offer.to_string().into_bytes()));
+    let call = call.unwrap();
+    s.nodes[0].pump();
+    go(&mut s, 5);
+    let answered = s.nodes[0]
+        .session_events()
+        .into_iter()
+        .find_map(|e| match e {
+            SessionEvent::Answered(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    let answer = answered.description().unwrap().unwrap();
+    let got = sdp::negotiated(&offer.borrowed(), &answer).unwrap();
+    let audio = got.active("audio").unwrap();
+    assert_eq!((audio.codec.name.as_str(), audio.codec.send_payload_type), ("PCMA", 8));
+    assert_eq!(audio.remote, "192.0.2.2:40000".parse().unwrap());
+    assert!(audio.telephone_event.is_some());
+    assert_eq!(s.nodes[0].ep.session_confirmed(call), Some(true));
+}

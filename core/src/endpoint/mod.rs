@@ -24,6 +24,7 @@
 mod flood;
 mod overload;
 mod registration;
+mod sdp_body;
 mod server;
 mod session;
 mod subscription;
