@@ -15,7 +15,11 @@
 //! connections the endpoint opens, time passing. Application steps: send a
 //! MESSAGE, place a call, act on a session (hang up, ring, accept, reject,
 //! re-INVITE, acknowledge, an INFO in the dialog), answer an incoming
-//! request, unregister or register again, shut down.
+//! request, unregister or register again, shut down; subscribe, unsubscribe,
+//! accept/notify/terminate a subscription served (presence), transfer a
+//! call (REFER), accept a transfer and report its progress. Option bits
+//! also turn on reliable provisionals (RFC 3262) and session timers (RFC
+//! 4028).
 //!
 //! Checks: no panic; outputs always drain; after `handle_timeout(t)` the
 //! next deadline is later than `t`; and after the script, a shutdown and
@@ -27,8 +31,8 @@
 use libfuzzer_sys::fuzz_target;
 use sipline::auth::DigestCredentials;
 use sipline::endpoint::{
-    Body, Endpoint, EndpointConfig, EndpointState, Event, IncomingId, Output, RegistrationConfig, Request, SessionId,
-    Tables,
+    Body, Endpoint, EndpointConfig, EndpointState, Event, IncomingId, Output, PrackMode, RegistrationConfig, Request,
+    SessionId, SessionTimerConfig, SubState, Subscribe, SubscriptionId, Tables,
 };
 use sipline::message::Method;
 use sipline::transport::{ConnId, Transport};
@@ -45,6 +49,8 @@ struct World {
     conns: Vec<ConnId>,
     sessions: Vec<SessionId>,
     incoming: Vec<IncomingId>,
+    /// Subscriptions, either role (ours, and those offered to us).
+    subscriptions: Vec<SubscriptionId>,
     /// The last request the endpoint sent: its bytes and where.
     last_request: Option<(Vec<u8>, Sent)>,
 }
@@ -80,6 +86,9 @@ impl World {
                 }
                 Output::Event(Event::IncomingSession { session, .. }) => self.sessions.push(session),
                 Output::Event(Event::Incoming { incoming, .. }) => self.incoming.push(incoming),
+                Output::Event(Event::IncomingSubscription { subscription, .. } | Event::Refer { subscription, .. }) => {
+                    self.subscriptions.push(subscription);
+                }
                 _ => {}
             }
         }
@@ -168,6 +177,13 @@ fuzz_target!(|data: &[u8]| {
     if options & 2 == 2 {
         config.default_transport = Transport::Tcp;
     }
+    if options & 4 == 4 {
+        config.prack = if options & 8 == 8 { PrackMode::Required } else { PrackMode::Supported };
+    }
+    if options & 8 == 8 {
+        config.session_timers = Some(SessionTimerConfig::new(90 + u32::from(options >> 4) * 30, 90));
+    }
+    config.events = vec!["presence".to_owned(), "refer".to_owned()];
     config.seed = u64::from(options);
     let Ok(mut ep) = Endpoint::new(config) else { return };
     let local: SocketAddr = "192.0.2.1:5060".parse().unwrap();
@@ -272,11 +288,39 @@ fuzz_target!(|data: &[u8]| {
                     ep.reregister(now);
                 }
             }
-            14 => ep.shutdown(now),
-            _ => {
+            14 if first % 4 == 0 => ep.shutdown(now),
+            14 => {
                 if let Some(s) = pick(&w.sessions, k) {
                     let _ = ep.hangup(now, s);
                 }
+            }
+            _ => {
+                // Subscriptions and transfer (RFC 6665, RFC 3515).
+                let body = Some(Body::new("application/pidf+xml", payload.get(1..).unwrap_or_default().to_vec()));
+                let sub = pick(&w.subscriptions, k);
+                let _ = match (first % 8, sub) {
+                    (0, _) => {
+                        let to = if first % 16 < 8 { "sip:bob@example.com" } else { "sip:carol@192.0.2.7:5070" };
+                        let mut s = Subscribe::new(to, if first % 32 < 16 { "presence" } else { "reg" });
+                        s.expires = u32::from(k);
+                        if let Ok(id) = ep.subscribe(now, s) {
+                            w.subscriptions.push(id);
+                        }
+                        Ok(())
+                    }
+                    (1, Some(s)) => ep.unsubscribe(now, s),
+                    (2, Some(s)) => ep.accept_subscription(now, s, SubState::Active, body),
+                    (3, Some(s)) => ep.notify(now, s, SubState::Pending, body),
+                    (4, Some(s)) => ep.terminate_subscription(now, s, "noresource", body),
+                    (5, _) => match pick(&w.sessions, k) {
+                        Some(call) => ep.refer(now, call, "sip:carol@192.0.2.7:5070").map(|id| w.subscriptions.push(id)),
+                        None => Ok(()),
+                    },
+                    (6, Some(s)) => ep.accept_refer(now, s),
+                    (7, Some(s)) => ep.refer_progress(now, s, CODES[usize::from(k) % CODES.len()], "Fuzz"),
+                    (_, Some(s)) => ep.reject_subscription(now, s, 603, "Decline"),
+                    (_, None) => Ok(()),
+                };
             }
         }
         w.drain(&mut ep);

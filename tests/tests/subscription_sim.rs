@@ -489,7 +489,16 @@ fn shutdown_unsubscribes_and_terminates_with_noresource() {
 
 #[test]
 fn a_fetch_gets_one_terminated_notify() {
+    fetch(false);
+    // The NOTIFY's first copy lost: the 200 (Expires: 0) comes first.
+    fetch(true);
+}
+
+fn fetch(notify_late: bool) {
     let mut s = sim(notifier(), LinkConfig::default(), 8);
+    if notify_late {
+        s.nodes[1].drop = Some(("NOTIFY ", 1));
+    }
     let sub = subscribe(&mut s, "presence", 0);
     go(&mut s, 3);
     let alice = &s.nodes[0];
@@ -499,6 +508,8 @@ fn a_fetch_gets_one_terminated_notify() {
         Some(SubscriptionEnd::Terminated { reason: Some("timeout".to_owned()), retry_after: None })
     );
     assert!(alice.all().iter().all(|(id, _)| *id == sub));
+    // A fetch is never refreshed (its 200 says Expires: 0).
+    assert_eq!(alice.sent("SUBSCRIBE ").len(), 1, "{:?}", alice.sent("SUBSCRIBE "));
     go(&mut s, 40);
     assert_eq!(s.nodes[1].ep.tables(), Tables::default());
 }

@@ -938,7 +938,9 @@ impl Endpoint {
     /// Arms the refresh and expiry of a subscription granted `secs`.
     fn schedule_refresh(&mut self, now: Instant, s: SubscriptionId, secs: u32) {
         let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
-        if x.phase == Phase::Ending || (!x.refreshes && secs == 0) {
+        // Zero: a fetch (§4.2.1.1), over with its one NOTIFY (Timer N
+        // bounds the wait for it); nothing to refresh.
+        if x.phase == Phase::Ending || secs == 0 {
             return;
         }
         let refreshes = x.refreshes;
@@ -1091,7 +1093,7 @@ impl Endpoint {
         if !ending {
             self.subscriptions.clear_timer(s, Timer::N);
         }
-        if let (Some(secs), SubState::Active | SubState::Pending, false) = (expires, state, ending) {
+        if let (Some(secs @ 1..), SubState::Active | SubState::Pending, false) = (expires, state, ending) {
             // §4.1.3: the notifier's count is the one that holds.
             self.schedule_refresh(now, s, secs);
         }
