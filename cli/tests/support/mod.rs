@@ -4,6 +4,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cmd;
+
 use rustix::process::{kill_process_group, Pid, Signal};
 use sipline_tests::kamailio::{programs, TempDir, USERS};
 use std::io::{BufRead, BufReader};
