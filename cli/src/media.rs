@@ -18,15 +18,23 @@ fn capabilities() -> Capabilities {
     ])
 }
 
-/// A session id no other call of this process uses (RFC 8866 §5.2: unique
-/// to the user and host; a wall-clock start keeps processes apart).
+/// A session id unique to the user and host (RFC 8866 §5.2): the
+/// process's random hash keys of the wall clock and a per-process counter
+/// (two processes started in the same second draw different ids). Below
+/// 2^62, so that its version can count up as an unsigned decimal.
 fn session_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    base.wrapping_mul(1000).wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    h.write_u128(now);
+    h.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish() >> 2
 }
 
 /// One call's side of the offer/answer exchange.
+#[derive(Clone)]
 pub(crate) struct Media {
     session: LocalSession,
     at: SocketAddr,

@@ -41,7 +41,8 @@ listen --answer: answer every INVITE with 200 and the --body file (application/s
                  answer to the caller's offer, RFC 3264: PCMU, PCMA or telephone-event on the discard
                  port; 488 if none of those is offered); without it INVITEs are rejected 486. With it a
                  REFER (RFC 3515, a transfer) is accepted: the Refer-To target is called (with
-                 Referred-By) and that call's progress reported to the transferor; without it, 603
+                 Referred-By, and Replaces if the Refer-To carries one) and that call's progress
+                 reported to the transferor; without it REFER is not allowed (405)
 listen, register --presence open|closed[:NOTE]: answer presence subscriptions (RFC 3856) with a
                  PIDF document (RFC 3863) saying open or closed, with the note
 subscribe: subscribes to EVENT (presence, reg, message-summary…, RFC 6665) at TARGET for --expires
@@ -490,6 +491,9 @@ pub(crate) struct Calls {
     presence: Option<(bool, Option<String>)>,
     /// Calls placed for a transfer, and the transfer's subscription.
     transfers: HashMap<SessionId, SubscriptionId>,
+    /// Each answered call's SDP side (one o= session id, its version
+    /// counting up over re-INVITEs, RFC 3264 §8).
+    media: HashMap<SessionId, Media>,
 }
 
 /// How an incoming INVITE or re-INVITE is answered.
@@ -534,6 +538,7 @@ impl Calls {
             quiet: o.quiet,
             presence: o.presence.clone(),
             transfers: HashMap::new(),
+            media: HashMap::new(),
         })
     }
 
@@ -550,15 +555,23 @@ impl Calls {
         events
     }
 
-    /// The answer to an INVITE (or re-INVITE) with `offer` that reached
-    /// `local` from `remote`.
-    fn reply(local: Option<SocketAddr>, remote: SocketAddr, answer: Option<&Answer>, offer: Option<&Body>) -> Reply {
+    /// The answer to an INVITE (or re-INVITE, `answer` forced to the
+    /// built-in SDP) with `offer` in `session`, which reached `local` from
+    /// `remote`.
+    fn reply(
+        &mut self,
+        session: SessionId,
+        (local, remote): (Option<SocketAddr>, SocketAddr),
+        answer: Option<&Answer>,
+        offer: Option<&Body>,
+    ) -> Reply {
         match answer {
             None => Reply::Reject(486, "Busy Here"),
             Some(Answer::File(bytes)) => Reply::Accept(Body::sdp(bytes.clone())),
             Some(Answer::Builtin) => {
                 let offer = offer.filter(|b| b.content_type.eq_ignore_ascii_case("application/sdp"));
-                match Media::new(media_ip(local, remote)).answer(offer.map(|b| b.bytes.as_slice())) {
+                let media = self.media.entry(session).or_insert_with(|| Media::new(media_ip(local, remote)));
+                match media.answer(offer.map(|b| b.bytes.as_slice())) {
                     Some(sdp) => Reply::Accept(Body::sdp(sdp)),
                     None => Reply::Reject(488, "Not Acceptable Here"),
                 }
@@ -662,7 +675,8 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
         Event::IncomingSession { session, from, source, body, .. } => {
             say!(calls, "INVITE from {from}");
             let local = source.local.or_else(|| endpoint.local_addr(source.transport));
-            let answered = match Calls::reply(local, source.remote, calls.answer.as_ref(), body.as_ref()) {
+            let answer = calls.answer.clone();
+            let answered = match calls.reply(session, (local, source.remote), answer.as_ref(), body.as_ref()) {
                 Reply::Accept(body) => endpoint.accept(session, Some(&body)).await.map(|()| "200 OK"),
                 Reply::Reject(code, reason) => endpoint.reject(session, code, reason, &[]).await.map(|()| {
                     if code == 486 {
@@ -722,7 +736,7 @@ async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, ses
             let remote = SocketAddr::from(([127, 0, 0, 1], 9));
             let local = endpoint.local_addrs().first().map(|(_, a)| *a);
             let answer = calls.answer.clone().or(Some(Answer::Builtin));
-            let (result, held) = match Calls::reply(local, remote, answer.as_ref(), body.as_ref()) {
+            let (result, held) = match calls.reply(session, (local, remote), answer.as_ref(), body.as_ref()) {
                 Reply::Accept(body) => {
                     let held = String::from_utf8_lossy(&body.bytes).contains("a=recvonly");
                     (endpoint.accept(session, Some(&body)).await, held)
@@ -740,6 +754,7 @@ async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, ses
             crate::transfer::progress(endpoint, calls, session, event).await;
         }
         SessionEvent::Ended(why) => {
+            calls.media.remove(&session);
             let from = calls.callers.remove(&session).unwrap_or_default();
             match why {
                 SessionEnd::PeerHungUp => say!(calls, "BYE from {from}"),
@@ -972,8 +987,14 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     c = c.serve(server);
     let quiet = o.quiet;
-    let calls =
-        move || Calls { answer: None, callers: HashMap::new(), quiet, presence: None, transfers: HashMap::new() };
+    let calls = move || Calls {
+        answer: None,
+        callers: HashMap::new(),
+        quiet,
+        presence: None,
+        transfers: HashMap::new(),
+        media: HashMap::new(),
+    };
     let workers_note = if workers > 1 { format!(", {workers} workers") } else { String::new() };
     let banner = format!("serving {domain}: registrar and proxy (RFC 3261 §10.3, §16){workers_note}; Ctrl-C stops");
     run_workers(c, workers, calls, Some(&banner)).await

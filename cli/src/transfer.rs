@@ -84,8 +84,9 @@ impl Transferor {
     }
 }
 
-/// A REFER arrived (`listen`/`register`): with `--answer`, accept it and
-/// call its target; otherwise decline it (603).
+/// A REFER arrived (`listen`/`register` with `--answer`, which serves the
+/// `refer` package; without it the endpoint answers 405): accept it and call
+/// its target; decline one whose target cannot be read (603).
 pub(crate) async fn transferred(
     endpoint: &sipline_tokio::Endpoint,
     calls: &mut Calls,
@@ -94,7 +95,10 @@ pub(crate) async fn transferred(
     referred_by: Option<String>,
     source: Source,
 ) {
-    let parsed = ReferTo::parse(refer_to).ok();
+    // The URI as the Refer-To wrote it (headers included): inside <…>
+    // its parameters stay the URI's.
+    let quoted = format!("<{refer_to}>");
+    let parsed = ReferTo::parse(&quoted).ok();
     let target = parsed.as_ref().map(|r| r.target().as_str().to_owned());
     let (Some(target), true) = (target, calls.answers()) else {
         calls.say(&format!("REFER to {refer_to}: declined"));

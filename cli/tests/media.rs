@@ -168,8 +168,6 @@ fn hold_after_the_answer() {
 /// grows by one when the description changes (RFC 3264 §8; RFC 6337 §5.3:
 /// answers too).
 #[test]
-#[ignore = "bug: listen answers a re-INVITE with a fresh Media (cli/src/net.rs show_session, SessionEvent::Reoffer \
-            → Calls::reply → Media::new): a new o= session id, its version restarted"]
 fn callee_keeps_its_origin_across_the_hold() {
     let mut listen = Sipline::start(&["listen", "--bind", "127.0.0.1:0", "--answer"]);
     let at = listen.bound("udp");
