@@ -1505,3 +1505,111 @@ fn the_registrar_serves_the_reg_event_to_the_owner() {
     assert_eq!(reginfos(&s.nodes[1]).last().unwrap().0, 2);
     assert_eq!(s.nodes[0].ep.subscription_count(), 0);
 }
+
+/// Bob's device serving presence: accepts any subscription (open, noting
+/// which device it is).
+fn presence_device(id: NodeId, instance: &str, t0: Instant) -> Peer {
+    let note = format!("device {id}");
+    let policy: Policy = Box::new(move |ep, now, e| {
+        if let Event::IncomingSubscription { subscription, .. } = e {
+            let body = Body::new("application/pidf+xml", format!("<presence>{note}</presence>"));
+            let _ = ep.accept_subscription(now, *subscription, sipline::endpoint::SubState::Active, Some(body));
+        }
+    });
+    let mut c = EndpointConfig::new(&format!("sip:bob@{DOMAIN}"));
+    c.registration = Some(RegistrationConfig::new(&format!("sip:{}", addr(0))));
+    c.credentials.push(DigestCredentials::new("bob", "bob-pw"));
+    c.instance = Some(instance.to_owned());
+    c.events = vec!["presence".to_owned()];
+    Peer::new(id, c, t0, policy)
+}
+
+/// RFC 6665 §4.1.2.4 through the proxy: Alice's SUBSCRIBE to bob forks to
+/// his two devices; each NOTIFYs, so Alice holds a subscription per device
+/// (the first forms her original, the other arrives `Forked`), each told
+/// that device's state; unsubscribing ends both. Under loss: every
+/// subscription Alice holds is one device's, never two for one device.
+#[test]
+fn a_subscription_forked_by_the_proxy_makes_one_per_device() {
+    forked_subscription(1, LinkConfig::default(), true);
+    for_each_seed(20, |seed| forked_subscription(seed, LinkConfig::lossy(), false));
+}
+
+fn forked_subscription(seed: u64, link: LinkConfig, clean: bool) {
+    use sipline::endpoint::{SubscriptionEnd, SubscriptionEvent};
+    let t0 = Instant::now();
+    let nodes = vec![
+        server(t0),
+        presence_device(1, "urn:uuid:00000000-0000-4000-8000-00000000000b", t0),
+        presence_device(2, "urn:uuid:00000000-0000-4000-8000-00000000000c", t0),
+        device(3, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+    ];
+    let mut s = Sim::new(nodes, link, seed, t0);
+    s.run(Duration::from_secs(40), 400_000);
+    if bindings(&s, "bob") < 2
+        || !s.nodes[3]
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Registration(sipline::endpoint::RegistrationState::Registered { .. })))
+    {
+        assert!(!clean, "registrations failed without loss");
+        return;
+    }
+    let now = s.now();
+    let mut sub = sipline::endpoint::Subscribe::new(&format!("sip:bob@{DOMAIN}"), "presence");
+    sub.expires = 600;
+    let first = s.nodes[3].ep.subscribe(now, sub).unwrap();
+    s.nodes[3].pump();
+    let until = s.elapsed() + Duration::from_secs(40);
+    s.run(until, 400_000);
+    // Alice's subscriptions and what each was told.
+    let mut told = std::collections::BTreeMap::<sipline::endpoint::SubscriptionId, Vec<String>>::new();
+    let mut forks = 0;
+    for e in &s.nodes[3].events {
+        match e {
+            Event::Subscription { subscription, event: SubscriptionEvent::Notified(n) } => {
+                let body = n.body.as_ref().map(|b| String::from_utf8_lossy(&b.bytes).into_owned()).unwrap_or_default();
+                told.entry(*subscription).or_default().push(body);
+            }
+            Event::Subscription { event: SubscriptionEvent::Forked { original }, .. } => {
+                assert_eq!(*original, first);
+                forks += 1;
+            }
+            _ => {}
+        }
+    }
+    // Each subscription hears one device only, and no device twice.
+    let mut devices: Vec<String> = told.values().map(|bodies| bodies[0].clone()).collect();
+    for bodies in told.values() {
+        assert!(bodies.iter().all(|b| *b == bodies[0]), "one subscription, two devices: {bodies:?}");
+    }
+    devices.sort();
+    devices.dedup();
+    assert_eq!(devices.len(), told.len(), "a device twice: {told:?}\n{}", s.trace());
+    assert_eq!(forks, told.len().saturating_sub(1), "{told:?}");
+    if clean {
+        assert_eq!(told.len(), 2, "both devices: {told:?}\n{}", s.trace());
+    }
+    // Unsubscribing ends every one of them.
+    let now = s.now();
+    let ids: Vec<_> = told.keys().copied().collect();
+    for id in &ids {
+        let _ = s.nodes[3].ep.unsubscribe(now, *id);
+    }
+    s.nodes[3].pump();
+    let until = s.elapsed() + Duration::from_secs(200);
+    s.run(until, 400_000);
+    for id in ids {
+        let end = s.nodes[3].events.iter().find_map(|e| match e {
+            Event::Subscription { subscription, event: SubscriptionEvent::Ended(why) } if *subscription == id => {
+                Some(why.clone())
+            }
+            _ => None,
+        });
+        let end = end.unwrap_or_else(|| panic!("{id:?} still lives\n{}", s.trace()));
+        if clean {
+            assert_eq!(end, SubscriptionEnd::Unsubscribed);
+        }
+    }
+    assert_eq!(s.nodes[3].ep.subscription_count(), 0);
+}
