@@ -578,6 +578,19 @@ fn loose_route(uri: &str) -> String {
     }
 }
 
+/// Pins `conn` as the stream a dialog usage lives on (a session's, a
+/// subscription's), releasing the one `slot` held before.
+fn repin(transport: &mut TransportLayer, now: Instant, slot: &mut Option<ConnId>, conn: ConnId) {
+    if *slot == Some(conn) {
+        return;
+    }
+    let old = slot.replace(conn);
+    transport.pin(conn);
+    if let Some(old) = old {
+        transport.unpin(now, old);
+    }
+}
+
 /// A Contact header value with the instance id (RFC 5626 §4.1).
 fn contact_value(display: Option<&str>, contact: &str, instance: Option<&str>) -> String {
     let name = display.map(|d| format!("\"{d}\" ")).unwrap_or_default();

@@ -770,14 +770,7 @@ impl Endpoint {
     fn pin_for(&mut self, now: Instant, s: SessionId, conn: Option<ConnId>) {
         let Some(conn) = conn else { return };
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
-        if session.conn == Some(conn) {
-            return;
-        }
-        let old = session.conn.replace(conn);
-        self.transport.pin(conn);
-        if let Some(old) = old {
-            self.transport.unpin(now, old);
-        }
+        super::repin(&mut self.transport, now, &mut session.conn, conn);
     }
 
     /// Our Contact for a session over `transport` (§8.1.1.8, §12.1.1): the

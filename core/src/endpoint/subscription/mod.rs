@@ -768,14 +768,7 @@ impl Endpoint {
     fn pin_subscription(&mut self, now: Instant, s: SubscriptionId, conn: Option<ConnId>) {
         let Some(conn) = conn else { return };
         let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
-        if x.conn == Some(conn) {
-            return;
-        }
-        let old = x.conn.replace(conn);
-        self.transport.pin(conn);
-        if let Some(old) = old {
-            self.transport.unpin(now, old);
-        }
+        super::repin(&mut self.transport, now, &mut x.conn, conn);
     }
 
     /// Where a request in a dialog with `head` goes first, and its Route

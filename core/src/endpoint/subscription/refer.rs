@@ -17,7 +17,7 @@
 //!
 //! [`EndpointConfig::events`]: super::super::EndpointConfig::events
 
-use super::super::{uas, Body, Endpoint, Event, Origin, Output, Request, SendError, SessionId};
+use super::super::{uas, Body, Endpoint, Event, Output, Request, SendError, SessionId};
 use super::{event_key, Phase, Role, SubState, SubscriptionEnd, SubscriptionError, SubscriptionId, Timer};
 use crate::dialog::{Dialog, DialogError, DialogState};
 use crate::event::{ReferTo, StatusFrag};
@@ -69,40 +69,26 @@ impl Endpoint {
         if dialog.state() != DialogState::Confirmed {
             return Err(SubscriptionError::State);
         }
-        let head = dialog.next_request();
+        // RFC 3515 §2.4.6: the NOTIFYs carry `id` = the REFER's CSeq, the
+        // dialog's next.
+        let seq = dialog.local_seq().map_or(1, |s| s.wrapping_add(1));
         let (call_id, local, remote) = {
             let id = dialog.id();
             (id.call_id.clone(), id.local_tag.clone(), id.remote_tag.clone())
         };
-        let mut request = Request::new(Method::Refer, &head.uri);
-        request.headers = vec![("Refer-To".to_owned(), refer_to_value), ("Referred-By".to_owned(), referred_by)];
-        // RFC 3515 §2.4.6: the NOTIFYs carry `id` = the REFER's CSeq.
-        let event = format!("refer;id={}", head.cseq);
+        let event = format!("refer;id={seq}");
         let s = self.new_subscription(Role::Subscriber, Phase::Subscribing, event, call_id, local);
         if let Some(x) = self.subscriptions.all.get_mut(&s) {
             x.usage = Some(session);
             x.refreshes = false;
         }
         self.subscriptions.rekey(s, &remote);
-        let (hop, routes) = self.in_dialog_hop(&head);
-        let ids = (head.call_id.clone(), String::new(), head.cseq);
-        let id = match self.enqueue(&hop, request, Origin::Subscribe, ids, None, routes) {
-            Ok(id) => id,
-            Err(e) => {
-                self.forget_subscription(s);
-                return Err(e.into());
-            }
-        };
-        if let Some(p) = self.pending.get_mut(&id) {
-            p.dialog_head = Some((head.from, head.to));
-            p.contact = true;
-            p.subscription = Some(s);
+        let mut request = Request::new(Method::Refer, "");
+        request.headers = vec![("Refer-To".to_owned(), refer_to_value), ("Referred-By".to_owned(), referred_by)];
+        if self.send_in_subscription(now, s, request).is_none() {
+            self.forget_subscription(s);
+            return Err(SubscriptionError::State);
         }
-        if let Some(x) = self.subscriptions.all.get_mut(&s) {
-            x.request = Some(id);
-        }
-        self.start_now(id);
-        self.pump(now);
         Ok(s)
     }
 
