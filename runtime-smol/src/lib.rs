@@ -6,18 +6,23 @@
 //! the dispatch of the core's outputs) is [`sipline::driver`], shared with
 //! `sipline-tokio` and `sipline-blocking`.
 //!
-//! ```no_run
+//! Two endpoints on loopback: Alice sends Bob a MESSAGE, which his
+//! endpoint answers 200.
+//!
+//! ```
 //! use sipline::endpoint::{EndpointConfig, Request};
 //! use sipline::transport::Transport;
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! smol::block_on(async {
-//!     let config = EndpointConfig::new("sip:alice@127.0.0.1")
-//!         .listen(Transport::Udp, "127.0.0.1:0".parse()?);
-//!     let (endpoint, _events) = sipline_smol::bind(config).await?;
-//!     let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
-//!     println!("{} {}", ok.code, ok.reason);
-//!     endpoint.shutdown().await;
+//!     let listen = |aor: &str| EndpointConfig::new(aor).listen(Transport::Udp, "127.0.0.1:0".parse().unwrap());
+//!     let (bob, _bob_events) = sipline_smol::bind(listen("sip:bob@127.0.0.1")).await?;
+//!     let (alice, _events) = sipline_smol::bind(listen("sip:alice@127.0.0.1")).await?;
+//!     let at = bob.local_addr(Transport::Udp).ok_or("not bound")?;
+//!     let ok = alice.send(Request::message(&format!("sip:bob@{at}"), "text/plain", b"hi".to_vec())).await?;
+//!     assert_eq!(ok.code, 200);
+//!     alice.shutdown().await;
+//!     bob.shutdown().await;
 //!     Ok(())
 //! })
 //! # }

@@ -5,19 +5,33 @@
 //! outputs) is [`sipline::driver`], shared with `sipline-smol` and
 //! `sipline-blocking`.
 //!
-//! ```no_run
-//! use sipline::endpoint::{EndpointConfig, Request};
+//! Two endpoints on loopback: Bob listens (a MESSAGE is answered 200 by
+//! his endpoint and reported as an event), Alice sends him one.
+//!
+//! ```
+//! use sipline::endpoint::{EndpointConfig, Event, Request};
 //! use sipline::transport::Transport;
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let config = EndpointConfig::new("sip:alice@127.0.0.1")
-//!     .listen(Transport::Udp, "127.0.0.1:0".parse()?);
-//! let (endpoint, _events) = sipline_tokio::bind(config).await?;
-//! println!("listening on {:?}", endpoint.local_addrs());
-//! let ok = endpoint.send(Request::message("sip:bob@127.0.0.1:5060", "text/plain", b"hi".to_vec())).await?;
-//! println!("{} {}", ok.code, ok.reason);
-//! endpoint.shutdown().await;
-//! # Ok(()) }
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+//! rt.block_on(async {
+//!     let listen = |aor: &str| EndpointConfig::new(aor).listen(Transport::Udp, "127.0.0.1:0".parse().unwrap());
+//!     let (bob, mut bob_events) = sipline_tokio::bind(listen("sip:bob@127.0.0.1")).await?;
+//!     let (alice, _events) = sipline_tokio::bind(listen("sip:alice@127.0.0.1")).await?;
+//!     let at = bob.local_addr(Transport::Udp).ok_or("not bound")?;
+//!     let ok = alice.send(Request::message(&format!("sip:bob@{at}"), "text/plain", b"hi".to_vec())).await?;
+//!     assert_eq!((ok.code, ok.reason.as_str()), (200, "OK"));
+//!     while let Some(event) = bob_events.next().await {
+//!         if let Event::Message { body, .. } = event {
+//!             assert_eq!(body, b"hi");
+//!             break;
+//!         }
+//!     }
+//!     alice.shutdown().await;
+//!     bob.shutdown().await;
+//!     Ok(())
+//! })
+//! # }
 //! ```
 //!
 //! Sessions: [`Endpoint::invite`] returns the session's handle, and what

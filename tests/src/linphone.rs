@@ -32,7 +32,7 @@
 //! let up = carol.wait_event(Duration::from_secs(10), |e| matches!(e, LinphoneEvent::Connected { .. }));
 //! ```
 //!
-//! Settings that matter (see [`config_text`]): `[sip] auto_net_state_mon=0`
+//! Settings that matter (see `config_text`): `[sip] auto_net_state_mon=0`
 //! (without it liblinphone decides from the machine's default route whether
 //! "the network" is up, and opens no socket in a sandbox without one),
 //! (it then does not unregister at `quit` either: the harness sends

@@ -155,7 +155,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// When the server role refuses new work (see the [module docs](self)).
+/// When the server role refuses new work: during an overload, new requests
+/// that waited longer than a delay get a stateless 503 with Retry-After (RFC
+/// 3261 §21.5.4, RFC 7339).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct OverloadConfig {

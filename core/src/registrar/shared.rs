@@ -114,8 +114,9 @@ impl LocationJournal {
 }
 
 /// The location service every worker of a `serve` shares: clones share one
-/// store, and no operation takes a lock (see the [module
-/// docs](self)). Reads return only live bindings; [`Location::prune`]
+/// store, and no operation takes a lock (a lock-free map of versioned
+/// per-AOR entries, and a skip list of expiries). Reads return only live
+/// bindings; [`Location::prune`]
 /// forgets expired ones and may be called by any clone.
 ///
 /// Concurrent REGISTERs for one AOR on two workers are serialised by
