@@ -47,6 +47,7 @@
 
 mod heap;
 mod json;
+mod ladder;
 mod media;
 mod net;
 mod subscribe;

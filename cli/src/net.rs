@@ -100,7 +100,8 @@ options: --bind ADDR (listen: default 0.0.0.0:0; register, message, call: defaul
          --ca FILE (trusted roots; default: the system's)
          --udp-buffer BYTES (receive and send buffer asked for on each UDP socket; default 8388608, 8 MiB;
          0: the system's default; the kernel may grant less: the granted sizes are printed at start)
-         -v (print every SIP message sent and received)  -q, --quiet (listen: print no line per request or call)";
+         -v (print every SIP message sent and received)  --ladder (draw the messages as a ladder instead,
+         one arrow per message between this endpoint and each peer, like sngrep's call flow)  -q, --quiet (listen: print no line per request or call)";
 
 /// Parsed options.
 #[derive(Default)]
@@ -131,6 +132,8 @@ struct Options {
     key: Option<PathBuf>,
     ca: Option<PathBuf>,
     verbose: bool,
+    /// `--ladder`: the message flow as a ladder, not whole messages.
+    ladder: bool,
     /// `listen`, `register`: print nothing per request or call (load runs).
     quiet: bool,
     /// `listen`: answer INVITEs.
@@ -266,6 +269,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
             "-v" | "--verbose" => o.verbose = true,
+            "--ladder" => o.ladder = true,
             "-q" | "--quiet" => o.quiet = true,
             "--bind" => o.bind = Some(value()?.parse().map_err(|e| format!("--bind: {e}"))?),
             "--transport" => {
@@ -440,7 +444,7 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
     };
     let summaries = command == "serve" && !options.quiet;
     // Always: failed TLS handshakes are printed (at info, `sipline::tls`).
-    crate::wire_log::install(options.verbose, summaries);
+    crate::wire_log::install(options.verbose, summaries, options.ladder);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -5,7 +5,9 @@
 //! for every network command, the failed TLS handshakes the transport
 //! traces at info under `sipline::tls` (peer and reason), to standard
 //! output; and the UDP socket buffers each runtime socket got (`sipline::net`,
-//! at info), to standard output. A minimal `tracing` subscriber, nothing else.
+//! at info), to standard output; with `--ladder`, the messages drawn as a
+//! ladder (`ladder.rs`) instead of printed whole. A minimal `tracing`
+//! subscriber, nothing else.
 
 use std::fmt::Write as _;
 use tracing::field::{Field, Visit};
@@ -15,6 +17,8 @@ use tracing::{Event, Metadata, Subscriber};
 struct WireLog {
     wire: bool,
     serve: bool,
+    /// `--ladder`: the flow drawn, one line per message.
+    ladder: Option<std::sync::Mutex<crate::ladder::Ladder>>,
 }
 
 /// The target of the transport's TLS failures (one line per failed
@@ -30,10 +34,15 @@ const NET_TARGET: &str = "sipline::net";
 struct Fields {
     head: String,
     message: String,
+    /// The `remote` field (the peer of a wire message).
+    remote: Option<String>,
 }
 
 impl Visit for Fields {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "remote" {
+            self.remote = Some(format!("{value:?}"));
+        }
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
         } else {
@@ -42,6 +51,9 @@ impl Visit for Fields {
     }
 
     fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "remote" {
+            self.remote = Some(value.to_owned());
+        }
         if field.name() == "message" {
             self.message.push_str(value);
         } else {
@@ -53,7 +65,7 @@ impl Visit for Fields {
 impl Subscriber for WireLog {
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
         let info = *metadata.level() <= tracing::Level::INFO;
-        (self.wire && metadata.target() == "sipline::wire")
+        ((self.wire || self.ladder.is_some()) && metadata.target() == "sipline::wire")
             || (self.serve && metadata.target() == "sipline::serve" && info)
             || ((metadata.target() == TLS_TARGET || metadata.target() == NET_TARGET) && info)
     }
@@ -79,6 +91,16 @@ impl Subscriber for WireLog {
             } else {
                 println!("{} {head}", fields.message.trim_end());
             }
+        } else if let Some(ladder) = &self.ladder {
+            let (dir, text) = fields.message.split_once('\n').unwrap_or((fields.message.as_str(), ""));
+            let remote = fields.remote.as_deref().unwrap_or("?");
+            let lines = match ladder.lock() {
+                Ok(mut l) => l.lines(std::time::Instant::now(), dir == "sent", remote, text),
+                Err(_) => return,
+            };
+            for line in lines {
+                eprintln!("{line}");
+            }
         } else {
             eprintln!("--- {}\n{}", fields.head.trim_end(), fields.message.trim_end());
         }
@@ -90,8 +112,9 @@ impl Subscriber for WireLog {
 }
 
 /// Installs the printer for the whole process: `wire` prints every
-/// message, `serve` the server role's summaries; failed TLS connections
-/// are printed always.
-pub(crate) fn install(wire: bool, serve: bool) {
-    let _ = tracing::subscriber::set_global_default(WireLog { wire, serve });
+/// message (drawn as a ladder with `ladder`), `serve` the server role's
+/// summaries; failed TLS connections are printed always.
+pub(crate) fn install(wire: bool, serve: bool, ladder: bool) {
+    let ladder = ladder.then(|| std::sync::Mutex::new(crate::ladder::Ladder::new(std::time::Instant::now())));
+    let _ = tracing::subscriber::set_global_default(WireLog { wire, serve, ladder });
 }
