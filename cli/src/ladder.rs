@@ -35,13 +35,12 @@ impl Ladder {
     /// `remote` is new.
     pub(crate) fn lines(&mut self, at: Instant, sent: bool, remote: &str, message: &str) -> Vec<String> {
         let mut out = Vec::new();
-        let column = match self.peers.iter().position(|p| p == remote) {
-            Some(i) => i + 1,
-            None => {
-                self.peers.push(remote.to_owned());
-                out.push(self.header());
-                self.peers.len()
-            }
+        let column = if let Some(i) = self.peers.iter().position(|p| p == remote) {
+            i + 1
+        } else {
+            self.peers.push(remote.to_owned());
+            out.push(self.header());
+            self.peers.len()
         };
         let secs = at.saturating_duration_since(self.start).as_secs_f64();
         out.push(format!("{secs:>7.3}  {}", self.arrow(column, sent, &label(message))));
@@ -50,9 +49,10 @@ impl Ladder {
 
     /// `  time  this endpoint   peer1   peer2…`
     fn header(&self) -> String {
+        use std::fmt::Write as _;
         let mut line = format!("{:>7}  {:<WIDTH$}", "time", "this endpoint");
         for p in &self.peers {
-            line.push_str(&format!("{p:<WIDTH$}"));
+            let _ = write!(line, "{p:<WIDTH$}");
         }
         line.trim_end().to_owned()
     }
