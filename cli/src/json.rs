@@ -1,151 +1,211 @@
-//! A small JSON writer for `sipline parse --json` (no dependencies needed).
+//! `sipline parse --json`: one JSON object per file, written by `serde`
+//! from views that borrow the parsed message.
 
-use sipline::message::headers::{Address, Contact, Via};
+use serde::Serialize;
+use sipline::message::headers::{Address, CSeq, Contact, HeaderValue, ListIter, Via};
 use sipline::message::{HeaderName, Message, Param, StartLine, Uri};
-use std::fmt::Write as _;
+use std::borrow::Cow;
 
-/// A JSON string literal.
-fn s(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() + 2);
-    out.push('"');
-    for c in v.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// A file that did not parse.
+#[derive(Serialize)]
+struct Failure<'a> {
+    file: &'a str,
+    ok: bool,
+    error: &'a str,
 }
 
-/// Bytes as a JSON string (invalid UTF-8 replaced by U+FFFD).
-fn b(v: &[u8]) -> String {
-    s(&String::from_utf8_lossy(v))
+/// A parsed message.
+#[derive(Serialize)]
+struct Parsed<'a> {
+    file: &'a str,
+    ok: bool,
+    #[serde(flatten)]
+    start: Start<'a>,
+    headers: Vec<HeaderView<'a>>,
+    body_length: usize,
+    body: Cow<'a, str>,
 }
 
-fn opt(v: Option<String>) -> String {
-    v.unwrap_or_else(|| "null".to_owned())
+/// The start line: `"kind": "request"` with method and URI, or
+/// `"kind": "response"` with status and reason.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+enum Start<'a> {
+    Request { method: &'a str, uri: UriOrRaw<'a> },
+    Response { status: u16, reason: Cow<'a, str> },
 }
 
-/// The error object for a file that did not parse.
-pub(crate) fn error(file: &str, what: &str) -> String {
-    format!("{{\"file\":{},\"ok\":false,\"error\":{}}}", s(file), s(what))
+/// A Request-URI: parsed, or as written when it does not parse.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UriOrRaw<'a> {
+    Parsed(UriView<'a>),
+    Raw(&'a str),
 }
 
-fn params<'a>(it: impl Iterator<Item = Param<'a>>) -> String {
-    let items: Vec<String> =
-        it.map(|p| format!("{{\"name\":{},\"value\":{}}}", s(p.name()), opt(p.value().map(s)))).collect();
-    format!("[{}]", items.join(","))
+#[derive(Serialize)]
+#[serde(untagged)]
+enum UriView<'a> {
+    Sip {
+        scheme: &'a str,
+        user: Option<&'a str>,
+        host: &'a str,
+        port: Option<u16>,
+        params: Vec<ParamView<'a>>,
+        headers: Option<&'a str>,
+    },
+    Other {
+        scheme: &'a str,
+        raw: &'a str,
+    },
 }
 
-fn uri(u: &Uri<'_>) -> String {
+#[derive(Serialize)]
+struct ParamView<'a> {
+    name: &'a str,
+    value: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct AddressView<'a> {
+    display_name: Option<String>,
+    uri: UriView<'a>,
+    params: Vec<ParamView<'a>>,
+}
+
+#[derive(Serialize)]
+struct ViaView<'a> {
+    transport: &'a str,
+    host: &'a str,
+    port: Option<u16>,
+    branch: Option<&'a str>,
+    params: Vec<ParamView<'a>>,
+}
+
+/// A header field: as written, and parsed where the stack has a type.
+#[derive(Serialize)]
+struct HeaderView<'a> {
+    name: &'a str,
+    canonical: &'a str,
+    value: Cow<'a, str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parsed: Option<Typed<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Typed<'a> {
+    List(Vec<Typed<'a>>),
+    Via(ViaView<'a>),
+    Address(AddressView<'a>),
+    Wildcard(&'static str),
+    CSeq { seq: u32, method: &'a str },
+    Number(u32),
+}
+
+fn params<'a>(it: impl Iterator<Item = Param<'a>>) -> Vec<ParamView<'a>> {
+    it.map(|p| ParamView { name: p.name(), value: p.value() }).collect()
+}
+
+fn uri<'a>(u: &Uri<'a>) -> UriView<'a> {
     match u {
-        Uri::Sip(x) => format!(
-            "{{\"scheme\":{},\"user\":{},\"host\":{},\"port\":{},\"params\":{},\"headers\":{}}}",
-            s(u.scheme()),
-            opt(x.user().map(s)),
-            s(x.host_str()),
-            opt(x.port().map(|p| p.to_string())),
-            params(x.params().iter()),
-            opt(x.headers().map(s)),
-        ),
-        other => format!("{{\"scheme\":{},\"raw\":{}}}", s(other.scheme()), s(other.as_str())),
+        Uri::Sip(x) => UriView::Sip {
+            scheme: u.scheme(),
+            user: x.user(),
+            host: x.host_str(),
+            port: x.port(),
+            params: params(x.params().iter()),
+            headers: x.headers(),
+        },
+        other => UriView::Other { scheme: other.scheme(), raw: other.as_str() },
     }
 }
 
-fn address(a: &Address<'_>) -> String {
-    format!(
-        "{{\"display_name\":{},\"uri\":{},\"params\":{}}}",
-        opt(a.display_name().map(|d| s(&d.text()))),
-        uri(a.uri()),
-        params(a.params().iter())
-    )
+fn address<'a>(a: &Address<'a>) -> AddressView<'a> {
+    AddressView {
+        display_name: a.display_name().map(|d| d.text().into_owned()),
+        uri: uri(a.uri()),
+        params: params(a.params().iter()),
+    }
 }
 
-fn via(v: &Via<'_>) -> String {
-    format!(
-        "{{\"transport\":{},\"host\":{},\"port\":{},\"branch\":{},\"params\":{}}}",
-        s(v.transport()),
-        s(v.host_str()),
-        opt(v.port().map(|p| p.to_string())),
-        opt(v.branch().map(s)),
-        params(v.params().iter())
-    )
+fn via<'a>(v: &Via<'a>) -> ViaView<'a> {
+    ViaView {
+        transport: v.transport(),
+        host: v.host_str(),
+        port: v.port(),
+        branch: v.branch(),
+        params: params(v.params().iter()),
+    }
 }
 
-fn typed(m: &Message<'_>, kind: HeaderName, value: &[u8]) -> Option<String> {
-    use sipline::message::headers::{HeaderValue, ListIter};
-    let list = |f: &dyn Fn(&[u8]) -> Option<String>| -> Option<String> {
-        let items: Option<Vec<String>> = ListIter::new(value).map(f).collect();
-        items.map(|v| format!("[{}]", v.join(",")))
+/// The parsed form of a header value of `kind`, if the stack types it.
+fn typed(kind: HeaderName, value: &[u8]) -> Option<Typed<'_>> {
+    let list = |f: &dyn Fn(&[u8]) -> Option<Typed<'_>>| -> Option<Typed<'_>> {
+        ListIter::new(value).map(f).collect::<Option<Vec<_>>>().map(Typed::List)
     };
-    let _ = m;
     match kind {
-        HeaderName::Via => list(&|e| Via::parse_value(e).map(|v| via(&v))),
-        HeaderName::From | HeaderName::To => Address::parse_value(value).map(|a| address(&a)),
-        HeaderName::Route | HeaderName::RecordRoute => list(&|e| Address::parse_value(e).map(|a| address(&a))),
+        HeaderName::Via => list(&|e| Via::parse_value(e).map(|v| Typed::Via(via(&v)))),
+        HeaderName::From | HeaderName::To => Address::parse_value(value).map(|a| Typed::Address(address(&a))),
+        HeaderName::Route | HeaderName::RecordRoute => {
+            list(&|e| Address::parse_value(e).map(|a| Typed::Address(address(&a))))
+        }
         HeaderName::Contact => list(&|e| {
             Contact::parse_value(e).map(|c| match c {
-                Contact::Wildcard => s("*"),
-                Contact::Address(a) => address(&a),
+                Contact::Wildcard => Typed::Wildcard("*"),
+                Contact::Address(a) => Typed::Address(address(&a)),
             })
         }),
-        HeaderName::CSeq => sipline::message::headers::CSeq::parse_value(value)
-            .map(|c| format!("{{\"seq\":{},\"method\":{}}}", c.seq(), s(c.method().as_str()))),
+        HeaderName::CSeq => CSeq::parse_value(value).map(|c| Typed::CSeq { seq: c.seq(), method: c.method().as_str() }),
         HeaderName::MaxForwards | HeaderName::ContentLength | HeaderName::Expires => {
-            u32::parse_value(value).map(|n| n.to_string())
+            u32::parse_value(value).map(Typed::Number)
         }
         _ => None,
     }
 }
 
+/// One JSON line; `{}` if it could not be written (never, for these types).
+fn line(value: &impl Serialize) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned())
+}
+
+/// The error object for a file that did not parse.
+pub(crate) fn error(file: &str, what: &str) -> String {
+    line(&Failure { file, ok: false, error: what })
+}
+
 /// The JSON object for a parsed message.
 pub(crate) fn message(file: &str, m: &Message<'_>) -> String {
-    let mut out = format!("{{\"file\":{},\"ok\":true,", s(file));
-    match m.start_line() {
-        StartLine::Request(r) => {
-            let _ = write!(
-                out,
-                "\"kind\":\"request\",\"method\":{},\"uri\":{},",
-                s(r.method.as_str()),
-                r.parse_uri().map_or_else(|_| s(r.uri), |u| uri(&u))
-            );
-        }
+    let start = match m.start_line() {
+        StartLine::Request(r) => Start::Request {
+            method: r.method.as_str(),
+            uri: r.parse_uri().map_or(UriOrRaw::Raw(r.uri), |u| UriOrRaw::Parsed(uri(&u))),
+        },
         StartLine::Response(st) => {
-            let _ = write!(out, "\"kind\":\"response\",\"status\":{},\"reason\":{},", st.code, b(st.reason));
+            Start::Response { status: st.code.as_u16(), reason: String::from_utf8_lossy(st.reason) }
         }
-    }
-    let headers: Vec<String> = m
+    };
+    let headers = m
         .headers()
         .iter()
-        .map(|h| {
-            let canon = match h.kind() {
+        .map(|h| HeaderView {
+            name: h.name(),
+            canonical: match h.kind() {
                 HeaderName::Other => h.name(),
                 k => k.as_str(),
-            };
-            let mut o = format!("{{\"name\":{},\"canonical\":{},\"value\":{}", s(h.name()), s(canon), b(h.value()));
-            if let Some(t) = typed(m, h.kind(), h.value()) {
-                let _ = write!(o, ",\"parsed\":{t}");
-            }
-            o.push('}');
-            o
+            },
+            value: String::from_utf8_lossy(h.value()),
+            parsed: typed(h.kind(), h.value()),
         })
         .collect();
-    let _ = write!(
-        out,
-        "\"headers\":[{}],\"body_length\":{},\"body\":{}}}",
-        headers.join(","),
-        m.body().len(),
-        b(m.body())
-    );
-    out
+    line(&Parsed {
+        file,
+        ok: true,
+        start,
+        headers,
+        body_length: m.body().len(),
+        body: String::from_utf8_lossy(m.body()),
+    })
 }
 
 #[cfg(test)]
@@ -153,7 +213,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn strings_are_escaped() {
-        assert_eq!(s("a\"b\\c\n\u{1}"), "\"a\\\"b\\\\c\\n\\u0001\"");
+    fn strings_are_escaped_and_objects_ordered() {
+        assert_eq!(error("a\"b", "x\\y\n\u{1}"), "{\"file\":\"a\\\"b\",\"ok\":false,\"error\":\"x\\\\y\\n\\u0001\"}");
+        let m = Message::parse(
+            b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nCSeq: 2 INVITE\r\n\r\n",
+        )
+        .unwrap();
+        let out = message("f", &m);
+        assert!(
+            out.starts_with("{\"file\":\"f\",\"ok\":true,\"kind\":\"response\",\"status\":180,\"reason\":\"Ringing\""),
+            "{out}"
+        );
+        assert!(out.contains("\"parsed\":{\"seq\":2,\"method\":\"INVITE\"}"), "{out}");
+        assert!(out.contains("\"port\":null,\"branch\":\"z9hG4bK1\""), "{out}");
+        let back: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(back["headers"][0]["parsed"][0]["transport"], "UDP");
     }
 }
