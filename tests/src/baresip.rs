@@ -70,6 +70,17 @@ pub struct BaresipOptions {
     /// It is stopped after this long even if never dropped (default 5
     /// minutes), so a killed test process leaves nothing running.
     pub max_lifetime: Duration,
+    /// Loads the `contact` and `presence` modules (default false): baresip
+    /// then answers SUBSCRIBE for `presence` with PIDF (its
+    /// `presence_online` / `presence_offline` commands change what it
+    /// says), and subscribes to the presence of each of [`contacts`]
+    /// marked `;presence=p2p`.
+    ///
+    /// [`contacts`]: BaresipOptions::contacts
+    pub presence: bool,
+    /// The lines of its `contacts` file (`"Name" <sip:…>;presence=p2p`),
+    /// written when [`presence`](BaresipOptions::presence) is on.
+    pub contacts: Vec<String>,
 }
 
 impl BaresipOptions {
@@ -83,6 +94,8 @@ impl BaresipOptions {
             register_interval: Duration::from_secs(600),
             startup_timeout: Duration::from_secs(10),
             max_lifetime: Duration::from_secs(300),
+            presence: false,
+            contacts: Vec::new(),
         }
     }
 }
@@ -472,7 +485,9 @@ struct StartFailure {
 }
 
 /// The `config` file: see `tests/interop/README.md` for each setting.
-fn config_text(module_path: &Path, sip_addr: SocketAddr, control_addr: SocketAddr) -> String {
+fn config_text(module_path: &Path, sip_addr: SocketAddr, control_addr: SocketAddr, presence: bool) -> String {
+    // contact (the `contacts` file) before presence, which reads it.
+    let presence = if presence { "module_app\t\tcontact.so\nmodule_app\t\tpresence.so\n" } else { "" };
     format!(
         "# Written by tests/src/baresip.rs for one test's baresip.\n\
          poll_method\t\tepoll\n\
@@ -502,6 +517,7 @@ fn config_text(module_path: &Path, sip_addr: SocketAddr, control_addr: SocketAdd
          # ctrl_tcp takes them as netstring JSON and reports events.\n\
          module_app\t\tmenu.so\n\
          module_app\t\tctrl_tcp.so\n\
+         {presence}\
          ctrl_tcp_listen\t\t{control_addr}\n\
          statmode_default\toff\n\
          ringback_disabled\tyes\n",
@@ -570,8 +586,11 @@ impl Baresip {
         // SIP on p (UDP, TCP) and its TLS listener on p + 1.
         let sip_addr = SocketAddr::new(LOOPBACK_V4, free_ports(&[LOOPBACK_V4], 2));
         let control_addr = SocketAddr::new(LOOPBACK_V4, free_port(&[LOOPBACK_V4]));
-        dir.write("config", &config_text(&programs.baresip_modules, sip_addr, control_addr));
+        dir.write("config", &config_text(&programs.baresip_modules, sip_addr, control_addr, options.presence));
         dir.write("accounts", &account_line(options));
+        if options.presence {
+            dir.write("contacts", &options.contacts.iter().fold(String::new(), |s, c| s + c + "\n"));
+        }
 
         let log_path = dir.path().join("baresip.log");
         let log = fs::File::create(&log_path).map_err(|e| fail(format!("creating {}: {e}", log_path.display())))?;
@@ -609,7 +628,7 @@ impl Baresip {
                 retry: log.contains("Address already in use"),
                 why: format!(
                     "baresip {why} (exit: {exited:?})\ncommand: {command_line}\n--- config ---\n{}\n--- accounts ---\n{}\n--- log ---\n{log}",
-                    config_text(&programs.baresip_modules, sip_addr, control_addr),
+                    config_text(&programs.baresip_modules, sip_addr, control_addr, options.presence),
                     account_line(options)
                 ),
             }

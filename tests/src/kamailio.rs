@@ -488,6 +488,14 @@ pub struct KamailioOptions {
     /// Kamailio is stopped after this long even if never dropped (default
     /// 10 minutes), so a killed test process leaves nothing running.
     pub max_lifetime: Duration,
+    /// Another configuration file than `tests/interop/kamailio.cfg`
+    /// (default none). It gets the same defines (`SIPLINE_IP`,
+    /// `SIPLINE_PORT`, `SIPLINE_DOMAIN` …) and must answer an OPTIONS for
+    /// the server itself with 200 (the readiness probe).
+    pub config: Option<PathBuf>,
+    /// Further `-A` defines (`NAME` or `NAME=value`; a string value keeps
+    /// its quotes), after the harness's own (default none).
+    pub defines: Vec<String>,
 }
 
 impl Default for KamailioOptions {
@@ -500,6 +508,8 @@ impl Default for KamailioOptions {
             debug: 2,
             startup_timeout: Duration::from_secs(10),
             max_lifetime: Duration::from_secs(600),
+            config: None,
+            defines: Vec::new(),
         }
     }
 }
@@ -611,7 +621,8 @@ impl Kamailio {
         let mut args: Vec<OsString> = Vec::new();
         let mut arg = |a: &str| args.push(a.into());
         arg("-f");
-        arg(&interop_dir().join("kamailio.cfg").display().to_string());
+        let config = options.config.clone().unwrap_or_else(|| interop_dir().join("kamailio.cfg"));
+        arg(&config.display().to_string());
         // Foreground (no daemon), log to stderr; 256 MB shared memory,
         // 16 MB per process; two workers per listener.
         for a in ["-DD", "-E", "-m", "256", "-M", "16", "-n", "2"] {
@@ -633,7 +644,7 @@ impl Kamailio {
             define("SIPLINE_CHALLENGE", challenge),
             define("SIPLINE_STALE", challenge | 16),
         ];
-        for d in &defines {
+        for d in defines.iter().chain(&options.defines) {
             arg("-A");
             arg(d);
         }
