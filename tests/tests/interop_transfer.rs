@@ -393,28 +393,11 @@ fn sipline_transfers_linphone_through_serve() {
         .unwrap_or_else(|| panic!("linphone sent no final NOTIFY:\n{}", carol.sip_summary()));
     let state = last.header("Subscription-State").unwrap_or_default().to_owned();
     assert!(state.starts_with("terminated"), "{}", last.text);
-    if transfer.frags.last().is_some_and(|f| f.0 >= 200) {
-        assert_transfer_succeeded(&transfer, "linphone's NOTIFYs");
-    } else {
-        // liblinphone 5.1 writes that NOTIFY's state as
-        // `terminated;reason=reason=noresource`, which `sipline serve`
-        // refuses (400 malformed Subscription-State header) instead of
-        // relaying it unchanged (RFC 3261 §16.3 step 1: components the
-        // proxy does not use SHOULD be ignored): alice saw `100 Trying`
-        // only. Reported; once serve relays it, the branch above holds.
-        assert!(
-            state.contains("reason=reason="),
-            "alice missed a well-formed final NOTIFY: {transfer:?}\n{}",
-            last.text
-        );
-        assert_eq!(transfer.frags.first().map(|f| f.0), Some(100), "{transfer:?}");
-        let cseq = last.header("CSeq").unwrap_or_default().to_owned();
-        let refused = carol.wait_sip(WAIT, |m| {
-            m.direction == LogDirection::Received && m.is_response(400) && m.header("CSeq") == Some(cseq.as_str())
-        });
-        assert!(refused.is_some(), "{}", carol.sip_summary());
-        eprintln!("known: serve refused linphone's final NOTIFY ({state}); alice saw {:?}", transfer.frags);
-    }
+    // liblinphone 5.1 writes that NOTIFY's state as
+    // `terminated;reason=reason=noresource`: serve relays it unchanged (RFC
+    // 3261 §16.3 step 1) and alice's endpoint reads it leniently, so the
+    // transfer ends with the 200 all the same.
+    assert_transfer_succeeded(&transfer, "linphone's NOTIFYs");
     // liblinphone holds the call it is transferred from (a re-INVITE
     // with sendonly, answered recvonly here).
     assert_eq!(transfer.reoffers.first(), Some(&Direction::SendOnly), "{transfer:?}");

@@ -754,3 +754,56 @@ fn refer_needs_one_refer_to_and_transfers_taken() {
     let ok = s.nodes[1].sent("SIP/2.0 200").last().map(|m| (*m).clone()).unwrap();
     assert!(header(&ok, "Allow").unwrap().contains("REFER"), "{ok}");
 }
+
+/// Interop (liblinphone 5.1): a NOTIFY without Contact that overtakes the
+/// 2xx still forms the dialog (the SUBSCRIBE's target standing in), and a
+/// malformed `reason=reason=…` still ends it; the 2xx's Contact then
+/// becomes the target of the unsubscription.
+#[test]
+fn a_notify_without_contact_before_the_2xx_is_taken() {
+    let t0 = Instant::now();
+    let mut alice = Ua::new(0, "alice", t0, |_| {}, idle());
+    let sub = alice.ep.subscribe(t0, Subscribe::new("sip:bob@192.0.2.2:5060", "presence")).unwrap();
+    alice.pump();
+    let subscribe = alice.sent("SUBSCRIBE ")[0].clone();
+    let local = alice.ep.transport().listeners()[0].1;
+    let a: SocketAddr = "192.0.2.2:5060".parse().unwrap();
+    let t = t0 + Duration::from_millis(50);
+    let notify =
+        String::from_utf8(notify_from(&subscribe, "192.0.2.2", "fa", 1, "presence", Some("active;expires=60")))
+            .unwrap()
+            .replace("Contact: <sip:bob@192.0.2.2:5060>\r\n", "");
+    alice.ep.handle_datagram(t, local, a, notify.as_bytes());
+    alice.pump();
+    assert_eq!(last_status(&alice), 200);
+    // The 2xx, with the peer's real Contact.
+    let from_tag = header(&subscribe, "From").unwrap().split("tag=").nth(1).unwrap().to_owned();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: <sip:alice@192.0.2.1:5060>;tag={from_tag}\r\n\
+         To: <sip:bob@192.0.2.2:5060>;tag=fa\r\nCall-ID: {}\r\nCSeq: 1 SUBSCRIBE\r\n\
+         Contact: <sip:bob@192.0.2.2:5999>\r\nExpires: 60\r\nContent-Length: 0\r\n\r\n",
+        header(&subscribe, "Via").unwrap(),
+        header(&subscribe, "Call-ID").unwrap()
+    );
+    alice.ep.handle_datagram(t, local, a, ok.as_bytes());
+    alice.pump();
+    assert!(alice.of(sub).iter().any(|e| matches!(e, SubscriptionEvent::Accepted(_))));
+    alice.ep.unsubscribe(t, sub).unwrap();
+    alice.pump();
+    let unsub = alice.sent("SUBSCRIBE ").last().map(|m| (*m).clone()).unwrap();
+    assert!(unsub.starts_with("SUBSCRIBE sip:bob@192.0.2.2:5999 "), "{unsub}");
+    let last = String::from_utf8(notify_from(
+        &subscribe,
+        "192.0.2.2",
+        "fa",
+        2,
+        "presence",
+        Some("terminated;reason=reason=noresource"),
+    ))
+    .unwrap()
+    .replace("Contact: <sip:bob@192.0.2.2:5060>\r\n", "");
+    alice.ep.handle_datagram(t, local, a, last.as_bytes());
+    alice.pump();
+    assert_eq!(last_status(&alice), 200);
+    assert_eq!(alice.ended(sub), Some(SubscriptionEnd::Unsubscribed));
+}

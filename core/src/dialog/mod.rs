@@ -190,9 +190,22 @@ impl Dialog {
     /// §12.1.1: the UAS's dialog from the request that creates it and the
     /// tag we put in our responses. Early until [`confirm`](Self::confirm).
     pub fn from_uas(request: &Message<'_>, local_tag: &str) -> Result<Dialog, DialogError> {
+        Dialog::uas(request, local_tag, None)
+    }
+
+    /// [`from_uas`](Self::from_uas) for a request that may lack a Contact:
+    /// `target` stands for the peer's until a target refresh brings one (a
+    /// NOTIFY without Contact, as liblinphone sends, forming the dialog
+    /// of our SUBSCRIBE before its 2xx: its Request-URI goes there).
+    pub fn from_uas_or(request: &Message<'_>, local_tag: &str, target: &str) -> Result<Dialog, DialogError> {
+        Dialog::uas(request, local_tag, Some(target))
+    }
+
+    fn uas(request: &Message<'_>, local_tag: &str, fallback: Option<&str>) -> Result<Dialog, DialogError> {
         let got = ids(request)?;
         let remote_tag = got.from.tag().ok_or(DialogError::NoTag)?;
-        let remote_target = contact_target(request).ok_or(DialogError::NoContact)?;
+        let remote_target =
+            contact_target(request).or_else(|| fallback.map(str::to_owned)).ok_or(DialogError::NoContact)?;
         let uri = request.request_line().map(|r| r.uri).unwrap_or_default();
         Ok(Dialog {
             id: DialogId {

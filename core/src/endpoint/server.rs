@@ -470,7 +470,7 @@ impl Endpoint {
         let Some(Ok(ruri)) = m.request_uri() else { return false };
         let method = m.method().copied();
         // §8.2 syntax first (§16.3 step 1).
-        if let Err(e) = crate::message::validate::validate(m) {
+        if let Err(e) = crate::message::validate::validate_for_proxy(m) {
             if method != Some(Method::Ack) {
                 let reason = e.to_string();
                 self.reply(now, server, m, e.status(), &reason, &[]);

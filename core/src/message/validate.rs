@@ -10,8 +10,8 @@
 use super::header::kind_bit;
 use super::headers::Date;
 use super::headers::{
-    Address, CSeq, Challenge, Contact, Credentials, Event, HeaderError, HeaderValue, MediaType, RetryAfter, ServerVal,
-    SubscriptionState, Via, Warning,
+    Address, CSeq, Challenge, Contact, Credentials, HeaderError, HeaderValue, MediaType, RetryAfter, ServerVal, Via,
+    Warning,
 };
 use super::{HeaderName, Message, Method, StatusCode, Uri, UriError};
 
@@ -85,8 +85,39 @@ fn check_in<'a, T: HeaderValue<'a>>(m: &Message<'a>, present: u128, name: Header
     check::<T>(m, name)
 }
 
+/// The syntax checks a proxy owes a request before it forwards it (§16.3
+/// step 1): what its server transaction and the forwarding rules use —
+/// CSeq, Call-ID, From, To, Max-Forwards, Via, the Request-URI, Route,
+/// Record-Route, Path, Contact, the credentials and the option tags. Any
+/// other field, well-formed or not, is left as it is (§16.3: "SHOULD be
+/// ignored and remain unchanged"), so a peer's odd `Subscription-State`
+/// still reaches the user agent it is for.
+pub fn validate_for_proxy<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
+    validate_head(m)?;
+    let present = m.headers().kinds();
+    check_in::<Contact<'a>>(m, present, HeaderName::Contact)?;
+    for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Path] {
+        check_in::<Address<'a>>(m, present, name)?;
+    }
+    for name in [HeaderName::Require, HeaderName::ProxyRequire] {
+        check_in::<&'a str>(m, present, name)?;
+    }
+    for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
+        check_in::<Credentials<'a>>(m, present, name)?;
+    }
+    Ok(())
+}
+
 /// The syntax checks every element owes a message (§8.2, §16.3 step 1).
 pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
+    validate_head(m)?;
+    validate_rest(m)
+}
+
+/// The fields every element uses: one CSeq, Call-ID, From and To, at most
+/// one Max-Forwards, a Via, a Request-URI without headers and a CSeq
+/// method that matches it.
+fn validate_head<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     // Exactly one of each (§8.1.1); Max-Forwards may be absent (RFC 2543
     // peers, RFC 4475 §3.4.1) but not repeated.
     let cseq: CSeq<'a> = m.single_cseq()?;
@@ -111,8 +142,14 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
             }
         }
     }
-    // Every other typed header present must parse. Expires is left out on
-    // purpose: §20.19 treats a malformed value as 3600.
+    Ok(())
+}
+
+/// Every other typed header present must parse. Expires is left out on
+/// purpose (§20.19 treats a malformed value as 3600), and so are Event and
+/// Subscription-State: the subscriptions read them and answer what they
+/// cannot (400, 489; RFC 6665 §4.1.3).
+fn validate_rest<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     let present = m.headers().kinds();
     check_in::<Contact<'a>>(m, present, HeaderName::Contact)?;
     for name in [HeaderName::Route, HeaderName::RecordRoute, HeaderName::Path, HeaderName::ReplyTo] {
@@ -137,8 +174,6 @@ pub fn validate<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
     for name in [HeaderName::Authorization, HeaderName::ProxyAuthorization] {
         check_in::<Credentials<'a>>(m, present, name)?;
     }
-    check_in::<Event<'a>>(m, present, HeaderName::Event)?;
-    check_in::<SubscriptionState<'a>>(m, present, HeaderName::SubscriptionState)?;
     check_in::<RetryAfter<'a>>(m, present, HeaderName::RetryAfter)?;
     check_in::<Date<'a>>(m, present, HeaderName::Date)?;
     check_in::<Warning<'a>>(m, present, HeaderName::Warning)?;
@@ -255,4 +290,36 @@ pub fn inspect_response<'a>(m: &Message<'a>) -> Result<(), Invalid<'a>> {
         return Err(Invalid::ExtraVia);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOTIFY: &str = "NOTIFY sip:alice@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bKn1\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:bob@192.0.2.2>;tag=b\r\nTo: <sip:alice@192.0.2.1>;tag=a\r\nCall-ID: c\r\n\
+        CSeq: 113 NOTIFY\r\nSubscription-State: terminated;reason=reason=noresource\r\nEvent: refer\r\n";
+
+    #[test]
+    fn fields_left_to_their_readers_do_not_fail_the_message() {
+        // liblinphone 5.1's last refer NOTIFY: the subscriptions read its
+        // state leniently; neither a user agent nor a proxy refuses it.
+        let text = format!("{NOTIFY}Content-Length: 0\r\n\r\n");
+        let m = Message::parse(text.as_bytes()).unwrap();
+        assert!(validate(&m).is_ok());
+        assert!(validate_for_proxy(&m).is_ok());
+    }
+
+    #[test]
+    fn a_proxy_checks_only_what_it_uses() {
+        // §16.3 step 1: a malformed Warning is the user agent's to judge,
+        // a malformed Route the proxy's.
+        let warning = format!("{NOTIFY}Warning: not a warning\r\nContent-Length: 0\r\n\r\n");
+        let m = Message::parse(warning.as_bytes()).unwrap();
+        assert!(validate(&m).is_err());
+        assert!(validate_for_proxy(&m).is_ok());
+        let route = format!("{NOTIFY}Route: <<<\r\nContent-Length: 0\r\n\r\n");
+        let m = Message::parse(route.as_bytes()).unwrap();
+        assert!(validate_for_proxy(&m).is_err());
+    }
 }

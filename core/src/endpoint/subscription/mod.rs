@@ -461,9 +461,13 @@ type StateValue = (SubState, Option<u32>, Option<String>, Option<u32>);
 
 /// `Subscription-State` (§8.2.3): the state and its parameters. An
 /// extension state counts as pending (§8.2.3: not yet active, not over).
+/// A value that breaks the grammar in its parameters is read leniently
+/// (the state, numbers that parse, a reason's last `=` part): liblinphone
+/// 5.1 ends a transfer with `terminated;reason=reason=noresource`, and the
+/// subscription is over all the same.
 fn parse_state(value: &str) -> Option<StateValue> {
     use crate::event::SubState as S;
-    let v = crate::event::SubscriptionState::parse(value).ok()?;
+    let Ok(v) = crate::event::SubscriptionState::parse(value) else { return lenient_state(value) };
     let state = match v.state() {
         S::Active => SubState::Active,
         S::Terminated => SubState::Terminated,
@@ -471,6 +475,29 @@ fn parse_state(value: &str) -> Option<StateValue> {
     };
     let reason = v.reason().map(|r| r.as_str().to_ascii_lowercase());
     Some((state, v.expires(), reason, v.retry_after()))
+}
+
+/// [`parse_state`] for a value the grammar refuses.
+fn lenient_state(value: &str) -> Option<StateValue> {
+    let mut parts = value.split(';');
+    let state = match parts.next()?.trim().to_ascii_lowercase().as_str() {
+        "active" => SubState::Active,
+        "pending" => SubState::Pending,
+        "terminated" => SubState::Terminated,
+        _ => return None,
+    };
+    let (mut expires, mut reason, mut retry) = (None, None, None);
+    for p in parts {
+        let Some((name, v)) = p.split_once('=') else { continue };
+        let v = v.rsplit('=').next().unwrap_or(v).trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "expires" => expires = v.parse().ok(),
+            "reason" if !v.is_empty() => reason = Some(v.to_ascii_lowercase()),
+            "retry-after" => retry = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((state, expires, reason, retry))
 }
 
 /// The key telling subscriptions in one dialog apart: event type and `id`
@@ -865,6 +892,12 @@ impl Endpoint {
                 let Ok(m) = Message::parse(&response.bytes) else { return };
                 self.pin_subscription(now, s, self.responding.and_then(|src| src.conn));
                 let Some(x) = self.subscriptions.all.get_mut(&s) else { return };
+                let to_tag = m.to().and_then(Result::ok).and_then(|t| t.tag().map(str::to_owned));
+                if let Some(d) = x.dialog.as_mut().filter(|d| Some(&d.id().remote_tag) == to_tag.as_ref()) {
+                    // A NOTIFY formed the dialog first: the 2xx's Contact
+                    // is the peer's target (it may have had none).
+                    d.refresh_target(&m);
+                }
                 if x.dialog.is_none() && x.usage.is_none() {
                     let formed = x.sent.as_ref().and_then(|b| Message::parse(b).ok()).map(|r| Dialog::from_uac(&r, &m));
                     match formed {
@@ -1056,8 +1089,12 @@ impl Endpoint {
         } else {
             // §4.1.2.4: the NOTIFY came before the 2xx: it forms the
             // dialog.
-            let local_seq = x.sent.as_ref().and_then(|b| Message::parse(b).ok()).and_then(|r| r.cseq()?.ok());
-            match Dialog::from_uas(m, &x.local_tag) {
+            let sent = x.sent.as_ref().and_then(|b| Message::parse(b).ok());
+            let local_seq = sent.as_ref().and_then(|r| r.cseq()?.ok());
+            // A NOTIFY without Contact (liblinphone's): the SUBSCRIBE's
+            // target stands in until the 2xx brings the peer's.
+            let target = sent.as_ref().and_then(|r| r.request_line().map(|l| l.uri.to_owned())).unwrap_or_default();
+            match Dialog::from_uas_or(m, &x.local_tag, &target) {
                 Ok(mut d) => {
                     d.set_local_seq(local_seq.map_or(1, |c| c.seq()));
                     d.confirm();
@@ -1517,6 +1554,11 @@ mod tests {
         // An extension state counts as pending; garbage is refused.
         assert_eq!(parse_state("waiting"), Some((SubState::Pending, None, None, None)));
         assert_eq!(parse_state(";;"), None);
+        // liblinphone 5.1's last refer NOTIFY.
+        assert_eq!(
+            parse_state("terminated;reason=reason=noresource"),
+            Some((SubState::Terminated, None, Some("noresource".into()), None))
+        );
     }
 
     #[test]
