@@ -1,450 +1,110 @@
 //! The commands that talk to the network: `listen`, `register`, `message`,
 //! `call`. Each is one endpoint on `sipline-tokio`.
 
+use crate::args::{
+    usage_error, Account, Answering, CallArgs, Command, FloodSetting, ListenArgs, Location, MessageArgs, Net,
+    OverloadSetting, RegisterArgs, Seconds, ServeArgs, SubscribeArgs, UserAgent,
+};
 use crate::media::Media;
 use crate::tls_files;
+use sipline::auth::DigestCredentials;
 use sipline::auth::Users;
-use sipline::auth::{Algorithm, DigestCredentials};
 use sipline::driver::Error;
 use sipline::endpoint::{
-    Body, EndpointConfig, EndpointState, Event, FloodLimit, RegistrationConfig, RegistrationState, Request,
-    RequestError, ServerConfig, SessionEnd, SessionEvent, SessionId, SubState, SubscriptionEnd, SubscriptionEvent,
-    SubscriptionId,
+    Body, EndpointConfig, EndpointState, Event, RegistrationConfig, RegistrationState, Request, RequestError,
+    ServerConfig, SessionEnd, SessionEvent, SessionId, SubState, SubscriptionEnd, SubscriptionEvent, SubscriptionId,
 };
 use sipline::event::{Basic, Note, Presence, Tuple};
 use sipline::transport::{TlsConfig, Transport};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::num::NonZeroU16;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub(crate) const USAGE: &str = "\
-usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --key FILE | --tls-self-signed]
-                     [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
-                     [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
-                     [--udp-buffer BYTES] [--workers N] [--location memory|redis://HOST:PORT[/DB]]
-                     [--instance NAME] [--secret-file FILE] [-v] [-q]
-       sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
-                      [--presence open|closed[:NOTE]] [--require-client-cert] [--workers N] [options]
-       sipline register URI --registrar URI... [--user U] [--expires N] [--answer]
-                        [--presence open|closed[:NOTE]] [options]
-       sipline message TARGET TEXT [--from URI] [--registrar URI... | --proxy URI] [--user U] [options]
-       sipline call TARGET [--body FILE [--content-type T]] [--hangup-after SECS] [--hold-after SECS]
-                    [--transfer-to URI [--transfer-after SECS]] [--from URI]
-                    [--registrar URI... | --proxy URI] [--user U] [options]
-       sipline subscribe TARGET --event EVENT [--expires N] [--accept TYPE]... [--from URI]
-                         [--registrar URI... | --proxy URI] [--user U] [options]
---registrar URI (repeatable): registrars in order of preference; when the one in use stops
-       answering, the next takes the registration (RFC 3263 §4.3), and the first again once it answers
-listen --answer: answer every INVITE with 200 and the --body file (application/sdp; default: the
-                 answer to the caller's offer, RFC 3264: PCMU, PCMA or telephone-event on the discard
-                 port; 488 if none of those is offered); without it INVITEs are rejected 486. With it a
-                 REFER (RFC 3515, a transfer) is accepted: the Refer-To target is called (with
-                 Referred-By, and Replaces if the Refer-To carries one) and that call's progress
-                 reported to the transferor; without it REFER is not allowed (405)
-listen, register --presence open|closed[:NOTE]: answer presence subscriptions (RFC 3856) with a
-                 PIDF document (RFC 3863) saying open or closed, with the note
-subscribe: subscribes to EVENT (presence, reg, message-summary…, RFC 6665) at TARGET for --expires
-                 seconds (default 3600, refreshed), prints each NOTIFY (state, and the body: presence,
-                 registrations, message counts, or as text) until the notifier ends it or Ctrl-C
-                 (which unsubscribes first); exit 0 if it was accepted; --accept: the body types taken
-                 (default: the package's)
-call --hold-after SECS: puts the call on hold SECS after the answer (re-INVITE, sendonly, RFC 3264
-                 §8.4); --transfer-to URI: SECS after the answer (--transfer-after, default 0) asks
-                 the peer to call URI (REFER), prints its progress, hangs up when it ends; exit 0
-                 if the transfer got a 2xx
-serve: a registrar and proxy for domain D (default: the --bind host) on UDP and TCP at ADDR
-       (default 127.0.0.1:5060), and TLS 1.2/1.3 on the next port with --cert/--key or
-       --tls-self-signed (a certificate for D and ADDR made on the spot; its authority's
-       certificate is written to a file for clients' --ca); users from FILE (`user:password` or
-       `user:realm:HA1` per line; default: a printed one-time demo account); --alias: another name
-       or address the domain answers to (repeatable); --min-expires: the shortest registration
-       taken (default 60); --digest: the algorithms challenged with, in order (default md5 alone,
-       as Kamailio: phones such as baresip 1.x and Twinkle refuse a challenge that also offers
-       SHA-256; sha-256,md5 offers RFC 8760's SHA-256 first to clients that know it);
-       --max-auth-failures N --auth-window SECS --ban SECS: N wrong digest answers for one username, or
-       from one address (IPv6: its /64), within SECS ban it for --ban SECS: its answers get 403 and
-       each ban is printed once (default 10 per 60 s, 5-minute bans; N = 0: no bans). Every wrong
-       answer uses up its nonce, and unknown usernames get the same 401 as a wrong password
---user U: the digest username; its password from the environment variable SIPLINE_PASSWORD or
-       --password-file FILE (its first line), which keep it out of the process list and the shell's
-       history (--password P also works, for tests)
-serve --allow-guests: requests from outside the domain reach its users without authenticating
-       (calls from other domains); off by default, every request to a user is challenged alike,
-       so a scanner cannot tell who exists or is online
-serve --flood-limit RATE[/BURST]|off: requests a second from one address before the rest are
-       dropped unanswered (default 1000/2000; off for load tests)
-serve --workers N: N registrar/proxy cores, one thread each, sharing the bindings (default: one per
-       CPU); each listens on every address (SO_REUSEPORT: the kernel spreads senders and
-       connections over them) and hands the others what is theirs; bans, flood limits and nonce
-       replay checks count once for all workers. listen --workers N: N answering endpoints (default 1)
-serve --location redis://HOST:PORT[/DB] --instance NAME --secret-file FILE: several instances serve one
-       domain: bindings are kept in memory and mirrored to Redis (each instance reads the others'
-       changes at once; a restarted instance reads them all back; without Redis it serves from
-       memory and catches up when Redis returns); NAME tells the instances apart (default: random);
-       FILE (16 bytes or more, the same at every instance) keys the nonces, so a challenge from one
-       is answered at another. Default --location: memory
-serve --overload-delay MS|off: new requests that waited longer than MS to be handled get 503 with
-       Retry-After (default 125, T1/4, twice that before the first refusal; registrations up to
-       1.5x, answers to a challenge up to 3x; refused statelessly, before the full parse);
-       off: never
---server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
-       User-Agent value (default sipline/VERSION; none: no such header field)
-call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
---require-client-cert (serve, listen --transport tls): mutual TLS, only clients whose certificate
-       chains to a root of --ca are taken (--ca is then required)
-options: --bind ADDR (listen: default 0.0.0.0:0; register, message, call: default the address that
-         reaches the registrar, proxy or target, port 0)  --transport udp|tcp|tls (default udp)
-         --cert FILE --key FILE (TLS identity: listen's certificate, a client's certificate)
-         --ca FILE (trusted roots; default: the system's)
-         --udp-buffer BYTES (receive and send buffer asked for on each UDP socket; default 8388608, 8 MiB;
-         0: the system's default; the kernel may grant less: the granted sizes are printed at start)
-         -v (print every SIP message sent and received)  --ladder (draw the messages as a ladder instead,
-         one arrow per message between this endpoint and each peer, like sngrep's call flow)  -q, --quiet (listen: print no line per request or call)";
-
-/// Parsed options.
-#[derive(Default)]
-#[allow(clippy::struct_excessive_bools)] // one per command-line switch
-struct Options {
-    positional: Vec<String>,
-    bind: Option<SocketAddr>,
-    transport: Option<Transport>,
-    registrar: Option<String>,
-    /// `--registrar` given again: the fallbacks, in order.
-    registrar_fallbacks: Vec<String>,
-    proxy: Option<String>,
-    from: Option<String>,
-    user: Option<String>,
-    password: Option<String>,
-    /// `--password-file`.
-    password_file: Option<PathBuf>,
-    /// `--server-header` / `--user-agent` as given (`none`: no header).
-    user_agent: Option<String>,
-    /// `serve --allow-guests`.
-    allow_guests: bool,
-    /// `serve --flood-limit`.
-    flood: Option<FloodSetting>,
-    /// `serve --overload-delay MS|off` (issue 19).
-    overload: Option<OverloadSetting>,
-    expires: Option<u32>,
-    cert: Option<PathBuf>,
-    key: Option<PathBuf>,
-    ca: Option<PathBuf>,
-    verbose: bool,
-    /// `--ladder`: the message flow as a ladder, not whole messages.
-    ladder: bool,
-    /// `listen`, `register`: print nothing per request or call (load runs).
-    quiet: bool,
-    /// `listen`: answer INVITEs.
-    answer: bool,
-    /// `call`, `listen --answer`: the body file.
-    body: Option<PathBuf>,
-    /// `call`: the body's type.
-    content_type: Option<String>,
-    /// `call`: how long after the answer to hang up.
-    hangup_after: Option<Duration>,
-    /// `serve`: the domain.
-    domain: Option<String>,
-    /// `serve`: the users file.
-    users: Option<PathBuf>,
-    /// `serve`: the digest algorithms offered, in order.
-    digest: Option<Vec<Algorithm>>,
-    /// `serve`: other names and addresses of the domain.
-    aliases: Vec<String>,
-    /// `serve`: make a TLS certificate.
-    tls_self_signed: bool,
-    /// `serve`, `listen`: mutual TLS, clients need a certificate from `--ca`.
-    require_client_cert: bool,
-    /// `serve`: the registrar's Min-Expires.
-    min_expires: Option<u32>,
-    /// `serve`: failed digest answers that start a ban.
-    max_auth_failures: Option<u32>,
-    /// `serve`: the window they are counted in.
-    auth_window: Option<Duration>,
-    /// `serve`: how long a ban lasts.
-    ban: Option<Duration>,
-    /// Every command: the UDP sockets' receive and send buffer, bytes.
-    udp_buffer: Option<usize>,
-    /// `serve`: how many workers (issue 19).
-    workers: Option<u16>,
-    /// `serve`: the location store, `redis://…` (issue 20); memory if none.
-    location: Option<String>,
-    /// `serve`: this instance's name among those sharing the store.
-    instance: Option<String>,
-    /// `serve`: the file whose SHA-256 keys the nonces (instances of one
-    /// domain share it).
-    secret_file: Option<PathBuf>,
-    /// `subscribe`: the event package (RFC 6665).
-    event: Option<String>,
-    /// `subscribe`: the body types taken in NOTIFYs.
-    accept: Vec<String>,
-    /// `listen`, `register`: answer presence subscriptions with this
-    /// status (open or not) and note (RFC 3856).
-    presence: Option<(bool, Option<String>)>,
-    /// `call`: transfer the answered call there (REFER, RFC 3515).
-    transfer_to: Option<String>,
-    /// `call`: how long after the answer to transfer.
-    transfer_after: Option<Duration>,
-    /// `call`: how long after the answer to put the call on hold.
-    hold_after: Option<Duration>,
+/// `--server-header` / `--user-agent`: the value, or none at all.
+fn apply_user_agent(c: &mut EndpointConfig, value: Option<&str>) {
+    match value {
+        Some(v) if v.eq_ignore_ascii_case("none") => c.user_agent = None,
+        Some(v) => c.user_agent = Some(v.to_owned()),
+        None => {}
+    }
 }
 
-/// `--hangup-after`-style seconds (fractions allowed).
-fn parse_secs(option: &str, v: &str) -> Result<Duration, String> {
-    let secs: f64 = v.parse().map_err(|e| format!("{option}: {e}"))?;
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{option}: {e}"))
-}
-
-/// `--presence open|closed[:NOTE]`.
-fn parse_presence(v: &str) -> Result<(bool, Option<String>), String> {
-    let (status, note) = match v.split_once(':') {
-        Some((s, n)) => (s, Some(n.to_owned())),
-        None => (v, None),
+/// An endpoint configuration for `aor` with `net`'s sockets and TLS,
+/// listening on `bind`; `mutual_tls`: `--require-client-cert`.
+fn endpoint_config(net: &Net, aor: &str, bind: SocketAddr, mutual_tls: bool) -> Result<EndpointConfig, String> {
+    let mut c = EndpointConfig::new(aor);
+    let transport = net.transport();
+    c.default_transport = transport;
+    let mut tls = TlsConfig::default();
+    if let (Some(cert), Some(key)) = (&net.cert, &net.key) {
+        tls = tls_files::with_identity_files(tls, cert, key).map_err(|e| e.to_string())?;
+    }
+    tls = match &net.ca {
+        Some(ca) => tls_files::with_roots_file(tls, ca).map_err(|e| e.to_string())?,
+        None if transport == Transport::Tls => tls_files::with_system_roots(tls).map_err(|e| e.to_string())?,
+        None => tls,
     };
-    match status {
-        "open" => Ok((true, note)),
-        "closed" => Ok((false, note)),
-        _ => Err(format!("--presence {v:?}: open or closed, with :NOTE if wanted")),
+    let has_identity = !tls.chain.is_empty();
+    if mutual_tls {
+        // Mutual TLS (RFC 3261 §26.3.2.1): the roots of --ca are the
+        // client certificates' issuers.
+        if transport != Transport::Tls || !has_identity || net.ca.is_none() {
+            return Err("--require-client-cert needs --transport tls, --cert/--key and --ca".to_owned());
+        }
+        tls = tls.requiring_client_certificates();
     }
-}
-
-/// `--digest md5,sha-256`: algorithm names (RFC 8760), in order.
-fn parse_algorithms(list: &str) -> Result<Vec<Algorithm>, String> {
-    list.split(',')
-        .map(|name| match Algorithm::from_name(name.trim()) {
-            Some(a @ (Algorithm::Md5 | Algorithm::Sha256)) => Ok(a),
-            _ => Err(format!("--digest: {name:?} is not md5 or sha-256")),
-        })
-        .collect()
-}
-
-/// `serve --flood-limit`: a limit, or none.
-#[derive(Debug, Clone, Copy)]
-enum FloodSetting {
-    Off,
-    Limit(FloodLimit),
-}
-
-/// `--flood-limit RATE[/BURST]|off` (BURST default twice RATE).
-fn parse_flood(v: &str) -> Result<FloodSetting, String> {
-    if v.eq_ignore_ascii_case("off") {
-        return Ok(FloodSetting::Off);
+    c.transport.tls = tls;
+    if let Some(bytes) = net.udp_buffer {
+        c.transport.udp_buffer = bytes;
     }
-    let bad = |e: std::num::ParseIntError| format!("--flood-limit {v:?}: {e} (RATE[/BURST] or off)");
-    let (rate, burst) = match v.split_once('/') {
-        Some((r, b)) => (r.parse::<u32>().map_err(bad)?, Some(b.parse::<u32>().map_err(bad)?)),
-        None => (v.parse::<u32>().map_err(bad)?, None),
+    // TLS is listened on only with an identity; a TLS client without
+    // one listens on TCP.
+    let listen = match transport {
+        Transport::Tls if !has_identity => Transport::Tcp,
+        t => t,
     };
-    if rate == 0 {
-        return Err("--flood-limit: RATE must be above 0 (off for no limit)".to_owned());
-    }
-    Ok(FloodSetting::Limit(FloodLimit::new(rate, burst.unwrap_or(rate.saturating_mul(2)))))
+    Ok(c.listen(listen, bind))
 }
 
-/// `serve --overload-delay`: the queueing delay past which new requests
-/// are refused, or off.
-#[derive(Debug, Clone, Copy)]
-enum OverloadSetting {
-    Off,
-    Delay(std::time::Duration),
+/// `account`'s credentials, outbound proxy and registration (its
+/// lifetime `expires`) into `c`.
+fn apply_account(c: &mut EndpointConfig, account: &Account, expires: Option<u32>) -> Result<(), String> {
+    if let (Some(user), Some(password)) = (&account.user, account.password()?) {
+        c.credentials.push(DigestCredentials::new(user, &password));
+    }
+    c.outbound_proxy.clone_from(&account.proxy);
+    if let Some((registrar, fallbacks)) = account.registrar.split_first() {
+        let mut r = RegistrationConfig::new(registrar).with_fallbacks(fallbacks.to_vec());
+        if let Some(e) = expires {
+            r.expires = e;
+        }
+        c.registration = Some(r);
+    }
+    Ok(())
 }
 
-/// `--overload-delay MS|off` (issue 19).
-fn parse_overload(v: &str) -> Result<OverloadSetting, String> {
-    if v.eq_ignore_ascii_case("off") {
-        return Ok(OverloadSetting::Off);
-    }
-    match v.parse::<u64>() {
-        Ok(ms) if ms > 0 => Ok(OverloadSetting::Delay(std::time::Duration::from_millis(ms))),
-        Ok(_) => Err("--overload-delay: MS must be above 0 (off for none)".to_owned()),
-        Err(e) => Err(format!("--overload-delay {v:?}: {e} (MS or off)")),
-    }
-}
-
-fn parse(args: &[String]) -> Result<Options, String> {
-    let mut o = Options::default();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "-v" | "--verbose" => o.verbose = true,
-            "--ladder" => o.ladder = true,
-            "-q" | "--quiet" => o.quiet = true,
-            "--bind" => o.bind = Some(value()?.parse().map_err(|e| format!("--bind: {e}"))?),
-            "--transport" => {
-                o.transport = Some(match value()?.to_ascii_lowercase().as_str() {
-                    "udp" => Transport::Udp,
-                    "tcp" => Transport::Tcp,
-                    "tls" => Transport::Tls,
-                    t => return Err(format!("unknown transport {t}")),
-                });
-            }
-            "--registrar" => {
-                let uri = value()?;
-                if o.registrar.is_none() {
-                    o.registrar = Some(uri);
-                } else {
-                    o.registrar_fallbacks.push(uri);
-                }
-            }
-            "--proxy" => o.proxy = Some(value()?),
-            "--from" => o.from = Some(value()?),
-            "--user" => o.user = Some(value()?),
-            "--password" => o.password = Some(value()?),
-            "--password-file" => o.password_file = Some(value()?.into()),
-            "--server-header" | "--user-agent" => o.user_agent = Some(value()?),
-            "--allow-guests" => o.allow_guests = true,
-            "--flood-limit" => o.flood = Some(parse_flood(&value()?)?),
-            "--overload-delay" => o.overload = Some(parse_overload(&value()?)?),
-            "--expires" => o.expires = Some(value()?.parse().map_err(|e| format!("--expires: {e}"))?),
-            "--cert" => o.cert = Some(value()?.into()),
-            "--key" => o.key = Some(value()?.into()),
-            "--ca" => o.ca = Some(value()?.into()),
-            "--answer" => o.answer = true,
-            "--body" => o.body = Some(value()?.into()),
-            "--content-type" => o.content_type = Some(value()?),
-            "--domain" => o.domain = Some(value()?),
-            "--alias" => o.aliases.push(value()?),
-            "--users" => o.users = Some(value()?.into()),
-            "--digest" => o.digest = Some(parse_algorithms(&value()?)?),
-            // An old default; kept so that recorded commands still run.
-            "--md5-first" => o.digest = Some(vec![Algorithm::Md5, Algorithm::Sha256]),
-            "--tls-self-signed" => o.tls_self_signed = true,
-            "--require-client-cert" => o.require_client_cert = true,
-            "--min-expires" => o.min_expires = Some(value()?.parse().map_err(|e| format!("--min-expires: {e}"))?),
-            "--max-auth-failures" => {
-                o.max_auth_failures = Some(value()?.parse().map_err(|e| format!("--max-auth-failures: {e}"))?);
-            }
-            "--auth-window" => {
-                o.auth_window = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--auth-window: {e}"))?));
-            }
-            "--ban" => o.ban = Some(Duration::from_secs(value()?.parse().map_err(|e| format!("--ban: {e}"))?)),
-            "--udp-buffer" => o.udp_buffer = Some(value()?.parse().map_err(|e| format!("--udp-buffer: {e}"))?),
-            "--location" => {
-                let url = value()?;
-                if !(url == "memory" || url.starts_with("redis://") || url.starts_with("rediss://")) {
-                    return Err(format!("--location {url:?}: memory or redis://HOST:PORT[/DB]"));
-                }
-                o.location = Some(url);
-            }
-            "--instance" => o.instance = Some(value()?),
-            "--secret-file" => o.secret_file = Some(value()?.into()),
-            "--workers" => {
-                let n: u16 = value()?.parse().map_err(|e| format!("--workers: {e}"))?;
-                if n == 0 {
-                    return Err("--workers: at least 1".to_owned());
-                }
-                o.workers = Some(n);
-            }
-            "--hangup-after" => o.hangup_after = Some(parse_secs(a, &value()?)?),
-            "--transfer-after" => o.transfer_after = Some(parse_secs(a, &value()?)?),
-            "--hold-after" => o.hold_after = Some(parse_secs(a, &value()?)?),
-            "--transfer-to" => o.transfer_to = Some(value()?),
-            "--event" => o.event = Some(value()?),
-            "--accept" => o.accept.push(value()?),
-            "--presence" => o.presence = Some(parse_presence(&value()?)?),
-            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
-            s => o.positional.push(s.to_owned()),
-        }
-    }
-    if o.password.is_none() {
-        o.password = match &o.password_file {
-            Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| format!("--password-file {}: {e}", path.display()))?;
-                Some(text.lines().next().unwrap_or_default().to_owned())
-            }
-            None => std::env::var("SIPLINE_PASSWORD").ok().filter(|p| !p.is_empty()),
-        };
-    }
-    Ok(o)
-}
-
-impl Options {
-    /// `--server-header` / `--user-agent`: the value, or none at all.
-    fn apply_user_agent(&self, c: &mut EndpointConfig) {
-        match self.user_agent.as_deref() {
-            Some(v) if v.eq_ignore_ascii_case("none") => c.user_agent = None,
-            Some(v) => c.user_agent = Some(v.to_owned()),
-            None => {}
-        }
-    }
-
-    fn transport(&self) -> Transport {
-        self.transport.unwrap_or(Transport::Udp)
-    }
-
-    /// An endpoint configuration for `aor` with these options, listening
-    /// on `bind`.
-    fn config(&self, aor: &str, bind: SocketAddr) -> Result<EndpointConfig, String> {
-        let mut c = EndpointConfig::new(aor);
-        self.apply_user_agent(&mut c);
-        c.default_transport = self.transport();
-        let mut tls = TlsConfig::default();
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            tls = tls_files::with_identity_files(tls, cert, key).map_err(|e| e.to_string())?;
-        }
-        tls = match &self.ca {
-            Some(ca) => tls_files::with_roots_file(tls, ca).map_err(|e| e.to_string())?,
-            None if self.transport() == Transport::Tls => {
-                tls_files::with_system_roots(tls).map_err(|e| e.to_string())?
-            }
-            None => tls,
-        };
-        let has_identity = !tls.chain.is_empty();
-        if self.require_client_cert {
-            // Mutual TLS (RFC 3261 §26.3.2.1): the roots of --ca are the
-            // client certificates' issuers.
-            if self.transport() != Transport::Tls || !has_identity || self.ca.is_none() {
-                return Err("--require-client-cert needs --transport tls, --cert/--key and --ca".to_owned());
-            }
-            tls = tls.requiring_client_certificates();
-        }
-        c.transport.tls = tls;
-        if let Some(bytes) = self.udp_buffer {
-            c.transport.udp_buffer = bytes;
-        }
-        // TLS is listened on only with an identity; a TLS client without
-        // one listens on TCP.
-        let listen = match self.transport() {
-            Transport::Tls if !has_identity => Transport::Tcp,
-            t => t,
-        };
-        c = c.listen(listen, bind);
-        if let (Some(user), Some(password)) = (&self.user, &self.password) {
-            c.credentials.push(DigestCredentials::new(user, password));
-        }
-        c.outbound_proxy.clone_from(&self.proxy);
-        if let Some(registrar) = &self.registrar {
-            let mut r = RegistrationConfig::new(registrar).with_fallbacks(self.registrar_fallbacks.clone());
-            if let Some(e) = self.expires {
-                r.expires = e;
-            }
-            c.registration = Some(r);
-        }
-        Ok(c)
-    }
-}
-
-fn usage_error(why: &str) -> ExitCode {
-    eprintln!("{why}\n{USAGE}");
-    ExitCode::from(2)
-}
-
-/// Runs `command` (`listen`, `register`, `message`) with `args`.
-pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let options = match parse(args) {
-        Ok(o) => o,
-        Err(e) => return usage_error(&e),
+/// Runs a network command.
+pub(crate) fn run(command: Command) -> ExitCode {
+    let command = match command {
+        Command::Serve(serve) => match serve.with_config_file() {
+            Ok(merged) => Command::Serve(merged),
+            Err(e) => return usage_error("serve", &e),
+        },
+        other => other,
     };
-    let summaries = command == "serve" && !options.quiet;
+    let (verbose, summaries, ladder) = match &command {
+        Command::Serve(a) => (a.verbose, !a.quiet, a.ladder),
+        Command::Listen(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
+        Command::Register(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
+        Command::Message(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
+        Command::Call(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
+        Command::Subscribe(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
+        Command::Parse(_) | Command::Completions(_) => (false, false, false),
+    };
     // Always: failed TLS handshakes are printed (at info, `sipline::tls`).
-    crate::wire_log::install(options.verbose, summaries, options.ladder);
+    crate::wire_log::install(verbose, summaries, ladder);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -455,13 +115,14 @@ pub(crate) fn run(command: &str, args: &[String]) -> ExitCode {
     runtime.block_on(async {
         // Freed memory goes back to the system after a burst (heap.rs).
         tokio::spawn(crate::heap::trim_periodically());
-        match command {
-            "listen" => listen(&options).await,
-            "serve" => serve_domain(&options).await,
-            "register" => register(&options).await,
-            "call" => call(&options).await,
-            "subscribe" => subscribe(&options).await,
-            _ => message(&options).await,
+        match &command {
+            Command::Listen(a) => listen(a).await,
+            Command::Serve(a) => serve_domain(a).await,
+            Command::Register(a) => register(a).await,
+            Command::Call(a) => call(a).await,
+            Command::Subscribe(a) => subscribe(a).await,
+            Command::Message(a) => message(a).await,
+            Command::Parse(_) | Command::Completions(_) => ExitCode::from(2),
         }
     })
 }
@@ -527,7 +188,7 @@ enum Answer {
 impl Calls {
     /// Incoming sessions answered as `o` says (`--answer`, `--body`,
     /// `--presence`).
-    fn new(o: &Options) -> Result<Calls, String> {
+    fn new(o: &Answering) -> Result<Calls, String> {
         let answer = match (&o.body, o.answer) {
             (Some(_), false) => return Err("--body needs --answer".to_owned()),
             (Some(path), true) => {
@@ -540,7 +201,7 @@ impl Calls {
             answer,
             callers: HashMap::new(),
             quiet: o.quiet,
-            presence: o.presence.clone(),
+            presence: o.presence.clone().map(|p| (p.open, p.note)),
             transfers: HashMap::new(),
             media: HashMap::new(),
         })
@@ -842,10 +503,7 @@ async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Eve
 }
 
 /// `serve`: the registrar and proxy (the project's main job).
-async fn serve_domain(o: &Options) -> ExitCode {
-    if !o.positional.is_empty() {
-        return usage_error("serve takes no arguments");
-    }
+async fn serve_domain(o: &ServeArgs) -> ExitCode {
     let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 5060)));
     let domain = o.domain.clone().unwrap_or_else(|| match bind.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
@@ -868,21 +526,21 @@ async fn serve_domain(o: &Options) -> ExitCode {
         Users::from_passwords([("demo", password.as_str())])
     };
     let mut c = EndpointConfig::new(&format!("sip:sipline@{domain}"));
-    o.apply_user_agent(&mut c);
+    apply_user_agent(&mut c, o.server_header.as_deref());
     c.seed = 0;
     c = c.listen(Transport::Udp, bind).listen(Transport::Tcp, bind);
     if let Some(bytes) = o.udp_buffer {
         c.transport.udp_buffer = bytes;
     }
     let identity = match (&o.cert, &o.key, o.tls_self_signed) {
-        (Some(_), Some(_), true) => return usage_error("--tls-self-signed or --cert/--key, not both"),
+        (Some(_), Some(_), true) => return usage_error("serve", "--tls-self-signed or --cert/--key, not both"),
         (Some(cert), Some(key), false) => Some(tls_files::with_identity_files(TlsConfig::default(), cert, key)),
         (None, None, true) => Some(self_signed_identity(&domain, bind)),
         (None, None, false) => None,
-        _ => return usage_error("--cert and --key go together"),
+        _ => return usage_error("serve", "--cert and --key go together"),
     };
     if o.require_client_cert && (identity.is_none() || o.ca.is_none()) {
-        return usage_error("--require-client-cert needs TLS (--cert/--key or --tls-self-signed) and --ca");
+        return usage_error("serve", "--require-client-cert needs TLS (--cert/--key or --tls-self-signed) and --ca");
     }
     let has_identity = identity.is_some();
     let tls = identity.unwrap_or_else(|| Ok(TlsConfig::default())).and_then(|tls| match &o.ca {
@@ -905,39 +563,39 @@ async fn serve_domain(o: &Options) -> ExitCode {
     }
     let mut server = ServerConfig::new(&domain, users);
     // MD5 alone by default (ServerConfig's): see --digest.
-    if let Some(algorithms) = &o.digest {
-        server.algorithms.clone_from(algorithms);
+    if let Some(algorithms) = o.algorithms() {
+        server.algorithms = algorithms;
     }
-    server.aliases.clone_from(&o.aliases);
+    server.aliases.clone_from(&o.alias);
     server.allow_guests = o.allow_guests;
-    match o.flood {
+    match o.flood_limit {
         Some(FloodSetting::Off) => server.flood = None,
         Some(FloodSetting::Limit(l)) => server.flood = Some(l),
         None => {}
     }
-    match o.overload {
+    match o.overload_delay {
         Some(OverloadSetting::Off) => server.overload = None,
         Some(OverloadSetting::Delay(d)) => server.overload = Some(sipline::endpoint::OverloadConfig::new(d)),
         None => {}
     }
     // Issue 18: bans for password guessers (defaults: BanPolicy's).
     server.bans.max_failures = o.max_auth_failures.unwrap_or(server.bans.max_failures);
-    server.bans.window = o.auth_window.unwrap_or(server.bans.window);
-    server.bans.ban = o.ban.unwrap_or(server.bans.ban);
+    server.bans.window = o.auth_window.map_or(server.bans.window, |s| s.0);
+    server.bans.ban = o.ban.map_or(server.bans.ban, |s| s.0);
     if let Some(min) = o.min_expires {
         server.registrar.min_expires = min;
         server.registrar.default_expires = server.registrar.default_expires.max(min);
     }
     // Issue 19: one worker per core unless told.
-    let workers = o.workers.unwrap_or_else(default_workers);
+    let workers = o.workers.map_or_else(default_workers, NonZeroU16::get);
     // Table positions in the location service that callers choosing AORs
     // cannot predict.
     let keys = random_secret();
     let key = |at: usize| u64::from_le_bytes(keys[at..at + 8].try_into().unwrap_or_default());
     // Issue 20: a store shared with other instances, mirrored from memory.
     let mut _mirror = None;
-    match o.location.as_deref() {
-        Some(url) if url != "memory" => {
+    match &o.location {
+        Some(Location::Redis(url)) => {
             let instance = o.instance.clone().unwrap_or_else(|| lower_hex(&random_secret()[..6]));
             match sipline_tokio::redis_location::mirror(url, &instance, "sipline", (key(0), key(8))) {
                 Ok(mirrored) => {
@@ -1091,47 +749,46 @@ fn demo_password() -> String {
     format!("{:012x}", h.finish() & 0xffff_ffff_ffff)
 }
 
-async fn listen(o: &Options) -> ExitCode {
-    if !o.positional.is_empty() {
-        return usage_error("listen takes no arguments");
-    }
+async fn listen(o: &ListenArgs) -> ExitCode {
     // A listener with no --bind is there for anyone: every interface.
-    let bind = o.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
-    let mut config = match o.config("sip:sipline@sipline.invalid", bind) {
+    let bind = o.net.bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let mut config = match endpoint_config(&o.net, "sip:sipline@sipline.invalid", bind, o.require_client_cert) {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error("listen", &e),
     };
-    let calls = match Calls::new(o) {
+    apply_user_agent(&mut config, o.server_header.as_deref());
+    let calls = match Calls::new(&o.answering) {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error("listen", &e),
     };
     config.events = calls.events();
     // `--workers N` (issue 19): N answering endpoints on one address.
-    let workers = o.workers.unwrap_or(1);
-    run_workers(config, workers, || calls.clone(), None).await
+    run_workers(config, o.workers.get(), || calls.clone(), None).await
 }
 
-async fn register(o: &Options) -> ExitCode {
-    let ([aor], Some(registrar)) = (o.positional.as_slice(), &o.registrar) else {
-        return usage_error("register needs a URI and --registrar");
+async fn register(o: &RegisterArgs) -> ExitCode {
+    // clap insists on one --registrar.
+    let Some(registrar) = o.account.registrar() else {
+        return usage_error("register", "register needs --registrar");
     };
-    if o.require_client_cert {
-        return usage_error("--require-client-cert is for serve and listen");
-    }
-    let bind = match o.bind.map_or_else(|| bind_toward(o.proxy.as_ref().unwrap_or(registrar)), Ok) {
+    let bind = match o.net.bind.map_or_else(|| bind_toward(o.account.proxy.as_deref().unwrap_or(registrar)), Ok) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(1);
         }
     };
-    let mut config = match o.config(aor, bind) {
+    let config = endpoint_config(&o.net, &o.aor, bind, false).and_then(|mut c| {
+        apply_user_agent(&mut c, o.user_agent.user_agent.as_deref());
+        apply_account(&mut c, &o.account, o.expires).map(|()| c)
+    });
+    let mut config = match config {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error("register", &e),
     };
-    let calls = match Calls::new(o) {
+    let calls = match Calls::new(&o.answering) {
         Ok(c) => c,
-        Err(e) => return usage_error(&e),
+        Err(e) => return usage_error("register", &e),
     };
     config.events = calls.events();
     match bind_endpoint(config).await {
@@ -1162,38 +819,54 @@ async fn registered(events: &mut sipline_tokio::Events) -> bool {
 
 /// The From URI: `--from`, else the user (`--user`, or `sipline`) at the
 /// registrar's host.
-fn from_uri(o: &Options) -> String {
-    o.from.clone().unwrap_or_else(|| {
-        let user = o.user.as_deref().unwrap_or("sipline");
-        let host = o
-            .registrar
-            .as_deref()
-            .and_then(|r| sipline::message::Uri::parse(r).ok().and_then(|u| u.as_sip().map(|s| s.host().to_string())))
-            .unwrap_or_else(|| "sipline.invalid".to_owned());
-        format!("sip:{user}@{host}")
-    })
+fn from_uri(from: Option<&str>, account: &Account) -> String {
+    from.map_or_else(
+        || {
+            let user = account.user.as_deref().unwrap_or("sipline");
+            let host = account
+                .registrar()
+                .and_then(|r| {
+                    sipline::message::Uri::parse(r).ok().and_then(|u| u.as_sip().map(|s| s.host().to_string()))
+                })
+                .unwrap_or_else(|| "sipline.invalid".to_owned());
+            format!("sip:{user}@{host}")
+        },
+        str::to_owned,
+    )
 }
 
-/// A sending endpoint (`message`, `call`): bound, and registered first
-/// with `--registrar`.
-async fn client(o: &Options) -> Result<(sipline_tokio::Endpoint, sipline_tokio::Events), ExitCode> {
-    if o.registrar.is_some() && o.proxy.is_some() {
-        return Err(usage_error("--registrar and --proxy exclude each other"));
-    }
-    if o.require_client_cert {
-        return Err(usage_error("--require-client-cert is for serve and listen"));
-    }
+/// What a sending endpoint (`message`, `call`, `subscribe`) is made of.
+struct Client<'a> {
+    /// The subcommand, for its usage errors.
+    command: &'static str,
+    /// The request's target.
+    target: &'a str,
+    /// `--from`.
+    from: Option<&'a str>,
+    account: &'a Account,
+    net: &'a Net,
+    user_agent: &'a UserAgent,
+    /// `--expires` (the registration's, with `--registrar`).
+    expires: Option<u32>,
+}
+
+/// A sending endpoint (`message`, `call`, `subscribe`): bound, and
+/// registered first with `--registrar`.
+async fn client(o: &Client<'_>) -> Result<(sipline_tokio::Endpoint, sipline_tokio::Events), ExitCode> {
     // The first hop: the proxy, the registrar, or the target itself.
-    let first_hop = o.proxy.as_ref().or(o.registrar.as_ref()).or(o.positional.first());
-    let bind = match (o.bind, first_hop) {
-        (Some(b), _) => b,
-        (None, Some(hop)) => bind_toward(hop).map_err(|e| {
+    let first_hop = o.account.proxy.as_deref().or(o.account.registrar()).unwrap_or(o.target);
+    let bind = match o.net.bind {
+        Some(b) => b,
+        None => bind_toward(first_hop).map_err(|e| {
             eprintln!("{e}");
             ExitCode::from(1)
         })?,
-        (None, None) => return Err(usage_error("no target")),
     };
-    let config = o.config(&from_uri(o), bind).map_err(|e| usage_error(&e))?;
+    let config = endpoint_config(o.net, &from_uri(o.from, o.account), bind, false).and_then(|mut c| {
+        apply_user_agent(&mut c, o.user_agent.user_agent.as_deref());
+        apply_account(&mut c, o.account, o.expires).map(|()| c)
+    });
+    let config = config.map_err(|e| usage_error(o.command, &e))?;
     let registering = config.registration.is_some();
     let (endpoint, mut events) = bind_endpoint(config).await?;
     // Registering first: wait until the registrar answers.
@@ -1204,11 +877,18 @@ async fn client(o: &Options) -> Result<(sipline_tokio::Endpoint, sipline_tokio::
     Ok((endpoint, events))
 }
 
-async fn message(o: &Options) -> ExitCode {
-    let [target, text] = o.positional.as_slice() else {
-        return usage_error("message needs a TARGET and a TEXT");
+async fn message(o: &MessageArgs) -> ExitCode {
+    let (target, text) = (&o.target, &o.text);
+    let me = Client {
+        command: "message",
+        target,
+        from: o.from.as_deref(),
+        account: &o.account,
+        net: &o.net,
+        user_agent: &o.user_agent,
+        expires: None,
     };
-    let (endpoint, _events) = match client(o).await {
+    let (endpoint, _events) = match client(&me).await {
         Ok(pair) => pair,
         Err(code) => return code,
     };
@@ -1232,15 +912,21 @@ async fn message(o: &Options) -> ExitCode {
 }
 
 /// `subscribe TARGET --event EVENT`: prints each NOTIFY until the end.
-async fn subscribe(o: &Options) -> ExitCode {
-    let ([target], Some(event)) = (o.positional.as_slice(), &o.event) else {
-        return usage_error("subscribe needs a TARGET and --event");
+async fn subscribe(o: &SubscribeArgs) -> ExitCode {
+    let me = Client {
+        command: "subscribe",
+        target: &o.target,
+        from: o.from.as_deref(),
+        account: &o.account,
+        net: &o.net,
+        user_agent: &o.user_agent,
+        expires: o.expires,
     };
-    let (endpoint, mut events) = match client(o).await {
+    let (endpoint, mut events) = match client(&me).await {
         Ok(pair) => pair,
         Err(code) => return code,
     };
-    let asked = crate::subscribe::Asked { target, event, expires: o.expires, accept: &o.accept };
+    let asked = crate::subscribe::Asked { target: &o.target, event: &o.event, expires: o.expires, accept: &o.accept };
     let accepted = crate::subscribe::run(&endpoint, &mut events, &asked, stop_signal()).await;
     endpoint.shutdown().await;
     if accepted {
@@ -1255,24 +941,25 @@ async fn subscribe(o: &Options) -> ExitCode {
 const HANGUP_WAIT: Duration = Duration::from_secs(35);
 
 /// `call`: one outgoing session. Exits 0 if it was answered.
-async fn call(o: &Options) -> ExitCode {
-    let [target] = o.positional.as_slice() else {
-        return usage_error("call needs a TARGET");
-    };
-    if o.answer {
-        return usage_error("--answer is for listen");
-    }
-    if o.content_type.is_some() && o.body.is_none() {
-        return usage_error("--content-type needs --body");
-    }
+async fn call(o: &CallArgs) -> ExitCode {
+    let target = &o.target;
     let body = match &o.body {
         Some(path) => match std::fs::read(path) {
             Ok(bytes) => Some(bytes),
-            Err(e) => return usage_error(&format!("{}: {e}", path.display())),
+            Err(e) => return usage_error("call", &format!("{}: {e}", path.display())),
         },
         None => None,
     };
-    let (endpoint, mut events) = match client(o).await {
+    let me = Client {
+        command: "call",
+        target,
+        from: o.from.as_deref(),
+        account: &o.account,
+        net: &o.net,
+        user_agent: &o.user_agent,
+        expires: None,
+    };
+    let (endpoint, mut events) = match client(&me).await {
         Ok(pair) => pair,
         Err(code) => return code,
     };
@@ -1306,7 +993,7 @@ async fn call(o: &Options) -> ExitCode {
 /// up when told to, and waits for its end. Whether it was answered (and
 /// transferred, with `--transfer-to`).
 async fn follow_call(
-    o: &Options,
+    o: &CallArgs,
     endpoint: &sipline_tokio::Endpoint,
     events: &mut sipline_tokio::Events,
     session: SessionId,
@@ -1364,15 +1051,15 @@ async fn follow_call(
                             println!("{} {}", r.code, r.reason);
                             answered = true;
                             let now = tokio::time::Instant::now();
-                            if let Some(after) = o.hangup_after {
+                            if let Some(Seconds(after)) = o.hangup_after {
                                 hangup_at.as_mut().reset(now + after);
                             }
-                            if let Some(after) = o.hold_after {
+                            if let Some(Seconds(after)) = o.hold_after {
                                 hold_at.as_mut().reset(now + after);
                                 hold_armed = true;
                             }
                             if o.transfer_to.is_some() {
-                                transfer_at.as_mut().reset(now + o.transfer_after.unwrap_or_default());
+                                transfer_at.as_mut().reset(now + o.transfer_after.map(|s| s.0).unwrap_or_default());
                                 transfer_armed = true;
                             }
                         }

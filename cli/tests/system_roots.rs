@@ -87,7 +87,7 @@ fn the_cli_trusts_the_system_store_and_only_it() {
     // An empty store: a usage error before anything is sent.
     let (code, out, err) = message_with_store(at, &empty);
     assert_eq!(code, 2, "stdout:\n{out}\nstderr:\n{err}");
-    assert!(err.starts_with("no trusted roots found in the system's store"), "{err}");
+    assert!(err.starts_with("error: no trusted roots found in the system's store"), "{err}");
 
     rt.block_on(server.shutdown());
 }
