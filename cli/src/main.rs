@@ -48,6 +48,7 @@
 mod heap;
 mod json;
 mod media;
+mod metrics;
 mod net;
 mod subscribe;
 mod tls_files;

@@ -24,7 +24,7 @@ usage: sipline serve [--bind ADDR] [--domain D] [--users FILE] [--cert FILE --ke
                      [--alias HOST[:PORT]]... [--ca FILE [--require-client-cert]] [--min-expires SECS]
                      [--digest ALGS] [--max-auth-failures N] [--auth-window SECS] [--ban SECS]
                      [--udp-buffer BYTES] [--workers N] [--location memory|redis://HOST:PORT[/DB]]
-                     [--instance NAME] [--secret-file FILE] [-v] [-q]
+                     [--instance NAME] [--secret-file FILE] [--metrics ADDR] [-v] [-q]
        sipline listen [--bind ADDR] [--transport udp|tcp|tls] [--answer [--body FILE]]
                       [--presence open|closed[:NOTE]] [--require-client-cert] [--workers N] [options]
        sipline register URI --registrar URI... [--user U] [--expires N] [--answer]
@@ -89,6 +89,7 @@ serve --overload-delay MS|off: new requests that waited longer than MS to be han
        Retry-After (default 125, T1/4, twice that before the first refusal; registrations up to
        1.5x, answers to a challenge up to 3x; refused statelessly, before the full parse);
        off: never
+serve --metrics ADDR: Prometheus metrics at http://ADDR/metrics (port 0: any; the address is printed)
 --server-header TEXT|none (serve, listen), --user-agent TEXT|none (clients): the Server and
        User-Agent value (default sipline/VERSION; none: no such header field)
 call: prints each response, hangs up SECS after the answer (default: on Ctrl-C or SIGTERM); exit 0 if answered
@@ -185,6 +186,8 @@ struct Options {
     transfer_after: Option<Duration>,
     /// `call`: how long after the answer to put the call on hold.
     hold_after: Option<Duration>,
+    /// `serve --metrics ADDR` (issue 22).
+    metrics: Option<SocketAddr>,
 }
 
 /// `--hangup-after`-style seconds (fractions allowed).
@@ -340,6 +343,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
             "--event" => o.event = Some(value()?),
             "--accept" => o.accept.push(value()?),
             "--presence" => o.presence = Some(parse_presence(&value()?)?),
+            "--metrics" => o.metrics = Some(value()?.parse().map_err(|e| format!("--metrics: {e}"))?),
             s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option {s}")),
             s => o.positional.push(s.to_owned()),
         }
@@ -984,6 +988,18 @@ async fn serve_domain(o: &Options) -> ExitCode {
         // at another); clones of `server` share its location service.
         None if workers > 1 => server.nonce_secret = Some(random_secret()),
         None => {}
+    }
+    // Issue 22: the workers count into one Metrics, served over HTTP.
+    if let Some(addr) = o.metrics {
+        let metrics = std::sync::Arc::new(sipline::metrics::Metrics::new(workers));
+        c.metrics = Some(std::sync::Arc::clone(&metrics));
+        match crate::metrics::start(addr, metrics).await {
+            Ok(bound) => println!("metrics http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("--metrics {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
     }
     c = c.serve(server);
     let quiet = o.quiet;
