@@ -571,6 +571,9 @@ pub(crate) struct ServeArgs {
     /// a challenge from one is answered at another)
     #[arg(long, value_name = "FILE", help_heading = "Scale")]
     pub(crate) secret_file: Option<PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0: any; the address is printed)
+    #[arg(long, value_name = "ADDR", help_heading = "Output")]
+    pub(crate) metrics: Option<SocketAddr>,
     /// The Server header field's value (default sipline/VERSION; none: no such header)
     #[arg(long, value_name = "TEXT", alias = "user-agent")]
     pub(crate) server_header: Option<String>,
@@ -616,6 +619,7 @@ impl ServeArgs {
             location,
             instance,
             secret_file,
+            metrics,
             server_header,
             verbose,
             ladder,
@@ -646,6 +650,7 @@ impl ServeArgs {
             location: location.or(file.location),
             instance: instance.or(file.instance),
             secret_file: secret_file.or(file.secret_file),
+            metrics: metrics.or(file.metrics),
             server_header: server_header.or(file.server_header),
             verbose: verbose || file.verbose,
             ladder: ladder || file.ladder,

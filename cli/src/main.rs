@@ -64,6 +64,7 @@ mod heap;
 mod json;
 mod ladder;
 mod media;
+mod metrics;
 mod net;
 mod subscribe;
 mod tls_files;

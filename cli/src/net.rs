@@ -647,6 +647,18 @@ async fn serve_domain(o: &ServeArgs) -> ExitCode {
         None if workers > 1 => server.nonce_secret = Some(random_secret()),
         None => {}
     }
+    // Issue 22: the workers count into one Metrics, served over HTTP.
+    if let Some(addr) = o.metrics {
+        let metrics = std::sync::Arc::new(sipline::metrics::Metrics::new(workers));
+        c.metrics = Some(std::sync::Arc::clone(&metrics));
+        match crate::metrics::start(addr, metrics).await {
+            Ok(bound) => println!("metrics http://{bound}/metrics"),
+            Err(e) => {
+                eprintln!("--metrics {addr}: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     c = c.serve(server);
     let quiet = o.quiet;
     let calls = move || Calls {

@@ -59,6 +59,7 @@ pub mod driver;
 pub mod endpoint;
 pub mod event;
 pub mod message;
+pub mod metrics;
 pub mod proxy;
 pub mod registrar;
 pub mod rng;

@@ -278,6 +278,8 @@ pub struct DigestServer {
     /// HA1 values no answer is accepted for: the secrets an unknown user
     /// is checked against (MD5, SHA-256).
     dummy_ha1: [String; 2],
+    /// Failures and bans counted for operators (issue 22).
+    metrics: crate::metrics::Recorder,
 }
 
 /// The profile an unknown user is given: the commonest among the realm's
@@ -310,7 +312,13 @@ impl DigestServer {
             offered: DEFAULT_ALGORITHMS.to_vec(),
             synthetic: None,
             dummy_ha1,
+            metrics: crate::metrics::Recorder::default(),
         })
+    }
+
+    /// Counts failed answers and bans into `metrics` (issue 22).
+    pub(crate) fn set_metrics(&mut self, metrics: crate::metrics::Recorder) {
+        self.metrics = metrics;
     }
 
     /// When failed answers lead to a ban (default [`BanPolicy::default`]:
@@ -486,6 +494,7 @@ impl DigestServer {
         // Banned: refused unread, so a guesser gets nothing more to check
         // and costs almost nothing.
         if let Some(banned) = self.bans.refuse(now, &username, source) {
+            self.metrics.banned_refusal();
             return Decision::Forbidden { username: username.into_owned(), reason: ForbiddenReason::Banned(banned) };
         }
         let Some(nonce) = credentials.nonce() else {
@@ -548,7 +557,8 @@ impl DigestServer {
                 // A guess that failed: its nonce is used up, and it counts
                 // against the username and the source.
                 let _ = self.nonces.spend(now, &nonce);
-                self.bans.fail(now, &username, source);
+                let bans = self.bans.fail(now, &username, source);
+                self.metrics.auth_failure(&bans);
                 let reason = if known {
                     ChallengeReason::Invalid(VerifyError::WrongResponse)
                 } else {

@@ -131,6 +131,9 @@ pub struct EndpointConfig {
     pub events: Vec<String>,
     /// Durations a notifier grants (seconds).
     pub subscription_expires: SubscriptionExpires,
+    /// Where the endpoint counts what it does for operators (issue 22):
+    /// the workers of one server share one ([`crate::metrics::Metrics`]).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// The durations a notifier grants (RFC 6665 §4.2.1.1), in seconds.
@@ -177,6 +180,7 @@ impl EndpointConfig {
             worker: None,
             events: Vec::new(),
             subscription_expires: SubscriptionExpires::default(),
+            metrics: None,
         }
     }
 
@@ -731,6 +735,8 @@ pub struct Endpoint {
     shutting_down: bool,
     shut_down: bool,
     last_now: Option<Instant>,
+    /// Counts for operators (issue 22); does nothing without metrics.
+    metrics: crate::metrics::Recorder,
 }
 
 impl Endpoint {
@@ -749,9 +755,12 @@ impl Endpoint {
         if let Some(w) = config.worker {
             transport.set_worker(w.id);
         }
+        let metrics = crate::metrics::Recorder::for_endpoint(&config);
         Ok(Endpoint {
             transactions: TransactionLayer::new(config.timers, config.seed)
-                .with_branch_tag(config.worker.map(|w| w.tag(""))),
+                .with_branch_tag(config.worker.map(|w| w.tag("")))
+                .with_metrics(metrics.share()),
+            metrics,
             transport,
             rng: Rng::new(config.seed ^ 0xe9d),
             next_id: 0,
@@ -1570,6 +1579,7 @@ impl Endpoint {
     /// and whatever it hands up in turn.
     fn arrived<'b>(&mut self, now: Instant, source: Source, bytes: &'b [u8], m: &Message<'b>) {
         let reliable = source.transport.is_reliable();
+        self.metrics.arrived(m);
         if m.is_request() {
             // A flood from one source stops here, before a transaction.
             if !self.flood_allows(now, source.remote.ip()) {
@@ -1594,6 +1604,7 @@ impl Endpoint {
     pub fn handle_accepted(&mut self, now: Instant, transport: Transport, remote: SocketAddr) -> Option<ConnId> {
         let now = self.clamp(now);
         let conn = self.transport.handle_accepted(now, transport, remote);
+        self.metrics.accepted(conn, transport);
         self.pump(now);
         conn
     }
@@ -1655,6 +1666,7 @@ impl Endpoint {
         self.keepalive(now);
         self.session_timeouts(now);
         self.subscription_timeouts(now);
+        self.publish_queue_delay(now);
         // Registration refresh or retry (§10.2.4).
         let due = self.registration.as_ref().is_some_and(|r| r.refresh_at.is_some_and(|t| t <= now));
         if due && !self.shutting_down {
@@ -1786,7 +1798,10 @@ impl Endpoint {
 
     fn on_transport(&mut self, now: Instant, o: transport::Output) {
         let event = match o.into_action() {
-            Ok(action) => return self.out.push_back(action),
+            Ok(action) => {
+                self.metrics.action(&action);
+                return self.out.push_back(action);
+            }
             Err(event) => event,
         };
         match event {
@@ -1810,6 +1825,7 @@ impl Endpoint {
                 }
             }
             TransportEvent::Closed { conn, reason } => {
+                self.metrics.closed(conn);
                 // The registrar's connection dropped: register again, which
                 // opens a new one (RFC 5626 §4.4.1 in spirit).
                 if let Some(reg) = self.registration.as_mut() {

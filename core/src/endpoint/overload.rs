@@ -706,6 +706,7 @@ impl Endpoint {
             let now = self.last_now.map_or(now, |l| l.max(now));
             let waited = now.saturating_duration_since(received_at);
             self.overload.sample(now, waited, &config);
+            self.metrics.queue_delay(self.overload.smoothed);
             // §17.1.1.2, §17.1.2.2: a UDP client sends its request again
             // after T1, 2·T1, …; a copy that waited 2·T1 has a newer one
             // queued behind it (or its sender gave up). Reading it only
@@ -714,6 +715,7 @@ impl Endpoint {
             // and responses are never dropped (they finish accepted work).
             if waited >= 2 * self.config.timers.t1 && is_request_copy(bytes) {
                 self.overload.dropped += 1;
+                self.metrics.overload_dropped();
                 return;
             }
             if config.stateless && self.refuse_early(now, local, remote, bytes, waited, &config) {
@@ -807,6 +809,7 @@ impl Endpoint {
         self.overload.window_seen += 1;
         self.overload.refused(now, waited, config);
         self.overload.stateless += 1;
+        self.metrics.overload_rejected(true);
         let retry = self.overload.retry_after(key, config);
         self.overload.refusals.insert(now, key, retry);
         self.send_refusal(now, local, remote, &glance, method, &via, top, key, retry);
@@ -886,7 +889,18 @@ impl Endpoint {
             Peer::reply_to_via(&source, via)
         };
         let _ = self.transport.send(now, &peer, response.into());
+        self.metrics.response_sent(503);
         self.pump(now);
+    }
+
+    /// Publishes the queueing delay for the metrics (issue 22): 0 once no
+    /// datagram was stamped for a quiet spell of `4·D` (as `Overload::delay`).
+    pub(super) fn publish_queue_delay(&self, now: Instant) {
+        if let Some(config) = self.overload_config() {
+            let quiet = config.delay.saturating_mul(4);
+            let recent = self.overload.last_sample.is_some_and(|t| now.saturating_duration_since(t) < quiet);
+            self.metrics.queue_delay(if recent { self.overload.smoothed } else { 0 });
+        }
     }
 
     /// The overload policy, when serving with one.
@@ -953,6 +967,7 @@ impl Endpoint {
             return false;
         }
         self.overload.refused(now, delay, config);
+        self.metrics.overload_rejected(false);
         let retry = self.overload.retry_after(self.rng.next_u64(), config).to_string();
         self.answer_with(now, server, m, UNAVAILABLE, "Service Unavailable", &[("Retry-After", &retry)]);
         true

@@ -419,6 +419,9 @@ impl Endpoint {
             // Our address, as the Path of the bindings made here (issue 20).
             let path = format!("sip:{};lr", self.sent_by(Transport::Udp));
             self.server = Server::new(config, Some(path), now, &mut self.rng);
+            if let Some(s) = self.server.as_mut() {
+                s.auth.set_metrics(self.metrics.share());
+            }
         }
         self.server.as_mut()
     }
@@ -537,7 +540,9 @@ impl Endpoint {
         }
         if authenticated {
             let Some(srv) = self.server_state(now) else { return false };
-            match srv.auth.authenticate_from(now, m, Role::Proxy, None, Some(source.remote.ip())) {
+            let decision = srv.auth.authenticate_from(now, m, Role::Proxy, None, Some(source.remote.ip()));
+            self.metrics.auth_decision(&decision);
+            match decision {
                 Decision::Authenticated { username } => {
                     // §22.1 with RFC 3325 §1: who authenticated is who the
                     // request is from — carol's credentials do not send as
@@ -719,13 +724,16 @@ impl Endpoint {
         let Some(srv) = self.server_state(now) else { return };
         let decision =
             srv.auth.authenticate_from(now, m, Role::Registrar, expected.as_deref(), Some(source.remote.ip()));
+        self.metrics.auth_decision(&decision);
         if !matches!(decision, Decision::Authenticated { .. }) {
+            self.metrics.registration(crate::metrics::Registration::of_decision(&decision));
             self.answer_decision(now, server, m, &decision);
             return;
         }
         let src = registrar::Source { addr: source.remote, transport: source.transport.as_str().to_owned() };
         let Some(srv) = self.server.as_mut() else { return };
         let reply = srv.registrar.register_from(now, m, Some(&src), &mut self.rng);
+        self.metrics.registration(crate::metrics::Registration::of(&reply.outcome));
         let headers: Vec<(&str, &str)> = reply.headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         self.answer_with(now, server, m, reply.status, &reply.reason, &headers);
         tracing::info!(target: "sipline::serve", "{}: {} {}; {}", Summary(m), reply.status.as_u16(), reply.reason, reply.outcome);

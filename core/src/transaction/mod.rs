@@ -214,6 +214,7 @@ struct ClientEntry<P> {
     key: String,
     peer: P,
     deadline: Option<Instant>,
+    tracked: crate::metrics::Tracked,
 }
 
 struct ServerEntry<P> {
@@ -227,6 +228,7 @@ struct ServerEntry<P> {
     trying_from: Option<Arc<[u8]>>,
     peer: P,
     deadline: Option<Instant>,
+    tracked: crate::metrics::Tracked,
 }
 
 /// All transactions of one endpoint.
@@ -246,6 +248,8 @@ pub struct TransactionLayer<P> {
     last_now: Option<Instant>,
     /// Appended to every new branch (a worker's tag; empty: none).
     branch_tag: String,
+    /// Counts for operators (issue 22).
+    metrics: crate::metrics::Recorder,
 }
 
 impl<P: Clone> TransactionLayer<P> {
@@ -265,7 +269,15 @@ impl<P: Clone> TransactionLayer<P> {
             scratch: String::new(),
             last_now: None,
             branch_tag: String::new(),
+            metrics: crate::metrics::Recorder::default(),
         }
+    }
+
+    /// Counts into `metrics` (issue 22).
+    #[must_use]
+    pub(crate) fn with_metrics(mut self, metrics: crate::metrics::Recorder) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Ends every branch [`new_branch`](Self::new_branch) makes with
@@ -353,7 +365,13 @@ impl<P: Clone> TransactionLayer<P> {
         }
         let mut effects = std::mem::take(&mut self.effects);
         let tx = ClientTransaction::start(now, kind, Arc::from(request), reliable, self.config, &mut effects);
-        let (index, generation) = self.clients.insert(ClientEntry { tx, key: key.clone(), peer, deadline: None });
+        let (index, generation) = self.clients.insert(ClientEntry {
+            tx,
+            key: key.clone(),
+            peer,
+            deadline: None,
+            tracked: crate::metrics::Tracked::default(),
+        });
         let id = ClientId { index, generation };
         self.client_keys.insert(key, id);
         self.apply(now, TxId::Client(id), &mut effects);
@@ -394,6 +412,7 @@ impl<P: Clone> TransactionLayer<P> {
         entry.trying_from = None;
         let mut effects = std::mem::take(&mut self.effects);
         entry.tx.on_tu_response(now, code, Arc::from(response), &mut effects);
+        self.metrics.response_sent(code);
         self.apply(now, TxId::Server(server), &mut effects);
         self.effects = effects;
         Ok(())
@@ -467,6 +486,7 @@ impl<P: Clone> TransactionLayer<P> {
                     if entry.tx.on_request(now, is_ack, &mut effects) == Absorbed::AckForTu {
                         self.outputs.push_back(Output::Event(Event::Ack { request: Arc::from(bytes) }));
                     }
+                    self.metrics.request_copy(is_ack, &effects);
                     self.apply(now, TxId::Server(id), &mut effects);
                 }
                 None if is_ack => {
@@ -488,6 +508,7 @@ impl<P: Clone> TransactionLayer<P> {
                         trying_from,
                         peer,
                         deadline: None,
+                        tracked: crate::metrics::Tracked::default(),
                     });
                     let id = ServerId { index, generation };
                     self.server_keys.insert(key, id);
@@ -516,12 +537,14 @@ impl<P: Clone> TransactionLayer<P> {
                     if let Some(e) = self.clients.get_mut(c.index, c.generation) {
                         e.deadline = None;
                         e.tx.on_timeout(now, &mut effects);
+                        self.metrics.timer_effects(&effects);
                     }
                 }
                 TxId::Server(s) => {
                     if let Some(e) = self.servers.get_mut(s.index, s.generation) {
                         e.deadline = None;
                         e.tx.on_timeout(now, &mut effects);
+                        self.metrics.timer_effects(&effects);
                     }
                 }
             }
@@ -575,7 +598,10 @@ impl<P: Clone> TransactionLayer<P> {
                     send_trying = true;
                     continue;
                 }
-                Effect::Timeout => Output::Event(Event::Timeout { tx: id }),
+                Effect::Timeout => {
+                    self.count_timeout(id);
+                    Output::Event(Event::Timeout { tx: id })
+                }
                 Effect::TransportError => Output::Event(Event::TransportError { tx: id }),
                 Effect::Terminated => {
                     terminated = true;
@@ -591,6 +617,7 @@ impl<P: Clone> TransactionLayer<P> {
         let (old, new) = match id {
             TxId::Client(c) => match self.clients.get_mut(c.index, c.generation) {
                 Some(e) => {
+                    self.metrics.track_client(&mut e.tracked, &e.tx);
                     let new = if terminated { None } else { e.tx.deadline() };
                     (std::mem::replace(&mut e.deadline, new), new)
                 }
@@ -598,6 +625,7 @@ impl<P: Clone> TransactionLayer<P> {
             },
             TxId::Server(s) => match self.servers.get_mut(s.index, s.generation) {
                 Some(e) => {
+                    self.metrics.track_server(&mut e.tracked, &e.tx);
                     let new = if terminated { None } else { e.tx.deadline() };
                     (std::mem::replace(&mut e.deadline, new), new)
                 }
@@ -623,6 +651,7 @@ impl<P: Clone> TransactionLayer<P> {
         let Some(trying) = Message::parse(&request).ok().and_then(|m| trying_for(&m)) else { return };
         let mut effects = Vec::new();
         e.tx.on_tu_response(now, 100, Arc::from(trying), &mut effects);
+        self.metrics.response_sent(100);
         for effect in effects {
             if let Effect::Transmit(bytes) = effect {
                 self.outputs.push_back(Output::Transmit { peer: e.peer.clone(), bytes });
@@ -630,15 +659,26 @@ impl<P: Clone> TransactionLayer<P> {
         }
     }
 
+    /// Counts a timeout of `id` (B, F or H) by its role and kind.
+    fn count_timeout(&mut self, id: TxId) {
+        let invite = match id {
+            TxId::Client(c) => self.clients.get_mut(c.index, c.generation).map(|e| e.tx.kind() == ClientKind::Invite),
+            TxId::Server(s) => self.servers.get_mut(s.index, s.generation).map(|e| e.tx.kind() == ServerKind::Invite),
+        };
+        self.metrics.timeout(invite.map(|i| crate::metrics::role_kind(id, i)));
+    }
+
     fn remove(&mut self, id: TxId) {
         match id {
             TxId::Client(c) => {
                 if let Some(e) = self.clients.remove(c.index, c.generation) {
+                    self.metrics.untrack(e.tracked);
                     self.client_keys.remove(&e.key);
                 }
             }
             TxId::Server(s) => {
                 if let Some(e) = self.servers.remove(s.index, s.generation) {
+                    self.metrics.untrack(e.tracked);
                     self.server_keys.remove(&e.key);
                     if let Some(k) = e.merge {
                         self.merge_keys.remove(&k);
