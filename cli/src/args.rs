@@ -212,6 +212,10 @@ pub(crate) struct Verbosity {
     /// each peer, like sngrep's call flow; to standard error)
     #[arg(long)]
     pub(crate) ladder: bool,
+    /// Print one JSON object per event line ({"event": KIND, its fields, "text": the line it
+    /// replaces}) instead of text
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Sockets and TLS: `listen` and the clients.

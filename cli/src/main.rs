@@ -66,6 +66,7 @@ mod ladder;
 mod media;
 mod metrics;
 mod net;
+mod out;
 mod subscribe;
 mod tls_files;
 mod transfer;

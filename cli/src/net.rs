@@ -6,7 +6,9 @@ use crate::args::{
     OverloadSetting, RegisterArgs, Seconds, ServeArgs, SubscribeArgs, UserAgent,
 };
 use crate::media::Media;
+use crate::out::emit;
 use crate::tls_files;
+use serde_json::json;
 use sipline::auth::DigestCredentials;
 use sipline::auth::Users;
 use sipline::driver::Error;
@@ -103,6 +105,15 @@ pub(crate) fn run(command: Command) -> ExitCode {
         Command::Subscribe(a) => (a.verbosity.verbose, false, a.verbosity.ladder),
         Command::Parse(_) | Command::Completions(_) => (false, false, false),
     };
+    let json = match &command {
+        Command::Listen(a) => a.verbosity.json,
+        Command::Register(a) => a.verbosity.json,
+        Command::Message(a) => a.verbosity.json,
+        Command::Call(a) => a.verbosity.json,
+        Command::Subscribe(a) => a.verbosity.json,
+        _ => false,
+    };
+    crate::out::set_json(json);
     // Always: failed TLS handshakes are printed (at info, `sipline::tls`).
     crate::wire_log::install(verbose, summaries, ladder);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -131,7 +142,8 @@ async fn bind_endpoint(config: EndpointConfig) -> Result<(sipline_tokio::Endpoin
     match sipline_tokio::bind(config).await {
         Ok((endpoint, events)) => {
             for (transport, addr) in endpoint.local_addrs() {
-                println!("bound {} {addr}", transport.as_str().to_ascii_lowercase());
+                let t = transport.as_str().to_ascii_lowercase();
+                emit("bound", &format!("bound {t} {addr}"), json!({"transport": t, "address": addr.to_string()}));
             }
             Ok((endpoint, events))
         }
@@ -167,11 +179,12 @@ enum Reply {
     Reject(u16, &'static str),
 }
 
-/// `println!` unless `calls` is quiet.
+/// One event line (`out::emit`: text, or JSON with `--json`) unless
+/// `calls` is quiet: `say!(calls, KIND, FIELDS, "format", args…)`.
 macro_rules! say {
-    ($calls:expr, $($arg:tt)*) => {
+    ($calls:expr, $kind:expr, $fields:expr, $($arg:tt)*) => {
         if !$calls.quiet {
-            println!($($arg)*);
+            emit($kind, &format!($($arg)*), $fields);
         }
     };
 }
@@ -250,8 +263,8 @@ impl Calls {
     }
 
     /// Prints `line` unless quiet.
-    pub(crate) fn say(&self, line: &str) {
-        say!(self, "{line}");
+    pub(crate) fn say(&self, kind: &str, line: &str) {
+        say!(self, kind, json!({}), "{line}");
     }
 
     /// A call placed to `target` for the transfer `subscription`.
@@ -331,14 +344,21 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
     match event {
         Event::Message { from, content_type, body, .. } => {
             let ct = content_type.unwrap_or_else(|| "-".to_owned());
-            say!(calls, "MESSAGE from {from} ({ct}): {}", String::from_utf8_lossy(&body));
+            let text = String::from_utf8_lossy(&body);
+            say!(
+                calls,
+                "message",
+                json!({"from": from, "content_type": ct, "body": text}),
+                "MESSAGE from {from} ({ct}): {text}"
+            );
         }
         Event::Incoming { incoming, method, request, .. } => {
-            say!(calls, "{method} request:\n{}", String::from_utf8_lossy(&request));
+            let text = String::from_utf8_lossy(&request);
+            say!(calls, "request", json!({"method": method, "request": text}), "{method} request:\n{text}");
             let _ = endpoint.respond(incoming, 200, "OK").await;
         }
         Event::IncomingSession { session, from, source, body, .. } => {
-            say!(calls, "INVITE from {from}");
+            say!(calls, "incoming_call", json!({"from": from}), "INVITE from {from}");
             let local = source.local.or_else(|| endpoint.local_addr(source.transport));
             let answer = calls.answer.clone();
             let answered = match calls.reply(session, (local, source.remote), answer.as_ref(), body.as_ref()) {
@@ -353,10 +373,10 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
             };
             match answered {
                 Ok(line) => {
-                    say!(calls, "answered {line}");
+                    say!(calls, "answered", json!({"status": line}), "answered {line}");
                     calls.callers.insert(session, from);
                 }
-                Err(e) => println!("cannot answer: {e}"),
+                Err(e) => emit("failed", &format!("cannot answer: {e}"), json!({"error": e.to_string()})),
             }
         }
         Event::Session { session, event } => show_session(endpoint, calls, session, event).await,
@@ -364,9 +384,18 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
             // --presence: the status, to whoever asks (RFC 3856).
             match calls.pidf(&to).filter(|_| event.split(';').next() == Some("presence")) {
                 Some(doc) => {
-                    say!(calls, "SUBSCRIBE {event} from {from}");
+                    say!(
+                        calls,
+                        "subscribed",
+                        json!({"event_package": event, "from": from}),
+                        "SUBSCRIBE {event} from {from}"
+                    );
                     if let Err(e) = endpoint.accept_subscription(subscription, SubState::Active, Some(doc)).await {
-                        println!("cannot accept the subscription: {e}");
+                        emit(
+                            "failed",
+                            &format!("cannot accept the subscription: {e}"),
+                            json!({"error": e.to_string()}),
+                        );
                     }
                 }
                 None => {
@@ -379,13 +408,18 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
         }
         Event::Subscription { subscription, event: SubscriptionEvent::Ended(why) } => {
             if matches!(why, SubscriptionEnd::Unsubscribed | SubscriptionEnd::Ended) {
-                say!(calls, "subscription ended");
+                say!(calls, "subscription_ended", json!({}), "subscription ended");
             } else {
-                say!(calls, "subscription {subscription:?} ended: {why:?}");
+                say!(
+                    calls,
+                    "subscription_ended",
+                    json!({"why": format!("{why:?}")}),
+                    "subscription {subscription:?} ended: {why:?}"
+                );
             }
         }
-        Event::Registration(state) => println!("registration: {}", describe(&state)),
-        Event::State(state) => println!("endpoint: {state:?}"),
+        Event::Registration(state) => registration(&state),
+        Event::State(state) => emit("state", &format!("endpoint: {state:?}"), json!({"state": format!("{state:?}")})),
         Event::ShutDown => return false,
         _ => {}
     }
@@ -395,7 +429,7 @@ async fn show(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, event: Even
 /// Prints what happens in an incoming session.
 async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, session: SessionId, event: SessionEvent) {
     match event {
-        SessionEvent::Confirmed { .. } => say!(calls, "ACK"),
+        SessionEvent::Confirmed { .. } => say!(calls, "ack", json!({}), "ACK"),
         SessionEvent::Reoffer { body, .. } => {
             // A re-INVITE (a hold, a refresh): answered like the INVITE.
             let remote = SocketAddr::from(([127, 0, 0, 1], 9));
@@ -413,7 +447,7 @@ async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, ses
                 (true, false) => "answered",
                 (false, _) => "not answered",
             };
-            say!(calls, "re-INVITE: {what}");
+            say!(calls, "reinvite", json!({"result": what}), "re-INVITE: {what}");
         }
         event if calls.transfers.contains_key(&session) => {
             crate::transfer::progress(endpoint, calls, session, event).await;
@@ -422,11 +456,16 @@ async fn show_session(endpoint: &sipline_tokio::Endpoint, calls: &mut Calls, ses
             calls.media.remove(&session);
             let from = calls.callers.remove(&session).unwrap_or_default();
             match why {
-                SessionEnd::PeerHungUp => say!(calls, "BYE from {from}"),
-                SessionEnd::Cancelled => say!(calls, "CANCEL from {from}"),
+                SessionEnd::PeerHungUp => say!(calls, "ended", json!({"from": from, "why": "BYE"}), "BYE from {from}"),
+                SessionEnd::Cancelled => {
+                    say!(calls, "ended", json!({"from": from, "why": "CANCEL"}), "CANCEL from {from}");
+                }
                 // A rejected session was reported when it was answered.
                 SessionEnd::Rejected => {}
-                other => println!("call from {from} ended: {}", end_text(&other)),
+                other => {
+                    let why = end_text(&other);
+                    emit("ended", &format!("call from {from} ended: {why}"), json!({"from": from, "why": why}));
+                }
             }
         }
         _ => {}
@@ -446,6 +485,21 @@ fn end_text(why: &SessionEnd) -> String {
         SessionEnd::ShutDown => "shut down".to_owned(),
         other => format!("{other:?}"),
     }
+}
+
+/// A response line: `CODE REASON`.
+fn response(r: &sipline::endpoint::Response) {
+    emit("response", &format!("{} {}", r.code, r.reason), json!({"code": r.code, "reason": r.reason}));
+}
+
+/// A registration line: `registration: …`.
+fn registration(state: &RegistrationState) {
+    let text = describe(state);
+    let mut fields = json!({"state": format!("{state:?}").split([' ', '{']).next().unwrap_or_default().to_lowercase()});
+    if let RegistrationState::Registered { expires, contact, .. } = state {
+        fields = json!({"state": "registered", "contact": contact, "expires": expires.as_secs()});
+    }
+    emit("registration", &format!("registration: {text}"), fields);
 }
 
 fn describe(state: &RegistrationState) -> String {
@@ -494,7 +548,7 @@ async fn serve(endpoint: sipline_tokio::Endpoint, mut events: sipline_tokio::Eve
             },
         }
     }
-    println!("shutting down");
+    emit("shutting_down", "shutting down", json!({}));
     endpoint.shutdown().await;
     while let Some(e) = events.next().await {
         show(&endpoint, &mut calls, e).await;
@@ -704,7 +758,8 @@ async fn run_workers(
     };
     if let Some((endpoint, _)) = started.first() {
         for (transport, addr) in endpoint.local_addrs() {
-            println!("bound {} {addr}", transport.as_str().to_ascii_lowercase());
+            let t = transport.as_str().to_ascii_lowercase();
+            emit("bound", &format!("bound {t} {addr}"), json!({"transport": t, "address": addr.to_string()}));
         }
     }
     if let Some(b) = banner {
@@ -814,7 +869,7 @@ async fn registered(events: &mut sipline_tokio::Events) -> bool {
     while let Some(event) = events.next().await {
         match event {
             Event::Registration(state) => {
-                println!("registration: {}", describe(&state));
+                registration(&state);
                 match state {
                     RegistrationState::Registered { .. } => return true,
                     // Zero: the next --registrar is being tried at once.
@@ -907,15 +962,15 @@ async fn message(o: &MessageArgs) -> ExitCode {
     let outcome = endpoint.send(Request::message(target, "text/plain", text.as_bytes().to_vec())).await;
     let code = match &outcome {
         Ok(r) => {
-            println!("{} {}", r.code, r.reason);
+            response(r);
             ExitCode::SUCCESS
         }
         Err(Error::Failed(RequestError::Failure(r))) => {
-            println!("{} {}", r.code, r.reason);
+            response(r);
             ExitCode::from(1)
         }
         Err(e) => {
-            println!("failed: {e}");
+            emit("failed", &format!("failed: {e}"), json!({"error": e.to_string()}));
             ExitCode::from(1)
         }
     };
@@ -1039,9 +1094,9 @@ async fn follow_call(
                 hold_armed = false;
                 // RFC 3264 §8.4: a new offer, sendonly.
                 let held = media.hold().map(Body::sdp);
-                println!("hold");
+                emit("hold", "hold", json!({}));
                 if let Err(e) = endpoint.reinvite(session, held).await {
-                    println!("cannot hold: {e}");
+                    emit("failed", &format!("cannot hold: {e}"), json!({"error": e.to_string()}));
                 }
                 false
             }
@@ -1051,16 +1106,17 @@ async fn follow_call(
                 transfer.start(endpoint, session, target).await
             }
             () = give_up => {
-                println!("no end to the hangup in {} s", HANGUP_WAIT.as_secs());
+                let secs = HANGUP_WAIT.as_secs();
+                emit("failed", &format!("no end to the hangup in {secs} s"), json!({"error": "hangup unanswered"}));
                 return answered && transfer.succeeded();
             }
             event = events.next() => {
                 let Some(event) = event else { return answered && transfer.succeeded() };
                 match event {
                     Event::Session { session: s, event } if s == session => match event {
-                        SessionEvent::Progress(r) => println!("{} {}", r.code, r.reason),
+                        SessionEvent::Progress(r) => response(&r),
                         SessionEvent::Answered(r) => {
-                            println!("{} {}", r.code, r.reason);
+                            response(&r);
                             answered = true;
                             let now = tokio::time::Instant::now();
                             if let Some(Seconds(after)) = o.hangup_after {
@@ -1078,9 +1134,10 @@ async fn follow_call(
                         SessionEvent::Updated(result) => match result {
                             Ok(r) => {
                                 let held = String::from_utf8_lossy(&r.bytes).contains("a=recvonly");
-                                println!("re-INVITE: {} {}{}", r.code, r.reason, if held { " (held)" } else { "" });
+                                let text = format!("re-INVITE: {} {}{}", r.code, r.reason, if held { " (held)" } else { "" });
+                                emit("updated", &text, json!({"code": r.code, "reason": r.reason, "held": held}));
                             }
-                            Err(e) => println!("re-INVITE failed: {e}"),
+                            Err(e) => emit("updated", &format!("re-INVITE failed: {e}"), json!({"error": e.to_string()})),
                         },
                         SessionEvent::Reoffer { body, .. } => {
                             // The peer's re-INVITE: answered from our side.
@@ -1092,12 +1149,13 @@ async fn follow_call(
                         }
                         SessionEvent::Ended(why) => {
                             match why {
-                                SessionEnd::Failed(RequestError::Failure(r)) => {
-                                    println!("{} {}", r.code, r.reason);
+                                SessionEnd::Failed(RequestError::Failure(r)) => response(&r),
+                                SessionEnd::HungUp => emit("ended", "hung up", json!({"why": "hung up"})),
+                                SessionEnd::PeerHungUp => emit("ended", "BYE from the peer", json!({"why": "peer hung up"})),
+                                other => {
+                                    let why = end_text(&other);
+                                    emit("ended", &format!("call {why}"), json!({"why": why}));
                                 }
-                                SessionEnd::HungUp => println!("hung up"),
-                                SessionEnd::PeerHungUp => println!("BYE from the peer"),
-                                other => println!("call {}", end_text(&other)),
                             }
                             return answered && transfer.succeeded();
                         }
@@ -1115,9 +1173,10 @@ async fn follow_call(
         if hang_up_now && !hanging_up {
             hanging_up = true;
             ending_by = Some(tokio::time::Instant::now() + HANGUP_WAIT);
-            println!("{}", if answered { "BYE" } else { "CANCEL" });
+            let what = if answered { "BYE" } else { "CANCEL" };
+            emit("hangup", what, json!({"request": what}));
             if let Err(e) = endpoint.hangup(session).await {
-                println!("cannot hang up: {e}");
+                emit("failed", &format!("cannot hang up: {e}"), json!({"error": e.to_string()}));
                 return answered && transfer.succeeded();
             }
         }
@@ -1125,7 +1184,7 @@ async fn follow_call(
             // The transferee took it (or not): the call is ours to end.
             hanging_up = true;
             ending_by = Some(tokio::time::Instant::now() + HANGUP_WAIT);
-            println!("BYE");
+            emit("hangup", "BYE", json!({"request": "BYE"}));
             if endpoint.hangup(session).await.is_err() {
                 return answered && transfer.succeeded();
             }

@@ -3,6 +3,8 @@
 //! stack knows (presence, reg, message-summary, refer) — until the
 //! notifier ends it or Ctrl-C, which unsubscribes first.
 
+use crate::out::emit;
+use serde_json::json;
 use sipline::endpoint::{Body, Event, Notification, SubState, Subscribe, SubscriptionEnd, SubscriptionEvent};
 use sipline::event::{MessageSummary, Presence, Reginfo, StatusFrag};
 use std::time::Duration;
@@ -35,7 +37,7 @@ pub(crate) async fn run(
     let subscription = match endpoint.subscribe(sub).await {
         Ok(s) => s,
         Err(e) => {
-            println!("failed: {e}");
+            emit("failed", &format!("failed: {e}"), json!({"error": e.to_string()}));
             return false;
         }
     };
@@ -51,14 +53,15 @@ pub(crate) async fn run(
         };
         tokio::select! {
             () = &mut stop, if ending_by.is_none() => {
-                println!("unsubscribing");
+                emit("unsubscribing", "unsubscribing", json!({}));
                 ending_by = Some(tokio::time::Instant::now() + UNSUBSCRIBE_WAIT);
                 if endpoint.unsubscribe(subscription).await.is_err() {
                     return accepted;
                 }
             }
             () = give_up => {
-                println!("no end to the unsubscription in {} s", UNSUBSCRIBE_WAIT.as_secs());
+                let secs = UNSUBSCRIBE_WAIT.as_secs();
+                emit("failed", &format!("no end to the unsubscription in {secs} s"), json!({"error": "unsubscription unanswered"}));
                 return accepted;
             }
             event = events.next() => {
@@ -67,15 +70,18 @@ pub(crate) async fn run(
                     Event::Subscription { subscription: s, event } if s == subscription => match event {
                         SubscriptionEvent::Accepted(r) => {
                             accepted = true;
-                            println!("{} {}", r.code, r.reason);
+                            emit("response", &format!("{} {}", r.code, r.reason), json!({"code": r.code, "reason": r.reason}));
                         }
                         SubscriptionEvent::Notified(n) => {
                             accepted = true;
                             print_notify(&n);
                         }
-                        SubscriptionEvent::Refreshed { expires } => println!("refreshed for {expires} s"),
+                        SubscriptionEvent::Refreshed { expires } => {
+                            emit("refreshed", &format!("refreshed for {expires} s"), json!({"expires": expires}));
+                        }
                         SubscriptionEvent::Ended(why) => {
-                            println!("{}", end_text(&why));
+                            let text = end_text(&why);
+                            emit("ended", &text, json!({"why": text}));
                             return accepted;
                         }
                         _ => {}
@@ -129,12 +135,22 @@ fn print_notify(n: &Notification) {
         (_, Some(r)) => format!(" ({r})"),
         _ => String::new(),
     };
-    println!("NOTIFY {state}{detail}");
-    if let Some(body) = &n.body {
-        for line in describe_body(body) {
-            println!("  {line}");
-        }
+    let lines = n.body.as_ref().map(describe_body).unwrap_or_default();
+    let mut text = format!("NOTIFY {state}{detail}");
+    for line in &lines {
+        text.push_str("\n  ");
+        text.push_str(line);
     }
+    let body = n.body.as_ref().map(|b| String::from_utf8_lossy(&b.bytes).into_owned());
+    let fields = json!({
+        "state": state,
+        "expires": n.expires,
+        "reason": n.reason,
+        "content_type": n.body.as_ref().map(|b| b.content_type.clone()),
+        "body": body,
+        "summary": lines,
+    });
+    emit("notify", &text, fields);
 }
 
 /// The lines that tell what a NOTIFY body says.

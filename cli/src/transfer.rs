@@ -6,6 +6,8 @@
 
 use crate::media::Media;
 use crate::net::Calls;
+use crate::out::emit;
+use serde_json::json;
 use sipline::endpoint::{
     Request, RequestError, SessionEnd, SessionEvent, SessionId, SubscriptionEnd, SubscriptionEvent, SubscriptionId,
 };
@@ -29,14 +31,14 @@ impl Transferor {
     /// transfer and hang up at once.
     pub(crate) async fn start(&mut self, endpoint: &sipline_tokio::Endpoint, session: SessionId, target: &str) -> bool {
         self.started = true;
-        println!("REFER to {target}");
+        emit("transfer", &format!("REFER to {target}"), json!({"target": target}));
         match endpoint.refer(session, target).await {
             Ok(s) => {
                 self.subscription = Some(s);
                 false
             }
             Err(e) => {
-                println!("cannot transfer: {e}");
+                emit("failed", &format!("cannot transfer: {e}"), json!({"error": e.to_string()}));
                 self.done = true;
                 false
             }
@@ -49,23 +51,35 @@ impl Transferor {
             return;
         }
         match event {
-            SubscriptionEvent::Accepted(r) => println!("REFER: {} {}", r.code, r.reason),
+            SubscriptionEvent::Accepted(r) => {
+                emit(
+                    "transfer",
+                    &format!("REFER: {} {}", r.code, r.reason),
+                    json!({"code": r.code, "reason": r.reason}),
+                );
+            }
             SubscriptionEvent::Notified(n) => {
                 // §2.4.5: the body is the status line of the new call.
                 let frag = n.body.as_ref().and_then(|b| StatusFrag::parse(&b.bytes).ok());
                 match frag {
                     Some(f) => {
-                        println!("transfer: {} {}", f.code, f.reason);
+                        let text = format!("transfer: {} {}", f.code, f.reason);
+                        emit("transfer", &text, json!({"code": f.code, "reason": f.reason}));
                         self.last = Some(f.code);
                     }
-                    None => println!("transfer: NOTIFY ({:?})", n.state),
+                    None => emit("transfer", &format!("transfer: NOTIFY ({:?})", n.state), json!({})),
                 }
             }
             SubscriptionEvent::Ended(why) => {
                 match why {
                     SubscriptionEnd::Terminated { .. } => {}
-                    SubscriptionEnd::Failed(RequestError::Failure(r)) => println!("REFER: {} {}", r.code, r.reason),
-                    other => println!("transfer ended: {other:?}"),
+                    SubscriptionEnd::Failed(RequestError::Failure(r)) => {
+                        let text = format!("REFER: {} {}", r.code, r.reason);
+                        emit("transfer", &text, json!({"code": r.code, "reason": r.reason}));
+                    }
+                    other => {
+                        emit("transfer", &format!("transfer ended: {other:?}"), json!({"why": format!("{other:?}")}));
+                    }
                 }
                 self.done = true;
             }
@@ -101,15 +115,15 @@ pub(crate) async fn transferred(
     let parsed = ReferTo::parse(&quoted).ok();
     let target = parsed.as_ref().map(|r| r.target().as_str().to_owned());
     let (Some(target), true) = (target, calls.answers()) else {
-        calls.say(&format!("REFER to {refer_to}: declined"));
+        calls.say("transfer", &format!("REFER to {refer_to}: declined"));
         let _ = endpoint.reject_subscription(subscription, 603, "Decline").await;
         return;
     };
     if let Err(e) = endpoint.accept_refer(subscription).await {
-        println!("cannot accept the REFER: {e}");
+        emit("failed", &format!("cannot accept the REFER: {e}"), json!({"error": e.to_string()}));
         return;
     }
-    calls.say(&format!("REFER to {target}: calling"));
+    calls.say("transfer", &format!("REFER to {target}: calling"));
     let local = source.local.or_else(|| endpoint.local_addr(source.transport));
     let offer = Media::new(crate::net::media_ip(local, source.remote)).offer();
     let mut invite = Request::invite(&target, "application/sdp", offer);
@@ -125,7 +139,7 @@ pub(crate) async fn transferred(
             calls.placed(call, subscription, &target);
         }
         Err(e) => {
-            println!("cannot call {target}: {e}");
+            emit("failed", &format!("cannot call {target}: {e}"), json!({"error": e.to_string()}));
             let _ = endpoint.refer_progress(subscription, 503, "Service Unavailable").await;
         }
     }
@@ -152,7 +166,7 @@ pub(crate) async fn progress(
         _ => None,
     };
     if let Some((code, reason, last)) = report {
-        calls.say(&format!("transfer call: {code} {reason}"));
+        calls.say("transfer", &format!("transfer call: {code} {reason}"));
         let _ = endpoint.refer_progress(subscription, code, &reason).await;
         if last {
             calls.transferred(session);

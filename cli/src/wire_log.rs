@@ -81,16 +81,18 @@ impl Subscriber for WireLog {
     fn event(&self, event: &Event<'_>) {
         let mut fields = Fields::default();
         event.record(&mut fields);
-        if event.metadata().target() == TLS_TARGET {
+        let target = event.metadata().target();
+        if target == TLS_TARGET {
             // The message names the peer and the reason; no fields.
-            println!("{}", fields.message.trim_end());
-        } else if event.metadata().target() == "sipline::serve" || event.metadata().target() == NET_TARGET {
+            crate::out::emit("log", fields.message.trim_end(), serde_json::json!({"target": target}));
+        } else if target == "sipline::serve" || target == NET_TARGET {
             let head = fields.head.trim_end();
-            if head.is_empty() {
-                println!("{}", fields.message.trim_end());
+            let line = if head.is_empty() {
+                fields.message.trim_end().to_owned()
             } else {
-                println!("{} {head}", fields.message.trim_end());
-            }
+                format!("{} {head}", fields.message.trim_end())
+            };
+            crate::out::emit("log", &line, serde_json::json!({"target": target}));
         } else if let Some(ladder) = &self.ladder {
             let (dir, text) = fields.message.split_once('\n').unwrap_or((fields.message.as_str(), ""));
             let remote = fields.remote.as_deref().unwrap_or("?");
