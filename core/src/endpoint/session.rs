@@ -1076,10 +1076,11 @@ impl Endpoint {
         let Some(session) = self.sessions.all.get_mut(&s) else { return };
         let cancelled = session.cancel.is_some();
         let wait = session.late_offer && !m.body().is_empty() && !cancelled;
+        // The answer first, then what it says of the session timer.
+        self.emit(s, SessionEvent::Answered(response.clone()));
         if !cancelled {
             self.learn_from_2xx(now, s, &m);
         }
-        self.emit(s, SessionEvent::Answered(response.clone()));
         if wait {
             if let Some(session) = self.sessions.all.get_mut(&s) {
                 session.ack_wait = Some(cseq);
