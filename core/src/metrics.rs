@@ -122,17 +122,19 @@ impl WorkerMetrics {
 /// use sipline::endpoint::{Endpoint, EndpointConfig};
 /// use sipline::metrics::Metrics;
 /// use std::sync::Arc;
+/// use std::time::Instant;
 ///
+/// // `now` comes from the runtime's clock; the core reads none.
+/// # fn demo(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
 /// let metrics = Arc::new(Metrics::new(1));
 /// let mut config = EndpointConfig::new("sip:alice@192.0.2.1");
 /// config.metrics = Some(Arc::clone(&metrics));
-/// let mut ep = Endpoint::new(config).unwrap();
-/// let now = std::time::Instant::now();
+/// let mut ep = Endpoint::new(config)?;
 /// let options = "OPTIONS sip:alice@192.0.2.1 SIP/2.0\r\n\
 ///     Via: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK-1\r\nMax-Forwards: 70\r\n\
 ///     From: <sip:bob@192.0.2.2>;tag=b\r\nTo: <sip:alice@192.0.2.1>\r\n\
 ///     Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
-/// let (local, remote) = ("192.0.2.1:5060".parse().unwrap(), "192.0.2.2:5060".parse().unwrap());
+/// let (local, remote) = ("192.0.2.1:5060".parse()?, "192.0.2.2:5060".parse()?);
 /// ep.handle_datagram(now, local, remote, options.as_bytes());
 /// while ep.poll_output().is_some() {}
 ///
@@ -144,7 +146,10 @@ impl WorkerMetrics {
 /// // Its server transaction lingers in Completed for Timer J (§17.2.2).
 /// let live = [("role", "server"), ("kind", "non_invite"), ("state", "completed")];
 /// assert_eq!(snapshot.value("sipline_transactions", &live), Some(1.0));
+/// # Ok(()) }
 /// ```
+///
+/// (`core/tests/metrics.rs` runs the same, with a clock.)
 pub struct Metrics {
     workers: Box<[Arc<WorkerMetrics>]>,
     /// The location service of the server, once an endpoint serving with

@@ -377,3 +377,24 @@ fn an_endpoint_without_metrics_counts_nothing_and_a_client_counts_too() {
     assert!(s.value("sipline_registrar_bindings", &[]).is_none());
     assert_eq!(live(&s, "client", "non_invite", "trying"), 1.0);
 }
+
+/// The example of `Metrics`' docs, run: an OPTIONS answered by a user agent
+/// endpoint counts a request, a 2xx sent and a server transaction lingering
+/// in Completed (Timer J, RFC 3261 §17.2.2).
+#[test]
+fn the_docs_example_runs() {
+    let metrics = Arc::new(Metrics::new(1));
+    let mut config = sipline::endpoint::EndpointConfig::new("sip:alice@192.0.2.1");
+    config.metrics = Some(Arc::clone(&metrics));
+    let mut ep = Endpoint::new(config).unwrap();
+    let options = "OPTIONS sip:alice@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2;branch=z9hG4bK-1\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:bob@192.0.2.2>;tag=b\r\nTo: <sip:alice@192.0.2.1>\r\n\
+        Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let (local, remote) = ("192.0.2.1:5060".parse().unwrap(), "192.0.2.2:5060".parse().unwrap());
+    ep.handle_datagram(Instant::now(), local, remote, options.as_bytes());
+    while ep.poll_output().is_some() {}
+    let snapshot = metrics.snapshot();
+    assert_eq!(snapshot.value("sipline_requests_received_total", &[("method", "OPTIONS")]), Some(1.0));
+    assert_eq!(snapshot.value("sipline_responses_sent_total", &[("class", "2xx")]), Some(1.0));
+    assert_eq!(live(&snapshot, "server", "non_invite", "completed"), 1.0);
+}

@@ -7,10 +7,10 @@
 //! use sipline::sdp::{self, Capabilities, LocalSession};
 //!
 //! let mut session = LocalSession::new("alice", 1, 1, [192, 0, 2, 10].into());
-//! let offer = sdp::offer(&Capabilities::telephony(), &["192.0.2.10:49170".parse().unwrap()], &mut session)?;
+//! let offer = sdp::offer(&Capabilities::telephony(), &["192.0.2.10:49170".parse()?], &mut session)?;
 //! let body = Body::from(&offer);
 //! assert_eq!(body.content_type, "application/sdp");
-//! let read = body.description().unwrap()?;
+//! let read = body.description().ok_or("not SDP")??;
 //! assert_eq!(read.media[0].port, 49170);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -529,15 +529,15 @@ impl Endpoint {
     /// use sipline::endpoint::{Endpoint, EndpointConfig, Subscribe};
     /// use std::time::Instant;
     ///
-    /// # fn demo(now: Instant) {
-    /// let mut ep = Endpoint::new(EndpointConfig::new("sip:alice@example.com")).unwrap();
+    /// # fn demo(now: Instant) -> Result<(), Box<dyn std::error::Error>> {
+    /// let mut ep = Endpoint::new(EndpointConfig::new("sip:alice@example.com"))?;
     /// ep.start(now);
     /// let mut presence = Subscribe::new("sip:bob@192.0.2.7", "presence");
     /// presence.accept = vec!["application/pidf+xml".into()];
-    /// let watching = ep.subscribe(now, presence).unwrap();
+    /// let watching = ep.subscribe(now, presence)?;
     /// // Event::Subscription { subscription: watching, event: Notified(..) } follow.
     /// # let _ = watching;
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn subscribe(&mut self, now: Instant, sub: Subscribe) -> Result<SubscriptionId, SendError> {
         let now = self.clamp(now);

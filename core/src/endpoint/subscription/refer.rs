@@ -44,13 +44,13 @@ impl Endpoint {
     /// use sipline::endpoint::{Endpoint, EndpointConfig, SessionId};
     /// use std::time::Instant;
     ///
-    /// # fn demo(ep: &mut Endpoint, call: SessionId, now: Instant) {
+    /// # fn demo(ep: &mut Endpoint, call: SessionId, now: Instant) -> Result<(), Box<dyn std::error::Error>> {
     /// // `call` is an established session with Bob: send him to Carol.
-    /// let transfer = ep.refer(now, call, "sip:carol@192.0.2.9").unwrap();
+    /// let transfer = ep.refer(now, call, "sip:carol@192.0.2.9")?;
     /// // Event::Subscription { subscription: transfer, event: Notified(..) }
     /// // follow with "SIP/2.0 100 Trying", "SIP/2.0 200 OK"…
     /// # let _ = transfer;
-    /// # }
+    /// # Ok(()) }
     /// ```
     pub fn refer(
         &mut self,
