@@ -955,16 +955,7 @@ impl Endpoint {
                 }
                 session.glare_body = None;
                 let refreshing = std::mem::take(&mut session.refreshing);
-                let lost =
-                    matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
-                if refreshing {
-                    return self.refresh_failed(now, s, e, lost);
-                }
-                self.emit(s, SessionEvent::Updated(Err(e.clone())));
-                if lost {
-                    // §12.2.1.2: the dialog is gone.
-                    self.end_session(now, s, SessionEnd::Failed(e));
-                }
+                self.offer_failed(now, s, e, refreshing);
             }
             Err(e) => {
                 let cancelled = session.cancel.is_some() && matches!(&e, RequestError::Failure(r) if r.code == 487)
@@ -1032,6 +1023,21 @@ impl Endpoint {
             let agreed = timer::from_response(m).or(keep);
             let since = x.sent_at.take().unwrap_or(now);
             self.arm_session_timer(now, since, s, agreed);
+        }
+    }
+
+    /// Our re-INVITE or UPDATE on `s` failed with `e` (other than a 491
+    /// tried again): a session-timer refresh's failure goes to the timer;
+    /// otherwise it is reported, and a 481, 408 or timeout ends the dialog
+    /// (§12.2.1.2).
+    fn offer_failed(&mut self, now: Instant, s: SessionId, e: RequestError, refreshing: bool) {
+        let lost = matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
+        if refreshing {
+            return self.refresh_failed(now, s, e, lost);
+        }
+        self.emit(s, SessionEvent::Updated(Err(e.clone())));
+        if lost {
+            self.end_session(now, s, SessionEnd::Failed(e));
         }
     }
 
@@ -1635,15 +1641,7 @@ impl Endpoint {
                 }
                 x.glare_update = None;
                 let refreshing = std::mem::take(&mut x.refreshing);
-                let lost =
-                    matches!(&e, RequestError::Failure(r) if matches!(r.code, 481 | 408)) || e == RequestError::Timeout;
-                if refreshing {
-                    return self.refresh_failed(now, s, e, lost);
-                }
-                self.emit(s, SessionEvent::Updated(Err(e.clone())));
-                if lost {
-                    self.end_session(now, s, SessionEnd::Failed(e));
-                }
+                self.offer_failed(now, s, e, refreshing);
             }
         }
     }
