@@ -42,6 +42,8 @@ struct Peer {
     rewrite: Option<fn(&str) -> String>,
     /// When each message of `wire` was sent.
     wire_at: Vec<Instant>,
+    /// Where each datagram of `wire` went.
+    wire_to: Vec<SocketAddr>,
     /// Every message received: when, from whom, its text.
     received: Vec<(Instant, NodeId, String)>,
 }
@@ -78,6 +80,7 @@ impl Peer {
             out: VecDeque::new(),
             wire: Vec::new(),
             wire_at: Vec::new(),
+            wire_to: Vec::new(),
             received: Vec::new(),
             drop: None,
             rewrite: None,
@@ -107,6 +110,7 @@ impl Peer {
                         }
                         self.wire.push(String::from_utf8_lossy(&bytes).into_owned());
                         self.wire_at.push(self.now);
+                        self.wire_to.push(remote);
                         self.out.push_back((node_of(remote), bytes.to_vec()));
                     }
                     Output::Event(e) => events.push(e),
@@ -1612,4 +1616,43 @@ fn forked_subscription(seed: u64, link: LinkConfig, clean: bool) {
         }
     }
     assert_eq!(s.nodes[3].ep.subscription_count(), 0);
+}
+
+/// A device whose Contact names its own host at another port (it sends
+/// from one port and listens on another, as sipsak does, or registered for
+/// another process on its host; RFC 3261 §10.2) is reached at the Contact;
+/// one whose Contact names another host (behind a NAT) at the source of
+/// its REGISTER, as before.
+#[test]
+fn a_contact_on_the_registering_host_at_another_port_is_reached_there() {
+    fn other_port(m: &str) -> String {
+        m.replace("Contact: <sip:bob@192.0.2.2:5060>", "Contact: <sip:bob@192.0.2.2:5099>")
+    }
+    fn private(m: &str) -> String {
+        m.replace("Contact: <sip:bob@192.0.2.2:5060>", "Contact: <sip:bob@10.0.0.2:5060>")
+    }
+    for (rewrite, expected) in [(other_port as fn(&str) -> String, "192.0.2.2:5099"), (private, "192.0.2.2:5060")] {
+        let t0 = Instant::now();
+        let mut nodes = vec![
+            server(t0),
+            device(1, "bob", BOB_1, t0, answering()),
+            device(2, "alice", "urn:uuid:00000000-0000-4000-8000-00000000000a", t0, idle()),
+        ];
+        nodes[1].rewrite = Some(rewrite);
+        let mut s = Sim::new(nodes, LinkConfig::default(), 1, t0);
+        let registered =
+            s.run_until(Duration::from_secs(30), 400_000, |s| bindings(s, "bob") == 1 && bindings(s, "alice") == 1);
+        assert!(registered);
+        call_bob(&mut s, 2, Duration::from_secs(5));
+        let server = &s.nodes[0];
+        let to_bob: Vec<SocketAddr> = server
+            .wire
+            .iter()
+            .zip(&server.wire_to)
+            .filter(|(m, _)| m.starts_with("INVITE sip:bob@"))
+            .map(|(_, to)| *to)
+            .collect();
+        assert!(!to_bob.is_empty(), "{:?}", server.wire);
+        assert!(to_bob.iter().all(|a| a.to_string() == expected), "{expected}: {to_bob:?}");
+    }
 }

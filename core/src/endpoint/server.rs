@@ -1300,11 +1300,27 @@ fn from_sibling(key: Option<&ring::hmac::Key>, me: &ProxyIdentity, m: &Message<'
 fn binding_peer(b: &registrar::Binding) -> Option<Peer> {
     let contact = Uri::parse(&b.contact).ok()?;
     let target = target_for(&contact, Transport::Udp).ok()?;
+    let contact_addr = target.socket_addr();
     match &b.source {
+        // A UDP binding whose Contact names the very host it registered
+        // from, at another port, listens there (a tool that sends from an
+        // ephemeral port, or a registration made for another process on
+        // that host, RFC 3261 §10.2): the Contact is reached, not the
+        // source. Across a NAT the Contact's address is not the source's,
+        // and the flow is kept; so it is for an outbound flow (RFC 5626
+        // `reg-id`: the flow is the way in, whatever the Contact says).
+        Some(src)
+            if b.reg_id.is_none()
+                && target.transport == Transport::Udp
+                && Transport::from_token(&src.transport) == Some(Transport::Udp)
+                && contact_addr.is_some_and(|c| c.ip() == src.addr.ip() && c.port() != src.addr.port()) =>
+        {
+            Some(Peer::new(Transport::Udp, contact_addr?))
+        }
         Some(src) => {
             let transport = Transport::from_token(&src.transport).unwrap_or(target.transport);
             Some(Peer::new(transport, src.addr))
         }
-        None => Some(Peer::new(target.transport, target.socket_addr()?)),
+        None => Some(Peer::new(target.transport, contact_addr?)),
     }
 }
