@@ -16,9 +16,9 @@
 //! both sides), [`registrar`] (RFC 3261 §10.3 and the location service),
 //! [`proxy`] (the stateless rules of RFC 3261 §16), [`sdp`] (RFC 8866 and
 //! offer/answer, RFC 3264) and [`event`] (the bodies and headers of event
-//! packages and transfer). The runtime crates `sipline-tokio`,
-//! `sipline-smol` and `sipline-blocking` drive an endpoint over real
-//! sockets; `DESIGN.md` in the repository tells how it fits together.
+//! packages and transfer). The runtime crates (one per async runtime,
+//! one for plain threads) drive an endpoint over real sockets;
+//! `DESIGN.md` in the repository tells how it fits together.
 //!
 //! The message layer needs nothing around it:
 //!
